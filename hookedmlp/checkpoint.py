@@ -1,0 +1,94 @@
+"""Saving and loading HookedMLP checkpoints; the models shipped with the package."""
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any, Optional, Union
+
+import torch
+
+from hookedmlp.config import LayerSpec
+from hookedmlp.errors import CheckpointError, closest
+from hookedmlp.io import atomic_save, safe_load
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_pretrained", "pretrained_card", "PRETRAINED", "sha256_file"]
+
+PRETRAINED = ("mnist-mlp",)
+
+
+def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
+    """Write ``model.checkpoint(meta)`` atomically to ``path``."""
+    atomic_save(model.checkpoint(meta), path)
+
+
+def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.device, None] = None) -> Any:
+    """Rebuild a HookedMLP from a loaded checkpoint dict, checking it describes the weights."""
+    from hookedmlp.model import HookedMLP
+
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "hookedmlp.checkpoint":
+        keys = sorted(ckpt)[:4] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{source} is not a hookedmlp checkpoint (got {keys}); for a plain state dict use "
+            "HookedMLP.from_state_dict(torch.load(path, weights_only=True))"
+        )
+    if ckpt.get("version") != 1:
+        raise CheckpointError(f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads version 1")
+    specs = [LayerSpec.from_dict(d) for d in ckpt["specs"]]
+    model = HookedMLP(specs, input_shape=ckpt.get("input_shape"))
+    state = ckpt["state_dict"]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        raise CheckpointError(
+            f"{source} does not match the architecture it describes (missing {missing}, unexpected {extra}, "
+            f"shape mismatches {wrong}); the file is corrupt or was edited"
+        )
+    model.load_state_dict(state)
+    model.meta = dict(ckpt.get("meta", {}))
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_checkpoint(path: "str | os.PathLike[str]", device: Union[str, torch.device, None] = None) -> Any:
+    """Load a checkpoint written by ``HookedMLP.save`` with ``torch.load(weights_only=True)``."""
+    return model_from_checkpoint(safe_load(path, what="checkpoint"), repr(str(path)), device)
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pretrained_files(name: str) -> tuple[Any, Any]:
+    if name not in PRETRAINED:
+        hint = closest(name, PRETRAINED)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise CheckpointError(f"unknown pretrained model {name!r}{suggestion} (available: {', '.join(PRETRAINED)})")
+    root = resources.files("hookedmlp") / "pretrained"
+    return root / f"{name}.pt", root / f"{name}.json"
+
+
+def pretrained_card(name: str = "mnist-mlp") -> dict[str, Any]:
+    """The card shipped next to a pretrained model: seed, command, test loss, accuracy, sha256."""
+    _, card = _pretrained_files(name)
+    return json.loads(card.read_text())
+
+
+def load_pretrained(name: str = "mnist-mlp", device: Union[str, torch.device, None] = None) -> Any:
+    """Load a shipped model after checking its sha256 against its card."""
+    weights, _ = _pretrained_files(name)
+    card = pretrained_card(name)
+    with resources.as_file(weights) as path:
+        digest = sha256_file(path)
+        if digest != card["sha256"]:
+            raise CheckpointError(f"pretrained {name!r} fails its checksum: expected sha256 {card['sha256']}, got {digest}; reinstall hookedmlp")
+        return load_checkpoint(path, device=device)

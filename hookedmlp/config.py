@@ -1,0 +1,214 @@
+"""Architecture descriptions: MLPConfig for new models, LayerSpec for any supported stack.
+
+A model is a sequence of :class:`LayerSpec` (one per module: linear, activation
+or dropout). :class:`MLPConfig` is the short way to write the usual
+Linear-activation-...-Linear stack; ``from_sequential`` and ``from_state_dict``
+produce specs directly. Specs are plain data, saved inside checkpoints so that
+loading rebuilds the same architecture.
+"""
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from torch import Tensor, nn
+
+from hookedmlp.errors import CheckpointError
+
+__all__ = ["MLPConfig", "LayerSpec", "ACTIVATIONS", "spec_from_modules", "spec_from_state_dict", "build_module"]
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
+_KINDS = ("linear", "dropout") + ACTIVATIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One module of the stack.
+
+    ``kind`` is ``"linear"``, ``"dropout"`` or an activation name. ``d_in``/``d_out``
+    are the widths it reads and writes; ``param`` is the dropout probability, the
+    leaky-ReLU slope, or GELU's approximation flag (1.0 for tanh) where relevant.
+    """
+
+    kind: str
+    d_in: int
+    d_out: int
+    bias: bool = True
+    param: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, as stored in checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LayerSpec":
+        """Inverse of :meth:`to_dict`; raises :class:`CheckpointError` on malformed data."""
+        try:
+            spec = cls(kind=str(d["kind"]), d_in=int(d["d_in"]), d_out=int(d["d_out"]),
+                       bias=bool(d.get("bias", True)), param=float(d.get("param", 0.0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"malformed layer spec {dict(d)!r}: {e}") from None
+        if spec.kind not in _KINDS:
+            raise CheckpointError(f"unknown layer kind {spec.kind!r}; expected one of {', '.join(_KINDS)}")
+        return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    """A fully connected net: ``d_in -> d_hidden[0] -> ... -> d_out``.
+
+    Each hidden Linear is followed by ``activation`` and, if ``dropout > 0``, a
+    Dropout module (which then also gets its own ``layer{i}``).
+
+    Example:
+        >>> cfg = MLPConfig()  # the study's quickstart network
+        >>> [s.kind for s in cfg.layer_specs()]
+        ['linear', 'relu', 'linear', 'relu', 'linear']
+    """
+
+    d_in: int = 784
+    d_hidden: tuple[int, ...] = (512, 512)
+    d_out: int = 10
+    activation: str = "relu"
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
+        widths = (self.d_in, *self.d_hidden, self.d_out)
+        if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+            raise ValueError(f"layer widths must be positive ints, got d_in={self.d_in}, d_hidden={self.d_hidden}, d_out={self.d_out}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
+
+    def layer_specs(self) -> list[LayerSpec]:
+        """The module-by-module description of this network."""
+        specs: list[LayerSpec] = []
+        widths = (self.d_in, *self.d_hidden, self.d_out)
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            specs.append(LayerSpec("linear", a, b, bias=self.bias))
+            if i < len(widths) - 2:
+                specs.append(LayerSpec(self.activation, b, b, param=0.01 if self.activation == "leaky_relu" else 0.0))
+                if self.dropout > 0:
+                    specs.append(LayerSpec("dropout", b, b, param=float(self.dropout)))
+        return specs
+
+
+def build_module(spec: LayerSpec) -> nn.Module:
+    """A fresh module for ``spec`` (weights of Linear layers are freshly initialised)."""
+    if spec.kind == "linear":
+        return nn.Linear(spec.d_in, spec.d_out, bias=spec.bias)
+    if spec.kind == "relu":
+        return nn.ReLU()
+    if spec.kind == "gelu":
+        return nn.GELU(approximate="tanh" if spec.param else "none")
+    if spec.kind == "tanh":
+        return nn.Tanh()
+    if spec.kind == "sigmoid":
+        return nn.Sigmoid()
+    if spec.kind == "leaky_relu":
+        return nn.LeakyReLU(spec.param)
+    if spec.kind == "dropout":
+        return nn.Dropout(spec.param)
+    raise CheckpointError(f"unknown layer kind {spec.kind!r}; expected one of {', '.join(_KINDS)}")
+
+
+_SIMPLE = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+
+
+def spec_from_modules(modules: Sequence[nn.Module]) -> list[LayerSpec]:
+    """Describe a stack of Linear / activation / Dropout modules (no leading Flatten).
+
+    Raises ``TypeError`` naming the position and type of an unsupported module, and
+    ``ValueError`` when consecutive widths do not match.
+    """
+    specs: list[LayerSpec] = []
+    width: Optional[int] = None
+    supported = "Flatten (first only), Linear, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Dropout"
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Linear):
+            if width is not None and m.in_features != width:
+                raise ValueError(f"module {i} (Linear) expects {m.in_features} inputs but the previous layer gives {width}")
+            specs.append(LayerSpec("linear", m.in_features, m.out_features, bias=m.bias is not None))
+            width = m.out_features
+            continue
+        if width is None:
+            raise TypeError(f"module {i} ({type(m).__name__}) comes before any Linear; the stack must start with Linear (after an optional Flatten)")
+        if type(m) in _SIMPLE:
+            specs.append(LayerSpec(_SIMPLE[type(m)], width, width))
+        elif type(m) is nn.GELU:
+            specs.append(LayerSpec("gelu", width, width, param=1.0 if m.approximate == "tanh" else 0.0))
+        elif type(m) is nn.LeakyReLU:
+            specs.append(LayerSpec("leaky_relu", width, width, param=float(m.negative_slope)))
+        elif type(m) is nn.Dropout:
+            specs.append(LayerSpec("dropout", width, width, param=float(m.p)))
+        else:
+            raise TypeError(f"module {i} is {type(m).__name__}, which HookedMLP does not support; supported: {supported}")
+    if not specs:
+        raise ValueError("the stack has no Linear layer; expected at least one nn.Linear")
+    return specs
+
+
+_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<index>\d+)\.(?P<param>weight|bias)$")
+
+
+def spec_from_state_dict(state_dict: Mapping[str, Tensor], activation: str = "relu") -> tuple[list[LayerSpec], dict[str, Tensor], int]:
+    """Infer a Linear-activation stack from a plain ``nn.Sequential``-style state dict.
+
+    Accepts keys ``<prefix>{i}.weight`` / ``<prefix>{i}.bias`` with one common
+    prefix, e.g. the PyTorch quickstart's ``linear_relu_stack.0.weight``. Linear
+    layers must sit at every other index (Linear, activation, Linear, ...).
+
+    Returns:
+        ``(specs, {module_index_in_specs: tensor...} as hooked-model keys, offset)``
+        where ``offset`` is the index of the first Linear in the original stack.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+    params: dict[int, dict[str, Tensor]] = {}
+    prefixes = set()
+    for key, value in state_dict.items():
+        m = _KEY.match(key)
+        if m is None:
+            raise CheckpointError(f"unexpected key {key!r}; expected keys like 'linear_relu_stack.0.weight' (a Sequential's state dict)")
+        prefixes.add(m["prefix"])
+        params.setdefault(int(m["index"]), {})[m["param"]] = value
+    if not params:
+        raise CheckpointError("the state dict is empty; expected the weights of a Sequential of Linear layers")
+    if len(prefixes) > 1:
+        raise CheckpointError(f"keys have several prefixes {sorted(prefixes)}; pass the state dict of one Sequential")
+    indices = sorted(params)
+    offset = indices[0]
+    if offset > 1 or any(b - a != 2 for a, b in zip(indices, indices[1:])):
+        raise CheckpointError(
+            f"Linear layers at indices {indices}; expected them at every other index (0, 2, 4, ...: Linear, "
+            "activation, Linear, ...). For other stacks build the nn.Sequential and use HookedMLP.from_sequential"
+        )
+    specs: list[LayerSpec] = []
+    weights: dict[str, Tensor] = {}
+    width = None
+    for n, idx in enumerate(indices):
+        w = params[idx].get("weight")
+        if w is None or w.ndim != 2:
+            raise CheckpointError(f"index {idx} has no 2-D weight; got {sorted(params[idx])}")
+        if width is not None and w.shape[1] != width:
+            raise CheckpointError(f"Linear at index {idx} takes {w.shape[1]} inputs but the previous one gives {width}")
+        if n > 0:
+            specs.append(LayerSpec(activation, width, width, param=0.01 if activation == "leaky_relu" else 0.0))
+        pos = len(specs)
+        specs.append(LayerSpec("linear", int(w.shape[1]), int(w.shape[0]), bias="bias" in params[idx]))
+        weights[f"layer{pos}.module.weight"] = w
+        if "bias" in params[idx]:
+            weights[f"layer{pos}.module.bias"] = params[idx]["bias"]
+        width = int(w.shape[0])
+    return specs, weights, offset
+
+
+def default_input_shape(d_in: int) -> tuple[int, ...]:
+    """``(1, s, s)`` when ``d_in`` is a square ``s*s`` (images), else ``(d_in,)``."""
+    side = math.isqrt(d_in)
+    return (1, side, side) if side * side == d_in and d_in > 1 else (d_in,)

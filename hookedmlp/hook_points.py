@@ -1,0 +1,153 @@
+"""HookPoint: an identity module that runs the hooks attached to it.
+
+A HookPoint sits at every place an activation can be read or edited. With no
+hooks attached it returns its input unchanged. Hooks follow TransformerLens'
+signature ``fn(activation, hook) -> Tensor | None``: returning a tensor replaces
+the activation for everything downstream, returning ``None`` keeps it.
+
+Each attached hook is a :class:`HookHandle`; ``handle.remove()`` removes exactly
+that hook and nothing else, and may be called any number of times.
+"""
+
+import itertools
+import weakref
+from collections.abc import Callable
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["HookPoint", "HookHandle", "HookFn", "Direction"]
+
+HookFn = Callable[[Tensor, "HookPoint"], Optional[Tensor]]
+Direction = Literal["fwd", "bwd"]
+
+_ids = itertools.count()
+# Every HookPoint that currently has a hook attached, for leak checks in tests.
+_WITH_HOOKS: "weakref.WeakSet[HookPoint]" = weakref.WeakSet()
+
+
+class HookHandle:
+    """One hook attached to one hook point; ``remove()`` detaches exactly it.
+
+    Usable as a context manager: ``with model.add_hook(...):`` removes the hook on exit.
+    """
+
+    __slots__ = ("_point", "fn", "dir", "is_permanent", "id", "__weakref__")
+
+    def __init__(self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool) -> None:
+        self._point: Optional[HookPoint] = point
+        self.fn = fn
+        self.dir = dir
+        self.is_permanent = is_permanent
+        self.id = next(_ids)
+
+    @property
+    def name(self) -> str:
+        """Name of the hook point this hook is (or was) attached to."""
+        return self._point.name if self._point is not None else "<removed>"
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hook is still attached."""
+        return self._point is not None
+
+    def remove(self) -> None:
+        """Detach the hook. Idempotent: removing twice is a no-op."""
+        point, self._point = self._point, None
+        if point is not None:
+            point._detach(self)
+
+    def __enter__(self) -> "HookHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        fn_name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        state = "" if self.attached else ", removed"
+        perm = ", permanent" if self.is_permanent else ""
+        return f"HookHandle({self.name!r}, {self.dir}, fn={fn_name}{perm}{state})"
+
+
+class HookPoint(nn.Module):
+    """Identity module that runs its forward hooks and registers its backward hooks.
+
+    ``name`` is the module's attribute path inside the model (``"layer0.post"``),
+    set by the owning model.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "<unnamed>"
+        self.fwd_hooks: list[HookHandle] = []
+        self.bwd_hooks: list[HookHandle] = []
+
+    @property
+    def has_hooks(self) -> bool:
+        """True when at least one forward or backward hook is attached."""
+        return bool(self.fwd_hooks or self.bwd_hooks)
+
+    def add_hook(self, fn: HookFn, dir: Direction = "fwd", is_permanent: bool = False) -> HookHandle:
+        """Attach ``fn``; returns the handle that removes it."""
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"hook direction must be 'fwd' or 'bwd', got {dir!r}")
+        if not callable(fn):
+            raise TypeError(f"hook function must be callable fn(activation, hook), got {type(fn).__name__}")
+        handle = HookHandle(self, fn, dir, is_permanent)
+        (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(handle)
+        _WITH_HOOKS.add(self)
+        return handle
+
+    def _detach(self, handle: HookHandle) -> None:
+        hooks = self.fwd_hooks if handle.dir == "fwd" else self.bwd_hooks
+        for i, h in enumerate(hooks):
+            if h is handle:
+                del hooks[i]
+                break
+        if not self.has_hooks:
+            _WITH_HOOKS.discard(self)
+
+    def remove_hooks(self, dir: Literal["fwd", "bwd", "both"] = "both", including_permanent: bool = False) -> None:
+        """Remove this point's hooks (permanent ones only if ``including_permanent``)."""
+        groups = [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
+        for hooks in groups:
+            for h in list(hooks):
+                if including_permanent or not h.is_permanent:
+                    h.remove()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bwd_hooks and torch.is_grad_enabled():
+            if not x.requires_grad:
+                # An input leaf: make it part of the graph so its gradient exists.
+                x = x.detach().requires_grad_(True)
+            active = list(self.bwd_hooks)
+            x.register_hook(lambda grad: self._run_bwd_hooks(grad, active))
+        for handle in list(self.fwd_hooks):
+            out = handle.fn(x, self)
+            if out is not None:
+                if not isinstance(out, Tensor):
+                    raise TypeError(
+                        f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None"
+                    )
+                if out.shape != x.shape:
+                    raise ValueError(
+                        f"hook {handle!r} returned shape {tuple(out.shape)}, expected {tuple(x.shape)} "
+                        f"(the shape of the activation at {self.name!r})"
+                    )
+                x = out
+        return x
+
+    def _run_bwd_hooks(self, grad: Tensor, active: list[HookHandle]) -> Tensor:
+        # The hooks attached at forward time, less those removed since.
+        for handle in active:
+            if not handle.attached:
+                continue
+            out = handle.fn(grad, self)
+            if out is not None:
+                grad = out
+        return grad
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, fwd_hooks={len(self.fwd_hooks)}, bwd_hooks={len(self.bwd_hooks)}"

@@ -1,0 +1,89 @@
+"""Files that are never half-written, and loading that never unpickles code.
+
+Every file hookedmlp writes goes through :func:`atomic_write`: the bytes go to a
+temporary file in the same directory, are flushed to disk, and the temporary file
+is renamed over the target. A reader sees the old file or the new one, never a
+mix, even if the writer is killed mid-write.
+"""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from hookedmlp.errors import CheckpointError
+
+__all__ = ["atomic_write", "atomic_save", "safe_load"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success rename it over ``path``.
+
+    On an exception the temporary file is deleted and ``path`` is untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+        >>> with atomic_write(target, "w") as f:
+        ...     _ = f.write("hello")
+        >>> target.read_text()
+        'hello'
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {str(target)!r}: it is a directory; pass a file path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file and the fix.
+
+    Only tensors and plain containers (dict, list, tuple, str, int, float, bool,
+    None) are accepted; a file carrying any other pickled object is refused
+    without running its code.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{what} {str(p)!r} does not exist; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{what} {str(p)!r} is a directory; expected a file written by hookedmlp")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{what} {str(p)!r} contains pickled objects other than tensors and plain "
+                "containers; refusing to load it (it could run code). Re-save it with "
+                "hookedmlp, or load a trusted file yourself with torch.load(weights_only=False)."
+            ) from None
+        raise CheckpointError(
+            f"{what} {str(p)!r} is truncated or corrupt ({type(e).__name__}: {msg}); "
+            "re-create it"
+        ) from None
+
+

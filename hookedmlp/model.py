@@ -1,0 +1,269 @@
+"""HookedMLP: a fully connected network with a hook point before and after every module.
+
+Module ``i`` of the stack (Linear, activation or Dropout, in forward order) is
+``model.layer{i}``; ``layer{i}.pre`` sees its input and ``layer{i}.post`` its
+output. For the study's Linear-ReLU-Linear-ReLU-Linear network ``layer0.post``
+is the first Linear's output and ``layer4.post`` the logits.
+"""
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import torch
+from jaxtyping import Float, Shaped
+from torch import Tensor, nn
+
+from hookedmlp.config import (
+    LayerSpec,
+    MLPConfig,
+    build_module,
+    default_input_shape,
+    spec_from_modules,
+    spec_from_state_dict,
+)
+from hookedmlp.errors import InputDtypeError, ShapeError
+from hookedmlp.hook_points import HookPoint
+from hookedmlp.hooked import HookedRoot
+
+__all__ = ["HookedLayer", "HookedMLP"]
+
+
+class HookedLayer(nn.Module):
+    """One module of the stack between its two hook points: ``post(module(pre(x)))``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.pre = HookPoint()
+        self.module = module
+        self.post = HookPoint()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post(self.module(self.pre(x)))
+
+
+class HookedMLP(HookedRoot):
+    """A hooked fully connected network.
+
+    Args:
+        config: an :class:`MLPConfig` (default: the study's 784-512-512-10 ReLU net),
+            or a list of :class:`LayerSpec` for any supported stack.
+        input_shape: the shape of one input before flattening (default ``(1, 28, 28)``
+            when ``d_in`` is 784 or another square, else ``(d_in,)``).
+
+    Example:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> model.hook_names
+        ['layer0.pre', 'layer0.post', 'layer1.pre', 'layer1.post', 'layer2.pre', 'layer2.post']
+        >>> logits, cache = model.run_with_cache(torch.ones(5, 4))
+        >>> cache["layer1.post"].shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        config: Union[MLPConfig, Sequence[LayerSpec], None] = None,
+        input_shape: Optional[Sequence[int]] = None,
+        _modules: Optional[Sequence[nn.Module]] = None,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            config = MLPConfig()
+        self.config: Optional[MLPConfig] = config if isinstance(config, MLPConfig) else None
+        specs = config.layer_specs() if isinstance(config, MLPConfig) else list(config)
+        if not specs:
+            raise ValueError("a HookedMLP needs at least one layer; got an empty spec")
+        self.specs: tuple[LayerSpec, ...] = tuple(specs)
+        modules = list(_modules) if _modules is not None else [build_module(s) for s in self.specs]
+        self.n_layers = len(modules)
+        for i, module in enumerate(modules):
+            self.add_module(f"layer{i}", HookedLayer(module))
+        self.d_in = self.specs[0].d_in
+        self.d_out = self.specs[-1].d_out
+        shape = tuple(input_shape) if input_shape is not None else default_input_shape(self.d_in)
+        if math.prod(shape) != self.d_in:
+            raise ShapeError(f"input_shape {shape} has {math.prod(shape)} elements, but the first layer takes d_in={self.d_in}")
+        self.input_shape = shape
+        self.setup_hooks()
+        self._layers = [getattr(self, f"layer{i}") for i in range(self.n_layers)]
+        self._plain = [layer.module for layer in self._layers]
+        self._widths = {}  # hook name -> activation width
+        for i, s in enumerate(self.specs):
+            self._widths[f"layer{i}.pre"] = s.d_in
+            self._widths[f"layer{i}.post"] = s.d_out
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def from_sequential(cls, seq: Union[nn.Sequential, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None) -> "HookedMLP":
+        """Wrap an existing stack of (Flatten,) Linear / activation / Dropout modules.
+
+        The Linear modules are shared, not copied: the hooked model computes exactly
+        what ``seq`` computes, with the same parameters. Activation modules are
+        replaced by equivalent non-in-place ones, so every hook point sees its own
+        tensor. A leading ``nn.Flatten`` is dropped (the model flattens its input),
+        so ``layer0`` is the first module after it.
+
+        Example:
+            >>> from torch import nn
+            >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+            >>> HookedMLP.from_sequential(seq).hook_names[:2]
+            ['layer0.pre', 'layer0.post']
+        """
+        modules = list(seq)
+        if modules and isinstance(modules[0], nn.Flatten):
+            modules = modules[1:]
+        specs = spec_from_modules(modules)
+        kept = [m if isinstance(m, nn.Linear) else build_module(s) for m, s in zip(modules, specs)]
+        model = cls(specs, input_shape=input_shape, _modules=kept)
+        if modules and isinstance(modules[0], nn.Linear):
+            model.to(device=modules[0].weight.device, dtype=modules[0].weight.dtype)
+        return model
+
+    def to_sequential(self) -> nn.Sequential:
+        """A plain ``nn.Sequential`` (Flatten, then the stack) sharing this model's modules."""
+        return nn.Sequential(nn.Flatten(), *self._plain)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], activation: str = "relu") -> "HookedMLP":
+        """Load a plain PyTorch checkpoint of a Linear-activation stack, inferring its sizes.
+
+        Works on the PyTorch quickstart's ``model.pth`` (keys
+        ``linear_relu_stack.{0,2,4}.weight/bias``) or any Sequential of Linear layers
+        with one activation between them. If the first Linear sits at index 1 (after
+        a Flatten), the numbering shifts by one: its ``layer0`` is that Linear.
+
+        Example:
+            >>> from torch import nn
+            >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+            >>> HookedMLP.from_state_dict(seq.state_dict()).specs[-1].d_out
+            10
+        """
+        specs, weights, _ = spec_from_state_dict(state_dict, activation)
+        model = cls(specs)
+        first = next(iter(weights.values()))
+        model.to(device=first.device, dtype=first.dtype)
+        model.load_state_dict(weights)
+        return model
+
+    # -- forward ------------------------------------------------------------
+    def _position(self, name: str, arg: str) -> int:
+        self.resolve_names(name)  # raises HookNameError with suggestions
+        if any(c in name for c in "*?["):
+            raise ShapeError(f"{arg} takes one hook name, got the pattern {name!r}")
+        return self.hook_names.index(name)
+
+    def prepare_input(self, x: Any) -> Float[Tensor, "batch d_in"]:
+        """Check an input batch and flatten images to ``[batch, d_in]``.
+
+        Accepts ``[batch, d_in]``, ``[batch, *input_shape]`` and (for a
+        single-channel image shape) ``[batch, H, W]``. Raises :class:`ShapeError`,
+        :class:`InputDtypeError` or ``TypeError`` saying what was expected.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+        shapes = [(self.d_in,), self.input_shape]
+        if len(self.input_shape) == 3 and self.input_shape[0] == 1:
+            shapes.append(self.input_shape[1:])
+        if tuple(x.shape[1:]) not in shapes or x.ndim < 2:
+            expected = " or ".join("[batch, " + ", ".join(map(str, s)) + "]" for s in shapes)
+            hint = "; add a batch dimension with x.unsqueeze(0)" if tuple(x.shape) in shapes else ""
+            raise ShapeError(f"expected input of shape {expected}, got {list(x.shape)}{hint}")
+        self._check_tensor(x, "input")
+        return x.reshape(x.shape[0], self.d_in)
+
+    def _check_tensor(self, x: Tensor, what: str) -> None:
+        w = self._plain[0].weight if isinstance(self._plain[0], nn.Linear) else None
+        if not x.is_floating_point():
+            raise InputDtypeError(
+                f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; convert with x.float() / 255 for uint8 images"
+            )
+        if w is not None and x.dtype != w.dtype:
+            raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {w.dtype}; use x.to({w.dtype}) or model.to({x.dtype})")
+        if w is not None and x.device != w.device:
+            raise InputDtypeError(f"{what} is on {x.device} but the model is on {w.device}; use x.to({str(w.device)!r})")
+        if x.shape[0] == 0:
+            raise ShapeError(f"empty batch: {what} has shape {list(x.shape)}; expected at least one example")
+
+    def forward(
+        self,
+        x: Shaped[Tensor, "batch *d_in"],
+        start_at: Optional[str] = None,
+        stop_at: Optional[str] = None,
+    ) -> Float[Tensor, "batch d_out"]:
+        """Run the network, or the part of it between two hook points.
+
+        Args:
+            x: a batch of inputs; with ``start_at``, the activation at that hook point
+                (``[batch, width]``).
+            start_at: resume from this hook point: ``x`` is its activation as the next
+                module sees it; hooks at ``start_at`` itself do not run (they ran when
+                ``x`` was computed), later ones do.
+            stop_at: stop at this hook point and return its activation, after its
+                hooks ran.
+
+        Returns:
+            The logits ``[batch, d_out]``, or the activation at ``stop_at``.
+
+        ``forward(forward(x, stop_at=h), start_at=h)`` equals ``forward(x)``.
+        """
+        if start_at is None:
+            x = self.prepare_input(x)
+            first = 0
+        else:
+            first = self._position(start_at, "start_at") + 1
+            width = self._widths[start_at]
+            if x.ndim != 2 or x.shape[1] != width:
+                raise ShapeError(f"start_at={start_at!r} expects its activation of shape [batch, {width}], got {list(x.shape)}")
+            self._check_tensor(x, f"activation for start_at={start_at!r}")
+        last = 2 * self.n_layers if stop_at is None else self._position(stop_at, "stop_at") + 1
+        if last < first:
+            raise ValueError(f"stop_at={stop_at!r} comes before start_at={start_at!r}; hook order is {', '.join(self.hook_names)}")
+        if not self._any_hooks():
+            for i in range(first // 2, last // 2):  # the modules between the two points
+                x = self._plain[i](x)
+            return x
+        for p in range(first, last):  # hook position p is hook_names[p]
+            layer = self._layers[p // 2]
+            x = layer.pre(x) if p % 2 == 0 else layer.post(layer.module(x))
+        return x
+
+    # -- checkpoints ------------------------------------------------------
+    def checkpoint(self, meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+        """The plain-data checkpoint of this model: specs, input shape, weights, ``meta``."""
+        return {
+            "format": "hookedmlp.checkpoint",
+            "version": 1,
+            "specs": [s.to_dict() for s in self.specs],
+            "input_shape": list(self.input_shape),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "meta": dict(meta or {}),
+        }
+
+    def save(self, path: Any, meta: Optional[Mapping[str, Any]] = None) -> None:
+        """Write a checkpoint atomically (temp file, then rename)."""
+        from hookedmlp.checkpoint import save_checkpoint
+
+        save_checkpoint(self, path, meta)
+
+    @classmethod
+    def load(cls, path: Any, device: Union[str, torch.device, None] = None) -> "HookedMLP":
+        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        from hookedmlp.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, device=device)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "mnist-mlp", device: Union[str, torch.device, None] = None) -> "HookedMLP":
+        """Load a model shipped with the package (``"mnist-mlp"``: the study's architecture)."""
+        from hookedmlp.checkpoint import load_pretrained
+
+        return load_pretrained(name, device=device)
+
+    def extra_repr(self) -> str:
+        widths = " -> ".join(str(w) for w in [self.d_in] + [s.d_out for s in self.specs if s.kind == "linear"])
+        kinds = sorted({s.kind for s in self.specs} - {"linear"})
+        return (f"{widths}, {'/'.join(kinds) or 'linear'}; {self.n_layers} layers, "
+                f"{len(self.hook_dict)} hook points, {len(self.attached_hooks())} hooks attached")
