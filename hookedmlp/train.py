@@ -1,0 +1,159 @@
+"""Seeded training of an MLP on MNIST, with atomic checkpoints.
+
+The whole dataset is held as two tensors and batches are drawn by index, never
+item by item through a ``Dataset``. The defaults train the study's quickstart
+architecture (784-512-512-10, ReLU, pixels in [0, 1] as ``ToTensor`` gives them,
+no normalisation) to about 0.055 mean test cross-entropy in six epochs.
+"""
+
+import dataclasses
+import os
+import shlex
+import sys
+import time
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hookedmlp.config import MLPConfig
+from hookedmlp.model import HookedMLP
+
+__all__ = ["TrainSettings", "TrainResult", "train_mlp", "evaluate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of :func:`train_mlp` (AdamW with cosine decay to zero)."""
+
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_mlp` produced: the model, its test metrics, per-epoch history."""
+
+    model: HookedMLP
+    test_loss: float
+    test_accuracy: float
+    history: list[dict[str, float]]
+    seconds: float
+
+    def __repr__(self) -> str:
+        return (f"TrainResult(test_loss={self.test_loss:.4f}, test_accuracy={self.test_accuracy:.4f}, "
+                f"epochs={len(self.history)}, seconds={self.seconds:.1f})")
+
+
+@torch.no_grad()
+def evaluate(model: HookedMLP, images: Float[Tensor, "batch d_in"], labels: Int[Tensor, " batch"], batch_size: int = 10_000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode) on a labelled set.
+
+    Example:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> loss, acc = evaluate(model, torch.rand(6, 4), torch.zeros(6, dtype=torch.long))
+    """
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    for i in range(0, len(images), batch_size):
+        logits = model(images[i:i + batch_size])
+        y = labels[i:i + batch_size]
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(-1) == y).sum())
+    model.train(was_training)
+    return total / len(images), correct / len(images)
+
+
+def train_mlp(
+    config: Optional[MLPConfig] = None,
+    settings: Optional[TrainSettings] = None,
+    *,
+    out: Union[str, "os.PathLike[str]", None] = None,
+    data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
+    root: Union[str, "os.PathLike[str]", None] = None,
+    device: Union[str, torch.device] = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train a seeded MLP on MNIST and (optionally) write its checkpoint.
+
+    Args:
+        config: the architecture (default: the study's 784-512-512-10 ReLU net).
+        settings: optimiser settings and seed (default: :class:`TrainSettings`).
+        out: checkpoint path; written atomically after every epoch, with the config,
+            settings, command line and metrics in its ``meta``.
+        data: ``(train_x, train_y, test_x, test_y)`` tensors to use instead of MNIST
+            (for tests and other data sets).
+        root: MNIST directory (see :func:`hookedmlp.data.prepare_mnist`).
+        device: where to train.
+        progress: show a tqdm bar.
+
+    Returns:
+        A :class:`TrainResult`; the same seed gives the same weights on one machine.
+    """
+    config = config or MLPConfig()
+    settings = settings or TrainSettings()
+    if data is None:
+        from hookedmlp.data import load_mnist
+
+        data = (*load_mnist("train", root=root), *load_mnist("test", root=root))
+    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
+    torch.manual_seed(settings.seed)
+    model = HookedMLP(config).to(device)
+    gen = torch.Generator().manual_seed(settings.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    n = len(train_x)
+    steps_per_epoch = (n + settings.batch_size - 1) // settings.batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * steps_per_epoch)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(total=settings.epochs * steps_per_epoch, desc="train", unit="step", disable=not progress)
+    try:
+        for epoch in range(settings.epochs):
+            model.train()
+            order = torch.randperm(n, generator=gen).to(device)
+            for i in range(0, n, settings.batch_size):
+                idx = order[i:i + settings.batch_size]
+                loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+            test_loss, test_acc = evaluate(model, test_x, test_y)
+            history.append({"epoch": epoch + 1, "train_loss_last_batch": loss.item(), "test_loss": test_loss, "test_accuracy": test_acc})
+            bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
+            if out is not None:
+                model.save(out, meta=_meta(config, settings, history))
+    finally:
+        bar.close()
+    model.eval()
+    return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start)
+
+
+def _meta(config: MLPConfig, settings: TrainSettings, history: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "config": dataclasses.asdict(config),
+        "settings": dataclasses.asdict(settings),
+        "command": shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "torch": str(torch.__version__),
+        "history": history,
+        "test_loss": history[-1]["test_loss"],
+        "test_accuracy": history[-1]["test_accuracy"],
+    }
