@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny seeded models, and a check that no test leaves a hook attached."""
+
+import pytest
+import torch
+from torch import nn
+
+from hookedmlp import HookedMLP, MLPConfig
+from hookedmlp.hook_points import _WITH_HOOKS
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_hooks():
+    """Fail any test that leaves a hook attached to any HookPoint."""
+    before = {id(hp) for hp in _WITH_HOOKS}
+    yield
+    leaked = [f"{hp.name}: {hp.fwd_hooks + hp.bwd_hooks}" for hp in list(_WITH_HOOKS) if id(hp) not in before]
+    for hp in list(_WITH_HOOKS):  # clean up so one failure does not cascade
+        hp.remove_hooks("both", including_permanent=True)
+    assert not leaked, f"test left hooks attached: {leaked}"
+
+
+@pytest.fixture
+def tiny_seq() -> nn.Sequential:
+    """A plain, seeded Linear-ReLU-Linear-ReLU-Linear stack on 16 inputs (a 4x4 'image')."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.fixture
+def tiny(tiny_seq: nn.Sequential) -> HookedMLP:
+    """The hooked version of ``tiny_seq`` (sharing its weights), in eval mode."""
+    return HookedMLP.from_sequential(tiny_seq).eval()
+
+
+@pytest.fixture
+def tiny_x() -> torch.Tensor:
+    """A seeded batch of 5 inputs for ``tiny``."""
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(5, 16, generator=g)
+
+
+@pytest.fixture
+def small_cfg() -> MLPConfig:
+    return MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3)
