@@ -14,6 +14,7 @@ from hookedmlp.errors import (
 from hookedmlp.hook_points import HookHandle, HookPoint
 from hookedmlp.hooked import HookedRoot, HookGroup
 from hookedmlp.model import HookedLayer, HookedMLP
+from hookedmlp.steering import SteeringVector, SteeringWarning
 
 __version__ = "0.1.0"
 
@@ -34,5 +35,7 @@ __all__ = [
     "MLPConfig",
     "ShapeError",
     "SteeringError",
+    "SteeringVector",
+    "SteeringWarning",
     "__version__",
 ]

@@ -230,6 +230,90 @@ class HookedMLP(HookedRoot):
             x = layer.pre(x) if p % 2 == 0 else layer.post(layer.module(x))
         return x
 
+    def activation_width(self, name: str) -> int:
+        """Width of the activation at hook point ``name`` (unknown names raise HookNameError)."""
+        if name not in self._widths:
+            self.resolve_names(name)
+        return self._widths[name]
+
+    def as_batch(self, x: Tensor) -> Float[Tensor, "batch d_in"]:
+        """Like :meth:`prepare_input`, but a single example (``[d_in]`` or one image) gets a batch dim."""
+        single = {(self.d_in,), self.input_shape}
+        if len(self.input_shape) == 3 and self.input_shape[0] == 1:
+            single.add(self.input_shape[1:])
+        if isinstance(x, Tensor) and tuple(x.shape) in single:
+            x = x.unsqueeze(0)
+        return self.prepare_input(x)
+
+    def clean_activations(self, x: Float[Tensor, "batch d_in"], names: Sequence[str]) -> dict[str, Tensor]:
+        """Activations at ``names`` from a run of the bare modules: no hook, no active steering, no grad."""
+        positions = {self.hook_names.index(n): n for n in names}
+        acts: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for i in range(max(positions) // 2 + 1):
+                if 2 * i in positions:
+                    acts[positions[2 * i]] = x
+                x = self._plain[i](x)
+                if 2 * i + 1 in positions:
+                    acts[positions[2 * i + 1]] = x
+        return acts
+
+    # -- steering and other interventions (see steering.py / interventions.py) --
+    def steering_vector(self, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first") -> Any:
+        """``coeff * (act_hook(a) - act_hook(b))`` as a :class:`~hookedmlp.SteeringVector`.
+
+        ``a``/``b`` are digits 0-9 (``method="first"``: the first training image of
+        the digit, the study's method; ``"mean"``: the class mean over the training
+        set) or input tensors (one example or a batch, averaged).
+
+        Example:
+            >>> model = HookedMLP.from_pretrained("mnist-mlp")
+            >>> model.steering_vector(3, 1, "layer0.post").label
+            '3 - 1'
+        """
+        from hookedmlp.steering import build_steering_vector
+
+        return build_steering_vector(self, a, b, hook, coeff=coeff, method=method)
+
+    def steer(self, vector: Any = None, *, a: Any = None, b: Any = None, hook: Union[str, Sequence[str], None] = None,
+              coeff: float = 1.0, method: str = "first") -> Any:
+        """Context manager adding a steering vector: ``with model.steer(a=3, b=1, hook="layer0.post"):``.
+
+        Pass a :class:`~hookedmlp.SteeringVector` (scaled by ``coeff``), or ``a``, ``b``
+        and ``hook`` to build one (see :meth:`steering_vector`). Nested contexts add up.
+        """
+        from hookedmlp.steering import SteeringVector, check_coeff
+
+        if vector is not None:
+            if not isinstance(vector, SteeringVector):
+                raise TypeError(f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook=")
+            if a is not None or b is not None or hook is not None:
+                raise TypeError("pass either a SteeringVector or a=, b=, hook=, not both")
+            check_coeff(coeff)
+            return vector.apply(self, coeff=coeff)
+        missing = [k for k, v in (("a", a), ("b", b), ("hook", hook)) if v is None]
+        if missing:
+            raise TypeError(f"steer() needs a SteeringVector or all of a=, b=, hook=; missing {', '.join(missing)}")
+        return self.steering_vector(a, b, hook, coeff=coeff, method=method).apply(self)
+
+    def ablate(self, direction: Any, hook: str) -> Any:
+        """Context manager projecting ``direction`` out of the activation at ``hook``."""
+        from hookedmlp.interventions import ablate
+
+        return ablate(self, direction, hook)
+
+    def patch(self, hook: str, activations: Any) -> Any:
+        """Context manager replacing the activation at ``hook`` with cached ``activations``."""
+        from hookedmlp.interventions import patch
+
+        return patch(self, hook, activations)
+
+    def clamp(self, hook: str, index: Any, value: Any) -> Any:
+        """Context manager fixing units ``index`` at ``hook`` to ``value``."""
+        from hookedmlp.interventions import clamp
+
+        return clamp(self, hook, index, value)
+
     # -- checkpoints ------------------------------------------------------
     def checkpoint(self, meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
         """The plain-data checkpoint of this model: specs, input shape, weights, ``meta``."""

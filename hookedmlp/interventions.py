@@ -1,0 +1,121 @@
+"""Directional ablation, activation patching and clamping, as context managers.
+
+Each validates its arguments against the model first (unknown hook, wrong
+width, bad index...), then attaches one hook with ``model.hooks()``, so leaving
+the ``with`` block, normally or by an exception, removes exactly that hook.
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from hookedmlp.errors import HookNameError, ShapeError, SteeringError
+
+__all__ = ["ablate", "patch", "clamp"]
+
+
+def _single_hook(model: Any, hook: str) -> str:
+    if not isinstance(hook, str):
+        raise TypeError(f"hook must be one hook name (str), got {type(hook).__name__}")
+    names = model.resolve_names(hook)
+    if len(names) != 1 or names[0] != hook:
+        raise HookNameError(f"hook must be one hook name, got the pattern {hook!r} matching {names}")
+    return hook
+
+
+def _on_model(model: Any, t: Tensor) -> Tensor:
+    w = next(model.parameters())
+    if not t.is_floating_point():
+        t = t.float()
+    return t.detach().to(device=w.device, dtype=w.dtype)
+
+
+@contextmanager
+def ablate(model: Any, direction: Union[Float[Tensor, " d"], Mapping[str, Tensor]], hook: str) -> Iterator[Any]:
+    """Project ``direction`` out of the activation at ``hook``: ``act - (act . u) u``, ``u = d / |d|``.
+
+    ``direction`` may be a tensor ``[d]`` or a steering vector (its tensor at ``hook``).
+    """
+    hook = _single_hook(model, hook)
+    if isinstance(direction, Mapping):
+        direction = direction[hook]
+    if not isinstance(direction, Tensor):
+        raise TypeError(f"direction must be a tensor [d] or a SteeringVector, got {type(direction).__name__}")
+    width = model.activation_width(hook)
+    if direction.shape != (width,):
+        raise ShapeError(f"direction has shape {list(direction.shape)}, but the activation at {hook!r} is [batch, {width}]; expected [{width}]")
+    d = _on_model(model, direction)
+    norm = d.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise SteeringError(f"direction must be non-zero and finite to project out, got norm {float(norm)}")
+    u = d / norm
+
+    def project_out(act: Tensor, hook_point: Any) -> Tensor:
+        return act - (act @ u).unsqueeze(-1) * u
+
+    with model.hooks(fwd_hooks=[(hook, project_out)]):
+        yield model
+
+
+@contextmanager
+def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]]) -> Iterator[Any]:
+    """Replace the activation at ``hook`` with ``activations`` (e.g. from another run's cache).
+
+    ``activations`` is ``[batch, d]`` (the batch size must then match the run's),
+    ``[d]`` or ``[1, d]`` (broadcast to every example), or an ActivationCache /
+    mapping holding ``hook``.
+    """
+    hook = _single_hook(model, hook)
+    if isinstance(activations, Mapping):
+        activations = activations[hook]
+    if not isinstance(activations, Tensor):
+        raise TypeError(f"activations must be a tensor or a cache holding {hook!r}, got {type(activations).__name__}")
+    width = model.activation_width(hook)
+    if activations.ndim not in (1, 2) or activations.shape[-1] != width:
+        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected [batch, {width}] or [{width}] for {hook!r}")
+    patched = _on_model(model, activations)
+    if patched.ndim == 1:
+        patched = patched.unsqueeze(0)
+
+    def replace(act: Tensor, hook_point: Any) -> Tensor:
+        if patched.shape[0] not in (1, act.shape[0]):
+            raise ShapeError(f"patch at {hook!r} holds a batch of {patched.shape[0]} but the run has {act.shape[0]}; patch with a matching batch or a single activation")
+        return patched.expand_as(act).clone()
+
+    with model.hooks(fwd_hooks=[(hook, replace)]):
+        yield model
+
+
+@contextmanager
+def clamp(model: Any, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]) -> Iterator[Any]:
+    """Fix units ``index`` of the activation at ``hook`` to ``value`` for every example."""
+    hook = _single_hook(model, hook)
+    width = model.activation_width(hook)
+    idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
+    if idx.dtype == torch.bool:
+        if idx.shape != (width,):
+            raise ShapeError(f"boolean index has shape {list(idx.shape)}; expected [{width}] for {hook!r}")
+        idx = idx.nonzero().squeeze(1)
+    if idx.is_floating_point() or idx.ndim > 1:
+        raise TypeError(f"index must be an int, a list of ints or a boolean mask, got {index!r}")
+    idx = idx.reshape(-1)
+    if len(idx) and (int(idx.min()) < -width or int(idx.max()) >= width):
+        raise IndexError(f"unit index out of range for {hook!r} of width {width}: got {idx.tolist()}; expected 0..{width - 1}")
+    val = _on_model(model, torch.as_tensor(value))
+    if not bool(torch.isfinite(val).all()):
+        raise SteeringError(f"clamp value must be finite, got {value!r}")
+    if val.ndim > 1 or (val.ndim == 1 and len(val) not in (1, len(idx))):
+        raise ShapeError(f"clamp value has shape {list(val.shape)}; expected a scalar or [{len(idx)}] (one per index)")
+    idx = idx.to(val.device)
+
+    def fix(act: Tensor, hook_point: Any) -> Tensor:
+        out = act.clone()
+        out[:, idx] = val
+        return out
+
+    with model.hooks(fwd_hooks=[(hook, fix)]):
+        yield model
