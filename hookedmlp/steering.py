@@ -24,7 +24,7 @@ from torch import Tensor
 from hookedmlp.errors import CheckpointError, HookNameError, ShapeError, SteeringError, did_you_mean
 from hookedmlp.io import atomic_save, safe_load
 
-__all__ = ["SteeringVector", "SteeringWarning", "build_steering_vector", "model_fingerprint", "check_coeff"]
+__all__ = ["SteeringVector", "SteeringWarning", "build_steering_vector", "class_activations", "model_fingerprint", "check_coeff"]
 
 Contrast = Union[int, Tensor]
 _METHODS = ("first", "mean")
@@ -209,33 +209,66 @@ class SteeringVector(Mapping[str, Tensor]):
         return f"SteeringVector({', '.join(parts)})"
 
 
-def _contrast_acts(model: Any, x: Contrast, hooks: Sequence[str], method: str, batch_size: int = 10_000) -> tuple[dict[str, Tensor], int, str]:
-    """Mean activation at each hook for a digit (first / class mean) or an input tensor."""
-    if isinstance(x, Tensor):
-        batch = model.as_batch(x)
-        acts = model.clean_activations(batch, hooks)
-        return {k: v.mean(0) for k, v in acts.items()}, batch.shape[0], f"input(n={batch.shape[0]})"
+def _check_digit(x: Any) -> int:
     if isinstance(x, bool) or not isinstance(x, int):
         raise SteeringError(f"a and b must be digits 0-9 or input tensors, got {type(x).__name__} ({x!r})")
     if not 0 <= x <= 9:
         raise SteeringError(f"digit must be in 0-9, got {x}")
+    return x
+
+
+def class_activations(model: Any, digits: Sequence[int], hooks: Sequence[str], method: str = "first",
+                      batch_size: int = 10_000) -> tuple[dict[str, Float[Tensor, "n_digits d"]], list[int]]:
+    """Activations representing MNIST digits at ``hooks``, from the model without hooks.
+
+    Args:
+        digits: labels 0-9.
+        hooks: hook names.
+        method: ``"first"``: the first training image of each digit (the study's
+            exemplars); ``"mean"``: the class mean over the training set, computed in
+            one streaming pass over batches (memory: one batch of activations).
+
+    Returns:
+        ``({hook: [len(digits), d]}, examples per digit)``.
+
+    Example:
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")  # doctest: +SKIP
+        >>> acts, n = class_activations(model, [3, 1], ["layer0.post"])  # doctest: +SKIP
+    """
+    digits = [_check_digit(d) for d in digits]
+    if method not in _METHODS:
+        raise SteeringError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
     if model.d_in != 784:
         raise SteeringError(f"digit labels are resolved through MNIST, which needs d_in=784 (this model has {model.d_in}); pass input tensors instead")
     from hookedmlp.data import first_example, load_mnist
 
     weight = next(model.parameters())
     if method == "first":
-        image, _ = first_example(x)
-        acts = model.clean_activations(image.to(weight.device, weight.dtype), hooks)
-        return {k: v[0] for k, v in acts.items()}, 1, str(x)
+        images = torch.cat([first_example(d)[0] for d in digits]).to(weight.device, weight.dtype)
+        return model.clean_activations(images, hooks), [1] * len(digits)
     images, labels = load_mnist("train")
-    idx = (labels == x).nonzero().squeeze(1)
+    wanted = torch.tensor(digits)
+    idx = torch.isin(labels, wanted).nonzero().squeeze(1)
+    onehot_all = (labels[idx].unsqueeze(1) == wanted).to(weight.dtype)  # [n, len(digits)]
     sums: dict[str, Tensor] = {}
     for i in range(0, len(idx), batch_size):  # streaming: one batch of activations at a time
         batch = images[idx[i:i + batch_size]].to(weight.device, weight.dtype)
+        onehot = onehot_all[i:i + batch_size].to(weight.device)
         for k, v in model.clean_activations(batch, hooks).items():
-            sums[k] = sums[k] + v.sum(0) if k in sums else v.sum(0)
-    return {k: s / len(idx) for k, s in sums.items()}, len(idx), str(x)
+            part = onehot.T @ v
+            sums[k] = sums[k] + part if k in sums else part
+    counts = onehot_all.sum(0)
+    return {k: s / counts.to(s.device).unsqueeze(1) for k, s in sums.items()}, [int(c) for c in counts]
+
+
+def _contrast_acts(model: Any, x: Contrast, hooks: Sequence[str], method: str) -> tuple[dict[str, Tensor], int, str]:
+    """Mean activation at each hook for a digit (first / class mean) or an input tensor."""
+    if isinstance(x, Tensor):
+        batch = model.as_batch(x)
+        acts = model.clean_activations(batch, hooks)
+        return {k: v.mean(0) for k, v in acts.items()}, batch.shape[0], f"input(n={batch.shape[0]})"
+    acts, counts = class_activations(model, [x], hooks, method)
+    return {k: v[0] for k, v in acts.items()}, counts[0], str(x)
 
 
 def build_steering_vector(model: Any, a: Contrast, b: Contrast, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first") -> SteeringVector:
@@ -243,6 +276,9 @@ def build_steering_vector(model: Any, a: Contrast, b: Contrast, hook: Union[str,
     c = check_coeff(coeff)
     if method not in _METHODS:
         raise SteeringError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    for x in (a, b):
+        if not isinstance(x, Tensor):
+            _check_digit(x)
     hooks = model.resolve_names(hook) if isinstance(hook, str) else [n for h in hook for n in model.resolve_names(h)]
     with torch.no_grad():
         acts_a, n_a, label_a = _contrast_acts(model, a, hooks, method)
