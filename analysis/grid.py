@@ -1,0 +1,170 @@
+"""The study's 10 x 10 grid: steer with ``a - b`` at one hook, score on the test set without b."""
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
+from hookedmlp import HookedMLP
+from hookedmlp.data import load_mnist
+from hookedmlp.io import atomic_write
+from hookedmlp.steering import check_coeff, class_activations, model_fingerprint
+
+__all__ = ["GridResult", "steering_grid", "digit_vectors", "scoring_set"]
+
+_TITLES = {
+    "loss": "mean cross-entropy on the test set without digit b",
+    "flip_rate": "share of b test images classified as a",
+    "accuracy_other": "accuracy on the test images of other digits",
+    "kl": "mean KL(unsteered || steered) on the other digits",
+}
+
+
+@dataclasses.dataclass
+class GridResult:
+    """One value per (a, b) cell for each metric; rows are ``a``, columns ``b``.
+
+    Attributes:
+        loss, flip_rate, accuracy_other, kl: ``[len(digits), len(digits)]`` arrays.
+        normal: the unsteered model's loss without ``b``, ``[len(digits)]``.
+        distributions: ``[a, b, digit, class]`` (softmax of the steered mean logits)
+            or ``None`` when not kept.
+    """
+
+    hook: str
+    coeff: float
+    method: str
+    digits: list[int]
+    loss: np.ndarray
+    flip_rate: np.ndarray
+    accuracy_other: np.ndarray
+    kl: np.ndarray
+    normal: np.ndarray
+    normal_accuracy: np.ndarray
+    n_test: int
+    model: str
+    distributions: Optional[np.ndarray] = None
+
+    def metric(self, name: str) -> np.ndarray:
+        """The ``[a, b]`` array of one metric (``loss``, ``flip_rate``, ``accuracy_other``, ``kl``)."""
+        if name not in METRICS:
+            raise KeyError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+        return getattr(self, name)
+
+    def cell(self, a: int, b: int) -> dict[str, float]:
+        """All metrics of the cell ``a - b``."""
+        i, j = self.digits.index(a), self.digits.index(b)
+        return {m: float(self.metric(m)[i, j]) for m in METRICS}
+
+    def off_diagonal(self, name: str = "loss") -> np.ndarray:
+        """The metric's values with ``a != b``, flattened row by row."""
+        values = self.metric(name)
+        return values[~np.eye(len(self.digits), dtype=bool)]
+
+    def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
+        """A Markdown table, rows ``a``, columns ``b``; the loss table ends with the "Normal" row."""
+        values = self.metric(metric)
+        head = "| a \\ b | " + " | ".join(str(d) for d in self.digits) + " |"
+        lines = [f"{_TITLES[metric]} ({self.hook}, coeff {self.coeff:g}, method {self.method})", "", head,
+                 "|" + "---|" * (len(self.digits) + 1)]
+        for i, a in enumerate(self.digits):
+            lines.append(f"| {a} | " + " | ".join(f"{v:.{precision}f}" for v in values[i]) + " |")
+        if metric == "loss":
+            lines.append("| Normal | " + " | ".join(f"{v:.3f}" for v in self.normal) + " |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write JSON atomically."""
+        with atomic_write(path, "w") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "GridResult":
+        """Read a grid written by :meth:`save`."""
+        with open(path) as f:
+            data = json.load(f)
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not names - {"distributions"} <= set(data):
+            raise ValueError(f"{str(path)!r} is not a saved GridResult; expected keys {sorted(names)}")
+        arrays = {"loss", "flip_rate", "accuracy_other", "kl", "normal", "normal_accuracy", "distributions"}
+        return cls(**{k: (np.asarray(v) if k in arrays and v is not None else v) for k, v in data.items() if k in names})
+
+    def __repr__(self) -> str:
+        off = self.off_diagonal("loss")
+        return (f"GridResult({self.hook}, coeff={self.coeff:g}, method={self.method}, {len(self.digits)}x{len(self.digits)}, "
+                f"mean loss off-diagonal {off.mean():.3f} (normal {self.normal.mean():.3f}), "
+                f"mean flip rate {self.off_diagonal('flip_rate').mean():.3f}, n_test={self.n_test})")
+
+
+def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """The given set, or the MNIST test set."""
+    if images is None or labels is None:
+        return load_mnist("test")
+    return images, labels
+
+
+def digit_vectors(model: HookedMLP, hook: str, digits: Sequence[int], coeff: float = 1.0, method: str = "first") -> dict[tuple[int, int], Tensor]:
+    """``coeff * (act(a) - act(b))`` at ``hook`` for every pair of ``digits``."""
+    c = check_coeff(coeff)
+    acts, _ = class_activations(model, list(digits), [hook], method)
+    act = acts[hook]
+    return {(a, b): c * (act[i] - act[j]) for i, a in enumerate(digits) for j, b in enumerate(digits)}
+
+
+def build_grid(model: HookedMLP, hook: str, coeff: float, method: str, digits: Sequence[int],
+               metrics: dict[str, np.ndarray], normal: dict[str, np.ndarray], n_test: int, keep_distributions: bool) -> GridResult:
+    """Assemble a GridResult from per-cell metric arrays in row-major (a, b) order."""
+    k = len(digits)
+    shaped = {m: metrics[m].reshape(k, k) for m in METRICS}
+    return GridResult(hook=hook, coeff=float(coeff), method=method, digits=list(digits), **shaped,
+                      normal=normal["loss"], normal_accuracy=normal["accuracy_other"], n_test=n_test,
+                      model=model_fingerprint(model),
+                      distributions=metrics["distributions"].reshape(k, k, *metrics["distributions"].shape[1:]) if keep_distributions else None)
+
+
+def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.0, method: str = "first",
+                  images: Optional[Tensor] = None, labels: Optional[Tensor] = None, digits: Sequence[int] = tuple(range(10)),
+                  chunk_rows: int = 65_536, keep_distributions: bool = False, progress: bool = False) -> GridResult:
+    """Steer with ``a - b`` at ``hook`` for every pair and score each cell.
+
+    Args:
+        model: the model (evaluated as it is: put it in eval mode first).
+        hook: where to add the vectors (the study: ``layer0.post``).
+        coeff, method: see :meth:`HookedMLP.steering_vector`.
+        images, labels: the scoring set (default: the 10,000 MNIST test images).
+        digits: the digits for rows and columns.
+        chunk_rows: at most this many rows per suffix pass (bounds memory).
+        keep_distributions: keep the ``[a, b, digit, class]`` distributions.
+
+    Returns:
+        A :class:`GridResult`. Equal to one full hooked forward pass per cell
+        (``with model.steer(...)``), to float rounding.
+
+    Example:
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> grid = steering_grid(model, images=images[:500], labels=labels[:500])
+        >>> grid.loss.shape
+        (10, 10)
+    """
+    model.resolve_names(hook)
+    images, labels = scoring_set(images, labels)
+    vectors = digit_vectors(model, hook, digits, coeff, method)
+    contrasts = [Contrast(hook, v, a, b) for (a, b), v in vectors.items()]
+    metrics = evaluate_contrasts(model, images, labels, contrasts, chunk_rows=chunk_rows, progress=progress)
+    normal = unsteered_metrics(model, images, labels, digits)
+    return build_grid(model, hook, coeff, method, digits, metrics, normal, len(labels), keep_distributions)
