@@ -105,8 +105,13 @@ def coeff_sweep(model: HookedMLP, pairs: Sequence[tuple[int, int]] = ((3, 1),), 
 
 def all_pairs_sweep(model: HookedMLP, hooks: Optional[Sequence[str]] = None, coeff: float = 1.0, method: str = "first",
                     images: Optional[Tensor] = None, labels: Optional[Tensor] = None, digits: Sequence[int] = tuple(range(10)),
-                    progress: bool = False) -> dict[str, GridResult]:
-    """The full grid at every hook point, in one evaluation (so folded duplicates run once)."""
+                    keep_distributions: bool = False, progress: bool = False) -> dict[str, GridResult]:
+    """The full grid at every hook point (default: all), in one evaluation, so vectors that fold
+    to the same place run once: the sweep costs little more than the layer-0 grid alone.
+
+    Returns:
+        ``{hook: GridResult}`` in hook order.
+    """
     c = check_coeff(coeff)
     names = _hooks(model, hooks)
     images, labels = scoring_set(images, labels)
@@ -117,4 +122,4 @@ def all_pairs_sweep(model: HookedMLP, hooks: Optional[Sequence[str]] = None, coe
     normal = unsteered_metrics(model, images, labels, digits)
     k = len(digits) ** 2
     return {h: build_grid(model, h, c, method, digits, {name: v[i * k:(i + 1) * k] for name, v in m.items()},
-                          normal, len(labels), keep_distributions=False) for i, h in enumerate(names)}
+                          normal, len(labels), keep_distributions) for i, h in enumerate(names)}

@@ -1,0 +1,121 @@
+"""Plotly figures of the study, written as interactive HTML and static PNG, offline.
+
+The only module of hookedmlp and analysis that imports plotly. Static export uses
+kaleido 0.2.1, which needs no browser. HTML files load ``plotly.min.js`` from the
+same directory (written once), so each file stays small and works offline.
+"""
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from analysis.grid import GridResult
+from analysis.sweep import CoeffSweep, LayerSweep
+from analysis.study import StudyTables
+from hookedmlp.io import atomic_write
+
+__all__ = ["grid_heatmap", "layer_sweep_figure", "distributions_figure", "dose_response_figure", "write_figure"]
+
+_FONT = dict(family="Helvetica, Arial, sans-serif", size=13)
+
+
+def _layout(fig: go.Figure, title: str, width: int, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), font=_FONT, width=width, height=height,
+                      template="plotly_white", margin=dict(l=70, r=40, t=90, b=70))
+    return fig
+
+
+def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: str = "loss") -> go.Figure:
+    """Heatmap of one grid metric (rows a, columns b), with the study's grid beside it when given."""
+    values = grid.metric(metric)
+    panels = [(f"hookedmlp, {grid.hook}", values)]
+    if study is not None and metric == "loss":
+        panels.append(("the study, its 'layer 0'", study.grid))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.12)
+    zmax = float(max(np.nanmax(p[1]) for p in panels))
+    label = {"loss": "cross-entropy (nats)", "flip_rate": "flip rate", "accuracy_other": "accuracy", "kl": "KL (nats)"}[metric]
+    for i, (_, z) in enumerate(panels, start=1):
+        fig.add_trace(go.Heatmap(z=z, x=[str(d) for d in grid.digits], y=[str(d) for d in grid.digits], zmin=0, zmax=zmax,
+                                 colorscale="Viridis", texttemplate="%{z:.1f}", showscale=i == len(panels),
+                                 colorbar=dict(title=dict(text=label, side="right")),
+                                 hovertemplate="a=%{y}, b=%{x}<br>" + label + " %{z:.3f}<extra></extra>"), row=1, col=i)
+        fig.update_xaxes(title_text="b (digit removed; its image subtracted)", side="bottom", row=1, col=i)
+        fig.update_yaxes(title_text="a (digit whose image is added)", autorange="reversed", row=1, col=i)
+    title = {"loss": "Loss on the test set without b after adding a - b"}.get(metric, label.capitalize() + " after adding a - b")
+    return _layout(fig, f"{title} (coeff {grid.coeff:g}, {grid.method})", 560 * len(panels), 560)
+
+
+def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -> go.Figure:
+    """Loss without b (and flip rate) for one vector at every hook point; the study's sweep at ``layer{i}.post``."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.loss, mode="lines+markers", name="hookedmlp: loss without b"))
+    fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.flip_rate, mode="lines+markers", name="hookedmlp: flip rate",
+                             line=dict(dash="dot")), secondary_y=True)
+    if study is not None and (sweep.a, sweep.b) == (3, 1):
+        fig.add_trace(go.Scatter(x=[f"layer{i}.post" for i in study.sweep_layers], y=study.sweep_loss, mode="markers",
+                                 marker=dict(symbol="x", size=12), name="the study: loss after layer i"))
+    fig.add_hline(y=sweep.normal, line_dash="dash", line_color="gray", annotation_text="unsteered")
+    fig.update_xaxes(title_text="hook point where a - b is added")
+    fig.update_yaxes(title_text="cross-entropy without b (nats)", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text=f"share of {sweep.b}s classified as {sweep.a}", secondary_y=True, range=[0, 1.05])
+    return _layout(fig, f"Steering with {sweep.a} - {sweep.b} at each hook point", 900, 500)
+
+
+def distributions_figure(distributions: np.ndarray, pairs: Sequence[tuple[int, int]], digits: Sequence[int] = tuple(range(10))) -> go.Figure:
+    """Small multiples: for each (a, b), the steered model's class probabilities (columns) for each digit (rows)."""
+    cols = min(3, len(pairs))
+    rows = (len(pairs) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{a} - {b}" for a, b in pairs], horizontal_spacing=0.08, vertical_spacing=0.12)
+    for n, (a, b) in enumerate(pairs):
+        r, c = n // cols + 1, n % cols + 1
+        fig.add_trace(go.Heatmap(z=distributions[a, b], x=[str(d) for d in digits], y=[str(d) for d in digits], zmin=0, zmax=1,
+                                 colorscale="Blues", showscale=n == 0, colorbar=dict(title=dict(text="probability", side="right")),
+                                 hovertemplate="images of %{y}: P(%{x}) = %{z:.3f}<extra></extra>"), row=r, col=c)
+        fig.update_xaxes(title_text="predicted class", row=r, col=c)
+        fig.update_yaxes(title_text="test images of digit", autorange="reversed", row=r, col=c)
+    return _layout(fig, "Softmax of the steered model's mean logits, per digit", 330 * cols + 120, 330 * rows + 120)
+
+
+def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
+    """Flip rate and loss without b against the coefficient, one line per pair."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["b images classified as a", "loss on the test set without b"])
+    for i, (a, b) in enumerate(sweep.pairs):
+        color = f"hsl({(i * 67) % 360}, 60%, 45%)"
+        fig.add_trace(go.Scatter(x=sweep.coeffs, y=sweep.flip_rate[i], mode="lines+markers", name=f"{a} - {b}",
+                                 line=dict(color=color), legendgroup=f"{a}-{b}"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=sweep.coeffs, y=sweep.loss[i], mode="lines+markers", name=f"{a} - {b}",
+                                 line=dict(color=color), legendgroup=f"{a}-{b}", showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="coefficient of the a - b vector")
+    fig.update_yaxes(title_text="flip rate", range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="cross-entropy (nats)", rangemode="tozero", row=1, col=2)
+    return _layout(fig, f"Dose-response at {sweep.hook} ({sweep.method})", 1100, 480)
+
+
+def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] = ("html", "png")) -> list[Path]:
+    """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written."""
+    stem = Path(stem)
+    written = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "html":
+            js = stem.parent / "plotly.min.js"
+            if not js.exists():
+                with atomic_write(js, "w") as f:
+                    f.write(get_plotlyjs())
+            data = fig.to_html(include_plotlyjs="directory", full_html=True).encode()
+        elif fmt in ("png", "svg"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2.1 works offline; plotly nags about 1.x
+                data = fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
+        else:
+            raise ValueError(f"unknown figure format {fmt!r}; expected 'html', 'png' or 'svg'")
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+        written.append(path)
+    return written

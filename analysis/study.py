@@ -1,0 +1,61 @@
+"""The study's published tables (shipped in ``analysis/seed_data`` with attribution) and rank correlation."""
+
+import csv
+import dataclasses
+from importlib import resources
+
+import numpy as np
+
+__all__ = ["StudyTables", "study_tables", "spearman"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyTables:
+    """The post's 10 x 10 layer-0 grid (rows a, columns b), its "normal" row, and its 3 - 1 layer sweep."""
+
+    grid: np.ndarray
+    normal: np.ndarray
+    sweep_layers: list[int]
+    sweep_loss: np.ndarray
+
+
+def study_tables() -> StudyTables:
+    """Read the shipped CSVs.
+
+    Example:
+        >>> study_tables().grid[3, 1]
+        np.float64(12.7)
+    """
+    root = resources.files("analysis") / "seed_data"
+    with (root / "grid_layer0.csv").open() as f:
+        rows = list(csv.reader(f))
+    body = {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}
+    grid = np.array([body[str(a)] for a in range(10)])
+    with (root / "layer_sweep_3_minus_1.csv").open() as f:
+        sweep = list(csv.reader(f))[1:]
+    return StudyTables(grid=grid, normal=np.array(body["normal"]), sweep_layers=[int(r[0]) for r in sweep],
+                       sweep_loss=np.array([float(r[1]) for r in sweep]))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):  # ties share their average rank
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation of two equally long arrays (ties get average ranks).
+
+    Example:
+        >>> spearman(np.array([1, 2, 3]), np.array([10, 30, 20]))
+        0.5
+    """
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    if x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")
+    rx, ry = _ranks(x), _ranks(y)
+    return float(np.corrcoef(rx, ry)[0, 1])
