@@ -10,6 +10,7 @@ from hookedmlp.errors import (
     InputDtypeError,
     ShapeError,
     SteeringError,
+    UsageError,
 )
 from hookedmlp.hook_points import HookHandle, HookPoint
 from hookedmlp.hooked import HookedRoot, HookGroup
@@ -37,5 +38,6 @@ __all__ = [
     "SteeringError",
     "SteeringVector",
     "SteeringWarning",
+    "UsageError",
     "__version__",
 ]

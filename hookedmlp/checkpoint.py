@@ -35,9 +35,18 @@ def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.devic
         )
     if ckpt.get("version") != 1:
         raise CheckpointError(f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads version 1")
+    missing_fields = [k for k in ("specs", "state_dict") if k not in ckpt]
+    if missing_fields or not isinstance(ckpt["specs"], list) or not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{source} lacks a list 'specs' and a dict 'state_dict' (missing {missing_fields}); the file is corrupt or was edited")
     specs = [LayerSpec.from_dict(d) for d in ckpt["specs"]]
-    model = HookedMLP(specs, input_shape=ckpt.get("input_shape"))
+    try:
+        model = HookedMLP(specs, input_shape=ckpt.get("input_shape"))
+    except ValueError as e:
+        raise CheckpointError(f"{source} describes an impossible architecture: {e}") from None
     state = ckpt["state_dict"]
+    dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtype=dtypes.pop())
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from hookedmlp.errors import CheckpointError
 
-__all__ = ["MLPConfig", "LayerSpec", "ACTIVATIONS", "spec_from_modules", "spec_from_state_dict", "build_module"]
+__all__ = ["MLPConfig", "LayerSpec", "ACTIVATIONS", "spec_from_modules", "spec_from_state_dict", "build_module", "check_chain"]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
 _KINDS = ("linear", "dropout") + ACTIVATIONS
@@ -120,16 +120,18 @@ def build_module(spec: LayerSpec) -> nn.Module:
 _SIMPLE = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
 
-def spec_from_modules(modules: Sequence[nn.Module]) -> list[LayerSpec]:
+def spec_from_modules(modules: Sequence[nn.Module], first_index: int = 0) -> list[LayerSpec]:
     """Describe a stack of Linear / activation / Dropout modules (no leading Flatten).
 
     Raises ``TypeError`` naming the position and type of an unsupported module, and
-    ``ValueError`` when consecutive widths do not match.
+    ``ValueError`` when consecutive widths do not match. Positions in messages are
+    counted from ``first_index`` (1 when the caller dropped a leading Flatten), so
+    they index the user's own Sequential.
     """
     specs: list[LayerSpec] = []
     width: Optional[int] = None
     supported = "Flatten (first only), Linear, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Dropout"
-    for i, m in enumerate(modules):
+    for i, m in enumerate(modules, start=first_index):
         if isinstance(m, nn.Linear):
             if width is not None and m.in_features != width:
                 raise ValueError(f"module {i} (Linear) expects {m.in_features} inputs but the previous layer gives {width}")
@@ -197,6 +199,9 @@ def spec_from_state_dict(state_dict: Mapping[str, Tensor], activation: str = "re
             raise CheckpointError(f"index {idx} has no 2-D weight; got {sorted(params[idx])}")
         if width is not None and w.shape[1] != width:
             raise CheckpointError(f"Linear at index {idx} takes {w.shape[1]} inputs but the previous one gives {width}")
+        bias = params[idx].get("bias")
+        if bias is not None and tuple(bias.shape) != (w.shape[0],):
+            raise CheckpointError(f"Linear at index {idx}: bias has shape {list(bias.shape)}, expected [{w.shape[0]}] to match its weight {list(w.shape)}")
         if n > 0:
             specs.append(LayerSpec(activation, width, width, param=0.01 if activation == "leaky_relu" else 0.0))
         pos = len(specs)
@@ -206,6 +211,15 @@ def spec_from_state_dict(state_dict: Mapping[str, Tensor], activation: str = "re
             weights[f"layer{pos}.module.bias"] = params[idx]["bias"]
         width = int(w.shape[0])
     return specs, weights, offset
+
+
+def check_chain(specs: Sequence[LayerSpec]) -> None:
+    """Raise ``ValueError`` unless each module reads the width the previous one writes."""
+    for i, spec in enumerate(specs):
+        if spec.kind != "linear" and spec.d_in != spec.d_out:
+            raise ValueError(f"layer {i} ({spec.kind}) must keep its width, got d_in={spec.d_in}, d_out={spec.d_out}")
+        if i and specs[i - 1].d_out != spec.d_in:
+            raise ValueError(f"layer {i} ({spec.kind}) reads {spec.d_in} features but layer {i - 1} writes {specs[i - 1].d_out}")
 
 
 def default_input_shape(d_in: int) -> tuple[int, ...]:

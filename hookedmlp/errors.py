@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "SteeringError",
+    "UsageError",
     "closest",
     "did_you_mean",
 ]
@@ -46,6 +47,10 @@ class CheckpointError(HookedMLPError, ValueError):
 
 class DataError(HookedMLPError, RuntimeError):
     """MNIST data that cannot be found or fails its checksum."""
+
+
+class UsageError(HookedMLPError, ValueError):
+    """Arguments that contradict each other (e.g. ``stop_at`` before ``start_at``)."""
 
 
 class SteeringError(HookedMLPError, ValueError):

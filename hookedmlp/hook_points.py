@@ -17,6 +17,8 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from hookedmlp.errors import InputDtypeError, ShapeError
+
 __all__ = ["HookPoint", "HookHandle", "HookFn", "Direction"]
 
 HookFn = Callable[[Tensor, "HookPoint"], Optional[Tensor]]
@@ -122,17 +124,20 @@ class HookPoint(nn.Module):
             if not x.requires_grad:
                 # An input leaf: make it part of the graph so its gradient exists.
                 x = x.detach().requires_grad_(True)
+            # A fresh alias owned by this pass: the hook sees exactly the gradient flowing
+            # through this point (later points first), and dies with the graph.
+            x = x.view_as(x)
             active = list(self.bwd_hooks)
             x.register_hook(lambda grad: self._run_bwd_hooks(grad, active))
         for handle in list(self.fwd_hooks):
             out = handle.fn(x, self)
             if out is not None:
                 if not isinstance(out, Tensor):
-                    raise TypeError(
+                    raise InputDtypeError(
                         f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None"
                     )
                 if out.shape != x.shape:
-                    raise ValueError(
+                    raise ShapeError(
                         f"hook {handle!r} returned shape {tuple(out.shape)}, expected {tuple(x.shape)} "
                         f"(the shape of the activation at {self.name!r})"
                     )

@@ -19,11 +19,12 @@ from hookedmlp.config import (
     LayerSpec,
     MLPConfig,
     build_module,
+    check_chain,
     default_input_shape,
     spec_from_modules,
     spec_from_state_dict,
 )
-from hookedmlp.errors import InputDtypeError, ShapeError
+from hookedmlp.errors import InputDtypeError, ShapeError, UsageError
 from hookedmlp.hook_points import HookPoint
 from hookedmlp.hooked import HookedRoot
 
@@ -77,6 +78,7 @@ class HookedMLP(HookedRoot):
         if not specs:
             raise ValueError("a HookedMLP needs at least one layer; got an empty spec")
         self.specs: tuple[LayerSpec, ...] = tuple(specs)
+        check_chain(self.specs)
         modules = list(_modules) if _modules is not None else [build_module(s) for s in self.specs]
         self.n_layers = len(modules)
         for i, module in enumerate(modules):
@@ -113,9 +115,9 @@ class HookedMLP(HookedRoot):
             ['layer0.pre', 'layer0.post']
         """
         modules = list(seq)
-        if modules and isinstance(modules[0], nn.Flatten):
-            modules = modules[1:]
-        specs = spec_from_modules(modules)
+        offset = 1 if modules and isinstance(modules[0], nn.Flatten) else 0
+        modules = modules[offset:]
+        specs = spec_from_modules(modules, first_index=offset)
         kept = [m if isinstance(m, nn.Linear) else build_module(s) for m, s in zip(modules, specs)]
         model = cls(specs, input_shape=input_shape, _modules=kept)
         if modules and isinstance(modules[0], nn.Linear):
@@ -163,7 +165,7 @@ class HookedMLP(HookedRoot):
         :class:`InputDtypeError` or ``TypeError`` saying what was expected.
         """
         if not isinstance(x, Tensor):
-            raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+            raise InputDtypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         shapes = [(self.d_in,), self.input_shape]
         if len(self.input_shape) == 3 and self.input_shape[0] == 1:
             shapes.append(self.input_shape[1:])
@@ -220,7 +222,7 @@ class HookedMLP(HookedRoot):
             self._check_tensor(x, f"activation for start_at={start_at!r}")
         last = 2 * self.n_layers if stop_at is None else self._position(stop_at, "stop_at") + 1
         if last < first:
-            raise ValueError(f"stop_at={stop_at!r} comes before start_at={start_at!r}; hook order is {', '.join(self.hook_names)}")
+            raise UsageError(f"stop_at={stop_at!r} comes before start_at={start_at!r}; hook order is {', '.join(self.hook_names)}")
         if not self._any_hooks():
             for i in range(first // 2, last // 2):  # the modules between the two points
                 x = self._plain[i](x)

@@ -138,7 +138,6 @@ def test_empty_spec_raises():
         HookedMLP([])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: HookedMLP(list of LayerSpec) does not check that consecutive widths chain")
 def test_inconsistent_specs_raise():
     # 16 -> 8 followed by a layer that reads 4: accepted at construction, fails only inside forward
     with pytest.raises(ValueError, match="8"):

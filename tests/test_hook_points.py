@@ -181,7 +181,6 @@ def test_no_backward_registration_without_grad(hp):
     assert not y.requires_grad
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: HookPoint registers bwd hooks on the caller's own tensor, so they outlive the pass")
 def test_backward_hook_only_fires_for_gradients_through_the_hook_point(hp):
     # HookPoint.forward calls x.register_hook on the incoming tensor itself. When that tensor is
     # a leaf owned by the caller, the hook stays registered on it after the pass: a later, unrelated

@@ -346,7 +346,6 @@ def test_backward_hook_sees_forward_hook_output_gradient(tiny, tiny_seq, tiny_x)
     assert torch.equal(seen[0], 4 * ref_grads["layer2.post"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bwd hooks on a shared tensor (layer{i}.post / layer{i+1}.pre) run in forward order")
 def test_backward_hooks_run_in_backward_order(tiny, tiny_seq, tiny_x):
     # The gradient at layer0.post is what comes back through layer1.pre. A bwd hook at layer1.pre that
     # doubles the gradient must therefore be seen by a bwd hook at layer0.post. Both points register a

@@ -426,7 +426,6 @@ def test_from_sequential_unsupported_module():
         HookedMLP.from_sequential(nn.Sequential(nn.Flatten()))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: from_sequential error positions ignore a dropped leading Flatten (off by one)")
 def test_from_sequential_error_position_counts_the_flatten():
     # seq[2] is the Conv2d, but from_sequential drops the Flatten before numbering, so the message says "module 1"
     with pytest.raises(TypeError, match=re.escape("module 2 is Conv2d")):
@@ -540,7 +539,6 @@ def test_from_state_dict_unknown_activation(tiny_seq):
         HookedMLP.from_state_dict(tiny_seq.state_dict(), activation="swish")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a bias of the wrong shape escapes from_state_dict as a torch RuntimeError, not CheckpointError")
 def test_from_state_dict_wrong_bias_shape_raises_checkpoint_error(tiny_seq):
     sd = dict(tiny_seq.state_dict())
     sd["2.bias"] = torch.zeros(7)
