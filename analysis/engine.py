@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hookedmlp import HookedMLP
 
-__all__ = ["Contrast", "METRICS", "fold", "evaluate_contrasts", "unsteered_metrics"]
+__all__ = ["Contrast", "METRICS", "fold", "evaluate_contrasts", "evaluate_plain", "unsteered_metrics"]
 
 METRICS = ("loss", "flip_rate", "accuracy_other", "kl")
 
@@ -159,3 +159,23 @@ def evaluate_contrasts(model: HookedMLP, images: Tensor, labels: Tensor, contras
         bar.close()
     stacked = {name: np.stack([results[h][i][name].cpu().numpy() for h, i in where]) for name in (*METRICS, "distributions")}
     return stacked
+
+
+def evaluate_plain(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: Sequence[Contrast]) -> dict[str, np.ndarray]:
+    """The plain way, for reference and benchmarks: one full hooked forward pass per contrast.
+
+    Same metrics and layout as :func:`evaluate_contrasts`.
+    """
+    labels = labels.to(images.device)
+    out: list[dict[str, Tensor]] = []
+    with torch.no_grad():
+        base_logp = F.log_softmax(model(images), -1)
+        for c in contrasts:
+            v = c.vector.to(images.device)
+            with model.hooks(fwd_hooks=[(c.hook, lambda act, hook, v=v: act + v)]):
+                logits = model(images)
+            a = torch.tensor([c.a], device=images.device)
+            b = torch.tensor([c.b], device=images.device)
+            m = _metrics(logits.unsqueeze(0), labels, base_logp, a, b, int(logits.shape[-1]))
+            out.append({name: val[0] for name, val in m.items()})
+    return {name: np.stack([o[name].cpu().numpy() for o in out]) for name in (*METRICS, "distributions")}

@@ -1,4 +1,4 @@
-"""The ``hookedmlp`` command line: ``train``, ``hooks`` (and the analysis commands).
+"""The ``hookedmlp`` command line: ``reproduce``, ``grid``, ``sweep``, ``train``, ``hooks``.
 
 User mistakes print one line on stderr and exit with status 2, never a traceback.
 """
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 __all__ = ["main", "build_parser"]
+
+
+class _CliError(Exception):
+    """Flags that contradict each other."""
 
 
 def _positive_int(text: str) -> int:
@@ -34,6 +38,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _digit(text: str) -> int:
+    if text not in tuple("0123456789"):
+        raise argparse.ArgumentTypeError(f"expected a digit 0-9, got {text!r}")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -53,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", type=Path, default=None, help="MNIST directory (default: $HOOKEDMLP_DATA or ~/.cache/hookedmlp/data)")
     train.add_argument("--card", action="store_true", help="also write <out>.json: seed, command, loss, accuracy, sha256")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def add_model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", type=Path, default=None, help="a HookedMLP checkpoint (default: the shipped mnist-mlp)")
+        p.add_argument("--method", choices=("first", "mean"), default="first", help="exemplar: first training image (the study) or class mean")
+        p.add_argument("--coeff", type=_finite_float, default=1.0, help="coefficient of the a - b vector (default: %(default)s)")
+        p.add_argument("--figure", type=Path, default=None, help="also write this figure (stem; .html and .png are added)")
+        p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+
+    repro = sub.add_parser("reproduce", help="run the whole study; write docs/reproduction.md and docs/figures/")
+    repro.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
+    repro.add_argument("--checkpoint", type=Path, default=None, help="study this checkpoint instead of the shipped model")
+    repro.add_argument("--train", action="store_true", help="train a fresh model first (about half a minute)")
+    repro.add_argument("--quick", action="store_true", help="score on 1,000 test images only (a smoke test)")
+    repro.add_argument("--no-figures", action="store_true", help="skip the figures")
+
+    grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
+    grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")
+    grid.add_argument("--metric", choices=("loss", "flip_rate", "accuracy_other", "kl"), default="loss")
+    add_model_args(grid)
+
+    sweep = sub.add_parser("sweep", help="one a - b vector at every hook point (the study's layer sweep)")
+    sweep.add_argument("--a", type=_digit, default=3, help="digit whose image is added (default: %(default)s)")
+    sweep.add_argument("--b", type=_digit, default=1, help="digit whose image is subtracted (default: %(default)s)")
+    add_model_args(sweep)
 
     hooks = sub.add_parser("hooks", help="list a model's hook points with their shapes")
     hooks.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (default: the shipped mnist-mlp)")
@@ -84,6 +128,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(args: argparse.Namespace):
+    from hookedmlp.model import HookedMLP
+
+    model = HookedMLP.load(args.checkpoint) if args.checkpoint else HookedMLP.from_pretrained("mnist-mlp")
+    return model.eval()
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from analysis.reproduce import reproduce
+
+    if args.train and args.checkpoint:
+        raise _CliError("--train and --checkpoint exclude each other; pick one")
+    reproduce(out_dir=args.out, checkpoint=args.checkpoint, train=args.train, quick=args.quick,
+              figures=not args.no_figures, progress=sys.stderr.isatty())
+    return 0
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from analysis.grid import steering_grid
+
+    model = _load_model(args)
+    grid = steering_grid(model, hook=args.hook, coeff=args.coeff, method=args.method, progress=sys.stderr.isatty())
+    print(grid.to_markdown(args.metric))
+    print(repr(grid))
+    if args.json:
+        grid.save(args.json)
+    if args.figure:
+        from analysis.figures import grid_heatmap, write_figure
+        from analysis.study import study_tables
+
+        study = study_tables() if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss") else None
+        for path in write_figure(grid_heatmap(grid, study, metric=args.metric), args.figure):
+            print(f"wrote {path}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from analysis.sweep import layer_sweep
+
+    if args.a == args.b:
+        raise _CliError(f"--a and --b are both {args.a}: the vector would be zero; pick two different digits")
+    model = _load_model(args)
+    sweep = layer_sweep(model, args.a, args.b, coeff=args.coeff, method=args.method)
+    print(sweep.to_markdown())
+    if args.json:
+        from hookedmlp.io import atomic_write
+
+        with atomic_write(args.json, "w") as f:
+            json.dump({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(sweep).items()}, f)
+    if args.figure:
+        from analysis.figures import layer_sweep_figure, write_figure
+        from analysis.study import study_tables
+
+        for path in write_figure(layer_sweep_figure(sweep, study_tables()), args.figure):
+            print(f"wrote {path}")
+    return 0
+
+
 def _cmd_hooks(args: argparse.Namespace) -> int:
     import torch
 
@@ -103,10 +207,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hookedmlp.errors import HookedMLPError
 
     args = build_parser().parse_args(argv)
-    commands = {"train": _cmd_train, "hooks": _cmd_hooks}
+    commands = {"train": _cmd_train, "hooks": _cmd_hooks, "reproduce": _cmd_reproduce, "grid": _cmd_grid, "sweep": _cmd_sweep}
     try:
         return commands[args.command](args)
-    except (HookedMLPError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (HookedMLPError, _CliError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"hookedmlp {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from typing import Any, Optional, Union
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from hookedmlp.errors import CheckpointError, HookNameError, ShapeError, SteeringError, did_you_mean
@@ -218,7 +217,7 @@ def _check_digit(x: Any) -> int:
 
 
 def class_activations(model: Any, digits: Sequence[int], hooks: Sequence[str], method: str = "first",
-                      batch_size: int = 10_000) -> tuple[dict[str, Float[Tensor, "n_digits d"]], list[int]]:
+                      batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int]]:
     """Activations representing MNIST digits at ``hooks``, from the model without hooks.
 
     Args:
@@ -229,7 +228,7 @@ def class_activations(model: Any, digits: Sequence[int], hooks: Sequence[str], m
             one streaming pass over batches (memory: one batch of activations).
 
     Returns:
-        ``({hook: [len(digits), d]}, examples per digit)``.
+        ``({hook: [len(digits), width of hook]}, examples per digit)``.
 
     Example:
         >>> model = HookedMLP.from_pretrained("mnist-mlp")  # doctest: +SKIP
@@ -280,6 +279,8 @@ def build_steering_vector(model: Any, a: Contrast, b: Contrast, hook: Union[str,
         if not isinstance(x, Tensor):
             _check_digit(x)
     hooks = model.resolve_names(hook) if isinstance(hook, str) else [n for h in hook for n in model.resolve_names(h)]
+    if not hooks:
+        raise SteeringError("hook is an empty list; pass at least one hook name, e.g. 'layer0.post'")
     with torch.no_grad():
         acts_a, n_a, label_a = _contrast_acts(model, a, hooks, method)
         acts_b, n_b, label_b = _contrast_acts(model, b, hooks, method)
