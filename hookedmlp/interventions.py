@@ -96,6 +96,8 @@ def clamp(model: Any, hook: str, index: Union[int, Sequence[int], Tensor], value
     hook = _single_hook(model, hook)
     width = model.activation_width(hook)
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
+    if idx.numel() == 0 and not isinstance(index, Tensor):
+        idx = idx.long()  # [] is an empty list of ints: clamp nothing
     if idx.dtype == torch.bool:
         if idx.shape != (width,):
             raise ShapeError(f"boolean index has shape {list(idx.shape)}; expected [{width}] for {hook!r}")

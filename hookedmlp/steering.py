@@ -132,8 +132,10 @@ class SteeringVector(Mapping[str, Tensor]):
     def __neg__(self) -> "SteeringVector":
         return self * -1.0
 
-    def to(self, device: Union[str, torch.device, None] = None, dtype: Optional[torch.dtype] = None) -> "SteeringVector":
-        """A copy with every tensor moved to ``device`` / ``dtype``."""
+    def to(self, device: Union[str, torch.device, torch.dtype, None] = None, dtype: Optional[torch.dtype] = None) -> "SteeringVector":
+        """A copy with every tensor moved to ``device`` / ``dtype`` (``v.to(torch.float64)`` works as for tensors)."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         return SteeringVector({k: v.to(device=device, dtype=dtype) for k, v in self._vectors.items()}, self.meta)
 
     # -- files --------------------------------------------------------------------
@@ -153,7 +155,11 @@ class SteeringVector(Mapping[str, Tensor]):
             meta = json.loads(data["meta"])
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{str(path)!r} has unreadable metadata ({e}); re-save the vector") from None
-        return cls(data["vectors"], meta)
+        vectors = data.get("vectors")
+        if not isinstance(meta, dict) or not isinstance(vectors, dict) or not all(isinstance(k, str) for k in vectors):
+            raise CheckpointError(f"{str(path)!r} needs a dict of vectors and a JSON object of metadata; got "
+                                  f"{type(vectors).__name__} and {type(meta).__name__}. The file is corrupt or was edited")
+        return cls(vectors, meta)
 
     # -- applying --------------------------------------------------------------------
     def check(self, model: Any) -> dict[str, Tensor]:
