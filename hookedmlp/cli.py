@@ -6,6 +6,7 @@ User mistakes print one line on stderr and exit with status 2, never a traceback
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63), got {value}")
     return value
 
 
@@ -69,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=6)
     train.add_argument("--batch-size", type=_positive_int, default=128)
     train.add_argument("--lr", type=_positive_float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--data-root", type=Path, default=None, help="MNIST directory (default: $HOOKEDMLP_DATA or ~/.cache/hookedmlp/data)")
     train.add_argument("--card", action="store_true", help="also write <out>.json: seed, command, loss, accuracy, sha256")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -107,8 +118,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from hookedmlp.checkpoint import sha256_file
     from hookedmlp.train import TrainSettings, train_mlp
 
+    card_path = args.out.with_suffix(".json")
+    if args.out.is_dir():
+        raise _CliError(f"--out {str(args.out)!r} is a directory; pass a file path such as {str(args.out / 'mnist-mlp.pt')!r}")
+    if args.out.parent.exists() and not args.out.parent.is_dir():
+        raise _CliError(f"--out {str(args.out)!r}: {str(args.out.parent)!r} is a file, not a directory")
+    if args.card and card_path == args.out:
+        raise _CliError(f"--card would write the card over the checkpoint {str(args.out)!r}; use an --out not ending in .json")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    result = train_mlp(settings=settings, out=args.out, root=args.data_root, progress=not args.quiet)
+    result = train_mlp(settings=settings, out=args.out, root=args.data_root, progress=not args.quiet, command=args.command_line)
     print(f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {args.out}")
     if args.card:
         from hookedmlp.io import atomic_write
@@ -117,12 +135,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "name": args.out.stem,
             "architecture": "784-512-512-10, ReLU (the PyTorch quickstart MLP)",
             "settings": dataclasses.asdict(settings),
-            "command": "hookedmlp " + " ".join(sys.argv[1:]) if sys.argv[1:] else "hookedmlp train",
+            "command": args.command_line,
             "test_loss": result.test_loss,
             "test_accuracy": result.test_accuracy,
             "sha256": sha256_file(args.out),
         }
-        with atomic_write(args.out.with_suffix(".json"), "w") as f:
+        with atomic_write(card_path, "w") as f:
             json.dump(card, f, indent=2)
             f.write("\n")
     return 0
@@ -206,11 +224,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``hookedmlp`` console script; returns the exit status."""
     from hookedmlp.errors import HookedMLPError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["hookedmlp", *argv])
     commands = {"train": _cmd_train, "hooks": _cmd_hooks, "reproduce": _cmd_reproduce, "grid": _cmd_grid, "sweep": _cmd_sweep}
     try:
         return commands[args.command](args)
-    except (HookedMLPError, _CliError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (HookedMLPError, _CliError, OSError) as e:
         print(f"hookedmlp {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

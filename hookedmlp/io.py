@@ -77,7 +77,7 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             found = re.search(r"GLOBAL (\S+)", str(e))
             detail = f" ({found.group(1)})" if found else ""
             raise CheckpointError(

@@ -7,6 +7,7 @@ no normalisation) to about 0.055 mean test cross-entropy in six epochs.
 """
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -40,8 +41,10 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"lr must be > 0 and finite, weight_decay >= 0 and finite; got lr={self.lr}, weight_decay={self.weight_decay}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an int in [0, 2**63), got {self.seed!r}")
 
 
 @dataclasses.dataclass
@@ -69,15 +72,19 @@ def evaluate(model: HookedMLP, images: Float[Tensor, "batch d_in"], labels: Int[
         >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
         >>> loss, acc = evaluate(model, torch.rand(6, 4), torch.zeros(6, dtype=torch.long))
     """
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"evaluate needs a non-empty set with one label per image; got {len(images)} images and {len(labels)} labels")
     was_training = model.training
     model.eval()
     total, correct = 0.0, 0
-    for i in range(0, len(images), batch_size):
-        logits = model(images[i:i + batch_size])
-        y = labels[i:i + batch_size]
-        total += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((logits.argmax(-1) == y).sum())
-    model.train(was_training)
+    try:
+        for i in range(0, len(images), batch_size):
+            logits = model(images[i:i + batch_size])
+            y = labels[i:i + batch_size]
+            total += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+    finally:
+        model.train(was_training)
     return total / len(images), correct / len(images)
 
 
@@ -90,6 +97,7 @@ def train_mlp(
     root: Union[str, "os.PathLike[str]", None] = None,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
+    command: Optional[str] = None,
 ) -> TrainResult:
     """Train a seeded MLP on MNIST and (optionally) write its checkpoint.
 
@@ -103,6 +111,7 @@ def train_mlp(
         root: MNIST directory (see :func:`hookedmlp.data.prepare_mnist`).
         device: where to train.
         progress: show a tqdm bar.
+        command: the command line to record in the checkpoint (default: ``sys.argv``).
 
     Returns:
         A :class:`TrainResult`; the same seed gives the same weights on one machine.
@@ -140,18 +149,18 @@ def train_mlp(
             history.append({"epoch": epoch + 1, "train_loss_last_batch": loss.item(), "test_loss": test_loss, "test_accuracy": test_acc})
             bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
             if out is not None:
-                model.save(out, meta=_meta(config, settings, history))
+                model.save(out, meta=_meta(config, settings, history, command))
     finally:
         bar.close()
     model.eval()
     return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start)
 
 
-def _meta(config: MLPConfig, settings: TrainSettings, history: list[dict[str, float]]) -> dict[str, Any]:
+def _meta(config: MLPConfig, settings: TrainSettings, history: list[dict[str, float]], command: Optional[str]) -> dict[str, Any]:
     return {
         "config": dataclasses.asdict(config),
         "settings": dataclasses.asdict(settings),
-        "command": shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "command": command or shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "torch": str(torch.__version__),
         "history": history,
         "test_loss": history[-1]["test_loss"],
