@@ -111,9 +111,17 @@ class GridResult:
 
 
 def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """The given set, or the MNIST test set."""
-    if images is None or labels is None:
+    """The given set (checked: non-empty, finite, one integer label 0-9 per image), or the MNIST test set."""
+    if images is None and labels is None:
         return load_mnist("test")
+    if images is None or labels is None:
+        raise ValueError("pass both images and labels, or neither (for the MNIST test set)")
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"the scoring set needs one label per image and at least one image; got {len(images)} images, {len(labels)} labels")
+    if labels.is_floating_point() or labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) > 9:
+        raise ValueError(f"labels must be a 1-D integer tensor of digits 0-9, got dtype {labels.dtype}, shape {list(labels.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or infinite values; the scores would be meaningless")
     return images, labels
 
 

@@ -270,6 +270,8 @@ def _contrast_acts(model: Any, x: Contrast, hooks: Sequence[str], method: str) -
     """Mean activation at each hook for a digit (first / class mean) or an input tensor."""
     if isinstance(x, Tensor):
         batch = model.as_batch(x)
+        if not bool(torch.isfinite(batch).all()):
+            raise SteeringError("contrast input contains NaN or infinite values; pass finite images")
         acts = model.clean_activations(batch, hooks)
         return {k: v.mean(0) for k, v in acts.items()}, batch.shape[0], f"input(n={batch.shape[0]})"
     acts, counts = class_activations(model, [x], hooks, method)
