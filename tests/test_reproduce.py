@@ -1,0 +1,292 @@
+"""The study's tables, spearman, ``reproduce`` end to end (quick) and the ``hookedmlp`` CLI."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis.grid import GridResult
+from analysis.reproduce import Reproduction, reproduce
+from analysis.study import StudyTables, spearman, study_tables
+from hookedmlp import HookedMLP
+from hookedmlp.cli import main
+from hookedmlp.data import load_mnist
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("grid_loss", "grid_flip_rate", "layer_sweep_3_1", "distributions", "dose_response")
+
+
+# -- study tables and spearman ------------------------------------------------------------
+
+
+def hand_ranks(x) -> list[float]:
+    """1-based ranks, ties get the average of the ranks they span."""
+    x = [float(v) for v in np.ravel(x)]
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def hand_pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy)
+
+
+def hand_spearman(x, y) -> float:
+    return hand_pearson(hand_ranks(x), hand_ranks(y))
+
+
+def test_hand_ranks_average_ties() -> None:
+    assert hand_ranks([10, 20, 20, 5, 20]) == [2.0, 4.0, 4.0, 1.0, 4.0]
+
+
+def test_study_tables() -> None:
+    st = study_tables()
+    assert isinstance(st, StudyTables)
+    assert st.grid.shape == (10, 10) and st.normal.shape == (10,)
+    assert st.grid[3, 1] == 12.7
+    assert st.grid[0, 9] == 19.4 and st.grid[9, 0] == 4.9
+    assert np.all(np.diag(st.grid) == 0.1)
+    assert st.sweep_layers == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(st.sweep_loss, [7.8, 12.69, 12.69, 17.01, 17.01])
+    assert st.normal.mean() == pytest.approx(0.0887, abs=1e-12)
+    assert st.grid.sum() == pytest.approx(741.7, abs=1e-9)  # mean 7.417: the study's "~7.4"
+
+
+def test_spearman_known_values() -> None:
+    assert spearman(np.array([1, 2, 3]), np.array([10, 30, 20])) == pytest.approx(0.5)
+    assert spearman(np.arange(7), np.arange(7) ** 3) == pytest.approx(1.0)
+    assert spearman(np.arange(7), -np.exp(np.arange(7))) == pytest.approx(-1.0)
+
+
+def test_spearman_matches_hand_computation_with_ties() -> None:
+    st = study_tables()
+    rng = np.random.default_rng(0)
+    other = np.round(rng.uniform(0, 5, (10, 10)), 0)  # many ties on both sides
+    assert spearman(st.grid, other) == pytest.approx(hand_spearman(st.grid, other), abs=1e-12)
+    off = ~np.eye(10, dtype=bool)
+    assert spearman(st.grid[off], other[off]) == pytest.approx(hand_spearman(st.grid[off], other[off]), abs=1e-12)
+    x, y = np.array([1.0, 1.0, 2.0, 3.0, 3.0, 3.0]), np.array([6.0, 5.0, 5.0, 1.0, 2.0, 2.0])
+    assert spearman(x, y) == pytest.approx(hand_spearman(x, y), abs=1e-12)
+    assert spearman(x.reshape(2, 3), y.reshape(3, 2)) == pytest.approx(hand_spearman(x, y), abs=1e-12)  # raveled
+
+
+@pytest.mark.parametrize("x, y", [(np.arange(3), np.arange(4)), (np.array([1.0]), np.array([2.0]))])
+def test_spearman_rejects_bad_lengths(x, y) -> None:
+    with pytest.raises(ValueError, match="spearman"):
+        spearman(x, y)
+
+
+# -- reproduce end to end -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> tuple[Reproduction, Path, list[str]]:
+    out = tmp_path_factory.mktemp("repro")
+    lines: list[str] = []
+    r = reproduce(out_dir=out, quick=True, progress=False, log=lines.append)
+    return r, out, lines
+
+
+def test_reproduce_writes_report_and_figures(repro) -> None:
+    r, out, lines = repro
+    assert all(Path(p).exists() for p in r.files)
+    report = out / "reproduction.md"
+    assert report in [Path(p) for p in r.files]
+    figs = out / "figures"
+    for stem in FIGURES:
+        png = (figs / f"{stem}.png").read_bytes()
+        assert png.startswith(PNG_MAGIC), stem
+        html = (figs / f"{stem}.html").read_text()
+        assert "<html" in html and 'src="plotly.min.js"' in html
+    assert (figs / "plotly.min.js").stat().st_size > 1_000_000
+    text = report.read_text()
+    for stem in FIGURES:
+        assert f"(figures/{stem}.png)" in text
+    assert any("scoring on 1000 test images" in line for line in lines)
+    assert set(r.timings) >= {"total", "figures"}
+
+
+def test_reproduce_report_numbers(repro) -> None:
+    r, out, _ = repro
+    text = (out / "reproduction.md").read_text()
+    st = study_tables()
+    off = ~np.eye(10, dtype=bool)
+    assert "## Claims checked" in text
+    assert "Quick run: only the first 1000 test images were scored." in text
+    rho_all, rho_off = hand_spearman(r.grid.loss, st.grid), hand_spearman(r.grid.loss[off], st.grid[off])
+    assert f"{rho_all:.3f} over the 100 cells, {rho_off:.3f} over the 90 off-diagonal cells" in text
+    for h in ("layer0.post", "layer1.post", "layer3.post"):
+        rho = hand_spearman(r.grids[h].loss[off], st.grid[off])
+        assert f"| `{h}` | {rho:.3f} | {r.grids[h].loss[3, 1]:.2f} |" in text
+    # the study's own disagreement: grid cell 12.7 vs its sweep's 7.80 at layer 0
+    assert "## What the study's own numbers do not agree on" in text
+    assert "reads 12.7, but its layer sweep for 3 - 1 reads 7.80 at layer 0 and 12.69 at layers 1 and 2" in text
+    at = r.sweep.hooks.index("layer0.post")
+    assert f"(grid cell 3 - 1 at `layer0.post`: {r.grid.loss[3, 1]:.2f}; sweep at `layer0.post`: {r.sweep.loss[at]:.2f})" in text
+    assert f"goes from {r.grid.normal.mean():.3f} unsteered (the study: 0.089)" in text
+    row3 = "| 3 | " + " | ".join(f"{v:.2f}" for v in r.grid.loss[3]) + " |"
+    assert row3 in text
+    assert "| 3 | 19.0 | 12.7 | 15.9 |" in text  # the study's table, as printed
+
+
+def test_reproduce_results_are_consistent(repro) -> None:
+    r, out, _ = repro
+    model = HookedMLP.from_pretrained("mnist-mlp").eval()
+    assert r.n_test == 1000 and r.grid.n_test == 1000
+    assert list(r.grids) == model.hook_names
+    assert r.grid is r.grids["layer0.post"]
+    # the model's test loss is over all 10,000 test images even when quick
+    images, labels = load_mnist("test")
+    with torch.no_grad():
+        logits = model.to_sequential()(images)
+    assert r.test_loss == pytest.approx(float(F.cross_entropy(logits, labels)), abs=1e-5)
+    assert r.test_accuracy == pytest.approx(float((logits.argmax(1) == labels).float().mean()), abs=1e-6)
+    # one cell against plain torch on the 1000 scored images
+    seq = model.to_sequential()
+    train_x, train_y = load_mnist("train")
+    first = {d: train_x[int((train_y == d).nonzero()[0, 0])] for d in (3, 1)}
+    x, y = images[:1000], labels[:1000]
+    with torch.no_grad():
+        steered = seq[2:](seq[:2](x) + seq[1](first[3]) - seq[1](first[1]))
+    keep = y != 1
+    assert r.grid.loss[3, 1] == pytest.approx(float(F.cross_entropy(steered[keep], y[keep])), rel=1e-5, abs=1e-5)
+    at = r.sweep.hooks.index("layer0.post")
+    assert r.sweep.loss[at] == pytest.approx(float(r.grid.loss[3, 1]), abs=1e-5)
+    assert r.dose.pairs == [(3, 1), (0, 9), (5, 6), (7, 2)]
+    assert r.grid.distributions is not None and r.grid.distributions.shape == (10, 10, 10, 10)
+    back = GridResult.load(out / "figures" / "grid_layer0_post.json")
+    np.testing.assert_array_equal(back.loss, r.grid.loss)
+    np.testing.assert_array_equal(back.distributions, r.grid.distributions)
+
+
+@pytest.fixture
+def small_test_set(monkeypatch):
+    """Make ``reproduce`` see a 100-image test set (so quick scores 100 images), to keep the suite fast."""
+    real = load_mnist
+
+    def small(split="train", *args, **kwargs):
+        images, labels = real(split, *args, **kwargs)
+        return (images[:100], labels[:100]) if split == "test" else (images, labels)
+
+    monkeypatch.setattr("analysis.reproduce.load_mnist", small)
+
+
+def test_reproduce_without_figures(tmp_path, small_test_set) -> None:
+    r = reproduce(out_dir=tmp_path, quick=True, figures=False, progress=False, log=lambda s: None)
+    text = (tmp_path / "reproduction.md").read_text()
+    assert "## Claims checked" in text and "![" not in text and ".png" not in text
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["grid_layer0_post.json"]
+    assert "figures" not in r.timings
+    assert [Path(p).name for p in r.files] == ["grid_layer0_post.json", "reproduction.md"]
+    assert r.n_test == 100 and "only the first 100 test images were scored" in text
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def one_line(err: str) -> str:
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_cli_reproduce_quick_no_figures(tmp_path, capsys, small_test_set) -> None:
+    assert main(["reproduce", "--quick", "--out", str(tmp_path), "--no-figures"]) == 0
+    text = (tmp_path / "reproduction.md").read_text()
+    assert "## Claims checked" in text and "Quick run" in text and "![" not in text
+    assert not list(tmp_path.rglob("*.png"))
+    assert "scoring on 100 test images" in capsys.readouterr().out
+
+
+def test_cli_grid_unknown_hook(capsys) -> None:
+    assert main(["grid", "--hook", "layer0.pst"]) == 2
+    cap = capsys.readouterr()
+    line = one_line(cap.err)
+    assert line.startswith("hookedmlp grid: error:")
+    assert "did you mean 'layer0.post'" in line
+    assert cap.out == ""
+
+
+def test_cli_sweep_same_digits(capsys) -> None:
+    assert main(["sweep", "--a", "3", "--b", "3"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("hookedmlp sweep: error:") and "--a and --b are both 3" in line
+
+
+def test_cli_reproduce_train_and_checkpoint_exclude(tmp_path, capsys) -> None:
+    assert main(["reproduce", "--train", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path)]) == 2
+    assert "exclude each other" in one_line(capsys.readouterr().err)
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys) -> None:
+    assert main(["grid", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert one_line(capsys.readouterr().err).startswith("hookedmlp grid: error:")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["grid", "--coeff", "nan"], "finite"),
+    (["sweep", "--coeff", "inf"], "finite"),
+    (["grid", "--coeff", "abc"], "expected a number"),
+    (["sweep", "--a", "12"], "expected a digit 0-9"),
+    (["sweep", "--b", "-1"], "expected a digit 0-9"),
+    (["grid", "--metric", "bogus"], "invalid choice"),
+    (["grid", "--method", "median"], "invalid choice"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_cli_bad_flags_exit_2_one_line(argv, needle, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("hookedmlp") and "error:" in line and needle in line
+
+
+@pytest.fixture
+def small_scoring_set(monkeypatch):
+    """Make the CLI's grid and sweep score on 200 test images instead of 10,000."""
+    images, labels = load_mnist("test")
+
+    def small(images_=None, labels_=None):
+        return images[:200], labels[:200]
+
+    monkeypatch.setattr("analysis.grid.scoring_set", small)
+    monkeypatch.setattr("analysis.sweep.scoring_set", small)
+
+
+def test_cli_grid_runs(small_scoring_set, tmp_path, capsys) -> None:
+    assert main(["grid", "--coeff", "-0.5", "--metric", "flip_rate", "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    assert "(layer0.post, coeff -0.5, method first)" in out and "| 3 |" in out
+    assert "GridResult(layer0.post, coeff=-0.5" in out and "n_test=200" in out
+    g = GridResult.load(tmp_path / "g.json")
+    assert g.coeff == -0.5 and g.n_test == 200
+
+
+def test_cli_sweep_runs(small_scoring_set, capsys) -> None:
+    assert main(["sweep", "--a", "7", "--b", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("7 - 2 (coeff 1, method first)")
+    assert len([line for line in out.splitlines() if line.startswith("| layer")]) == 10
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: `hookedmlp grid --hook 'layer*.post'` raises an uncaught ValueError (traceback) from "
+                   "clean_activations instead of a one-line error with status 2 (steering_grid passes the glob on unresolved)")
+def test_cli_grid_pattern_hook_one_line(small_scoring_set, capsys) -> None:
+    assert main(["grid", "--hook", "layer*.post"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("hookedmlp grid: error:")
