@@ -50,23 +50,32 @@ def fold(model: HookedMLP, hook: str, vectors: Float[Tensor, "k d"]) -> tuple[st
 
     Returns the last hook reached before a nonlinearity (or the logits) and the
     equivalent vectors there; ``layer{i}.pre`` is first read as ``layer{i-1}.post``
-    (the same tensor). Dropout counts as the identity only in eval mode.
+    (the same tensor). Dropout counts as the identity only in eval mode. Folding
+    never moves a vector past a hook point that has forward hooks attached (a
+    clamp, patch or ablation there must see the steered activation), so the
+    result always equals adding the vector at ``hook`` itself.
     """
-    pos = model.hook_names.index(hook)
-    if pos % 2 == 0 and pos > 0:  # layer{i}.pre carries the tensor of layer{i-1}.post
+    names = model.hook_names
+    pos = names.index(hook)
+
+    def free(p: int) -> bool:
+        return not model.hook_dict[names[p]].fwd_hooks
+
+    if pos % 2 == 0 and pos > 0 and free(pos):  # layer{i}.pre carries the tensor of layer{i-1}.post
         pos -= 1
-        hook = model.hook_names[pos]
     nxt = pos // 2 + (pos % 2)  # the next module to run after this hook point
     while nxt < model.n_layers:
         spec = model.specs[nxt]
-        module = getattr(model, f"layer{nxt}").module
+        passed = range(pos + 1, 2 * nxt + 2)  # the hook points the vector would move past
+        if not all(free(p) for p in passed):
+            break
         if spec.kind == "linear":
-            vectors = vectors @ module.weight.T
+            vectors = vectors @ getattr(model, f"layer{nxt}").module.weight.T
         elif not (spec.kind == "dropout" and not model.training):
             break
-        hook = f"layer{nxt}.post"
+        pos = 2 * nxt + 1
         nxt += 1
-    return hook, vectors
+    return names[pos], vectors
 
 
 def _metrics(logits: Float[Tensor, "k n c"], labels: Int[Tensor, " n"], base_logp: Float[Tensor, "n c"],
@@ -110,7 +119,9 @@ def evaluate_contrasts(model: HookedMLP, images: Tensor, labels: Tensor, contras
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows}")
-    labels = labels.to(images.device)
+    if not contrasts:
+        raise ValueError("no contrasts to evaluate; pass at least one Contrast")
+    labels = labels.to(images.device).long()
     with torch.no_grad():
         base = model(images)
         base_logp = F.log_softmax(base, -1)
@@ -166,7 +177,9 @@ def evaluate_plain(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: 
 
     Same metrics and layout as :func:`evaluate_contrasts`.
     """
-    labels = labels.to(images.device)
+    if not contrasts:
+        raise ValueError("no contrasts to evaluate; pass at least one Contrast")
+    labels = labels.to(images.device).long()
     out: list[dict[str, Tensor]] = []
     with torch.no_grad():
         base_logp = F.log_softmax(model(images), -1)

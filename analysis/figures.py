@@ -100,21 +100,22 @@ def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
 def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] = ("html", "png")) -> list[Path]:
     """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written."""
     stem = Path(stem)
+    bad = [f for f in formats if f not in ("html", "png", "svg")]
+    if bad or not formats:
+        raise ValueError(f"unknown figure format(s) {bad or list(formats)}; expected some of 'html', 'png', 'svg'")
     written = []
     for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
+        path = stem.with_name(f"{stem.name}.{fmt}")  # a dot in the stem stays: grid_layer0.post.png
         if fmt == "html":
             js = stem.parent / "plotly.min.js"
             if not js.exists():
                 with atomic_write(js, "w") as f:
                     f.write(get_plotlyjs())
             data = fig.to_html(include_plotlyjs="directory", full_html=True).encode()
-        elif fmt in ("png", "svg"):
+        else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2.1 works offline; plotly nags about 1.x
                 data = fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
-        else:
-            raise ValueError(f"unknown figure format {fmt!r}; expected 'html', 'png' or 'svg'")
         with atomic_write(path, "wb") as f:
             f.write(data)
         written.append(path)

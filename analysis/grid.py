@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
-from hookedmlp import HookedMLP
+from hookedmlp import HookedMLP, HookNameError
 from hookedmlp.data import load_mnist
 from hookedmlp.io import atomic_write
 from hookedmlp.steering import check_coeff, class_activations, model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "digit_vectors", "scoring_set"]
+__all__ = ["GridResult", "steering_grid", "digit_vectors", "scoring_set", "one_hook"]
 
 _TITLES = {
     "loss": "mean cross-entropy on the test set without digit b",
@@ -50,6 +50,12 @@ class GridResult:
     n_test: int
     model: str
     distributions: Optional[np.ndarray] = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GridResult):
+            return NotImplemented
+        a, b = self.to_dict(), other.to_dict()
+        return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
 
     def metric(self, name: str) -> np.ndarray:
         """The ``[a, b]`` array of one metric (``loss``, ``flip_rate``, ``accuracy_other``, ``kl``)."""
@@ -108,6 +114,15 @@ class GridResult:
         return (f"GridResult({self.hook}, coeff={self.coeff:g}, method={self.method}, {len(self.digits)}x{len(self.digits)}, "
                 f"mean loss off-diagonal {off.mean():.3f} (normal {self.normal.mean():.3f}), "
                 f"mean flip rate {self.off_diagonal('flip_rate').mean():.3f}, n_test={self.n_test})")
+
+
+def one_hook(model: HookedMLP, hook: str) -> str:
+    """``hook`` if it names exactly one hook point; else a :class:`HookNameError` with suggestions."""
+    names = model.resolve_names(hook)  # unknown names raise with "did you mean"
+    if names != [hook]:
+        raise HookNameError(f"expected one hook name, got the pattern {hook!r} matching {len(names)} hook points; "
+                            f"pick one, e.g. {names[0]!r}")
+    return hook
 
 
 def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
@@ -169,7 +184,7 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
         >>> grid.loss.shape
         (10, 10)
     """
-    model.resolve_names(hook)
+    one_hook(model, hook)
     images, labels = scoring_set(images, labels)
     vectors = digit_vectors(model, hook, digits, coeff, method)
     contrasts = [Contrast(hook, v, a, b) for (a, b), v in vectors.items()]

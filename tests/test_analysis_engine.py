@@ -277,10 +277,6 @@ def test_evaluation_leaves_model_unchanged(model, data, exemplars) -> None:
         torch.testing.assert_close(model(images), before, rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: folding ignores hooks attached to the model: a vector added at layer0.pre is moved past "
-                   "layer0.post (and layer1.pre is re-read as layer0.post), so an intervention attached there (clamp, ablate, patch) "
-                   "is applied before the folded vector instead of after it; evaluate_contrasts/steering_grid then disagree with "
-                   "evaluate_plain (loss 8.26 vs 5.67 for 3 - 1 with layer0.post units 0-255 clamped to 0)")
 def test_batched_equals_plain_with_an_intervention_attached(model, data, exemplars) -> None:
     images, labels = data
     contrasts = contrasts_at(model, exemplars, "layer0.pre", pairs=[(3, 1)])

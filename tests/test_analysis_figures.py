@@ -149,8 +149,6 @@ def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: write_figure uses Path.with_suffix, so a stem containing a dot loses its last part: "
-                   "stem 'grid_layer0.post' writes 'grid_layer0.html' instead of 'grid_layer0.post.html'")
 def test_write_figure_stem_with_dot(grid, tmp_path) -> None:
     paths = figures.write_figure(figures.grid_heatmap(grid), tmp_path / "grid_layer0.post", formats=("html",))
     assert paths == [tmp_path / "grid_layer0.post.html"]

@@ -232,9 +232,6 @@ def test_unknown_hook_suggests(model, data) -> None:
         steering_grid(model, "layer0.pst", images=images, labels=labels)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: steering_grid accepts a glob hook in resolve_names, then passes the raw pattern to "
-                   "class_activations -> clean_activations, which raises a bare ValueError (\"'layer*.post' is not in list\") "
-                   "instead of a hookedmlp error; `hookedmlp grid --hook 'layer*.post'` prints a traceback")
 def test_pattern_hook_gives_a_hookedmlp_error(model, data) -> None:
     images, labels = data
     with pytest.raises(HookedMLPError):

@@ -285,8 +285,6 @@ def test_cli_sweep_runs(small_scoring_set, capsys) -> None:
     assert len([line for line in out.splitlines() if line.startswith("| layer")]) == 10
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `hookedmlp grid --hook 'layer*.post'` raises an uncaught ValueError (traceback) from "
-                   "clean_activations instead of a one-line error with status 2 (steering_grid passes the glob on unresolved)")
 def test_cli_grid_pattern_hook_one_line(small_scoring_set, capsys) -> None:
     assert main(["grid", "--hook", "layer*.post"]) == 2
     assert one_line(capsys.readouterr().err).startswith("hookedmlp grid: error:")
