@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from hookedmlp import HookedMLP, MLPConfig
+from hookedmlp.data import load_mnist
 from hookedmlp.hook_points import _WITH_HOOKS
 
 
@@ -42,3 +43,26 @@ def tiny_x() -> torch.Tensor:
 @pytest.fixture
 def small_cfg() -> MLPConfig:
     return MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3)
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedMLP:
+    """The shipped mnist-mlp (a fresh copy per test module), in eval mode."""
+    return HookedMLP.from_pretrained("mnist-mlp").eval()
+
+
+@pytest.fixture(scope="module")
+def data(request) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``N`` MNIST test images and labels (``N`` from the test module, default 300)."""
+    n = getattr(request.module, "N", 300)
+    images, labels = load_mnist("test")
+    return images[:n], labels[:n]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls are slower with several threads on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

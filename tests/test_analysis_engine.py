@@ -20,17 +20,6 @@ ALL = (*METRICS, "distributions")
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp").eval()
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = load_mnist("test")
-    return images[:N], labels[:N]
-
-
-@pytest.fixture(scope="module")
 def exemplars() -> torch.Tensor:
     """The first training image of each digit 0-9, found from the labels."""
     images, labels = load_mnist("train")

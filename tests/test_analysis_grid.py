@@ -18,17 +18,6 @@ N = 300
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp").eval()
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = load_mnist("test")
-    return images[:N], labels[:N]
-
-
-@pytest.fixture(scope="module")
 def grid(model, data) -> GridResult:
     images, labels = data
     return steering_grid(model, "layer0.post", images=images, labels=labels, keep_distributions=True)

@@ -17,17 +17,6 @@ DIGITS = (0, 1, 3, 5, 7)
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp").eval()
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = load_mnist("test")
-    return images[:N], labels[:N]
-
-
-@pytest.fixture(scope="module")
 def sweep(model, data) -> dict[str, GridResult]:
     images, labels = data
     return all_pairs_sweep(model, images=images, labels=labels, digits=DIGITS, keep_distributions=True)

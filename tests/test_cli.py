@@ -22,13 +22,7 @@ HOOKS = [f"layer{i}.{side}" for i in range(5) for side in ("pre", "post")]
 SHAPES = {"layer0.pre": "[1, 784]", "layer4.post": "[1, 10]", **{h: "[1, 512]" for h in HOOKS[1:-1]}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matmuls are slower with several threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

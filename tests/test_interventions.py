@@ -14,11 +14,6 @@ HOOKS = ["layer0.post", "layer1.post", "layer2.pre", "layer3.post"]
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp")
-
-
-@pytest.fixture(scope="module")
 def plain(model) -> nn.Sequential:
     """A fresh Sequential with copies of the model's weights (shares nothing with it)."""
     seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))

@@ -25,11 +25,6 @@ def _shipped(name: str = "mnist-mlp"):
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp")
-
-
-@pytest.fixture(scope="module")
 def card() -> dict:
     return pretrained_card("mnist-mlp")
 

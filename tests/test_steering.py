@@ -33,11 +33,6 @@ STUDY_HOOKS = ["layer0.post", "layer1.post", "layer2.pre", "layer3.post"]
 # -- fixtures and the plain-torch reference ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def model() -> HookedMLP:
-    return HookedMLP.from_pretrained("mnist-mlp")
-
-
-@pytest.fixture(scope="module")
 def plain(model) -> nn.Sequential:
     """A fresh Sequential (no module shared with ``model``) holding copies of its weights."""
     seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))

@@ -23,13 +23,7 @@ def _data(seed: int = 0, n_train: int = 192, n_test: int = 96):
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are slower with several threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
