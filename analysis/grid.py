@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
-from hookedmlp import HookedMLP, HookNameError
+from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
 from hookedmlp.io import atomic_write
 from hookedmlp.steering import check_coeff, class_activations, model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "digit_vectors", "scoring_set", "one_hook"]
+__all__ = ["GridResult", "steering_grid", "digit_vectors", "scoring_set"]
 
 _TITLES = {
     "loss": "mean cross-entropy on the test set without digit b",
@@ -116,15 +116,6 @@ class GridResult:
                 f"mean flip rate {self.off_diagonal('flip_rate').mean():.3f}, n_test={self.n_test})")
 
 
-def one_hook(model: HookedMLP, hook: str) -> str:
-    """``hook`` if it names exactly one hook point; else a :class:`HookNameError` with suggestions."""
-    names = model.resolve_names(hook)  # unknown names raise with "did you mean"
-    if names != [hook]:
-        raise HookNameError(f"expected one hook name, got the pattern {hook!r} matching {len(names)} hook points; "
-                            f"pick one, e.g. {names[0]!r}")
-    return hook
-
-
 def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """The given set (checked: non-empty, finite, one integer label 0-9 per image), or the MNIST test set."""
     if images is None and labels is None:
@@ -184,7 +175,7 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
         >>> grid.loss.shape
         (10, 10)
     """
-    one_hook(model, hook)
+    model.resolve_name(hook)
     images, labels = scoring_set(images, labels)
     vectors = digit_vectors(model, hook, digits, coeff, method)
     contrasts = [Contrast(hook, v, a, b) for (a, b), v in vectors.items()]

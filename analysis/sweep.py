@@ -8,7 +8,7 @@ import numpy as np
 from torch import Tensor
 
 from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
-from analysis.grid import GridResult, build_grid, one_hook, scoring_set
+from analysis.grid import GridResult, build_grid, scoring_set
 from hookedmlp import HookedMLP
 from hookedmlp.steering import check_coeff, class_activations
 
@@ -91,7 +91,7 @@ def coeff_sweep(model: HookedMLP, pairs: Sequence[tuple[int, int]] = ((3, 1),), 
                 hook: str = "layer0.post", method: str = "first", images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> CoeffSweep:
     """Dose-response: each pair's vector scaled by each coefficient (negative and fractional too)."""
     cs = [check_coeff(c) for c in coeffs]
-    one_hook(model, hook)
+    model.resolve_name(hook)
     images, labels = scoring_set(images, labels)
     digits = sorted({d for p in pairs for d in p})
     acts, _ = class_activations(model, digits, [hook], method)

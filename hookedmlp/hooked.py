@@ -110,6 +110,20 @@ class HookedRoot(nn.Module):
                 raise HookNameError(f"unknown hook {pattern!r}{did_you_mean(pattern, names)}")
         return [n for n in names if n in chosen]
 
+    def resolve_name(self, name: str) -> str:
+        """``name`` if it is exactly one hook point's name, else :class:`HookNameError`.
+
+        Unknown names get the closest valid ones; patterns are refused, since the
+        caller wants one place (``"layer0.post"``, not ``"*.post"``).
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"expected one hook name (str), got {type(name).__name__}")
+        names = self.resolve_names(name)
+        if names != [name]:
+            raise HookNameError(f"expected one hook name, got the pattern {name!r} matching {len(names)} hook points; "
+                                f"pick one, e.g. {names[0]!r}")
+        return name
+
     # -- adding and removing ----------------------------------------------
     def add_hook(
         self,

@@ -13,18 +13,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hookedmlp.errors import HookNameError, ShapeError, SteeringError
+from hookedmlp.errors import ShapeError, SteeringError
 
 __all__ = ["ablate", "patch", "clamp"]
 
 
-def _single_hook(model: Any, hook: str) -> str:
-    if not isinstance(hook, str):
-        raise TypeError(f"hook must be one hook name (str), got {type(hook).__name__}")
-    names = model.resolve_names(hook)
-    if len(names) != 1 or names[0] != hook:
-        raise HookNameError(f"hook must be one hook name, got the pattern {hook!r} matching {names}")
-    return hook
+def _for_hook(model: Any, hook: str, value: Any, what: str) -> tuple[str, Tensor, int]:
+    """Check ``hook``; take ``value`` (a tensor, or a mapping holding ``hook``); return the hook, tensor and width."""
+    hook = model.resolve_name(hook)
+    if isinstance(value, Mapping):
+        value = value[hook]
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{what} must be a tensor or a mapping (SteeringVector, ActivationCache) holding {hook!r}, got {type(value).__name__}")
+    return hook, value, model.activation_width(hook)
 
 
 def _on_model(model: Any, t: Tensor) -> Tensor:
@@ -40,12 +41,7 @@ def ablate(model: Any, direction: Union[Float[Tensor, " d"], Mapping[str, Tensor
 
     ``direction`` may be a tensor ``[d]`` or a steering vector (its tensor at ``hook``).
     """
-    hook = _single_hook(model, hook)
-    if isinstance(direction, Mapping):
-        direction = direction[hook]
-    if not isinstance(direction, Tensor):
-        raise TypeError(f"direction must be a tensor [d] or a SteeringVector, got {type(direction).__name__}")
-    width = model.activation_width(hook)
+    hook, direction, width = _for_hook(model, hook, direction, "direction")
     if direction.shape != (width,):
         raise ShapeError(f"direction has shape {list(direction.shape)}, but the activation at {hook!r} is [batch, {width}]; expected [{width}]")
     d = _on_model(model, direction)
@@ -69,12 +65,7 @@ def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]
     ``[d]`` or ``[1, d]`` (broadcast to every example), or an ActivationCache /
     mapping holding ``hook``.
     """
-    hook = _single_hook(model, hook)
-    if isinstance(activations, Mapping):
-        activations = activations[hook]
-    if not isinstance(activations, Tensor):
-        raise TypeError(f"activations must be a tensor or a cache holding {hook!r}, got {type(activations).__name__}")
-    width = model.activation_width(hook)
+    hook, activations, width = _for_hook(model, hook, activations, "activations")
     if activations.ndim not in (1, 2) or activations.shape[-1] != width:
         raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected [batch, {width}] or [{width}] for {hook!r}")
     patched = _on_model(model, activations)
@@ -93,7 +84,7 @@ def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]
 @contextmanager
 def clamp(model: Any, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]) -> Iterator[Any]:
     """Fix units ``index`` of the activation at ``hook`` to ``value`` for every example."""
-    hook = _single_hook(model, hook)
+    hook = model.resolve_name(hook)
     width = model.activation_width(hook)
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
     if idx.numel() == 0 and not isinstance(index, Tensor):

@@ -151,11 +151,8 @@ class HookedMLP(HookedRoot):
         return model
 
     # -- forward ------------------------------------------------------------
-    def _position(self, name: str, arg: str) -> int:
-        self.resolve_names(name)  # raises HookNameError with suggestions
-        if any(c in name for c in "*?["):
-            raise ShapeError(f"{arg} takes one hook name, got the pattern {name!r}")
-        return self.hook_names.index(name)
+    def _position(self, name: str) -> int:
+        return self.hook_names.index(self.resolve_name(name))
 
     def prepare_input(self, x: Any) -> Float[Tensor, "batch d_in"]:
         """Check an input batch and flatten images to ``[batch, d_in]``.
@@ -215,12 +212,12 @@ class HookedMLP(HookedRoot):
             x = self.prepare_input(x)
             first = 0
         else:
-            first = self._position(start_at, "start_at") + 1
+            first = self._position(start_at) + 1
             width = self._widths[start_at]
             if x.ndim != 2 or x.shape[1] != width:
                 raise ShapeError(f"start_at={start_at!r} expects its activation of shape [batch, {width}], got {list(x.shape)}")
             self._check_tensor(x, f"activation for start_at={start_at!r}")
-        last = 2 * self.n_layers if stop_at is None else self._position(stop_at, "stop_at") + 1
+        last = 2 * self.n_layers if stop_at is None else self._position(stop_at) + 1
         if last < first:
             raise UsageError(f"stop_at={stop_at!r} comes before start_at={start_at!r}; hook order is {', '.join(self.hook_names)}")
         if not self._any_hooks():
@@ -234,9 +231,7 @@ class HookedMLP(HookedRoot):
 
     def activation_width(self, name: str) -> int:
         """Width of the activation at hook point ``name`` (unknown names raise HookNameError)."""
-        if name not in self._widths:
-            self.resolve_names(name)
-        return self._widths[name]
+        return self._widths[self.resolve_name(name)]
 
     def as_batch(self, x: Tensor) -> Float[Tensor, "batch d_in"]:
         """Like :meth:`prepare_input`, but a single example (``[d_in]`` or one image) gets a batch dim."""

@@ -216,9 +216,9 @@ def test_start_stop_unknown_name_or_pattern(tiny, tiny_x):
         tiny(tiny_x, stop_at="layer2.pots")
     with pytest.raises(HookNameError, match=re.escape("unknown hook 'layer9.pre'")):
         tiny(torch.zeros(5, 8), start_at="layer9.pre")
-    with pytest.raises(ShapeError, match=re.escape("start_at takes one hook name, got the pattern '*.post'")):
+    with pytest.raises(HookNameError, match=re.escape("expected one hook name, got the pattern '*.post' matching 5 hook points; pick one, e.g. 'layer0.post'")):
         tiny(torch.zeros(5, 8), start_at="*.post")
-    with pytest.raises(ShapeError, match=re.escape("stop_at takes one hook name, got the pattern 'layer1.*'")):
+    with pytest.raises(HookNameError, match=re.escape("expected one hook name, got the pattern 'layer1.*' matching 2 hook points")):
         tiny(tiny_x, stop_at="layer1.*")
 
 
