@@ -18,7 +18,7 @@ def steered_distributions(model: HookedMLP, hook: str = "layer0.post", coeff: fl
     For each pair (a, b) that is a 10 x 10 array (digit x class); ``[a, a]`` is the
     unsteered model.
 
-    Example:
+    Examples:
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")
         >>> steered_distributions(model, images=images[:300], labels=labels[:300]).shape

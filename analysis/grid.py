@@ -158,8 +158,10 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
     Args:
         model: the model (evaluated as it is: put it in eval mode first).
         hook: where to add the vectors (the study: ``layer0.post``).
-        coeff, method: see :meth:`HookedMLP.steering_vector`.
-        images, labels: the scoring set (default: the 10,000 MNIST test images).
+        coeff: the vectors' coefficient (see ``HookedMLP.steering_vector``).
+        method: ``"first"`` (first training image, the study) or ``"mean"`` (class means).
+        images: the scoring set's images (default: the 10,000 MNIST test images).
+        labels: their labels.
         digits: the digits for rows and columns.
         chunk_rows: at most this many rows per suffix pass (bounds memory).
         keep_distributions: keep the ``[a, b, digit, class]`` distributions.
@@ -168,7 +170,7 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
         A :class:`GridResult`. Equal to one full hooked forward pass per cell
         (``with model.steer(...)``), to float rounding.
 
-    Example:
+    Examples:
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")
         >>> grid = steering_grid(model, images=images[:500], labels=labels[:500])

@@ -22,7 +22,7 @@ class StudyTables:
 def study_tables() -> StudyTables:
     """Read the shipped CSVs.
 
-    Example:
+    Examples:
         >>> study_tables().grid[3, 1]
         np.float64(12.7)
     """
@@ -50,7 +50,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation of two equally long arrays (ties get average ranks).
 
-    Example:
+    Examples:
         >>> spearman(np.array([1, 2, 3]), np.array([10, 30, 20]))
         0.5
     """

@@ -71,7 +71,7 @@ def layer_sweep(model: HookedMLP, a: int = 3, b: int = 1, hooks: Optional[Sequen
                 method: str = "first", images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> LayerSweep:
     """The study's layer sweep: the ``a - b`` vector added at each hook point (default: all).
 
-    Example:
+    Examples:
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")
         >>> layer_sweep(model, 3, 1, images=images[:300], labels=labels[:300]).hooks[:2]

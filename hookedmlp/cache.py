@@ -21,7 +21,7 @@ class ActivationCache(Mapping[str, Tensor]):
     taken when the hook point ran, so later in-place edits never reach them.
     Gradients recorded with ``incl_bwd=True`` are stored as ``"<name>_grad"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> cache = ActivationCache({"layer0.post": torch.zeros(2, 3)}, has_batch_dim=True)
         >>> cache["layer0.post"].shape

@@ -62,7 +62,7 @@ class MLPConfig:
     Each hidden Linear is followed by ``activation`` and, if ``dropout > 0``, a
     Dropout module (which then also gets its own ``layer{i}``).
 
-    Example:
+    Examples:
         >>> cfg = MLPConfig()  # the study's quickstart network
         >>> [s.kind for s in cfg.layer_specs()]
         ['linear', 'relu', 'linear', 'relu', 'linear']

@@ -49,7 +49,7 @@ def default_root() -> Path:
     Returns:
         The directory (it may not exist yet).
 
-    Example:
+    Examples:
         >>> default_root()  # doctest: +SKIP
         PosixPath('/home/me/.cache/hookedmlp/data')
     """
@@ -166,7 +166,7 @@ def prepare_mnist(root: _Root = None) -> Path:
     Raises:
         DataError: No way to get the data (the message says how), or a bad file remains.
 
-    Example:
+    Examples:
         >>> sorted(p.name for p in (prepare_mnist() / "MNIST" / "raw").glob("*-ubyte"))[0]
         't10k-images-idx3-ubyte'
     """
@@ -216,7 +216,7 @@ def mnist_dataset(
     Returns:
         A ``torchvision.datasets.MNIST`` of ``(image, label)`` pairs.
 
-    Example:
+    Examples:
         >>> ds = mnist_dataset("test")
         >>> len(ds), ds[0][1]
         (10000, 7)
@@ -260,7 +260,7 @@ def load_mnist(
     Returns:
         ``(images, labels)``: float32 ``[N, 784]`` in ``[0, 1]`` (uint8 / 255) and int64 ``[N]``.
 
-    Example:
+    Examples:
         >>> images, labels = load_mnist("test")
         >>> tuple(images.shape), labels[:3].tolist()
         ((10000, 784), [7, 2, 1])
@@ -286,7 +286,7 @@ def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple
     Raises:
         ValueError: ``digit`` is not an int from 0 to 9, or ``split`` is unknown.
 
-    Example:
+    Examples:
         >>> image, index = first_example(3)
         >>> tuple(image.shape), index
         ((1, 784), 7)

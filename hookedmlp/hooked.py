@@ -143,7 +143,7 @@ class HookedRoot(nn.Module):
         Returns:
             A :class:`HookHandle` (one name) or :class:`HookGroup`; ``.remove()`` detaches it.
 
-        Example:
+        Examples:
             >>> from hookedmlp import HookedMLP, MLPConfig
             >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
             >>> handle = model.add_hook("layer0.post", lambda act, hook: act * 0)
@@ -195,7 +195,7 @@ class HookedRoot(nn.Module):
         Every name is checked before any hook is attached. On exit, normal or by an
         exception, exactly the hooks this context added are removed.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from hookedmlp import HookedMLP, MLPConfig
             >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))

@@ -27,7 +27,7 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
 
     On an exception the temporary file is deleted and ``path`` is untouched.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
         >>> with atomic_write(target, "w") as f:

@@ -53,7 +53,7 @@ class HookedMLP(HookedRoot):
         input_shape: the shape of one input before flattening (default ``(1, 28, 28)``
             when ``d_in`` is 784 or another square, else ``(d_in,)``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hookedmlp import HookedMLP, MLPConfig
         >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
@@ -108,7 +108,7 @@ class HookedMLP(HookedRoot):
         tensor. A leading ``nn.Flatten`` is dropped (the model flattens its input),
         so ``layer0`` is the first module after it.
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
             >>> HookedMLP.from_sequential(seq).hook_names[:2]
@@ -137,7 +137,7 @@ class HookedMLP(HookedRoot):
         with one activation between them. If the first Linear sits at index 1 (after
         a Flatten), the numbering shifts by one: its ``layer0`` is that Linear.
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
             >>> HookedMLP.from_state_dict(seq.state_dict()).specs[-1].d_out
@@ -263,7 +263,7 @@ class HookedMLP(HookedRoot):
         the digit, the study's method; ``"mean"``: the class mean over the training
         set) or input tensors (one example or a batch, averaged).
 
-        Example:
+        Examples:
             >>> model = HookedMLP.from_pretrained("mnist-mlp")
             >>> model.steering_vector(3, 1, "layer0.post").label
             '3 - 1'

@@ -58,7 +58,7 @@ class SteeringVector(Mapping[str, Tensor]):
     Supports ``v1 + v2`` (hooks united, shared hooks summed), ``v1 - v2``,
     ``2.5 * v``, ``-v``, ``.to(device)``, ``save`` / ``load`` and ``apply(model)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> v = SteeringVector({"layer0.post": torch.ones(3)}, {"label": "ones"})
         >>> (2 * v)["layer0.post"].tolist()
@@ -236,7 +236,7 @@ def class_activations(model: Any, digits: Sequence[int], hooks: Sequence[str], m
     Returns:
         ``({hook: [len(digits), width of hook]}, examples per digit)``.
 
-    Example:
+    Examples:
         >>> model = HookedMLP.from_pretrained("mnist-mlp")  # doctest: +SKIP
         >>> acts, n = class_activations(model, [3, 1], ["layer0.post"])  # doctest: +SKIP
     """

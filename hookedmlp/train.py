@@ -66,7 +66,7 @@ class TrainResult:
 def evaluate(model: HookedMLP, images: Float[Tensor, "batch d_in"], labels: Int[Tensor, " batch"], batch_size: int = 10_000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) on a labelled set.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hookedmlp import HookedMLP, MLPConfig
         >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
