@@ -18,11 +18,28 @@ def steered_distributions(model: HookedMLP, hook: str = "layer0.post", coeff: fl
     For each pair (a, b) that is a 10 x 10 array (digit x class); ``[a, a]`` is the
     unsteered model.
 
+    Args:
+        model: the model, in eval mode, on MNIST inputs.
+        hook: where to add the ``a - b`` vectors.
+        coeff: the vectors' coefficient.
+        method: ``"first"`` (first training image) or ``"mean"`` (class means).
+        images: the scoring set's images (default: the 10,000 MNIST test images).
+        labels: their labels.
+
+    Returns:
+        A ``[10, 10, 10, 10]`` float array; each ``[a, b, digit]`` row sums to 1.
+
     Examples:
+        >>> from analysis import steered_distributions
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")
-        >>> steered_distributions(model, images=images[:300], labels=labels[:300]).shape
+        >>> dist = steered_distributions(model, images=images[:50], labels=labels[:50])
+        >>> dist.shape
         (10, 10, 10, 10)
+        >>> bool(abs(dist[3, 1, 1].sum() - 1) < 1e-5)
+        True
     """
     grid = steering_grid(model, hook, coeff, method, images, labels, keep_distributions=True)
     assert grid.distributions is not None

@@ -37,7 +37,21 @@ METRICS = ("loss", "flip_rate", "accuracy_other", "kl")
 
 @dataclasses.dataclass
 class Contrast:
-    """One intervention to evaluate: add ``vector`` at ``hook``; ``a``/``b`` label the contrast."""
+    """One intervention to evaluate: add ``vector`` at ``hook``; ``a``/``b`` label the contrast.
+
+    Args:
+        hook: the hook name where the vector is added.
+        vector: the vector, ``[width of hook]``.
+        a: the digit the vector pushes towards (for ``flip_rate``).
+        b: the digit left out of the scores (``loss`` etc. are on the other digits).
+
+    Examples:
+        >>> import torch
+        >>> from analysis.engine import Contrast
+        >>> c = Contrast("layer0.post", torch.zeros(512), a=3, b=1)
+        >>> c.hook, c.a, c.b
+        ('layer0.post', 3, 1)
+    """
 
     hook: str
     vector: Tensor
@@ -48,12 +62,32 @@ class Contrast:
 def fold(model: HookedMLP, hook: str, vectors: Float[Tensor, "k d"]) -> tuple[str, Float[Tensor, "k d_folded"]]:
     """Carry vectors added at ``hook`` forward through the affine modules that follow it.
 
-    Returns the last hook reached before a nonlinearity (or the logits) and the
-    equivalent vectors there; ``layer{i}.pre`` is first read as ``layer{i-1}.post``
-    (the same tensor). Dropout counts as the identity only in eval mode. Folding
-    never moves a vector past a hook point that has forward hooks attached (a
-    clamp, patch or ablation there must see the steered activation), so the
-    result always equals adding the vector at ``hook`` itself.
+    ``layer{i}.pre`` is first read as ``layer{i-1}.post`` (the same tensor).
+    Dropout counts as the identity only in eval mode. Folding never moves a vector
+    past a hook point that has forward hooks attached (a clamp, patch or ablation
+    there must see the steered activation), so the result always equals adding the
+    vector at ``hook`` itself.
+
+    Args:
+        model: the model.
+        hook: where the vectors are added.
+        vectors: ``[k, width of hook]``.
+
+    Returns:
+        ``(hook_reached, folded)``: the last hook reached before a nonlinearity (or
+            the logits) and the equivalent vectors there, ``[k, width there]``.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> _ = torch.manual_seed(0)
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
+        >>> from analysis.engine import fold
+        >>> hook, folded = fold(model, "layer1.post", torch.ones(1, 3))
+        >>> hook, folded.shape
+        ('layer2.post', torch.Size([1, 2]))
+        >>> torch.allclose(folded, torch.ones(1, 3) @ model.layer2.module.weight.T)
+        True
     """
     names = model.hook_names
     pos = names.index(hook)
@@ -101,7 +135,28 @@ def _metrics(logits: Float[Tensor, "k n c"], labels: Int[Tensor, " n"], base_log
 
 
 def unsteered_metrics(model: HookedMLP, images: Tensor, labels: Tensor, digits: Sequence[int]) -> dict[str, np.ndarray]:
-    """Metrics of the unsteered model for each ``b`` in ``digits`` (the study's "Normal" row)."""
+    """Metrics of the unsteered model for each ``b`` in ``digits`` (the study's "Normal" row).
+
+    Args:
+        model: the model.
+        images: the scoring set's inputs.
+        labels: their integer labels.
+        digits: the values of ``b`` (each left out of the set in turn).
+
+    Returns:
+        ``{metric: array}`` for ``METRICS`` and ``distributions``, one entry per digit.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> _ = torch.manual_seed(0)
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
+        >>> from analysis.engine import unsteered_metrics
+        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> m = unsteered_metrics(model, x, y, [0, 1])
+        >>> sorted(m), m["loss"].shape
+        (['accuracy_other', 'distributions', 'flip_rate', 'kl', 'loss'], (2,))
+    """
     with torch.no_grad():
         logits = model(images)
     k = len(digits)
@@ -112,10 +167,40 @@ def unsteered_metrics(model: HookedMLP, images: Tensor, labels: Tensor, digits: 
 
 def evaluate_contrasts(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: Sequence[Contrast],
                        chunk_rows: int = 65_536, progress: bool = False) -> dict[str, np.ndarray]:
-    """Metrics for every contrast: arrays with one entry per contrast (see :data:`METRICS`).
+    """Metrics for every contrast: arrays with one entry per contrast (see ``METRICS``).
 
     ``distributions`` has shape ``[len(contrasts), n_classes, n_classes]``: for each
     digit, softmax of the steered model's mean logits over that digit's images.
+
+    Args:
+        model: the model (evaluated as it is: put it in eval mode first).
+        images: the scoring set's inputs ``[n, d_in]``.
+        labels: their integer labels ``[n]``.
+        contrasts: the interventions, each evaluated on its own.
+        chunk_rows: at most this many rows per suffix pass (bounds memory).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{metric: array}`` for ``METRICS`` (``[len(contrasts)]`` each) and
+            ``distributions``.
+
+    Raises:
+        ValueError: no contrasts, or ``chunk_rows`` below 1.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> _ = torch.manual_seed(0)
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
+        >>> from analysis.engine import Contrast, evaluate_contrasts
+        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> contrasts = [Contrast("layer0.post", torch.ones(3), 1, 0),
+        ...              Contrast("layer2.post", torch.tensor([-9.0, 9.0]), 1, 0)]
+        >>> m = evaluate_contrasts(model, x, y, contrasts)
+        >>> m["loss"].shape, m["distributions"].shape
+        ((2,), (2, 2, 2))
+        >>> float(m["flip_rate"][1])  # +9 on class 1's logit: every 0 becomes a 1
+        1.0
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows}")
@@ -175,7 +260,33 @@ def evaluate_contrasts(model: HookedMLP, images: Tensor, labels: Tensor, contras
 def evaluate_plain(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: Sequence[Contrast]) -> dict[str, np.ndarray]:
     """The plain way, for reference and benchmarks: one full hooked forward pass per contrast.
 
-    Same metrics and layout as :func:`evaluate_contrasts`.
+    Same metrics and layout as ``evaluate_contrasts``.
+
+    Args:
+        model: the model (evaluated as it is).
+        images: the scoring set's inputs ``[n, d_in]``.
+        labels: their integer labels ``[n]``.
+        contrasts: the interventions, each evaluated on its own.
+
+    Returns:
+        ``{metric: array}`` as from ``evaluate_contrasts``.
+
+    Raises:
+        ValueError: no contrasts.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> _ = torch.manual_seed(0)
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
+        >>> import numpy as np
+        >>> from analysis.engine import Contrast, evaluate_contrasts, evaluate_plain
+        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> contrasts = [Contrast("layer0.pre", torch.ones(4), 1, 0)]
+        >>> plain = evaluate_plain(model, x, y, contrasts)
+        >>> fast = evaluate_contrasts(model, x, y, contrasts)
+        >>> bool(np.allclose(plain["loss"], fast["loss"], atol=1e-5))
+        True
     """
     if not contrasts:
         raise ValueError("no contrasts to evaluate; pass at least one Contrast")

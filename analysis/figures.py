@@ -32,7 +32,29 @@ def _layout(fig: go.Figure, title: str, width: int, height: int) -> go.Figure:
 
 
 def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: str = "loss") -> go.Figure:
-    """Heatmap of one grid metric (rows a, columns b), with the study's grid beside it when given."""
+    """Heatmap of one grid metric (rows a, columns b), with the study's grid beside it when given.
+
+    Args:
+        grid: the grid to show.
+        study: the study's tables; its grid is shown beside ours for ``metric="loss"``.
+        metric: ``"loss"``, ``"flip_rate"``, ``"accuracy_other"`` or ``"kl"``.
+
+    Returns:
+        The plotly ``Figure`` (one panel, or two with the study's).
+
+    Examples:
+        >>> from analysis import steering_grid
+        >>> from analysis.figures import grid_heatmap
+        >>> from analysis.study import study_tables
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> grid = steering_grid(model, images=images[:50], labels=labels[:50])
+        >>> fig = grid_heatmap(grid, study_tables())
+        >>> len(fig.data), fig.layout.title.text
+        (2, 'Loss on the test set without b after adding a - b (coeff 1, first)')
+    """
     values = grid.metric(metric)
     panels = [(f"hookedmlp, {grid.hook}", values)]
     if study is not None and metric == "loss":
@@ -52,7 +74,27 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
 
 
 def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -> go.Figure:
-    """Loss without b (and flip rate) for one vector at every hook point; the study's sweep at ``layer{i}.post``."""
+    """Loss without b (and flip rate) for one vector at every hook point; the study's sweep at ``layer{i}.post``.
+
+    Args:
+        sweep: the layer sweep to show.
+        study: the study's tables; its 3 - 1 sweep is overlaid when ``sweep`` is 3 - 1.
+
+    Returns:
+        The plotly ``Figure``.
+
+    Examples:
+        >>> from analysis import layer_sweep
+        >>> from analysis.figures import layer_sweep_figure
+        >>> from analysis.study import study_tables
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> sweep = layer_sweep(model, 3, 1, images=images[:100], labels=labels[:100])
+        >>> [trace.name for trace in layer_sweep_figure(sweep, study_tables()).data]
+        ['hookedmlp: loss without b', 'hookedmlp: flip rate', 'the study: loss after layer i']
+    """
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.loss, mode="lines+markers", name="hookedmlp: loss without b"))
     fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.flip_rate, mode="lines+markers", name="hookedmlp: flip rate",
@@ -68,7 +110,24 @@ def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -
 
 
 def distributions_figure(distributions: np.ndarray, pairs: Sequence[tuple[int, int]], digits: Sequence[int] = tuple(range(10))) -> go.Figure:
-    """Small multiples: for each (a, b), the steered model's class probabilities (columns) for each digit (rows)."""
+    """Small multiples: for each (a, b), the steered model's class probabilities (columns) for each digit (rows).
+
+    Args:
+        distributions: ``[a, b, digit, class]`` probabilities (see ``steered_distributions``).
+        pairs: the ``(a, b)`` pairs to show, up to three per row.
+        digits: the labels of the digit rows and class columns.
+
+    Returns:
+        The plotly ``Figure``, one heatmap per pair.
+
+    Examples:
+        >>> import numpy as np
+        >>> from analysis.figures import distributions_figure
+        >>> uniform = np.full((10, 10, 10, 10), 0.1)
+        >>> fig = distributions_figure(uniform, [(3, 1), (0, 9)])
+        >>> [a.text for a in fig.layout.annotations]
+        ['3 - 1', '0 - 9']
+    """
     cols = min(3, len(pairs))
     rows = (len(pairs) + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{a} - {b}" for a, b in pairs], horizontal_spacing=0.08, vertical_spacing=0.12)
@@ -83,7 +142,25 @@ def distributions_figure(distributions: np.ndarray, pairs: Sequence[tuple[int, i
 
 
 def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
-    """Flip rate and loss without b against the coefficient, one line per pair."""
+    """Flip rate and loss without b against the coefficient, one line per pair.
+
+    Args:
+        sweep: the dose-response sweep to show.
+
+    Returns:
+        The plotly ``Figure`` (flip rate left, loss right).
+
+    Examples:
+        >>> from analysis import coeff_sweep
+        >>> from analysis.figures import dose_response_figure
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> dose = coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=images[:100], labels=labels[:100])
+        >>> dose_response_figure(dose).layout.title.text
+        'Dose-response at layer0.post (first)'
+    """
     fig = make_subplots(rows=1, cols=2, subplot_titles=["b images classified as a", "loss on the test set without b"])
     for i, (a, b) in enumerate(sweep.pairs):
         color = f"hsl({(i * 67) % 360}, 60%, 45%)"
@@ -98,7 +175,35 @@ def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
 
 
 def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] = ("html", "png")) -> list[Path]:
-    """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written."""
+    """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written.
+
+    HTML files load ``plotly.min.js`` from their directory, written there once.
+    PNG and SVG export uses kaleido offline (about a second per figure).
+
+    Args:
+        fig: the figure.
+        stem: the path without extension; a dot in it stays (``grid_layer0.post.png``).
+        formats: some of ``"html"``, ``"png"``, ``"svg"``.
+
+    Returns:
+        The files written, in the order of ``formats``.
+
+    Raises:
+        ValueError: an unknown or empty ``formats``.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from analysis.figures import distributions_figure, write_figure
+        >>> fig = distributions_figure(np.full((10, 10, 10, 10), 0.1), [(3, 1)])
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> [p.name for p in write_figure(fig, out / "dist", formats=("html",))]
+        ['dist.html']
+        >>> sorted(p.name for p in out.iterdir())
+        ['dist.html', 'plotly.min.js']
+        >>> write_figure(fig, out / "dist")  # HTML and PNG  # doctest: +SKIP
+        [PosixPath('.../dist.html'), PosixPath('.../dist.png')]
+    """
     stem = Path(stem)
     bad = [f for f in formats if f not in ("html", "png", "svg")]
     if bad or not formats:

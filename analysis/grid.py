@@ -30,11 +30,34 @@ _TITLES = {
 class GridResult:
     """One value per (a, b) cell for each metric; rows are ``a``, columns ``b``.
 
-    Attributes:
-        loss, flip_rate, accuracy_other, kl: ``[len(digits), len(digits)]`` arrays.
+    Made by ``steering_grid`` and ``all_pairs_sweep``; compares equal by value and
+    round-trips through ``save`` / ``load``.
+
+    Args:
+        hook: the hook point where the vectors were added.
+        coeff: the vectors' coefficient.
+        method: ``"first"`` or ``"mean"`` (how digits became activations).
+        digits: the digits of the rows and columns.
+        loss: ``[len(digits), len(digits)]`` mean cross-entropy on the set without ``b``.
+        flip_rate: ``[len(digits), len(digits)]`` share of ``b`` images classified as ``a``.
+        accuracy_other: ``[len(digits), len(digits)]`` accuracy on the other digits.
+        kl: ``[len(digits), len(digits)]`` mean KL(unsteered || steered) on the other digits.
         normal: the unsteered model's loss without ``b``, ``[len(digits)]``.
+        normal_accuracy: the unsteered model's accuracy without ``b``, ``[len(digits)]``.
+        n_test: the number of images scored.
+        model: the model's fingerprint (``hookedmlp.steering.model_fingerprint``).
         distributions: ``[a, b, digit, class]`` (softmax of the steered mean logits)
             or ``None`` when not kept.
+
+    Examples:
+        >>> from analysis import steering_grid
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> images, labels = load_mnist("test")
+        >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+        ...                      images=images[:200], labels=labels[:200])
+        >>> grid.digits, grid.loss.shape, grid.n_test
+        ([3, 1], (2, 2), 200)
     """
 
     hook: str
@@ -58,23 +81,99 @@ class GridResult:
         return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
 
     def metric(self, name: str) -> np.ndarray:
-        """The ``[a, b]`` array of one metric (``loss``, ``flip_rate``, ``accuracy_other``, ``kl``)."""
+        """The ``[a, b]`` array of one metric (``loss``, ``flip_rate``, ``accuracy_other``, ``kl``).
+
+        Args:
+            name: the metric's name, one of ``METRICS``.
+
+        Returns:
+            The ``[len(digits), len(digits)]`` array.
+
+        Raises:
+            KeyError: an unknown metric.
+
+        Examples:
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> grid.metric("flip_rate").shape
+            (2, 2)
+        """
         if name not in METRICS:
             raise KeyError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
         return getattr(self, name)
 
     def cell(self, a: int, b: int) -> dict[str, float]:
-        """All metrics of the cell ``a - b``."""
+        """All metrics of the cell ``a - b``.
+
+        Args:
+            a: the row digit (added).
+            b: the column digit (subtracted, and left out of the scores).
+
+        Returns:
+            ``{metric: value}`` for each of ``METRICS``.
+
+        Examples:
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> sorted(grid.cell(3, 1))
+            ['accuracy_other', 'flip_rate', 'kl', 'loss']
+        """
         i, j = self.digits.index(a), self.digits.index(b)
         return {m: float(self.metric(m)[i, j]) for m in METRICS}
 
     def off_diagonal(self, name: str = "loss") -> np.ndarray:
-        """The metric's values with ``a != b``, flattened row by row."""
+        """The metric's values with ``a != b``, flattened row by row.
+
+        Args:
+            name: the metric's name, one of ``METRICS``.
+
+        Returns:
+            A 1-D array of ``len(digits) * (len(digits) - 1)`` values.
+
+        Examples:
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> bool((grid.off_diagonal("loss") == [grid.loss[0, 1], grid.loss[1, 0]]).all())
+            True
+        """
         values = self.metric(name)
         return values[~np.eye(len(self.digits), dtype=bool)]
 
     def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
-        """A Markdown table, rows ``a``, columns ``b``; the loss table ends with the "Normal" row."""
+        """A Markdown table, rows ``a``, columns ``b``; the loss table ends with the "Normal" row.
+
+        Args:
+            metric: the metric to show, one of ``METRICS``.
+            precision: decimals of each cell.
+
+        Returns:
+            The title line, a blank line, then the table.
+
+        Examples:
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> table = grid.to_markdown("loss")
+            >>> table.splitlines()[0]
+            'mean cross-entropy on the test set without digit b (layer0.post, coeff 1, method first)'
+            >>> table.splitlines()[-1].startswith("| Normal |")
+            True
+        """
         values = self.metric(metric)
         head = "| a \\ b | " + " | ".join(str(d) for d in self.digits) + " |"
         lines = [f"{_TITLES[metric]} ({self.hook}, coeff {self.coeff:g}, method {self.method})", "", head,
@@ -86,7 +185,22 @@ class GridResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data."""
+        """Plain JSON-able data.
+
+        Returns:
+            ``{field: value}`` with arrays as nested lists.
+
+        Examples:
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> d = grid.to_dict()
+            >>> d["hook"], d["digits"], len(d["loss"])
+            ('layer0.post', [3, 1], 2)
+        """
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -94,13 +208,55 @@ class GridResult:
         return out
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write JSON atomically."""
+        """Write JSON atomically.
+
+        Args:
+            path: the file to write.
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> from analysis import GridResult
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.json"
+            >>> grid.save(path)
+            >>> GridResult.load(path) == grid
+            True
+        """
         with atomic_write(path, "w") as f:
             json.dump(self.to_dict(), f)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"]) -> "GridResult":
-        """Read a grid written by :meth:`save`."""
+        """Read a grid written by ``save``.
+
+        Args:
+            path: the JSON file.
+
+        Returns:
+            The grid, arrays as numpy arrays.
+
+        Raises:
+            ValueError: the file is not a saved ``GridResult``.
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> from analysis import GridResult
+            >>> from analysis import steering_grid
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> images, labels = load_mnist("test")
+            >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
+            ...                      images=images[:200], labels=labels[:200])
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.json"
+            >>> grid.save(path)
+            >>> GridResult.load(path).cell(3, 1) == grid.cell(3, 1)
+            True
+        """
         with open(path) as f:
             data = json.load(f)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -117,7 +273,28 @@ class GridResult:
 
 
 def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """The given set (checked: non-empty, finite, one integer label 0-9 per image), or the MNIST test set."""
+    """The given set (checked: non-empty, finite, one integer label 0-9 per image), or the MNIST test set.
+
+    Args:
+        images: the images, or ``None`` (with ``labels``) for the MNIST test set.
+        labels: their labels 0-9, or ``None``.
+
+    Returns:
+        ``(images, labels)``.
+
+    Raises:
+        ValueError: only one of the two, an empty or mismatched set, labels that are
+            not integers 0-9, or non-finite images.
+
+    Examples:
+        >>> import torch
+        >>> from analysis.grid import scoring_set
+        >>> images, labels = scoring_set()
+        >>> tuple(images.shape)
+        (10000, 784)
+        >>> scoring_set(torch.zeros(2, 784), torch.tensor([3, 1]))[1].tolist()
+        [3, 1]
+    """
     if images is None and labels is None:
         return load_mnist("test")
     if images is None or labels is None:
@@ -132,7 +309,25 @@ def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None
 
 
 def digit_vectors(model: HookedMLP, hook: str, digits: Sequence[int], coeff: float = 1.0, method: str = "first") -> dict[tuple[int, int], Tensor]:
-    """``coeff * (act(a) - act(b))`` at ``hook`` for every pair of ``digits``."""
+    """``coeff * (act(a) - act(b))`` at ``hook`` for every pair of ``digits``.
+
+    Args:
+        model: a model on MNIST inputs.
+        hook: one hook name.
+        digits: the digits to pair (every ordered pair, ``a == b`` included).
+        coeff: the vectors' coefficient.
+        method: ``"first"`` (first training image) or ``"mean"`` (class means).
+
+    Returns:
+        ``{(a, b): vector}`` in row-major order of ``digits``.
+
+    Examples:
+        >>> from analysis.grid import digit_vectors
+        >>> from hookedmlp import HookedMLP
+        >>> vectors = digit_vectors(HookedMLP.from_pretrained("mnist-mlp"), "layer0.post", [3, 1])
+        >>> list(vectors), vectors[3, 1].shape
+        ([(3, 3), (3, 1), (1, 3), (1, 1)], torch.Size([512]))
+    """
     c = check_coeff(coeff)
     acts, _ = class_activations(model, list(digits), [hook], method)
     act = acts[hook]
@@ -165,15 +360,19 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
         digits: the digits for rows and columns.
         chunk_rows: at most this many rows per suffix pass (bounds memory).
         keep_distributions: keep the ``[a, b, digit, class]`` distributions.
+        progress: show a tqdm bar.
 
     Returns:
-        A :class:`GridResult`. Equal to one full hooked forward pass per cell
-        (``with model.steer(...)``), to float rounding.
+        A ``GridResult``. Equal to one full hooked forward pass per cell
+            (``with model.steer(...)``), to float rounding.
 
     Examples:
+        >>> from analysis import steering_grid
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")
-        >>> grid = steering_grid(model, images=images[:500], labels=labels[:500])
+        >>> grid = steering_grid(model, images=images[:50], labels=labels[:50])
         >>> grid.loss.shape
         (10, 10)
     """

@@ -24,7 +24,36 @@ def _grid_table(values: np.ndarray, normal: np.ndarray, fmt: str) -> str:
 
 
 def report_text(r: Any, figures: bool = True) -> str:
-    """The report as Markdown (``r`` is a :class:`analysis.reproduce.Reproduction`)."""
+    """The report as Markdown (``r`` is an ``analysis.reproduce.Reproduction``).
+
+    Args:
+        r: what ``reproduce`` computed: grids at ``layer0.post``, ``layer1.post`` and
+            ``layer3.post`` (all ten digits), the 3 - 1 sweep over every hook point,
+            the dose-response and the study's tables.
+        figures: include the figure links (``figures/*.png``).
+
+    Returns:
+        The Markdown text of ``docs/reproduction.md``.
+
+    Examples:
+        >>> from analysis.report import report_text
+        >>> from analysis import steering_grid
+        >>> from analysis.reproduce import Reproduction
+        >>> from analysis.study import study_tables
+        >>> from analysis.sweep import coeff_sweep, layer_sweep
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> x, y = images[:30], labels[:30]
+        >>> grid = steering_grid(model, images=x, labels=y)
+        >>> grids = dict.fromkeys(["layer0.post", "layer1.post", "layer3.post"], grid)  # one grid stands in for all three
+        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 30, grids, layer_sweep(model, images=x, labels=y),
+        ...                  coeff_sweep(model, images=x, labels=y), study_tables(), {}, [])
+        >>> text = report_text(r, figures=False)
+        >>> text.splitlines()[0], "## Claims checked" in text
+        ('# The study, reproduced', True)
+    """
     g, st, sw = r.grid, r.study, r.sweep
     off = ~np.eye(10, dtype=bool)
     rho_all = spearman(g.loss, st.grid)
@@ -115,7 +144,36 @@ def report_text(r: Any, figures: bool = True) -> str:
 
 
 def write_report(r: Any, path: Path, figures: bool = True) -> Path:
-    """Write :func:`report_text` atomically to ``path``."""
+    """Write ``report_text`` atomically to ``path``.
+
+    Args:
+        r: what ``reproduce`` computed (see ``report_text``).
+        path: the Markdown file to write.
+        figures: include the figure links.
+
+    Returns:
+        ``path``, as a ``Path``.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from analysis.report import write_report
+        >>> from analysis import steering_grid
+        >>> from analysis.reproduce import Reproduction
+        >>> from analysis.study import study_tables
+        >>> from analysis.sweep import coeff_sweep, layer_sweep
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> x, y = images[:30], labels[:30]
+        >>> grid = steering_grid(model, images=x, labels=y)
+        >>> grids = dict.fromkeys(["layer0.post", "layer1.post", "layer3.post"], grid)  # one grid stands in for all three
+        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 30, grids, layer_sweep(model, images=x, labels=y),
+        ...                  coeff_sweep(model, images=x, labels=y), study_tables(), {}, [])
+        >>> path = write_report(r, pathlib.Path(tempfile.mkdtemp()) / "reproduction.md", figures=False)
+        >>> path.read_text().startswith("# The study, reproduced")
+        True
+    """
     with atomic_write(path, "w") as f:
         f.write(report_text(r, figures))
     return Path(path)

@@ -32,7 +32,37 @@ COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 @dataclasses.dataclass
 class Reproduction:
-    """Everything ``reproduce`` computed, and the files it wrote."""
+    """Everything ``reproduce`` computed, and the files it wrote.
+
+    Args:
+        model_name: how the model was obtained (e.g. ``"shipped mnist-mlp"``).
+        test_loss: the model's mean cross-entropy on all 10,000 test images.
+        test_accuracy: its accuracy on them.
+        n_test: the number of test images scored (1,000 with ``quick``).
+        grids: ``{hook: GridResult}`` for every hook point.
+        sweep: the 3 - 1 layer sweep.
+        dose: the dose-response over ``DOSE_PAIRS``.
+        study: the study's published tables.
+        timings: seconds per step, and ``"total"``.
+        files: the files written.
+
+    Examples:
+        >>> from analysis.reproduce import Reproduction
+        >>> from analysis.study import study_tables
+        >>> from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.data import load_mnist
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> images, labels = load_mnist("test")
+        >>> x, y = images[:100], labels[:100]
+        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 100,
+        ...                  all_pairs_sweep(model, ["layer0.post"], digits=(3, 1), images=x, labels=y),
+        ...                  layer_sweep(model, 3, 1, images=x, labels=y),
+        ...                  coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=x, labels=y),
+        ...                  study_tables(), timings={}, files=[])
+        >>> r.n_test, list(r.grids), r.sweep.hooks[:2]
+        (100, ['layer0.post'], ['layer0.pre', 'layer0.post'])
+    """
 
     model_name: str
     test_loss: float
@@ -47,13 +77,37 @@ class Reproduction:
 
     @property
     def grid(self) -> GridResult:
-        """The study's grid: ``layer0.post``."""
+        """The study's grid: ``layer0.post``.
+
+        Returns:
+            ``grids["layer0.post"]``.
+
+        Examples:
+            >>> from analysis.reproduce import Reproduction
+            >>> from analysis.study import study_tables
+            >>> from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> model = HookedMLP.from_pretrained("mnist-mlp")
+            >>> images, labels = load_mnist("test")
+            >>> x, y = images[:100], labels[:100]
+            >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 100,
+            ...                  all_pairs_sweep(model, ["layer0.post"], digits=(3, 1), images=x, labels=y),
+            ...                  layer_sweep(model, 3, 1, images=x, labels=y),
+            ...                  coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=x, labels=y),
+            ...                  study_tables(), timings={}, files=[])
+            >>> r.grid.hook, r.grid.digits
+            ('layer0.post', [3, 1])
+        """
         return self.grids["layer0.post"]
 
 
 def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str, Path]] = None, train: bool = False,
               quick: bool = False, figures: bool = True, log: Callable[[str], None] = print, progress: bool = True) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
+
+    Takes about half a minute on the full test set (a few seconds with ``quick``),
+    plus about half a minute to train with ``train``.
 
     Args:
         out_dir: where to write (``docs`` in the repository).
@@ -63,6 +117,17 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
         figures: write the figures (HTML + PNG).
         log: where progress lines go.
         progress: show progress bars.
+
+    Returns:
+        A ``Reproduction``: every result, the timings and the files written
+            (``figures/grid_layer0_post.json``, the figures, ``reproduction.md``).
+
+    Examples:
+        >>> import tempfile
+        >>> from analysis.reproduce import reproduce
+        >>> r = reproduce(tempfile.mkdtemp(), quick=True, figures=False, log=lambda line: None)  # doctest: +SKIP
+        >>> r.n_test, r.files[-1].name  # doctest: +SKIP
+        (1000, 'reproduction.md')
     """
     out = Path(out_dir)
     timings: dict[str, float] = {}

@@ -15,17 +15,25 @@ Device = Union[str, torch.device, None]
 
 
 class ActivationCache(Mapping[str, Tensor]):
-    """Activations recorded by :meth:`HookedMLP.run_with_cache`, keyed by hook name.
+    """Activations recorded by ``HookedMLP.run_with_cache``, keyed by hook name.
 
     Read-only: entries cannot be assigned or deleted. Tensors are detached copies
     taken when the hook point ran, so later in-place edits never reach them.
     Gradients recorded with ``incl_bwd=True`` are stored as ``"<name>_grad"``.
 
+    Args:
+        activations: hook name -> activation tensor (copied into a new dict).
+        has_batch_dim: whether the tensors' first dimension is the batch
+            (``False`` after ``remove_batch_dim``).
+
     Examples:
         >>> import torch
+        >>> from hookedmlp import ActivationCache
         >>> cache = ActivationCache({"layer0.post": torch.zeros(2, 3)}, has_batch_dim=True)
         >>> cache["layer0.post"].shape
         torch.Size([2, 3])
+        >>> list(cache)
+        ['layer0.post']
     """
 
     def __init__(self, activations: Mapping[str, Tensor], has_batch_dim: bool = True) -> None:
@@ -51,14 +59,46 @@ class ActivationCache(Mapping[str, Tensor]):
         raise TypeError("ActivationCache is read-only; copy it with dict(cache) to edit")
 
     def to(self, device: Device) -> "ActivationCache":
-        """A new cache with every tensor moved to ``device``."""
+        """A new cache with every tensor moved to ``device``.
+
+        Args:
+            device: the target device (``"cpu"``, ``"cuda"``, a ``torch.device``), as for
+                ``Tensor.to``.
+
+        Returns:
+            A new ``ActivationCache``; this one is unchanged.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import ActivationCache
+            >>> cache = ActivationCache({"layer0.post": torch.zeros(2, 3)})
+            >>> cache.to("cpu")["layer0.post"].device
+            device(type='cpu')
+        """
         return ActivationCache({k: v.to(device) for k, v in self._acts.items()}, self.has_batch_dim)
 
     def stack(self, names: Optional[Iterable[str]] = None) -> Float[Tensor, "n_names ..."]:
         """Stack the activations of ``names`` (default: all) along a new first dimension.
 
         All must have the same shape (e.g. ``["layer0.post", "layer2.post"]``, both
-        ``[batch, 512]``); otherwise :class:`ShapeError` lists the shapes.
+        ``[batch, 512]``).
+
+        Args:
+            names: the hook names to stack, in that order (default: every cached name).
+
+        Returns:
+            A tensor ``[len(names), *shape]``.
+
+        Raises:
+            ShapeError: no names, or activations of different shapes (the message lists them).
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3, 3), d_out=2))
+            >>> _, cache = model.run_with_cache(torch.ones(5, 4))
+            >>> cache.stack(["layer0.post", "layer2.post"]).shape
+            torch.Size([2, 5, 3])
         """
         keys = list(self._acts) if names is None else list(names)
         if not keys:
@@ -71,7 +111,22 @@ class ActivationCache(Mapping[str, Tensor]):
         return torch.stack(tensors)
 
     def remove_batch_dim(self) -> "ActivationCache":
-        """For a cache of a single input (batch size 1): drop the batch dimension."""
+        """For a cache of a single input (batch size 1): drop the batch dimension.
+
+        Returns:
+            A new cache with ``has_batch_dim=False`` (this cache itself if it already has none).
+
+        Raises:
+            ShapeError: some activation has a batch size other than 1.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> _, cache = model.run_with_cache(torch.ones(1, 4))
+            >>> cache.remove_batch_dim()["layer0.post"].shape
+            torch.Size([3])
+        """
         if not self.has_batch_dim:
             return self
         sizes = {k: v.shape[0] for k, v in self._acts.items() if v.ndim > 0}

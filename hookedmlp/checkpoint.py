@@ -19,7 +19,23 @@ PRETRAINED = ("mnist-mlp",)
 
 
 def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Write ``model.checkpoint(meta)`` atomically to ``path``."""
+    """Write ``model.checkpoint(meta)`` atomically to ``path``.
+
+    Args:
+        model: the ``HookedMLP`` to save.
+        path: the file to write.
+        meta: JSON-like metadata to store with it.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> from hookedmlp.checkpoint import load_checkpoint, save_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
+        >>> save_checkpoint(model, path, {"epochs": 0})
+        >>> load_checkpoint(path).meta
+        {'epochs': 0}
+    """
     atomic_save(model.checkpoint(meta), path)
 
 
@@ -64,12 +80,51 @@ def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.devic
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", device: Union[str, torch.device, None] = None) -> Any:
-    """Load a checkpoint written by ``HookedMLP.save`` with ``torch.load(weights_only=True)``."""
+    """Load a checkpoint written by ``HookedMLP.save`` with ``torch.load(weights_only=True)``.
+
+    The weights are checked against the architecture the file describes.
+
+    Args:
+        path: the checkpoint file.
+        device: where to put the model (default: CPU).
+
+    Returns:
+        The ``HookedMLP``, in eval mode, with the checkpoint's metadata as ``model.meta``.
+
+    Raises:
+        CheckpointError: a missing, corrupt or unsafe file, another format or version,
+            or weights that do not fit the described architecture.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> from hookedmlp.checkpoint import load_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
+        >>> model.save(path)
+        >>> load_checkpoint(path).specs == model.specs
+        True
+    """
     return model_from_checkpoint(safe_load(path, what="checkpoint"), repr(str(path)), device)
 
 
 def sha256_file(path: "str | os.PathLike[str]") -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes.
+
+    Args:
+        path: the file to hash (read in 1 MiB blocks).
+
+    Returns:
+        64 lowercase hex digits.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from hookedmlp.checkpoint import sha256_file
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "abc.txt"
+        >>> _ = path.write_bytes(b"abc")
+        >>> sha256_file(path)
+        'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -87,13 +142,45 @@ def _pretrained_files(name: str) -> tuple[Any, Any]:
 
 
 def pretrained_card(name: str = "mnist-mlp") -> dict[str, Any]:
-    """The card shipped next to a pretrained model: seed, command, test loss, accuracy, sha256."""
+    """The card shipped next to a pretrained model: seed, command, test loss, accuracy, sha256.
+
+    Args:
+        name: the model's name (see ``PRETRAINED``).
+
+    Returns:
+        The card's JSON as a dict.
+
+    Raises:
+        CheckpointError: an unknown name.
+
+    Examples:
+        >>> from hookedmlp.checkpoint import pretrained_card
+        >>> card = pretrained_card("mnist-mlp")
+        >>> card["settings"]["seed"], card["test_accuracy"]
+        (0, 0.9825)
+    """
     _, card = _pretrained_files(name)
     return json.loads(card.read_text())
 
 
 def load_pretrained(name: str = "mnist-mlp", device: Union[str, torch.device, None] = None) -> Any:
-    """Load a shipped model after checking its sha256 against its card."""
+    """Load a shipped model after checking its sha256 against its card.
+
+    Args:
+        name: the model's name (see ``PRETRAINED``).
+        device: where to put the model (default: CPU).
+
+    Returns:
+        The ``HookedMLP``, in eval mode.
+
+    Raises:
+        CheckpointError: an unknown name, or a file that fails its checksum.
+
+    Examples:
+        >>> from hookedmlp.checkpoint import load_pretrained
+        >>> load_pretrained("mnist-mlp").hook_names[-1]
+        'layer4.post'
+    """
     weights, _ = _pretrained_files(name)
     card = pretrained_card(name)
     with resources.as_file(weights) as path:

@@ -53,7 +53,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``hookedmlp`` command."""
+    """The argument parser of the ``hookedmlp`` command.
+
+    Subcommands: ``train``, ``reproduce``, ``grid``, ``sweep`` and ``hooks``; run
+    ``hookedmlp <command> --help`` for their flags. Bad flags exit with status 2 and
+    a one-line message.
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+
+    Examples:
+        >>> from hookedmlp.cli import build_parser
+        >>> args = build_parser().parse_args(["sweep", "--a", "5", "--b", "6"])
+        >>> args.command, args.a, args.b, args.method
+        ('sweep', 5, 6, 'first')
+    """
     parser = _Parser(prog="hookedmlp", description="Hook points, caching and steering for small MLPs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -203,7 +217,32 @@ def _cmd_hooks(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``hookedmlp`` console script; returns the exit status."""
+    """Entry point of the ``hookedmlp`` console script; returns the exit status.
+
+    User mistakes (``HookedMLPError``, contradictory flags, file errors) print one
+    line on stderr and return 2; an interrupt returns 130.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on a user mistake, 130 on interrupt.
+
+    Examples:
+        >>> from hookedmlp.cli import main
+        >>> main(["hooks"])
+        layer0.pre    [1, 784]    input of Linear(in_features=784, out_features=512, bias=True)
+        layer0.post   [1, 512]    output of Linear(in_features=784, out_features=512, bias=True)
+        layer1.pre    [1, 512]    input of ReLU()
+        layer1.post   [1, 512]    output of ReLU()
+        layer2.pre    [1, 512]    input of Linear(in_features=512, out_features=512, bias=True)
+        layer2.post   [1, 512]    output of Linear(in_features=512, out_features=512, bias=True)
+        layer3.pre    [1, 512]    input of ReLU()
+        layer3.post   [1, 512]    output of ReLU()
+        layer4.pre    [1, 512]    input of Linear(in_features=512, out_features=10, bias=True)
+        layer4.post   [1, 10]     output of Linear(in_features=512, out_features=10, bias=True)
+        0
+    """
     from hookedmlp.errors import HookedMLPError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,7 +1,7 @@
 """Architecture descriptions: MLPConfig for new models, LayerSpec for any supported stack.
 
-A model is a sequence of :class:`LayerSpec` (one per module: linear, activation
-or dropout). :class:`MLPConfig` is the short way to write the usual
+A model is a sequence of ``LayerSpec`` (one per module: linear, activation
+or dropout). ``MLPConfig`` is the short way to write the usual
 Linear-activation-...-Linear stack; ``from_sequential`` and ``from_state_dict``
 produce specs directly. Specs are plain data, saved inside checkpoints so that
 loading rebuilds the same architecture.
@@ -27,9 +27,18 @@ _KINDS = ("linear", "dropout") + ACTIVATIONS
 class LayerSpec:
     """One module of the stack.
 
-    ``kind`` is ``"linear"``, ``"dropout"`` or an activation name. ``d_in``/``d_out``
-    are the widths it reads and writes; ``param`` is the dropout probability, the
-    leaky-ReLU slope, or GELU's approximation flag (1.0 for tanh) where relevant.
+    Args:
+        kind: ``"linear"``, ``"dropout"`` or an activation name (see ``ACTIVATIONS``).
+        d_in: the width the module reads.
+        d_out: the width it writes (equal to ``d_in`` except for ``"linear"``).
+        bias: whether a Linear module has a bias.
+        param: the dropout probability, the leaky-ReLU slope, or GELU's
+            approximation flag (1.0 for tanh) where relevant; else 0.0.
+
+    Examples:
+        >>> from hookedmlp import LayerSpec
+        >>> LayerSpec("linear", 784, 512)
+        LayerSpec(kind='linear', d_in=784, d_out=512, bias=True, param=0.0)
     """
 
     kind: str
@@ -39,12 +48,36 @@ class LayerSpec:
     param: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form, as stored in checkpoints."""
+        """Plain-data form, as stored in checkpoints.
+
+        Returns:
+            ``{"kind", "d_in", "d_out", "bias", "param"}`` as a dict.
+
+        Examples:
+            >>> from hookedmlp import LayerSpec
+            >>> LayerSpec("dropout", 8, 8, param=0.1).to_dict()
+            {'kind': 'dropout', 'd_in': 8, 'd_out': 8, 'bias': True, 'param': 0.1}
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LayerSpec":
-        """Inverse of :meth:`to_dict`; raises :class:`CheckpointError` on malformed data."""
+        """Inverse of ``to_dict``; raises ``CheckpointError`` on malformed data.
+
+        Args:
+            d: a mapping with ``kind``, ``d_in`` and ``d_out`` (``bias`` and ``param`` optional).
+
+        Returns:
+            The ``LayerSpec`` it describes.
+
+        Raises:
+            CheckpointError: a missing or malformed field, or an unknown kind.
+
+        Examples:
+            >>> from hookedmlp import LayerSpec
+            >>> LayerSpec.from_dict({"kind": "relu", "d_in": 3, "d_out": 3})
+            LayerSpec(kind='relu', d_in=3, d_out=3, bias=True, param=0.0)
+        """
         try:
             spec = cls(kind=str(d["kind"]), d_in=int(d["d_in"]), d_out=int(d["d_out"]),
                        bias=bool(d.get("bias", True)), param=float(d.get("param", 0.0)))
@@ -62,7 +95,21 @@ class MLPConfig:
     Each hidden Linear is followed by ``activation`` and, if ``dropout > 0``, a
     Dropout module (which then also gets its own ``layer{i}``).
 
+    Args:
+        d_in: input width (784 for flattened 28 x 28 images).
+        d_hidden: widths of the hidden layers, one Linear-activation pair each.
+        d_out: output width (number of classes).
+        activation: one of ``ACTIVATIONS`` (``"relu"``, ``"gelu"``, ``"tanh"``,
+            ``"sigmoid"``, ``"leaky_relu"``).
+        dropout: dropout probability after each activation, in ``[0, 1)``; 0 adds none.
+        bias: whether the Linear layers have biases.
+
+    Raises:
+        ValueError: a width that is not a positive int, an unknown activation, or a
+            dropout outside ``[0, 1)``.
+
     Examples:
+        >>> from hookedmlp import MLPConfig
         >>> cfg = MLPConfig()  # the study's quickstart network
         >>> [s.kind for s in cfg.layer_specs()]
         ['linear', 'relu', 'linear', 'relu', 'linear']
@@ -86,7 +133,17 @@ class MLPConfig:
             raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
 
     def layer_specs(self) -> list[LayerSpec]:
-        """The module-by-module description of this network."""
+        """The module-by-module description of this network.
+
+        Returns:
+            One ``LayerSpec`` per module, in forward order (module ``i`` becomes ``layer{i}``).
+
+        Examples:
+            >>> from hookedmlp import MLPConfig
+            >>> specs = MLPConfig(d_in=4, d_hidden=(3,), d_out=2, dropout=0.1).layer_specs()
+            >>> [(s.kind, s.d_in, s.d_out) for s in specs]
+            [('linear', 4, 3), ('relu', 3, 3), ('dropout', 3, 3), ('linear', 3, 2)]
+        """
         specs: list[LayerSpec] = []
         widths = (self.d_in, *self.d_hidden, self.d_out)
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -99,7 +156,25 @@ class MLPConfig:
 
 
 def build_module(spec: LayerSpec) -> nn.Module:
-    """A fresh module for ``spec`` (weights of Linear layers are freshly initialised)."""
+    """A fresh module for ``spec`` (weights of Linear layers are freshly initialised).
+
+    Args:
+        spec: the module's description.
+
+    Returns:
+        The ``nn.Module`` (``nn.Linear``, ``nn.ReLU``, ``nn.Dropout``...).
+
+    Raises:
+        CheckpointError: an unknown ``spec.kind``.
+
+    Examples:
+        >>> from hookedmlp import LayerSpec
+        >>> from hookedmlp.config import build_module
+        >>> build_module(LayerSpec("linear", 4, 3))
+        Linear(in_features=4, out_features=3, bias=True)
+        >>> build_module(LayerSpec("leaky_relu", 3, 3, param=0.01))
+        LeakyReLU(negative_slope=0.01)
+    """
     if spec.kind == "linear":
         return nn.Linear(spec.d_in, spec.d_out, bias=spec.bias)
     if spec.kind == "relu":
@@ -123,10 +198,25 @@ _SIMPLE = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 def spec_from_modules(modules: Sequence[nn.Module], first_index: int = 0) -> list[LayerSpec]:
     """Describe a stack of Linear / activation / Dropout modules (no leading Flatten).
 
-    Raises ``TypeError`` naming the position and type of an unsupported module, and
-    ``ValueError`` when consecutive widths do not match. Positions in messages are
-    counted from ``first_index`` (1 when the caller dropped a leading Flatten), so
-    they index the user's own Sequential.
+    Args:
+        modules: the modules in forward order; the first must be an ``nn.Linear``.
+        first_index: the position of ``modules[0]`` in the user's own Sequential
+            (1 when the caller dropped a leading Flatten), used in error messages.
+
+    Returns:
+        One ``LayerSpec`` per module.
+
+    Raises:
+        TypeError: an unsupported module, or a non-Linear module before the first Linear
+            (the message names its position and type).
+        ValueError: consecutive widths that do not match, or no Linear at all.
+
+    Examples:
+        >>> from torch import nn
+        >>> from hookedmlp.config import spec_from_modules
+        >>> specs = spec_from_modules([nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)])
+        >>> [(s.kind, s.d_in, s.d_out) for s in specs]
+        [('linear', 4, 3), ('tanh', 3, 3), ('linear', 3, 2)]
     """
     specs: list[LayerSpec] = []
     width: Optional[int] = None
@@ -165,9 +255,26 @@ def spec_from_state_dict(state_dict: Mapping[str, Tensor], activation: str = "re
     prefix, e.g. the PyTorch quickstart's ``linear_relu_stack.0.weight``. Linear
     layers must sit at every other index (Linear, activation, Linear, ...).
 
+    Args:
+        state_dict: the Sequential's state dict.
+        activation: the activation between the Linear layers (one of ``ACTIVATIONS``).
+
     Returns:
-        ``(specs, {module_index_in_specs: tensor...} as hooked-model keys, offset)``
-        where ``offset`` is the index of the first Linear in the original stack.
+        ``(specs, weights, offset)``: the specs, the weights renamed to the hooked
+            model's keys (``layer{i}.module.weight``...), and ``offset``, the index of
+            the first Linear in the original stack.
+
+    Raises:
+        CheckpointError: keys or shapes that do not describe such a stack.
+        ValueError: an unknown ``activation``.
+
+    Examples:
+        >>> from torch import nn
+        >>> from hookedmlp.config import spec_from_state_dict
+        >>> seq = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> specs, weights, offset = spec_from_state_dict(seq.state_dict())
+        >>> [s.kind for s in specs], sorted(weights)[:2], offset
+        (['linear', 'relu', 'linear'], ['layer0.module.bias', 'layer0.module.weight'], 0)
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
@@ -214,7 +321,25 @@ def spec_from_state_dict(state_dict: Mapping[str, Tensor], activation: str = "re
 
 
 def check_chain(specs: Sequence[LayerSpec]) -> None:
-    """Raise ``ValueError`` unless each module reads the width the previous one writes."""
+    """Raise ``ValueError`` unless each module reads the width the previous one writes.
+
+    Args:
+        specs: the stack, in forward order.
+
+    Raises:
+        ValueError: an activation or dropout that changes the width, or two
+            consecutive modules whose widths differ.
+
+    Examples:
+        >>> from hookedmlp import LayerSpec
+        >>> from hookedmlp.config import check_chain
+        >>> check_chain([LayerSpec("linear", 4, 3), LayerSpec("relu", 3, 3)])
+        >>> try:
+        ...     check_chain([LayerSpec("linear", 4, 3), LayerSpec("linear", 5, 2)])
+        ... except ValueError as e:
+        ...     print(e)
+        layer 1 (linear) reads 5 features but layer 0 writes 3
+    """
     for i, spec in enumerate(specs):
         if spec.kind != "linear" and spec.d_in != spec.d_out:
             raise ValueError(f"layer {i} ({spec.kind}) must keep its width, got d_in={spec.d_in}, d_out={spec.d_out}")

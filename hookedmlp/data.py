@@ -50,8 +50,12 @@ def default_root() -> Path:
         The directory (it may not exist yet).
 
     Examples:
-        >>> default_root()  # doctest: +SKIP
-        PosixPath('/home/me/.cache/hookedmlp/data')
+        >>> import os
+        >>> from unittest import mock
+        >>> from hookedmlp.data import default_root
+        >>> with mock.patch.dict(os.environ, {"HOOKEDMLP_DATA": "/tmp/mnist"}):
+        ...     default_root().as_posix()
+        '/tmp/mnist'
     """
     env = os.environ.get("HOOKEDMLP_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hookedmlp" / "data"
@@ -158,7 +162,7 @@ def prepare_mnist(root: _Root = None) -> Path:
     several processes at once: files are written atomically.
 
     Args:
-        root: Data directory; default :func:`default_root`.
+        root: Data directory; default ``default_root()``.
 
     Returns:
         The resolved root, as ``torchvision.datasets.MNIST(root)`` expects it.
@@ -167,6 +171,7 @@ def prepare_mnist(root: _Root = None) -> Path:
         DataError: No way to get the data (the message says how), or a bad file remains.
 
     Examples:
+        >>> from hookedmlp.data import prepare_mnist
         >>> sorted(p.name for p in (prepare_mnist() / "MNIST" / "raw").glob("*-ubyte"))[0]
         't10k-images-idx3-ubyte'
     """
@@ -210,13 +215,14 @@ def mnist_dataset(
 
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-        root: Data directory; default :func:`default_root`.
+        root: Data directory; default ``default_root()``.
         transform: Applied to each PIL image, e.g. ``torchvision.transforms.ToTensor()``.
 
     Returns:
         A ``torchvision.datasets.MNIST`` of ``(image, label)`` pairs.
 
     Examples:
+        >>> from hookedmlp.data import mnist_dataset
         >>> ds = mnist_dataset("test")
         >>> len(ds), ds[0][1]
         (10000, 7)
@@ -254,13 +260,14 @@ def load_mnist(
 
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-        root: Data directory; default :func:`default_root`.
+        root: Data directory; default ``default_root()``.
         device: Where to put the tensors; default CPU.
 
     Returns:
         ``(images, labels)``: float32 ``[N, 784]`` in ``[0, 1]`` (uint8 / 255) and int64 ``[N]``.
 
     Examples:
+        >>> from hookedmlp.data import load_mnist
         >>> images, labels = load_mnist("test")
         >>> tuple(images.shape), labels[:3].tolist()
         ((10000, 784), [7, 2, 1])
@@ -278,7 +285,7 @@ def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple
     Args:
         digit: An ``int`` from 0 to 9 (not a bool).
         split: ``"train"`` or ``"test"``.
-        root: Data directory; default :func:`default_root`.
+        root: Data directory; default ``default_root()``.
 
     Returns:
         ``(image, index)``: a fresh float32 ``[1, 784]`` tensor and its index in the split.
@@ -287,6 +294,7 @@ def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple
         ValueError: ``digit`` is not an int from 0 to 9, or ``split`` is unknown.
 
     Examples:
+        >>> from hookedmlp.data import first_example
         >>> image, index = first_example(3)
         >>> tuple(image.shape), index
         ((1, 784), 7)

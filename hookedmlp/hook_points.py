@@ -5,7 +5,7 @@ hooks attached it returns its input unchanged. Hooks follow TransformerLens'
 signature ``fn(activation, hook) -> Tensor | None``: returning a tensor replaces
 the activation for everything downstream, returning ``None`` keeps it.
 
-Each attached hook is a :class:`HookHandle`; ``handle.remove()`` removes exactly
+Each attached hook is a ``HookHandle``; ``handle.remove()`` removes exactly
 that hook and nothing else, and may be called any number of times.
 """
 
@@ -33,6 +33,23 @@ class HookHandle:
     """One hook attached to one hook point; ``remove()`` detaches exactly it.
 
     Usable as a context manager: ``with model.add_hook(...):`` removes the hook on exit.
+    Handles are made by ``HookPoint.add_hook`` and ``HookedRoot.add_hook``, not directly.
+
+    Args:
+        point: the hook point the hook is attached to.
+        fn: the hook function ``fn(activation, hook)``.
+        dir: ``"fwd"`` (activations) or ``"bwd"`` (gradients).
+        is_permanent: whether ``reset_hooks()`` keeps it unless ``including_permanent=True``.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> with model.add_hook("layer0.post", lambda act, hook: act * 0) as handle:
+        ...     handle
+        HookHandle('layer0.post', fwd, fn=<lambda>)
+        >>> handle.attached
+        False
     """
 
     __slots__ = ("_point", "fn", "dir", "is_permanent", "id", "__weakref__")
@@ -46,16 +63,54 @@ class HookHandle:
 
     @property
     def name(self) -> str:
-        """Name of the hook point this hook is (or was) attached to."""
+        """Name of the hook point this hook is (or was) attached to.
+
+        Returns:
+            The hook point's name, or ``"<removed>"`` once the hook is removed.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> handle = model.add_hook("layer1.pre", lambda act, hook: None)
+            >>> handle.name
+            'layer1.pre'
+            >>> handle.remove()
+            >>> handle.name
+            '<removed>'
+        """
         return self._point.name if self._point is not None else "<removed>"
 
     @property
     def attached(self) -> bool:
-        """Whether the hook is still attached."""
+        """Whether the hook is still attached.
+
+        Returns:
+            ``True`` until ``remove()`` is called (directly or by a context exit).
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> handle = model.add_hook("layer0.post", lambda act, hook: None)
+            >>> handle.attached
+            True
+            >>> handle.remove()
+            >>> handle.attached
+            False
+        """
         return self._point is not None
 
     def remove(self) -> None:
-        """Detach the hook. Idempotent: removing twice is a no-op."""
+        """Detach the hook. Idempotent: removing twice is a no-op.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> handle = model.add_hook("layer0.post", lambda act, hook: None)
+            >>> handle.remove()
+            >>> handle.remove()
+            >>> model.attached_hooks()
+            []
+        """
         point, self._point = self._point, None
         if point is not None:
             point._detach(self)
@@ -78,6 +133,17 @@ class HookPoint(nn.Module):
 
     ``name`` is the module's attribute path inside the model (``"layer0.post"``),
     set by the owning model.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookPoint
+        >>> point = HookPoint()
+        >>> handle = point.add_hook(lambda act, hook: act + 1)
+        >>> point(torch.zeros(2)).tolist()
+        [1.0, 1.0]
+        >>> handle.remove()
+        >>> point(torch.zeros(2)).tolist()
+        [0.0, 0.0]
     """
 
     def __init__(self) -> None:
@@ -88,11 +154,46 @@ class HookPoint(nn.Module):
 
     @property
     def has_hooks(self) -> bool:
-        """True when at least one forward or backward hook is attached."""
+        """True when at least one forward or backward hook is attached.
+
+        Returns:
+            Whether any hook is attached to this point.
+
+        Examples:
+            >>> from hookedmlp import HookPoint
+            >>> point = HookPoint()
+            >>> point.has_hooks
+            False
+            >>> with point.add_hook(lambda act, hook: None):
+            ...     point.has_hooks
+            True
+        """
         return bool(self.fwd_hooks or self.bwd_hooks)
 
     def add_hook(self, fn: HookFn, dir: Direction = "fwd", is_permanent: bool = False) -> HookHandle:
-        """Attach ``fn``; returns the handle that removes it."""
+        """Attach ``fn``; returns the handle that removes it.
+
+        Args:
+            fn: ``fn(activation, hook)``; returns a tensor of the same shape to replace
+                the activation (or gradient), or ``None`` to keep it.
+            dir: ``"fwd"`` to run on the activation, ``"bwd"`` on its gradient.
+            is_permanent: survive ``remove_hooks()`` unless ``including_permanent=True``.
+
+        Returns:
+            The ``HookHandle`` of the new hook.
+
+        Raises:
+            ValueError: ``dir`` is neither ``"fwd"`` nor ``"bwd"``.
+            TypeError: ``fn`` is not callable.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookPoint
+            >>> point = HookPoint()
+            >>> with point.add_hook(lambda act, hook: act * 2):
+            ...     point(torch.ones(3)).tolist()
+            [2.0, 2.0, 2.0]
+        """
         if dir not in ("fwd", "bwd"):
             raise ValueError(f"hook direction must be 'fwd' or 'bwd', got {dir!r}")
         if not callable(fn):
@@ -112,7 +213,24 @@ class HookPoint(nn.Module):
             _WITH_HOOKS.discard(self)
 
     def remove_hooks(self, dir: Literal["fwd", "bwd", "both"] = "both", including_permanent: bool = False) -> None:
-        """Remove this point's hooks (permanent ones only if ``including_permanent``)."""
+        """Remove this point's hooks (permanent ones only if ``including_permanent``).
+
+        Args:
+            dir: which hooks to remove: ``"fwd"``, ``"bwd"`` or ``"both"``.
+            including_permanent: also remove hooks added with ``is_permanent=True``.
+
+        Examples:
+            >>> from hookedmlp import HookPoint
+            >>> point = HookPoint()
+            >>> _ = point.add_hook(lambda act, hook: None)
+            >>> _ = point.add_hook(lambda act, hook: None, is_permanent=True)
+            >>> point.remove_hooks()
+            >>> len(point.fwd_hooks)
+            1
+            >>> point.remove_hooks(including_permanent=True)
+            >>> point.has_hooks
+            False
+        """
         groups = [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
         for hooks in groups:
             for h in list(hooks):
@@ -120,6 +238,7 @@ class HookPoint(nn.Module):
                     h.remove()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run the forward hooks on ``x`` (and register the backward ones); return the result."""
         if self.bwd_hooks and torch.is_grad_enabled():
             if not x.requires_grad:
                 # An input leaf: make it part of the graph so its gradient exists.
@@ -155,4 +274,5 @@ class HookPoint(nn.Module):
         return grad
 
     def extra_repr(self) -> str:
+        """The point's name and its numbers of forward and backward hooks."""
         return f"name={self.name!r}, fwd_hooks={len(self.fwd_hooks)}, bwd_hooks={len(self.bwd_hooks)}"

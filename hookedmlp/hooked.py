@@ -1,13 +1,13 @@
 """HookedRoot: hook management in the TransformerLens vocabulary.
 
-Any ``nn.Module`` whose :class:`HookPoint` submodules are named by their
+Any ``nn.Module`` whose ``HookPoint`` submodules are named by their
 attribute path gets ``add_hook``, ``hooks()``, ``run_with_hooks``,
 ``run_with_cache`` and ``reset_hooks`` from this base class.
 
 Guarantees (tested under injected faults):
 
 * every name is validated before anything is registered; an unknown name or a
-  filter that matches nothing raises :class:`HookNameError` with the closest
+  filter that matches nothing raises ``HookNameError`` with the closest
   valid names, and leaves no hook behind;
 * a context (``hooks()``, ``run_with_hooks``, ``run_with_cache``) removes
   exactly the hooks it added, also when a hook function or the body raises;
@@ -33,10 +33,33 @@ HookSpec = tuple[Union[str, Callable[[str], bool]], HookFn]
 
 
 class HookGroup(list):
-    """The handles of one ``add_hook`` call on several hook points; ``remove()`` removes them all."""
+    """The handles of one ``add_hook`` call on several hook points; ``remove()`` removes them all.
+
+    A ``list`` of ``HookHandle``; usable as a context manager that removes the whole
+    group on exit.
+
+    Examples:
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> group = model.add_hook("*.post", lambda act, hook: None)
+        >>> [h.name for h in group]
+        ['layer0.post', 'layer1.post', 'layer2.post']
+        >>> group.remove()
+    """
 
     def remove(self) -> None:  # type: ignore[override]
-        """Remove every hook of the group (idempotent)."""
+        """Remove every hook of the group (idempotent).
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> group = model.add_hook(lambda name: name.endswith(".pre"), lambda act, hook: None)
+            >>> len(model.attached_hooks())
+            3
+            >>> group.remove()
+            >>> model.attached_hooks()
+            []
+        """
         for handle in self:
             handle.remove()
 
@@ -50,13 +73,44 @@ class HookGroup(list):
 class HookedRoot(nn.Module):
     """Base class: names the model's HookPoints and manages the hooks on them.
 
-    Subclasses build their modules, then call :meth:`setup_hooks`.
+    Subclasses build their modules, then call ``setup_hooks``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from hookedmlp import HookedRoot, HookPoint
+        >>> class Net(HookedRoot):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = nn.Linear(2, 2)
+        ...         self.hook_out = HookPoint()
+        ...         self.setup_hooks()
+        ...     def forward(self, x):
+        ...         return self.hook_out(self.lin(x))
+        >>> net = Net()
+        >>> net.hook_names
+        ['hook_out']
+        >>> out, cache = net.run_with_cache(torch.ones(1, 2))
+        >>> torch.equal(cache["hook_out"], out)
+        True
     """
 
     hook_dict: dict[str, HookPoint]
 
     def setup_hooks(self) -> None:
-        """Index every HookPoint submodule under its attribute path (its name)."""
+        """Index every HookPoint submodule under its attribute path (its name).
+
+        Call it once, at the end of a subclass's ``__init__``, after every HookPoint exists.
+
+        Examples:
+            >>> from torch import nn
+            >>> from hookedmlp import HookedRoot, HookPoint
+            >>> root = HookedRoot()
+            >>> root.block = nn.ModuleDict({"hook_in": HookPoint()})
+            >>> root.setup_hooks()
+            >>> root.hook_names, root.block["hook_in"].name
+            (['block.hook_in'], 'block.hook_in')
+        """
         self.hook_dict = {}
         for name, module in self.named_modules():
             if isinstance(module, HookPoint):
@@ -66,7 +120,17 @@ class HookedRoot(nn.Module):
 
     @property
     def hook_names(self) -> list[str]:
-        """Names of all hook points, in forward order."""
+        """Names of all hook points, in forward order.
+
+        Returns:
+            A new list of the names (``"layer0.pre"``, ``"layer0.post"``, ...).
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.hook_names[:3]
+            ['layer0.pre', 'layer0.post', 'layer1.pre']
+        """
         return list(self.hook_dict)
 
     # -- name resolution -------------------------------------------------
@@ -78,8 +142,22 @@ class HookedRoot(nn.Module):
                 of names and globs, or a callable ``name -> bool``.
 
         Returns:
-            The selected names. Raises :class:`HookNameError` for an unknown name or a
-            filter that selects nothing.
+            The selected names, each once, in forward order.
+
+        Raises:
+            HookNameError: an unknown name (with the closest valid ones), or a filter
+                that selects nothing.
+            TypeError: a list entry that is not a string.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.resolve_names("*.post")
+            ['layer0.post', 'layer1.post', 'layer2.post']
+            >>> model.resolve_names(["layer2.pre", "layer0.*"])
+            ['layer0.pre', 'layer0.post', 'layer2.pre']
+            >>> model.resolve_names(lambda name: name.startswith("layer1"))
+            ['layer1.pre', 'layer1.post']
         """
         names = self.hook_names
         if names_filter is None:
@@ -111,10 +189,26 @@ class HookedRoot(nn.Module):
         return [n for n in names if n in chosen]
 
     def resolve_name(self, name: str) -> str:
-        """``name`` if it is exactly one hook point's name, else :class:`HookNameError`.
+        """``name`` if it is exactly one hook point's name, else ``HookNameError``.
 
         Unknown names get the closest valid ones; patterns are refused, since the
         caller wants one place (``"layer0.post"``, not ``"*.post"``).
+
+        Args:
+            name: one hook name.
+
+        Returns:
+            ``name`` itself.
+
+        Raises:
+            HookNameError: ``name`` is unknown or a pattern.
+            TypeError: ``name`` is not a string.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.resolve_name("layer0.post")
+            'layer0.post'
         """
         if not isinstance(name, str):
             raise TypeError(f"expected one hook name (str), got {type(name).__name__}")
@@ -134,6 +228,9 @@ class HookedRoot(nn.Module):
     ) -> Union[HookHandle, HookGroup]:
         """Attach ``fn(activation, hook)`` at a hook point, or at every point a filter selects.
 
+        The hook stays until removed: call ``.remove()`` on the result, use it as a
+        context manager, or call ``reset_hooks()``.
+
         Args:
             name_or_filter: a hook name, a glob, or a callable ``name -> bool``.
             fn: returns a tensor to replace the activation, or ``None`` to keep it.
@@ -141,7 +238,7 @@ class HookedRoot(nn.Module):
             is_permanent: survive ``reset_hooks()`` unless ``including_permanent=True``.
 
         Returns:
-            A :class:`HookHandle` (one name) or :class:`HookGroup`; ``.remove()`` detaches it.
+            A ``HookHandle`` (one name) or ``HookGroup``; ``.remove()`` detaches it.
 
         Examples:
             >>> from hookedmlp import HookedMLP, MLPConfig
@@ -195,6 +292,14 @@ class HookedRoot(nn.Module):
         Every name is checked before any hook is attached. On exit, normal or by an
         exception, exactly the hooks this context added are removed.
 
+        Args:
+            fwd_hooks: ``(name_or_filter, fn)`` pairs run on activations; a filter is a
+                name, a glob or a callable ``name -> bool``.
+            bwd_hooks: ``(name_or_filter, fn)`` pairs run on the gradients of activations.
+
+        Yields:
+            The model itself, with the hooks attached.
+
         Examples:
             >>> import torch
             >>> from hookedmlp import HookedMLP, MLPConfig
@@ -217,17 +322,63 @@ class HookedRoot(nn.Module):
     def run_with_hooks(
         self, *args: Any, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (), **kwargs: Any
     ) -> Any:
-        """Run the forward pass with temporary hooks; they are removed afterwards."""
+        """Run the forward pass with temporary hooks; they are removed afterwards.
+
+        Args:
+            *args: positional arguments of the forward pass (the input batch).
+            fwd_hooks: ``(name_or_filter, fn)`` pairs run on activations (see ``hooks``).
+            bwd_hooks: ``(name_or_filter, fn)`` pairs run on gradients (see ``hooks``).
+            **kwargs: keyword arguments of the forward pass (e.g. ``stop_at``).
+
+        Returns:
+            What the forward pass returns (for ``HookedMLP``: the logits, or the
+            activation at ``stop_at``).
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> zero_out = lambda act, hook: torch.zeros_like(act)
+            >>> model.run_with_hooks(torch.ones(1, 4), fwd_hooks=[("layer2.post", zero_out)]).tolist()
+            [[0.0, 0.0]]
+            >>> model.attached_hooks()
+            []
+        """
         with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks):
             return self(*args, **kwargs)
 
     def reset_hooks(self, including_permanent: bool = False) -> None:
-        """Remove all hooks (permanent ones only if ``including_permanent``)."""
+        """Remove all hooks (permanent ones only if ``including_permanent``).
+
+        Args:
+            including_permanent: also remove hooks added with ``is_permanent=True``.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> _ = model.add_hook("layer0.post", lambda act, hook: None)
+            >>> _ = model.add_hook("layer1.post", lambda act, hook: None, is_permanent=True)
+            >>> model.reset_hooks()
+            >>> [h.name for h in model.attached_hooks()]
+            ['layer1.post']
+            >>> model.reset_hooks(including_permanent=True)
+        """
         for hp in self._hook_points:
             hp.remove_hooks("both", including_permanent=including_permanent)
 
     def attached_hooks(self) -> list[HookHandle]:
-        """Every hook currently attached to this model, in forward order of hook points."""
+        """Every hook currently attached to this model, in forward order of hook points.
+
+        Returns:
+            The ``HookHandle`` of each attached hook (forward and backward).
+
+        Examples:
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> with model.hooks(fwd_hooks=[("layer1.pre", lambda act, hook: None)]):
+            ...     model.attached_hooks()
+            [HookHandle('layer1.pre', fwd, fn=<lambda>)]
+        """
         return [h for hp in self._hook_points for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
 
     def _any_hooks(self) -> bool:
@@ -249,17 +400,31 @@ class HookedRoot(nn.Module):
         """Run the model and record the activations at the selected hook points.
 
         Args:
-            names_filter: which hook points to cache (see :meth:`resolve_names`).
+            *args: positional arguments of the forward pass (the input batch).
+            names_filter: which hook points to cache (see ``resolve_names``).
             device: where cached tensors go (default: where they were computed).
             incl_bwd: also cache gradients, as ``"<name>_grad"``: the gradient of
                 ``loss_fn(output)`` (default: the output itself if it is a scalar,
                 else its sum) with respect to each activation. Parameters' ``.grad``
                 is left untouched.
             loss_fn: the scalar to differentiate when ``incl_bwd`` is set.
+            **kwargs: keyword arguments of the forward pass (e.g. ``stop_at``).
 
         Returns:
-            ``(output, cache)``. Cached activations are what the next module sees:
-            after any other hooks at that point, detached copies.
+            ``(output, cache)``: the forward pass's output and an ``ActivationCache``.
+                Cached activations are what the next module sees: after any other hooks
+                at that point, detached copies.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> logits, cache = model.run_with_cache(torch.ones(5, 4), names_filter="*.post")
+            >>> list(cache), cache["layer0.post"].shape
+            (['layer0.post', 'layer1.post', 'layer2.post'], torch.Size([5, 3]))
+            >>> _, cache = model.run_with_cache(torch.ones(5, 4), names_filter="layer1.post", incl_bwd=True)
+            >>> list(cache)
+            ['layer1.post', 'layer1.post_grad']
         """
         names = self.resolve_names(names_filter)
         store: dict[str, Tensor] = {}

@@ -39,7 +39,28 @@ def _on_model(model: Any, t: Tensor) -> Tensor:
 def ablate(model: Any, direction: Union[Float[Tensor, " d"], Mapping[str, Tensor]], hook: str) -> Iterator[Any]:
     """Project ``direction`` out of the activation at ``hook``: ``act - (act . u) u``, ``u = d / |d|``.
 
-    ``direction`` may be a tensor ``[d]`` or a steering vector (its tensor at ``hook``).
+    Args:
+        model: the model (a ``HookedMLP``).
+        direction: a tensor ``[width]``, or a steering vector (its tensor at ``hook``).
+        hook: one hook name.
+
+    Yields:
+        The model, with the direction projected out inside the ``with`` block.
+
+    Raises:
+        ShapeError: a direction of the wrong width.
+        SteeringError: a zero or non-finite direction.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> from hookedmlp.interventions import ablate
+        >>> u = torch.tensor([1.0, 1.0, 0.0])
+        >>> with ablate(model, u, "layer0.post"):
+        ...     _, cache = model.run_with_cache(torch.rand(2, 4), names_filter="layer0.post")
+        >>> torch.allclose(cache["layer0.post"] @ u, torch.zeros(2), atol=1e-6)
+        True
     """
     hook, direction, width = _for_hook(model, hook, direction, "direction")
     if direction.shape != (width,):
@@ -61,9 +82,28 @@ def ablate(model: Any, direction: Union[Float[Tensor, " d"], Mapping[str, Tensor
 def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]]) -> Iterator[Any]:
     """Replace the activation at ``hook`` with ``activations`` (e.g. from another run's cache).
 
-    ``activations`` is ``[batch, d]`` (the batch size must then match the run's),
-    ``[d]`` or ``[1, d]`` (broadcast to every example), or an ActivationCache /
-    mapping holding ``hook``.
+    Args:
+        model: the model (a ``HookedMLP``).
+        hook: one hook name.
+        activations: ``[batch, d]`` (the batch size must then match the run's),
+            ``[d]`` or ``[1, d]`` (broadcast to every example), or an
+            ``ActivationCache`` / mapping holding ``hook``.
+
+    Yields:
+        The model, with the activation at ``hook`` replaced inside the ``with`` block.
+
+    Raises:
+        ShapeError: activations of the wrong width, or a batch that does not match the run's.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> from hookedmlp.interventions import patch
+        >>> with patch(model, "layer0.post", torch.zeros(3)):
+        ...     logits = model(torch.rand(2, 4))
+        >>> torch.equal(logits[0], logits[1])  # every example sees the same activation
+        True
     """
     hook, activations, width = _for_hook(model, hook, activations, "activations")
     if activations.ndim not in (1, 2) or activations.shape[-1] != width:
@@ -83,7 +123,32 @@ def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]
 
 @contextmanager
 def clamp(model: Any, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]) -> Iterator[Any]:
-    """Fix units ``index`` of the activation at ``hook`` to ``value`` for every example."""
+    """Fix units ``index`` of the activation at ``hook`` to ``value`` for every example.
+
+    Args:
+        model: the model (a ``HookedMLP``).
+        hook: one hook name.
+        index: a unit index, a list of them, or a boolean mask ``[width]``.
+        value: a finite scalar, or one value per index.
+
+    Yields:
+        The model, with the units clamped inside the ``with`` block.
+
+    Raises:
+        IndexError: a unit index out of range.
+        ShapeError: a mask or ``value`` of the wrong shape.
+        SteeringError: a non-finite ``value``.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+        >>> from hookedmlp.interventions import clamp
+        >>> with clamp(model, "layer1.post", [1], 5.0):
+        ...     _, cache = model.run_with_cache(torch.rand(2, 4), names_filter="layer1.post")
+        >>> cache["layer1.post"][:, 1].tolist()
+        [5.0, 5.0]
+    """
     hook = model.resolve_name(hook)
     width = model.activation_width(hook)
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])

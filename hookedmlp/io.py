@@ -1,6 +1,6 @@
 """Files that are never half-written, and loading that never unpickles code.
 
-Every file hookedmlp writes goes through :func:`atomic_write`: the bytes go to a
+Every file hookedmlp writes goes through ``atomic_write``: the bytes go to a
 temporary file in the same directory, are flushed to disk, and the temporary file
 is renamed over the target. A reader sees the old file or the new one, never a
 mix, even if the writer is killed mid-write.
@@ -26,9 +26,22 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
     On an exception the temporary file is deleted and ``path`` is untouched.
+    Missing parent directories are created.
+
+    Args:
+        path: the file to write.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+
+    Yields:
+        The open temporary file, to write to.
+
+    Raises:
+        ValueError: a mode other than ``"w"`` and ``"wb"``.
+        IsADirectoryError: ``path`` is a directory.
 
     Examples:
-        >>> import tempfile, pathlib
+        >>> import pathlib, tempfile
+        >>> from hookedmlp.io import atomic_write
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
         >>> with atomic_write(target, "w") as f:
         ...     _ = f.write("hello")
@@ -56,7 +69,21 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
 
 
 def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
-    """``torch.save`` through :func:`atomic_write`."""
+    """``torch.save`` through ``atomic_write``.
+
+    Args:
+        obj: what to save (tensors and plain containers, to load it back with ``safe_load``).
+        path: the file to write.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import torch
+        >>> from hookedmlp.io import atomic_save, safe_load
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.pt"
+        >>> atomic_save({"x": torch.arange(3)}, path)
+        >>> safe_load(path)["x"].tolist()
+        [0, 1, 2]
+    """
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
@@ -67,6 +94,27 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
     Only tensors and plain containers (dict, list, tuple, str, int, float, bool,
     None) are accepted; a file carrying any other pickled object is refused
     without running its code.
+
+    Args:
+        path: the file to read.
+        what: what the file is, for error messages (``"checkpoint"``...).
+        map_location: where to put the tensors, as for ``torch.load``.
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        CheckpointError: the file is missing, a directory, truncated or corrupt,
+            or holds other pickled objects.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import torch
+        >>> from hookedmlp.io import safe_load
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.pt"
+        >>> torch.save({"step": 3}, path)
+        >>> safe_load(path)
+        {'step': 3}
     """
     p = Path(path)
     if not p.exists():

@@ -32,7 +32,21 @@ __all__ = ["HookedLayer", "HookedMLP"]
 
 
 class HookedLayer(nn.Module):
-    """One module of the stack between its two hook points: ``post(module(pre(x)))``."""
+    """One module of the stack between its two hook points: ``post(module(pre(x)))``.
+
+    Args:
+        module: the wrapped module (Linear, activation or Dropout), kept as ``.module``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from hookedmlp import HookedLayer
+        >>> layer = HookedLayer(nn.ReLU())
+        >>> layer(torch.tensor([-1.0, 2.0])).tolist()
+        [0.0, 2.0]
+        >>> type(layer.pre).__name__, type(layer.post).__name__
+        ('HookPoint', 'HookPoint')
+    """
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -41,6 +55,7 @@ class HookedLayer(nn.Module):
         self.post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run ``x`` through ``pre``, the module, then ``post``."""
         return self.post(self.module(self.pre(x)))
 
 
@@ -48,10 +63,14 @@ class HookedMLP(HookedRoot):
     """A hooked fully connected network.
 
     Args:
-        config: an :class:`MLPConfig` (default: the study's 784-512-512-10 ReLU net),
-            or a list of :class:`LayerSpec` for any supported stack.
+        config: an ``MLPConfig`` (default: the study's 784-512-512-10 ReLU net),
+            or a list of ``LayerSpec`` for any supported stack.
         input_shape: the shape of one input before flattening (default ``(1, 28, 28)``
             when ``d_in`` is 784 or another square, else ``(d_in,)``).
+
+    Raises:
+        ValueError: an empty spec, or specs whose widths do not chain.
+        ShapeError: an ``input_shape`` with other than ``d_in`` elements.
 
     Examples:
         >>> import torch
@@ -108,8 +127,21 @@ class HookedMLP(HookedRoot):
         tensor. A leading ``nn.Flatten`` is dropped (the model flattens its input),
         so ``layer0`` is the first module after it.
 
+        Args:
+            seq: an ``nn.Sequential`` or a list of modules.
+            input_shape: the shape of one input before flattening (default as for
+                ``HookedMLP``).
+
+        Returns:
+            The hooked model, on the device and dtype of the first Linear.
+
+        Raises:
+            TypeError: an unsupported module (the message names its position in ``seq``).
+            ValueError: consecutive widths that do not match.
+
         Examples:
             >>> from torch import nn
+            >>> from hookedmlp import HookedMLP
             >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
             >>> HookedMLP.from_sequential(seq).hook_names[:2]
             ['layer0.pre', 'layer0.post']
@@ -125,7 +157,27 @@ class HookedMLP(HookedRoot):
         return model
 
     def to_sequential(self) -> nn.Sequential:
-        """A plain ``nn.Sequential`` (Flatten, then the stack) sharing this model's modules."""
+        """A plain ``nn.Sequential`` (Flatten, then the stack) sharing this model's modules.
+
+        Returns:
+            The Sequential; editing its parameters edits this model's.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> seq = model.to_sequential()
+            >>> seq
+            Sequential(
+              (0): Flatten(start_dim=1, end_dim=-1)
+              (1): Linear(in_features=4, out_features=3, bias=True)
+              (2): ReLU()
+              (3): Linear(in_features=3, out_features=2, bias=True)
+            )
+            >>> x = torch.rand(2, 4)
+            >>> torch.equal(seq(x), model(x))
+            True
+        """
         return nn.Sequential(nn.Flatten(), *self._plain)
 
     @classmethod
@@ -137,8 +189,20 @@ class HookedMLP(HookedRoot):
         with one activation between them. If the first Linear sits at index 1 (after
         a Flatten), the numbering shifts by one: its ``layer0`` is that Linear.
 
+        Args:
+            state_dict: the Sequential's state dict, e.g.
+                ``torch.load("model.pth", weights_only=True)``.
+            activation: the activation between the Linear layers (one of ``ACTIVATIONS``).
+
+        Returns:
+            A new model with these weights, on their device and dtype.
+
+        Raises:
+            CheckpointError: keys or shapes that do not describe such a stack.
+
         Examples:
             >>> from torch import nn
+            >>> from hookedmlp import HookedMLP
             >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
             >>> HookedMLP.from_state_dict(seq.state_dict()).specs[-1].d_out
             10
@@ -158,8 +222,29 @@ class HookedMLP(HookedRoot):
         """Check an input batch and flatten images to ``[batch, d_in]``.
 
         Accepts ``[batch, d_in]``, ``[batch, *input_shape]`` and (for a
-        single-channel image shape) ``[batch, H, W]``. Raises :class:`ShapeError`,
-        :class:`InputDtypeError` or ``TypeError`` saying what was expected.
+        single-channel image shape) ``[batch, H, W]``.
+
+        Args:
+            x: the input batch, a floating-point tensor on the model's device and dtype.
+
+        Returns:
+            ``x`` reshaped to ``[batch, d_in]``.
+
+        Raises:
+            ShapeError: a shape other than those above, or an empty batch.
+            InputDtypeError: not a tensor, not floating point, or another dtype or
+                device than the model's.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.input_shape
+            (1, 2, 2)
+            >>> model.prepare_input(torch.ones(3, 1, 2, 2)).shape
+            torch.Size([3, 4])
+            >>> model.prepare_input(torch.ones(3, 2, 2)).shape
+            torch.Size([3, 4])
         """
         if not isinstance(x, Tensor):
             raise InputDtypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
@@ -194,6 +279,8 @@ class HookedMLP(HookedRoot):
     ) -> Float[Tensor, "batch d_out"]:
         """Run the network, or the part of it between two hook points.
 
+        ``forward(forward(x, stop_at=h), start_at=h)`` equals ``forward(x)``.
+
         Args:
             x: a batch of inputs; with ``start_at``, the activation at that hook point
                 (``[batch, width]``).
@@ -206,7 +293,21 @@ class HookedMLP(HookedRoot):
         Returns:
             The logits ``[batch, d_out]``, or the activation at ``stop_at``.
 
-        ``forward(forward(x, stop_at=h), start_at=h)`` equals ``forward(x)``.
+        Raises:
+            UsageError: ``stop_at`` comes before ``start_at``.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> x = torch.rand(2, 4)
+            >>> model(x).shape
+            torch.Size([2, 2])
+            >>> h = model(x, stop_at="layer1.post")
+            >>> h.shape
+            torch.Size([2, 3])
+            >>> torch.equal(model(h, start_at="layer1.post"), model(x))
+            True
         """
         if start_at is None:
             x = self.prepare_input(x)
@@ -230,11 +331,48 @@ class HookedMLP(HookedRoot):
         return x
 
     def activation_width(self, name: str) -> int:
-        """Width of the activation at hook point ``name`` (unknown names raise HookNameError)."""
+        """Width of the activation at hook point ``name``.
+
+        Args:
+            name: one hook name.
+
+        Returns:
+            The activation's width (its size after the batch dimension).
+
+        Raises:
+            HookNameError: ``name`` is not a hook point of this model.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.activation_width("layer0.pre"), model.activation_width("layer2.post")
+            (4, 2)
+        """
         return self._widths[self.resolve_name(name)]
 
     def as_batch(self, x: Tensor) -> Float[Tensor, "batch d_in"]:
-        """Like :meth:`prepare_input`, but a single example (``[d_in]`` or one image) gets a batch dim."""
+        """Like ``prepare_input``, but a single example (``[d_in]`` or one image) gets a batch dim.
+
+        Args:
+            x: one example or a batch.
+
+        Returns:
+            ``[batch, d_in]`` (``batch`` is 1 for a single example).
+
+        Raises:
+            ShapeError: a shape that is neither one example nor a batch.
+            InputDtypeError: not a floating-point tensor of the model's dtype and device.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> model.as_batch(torch.ones(4)).shape
+            torch.Size([1, 4])
+            >>> model.as_batch(torch.ones(5, 4)).shape
+            torch.Size([5, 4])
+        """
         single = {(self.d_in,), self.input_shape}
         if len(self.input_shape) == 3 and self.input_shape[0] == 1:
             single.add(self.input_shape[1:])
@@ -243,7 +381,26 @@ class HookedMLP(HookedRoot):
         return self.prepare_input(x)
 
     def clean_activations(self, x: Float[Tensor, "batch d_in"], names: Sequence[str]) -> dict[str, Tensor]:
-        """Activations at ``names`` from a run of the bare modules: no hook, no active steering, no grad."""
+        """Activations at ``names`` from a run of the bare modules: no hook, no active steering, no grad.
+
+        Args:
+            x: a prepared batch ``[batch, d_in]`` (see ``prepare_input``).
+            names: exact hook names (no patterns).
+
+        Returns:
+            ``{name: activation}`` for each of ``names``.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> with model.hooks(fwd_hooks=[("layer0.post", lambda act, hook: act * 0)]):
+            ...     acts = model.clean_activations(torch.ones(2, 4), ["layer0.post", "layer2.post"])
+            >>> {k: tuple(v.shape) for k, v in acts.items()}
+            {'layer0.post': (2, 3), 'layer2.post': (2, 2)}
+            >>> bool(acts["layer0.post"].eq(0).all())  # the hook did not run
+            False
+        """
         positions = {self.hook_names.index(n): n for n in names}
         acts: dict[str, Tensor] = {}
         with torch.no_grad():
@@ -257,13 +414,27 @@ class HookedMLP(HookedRoot):
 
     # -- steering and other interventions (see steering.py / interventions.py) --
     def steering_vector(self, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first") -> Any:
-        """``coeff * (act_hook(a) - act_hook(b))`` as a :class:`~hookedmlp.SteeringVector`.
+        """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector``.
 
-        ``a``/``b`` are digits 0-9 (``method="first"``: the first training image of
-        the digit, the study's method; ``"mean"``: the class mean over the training
-        set) or input tensors (one example or a batch, averaged).
+        Args:
+            a: the contrast's positive side: a digit 0-9 or an input tensor (one example
+                or a batch, averaged).
+            b: the negative side, like ``a``.
+            hook: a hook name or glob, or a list of them: the vector has a tensor at each.
+            coeff: the coefficient (finite).
+            method: for digits, ``"first"`` (the first training image of the digit, the
+                study's method) or ``"mean"`` (the class mean over the training set).
+
+        Returns:
+            The ``SteeringVector``, computed on the model without any hooks.
+
+        Raises:
+            SteeringError: a digit outside 0-9, a non-finite ``coeff``, an unknown
+                ``method``, or digits on a model whose ``d_in`` is not 784.
+            HookNameError: an unknown hook.
 
         Examples:
+            >>> from hookedmlp import HookedMLP
             >>> model = HookedMLP.from_pretrained("mnist-mlp")
             >>> model.steering_vector(3, 1, "layer0.post").label
             '3 - 1'
@@ -276,8 +447,35 @@ class HookedMLP(HookedRoot):
               coeff: float = 1.0, method: str = "first") -> Any:
         """Context manager adding a steering vector: ``with model.steer(a=3, b=1, hook="layer0.post"):``.
 
-        Pass a :class:`~hookedmlp.SteeringVector` (scaled by ``coeff``), or ``a``, ``b``
-        and ``hook`` to build one (see :meth:`steering_vector`). Nested contexts add up.
+        Pass a ``SteeringVector`` (scaled by ``coeff``), or ``a``, ``b`` and ``hook``
+        to build one (see ``steering_vector``). Nested contexts add up. Leaving the
+        context removes exactly its hooks.
+
+        Args:
+            vector: a ready ``SteeringVector``; excludes ``a``, ``b`` and ``hook``.
+            a: the contrast's positive side (a digit 0-9 or input tensors).
+            b: the contrast's negative side.
+            hook: where to add the vector (a name, glob or list).
+            coeff: the coefficient applied to the vector.
+            method: how digits become activations: ``"first"`` or ``"mean"``.
+
+        Yields:
+            The model, with the vector added at its hooks inside the ``with`` block.
+
+        Raises:
+            TypeError: neither a vector nor all of ``a``, ``b`` and ``hook``, or both.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp.data import load_mnist
+            >>> model = HookedMLP.from_pretrained("mnist-mlp")
+            >>> images, labels = load_mnist("test")
+            >>> ones = images[labels == 1][:5]
+            >>> model(ones).argmax(-1).tolist()
+            [1, 1, 1, 1, 1]
+            >>> with model.steer(a=3, b=1, hook="layer0.post"):
+            ...     model(ones).argmax(-1).tolist()
+            [3, 3, 3, 3, 3]
         """
         from hookedmlp.steering import SteeringVector, check_coeff
 
@@ -294,26 +492,104 @@ class HookedMLP(HookedRoot):
         return self.steering_vector(a, b, hook, coeff=coeff, method=method).apply(self)
 
     def ablate(self, direction: Any, hook: str) -> Any:
-        """Context manager projecting ``direction`` out of the activation at ``hook``."""
+        """Context manager projecting ``direction`` out of the activation at ``hook``.
+
+        See ``hookedmlp.interventions.ablate``.
+
+        Args:
+            direction: a tensor ``[width]`` (non-zero), or a steering vector holding ``hook``.
+            hook: one hook name.
+
+        Yields:
+            The model, with the direction projected out inside the ``with`` block.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> with model.ablate(torch.tensor([1.0, 0.0, 0.0]), "layer0.post"):
+            ...     _, cache = model.run_with_cache(torch.ones(2, 4), names_filter="layer0.post")
+            >>> cache["layer0.post"][:, 0].tolist()
+            [0.0, 0.0]
+        """
         from hookedmlp.interventions import ablate
 
         return ablate(self, direction, hook)
 
     def patch(self, hook: str, activations: Any) -> Any:
-        """Context manager replacing the activation at ``hook`` with cached ``activations``."""
+        """Context manager replacing the activation at ``hook`` with cached ``activations``.
+
+        See ``hookedmlp.interventions.patch``.
+
+        Args:
+            hook: one hook name.
+            activations: ``[batch, width]``, ``[width]``, or an ``ActivationCache`` holding ``hook``.
+
+        Yields:
+            The model, with the activation at ``hook`` replaced inside the ``with`` block.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> clean, corrupt = torch.ones(1, 4), torch.zeros(1, 4)
+            >>> _, cache = model.run_with_cache(clean)
+            >>> with model.patch("layer1.post", cache):
+            ...     patched = model(corrupt)
+            >>> torch.equal(patched, model(clean))
+            True
+        """
         from hookedmlp.interventions import patch
 
         return patch(self, hook, activations)
 
     def clamp(self, hook: str, index: Any, value: Any) -> Any:
-        """Context manager fixing units ``index`` at ``hook`` to ``value``."""
+        """Context manager fixing units ``index`` at ``hook`` to ``value``.
+
+        See ``hookedmlp.interventions.clamp``.
+
+        Args:
+            hook: one hook name.
+            index: a unit index, a list of them, or a boolean mask ``[width]``.
+            value: a scalar, or one value per index.
+
+        Yields:
+            The model, with the units clamped inside the ``with`` block.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> with model.clamp("layer1.post", [0, 2], 0.0):
+            ...     _, cache = model.run_with_cache(torch.ones(2, 4), names_filter="layer1.post")
+            >>> cache["layer1.post"][:, [0, 2]].tolist()
+            [[0.0, 0.0], [0.0, 0.0]]
+        """
         from hookedmlp.interventions import clamp
 
         return clamp(self, hook, index, value)
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint(self, meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-        """The plain-data checkpoint of this model: specs, input shape, weights, ``meta``."""
+        """The plain-data checkpoint of this model: specs, input shape, weights, ``meta``.
+
+        Args:
+            meta: JSON-like metadata to store with it (e.g. training settings).
+
+        Returns:
+            A dict of tensors and plain containers, loadable with ``weights_only=True``;
+                weights are detached CPU copies.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> ckpt = model.checkpoint({"note": "demo"})
+            >>> sorted(ckpt)
+            ['format', 'input_shape', 'meta', 'specs', 'state_dict', 'version']
+            >>> ckpt["meta"]
+            {'note': 'demo'}
+        """
         return {
             "format": "hookedmlp.checkpoint",
             "version": 1,
@@ -324,26 +600,85 @@ class HookedMLP(HookedRoot):
         }
 
     def save(self, path: Any, meta: Optional[Mapping[str, Any]] = None) -> None:
-        """Write a checkpoint atomically (temp file, then rename)."""
+        """Write a checkpoint atomically (temp file, then rename).
+
+        Args:
+            path: the file to write.
+            meta: JSON-like metadata to store with it (read back as ``model.meta``).
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
+            >>> model.save(path, meta={"note": "demo"})
+            >>> HookedMLP.load(path).meta
+            {'note': 'demo'}
+        """
         from hookedmlp.checkpoint import save_checkpoint
 
         save_checkpoint(self, path, meta)
 
     @classmethod
     def load(cls, path: Any, device: Union[str, torch.device, None] = None) -> "HookedMLP":
-        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        """Load a checkpoint written by ``save`` (``torch.load(weights_only=True)``).
+
+        Args:
+            path: the checkpoint file.
+            device: where to put the model (default: CPU).
+
+        Returns:
+            The model, in eval mode, with the checkpoint's metadata as ``model.meta``.
+
+        Raises:
+            CheckpointError: a missing, corrupt or unsafe file, or one that is not a
+                hookedmlp checkpoint.
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
+            >>> model.save(path)
+            >>> loaded = HookedMLP.load(path)
+            >>> x = torch.rand(2, 4)
+            >>> torch.equal(loaded(x), model(x))
+            True
+        """
         from hookedmlp.checkpoint import load_checkpoint
 
         return load_checkpoint(path, device=device)
 
     @classmethod
     def from_pretrained(cls, name: str = "mnist-mlp", device: Union[str, torch.device, None] = None) -> "HookedMLP":
-        """Load a model shipped with the package (``"mnist-mlp"``: the study's architecture)."""
+        """Load a model shipped with the package (``"mnist-mlp"``: the study's architecture).
+
+        The file's sha256 is checked against the card shipped beside it.
+
+        Args:
+            name: the model's name; ``"mnist-mlp"`` is the only one.
+            device: where to put the model (default: CPU).
+
+        Returns:
+            The model, in eval mode.
+
+        Raises:
+            CheckpointError: an unknown name, or a file that fails its checksum.
+
+        Examples:
+            >>> from hookedmlp import HookedMLP
+            >>> model = HookedMLP.from_pretrained("mnist-mlp")
+            >>> model.d_in, model.d_out, model.n_layers
+            (784, 10, 5)
+        """
         from hookedmlp.checkpoint import load_pretrained
 
         return load_pretrained(name, device=device)
 
     def extra_repr(self) -> str:
+        """The widths, activations, numbers of layers and hook points, and hooks attached."""
         widths = " -> ".join(str(w) for w in [self.d_in] + [s.d_out for s in self.specs if s.kind == "linear"])
         kinds = sorted({s.kind for s in self.specs} - {"linear"})
         return (f"{widths}, {'/'.join(kinds) or 'linear'}; {self.n_layers} layers, "

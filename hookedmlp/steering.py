@@ -30,11 +30,44 @@ _METHODS = ("first", "mean")
 
 
 class SteeringWarning(UserWarning):
-    """Steering a model whose state may make the result misleading (e.g. dropout active)."""
+    """Steering a model whose state may make the result misleading (e.g. dropout active).
+
+    Issued by ``SteeringVector.apply`` (and so ``model.steer``) for a model in
+    training mode, or a vector built on another model.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from hookedmlp import HookedMLP, MLPConfig, SteeringVector, SteeringWarning
+        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))  # training mode
+        >>> v = SteeringVector({"layer0.post": torch.ones(3)})
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     with v.apply(model):
+        ...         pass
+        >>> caught[0].category is SteeringWarning
+        True
+    """
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """First 12 hex digits of the SHA-256 of the model's parameters (names, shapes, values)."""
+    """First 12 hex digits of the SHA-256 of the model's parameters (names, shapes, values).
+
+    Recorded in a steering vector's ``meta["model"]``, so applying it to another
+    model warns.
+
+    Args:
+        model: any module; its ``state_dict()`` is hashed.
+
+    Returns:
+        12 lowercase hex digits.
+
+    Examples:
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.steering import model_fingerprint
+        >>> model_fingerprint(HookedMLP.from_pretrained("mnist-mlp"))
+        '66692d5dd328'
+    """
     h = hashlib.sha256()
     for name, p in model.state_dict().items():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
@@ -43,7 +76,23 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def check_coeff(coeff: Any) -> float:
-    """A finite real coefficient, or :class:`SteeringError`."""
+    """A finite real coefficient, or ``SteeringError``.
+
+    Args:
+        coeff: an int, a float or a one-element tensor (not a bool).
+
+    Returns:
+        ``coeff`` as a Python float.
+
+    Raises:
+        SteeringError: ``coeff`` is not a real number, or is NaN or infinite.
+
+    Examples:
+        >>> import torch
+        >>> from hookedmlp.steering import check_coeff
+        >>> check_coeff(2), check_coeff(torch.tensor(0.5))
+        (2.0, 0.5)
+    """
     if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) and not (isinstance(coeff, Tensor) and coeff.numel() == 1):
         raise SteeringError(f"coeff must be a real number, got {type(coeff).__name__} ({coeff!r})")
     value = float(coeff)
@@ -57,9 +106,20 @@ class SteeringVector(Mapping[str, Tensor]):
 
     Supports ``v1 + v2`` (hooks united, shared hooks summed), ``v1 - v2``,
     ``2.5 * v``, ``-v``, ``.to(device)``, ``save`` / ``load`` and ``apply(model)``.
+    Usually built with ``HookedMLP.steering_vector``.
+
+    Args:
+        vectors: hook name -> 1-D float tensor ``[width]`` (finite); at least one.
+        meta: provenance (``label``, ``method``, ``model``...); ``label`` defaults to
+            ``"custom"``, and ``hooks`` and ``norm`` are filled in.
+
+    Raises:
+        SteeringError: no hooks, or NaN or infinite values.
+        ShapeError: a tensor that is not 1-D floating point.
 
     Examples:
         >>> import torch
+        >>> from hookedmlp import SteeringVector
         >>> v = SteeringVector({"layer0.post": torch.ones(3)}, {"label": "ones"})
         >>> (2 * v)["layer0.post"].tolist()
         [2.0, 2.0, 2.0]
@@ -96,7 +156,18 @@ class SteeringVector(Mapping[str, Tensor]):
 
     @property
     def label(self) -> str:
-        """A short description, e.g. ``"3 - 1"`` or ``"2.0*(3 - 1) + (4 - 9)"``."""
+        """A short description, e.g. ``"3 - 1"`` or ``"2.0*(3 - 1) + (4 - 9)"``.
+
+        Returns:
+            ``meta["label"]`` as a string.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import SteeringVector
+            >>> v = SteeringVector({"layer0.post": torch.ones(3)}, {"label": "ones"})
+            >>> v.label, (2 * v).label
+            ('ones', '2*(ones)')
+        """
         return str(self.meta["label"])
 
     # -- arithmetic ---------------------------------------------------------------
@@ -133,21 +204,69 @@ class SteeringVector(Mapping[str, Tensor]):
         return self * -1.0
 
     def to(self, device: Union[str, torch.device, torch.dtype, None] = None, dtype: Optional[torch.dtype] = None) -> "SteeringVector":
-        """A copy with every tensor moved to ``device`` / ``dtype`` (``v.to(torch.float64)`` works as for tensors)."""
+        """A copy with every tensor moved to ``device`` / ``dtype`` (``v.to(torch.float64)`` works as for tensors).
+
+        Args:
+            device: the target device, or a dtype (then taken as ``dtype``).
+            dtype: the target dtype.
+
+        Returns:
+            A new ``SteeringVector`` with the same metadata.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import SteeringVector
+            >>> v = SteeringVector({"layer0.post": torch.ones(3)})
+            >>> v.to(torch.float64)["layer0.post"].dtype
+            torch.float64
+        """
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         return SteeringVector({k: v.to(device=device, dtype=dtype) for k, v in self._vectors.items()}, self.meta)
 
     # -- files --------------------------------------------------------------------
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write the tensors and JSON metadata atomically (loadable with ``weights_only=True``)."""
+        """Write the tensors and JSON metadata atomically (loadable with ``weights_only=True``).
+
+        Args:
+            path: the file to write.
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> import torch
+            >>> from hookedmlp import SteeringVector
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "ones.pt"
+            >>> SteeringVector({"layer0.post": torch.ones(3)}, {"label": "ones"}).save(path)
+            >>> SteeringVector.load(path).label
+            'ones'
+        """
         atomic_save({"format": "hookedmlp.steering_vector", "version": 1,
                      "vectors": {k: v.cpu() for k, v in self._vectors.items()},
                      "meta": json.dumps(self.meta)}, path)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], device: Union[str, torch.device, None] = None) -> "SteeringVector":
-        """Load a vector written by :meth:`save`; never unpickles anything but tensors."""
+        """Load a vector written by ``save``; never unpickles anything but tensors.
+
+        Args:
+            path: the file written by ``save``.
+            device: where to put the tensors (default: CPU).
+
+        Returns:
+            The vector, with its metadata.
+
+        Raises:
+            CheckpointError: a missing, corrupt or unsafe file, or not a steering vector.
+
+        Examples:
+            >>> import pathlib, tempfile
+            >>> import torch
+            >>> from hookedmlp import SteeringVector
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "v.pt"
+            >>> SteeringVector({"layer0.post": torch.ones(3)}).save(path)
+            >>> SteeringVector.load(path)["layer0.post"].tolist()
+            [1.0, 1.0, 1.0]
+        """
         data = safe_load(path, what="steering vector", map_location=device or "cpu")
         if not isinstance(data, dict) or data.get("format") != "hookedmlp.steering_vector" or data.get("version") != 1:
             raise CheckpointError(f"{str(path)!r} is not a hookedmlp steering vector (version 1); save one with SteeringVector.save")
@@ -165,8 +284,22 @@ class SteeringVector(Mapping[str, Tensor]):
     def check(self, model: Any) -> dict[str, Tensor]:
         """Validate against ``model`` and return the tensors on its device and dtype.
 
-        Raises :class:`HookNameError` for a hook the model lacks and :class:`ShapeError`
-        for a width that does not match the hook's activation.
+        Args:
+            model: the model the vector is for.
+
+        Returns:
+            ``{hook: tensor}`` on the model's device and dtype.
+
+        Raises:
+            HookNameError: a hook the model lacks.
+            ShapeError: a width that does not match the hook's activation.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig, SteeringVector
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).double()
+            >>> SteeringVector({"layer0.post": torch.ones(3)}).check(model)["layer0.post"].dtype
+            torch.float64
         """
         names = model.hook_names
         moved: dict[str, Tensor] = {}
@@ -186,6 +319,27 @@ class SteeringVector(Mapping[str, Tensor]):
 
         Leaving the context (also by an exception) removes exactly these hooks;
         the model's outputs are then bit for bit what they were before.
+
+        Args:
+            model: the model to steer (checked first, see ``check``).
+            coeff: the coefficient applied to every tensor of the vector.
+
+        Yields:
+            The model, steered inside the ``with`` block.
+
+        Raises:
+            SteeringError: a non-finite ``coeff``.
+
+        Examples:
+            >>> import torch
+            >>> from hookedmlp import HookedMLP, MLPConfig, SteeringVector
+            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
+            >>> v = SteeringVector({"layer2.post": torch.tensor([1.0, -1.0])})
+            >>> x = torch.zeros(1, 4)
+            >>> with v.apply(model, coeff=2.0):
+            ...     steered = model(x)
+            >>> torch.allclose(steered - model(x), torch.tensor([[2.0, -2.0]]))
+            True
         """
         c = check_coeff(coeff)
         vectors = self.check(model)
@@ -227,18 +381,27 @@ def class_activations(model: Any, digits: Sequence[int], hooks: Sequence[str], m
     """Activations representing MNIST digits at ``hooks``, from the model without hooks.
 
     Args:
+        model: a model on MNIST inputs (``d_in`` 784).
         digits: labels 0-9.
         hooks: hook names.
         method: ``"first"``: the first training image of each digit (the study's
             exemplars); ``"mean"``: the class mean over the training set, computed in
             one streaming pass over batches (memory: one batch of activations).
+        batch_size: images per batch for ``"mean"``.
 
     Returns:
         ``({hook: [len(digits), width of hook]}, examples per digit)``.
 
+    Raises:
+        SteeringError: a digit outside 0-9, an unknown ``method``, or ``d_in`` not 784.
+
     Examples:
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")  # doctest: +SKIP
-        >>> acts, n = class_activations(model, [3, 1], ["layer0.post"])  # doctest: +SKIP
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.steering import class_activations
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> acts, counts = class_activations(model, [3, 1], ["layer0.post"])
+        >>> acts["layer0.post"].shape, counts
+        (torch.Size([2, 512]), [1, 1])
     """
     digits = [_check_digit(d) for d in digits]
     if method not in _METHODS:
@@ -279,7 +442,34 @@ def _contrast_acts(model: Any, x: Contrast, hooks: Sequence[str], method: str) -
 
 
 def build_steering_vector(model: Any, a: Contrast, b: Contrast, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first") -> SteeringVector:
-    """``coeff * (act_hook(a) - act_hook(b))`` as a :class:`SteeringVector` (see module docs)."""
+    """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector`` (see module docs).
+
+    The function behind ``HookedMLP.steering_vector``.
+
+    Args:
+        model: the model whose activations define the vector.
+        a: the positive side: a digit 0-9 or input tensors (averaged).
+        b: the negative side, like ``a``.
+        hook: a hook name or glob, or a list of them.
+        coeff: the coefficient (finite).
+        method: for digits, ``"first"`` or ``"mean"`` (see ``class_activations``).
+
+    Returns:
+        The vector, with provenance in ``meta`` (``a``, ``b``, ``method``,
+            ``n_examples``, ``coeff``, the model's fingerprint).
+
+    Raises:
+        SteeringError: a bad digit, ``coeff`` or ``method``, an empty hook list, or
+            non-finite input tensors.
+
+    Examples:
+        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp.steering import build_steering_vector
+        >>> model = HookedMLP.from_pretrained("mnist-mlp")
+        >>> v = build_steering_vector(model, 3, 1, "layer0.post", coeff=2.0)
+        >>> v.label, v.meta["coeff"], v["layer0.post"].shape
+        ('3 - 1', 2.0, torch.Size([512]))
+    """
     c = check_coeff(coeff)
     if method not in _METHODS:
         raise SteeringError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
