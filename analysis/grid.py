@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
-from hookedmlp import HookedMLP
+from hookedmlp import HookedMLP, UsageError
 from hookedmlp.data import load_mnist
 from hookedmlp.io import atomic_write
 from hookedmlp.steering import check_coeff, class_activations, model_fingerprint
@@ -51,7 +51,7 @@ class GridResult:
 
     Examples:
         >>> from analysis import steering_grid
-        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp import HookedMLP, UsageError
         >>> from hookedmlp.data import load_mnist
         >>> images, labels = load_mnist("test")
         >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -94,7 +94,7 @@ class GridResult:
 
         Examples:
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -118,7 +118,7 @@ class GridResult:
 
         Examples:
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -140,7 +140,7 @@ class GridResult:
 
         Examples:
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -163,7 +163,7 @@ class GridResult:
 
         Examples:
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -192,7 +192,7 @@ class GridResult:
 
         Examples:
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -217,7 +217,7 @@ class GridResult:
             >>> import pathlib, tempfile
             >>> from analysis import GridResult
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -247,7 +247,7 @@ class GridResult:
             >>> import pathlib, tempfile
             >>> from analysis import GridResult
             >>> from analysis import steering_grid
-            >>> from hookedmlp import HookedMLP
+            >>> from hookedmlp import HookedMLP, UsageError
             >>> from hookedmlp.data import load_mnist
             >>> images, labels = load_mnist("test")
             >>> grid = steering_grid(HookedMLP.from_pretrained("mnist-mlp"), digits=(3, 1),
@@ -298,13 +298,17 @@ def scoring_set(images: Optional[Tensor] = None, labels: Optional[Tensor] = None
     if images is None and labels is None:
         return load_mnist("test")
     if images is None or labels is None:
-        raise ValueError("pass both images and labels, or neither (for the MNIST test set)")
+        raise UsageError("pass both images and labels, or neither (for the MNIST test set)")
     if len(images) == 0 or len(images) != len(labels):
-        raise ValueError(f"the scoring set needs one label per image and at least one image; got {len(images)} images, {len(labels)} labels")
-    if labels.is_floating_point() or labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) > 9:
-        raise ValueError(f"labels must be a 1-D integer tensor of digits 0-9, got dtype {labels.dtype}, shape {list(labels.shape)}")
+        raise UsageError(f"the scoring set needs one label per image and at least one image; got {len(images)} images, {len(labels)} labels")
+    if labels.is_floating_point() or labels.ndim != 1:
+        raise UsageError(f"labels must be a 1-D integer tensor of digits 0-9, got dtype {labels.dtype}, shape {list(labels.shape)}")
+    bad = labels[(labels < 0) | (labels > 9)]
+    if len(bad):
+        raise UsageError(f"labels must be a 1-D integer tensor of digits 0-9, got values {sorted(set(bad.tolist()))[:5]} "
+                         f"out of range ({len(bad)} labels)")
     if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or infinite values; the scores would be meaningless")
+        raise UsageError("images contain NaN or infinite values; the scores would be meaningless")
     return images, labels
 
 
@@ -323,7 +327,7 @@ def digit_vectors(model: HookedMLP, hook: str, digits: Sequence[int], coeff: flo
 
     Examples:
         >>> from analysis.grid import digit_vectors
-        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp import HookedMLP, UsageError
         >>> vectors = digit_vectors(HookedMLP.from_pretrained("mnist-mlp"), "layer0.post", [3, 1])
         >>> list(vectors), vectors[3, 1].shape
         ([(3, 3), (3, 1), (1, 3), (1, 1)], torch.Size([512]))
@@ -368,7 +372,7 @@ def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.
 
     Examples:
         >>> from analysis import steering_grid
-        >>> from hookedmlp import HookedMLP
+        >>> from hookedmlp import HookedMLP, UsageError
         >>> from hookedmlp.data import load_mnist
         >>> model = HookedMLP.from_pretrained("mnist-mlp")
         >>> images, labels = load_mnist("test")

@@ -55,11 +55,20 @@ def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.devic
     if missing_fields or not isinstance(ckpt["specs"], list) or not isinstance(ckpt["state_dict"], dict):
         raise CheckpointError(f"{source} lacks a list 'specs' and a dict 'state_dict' (missing {missing_fields}); the file is corrupt or was edited")
     specs = [LayerSpec.from_dict(d) for d in ckpt["specs"]]
+    shape = ckpt.get("input_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise CheckpointError(f"{source} has input_shape {shape!r}; expected a list of positive ints")
+    meta = ckpt.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source} has meta of type {type(meta).__name__}; expected a dict")
     try:
-        model = HookedMLP(specs, input_shape=ckpt.get("input_shape"))
+        model = HookedMLP(specs, input_shape=shape)
     except ValueError as e:
         raise CheckpointError(f"{source} describes an impossible architecture: {e}") from None
     state = ckpt["state_dict"]
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{source} has state_dict entries that are not tensors: {not_tensors}; the file is corrupt or was edited")
     dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     if len(dtypes) == 1:
         model.to(dtype=dtypes.pop())
@@ -73,7 +82,7 @@ def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.devic
             f"shape mismatches {wrong}); the file is corrupt or was edited"
         )
     model.load_state_dict(state)
-    model.meta = dict(ckpt.get("meta", {}))
+    model.meta = dict(meta)
     if device is not None:
         model.to(device)
     return model.eval()

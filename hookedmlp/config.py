@@ -61,7 +61,7 @@ class LayerSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerSpec":
+    def from_dict(cls, d: Any) -> "LayerSpec":
         """Inverse of ``to_dict``; raises ``CheckpointError`` on malformed data.
 
         Args:
@@ -78,11 +78,15 @@ class LayerSpec:
             >>> LayerSpec.from_dict({"kind": "relu", "d_in": 3, "d_out": 3})
             LayerSpec(kind='relu', d_in=3, d_out=3, bias=True, param=0.0)
         """
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"malformed layer spec {d!r}: expected a mapping with kind, d_in, d_out")
         try:
             spec = cls(kind=str(d["kind"]), d_in=int(d["d_in"]), d_out=int(d["d_out"]),
                        bias=bool(d.get("bias", True)), param=float(d.get("param", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"malformed layer spec {dict(d)!r}: {e}") from None
+        if spec.d_in < 1 or spec.d_out < 1:
+            raise CheckpointError(f"malformed layer spec {dict(d)!r}: widths must be positive, got d_in={spec.d_in}, d_out={spec.d_out}")
         if spec.kind not in _KINDS:
             raise CheckpointError(f"unknown layer kind {spec.kind!r}; expected one of {', '.join(_KINDS)}")
         return spec

@@ -16,6 +16,7 @@ Guarantees (tested under injected faults):
 
 import contextlib
 import fnmatch
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, Union
 
@@ -429,15 +430,17 @@ class HookedRoot(nn.Module):
         names = self.resolve_names(names_filter)
         store: dict[str, Tensor] = {}
         live: dict[str, Tensor] = {}
-        last: list[Any] = [None, -1, None]  # tensor, its version, its copy
+        # The last tensor copied (a weak reference: the cache must not keep the forward
+        # pass's own activation alive), its version, and its copy.
+        last: list[Any] = [lambda: None, -1, None]
 
         def save(act: Tensor, hook: HookPoint) -> Optional[Tensor]:
             version = _version(act)
-            if last[0] is act and version is not None and last[1] == version:
+            if last[0]() is act and version is not None and last[1] == version:
                 copy = last[2]  # layer{i}.post and layer{i+1}.pre: the same unchanged tensor
             else:
                 copy = act.detach().to(device=device or act.device, copy=True)
-                last[:] = [act, version, copy]
+                last[:] = [weakref.ref(act), version, copy]
             store[hook.name] = copy
             if incl_bwd:
                 if not act.requires_grad:
@@ -452,7 +455,10 @@ class HookedRoot(nn.Module):
             if incl_bwd:
                 loss = loss_fn(out) if loss_fn is not None else (out if out.ndim == 0 else out.sum())
                 tensors = list({id(t): t for t in live.values()}.values())
-                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                if loss.requires_grad:
+                    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                else:  # the output depends on no activation (e.g. the logits are patched)
+                    grads = (None,) * len(tensors)
                 by_id = {id(t): g for t, g in zip(tensors, grads)}
                 for name, t in live.items():
                     g = by_id[id(t)]

@@ -142,6 +142,14 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (Linux); else by the set-and-restore dance."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # not atomic: only where /proc is missing
     os.umask(mask)
     return mask

@@ -278,7 +278,10 @@ class SteeringVector(Mapping[str, Tensor]):
         if not isinstance(meta, dict) or not isinstance(vectors, dict) or not all(isinstance(k, str) for k in vectors):
             raise CheckpointError(f"{str(path)!r} needs a dict of vectors and a JSON object of metadata; got "
                                   f"{type(vectors).__name__} and {type(meta).__name__}. The file is corrupt or was edited")
-        return cls(vectors, meta)
+        try:
+            return cls(vectors, meta)
+        except (ShapeError, SteeringError) as e:
+            raise CheckpointError(f"{str(path)!r} holds an invalid steering vector: {e}") from None
 
     # -- applying --------------------------------------------------------------------
     def check(self, model: Any) -> dict[str, Tensor]:

@@ -1,0 +1,326 @@
+"""Bad inputs, as one table over the public API and the CLI (issue 6, "Reliability and safety").
+
+Each row names the call, the exception (or warning, or CLI exit) it must give and a regex
+its message must match: what was expected and what was received. After every row the
+models it touched must be as before: no hook attached, eval mode, and the same logits on
+a fixed batch (``torch.equal``).
+
+The test suite runs with jaxtyping + typeguard runtime checks (pyproject's addopts), so a
+wrongly *typed* argument (a ``str`` digit, a non-callable hook function, a 0-d tensor) is
+rejected by jaxtyping's ``TypeCheckError`` (a ``TypeError``) before the library's own
+check runs. Those rows list both outcomes and assert the one that applies: the
+library's own exception when the checks are off.
+
+Row ids are ``NNofTOTAL-name``.
+"""
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import pytest
+import torch
+from jaxtyping import TypeCheckError
+
+from analysis.grid import steering_grid
+from hookedmlp import (
+    CheckpointError,
+    HookedMLP,
+    HookNameError,
+    InputDtypeError,
+    MLPConfig,
+    ShapeError,
+    SteeringError,
+    SteeringVector,
+    SteeringWarning,
+    UsageError,
+)
+from hookedmlp.cli import main
+from hookedmlp.hook_points import _WITH_HOOKS
+from hookedmlp.steering import build_steering_vector
+
+# True when pytest's --jaxtyping-packages instrumented the library (the default here).
+TYPECHECKED = hasattr(build_steering_vector, "__wrapped__")
+
+X_MNIST = torch.rand(4, 784, generator=torch.Generator().manual_seed(0))
+X_TINY = torch.rand(5, 16, generator=torch.Generator().manual_seed(1))
+VALID = "layer0.pre, layer0.post, layer1.pre"  # the start of every "(valid: ...)" listing
+
+
+@pytest.fixture(scope="module")
+def mnist() -> HookedMLP:
+    return HookedMLP.from_pretrained("mnist-mlp").eval()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> HookedMLP:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return HookedMLP(MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3)).eval()
+
+
+@dataclasses.dataclass
+class Env:
+    mnist: HookedMLP
+    tiny: HookedMLP
+    tmp: Path
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    call: Callable[[Env], Any]  # for "cli": returns argv
+    exc: Union[type, str]  # an exception / warning class; for "cli": "argparse" (SystemExit 2) or "status 2"
+    match: str  # regex on the message (for "cli": on the one stderr line)
+    kind: str = "raises"  # "raises", "warns" or "cli"
+    bug: Optional[tuple[str, Any]] = None  # (reason, the exception the library raises today): a strict xfail
+
+
+def typed(library_exc: type, library_match: str, typeguard_match: str) -> tuple[type, str]:
+    """A wrongly typed argument: jaxtyping's TypeCheckError when the checks are on."""
+    return (TypeCheckError, typeguard_match) if TYPECHECKED else (library_exc, library_match)
+
+
+def _enter(ctx) -> None:
+    with ctx:
+        raise AssertionError("the context was entered; it should have refused its arguments")
+
+
+def _edited(env: Env, edit: Callable[[dict], Any]) -> Path:
+    """The tiny model's checkpoint with ``edit`` applied (as a user or a bad tool might)."""
+    path = env.tmp / "edited.pt"
+    ckpt = env.tiny.checkpoint()
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def _mnist_checkpoint_with_tiny_specs(env: Env) -> Path:
+    """The shipped model's weights under the tiny model's architecture description."""
+    path = env.tmp / "other-arch.pt"
+    ckpt = env.mnist.checkpoint()
+    ckpt["specs"] = [s.to_dict() for s in env.tiny.specs]
+    ckpt["input_shape"] = [16]
+    torch.save(ckpt, path)
+    return path
+
+
+def _model_file(env: Env) -> Path:
+    path = env.tmp / "model.pt"
+    env.tiny.save(path)
+    return path
+
+
+def _train_mode_steer(env: Env) -> None:
+    env.mnist.train()
+    try:
+        with env.mnist.steer(SteeringVector({"layer0.post": torch.ones(512)})):
+            pass
+    finally:
+        env.mnist.eval()
+
+
+def _patch_batch_mismatch(env: Env) -> None:
+    with env.mnist.patch("layer0.post", torch.zeros(3, 512)):
+        env.mnist(X_MNIST)  # a batch of 4
+
+
+
+NAN_IMAGE = torch.full((784,), math.nan)
+EXP_INPUT = r"expected input of shape \[batch, 784\] or \[batch, 1, 28, 28\] or \[batch, 28, 28\], got "
+
+_str_digit = typed(SteeringError, r"a and b must be digits 0-9 or input tensors, got str \('3'\)", r"parameter 'a'")
+_not_callable = typed(TypeError, r"hook function must be callable as fn\(activation, hook\), got int", r"parameter 'fwd_hooks'")
+_rank0 = typed(ShapeError, EXP_INPUT + r"\[\]", r"parameter 'x'")
+
+CASES = [
+    # -- shapes and ranks -------------------------------------------------------------------------
+    Case("forward-1d-input", lambda e: e.mnist(torch.rand(784)), ShapeError,
+         EXP_INPUT + r"\[784\]; add a batch dimension with x\.unsqueeze\(0\)"),
+    Case("forward-783-features", lambda e: e.mnist(torch.rand(4, 783)), ShapeError, EXP_INPUT + r"\[4, 783\]$"),
+    Case("forward-2-channels", lambda e: e.mnist(torch.rand(4, 2, 28, 28)), ShapeError, EXP_INPUT + r"\[4, 2, 28, 28\]$"),
+    Case("forward-5d", lambda e: e.mnist(torch.rand(2, 1, 1, 28, 28)), ShapeError, EXP_INPUT + r"\[2, 1, 1, 28, 28\]$"),
+    Case("forward-0d", lambda e: e.mnist(torch.tensor(0.5)), *_rank0),
+    Case("run_with_cache-783-features", lambda e: e.mnist.run_with_cache(torch.rand(4, 783)), ShapeError, EXP_INPUT + r"\[4, 783\]"),
+    Case("start_at-wrong-width", lambda e: e.mnist(torch.rand(4, 5), start_at="layer0.post"), ShapeError,
+         r"start_at='layer0\.post' expects its activation of shape \[batch, 512\], got \[4, 5\]"),
+    # -- dtypes ------------------------------------------------------------------------------------
+    Case("forward-uint8-images", lambda e: e.mnist((torch.rand(4, 1, 28, 28) * 255).to(torch.uint8)), InputDtypeError,
+         r"expected a floating-point input \(pixels in \[0, 1\]\), got dtype torch\.uint8; convert with x\.float\(\) / 255"),
+    Case("forward-int64", lambda e: e.mnist(torch.zeros(4, 784, dtype=torch.int64)), InputDtypeError,
+         r"expected a floating-point input .*got dtype torch\.int64"),
+    Case("forward-float64", lambda e: e.mnist(X_MNIST.double()), InputDtypeError,
+         r"input dtype torch\.float64 does not match the model's torch\.float32; use x\.to\(torch\.float32\)"),
+    Case("run_with_cache-float64", lambda e: e.mnist.run_with_cache(X_MNIST.double(), names_filter="*.post"), InputDtypeError,
+         r"input dtype torch\.float64 does not match the model's torch\.float32"),
+    # -- empty batches -----------------------------------------------------------------------------
+    Case("forward-empty-batch", lambda e: e.mnist(torch.zeros(0, 784)), ShapeError,
+         r"empty batch: input has shape \[0, 784\]; expected at least one example"),
+    Case("steering_vector-empty-batch", lambda e: e.mnist.steering_vector(torch.zeros(0, 784), 1, "layer0.post"), ShapeError,
+         r"empty batch: input has shape \[0, 784\]; expected at least one example"),
+    # -- NaN / inf ---------------------------------------------------------------------------------
+    Case("steering_vector-nan-coeff", lambda e: e.mnist.steering_vector(3, 1, "layer0.post", coeff=math.nan), SteeringError,
+         r"coeff must be finite, got nan; use a finite number such as 1\.0"),
+    Case("steer-inf-coeff", lambda e: _enter(e.mnist.steer(SteeringVector({"layer0.post": torch.ones(512)}), coeff=math.inf)),
+         SteeringError, r"coeff must be finite, got inf"),
+    Case("vector-times-nan", lambda e: SteeringVector({"layer0.post": torch.ones(512)}) * math.nan, SteeringError,
+         r"coeff must be finite, got nan"),
+    Case("steering_vector-nan-image-contrast", lambda e: e.mnist.steering_vector(NAN_IMAGE, 1, "layer0.post"), SteeringError,
+         r"contrast input contains NaN or infinite values; pass finite images"),
+    Case("steering_grid-nan-images", lambda e: steering_grid(e.mnist, images=torch.full((3, 784), math.nan), labels=torch.tensor([0, 1, 2])),
+         UsageError, r"images contain NaN or infinite values"),
+    Case("vector-with-nan", lambda e: SteeringVector({"layer0.post": torch.full((512,), math.nan)}), SteeringError,
+         r"steering vector at 'layer0\.post' contains NaN or infinite values"),
+    Case("clamp-nan-value", lambda e: _enter(e.mnist.clamp("layer0.post", 0, math.nan)), SteeringError, r"clamp value must be finite, got nan"),
+    # -- digits --------------------------------------------------------------------------------------
+    Case("digit-10", lambda e: e.mnist.steering_vector(10, 1, "layer0.post"), SteeringError, r"digit must be in 0-9, got 10$"),
+    Case("digit-minus-1", lambda e: e.mnist.steering_vector(3, -1, "layer0.post"), SteeringError, r"digit must be in 0-9, got -1$"),
+    Case("digit-bool", lambda e: e.mnist.steering_vector(True, 1, "layer0.post"), SteeringError,
+         r"a and b must be digits 0-9 or input tensors, got bool \(True\)"),
+    Case("digit-str", lambda e: e.mnist.steering_vector("3", 1, "layer0.post"), *_str_digit),
+    Case("method-best", lambda e: e.mnist.steering_vector(3, 1, "layer0.post", method="best"), SteeringError,
+         r"method must be one of 'first', 'mean', got 'best'"),
+    Case("steering_grid-label-10", lambda e: steering_grid(e.mnist, images=X_MNIST[:3], labels=torch.tensor([0, 1, 10])), UsageError,
+         r"labels must be a 1-D integer tensor of digits 0-9, got .*\b10\b"),
+    # -- unknown hooks and filters ------------------------------------------------------------------
+    Case("names_filter-no-match", lambda e: e.mnist.run_with_cache(X_MNIST, names_filter="*.nope"), HookNameError,
+         r"pattern '\*\.nope' matched no hook point \(valid: " + VALID),
+    Case("add_hook-layer9", lambda e: e.mnist.add_hook("layer9.post", lambda a, h: None), HookNameError,
+         r"unknown hook 'layer9\.post'; did you mean 'layer4\.post'\? \(valid: " + VALID),
+    Case("steer-hook-typo", lambda e: _enter(e.mnist.steer(a=3, b=1, hook="layer0.pst")), HookNameError,
+         r"unknown hook 'layer0\.pst'; did you mean 'layer0\.post'\?"),
+    Case("stop_at-pattern", lambda e: e.mnist(X_MNIST, stop_at="*.post"), HookNameError,
+         r"expected one hook name, got the pattern '\*\.post' matching 5 hook points"),
+    Case("hooks-list-later-entry-unknown",
+         lambda e: _enter(e.mnist.hooks(fwd_hooks=[("layer0.post", lambda a, h: None), ("layer1.pots", lambda a, h: None)])),
+         HookNameError, r"unknown hook 'layer1\.pots'; did you mean 'layer1\.post'\?"),
+    Case("hooks-list-later-entry-not-callable",
+         lambda e: _enter(e.mnist.hooks(fwd_hooks=[("layer0.post", lambda a, h: None), ("layer1.post", 3)])), *_not_callable),
+    Case("stop_at-before-start_at", lambda e: e.mnist(torch.rand(4, 512), start_at="layer2.post", stop_at="layer0.post"), UsageError,
+         r"stop_at='layer0\.post' comes before start_at='layer2\.post'"),
+    # -- vectors and interventions that do not fit -----------------------------------------------------
+    Case("vector-wrong-size", lambda e: _enter(SteeringVector({"layer0.post": torch.zeros(5)}).apply(e.mnist)), ShapeError,
+         r"steering vector at 'layer0\.post' has shape \[5\], but the activation there is \[batch, 512\]; expected \[512\]"),
+    Case("vector-for-missing-hook", lambda e: _enter(SteeringVector({"layer7.post": torch.zeros(512)}).apply(e.mnist)), HookNameError,
+         r"steering vector has hook 'layer7\.post', which this model lacks; did you mean 'layer4\.post'\?"),
+    Case("mnist-vector-on-tiny-model", lambda e: _enter(e.tiny.steer(SteeringVector({"layer1.post": torch.ones(512)}))), ShapeError,
+         r"has shape \[512\], but the activation there is \[batch, 8\]; expected \[8\]"),
+    Case("ablate-zero-direction", lambda e: _enter(e.mnist.ablate(torch.zeros(512), "layer0.post")), SteeringError,
+         r"direction must be non-zero and finite to project out, got norm 0\.0"),
+    Case("patch-wrong-width", lambda e: _enter(e.mnist.patch("layer0.post", torch.ones(3, 5))), ShapeError,
+         r"patch activations have shape \[3, 5\]; expected \[batch, 512\] or \[512\] for 'layer0\.post'"),
+    Case("patch-batch-mismatch-at-run-time", _patch_batch_mismatch, ShapeError,
+         r"patch at 'layer0\.post' holds a batch of 3 but the run has 4"),
+    Case("clamp-index-out-of-range", lambda e: _enter(e.mnist.clamp("layer0.post", 512, 1.0)), IndexError,
+         r"unit index out of range for 'layer0\.post' of width 512: got \[512\]; expected 0\.\.511"),
+    Case("hook-returns-wrong-shape", lambda e: e.mnist.run_with_hooks(X_MNIST, fwd_hooks=[("layer0.post", lambda a, h: a[:, :3])]),
+         ShapeError, r"returned shape \(4, 3\), expected \(4, 512\) \(the shape of the activation at 'layer0\.post'\)"),
+    # -- files -----------------------------------------------------------------------------------------
+    Case("load-edited-state-dict",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c["state_dict"].__setitem__("layer0.module.weight", torch.zeros(8, 15)))),
+         CheckpointError,
+         r"does not match the architecture it describes \(missing \[\], unexpected \[\], shape mismatches "
+         r"\['layer0\.module\.weight: \(8, 15\) vs \(8, 16\)'\]\)"),
+    Case("load-weights-of-another-architecture", lambda e: HookedMLP.load(_mnist_checkpoint_with_tiny_specs(e)), CheckpointError,
+         r"does not match the architecture it describes .*shape mismatches \['layer0\.module\.weight: \(512, 784\) vs \(8, 16\)'"),
+    Case("load-missing-file", lambda e: HookedMLP.load(e.tmp / "nope.pt"), CheckpointError, r"checkpoint '.*nope\.pt' does not exist; check the path"),
+    Case("load-directory", lambda e: HookedMLP.load(e.tmp), CheckpointError,
+         r"checkpoint '.*' is a directory; expected a file written by hookedmlp"),
+    Case("vector-load-directory", lambda e: SteeringVector.load(e.tmp), CheckpointError,
+         r"steering vector '.*' is a directory; expected a file written by hookedmlp"),
+    Case("vector-load-a-model-checkpoint", lambda e: SteeringVector.load(_model_file(e)), CheckpointError,
+         r"'.*model\.pt' is not a hookedmlp steering vector \(version 1\); save one with SteeringVector\.save"),
+    Case("load-state-dict-entry-not-a-tensor",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c["state_dict"].__setitem__("layer0.module.weight", "x"))),
+         CheckpointError, r"corrupt or was edited"),
+    Case("load-spec-entry-not-a-dict",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c["specs"].__setitem__(1, "relu"))),
+         CheckpointError, r"malformed layer spec"),
+    Case("load-input_shape-not-a-list",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c.__setitem__("input_shape", 16))),
+         CheckpointError, r"has input_shape 16; expected a list of positive ints"),
+    Case("load-negative-width",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c["specs"][0].__setitem__("d_in", -16))),
+         CheckpointError, r"impossible architecture|malformed layer spec"),
+    Case("load-meta-not-a-dict",
+         lambda e: HookedMLP.load(_edited(e, lambda c: c.__setitem__("meta", [1, 2]))),
+         CheckpointError, r"meta"),
+    Case("pretrained-typo", lambda e: HookedMLP.from_pretrained("mnist-mpl"), CheckpointError,
+         r"unknown pretrained model 'mnist-mpl'; did you mean 'mnist-mlp'\?"),
+    # -- a model in training mode: a warning, not an error ----------------------------------------------
+    Case("steer-in-training-mode", _train_mode_steer, SteeringWarning, r"steering a model in training mode: dropout is active", kind="warns"),
+    # -- the command line ---------------------------------------------------------------------------------
+    Case("cli-grid-coeff-inf", lambda e: ["grid", "--coeff", "inf"], "argparse", r"argument --coeff: expected a finite number, got inf", kind="cli"),
+    Case("cli-sweep-a-12", lambda e: ["sweep", "--a", "12"], "argparse", r"argument --a: expected a digit 0-9, got '12'", kind="cli"),
+    Case("cli-grid-hook-typo", lambda e: ["grid", "--hook", "layer0.pst"], "status 2",
+         r"unknown hook 'layer0\.pst'; did you mean 'layer0\.post'\?", kind="cli"),
+    Case("cli-grid-method-best", lambda e: ["grid", "--method", "best"], "argparse",
+         r"argument --method: invalid choice: 'best' \(choose from '?first'?, '?mean'?\)", kind="cli"),
+    Case("cli-train-epochs-0", lambda e: ["train", "--epochs", "0"], "argparse", r"argument --epochs: expected a positive integer, got 0", kind="cli"),
+    Case("cli-unknown-subcommand", lambda e: ["steer", "3", "1"], "argparse", r"argument command: invalid choice: 'steer'", kind="cli"),
+    Case("cli-hooks-corrupt-checkpoint",
+         lambda e: ["hooks", "--checkpoint", str(_edited(e, lambda c: c["state_dict"].__setitem__("layer0.module.weight", "x")))],
+         "status 2", r"corrupt or was edited", kind="cli"),
+    Case("cli-hooks-checkpoint-directory", lambda e: ["hooks", "--checkpoint", str(e.tmp)], "status 2",
+         r"checkpoint '.*' is a directory; expected a file", kind="cli"),
+]
+N = len(CASES)
+IDS = [f"{i:02d}of{N}-{c.name}" for i, c in enumerate(CASES, start=1)]
+PARAMS = [
+    pytest.param(c, id=i, marks=[pytest.mark.xfail(strict=True, raises=c.bug[1], reason="BUG: " + c.bug[0])] if c.bug else [])
+    for c, i in zip(CASES, IDS)
+]
+
+
+def test_the_catalogue_has_at_least_30_cases():
+    assert N >= 30
+    assert len(set(c.name for c in CASES)) == N
+
+
+def _state(model: HookedMLP, x: torch.Tensor):
+    with torch.no_grad():
+        return model.attached_hooks(), model.training, model(x).clone()
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_bad_input(case: Case, mnist: HookedMLP, tiny: HookedMLP, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    env = Env(mnist, tiny, tmp_path)
+    before = {"mnist": _state(mnist, X_MNIST), "tiny": _state(tiny, X_TINY)}
+    assert before["mnist"][:2] == ([], False) and before["tiny"][:2] == ([], False)
+    if case.kind == "raises":
+        with pytest.raises(case.exc, match=case.match) as info:
+            case.call(env)
+        assert type(info.value) is case.exc or case.exc is TypeCheckError, f"got {type(info.value)}, a subclass of {case.exc}"
+    elif case.kind == "warns":
+        with pytest.warns(case.exc, match=case.match):
+            case.call(env)
+    else:
+        _check_cli(case, case.call(env), capsys)
+    for name, model, x in (("mnist", mnist, X_MNIST), ("tiny", tiny, X_TINY)):
+        hooks, training, logits = _state(model, x)
+        assert hooks == [], f"{case.name} left hooks on the {name} model: {hooks}"
+        assert not any(hp in _WITH_HOOKS for hp in model.hook_dict.values())
+        assert training is False, f"{case.name} left the {name} model in training mode"
+        assert torch.equal(logits, before[name][2]), f"{case.name} changed the {name} model's logits"
+
+
+def _check_cli(case: Case, argv: list, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    status: Optional[int]
+    try:
+        status = main(argv)
+    except SystemExit as e:
+        assert case.exc == "argparse", f"argparse exited for {argv}: {e}"
+        status = e.code
+    else:
+        assert case.exc == "status 2", f"main({argv}) returned {status} instead of argparse exiting"
+    out, err = capsys.readouterr()
+    assert status == 2, (status, out, err)
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}: {err!r}"
+    assert re.match(r"hookedmlp( \w+)?: error: ", lines[0]), lines[0]
+    assert re.search(case.match, lines[0]), (case.match, lines[0])
