@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.engine import METRICS, Contrast, evaluate_contrasts, unsteered_metrics
+from analysis.engine import CHUNK_ROWS, METRICS, Contrast, evaluate_contrasts, unsteered_metrics
 from hookedmlp import HookedMLP, UsageError
 from hookedmlp.data import load_mnist
 from hookedmlp.io import atomic_write
@@ -351,7 +351,7 @@ def build_grid(model: HookedMLP, hook: str, coeff: float, method: str, digits: S
 
 def steering_grid(model: HookedMLP, hook: str = "layer0.post", coeff: float = 1.0, method: str = "first",
                   images: Optional[Tensor] = None, labels: Optional[Tensor] = None, digits: Sequence[int] = tuple(range(10)),
-                  chunk_rows: int = 65_536, keep_distributions: bool = False, progress: bool = False) -> GridResult:
+                  chunk_rows: int = CHUNK_ROWS, keep_distributions: bool = False, progress: bool = False) -> GridResult:
     """Steer with ``a - b`` at ``hook`` for every pair and score each cell.
 
     Args:
