@@ -52,7 +52,7 @@ def main() -> None:
     plain, steered = [], []
     with torch.no_grad():
         model(x)
-        for _ in range(15):  # interleaved, so drifts in machine speed hit both alike
+        for _ in range(40):  # interleaved, so drifts in machine speed hit both alike
             plain.append(best_of(lambda: model(x), 1))
             with vec.apply(model):
                 steered.append(best_of(lambda: model(x), 1))
