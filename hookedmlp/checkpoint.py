@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from hookedmlp.config import LayerSpec
+from hookedmlp.config import LayerSpec, MLPConfig
 from hookedmlp.errors import CheckpointError, closest
 from hookedmlp.io import atomic_save, safe_load
 
@@ -83,9 +83,23 @@ def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.devic
         )
     model.load_state_dict(state)
     model.meta = dict(meta)
+    model.config = _config(ckpt.get("config", meta.get("config")), model.specs, source)
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _config(data: Any, specs: Any, source: str) -> Optional[MLPConfig]:
+    """The ``MLPConfig`` a checkpoint records, checked against its specs (None if it records none)."""
+    if data is None:
+        return None
+    try:
+        config = MLPConfig(**{**data, "d_hidden": tuple(data.get("d_hidden", ()))})
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{source} has an unreadable config {data!r} ({e}); the file is corrupt or was edited") from None
+    if tuple(config.layer_specs()) != tuple(specs):
+        raise CheckpointError(f"{source} has a config that does not describe its layers ({config}); the file is corrupt or was edited")
+    return config
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", device: Union[str, torch.device, None] = None) -> Any:

@@ -6,7 +6,7 @@ output. For the study's Linear-ReLU-Linear-ReLU-Linear network ``layer0.post``
 is the first Linear's output and ``layer4.post`` the logits.
 """
 
-import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
@@ -571,7 +571,7 @@ class HookedMLP(HookedRoot):
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint(self, meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-        """The plain-data checkpoint of this model: specs, input shape, weights, ``meta``.
+        """The plain-data checkpoint of this model: specs, config, input shape, weights, ``meta``.
 
         Args:
             meta: JSON-like metadata to store with it (e.g. training settings).
@@ -586,7 +586,7 @@ class HookedMLP(HookedRoot):
             >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
             >>> ckpt = model.checkpoint({"note": "demo"})
             >>> sorted(ckpt)
-            ['format', 'input_shape', 'meta', 'specs', 'state_dict', 'version']
+            ['config', 'format', 'input_shape', 'meta', 'specs', 'state_dict', 'version']
             >>> ckpt["meta"]
             {'note': 'demo'}
         """
@@ -594,6 +594,7 @@ class HookedMLP(HookedRoot):
             "format": "hookedmlp.checkpoint",
             "version": 1,
             "specs": [s.to_dict() for s in self.specs],
+            "config": dataclasses.asdict(self.config) if self.config is not None else None,
             "input_shape": list(self.input_shape),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "meta": dict(meta or {}),

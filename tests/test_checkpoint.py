@@ -76,7 +76,8 @@ def test_round_trip_other_architectures(tmp_path, tiny_x):
 def test_checkpoint_contents():
     m = _model()
     c = m.checkpoint({"a": 1})
-    assert set(c) == {"format", "version", "specs", "input_shape", "state_dict", "meta"}
+    assert set(c) == {"format", "version", "specs", "config", "input_shape", "state_dict", "meta"}
+    assert c["config"] == {"d_in": 16, "d_hidden": (8, 8), "d_out": 3, "activation": "relu", "dropout": 0.0, "bias": True}
     assert c["format"] == "hookedmlp.checkpoint" and c["version"] == 1
     assert c["specs"] == [s.to_dict() for s in m.specs]
     assert c["input_shape"] == [1, 4, 4] and c["meta"] == {"a": 1}
@@ -310,3 +311,35 @@ def test_layer_spec_list_checkpoint_specs_are_layer_specs(tmp_path):
     m = _model()
     m.save(tmp_path / "m.pt")
     assert all(isinstance(s, LayerSpec) for s in HookedMLP.load(tmp_path / "m.pt").specs)
+
+
+# -- the MLPConfig travels with the checkpoint ------------------------------------------------
+
+@pytest.mark.parametrize("cfg", [MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3),
+                                 MLPConfig(d_in=16, d_hidden=(8,), d_out=3, activation="gelu", dropout=0.1)])
+def test_config_round_trips(tmp_path, cfg):
+    torch.manual_seed(0)
+    HookedMLP(cfg).save(tmp_path / "m.pt")
+    assert HookedMLP.load(tmp_path / "m.pt").config == cfg
+
+
+def test_model_without_config_loads_without_one(tmp_path, tiny):
+    tiny.save(tmp_path / "m.pt")  # from_sequential: described by its specs only
+    assert tiny.config is None and HookedMLP.load(tmp_path / "m.pt").config is None
+
+
+def test_shipped_model_has_its_config():
+    assert HookedMLP.from_pretrained("mnist-mlp").config == MLPConfig()
+
+
+def test_config_that_contradicts_the_specs_is_refused(tmp_path):
+    HookedMLP(MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3)).save(tmp_path / "m.pt")
+    data = torch.load(tmp_path / "m.pt", weights_only=True)
+    data["config"]["activation"] = "tanh"
+    torch.save(data, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=re.escape("has a config that does not describe its layers")):
+        HookedMLP.load(tmp_path / "m.pt")
+    data["config"] = {"d_in": "x"}
+    torch.save(data, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=re.escape("has an unreadable config {'d_in': 'x'}")):
+        HookedMLP.load(tmp_path / "m.pt")
