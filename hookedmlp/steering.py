@@ -350,8 +350,9 @@ class SteeringVector(Mapping[str, Tensor]):
             warnings.warn("steering a model in training mode: dropout is active, so outputs are random; call model.eval() first",
                           SteeringWarning, stacklevel=3)
         fp = self.meta.get("model")
-        if fp is not None and fp != model_fingerprint(model):
-            warnings.warn(f"steering vector {self.label!r} was built on model {fp}, applied to model {model_fingerprint(model)}",
+        current = model_fingerprint(model) if fp is not None else None
+        if fp is not None and fp != current:
+            warnings.warn(f"steering vector {self.label!r} was built on model {fp}, applied to model {current}",
                           SteeringWarning, stacklevel=3)
 
         def adder(v: Tensor):  # a separate closure per hook
