@@ -38,12 +38,16 @@ def main() -> None:
     images, labels = load_mnist("test")
     n = len(labels)
     with torch.no_grad():
-        ours = min(_time(lambda: steering_grid(model, images=images, labels=labels)) for _ in range(2))
+        # Interleaved rounds, best of each, so that a slow spell of the machine hits all alike.
+        ours, sweep, rates = [], [], []
+        for _ in range(4):
+            rates.append(matmul_rate(n))
+            ours.append(_time(lambda: steering_grid(model, images=images, labels=labels)))
+            sweep.append(_time(lambda: all_pairs_sweep(model, images=images, labels=labels)))
+        ours, sweep, rate = min(ours), min(sweep), max(rates)
         vectors = digit_vectors(model, "layer0.post", range(10))
         contrasts = [Contrast("layer0.post", v, a, b) for (a, b), v in vectors.items()]
-        plain = _time(lambda: evaluate_plain(model, images, labels, contrasts))
-        sweep = min(_time(lambda: all_pairs_sweep(model, images=images, labels=labels)) for _ in range(2))
-        rate = matmul_rate(n)
+        plain = min(_time(lambda: evaluate_plain(model, images, labels, contrasts)) for _ in range(2))
     suffix_macs = sum(s.d_in * s.d_out for s in model.specs[2:] if s.kind == "linear")  # after layer0.post's ReLU
     bound = 90 * n * suffix_macs / rate  # the 10 diagonal vectors are zero and cost nothing
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, matmul rate {rate / 1e9:.1f} G multiply-adds/s")
@@ -52,8 +56,9 @@ def main() -> None:
     print(f"  FLOP bound {bound:.2f} s ({90} vectors x {n} images x {suffix_macs} multiply-adds) "
           f"-> ours is {ours / bound:.2f}x the bound (target <= 1.3x)")
     full_macs = sum(s.d_in * s.d_out for s in model.specs if s.kind == "linear")
-    print(f"  the plain way's own FLOP bound: {100 * n * full_macs / rate:.2f} s; the best possible speed-up by skipping "
-          f"the prefix is {100 * full_macs / (90 * suffix_macs):.2f}x")
+    plain_bound = 100 * n * full_macs / rate
+    print(f"  the plain way's own FLOP bound: {plain_bound:.2f} s (it runs at {plain / plain_bound:.2f}x its bound); "
+          f"the best possible speed-up by skipping the prefix is {100 * full_macs / (90 * suffix_macs):.2f}x")
     print(f"all pairs x all {len(model.hook_names)} hook points: {sweep:.2f} s -> {sweep / ours:.2f}x the layer-0 grid (target <= 1.5x)")
 
 
