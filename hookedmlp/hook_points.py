@@ -12,7 +12,7 @@ that hook and nothing else, and may be called any number of times.
 import itertools
 import weakref
 from collections.abc import Callable
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,14 @@ Direction = Literal["fwd", "bwd"]
 _ids = itertools.count()
 # Every HookPoint that currently has a hook attached, for leak checks in tests.
 _WITH_HOOKS: "weakref.WeakSet[HookPoint]" = weakref.WeakSet()
+
+
+def check_hook_args(fn: Any, dir: Any) -> None:
+    """Raise unless ``fn`` is callable and ``dir`` is ``"fwd"`` or ``"bwd"`` (shared by every way to add a hook)."""
+    if dir not in ("fwd", "bwd"):
+        raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+    if not callable(fn):
+        raise TypeError(f"hook function must be callable as fn(activation, hook), got {type(fn).__name__}")
 
 
 class HookHandle:
@@ -194,10 +202,7 @@ class HookPoint(nn.Module):
             ...     point(torch.ones(3)).tolist()
             [2.0, 2.0, 2.0]
         """
-        if dir not in ("fwd", "bwd"):
-            raise ValueError(f"hook direction must be 'fwd' or 'bwd', got {dir!r}")
-        if not callable(fn):
-            raise TypeError(f"hook function must be callable fn(activation, hook), got {type(fn).__name__}")
+        check_hook_args(fn, dir)
         handle = HookHandle(self, fn, dir, is_permanent)
         (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(handle)
         _WITH_HOOKS.add(self)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from hookedmlp.cache import ActivationCache
 from hookedmlp.errors import HookNameError, did_you_mean
-from hookedmlp.hook_points import Direction, HookFn, HookHandle, HookPoint
+from hookedmlp.hook_points import Direction, HookFn, HookHandle, HookPoint, check_hook_args
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter", "HookSpec"]
 
@@ -247,19 +247,12 @@ class HookedRoot(nn.Module):
             >>> handle = model.add_hook("layer0.post", lambda act, hook: act * 0)
             >>> handle.remove()
         """
-        self._check_hook_args(fn, dir)
+        check_hook_args(fn, dir)
         names = self.resolve_names(name_or_filter)
         handles = self._register([(n, fn) for n in names], dir, is_permanent)
         if isinstance(name_or_filter, str) and name_or_filter in self.hook_dict:
             return handles[0]
         return HookGroup(handles)
-
-    @staticmethod
-    def _check_hook_args(fn: Any, dir: Any) -> None:
-        if dir not in ("fwd", "bwd"):
-            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
-        if not callable(fn):
-            raise TypeError(f"hook function must be callable as fn(activation, hook), got {type(fn).__name__}")
 
     def _register(self, pairs: Sequence[tuple[str, HookFn]], dir: Direction, is_permanent: bool = False) -> list[HookHandle]:
         """Attach all ``(name, fn)`` pairs, or none of them if any registration fails."""
@@ -282,7 +275,7 @@ class HookedRoot(nn.Module):
             if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
                 raise TypeError(f"{dir}_hooks entries must be (name_or_filter, fn) pairs, got {spec!r}")
             name_or_filter, fn = spec
-            self._check_hook_args(fn, dir)
+            check_hook_args(fn, dir)
             pairs.extend((name, fn) for name in self.resolve_names(name_or_filter))
         return pairs
 

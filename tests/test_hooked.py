@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hookedmlp import HookedMLP, HookGroup, HookHandle, HookNameError
+from hookedmlp.hook_points import check_hook_args
 
 
 def noop(act, hook):
@@ -136,11 +137,11 @@ def test_add_hook_unknown_name(tiny):
 
 
 def test_hook_arg_checks_own_messages():
-    # HookedRoot's own checks (add_hook's annotations are also checked at runtime under pytest)
+    # the shared check behind add_hook, hooks() and HookPoint.add_hook (their annotations are also checked under pytest)
     with pytest.raises(TypeError, match=re.escape("hook function must be callable as fn(activation, hook), got int")):
-        HookedMLP._check_hook_args(5, "fwd")
+        check_hook_args(5, "fwd")
     with pytest.raises(ValueError, match=re.escape("dir must be 'fwd' or 'bwd', got 'up'")):
-        HookedMLP._check_hook_args(noop, "up")
+        check_hook_args(noop, "up")
 
 
 def test_add_hook_bad_fn_or_dir_leaves_nothing(tiny):
