@@ -1,11 +1,13 @@
 """analysis: the study's grids, sweeps and distributions, built on hookedmlp's public API.
 
-Figures live in ``analysis.figures`` (the only module that imports plotly); import it
-explicitly.
+Figures live in ``analysis.figures`` (the only module that imports plotly); import it explicitly.
 """
 
 from analysis.distributions import steered_distributions
+from analysis.engine import Addition, evaluate_additions
 from analysis.grid import GridResult, steering_grid
+from analysis.metrics import METRICS
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
-__all__ = ["GridResult", "steering_grid", "layer_sweep", "coeff_sweep", "all_pairs_sweep", "steered_distributions"]
+__all__ = ["Addition", "GridResult", "METRICS", "evaluate_additions", "steering_grid", "layer_sweep", "coeff_sweep",
+           "all_pairs_sweep", "steered_distributions"]

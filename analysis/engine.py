@@ -1,63 +1,47 @@
-"""Evaluate many steering vectors on one labelled set, fast.
+"""Evaluating many activation additions on one labelled set, fast, and the plain way to check it against.
 
-The plain way runs one full hooked forward pass per vector. Here:
+The plain way runs one full hooked forward pass per addition. On a ``HookedMLP`` (any chain):
 
-1. *Folding.* Adding ``v`` just before an affine layer ``L`` equals adding
-   ``L(v) - L(0) = W v`` just after it, so each vector is carried forward through
-   every Linear (and eval-mode Dropout) that follows its hook, up to the next
-   nonlinearity or the logits.
-2. *Prefix once.* The activation at each folded hook is computed once for the whole
-   set with ``forward(stop_at=...)``; only the suffix runs per vector
-   (``forward(start_at=...)``, or, where nothing is attached after the hook and the
-   suffix is Linear/ReLU only, the same modules into reused buffers), several vectors
-   stacked into one batch, in chunks of at most ``chunk_rows`` rows. A vector folded
-   onto the logits costs one add.
-3. *No repeats.* Vectors that fold to the same hook with the same values (the same
-   tensor seen as ``layer{i}.post`` and ``layer{i+1}.pre``, or a vector before and
-   after a Linear) are evaluated once; zero vectors reuse the unsteered logits.
+1. *Folding.* Adding ``v`` before an affine module ``L`` (Linear, Conv, eval-mode BatchNorm,
+   Flatten, AvgPool...) equals adding ``L(v) - L(0)`` after it, so each vector is carried
+   forward through the affine modules after its hook, up to the next nonlinearity or the
+   logits. It is never carried past a hook point with hooks attached.
+2. *Prefix once.* The activation at each folded hook is computed once; only the suffix runs
+   per vector, several vectors stacked into one batch (at most ``chunk_elements`` activation
+   entries per pass). Where a suffix is Linear/ReLU only and hook-free, it runs into reused
+   buffers. With hooks attached after the hook (which may depend on the batch), each vector
+   instead runs alone on the whole set, exactly as in its full pass.
+3. *No repeats.* Additions that fold to the same place with the same values run once; zero
+   vectors reuse the unsteered logits.
 
-Only hookedmlp's public API is used.
+Any other ``HookedRoot`` (e.g. ``ResidualMLP``) has no prefix/suffix split: each addition gets
+one full pass, which is correct and says so in ``Evaluation.engine``.
 """
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from hookedmlp import HookedMLP
+from analysis.metrics import METRICS, Scored, per_class_logit_sums
+from hookedmlp import HookedMLP, HookedRoot, UsageError
+from hookedmlp.modules import fold as fold_module
 
-# Rows per suffix pass: bounds the preallocated buffers (16,384 x 512 floats = 32 MiB each).
-# Larger chunks measured no faster on the study's grid (bench_grid).
-CHUNK_ROWS = 16_384
+__all__ = ["Addition", "Evaluation", "CHUNK_ELEMENTS", "fold", "evaluate_additions", "evaluate_plain", "unsteered"]
 
-__all__ = ["Contrast", "METRICS", "CHUNK_ROWS", "fold", "evaluate_contrasts", "evaluate_plain", "unsteered_metrics"]
-
-METRICS = ("loss", "flip_rate", "accuracy_other", "kl")
+# Activation entries per suffix pass: bounds the buffers (8 Mi floats = 32 MiB each).
+CHUNK_ELEMENTS = 16_384 * 512
 
 
-@dataclasses.dataclass
-class Contrast:
-    """One intervention to evaluate: add ``vector`` at ``hook``; ``a``/``b`` label the contrast.
-
-    Args:
-        hook: the hook name where the vector is added.
-        vector: the vector, ``[width of hook]``.
-        a: the digit the vector pushes towards (for ``flip_rate``).
-        b: the digit left out of the scores (``loss`` etc. are on the other digits).
-
-    Examples:
-        >>> import torch
-        >>> from analysis.engine import Contrast
-        >>> c = Contrast("layer0.post", torch.zeros(512), a=3, b=1)
-        >>> c.hook, c.a, c.b
-        ('layer0.post', 3, 1)
-    """
+@dataclasses.dataclass(frozen=True)
+class Addition:
+    """Add ``vector`` (one example's activation shape) at ``hook``; ``a``/``b`` name the contrast it stands for."""
 
     hook: str
     vector: Tensor
@@ -65,297 +49,224 @@ class Contrast:
     b: int
 
 
-def fold(model: HookedMLP, hook: str, vectors: Float[Tensor, "k d"]) -> tuple[str, Float[Tensor, "k d_folded"]]:
-    """Carry vectors added at ``hook`` forward through the affine modules that follow it.
+@dataclasses.dataclass
+class Evaluation:
+    """Per addition: each metric's value, the per-class distributions ``[class, class]``, and how it was computed."""
 
-    ``layer{i}.pre`` is first read as ``layer{i-1}.post`` (the same tensor).
-    Dropout counts as the identity only in eval mode. Folding never moves a vector
-    past a hook point that has forward hooks attached (a clamp, patch or ablation
-    there must see the steered activation), so the result always equals adding the
-    vector at ``hook`` itself.
+    values: dict[str, np.ndarray]
+    distributions: np.ndarray
+    engine: str
 
-    Args:
-        model: the model.
-        hook: where the vectors are added.
-        vectors: ``[k, width of hook]``.
 
-    Returns:
-        ``(hook_reached, folded)``: the last hook reached before a nonlinearity (or
-            the logits) and the equivalent vectors there, ``[k, width there]``.
+def _hooked_after(model: HookedMLP, position: int) -> bool:
+    return any(hp.fwd_hooks for hp in model.hook_points()[position + 1 :])
 
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> _ = torch.manual_seed(0)
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
-        >>> from analysis.engine import fold
-        >>> hook, folded = fold(model, "layer1.post", torch.ones(1, 3))
-        >>> hook, folded.shape
-        ('layer2.post', torch.Size([1, 2]))
-        >>> torch.allclose(folded, torch.ones(1, 3) @ model.layer2.module.weight.T)
-        True
+
+def fold(model: HookedMLP, hook: str, vectors: Tensor) -> tuple[str, Tensor]:
+    """Carry ``vectors`` ``[k, *shape]`` added at ``hook`` forward through the affine modules after it.
+
+    Returns the last hook point reached and the equivalent vectors there; the result always
+    equals adding the vectors at ``hook`` itself.
     """
-    names = model.hook_names
-    pos = names.index(hook)
-
-    def free(p: int) -> bool:
-        return not model.hook_dict[names[p]].fwd_hooks
-
-    if pos % 2 == 0 and pos > 0 and free(pos):  # layer{i}.pre carries the tensor of layer{i-1}.post
-        pos -= 1
-    nxt = pos // 2 + (pos % 2)  # the next module to run after this hook point
+    layout, points = model.layout, model.hook_points()
+    free = lambda name: not points[layout.site(name).position].fwd_hooks  # noqa: E731
+    if free(hook):
+        hook = layout.carrier(hook)
+    nxt = layout.next_layer(hook)
     while nxt < model.n_layers:
-        spec = model.specs[nxt]
-        passed = range(pos + 1, 2 * nxt + 2)  # the hook points the vector would move past
-        if not all(free(p) for p in passed):
+        layer, post = layout.layers[nxt], layout.post(nxt)
+        if not (layer.affine and free(layout.sites[2 * nxt].name) and free(post)):
             break
-        if spec.kind == "linear":
-            vectors = vectors @ getattr(model, f"layer{nxt}").module.weight.T
-        elif not (spec.kind == "dropout" and not model.training):
-            break
-        pos = 2 * nxt + 1
-        nxt += 1
-    return names[pos], vectors
+        vectors = fold_module(layer.module, vectors)
+        hook, nxt = post, nxt + 1
+    return hook, vectors
 
 
-def _metrics(logits: Float[Tensor, "k n c"], labels: Int[Tensor, " n"], base_logp: Float[Tensor, "n c"],
-             a: Int[Tensor, " k"], b: Int[Tensor, " k"], n_digits: int) -> dict[str, Tensor]:
-    """The study's loss (without b) and our additions, per vector."""
-    k, n, c = logits.shape
-    logp = F.log_softmax(logits, dim=-1)
-    ce = -logp.gather(2, labels.view(1, n, 1).expand(k, n, 1)).squeeze(2)  # [k, n]
-    keep = labels.unsqueeze(0) != b.unsqueeze(1)  # [k, n]: test set cleaned of b
-    is_b = ~keep
-    pred = logits.argmax(-1)
-    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)  # KL(unsteered || steered) per image
-    n_keep = keep.sum(1).clamp(min=1)
-    onehot = F.one_hot(labels, n_digits).to(logits.dtype)  # [n, digits]
-    mean_logits = torch.einsum("nd,knc->kdc", onehot, logits) / onehot.sum(0).clamp(min=1).view(1, -1, 1)
-    return {
-        "loss": (ce * keep).sum(1) / n_keep,
-        "flip_rate": ((pred == a.unsqueeze(1)) & is_b).sum(1) / is_b.sum(1).clamp(min=1),
-        "accuracy_other": ((pred == labels) & keep).sum(1) / n_keep,
-        "kl": (kl * keep).sum(1) / n_keep,
-        "distributions": F.softmax(mean_logits, dim=-1),  # [k, digit, class]
-    }
+class _Sums:
+    """Running sums of every metric's ``value * mask`` and ``mask``, and of the per-class logits."""
 
+    def __init__(self, k: int, n_classes: int, device: Any, dtype: torch.dtype) -> None:
+        z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
+        self.num = {m: z(k) for m in METRICS}
+        self.den = {m: z(k) for m in METRICS}
+        self.logits, self.counts = z(k, n_classes, n_classes), z(n_classes)
+        self.n_classes = n_classes
 
-def unsteered_metrics(model: HookedMLP, images: Tensor, labels: Tensor, digits: Sequence[int]) -> dict[str, np.ndarray]:
-    """Metrics of the unsteered model for each ``b`` in ``digits`` (the study's "Normal" row).
+    def add(self, rows: Tensor, s: Scored, count_images: bool = False) -> None:
+        """Add chunk ``s`` (its additions are rows ``rows`` of the result)."""
+        for name, metric in METRICS.items():
+            mask = metric.mask(s).to(s.logits.dtype)
+            self.num[name].index_add_(0, rows, (metric.value(s) * mask).sum(1))
+            self.den[name].index_add_(0, rows, mask.sum(1))
+        sums, counts = per_class_logit_sums(s, self.n_classes)
+        self.logits.index_add_(0, rows, sums)
+        if count_images:
+            self.counts += counts
 
-    Args:
-        model: the model.
-        images: the scoring set's inputs.
-        labels: their integer labels.
-        digits: the values of ``b`` (each left out of the set in turn).
-
-    Returns:
-        ``{metric: array}`` for ``METRICS`` and ``distributions``, one entry per digit.
-
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> _ = torch.manual_seed(0)
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
-        >>> from analysis.engine import unsteered_metrics
-        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
-        >>> m = unsteered_metrics(model, x, y, [0, 1])
-        >>> sorted(m), m["loss"].shape
-        (['accuracy_other', 'distributions', 'flip_rate', 'kl', 'loss'], (2,))
-    """
-    with torch.no_grad():
-        logits = model(images)
-    k = len(digits)
-    b = torch.tensor(list(digits), device=logits.device)
-    m = _metrics(logits.unsqueeze(0).expand(k, -1, -1), labels, F.log_softmax(logits, -1), b, b, int(logits.shape[-1]))
-    return {name: v.cpu().numpy() for name, v in m.items()}
-
-
-def evaluate_contrasts(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: Sequence[Contrast],
-                       chunk_rows: int = CHUNK_ROWS, progress: bool = False) -> dict[str, np.ndarray]:
-    """Metrics for every contrast: arrays with one entry per contrast (see ``METRICS``).
-
-    ``distributions`` has shape ``[len(contrasts), n_classes, n_classes]``: for each
-    digit, softmax of the steered model's mean logits over that digit's images.
-
-    Args:
-        model: the model (evaluated as it is: put it in eval mode first).
-        images: the scoring set's inputs ``[n, d_in]``.
-        labels: their integer labels ``[n]``.
-        contrasts: the interventions, each evaluated on its own.
-        chunk_rows: at most this many rows per suffix pass (bounds memory; at least one
-            vector per pass).
-        progress: show a tqdm bar.
-
-    Returns:
-        ``{metric: array}`` for ``METRICS`` (``[len(contrasts)]`` each) and
-            ``distributions``.
-
-    Raises:
-        ValueError: no contrasts, or ``chunk_rows`` below 1.
-
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> _ = torch.manual_seed(0)
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
-        >>> from analysis.engine import Contrast, evaluate_contrasts
-        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
-        >>> contrasts = [Contrast("layer0.post", torch.ones(3), 1, 0),
-        ...              Contrast("layer2.post", torch.tensor([-9.0, 9.0]), 1, 0)]
-        >>> m = evaluate_contrasts(model, x, y, contrasts)
-        >>> m["loss"].shape, m["distributions"].shape
-        ((2,), (2, 2, 2))
-        >>> float(m["flip_rate"][1])  # +9 on class 1's logit: every 0 becomes a 1
-        1.0
-    """
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows}")
-    if not contrasts:
-        raise ValueError("no contrasts to evaluate; pass at least one Contrast")
-    labels = labels.to(images.device).long()
-    with torch.no_grad():
-        base = model(images)
-        base_logp = F.log_softmax(base, -1)
-        n, n_classes = base.shape
-        # Fold every vector; group by folded hook; drop repeats.
-        unique: dict[str, list[tuple[Tensor, int, int]]] = {}
-        where: list[tuple[str, int]] = []
-        for c in contrasts:
-            hook, v = fold(model, c.hook, c.vector.unsqueeze(0))
-            group = unique.setdefault(hook, [])
-            tol = 1e-5 * max(1.0, float(v.abs().max()))  # float rounding of an exact identity
-            for i, (u, a, b) in enumerate(group):
-                if a == c.a and b == c.b and torch.allclose(u, v[0], rtol=0, atol=tol):
-                    where.append((hook, i))
-                    break
-            else:
-                where.append((hook, len(group)))
-                group.append((v[0], c.a, c.b))
-        results: dict[str, list[dict[str, Tensor]]] = {}
-        total = sum(len(g) for g in unique.values())
-        bar = tqdm(total=total, desc="steering", unit="vector", disable=not progress)
-        for hook, group in unique.items():
-            vecs = torch.stack([g[0] for g in group])
-            a = torch.tensor([g[1] for g in group], device=base.device)
-            b = torch.tensor([g[2] for g in group], device=base.device)
-            out: list[dict[str, Tensor]] = [dict() for _ in group]
-            zero = (vecs == 0).all(1)
-            todo = (~zero).nonzero().squeeze(1).tolist()
-            at_logits = hook == model.hook_names[-1]
-            acts = None if at_logits or not todo else model(images, stop_at=hook)
-            per_chunk = max(1, chunk_rows // n)
-            suffix = _Suffix(model, hook, per_chunk * n, images.dtype, images.device)
-            batches = [[i] for i in zero.nonzero().squeeze(1).tolist()] + [todo[i:i + per_chunk] for i in range(0, len(todo), per_chunk)]
-            for idx in batches:
-                if zero[idx[0]]:
-                    logits = base.unsqueeze(0)
-                elif at_logits:
-                    logits = base.unsqueeze(0) + vecs[idx].unsqueeze(1)
-                else:
-                    x = suffix.input(len(idx) * n).view(len(idx), n, -1)
-                    torch.add(acts.unsqueeze(0), vecs[idx].unsqueeze(1), out=x)
-                    logits = suffix(x.view(len(idx) * n, -1)).view(len(idx), n, n_classes)
-                m = _metrics(logits, labels, base_logp, a[idx], b[idx], n_classes)
-                for j, i in enumerate(idx):
-                    out[i] = {name: val[j] for name, val in m.items()}
-                bar.update(len(idx))
-            results[hook] = out
-        bar.close()
-    stacked = {name: np.stack([results[h][i][name].cpu().numpy() for h, i in where]) for name in (*METRICS, "distributions")}
-    return stacked
+    def result(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        values = {m: (self.num[m] / self.den[m].clamp(min=1)).cpu().numpy() for m in METRICS}
+        mean = self.logits / self.counts.clamp(min=1).view(1, -1, 1)
+        return values, F.softmax(mean, dim=-1).cpu().numpy()
 
 
 class _Suffix:
-    """Runs the modules after ``hook`` on a batch of our own, reusing buffers across calls.
+    """The modules after a hook, run into reused buffers (hook-free Linear/ReLU/eval-Dropout suffixes only)."""
 
-    Fresh 20 MB intermediates per vector would be returned to the OS and page-faulted
-    again each time; preallocated outputs and in-place activations avoid that (62 -> 40
-    ms per vector on the study's grid). Used only where nothing is attached to the hook
-    points it skips and every module is a Linear, a ReLU or an eval-mode Dropout;
-    otherwise it falls back to ``model(x, start_at=hook)``.
-    """
-
-    def __init__(self, model: HookedMLP, hook: str, rows: int, dtype: torch.dtype, device: torch.device) -> None:
-        names = model.hook_names
-        pos = names.index(hook)
+    def __init__(self, model: HookedMLP, hook: str) -> None:
+        layout = model.layout
         self.model, self.hook = model, hook
-        self.modules = [getattr(model, f"layer{j}").module for j in range(pos // 2 + pos % 2, model.n_layers)]
-        free = not any(model.hook_dict[n].fwd_hooks for n in names[pos + 1:])
-        simple = all(isinstance(m, (torch.nn.Linear, torch.nn.ReLU)) or (isinstance(m, torch.nn.Dropout) and not model.training)
-                     for m in self.modules)
-        self.fast = free and simple
-        width = model.activation_width(hook)
-        self.buffers = [torch.empty(rows, width, dtype=dtype, device=device)]
-        if self.fast:
-            self.buffers += [torch.empty(rows, m.out_features, dtype=dtype, device=device)
-                             for m in self.modules if isinstance(m, torch.nn.Linear)]
+        self.modules = [layer.module for layer in layout.layers[layout.next_layer(hook):]]
+        simple = all(isinstance(m, (nn.Linear, nn.ReLU)) or (isinstance(m, nn.Dropout) and not m.training) for m in self.modules)
+        self.fast = simple and not _hooked_after(model, layout.site(hook).position) and len(layout.site(hook).shape) == 1
+        self.buffers: dict[tuple[int, int], Tensor] = {}
 
-    def input(self, rows: int) -> Tensor:
-        """A buffer for ``rows`` input rows (overwritten by the next call)."""
-        return self.buffers[0][:rows]
+    def _buffer(self, k: int, rows: int, width: int, like: Tensor) -> Tensor:
+        buf = self.buffers.get((k, width))
+        if buf is None or buf.shape[0] < rows:
+            buf = self.buffers[(k, width)] = torch.empty(rows, width, dtype=like.dtype, device=like.device)
+        return buf[:rows]
 
     def __call__(self, x: Tensor) -> Tensor:
         if not self.fast:
             return self.model(x, start_at=self.hook)
-        rows, k = x.shape[0], 1
+        k = 0
         for m in self.modules:
-            if isinstance(m, torch.nn.Linear):
-                out = self.buffers[k][:rows]
+            if isinstance(m, nn.Linear):
                 k += 1
+                out = self._buffer(k, x.shape[0], m.out_features, x)
                 if m.bias is None:
                     torch.mm(x, m.weight.T, out=out)
                 else:
                     torch.addmm(m.bias, x, m.weight.T, out=out)
                 x = out
-            elif isinstance(m, torch.nn.ReLU):
-                x.relu_()
+            elif isinstance(m, nn.ReLU):
+                x = x.relu_()
         return x
 
 
-def evaluate_plain(model: HookedMLP, images: Tensor, labels: Tensor, contrasts: Sequence[Contrast]) -> dict[str, np.ndarray]:
-    """The plain way, for reference and benchmarks: one full hooked forward pass per contrast.
+def _dedupe(model: Any, additions: Sequence[Addition]) -> tuple[dict[str, list[tuple[Tensor, int, int]]], list[tuple[str, int]]]:
+    """Group additions by folded hook, each distinct (vector, a, b) once; ``where[i]`` locates addition ``i``."""
+    groups: dict[str, list[tuple[Tensor, int, int]]] = {}
+    buckets: dict[tuple[str, int, int], list[int]] = {}
+    where: list[tuple[str, int]] = []
+    chain = isinstance(model, HookedMLP)
+    for add in additions:
+        hook, v = fold(model, add.hook, add.vector.unsqueeze(0)) if chain else (add.hook, add.vector.unsqueeze(0))
+        v = v[0]
+        group = groups.setdefault(hook, [])
+        tol = 1e-5 * max(1.0, float(v.abs().max()))  # float rounding of an exact identity
+        bucket = buckets.setdefault((hook, add.a, add.b), [])
+        same = next((i for i in bucket if torch.allclose(group[i][0], v, rtol=0, atol=tol)), None)
+        if same is None:
+            same = len(group)
+            group.append((v, add.a, add.b))
+            bucket.append(same)
+        where.append((hook, same))
+    return groups, where
 
-    Same metrics and layout as ``evaluate_contrasts``.
 
-    Args:
-        model: the model (evaluated as it is).
-        images: the scoring set's inputs ``[n, d_in]``.
-        labels: their integer labels ``[n]``.
-        contrasts: the interventions, each evaluated on its own.
-
-    Returns:
-        ``{metric: array}`` as from ``evaluate_contrasts``.
-
-    Raises:
-        ValueError: no contrasts.
-
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> _ = torch.manual_seed(0)
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2)).eval()
-        >>> import numpy as np
-        >>> from analysis.engine import Contrast, evaluate_contrasts, evaluate_plain
-        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
-        >>> contrasts = [Contrast("layer0.pre", torch.ones(4), 1, 0)]
-        >>> plain = evaluate_plain(model, x, y, contrasts)
-        >>> fast = evaluate_contrasts(model, x, y, contrasts)
-        >>> bool(np.allclose(plain["loss"], fast["loss"], atol=1e-5))
-        True
-    """
-    if not contrasts:
-        raise ValueError("no contrasts to evaluate; pass at least one Contrast")
+def evaluate_additions(model: HookedRoot, images: Tensor, labels: Tensor, additions: Sequence[Addition],
+                       chunk_elements: int = CHUNK_ELEMENTS, progress: bool = False) -> Evaluation:
+    """Every metric of ``METRICS`` for every addition, with the model as it is (hooks and mode included)."""
+    if chunk_elements < 1:
+        raise UsageError(f"chunk_elements must be a positive int, got {chunk_elements}")
+    if not additions:
+        raise UsageError("no additions to evaluate; pass at least one Addition")
+    if not isinstance(model, HookedMLP):
+        return _full_passes(model, images, labels, additions, progress,
+                            f"full passes, one per addition ({type(model).__name__} has no prefix/suffix split)")
     labels = labels.to(images.device).long()
-    out: list[dict[str, Tensor]] = []
+    with torch.no_grad():
+        base = model(images)
+        base_logp = F.log_softmax(base, -1)
+        n, n_classes = base.shape
+        groups, where = _dedupe(model, additions)
+        out: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+        bar = tqdm(total=sum(len(g) for g in groups.values()), desc="steering", unit="vector", disable=not progress)
+        for hook, group in groups.items():
+            out[hook] = _evaluate_group(model, images, labels, base, base_logp, hook, group, chunk_elements, bar)
+        bar.close()
+    values = {m: np.stack([out[h][0][m][i] for h, i in where]) for m in METRICS}
+    dists = np.stack([out[h][1][i] for h, i in where])
+    per_vector = any(_hooked_after(model, model.layout.site(h).position) for h in groups)
+    how = "per vector on the whole set (hooks are attached after the hook)" if per_vector else "stacked"
+    return Evaluation(values, dists, f"folded prefix/suffix, {how}; {len(where)} additions, "
+                                     f"{sum(len(g) for g in groups.values())} distinct")
+
+
+def _evaluate_group(model: HookedMLP, images: Tensor, labels: Tensor, base: Tensor, base_logp: Tensor, hook: str,
+                    group: list[tuple[Tensor, int, int]], chunk_elements: int, bar: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    n, n_classes = base.shape
+    vecs = torch.stack([g[0] for g in group])
+    a = torch.tensor([g[1] for g in group], device=base.device)
+    b = torch.tensor([g[2] for g in group], device=base.device)
+    sums = _Sums(len(group), n_classes, base.device, base.dtype)
+    zero = (vecs.reshape(len(group), -1) == 0).all(1)
+    todo = (~zero).nonzero().squeeze(1).tolist()
+    zeros = zero.nonzero().squeeze(1)
+    if len(zeros):
+        sums.add(zeros, Scored(base.unsqueeze(0).expand(len(zeros), -1, -1), base_logp, labels, a[zeros], b[zeros]))
+    sums.counts += F.one_hot(labels, n_classes).to(base.dtype).sum(0)
+    bar.update(len(group) - len(todo))
+    site = model.layout.site(hook)
+    if site.name == model.hook_names[-1]:  # folded onto the logits: one add per vector
+        for i in todo:
+            rows = torch.tensor([i], device=base.device)
+            sums.add(rows, Scored(base.unsqueeze(0) + vecs[i], base_logp, labels, a[rows], b[rows]))
+            bar.update(1)
+        return sums.result()
+    acts = model(images, stop_at=hook)
+    suffix = _Suffix(model, hook)
+    per_vector = _hooked_after(model, site.position)
+    width = math.prod(site.shape)
+    images_per_chunk = n if per_vector else max(1, min(n, chunk_elements // width))
+    vectors_per_chunk = 1 if per_vector else max(1, chunk_elements // (width * images_per_chunk))
+    for start in range(0, n, images_per_chunk):
+        rows = slice(start, min(n, start + images_per_chunk))
+        part = acts[rows]
+        for j in range(0, len(todo), vectors_per_chunk):
+            idx = torch.tensor(todo[j : j + vectors_per_chunk], device=base.device)
+            x = (part.unsqueeze(0) + vecs[idx].unsqueeze(1)).reshape(len(idx) * part.shape[0], *site.shape)
+            logits = suffix(x).view(len(idx), part.shape[0], n_classes)
+            sums.add(idx, Scored(logits, base_logp[rows], labels[rows], a[idx], b[idx]))
+            if start == 0:
+                bar.update(len(idx))
+    return sums.result()
+
+
+def _full_passes(model: HookedRoot, images: Tensor, labels: Tensor, additions: Sequence[Addition], progress: bool,
+                 engine: str) -> Evaluation:
+    labels = labels.to(images.device).long()
+    results: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     with torch.no_grad():
         base_logp = F.log_softmax(model(images), -1)
-        for c in contrasts:
-            v = c.vector.to(images.device)
-            with model.hooks(fwd_hooks=[(c.hook, lambda act, hook, v=v: act + v)]):
+        n_classes = base_logp.shape[-1]
+        for add in tqdm(additions, desc="steering", unit="vector", disable=not progress):
+            v = add.vector.to(images.device)
+            with model.hooks(fwd_hooks=[(add.hook, lambda act, hook, v=v: act + v)]):
                 logits = model(images)
-            a = torch.tensor([c.a], device=images.device)
-            b = torch.tensor([c.b], device=images.device)
-            m = _metrics(logits.unsqueeze(0), labels, base_logp, a, b, int(logits.shape[-1]))
-            out.append({name: val[0] for name, val in m.items()})
-    return {name: np.stack([o[name].cpu().numpy() for o in out]) for name in (*METRICS, "distributions")}
+            sums = _Sums(1, n_classes, logits.device, logits.dtype)
+            a, b = (torch.tensor([c], device=logits.device) for c in (add.a, add.b))
+            sums.add(torch.zeros(1, dtype=torch.long, device=logits.device), Scored(logits.unsqueeze(0), base_logp, labels, a, b), True)
+            results.append(sums.result())
+    values = {m: np.concatenate([r[0][m] for r in results]) for m in METRICS}
+    return Evaluation(values, np.concatenate([r[1] for r in results]), engine)
+
+
+def evaluate_plain(model: HookedRoot, images: Tensor, labels: Tensor, additions: Sequence[Addition]) -> Evaluation:
+    """The plain way, for reference and benchmarks: one full hooked forward pass per addition."""
+    if not additions:
+        raise UsageError("no additions to evaluate; pass at least one Addition")
+    return _full_passes(model, images, labels, additions, False, "full passes, one per addition (the plain way)")
+
+
+def unsteered(model: HookedRoot, images: Tensor, labels: Tensor, bs: Sequence[int]) -> dict[str, np.ndarray]:
+    """Each metric of the unsteered model with ``b`` left out, for each ``b`` in ``bs`` (the study's "Normal" row)."""
+    labels = labels.to(images.device).long()
+    with torch.no_grad():
+        logits = model(images)
+    b = torch.tensor(list(bs), device=logits.device)
+    sums = _Sums(len(b), logits.shape[-1], logits.device, logits.dtype)
+    sums.add(torch.arange(len(b), device=logits.device), Scored(logits.unsqueeze(0).expand(len(b), -1, -1),
+                                                               F.log_softmax(logits, -1), labels, b, b), True)
+    return sums.result()[0]

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from analysis.grid import GridResult
 from analysis.sweep import CoeffSweep, LayerSweep
-from analysis.study import StudyTables
+from analysis.published import StudyTables
 from hookedmlp.io import atomic_write
 
 __all__ = ["grid_heatmap", "layer_sweep_figure", "distributions_figure", "dose_response_figure", "write_figure"]
@@ -41,19 +41,6 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
 
     Returns:
         The plotly ``Figure`` (one panel, or two with the study's).
-
-    Examples:
-        >>> from analysis import steering_grid
-        >>> from analysis.figures import grid_heatmap
-        >>> from analysis.study import study_tables
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> grid = steering_grid(model, images=images[:50], labels=labels[:50])
-        >>> fig = grid_heatmap(grid, study_tables())
-        >>> len(fig.data), fig.layout.title.text
-        (2, 'Loss on the test set without b after adding a - b (coeff 1, first)')
     """
     values = grid.metric(metric)
     panels = [(f"hookedmlp, {grid.hook}", values)]
@@ -82,18 +69,6 @@ def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -
 
     Returns:
         The plotly ``Figure``.
-
-    Examples:
-        >>> from analysis import layer_sweep
-        >>> from analysis.figures import layer_sweep_figure
-        >>> from analysis.study import study_tables
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> sweep = layer_sweep(model, 3, 1, images=images[:100], labels=labels[:100])
-        >>> [trace.name for trace in layer_sweep_figure(sweep, study_tables()).data]
-        ['hookedmlp: loss without b', 'hookedmlp: flip rate', 'the study: loss after layer i']
     """
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.loss, mode="lines+markers", name="hookedmlp: loss without b"))
@@ -102,7 +77,7 @@ def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -
     if study is not None and (sweep.a, sweep.b) == (3, 1):
         fig.add_trace(go.Scatter(x=[f"layer{i}.post" for i in study.sweep_layers], y=study.sweep_loss, mode="markers",
                                  marker=dict(symbol="x", size=12), name="the study: loss after layer i"))
-    fig.add_hline(y=sweep.normal, line_dash="dash", line_color="gray", annotation_text="unsteered")
+    fig.add_hline(y=sweep.normal["loss"], line_dash="dash", line_color="gray", annotation_text="unsteered")
     fig.update_xaxes(title_text="hook point where a - b is added")
     fig.update_yaxes(title_text="cross-entropy without b (nats)", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text=f"share of {sweep.b}s classified as {sweep.a}", secondary_y=True, range=[0, 1.05])
@@ -119,14 +94,6 @@ def distributions_figure(distributions: np.ndarray, pairs: Sequence[tuple[int, i
 
     Returns:
         The plotly ``Figure``, one heatmap per pair.
-
-    Examples:
-        >>> import numpy as np
-        >>> from analysis.figures import distributions_figure
-        >>> uniform = np.full((10, 10, 10, 10), 0.1)
-        >>> fig = distributions_figure(uniform, [(3, 1), (0, 9)])
-        >>> [a.text for a in fig.layout.annotations]
-        ['3 - 1', '0 - 9']
     """
     cols = min(3, len(pairs))
     rows = (len(pairs) + cols - 1) // cols
@@ -149,17 +116,6 @@ def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
 
     Returns:
         The plotly ``Figure`` (flip rate left, loss right).
-
-    Examples:
-        >>> from analysis import coeff_sweep
-        >>> from analysis.figures import dose_response_figure
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> dose = coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=images[:100], labels=labels[:100])
-        >>> dose_response_figure(dose).layout.title.text
-        'Dose-response at layer0.post (first)'
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=["b images classified as a", "loss on the test set without b"])
     for i, (a, b) in enumerate(sweep.pairs):
@@ -190,19 +146,6 @@ def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] 
 
     Raises:
         ValueError: an unknown or empty ``formats``.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> import numpy as np
-        >>> from analysis.figures import distributions_figure, write_figure
-        >>> fig = distributions_figure(np.full((10, 10, 10, 10), 0.1), [(3, 1)])
-        >>> out = pathlib.Path(tempfile.mkdtemp())
-        >>> [p.name for p in write_figure(fig, out / "dist", formats=("html",))]
-        ['dist.html']
-        >>> sorted(p.name for p in out.iterdir())
-        ['dist.html', 'plotly.min.js']
-        >>> write_figure(fig, out / "dist")  # HTML and PNG  # doctest: +SKIP
-        [PosixPath('.../dist.html'), PosixPath('.../dist.png')]
     """
     stem = Path(stem)
     bad = [f for f in formats if f not in ("html", "png", "svg")]

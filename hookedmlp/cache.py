@@ -1,144 +1,146 @@
-"""ActivationCache: a read-only mapping from hook name to a cached activation."""
+"""ActivationCache: the activations of one forward pass, keyed by hook name (TransformerLens' API)."""
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Optional, Union
+import html
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hookedmlp.errors import HookNameError, ShapeError, did_you_mean
+from hookedmlp.errors import BatchDimError, HookNameError, ShapeError, UsageError, did_you_mean
 
 __all__ = ["ActivationCache"]
 
-Device = Union[str, torch.device, None]
+logger = logging.getLogger("hookedmlp")
+Key = Union[str, tuple[Any, ...]]
 
 
 class ActivationCache(Mapping[str, Tensor]):
-    """Activations recorded by ``HookedMLP.run_with_cache``, keyed by hook name.
+    """The activations recorded by ``run_with_cache``, keyed by hook name; gradients as ``"<name>_grad"``.
 
-    Read-only: entries cannot be assigned or deleted. Tensors are detached copies
-    taken when the hook point ran, so later in-place edits never reach them.
-    Gradients recorded with ``incl_bwd=True`` are stored as ``"<name>_grad"``.
+    Entries are the pass's own tensors, detached, not copies: ``layer{i}.post`` and
+    ``layer{i+1}.pre`` are one activation, so both keys hold the same tensor object (as
+    TransformerLens' residual names do). A hook that later edits a cached tensor in place
+    during the same pass gets it copied first, so the cache holds what the hook point saw.
+    Editing a cached tensor in place after the pass edits it for every key that shares it.
+
+    The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it. As in
+    TransformerLens, ``cache["post", 0]`` is ``cache["layer0.post"]`` (negative layers count
+    from the end), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
 
     Args:
-        activations: hook name -> activation tensor (copied into a new dict).
-        has_batch_dim: whether the tensors' first dimension is the batch
-            (``False`` after ``remove_batch_dim``).
-
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import ActivationCache
-        >>> cache = ActivationCache({"layer0.post": torch.zeros(2, 3)}, has_batch_dim=True)
-        >>> cache["layer0.post"].shape
-        torch.Size([2, 3])
-        >>> list(cache)
-        ['layer0.post']
+        cache_dict: hook name -> tensor.
+        model: the model the activations come from (for tuple keys and ``stack_activation``).
+        has_batch_dim: whether the first dimension of every entry is the batch.
     """
 
-    def __init__(self, activations: Mapping[str, Tensor], has_batch_dim: bool = True) -> None:
-        self._acts: dict[str, Tensor] = dict(activations)
+    def __init__(self, cache_dict: Mapping[str, Tensor], model: Any = None, has_batch_dim: bool = True) -> None:
+        self.cache_dict: dict[str, Tensor] = dict(cache_dict)
+        self.model = model
         self.has_batch_dim = has_batch_dim
 
-    def __getitem__(self, name: str) -> Tensor:
+    def _name(self, key: Key) -> str:
+        if isinstance(key, str):
+            return key
+        if not isinstance(key, tuple) or not key:
+            raise HookNameError(f"cache keys are hook names or tuples like ('post', 0), got {key!r}")
+        act_name = getattr(self.model, "act_name", None)
+        if act_name is None:
+            raise HookNameError(f"tuple key {key!r} needs the cache's model to name it; use the hook name instead")
+        return act_name(*key)
+
+    def __getitem__(self, key: Key) -> Tensor:
+        name = self._name(key)
         try:
-            return self._acts[name]
+            return self.cache_dict[name]
         except KeyError:
-            raise HookNameError(f"no activation cached for {name!r}{did_you_mean(name, list(self._acts))}") from None
+            raise HookNameError(f"no activation cached for {name!r}{did_you_mean(name, list(self.cache_dict))}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.cache_dict
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._acts)
+        return iter(self.cache_dict)
 
     def __len__(self) -> int:
-        return len(self._acts)
+        return len(self.cache_dict)
 
     def __setitem__(self, name: str, value: Tensor) -> None:
-        raise TypeError("ActivationCache is read-only; copy it with dict(cache) to edit")
+        raise UsageError("ActivationCache is read-only; copy it with dict(cache) to edit, or edit cache.cache_dict")
 
     def __delitem__(self, name: str) -> None:
-        raise TypeError("ActivationCache is read-only; copy it with dict(cache) to edit")
+        raise UsageError("ActivationCache is read-only; copy it with dict(cache) to edit, or edit cache.cache_dict")
 
-    def to(self, device: Device) -> "ActivationCache":
-        """A new cache with every tensor moved to ``device``.
+    def to(self, device: Union[str, torch.device]) -> "ActivationCache":
+        """Move every tensor to ``device``, in place; returns the cache."""
+        self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
+        return self
 
-        Args:
-            device: the target device (``"cpu"``, ``"cuda"``, a ``torch.device``), as for
-                ``Tensor.to``.
+    def toggle_autodiff(self, mode: bool = False) -> None:
+        """``torch.set_grad_enabled(mode)``: global state, as in TransformerLens (logged)."""
+        logger.warning("Changed the global state, set autodiff to %s", mode)
+        torch.set_grad_enabled(mode)
 
-        Returns:
-            A new ``ActivationCache``; this one is unchanged.
+    def remove_batch_dim(self, batch_size: Optional[int] = None) -> "ActivationCache":
+        """Drop the batch dimension of a cache of one example, in place; returns the cache.
 
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import ActivationCache
-            >>> cache = ActivationCache({"layer0.post": torch.zeros(2, 3)})
-            >>> cache.to("cpu")["layer0.post"].device
-            device(type='cpu')
+        Raises ``BatchDimError`` (an ``AssertionError``) for a batch of more than one; a second
+        call only logs a warning, as in TransformerLens.
         """
-        return ActivationCache({k: v.to(device) for k, v in self._acts.items()}, self.has_batch_dim)
+        if not self.has_batch_dim:
+            logger.warning("Tried removing batch dimension after already having removed it.")
+            return self
+        if batch_size is None:
+            sizes = [v.shape[0] for v in self.cache_dict.values() if v.ndim > 0]
+            batch_size = max(set(sizes), key=sizes.count) if sizes else 1
+        if batch_size != 1:
+            raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input")
+        self.cache_dict = {k: (v[0] if v.ndim > 0 and v.shape[0] == 1 else v) for k, v in self.cache_dict.items()}
+        self.has_batch_dim = False
+        return self
 
-    def stack(self, names: Optional[Iterable[str]] = None) -> Float[Tensor, "n_names ..."]:
-        """Stack the activations of ``names`` (default: all) along a new first dimension.
+    def apply_slice_to_batch_dim(self, batch_slice: Union[int, slice, Sequence[int], Tensor]) -> "ActivationCache":
+        """A new cache holding only the examples ``batch_slice`` selects (an int drops the batch dimension)."""
+        if not self.has_batch_dim:
+            raise UsageError("cannot slice the batch of a cache whose batch dimension was removed")
+        index = list(batch_slice) if isinstance(batch_slice, Sequence) else batch_slice
+        return ActivationCache({k: v[index] for k, v in self.cache_dict.items()}, self.model,
+                               has_batch_dim=not isinstance(batch_slice, int))
 
-        All must have the same shape (e.g. ``["layer0.post", "layer2.post"]``, both
-        ``[batch, 512]``).
-
-        Args:
-            names: the hook names to stack, in that order (default: every cached name).
-
-        Returns:
-            A tensor ``[len(names), *shape]``.
-
-        Raises:
-            ShapeError: no names, or activations of different shapes (the message lists them).
-
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3, 3), d_out=2))
-            >>> _, cache = model.run_with_cache(torch.ones(5, 4))
-            >>> cache.stack(["layer0.post", "layer2.post"]).shape
-            torch.Size([2, 5, 3])
-        """
-        keys = list(self._acts) if names is None else list(names)
+    def stack(self, names: Optional[Sequence[str]] = None) -> Float[Tensor, "n_names ..."]:
+        """The activations of ``names`` (default: all) stacked along a new first dimension."""
+        keys = list(self.cache_dict) if names is None else list(names)
         if not keys:
             raise ShapeError("stack() needs at least one name; got none")
         tensors = [self[k] for k in keys]
-        shapes = {tuple(t.shape) for t in tensors}
-        if len(shapes) > 1:
-            listing = ", ".join(f"{k}: {tuple(t.shape)}" for k, t in zip(keys, tensors))
-            raise ShapeError(f"stack() needs activations of one shape; got {listing}. Pass names of equal width")
+        if len({t.shape for t in tensors}) > 1:
+            listing = ", ".join(f"{k}: {list(t.shape)}" for k, t in zip(keys, tensors))
+            raise ShapeError(f"stack() needs activations of one shape; got {listing}. Pass names of equal shape")
         return torch.stack(tensors)
 
-    def remove_batch_dim(self) -> "ActivationCache":
-        """For a cache of a single input (batch size 1): drop the batch dimension.
-
-        Returns:
-            A new cache with ``has_batch_dim=False`` (this cache itself if it already has none).
-
-        Raises:
-            ShapeError: some activation has a batch size other than 1.
-
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> _, cache = model.run_with_cache(torch.ones(1, 4))
-            >>> cache.remove_batch_dim()["layer0.post"].shape
-            torch.Size([3])
-        """
-        if not self.has_batch_dim:
-            return self
-        sizes = {k: v.shape[0] for k, v in self._acts.items() if v.ndim > 0}
-        bad = {k: s for k, s in sizes.items() if s != 1}
-        if bad:
-            k, s = next(iter(bad.items()))
-            raise ShapeError(f"remove_batch_dim() needs batch size 1; {k!r} has batch size {s}. Cache a single input")
-        return ActivationCache({k: v[0] for k, v in self._acts.items()}, has_batch_dim=False)
+    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: Optional[str] = None) -> Tensor:
+        """``(activation_name, l)`` for every layer ``l`` before ``layer`` (default: all), stacked."""
+        n_layers = getattr(self.model, "n_layers", None)
+        if n_layers is None:
+            raise UsageError("stack_activation needs the cache's model (its n_layers); use stack(names) instead")
+        stop = n_layers if layer in (-1, None) else layer
+        key = (activation_name,) if sublayer_type is None else (activation_name, sublayer_type)
+        return self.stack([self._name((key[0], i, *key[1:])) for i in range(stop)])
 
     def __repr__(self) -> str:
-        if not self._acts:
+        if not self.cache_dict:
             return "ActivationCache({})"
-        width = max(len(k) for k in self._acts)
-        lines = [f"  {k:<{width}}  {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')} {v.device}" for k, v in self._acts.items()]
+        width = max(len(k) for k in self.cache_dict)
+        lines = [f"  {k:<{width}}  {list(v.shape)} {str(v.dtype).removeprefix('torch.')} {v.device}"
+                 for k, v in self.cache_dict.items()]
         return "ActivationCache(\n" + "\n".join(lines) + "\n)"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td><td>{str(v.dtype).removeprefix('torch.')}</td>"
+            f"<td>{v.device}</td><td>{float(v.float().abs().mean()) if v.numel() else 0.0:.4g}</td></tr>"
+            for k, v in self.cache_dict.items())
+        return ("<table><caption>ActivationCache</caption><thead><tr><th>hook</th><th>shape</th><th>dtype</th>"
+                f"<th>device</th><th>mean |x|</th></tr></thead><tbody>{rows}</tbody></table>")

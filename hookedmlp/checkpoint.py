@@ -1,153 +1,133 @@
-"""Saving and loading HookedMLP checkpoints; the models shipped with the package."""
+"""The checkpoint file format, and the models shipped with the package.
+
+A checkpoint is a ``torch.save`` of plain data, loaded with ``weights_only=True``:
+``{"format": "hookedmlp.checkpoint", "version": 2, "architecture": NAME, ..., "state_dict",
+"meta"}``. Each architecture (``HookedMLP``'s ``"chain"``, ``ResidualMLP``'s ``"residual_mlp"``)
+registers the class that writes and reads its fields. Loading builds the architecture on the
+``meta`` device first and checks every tensor's name and shape against it, so a file that
+describes a huge network never allocates it; the file's own tensors then become the weights.
+Version 1 files (the first hookedmlp's Linear stacks) are read too.
+"""
 
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
+from torch import nn
 
-from hookedmlp.config import LayerSpec, MLPConfig
 from hookedmlp.errors import CheckpointError, closest
 from hookedmlp.io import atomic_save, safe_load
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_pretrained", "pretrained_card", "PRETRAINED", "sha256_file"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_state", "register_architecture",
+           "load_pretrained", "pretrained_card", "pretrained_names", "sha256_file", "FORMAT", "VERSION"]
 
-PRETRAINED = ("mnist-mlp",)
+FORMAT = "hookedmlp.checkpoint"
+VERSION = 2
+_ARCHITECTURES: dict[str, type] = {}
+Device = Union[str, torch.device, None]
+
+
+def register_architecture(name: str) -> Callable[[type], type]:
+    """Class decorator: ``cls.to_checkpoint(meta)`` writes files with ``"architecture": name``, ``cls.from_checkpoint`` reads them."""
+
+    def register(cls: type) -> type:
+        _ARCHITECTURES[name] = cls
+        cls.architecture = name  # type: ignore[attr-defined]
+        return cls
+
+    return register
 
 
 def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Write ``model.checkpoint(meta)`` atomically to ``path``.
-
-    Args:
-        model: the ``HookedMLP`` to save.
-        path: the file to write.
-        meta: JSON-like metadata to store with it.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-        >>> from hookedmlp.checkpoint import load_checkpoint, save_checkpoint
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
-        >>> save_checkpoint(model, path, {"epochs": 0})
-        >>> load_checkpoint(path).meta
-        {'epochs': 0}
-    """
-    atomic_save(model.checkpoint(meta), path)
+    """Write ``model``'s checkpoint (architecture, weights, buffers, ``meta``) atomically to ``path``."""
+    atomic_save({"format": FORMAT, "version": VERSION, "architecture": model.architecture,
+                 **model.to_checkpoint(), "meta": dict(meta if meta is not None else model.meta)}, path)
 
 
-def model_from_checkpoint(ckpt: Any, source: str, device: Union[str, torch.device, None] = None) -> Any:
-    """Rebuild a HookedMLP from a loaded checkpoint dict, checking it describes the weights."""
-    from hookedmlp.model import HookedMLP
+def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
+    """A version 1 checkpoint (``specs`` of a Linear stack) as the version 2 ``chain`` it describes."""
+    specs = ckpt.get("specs")
+    if not isinstance(specs, list) or not specs:
+        raise CheckpointError(f"{source} lacks a list 'specs'; the file is corrupt or was edited")
+    kinds = {"relu": ("ReLU", {}), "tanh": ("Tanh", {}), "sigmoid": ("Sigmoid", {})}
+    layers = []
+    for i, d in enumerate(specs):
+        if not isinstance(d, Mapping) or not isinstance(d.get("kind"), str):
+            raise CheckpointError(f"{source}: malformed layer spec {d!r}; expected a mapping with kind, d_in, d_out")
+        kind, param = d["kind"], d.get("param", 0.0)
+        try:
+            d_in, d_out, param = int(d["d_in"]), int(d["d_out"]), float(param)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: malformed layer spec {dict(d)!r}: {e}") from None
+        if kind == "linear":
+            desc = ("Linear", {"in_features": d_in, "out_features": d_out, "bias": bool(d.get("bias", True))})
+        elif kind == "gelu":
+            desc = ("GELU", {"approximate": "tanh" if param else "none"})
+        elif kind == "leaky_relu":
+            desc = ("LeakyReLU", {"negative_slope": param})
+        elif kind == "dropout":
+            desc = ("Dropout", {"p": param})
+        elif kind in kinds:
+            desc = kinds[kind]
+        else:
+            raise CheckpointError(f"{source}: unknown layer kind {kind!r} in a version 1 file")
+        layers.append({"type": desc[0], "args": desc[1], "path": str(i)})
+    config = ckpt.get("config", (ckpt.get("meta") or {}).get("config"))
+    first = specs[0]
+    return {**ckpt, "version": VERSION, "architecture": "chain", "layers": layers,
+            "first_shape": [int(first.get("d_in", 0))], "config": ({"kind": "mlp", **config} if isinstance(config, dict) else None)}
 
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "hookedmlp.checkpoint":
-        keys = sorted(ckpt)[:4] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{source} is not a hookedmlp checkpoint (got {keys}); for a plain state dict use "
-            "HookedMLP.from_state_dict(torch.load(path, weights_only=True))"
-        )
-    if ckpt.get("version") != 1:
-        raise CheckpointError(f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads version 1")
-    missing_fields = [k for k in ("specs", "state_dict") if k not in ckpt]
-    if missing_fields or not isinstance(ckpt["specs"], list) or not isinstance(ckpt["state_dict"], dict):
-        raise CheckpointError(f"{source} lacks a list 'specs' and a dict 'state_dict' (missing {missing_fields}); the file is corrupt or was edited")
-    specs = [LayerSpec.from_dict(d) for d in ckpt["specs"]]
-    shape = ckpt.get("input_shape")
-    if shape is not None and not (isinstance(shape, (list, tuple)) and all(isinstance(n, int) and n > 0 for n in shape)):
-        raise CheckpointError(f"{source} has input_shape {shape!r}; expected a list of positive ints")
-    meta = ckpt.get("meta", {})
+
+def read_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> dict[str, Any]:
+    """The checked plain data of a checkpoint file (version 1 upgraded to version 2)."""
+    source = repr(str(path))
+    ckpt = safe_load(path, what="checkpoint", map_location=device or "cpu")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        keys = sorted(map(str, ckpt))[:4] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{source} is not a hookedmlp checkpoint (got {keys}); for a plain state dict use "
+                              "HookedMLP.from_state_dict(torch.load(path, weights_only=True))")
+    if ckpt.get("version") == 1:
+        ckpt = _upgrade_v1(ckpt, source)
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads versions 1 and {VERSION}")
+    state, meta = ckpt.get("state_dict"), ckpt.get("meta", {})
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} lacks a state_dict of tensors; the file is corrupt or was edited")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{source} has meta of type {type(meta).__name__}; expected a dict")
-    try:
-        model = HookedMLP(specs, input_shape=shape)
-    except ValueError as e:
-        raise CheckpointError(f"{source} describes an impossible architecture: {e}") from None
-    state = ckpt["state_dict"]
-    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if not_tensors:
-        raise CheckpointError(f"{source} has state_dict entries that are not tensors: {not_tensors}; the file is corrupt or was edited")
-    dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
-    if len(dtypes) == 1:
-        model.to(dtype=dtypes.pop())
+    if ckpt.get("architecture") not in _ARCHITECTURES:
+        raise CheckpointError(f"{source} holds architecture {ckpt.get('architecture')!r}; this hookedmlp reads "
+                              f"{', '.join(map(repr, _ARCHITECTURES))}")
+    return ckpt
+
+
+def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise unless ``state`` has exactly ``model``'s tensor names and shapes (``model`` may be on ``meta``)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or extra or wrong:
-        raise CheckpointError(
-            f"{source} does not match the architecture it describes (missing {missing}, unexpected {extra}, "
-            f"shape mismatches {wrong}); the file is corrupt or was edited"
-        )
-    model.load_state_dict(state)
-    model.meta = dict(meta)
-    model.config = _config(ckpt.get("config", meta.get("config")), model.specs, source)
+        raise CheckpointError(f"{source} does not match the architecture it describes (missing {missing}, unexpected "
+                              f"{extra}, shape mismatches {wrong}); the file is corrupt or was edited")
+
+
+def load_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> Any:
+    """The model a checkpoint holds (any registered architecture), in eval mode, with ``model.meta``."""
+    ckpt = read_checkpoint(path, device)
+    model = _ARCHITECTURES[ckpt["architecture"]].from_checkpoint(ckpt, repr(str(path)))
+    model.meta = dict(ckpt.get("meta", {}))
     if device is not None:
         model.to(device)
     return model.eval()
 
 
-def _config(data: Any, specs: Any, source: str) -> Optional[MLPConfig]:
-    """The ``MLPConfig`` a checkpoint records, checked against its specs (None if it records none)."""
-    if data is None:
-        return None
-    try:
-        config = MLPConfig(**{**data, "d_hidden": tuple(data.get("d_hidden", ()))})
-    except (TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{source} has an unreadable config {data!r} ({e}); the file is corrupt or was edited") from None
-    if tuple(config.layer_specs()) != tuple(specs):
-        raise CheckpointError(f"{source} has a config that does not describe its layers ({config}); the file is corrupt or was edited")
-    return config
-
-
-def load_checkpoint(path: "str | os.PathLike[str]", device: Union[str, torch.device, None] = None) -> Any:
-    """Load a checkpoint written by ``HookedMLP.save`` with ``torch.load(weights_only=True)``.
-
-    The weights are checked against the architecture the file describes.
-
-    Args:
-        path: the checkpoint file.
-        device: where to put the model (default: CPU).
-
-    Returns:
-        The ``HookedMLP``, in eval mode, with the checkpoint's metadata as ``model.meta``.
-
-    Raises:
-        CheckpointError: a missing, corrupt or unsafe file, another format or version,
-            or weights that do not fit the described architecture.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-        >>> from hookedmlp.checkpoint import load_checkpoint
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pt"
-        >>> model.save(path)
-        >>> load_checkpoint(path).specs == model.specs
-        True
-    """
-    return model_from_checkpoint(safe_load(path, what="checkpoint"), repr(str(path)), device)
-
-
 def sha256_file(path: "str | os.PathLike[str]") -> str:
-    """Hex SHA-256 of a file's bytes.
-
-    Args:
-        path: the file to hash (read in 1 MiB blocks).
-
-    Returns:
-        64 lowercase hex digits.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> from hookedmlp.checkpoint import sha256_file
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "abc.txt"
-        >>> _ = path.write_bytes(b"abc")
-        >>> sha256_file(path)
-        'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
-    """
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -155,59 +135,31 @@ def sha256_file(path: "str | os.PathLike[str]") -> str:
     return h.hexdigest()
 
 
-def _pretrained_files(name: str) -> tuple[Any, Any]:
-    if name not in PRETRAINED:
-        hint = closest(name, PRETRAINED)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise CheckpointError(f"unknown pretrained model {name!r}{suggestion} (available: {', '.join(PRETRAINED)})")
-    root = resources.files("hookedmlp") / "pretrained"
-    return root / f"{name}.pt", root / f"{name}.json"
+def _pretrained_root() -> Any:
+    return resources.files("hookedmlp") / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    """The models shipped with the package (each ``NAME.pt`` with its card ``NAME.json``)."""
+    return sorted(p.name[: -len(".json")] for p in _pretrained_root().iterdir() if p.name.endswith(".json"))
 
 
 def pretrained_card(name: str = "mnist-mlp") -> dict[str, Any]:
-    """The card shipped next to a pretrained model: seed, command, test loss, accuracy, sha256.
-
-    Args:
-        name: the model's name (see ``PRETRAINED``).
-
-    Returns:
-        The card's JSON as a dict.
-
-    Raises:
-        CheckpointError: an unknown name.
-
-    Examples:
-        >>> from hookedmlp.checkpoint import pretrained_card
-        >>> card = pretrained_card("mnist-mlp")
-        >>> card["settings"]["seed"], card["test_accuracy"]
-        (0, 0.9825)
-    """
-    _, card = _pretrained_files(name)
-    return json.loads(card.read_text())
+    """The card shipped beside a pretrained model: recipe, seed, command, test loss and accuracy, sha256."""
+    names = pretrained_names()
+    if name not in names:
+        hint = closest(name, names, n=1)
+        raise CheckpointError(f"unknown pretrained model {name!r}{f'; did you mean {hint[0]!r}?' if hint else ''} "
+                              f"(available: {', '.join(names)})")
+    return json.loads((_pretrained_root() / f"{name}.json").read_text())
 
 
-def load_pretrained(name: str = "mnist-mlp", device: Union[str, torch.device, None] = None) -> Any:
-    """Load a shipped model after checking its sha256 against its card.
-
-    Args:
-        name: the model's name (see ``PRETRAINED``).
-        device: where to put the model (default: CPU).
-
-    Returns:
-        The ``HookedMLP``, in eval mode.
-
-    Raises:
-        CheckpointError: an unknown name, or a file that fails its checksum.
-
-    Examples:
-        >>> from hookedmlp.checkpoint import load_pretrained
-        >>> load_pretrained("mnist-mlp").hook_names[-1]
-        'layer4.post'
-    """
-    weights, _ = _pretrained_files(name)
+def load_pretrained(name: str = "mnist-mlp", device: Device = None) -> Any:
+    """A shipped model, after checking its file's sha256 against its card."""
     card = pretrained_card(name)
-    with resources.as_file(weights) as path:
+    with resources.as_file(_pretrained_root() / f"{name}.pt") as path:
         digest = sha256_file(path)
         if digest != card["sha256"]:
-            raise CheckpointError(f"pretrained {name!r} fails its checksum: expected sha256 {card['sha256']}, got {digest}; reinstall hookedmlp")
+            raise CheckpointError(f"pretrained {name!r} fails its checksum: expected sha256 {card['sha256']}, got {digest}; "
+                                  "reinstall hookedmlp")
         return load_checkpoint(path, device=device)

@@ -111,41 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hookedmlp.checkpoint import sha256_file
-    from hookedmlp.train import TrainSettings, train_mlp
+    from hookedmlp.io import check_writable
+    from hookedmlp.train import TrainSettings, train_model, write_card
 
     card_path = args.out.with_suffix(".json")
-    if args.out.is_dir():
-        raise _CliError(f"--out {str(args.out)!r} is a directory; pass a file path such as {str(args.out / 'mnist-mlp.pt')!r}")
-    if args.out.parent.exists() and not args.out.parent.is_dir():
-        raise _CliError(f"--out {str(args.out)!r}: {str(args.out.parent)!r} is a file, not a directory")
     if args.card and card_path == args.out:
         raise _CliError(f"--card would write the card over the checkpoint {str(args.out)!r}; use an --out not ending in .json")
+    check_writable(args.out)
+    if args.card:
+        check_writable(card_path)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    result = train_mlp(settings=settings, out=args.out, root=args.data_root, progress=not args.quiet, command=args.command_line)
+    result = train_model(settings=settings, out=args.out, root=args.data_root, progress=not args.quiet, command=args.command_line)
     print(f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {args.out}")
     if args.card:
-        from hookedmlp.io import atomic_write
-
-        card = {
-            "name": args.out.stem,
-            "architecture": "784-512-512-10, ReLU (the PyTorch quickstart MLP)",
-            "settings": dataclasses.asdict(settings),
-            "command": args.command_line,
-            "test_loss": result.test_loss,
-            "test_accuracy": result.test_accuracy,
-            "sha256": sha256_file(args.out),
-        }
-        with atomic_write(card_path, "w") as f:
-            json.dump(card, f, indent=2)
-            f.write("\n")
+        write_card(args.out, card_path)
     return 0
 
 
 def _load_model(args: argparse.Namespace):
-    from hookedmlp.model import HookedMLP
+    import hookedmlp
 
-    model = HookedMLP.load(args.checkpoint) if args.checkpoint else HookedMLP.from_pretrained("mnist-mlp")
+    model = hookedmlp.load(args.checkpoint) if args.checkpoint else hookedmlp.HookedMLP.from_pretrained("mnist-mlp")
     return model.eval()
 
 
@@ -170,7 +156,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         grid.save(args.json)
     if args.figure:
         from analysis.figures import grid_heatmap, write_figure
-        from analysis.study import study_tables
+        from analysis.published import study_tables
 
         study = study_tables() if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss") else None
         for path in write_figure(grid_heatmap(grid, study, metric=args.metric), args.figure):
@@ -192,10 +178,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from hookedmlp.io import atomic_write
 
         with atomic_write(args.json, "w") as f:
-            json.dump({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(sweep).items()}, f)
+            json.dump(sweep.to_dict(), f)
     if args.figure:
         from analysis.figures import layer_sweep_figure, write_figure
-        from analysis.study import study_tables
+        from analysis.published import study_tables
 
         for path in write_figure(layer_sweep_figure(sweep, study_tables()), args.figure):
             print(f"wrote {path}")
@@ -203,16 +189,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_hooks(args: argparse.Namespace) -> int:
-    import torch
-
-    from hookedmlp.model import HookedMLP
-
-    model = HookedMLP.load(args.checkpoint) if args.checkpoint else HookedMLP.from_pretrained("mnist-mlp")
-    with torch.no_grad():
-        _, cache = model.run_with_cache(torch.zeros(1, model.d_in))
-    for name in model.hook_names:
-        layer = getattr(model, name.split(".")[0]).module
-        print(f"{name:<14}{str(list(cache[name].shape)):<12}{'input of' if name.endswith('pre') else 'output of'} {layer}")
+    rows = _load_model(args).hook_table()
+    width = max(len(r[0]) for r in rows) + 2
+    shape_width = max(len(r[1]) for r in rows) + 2
+    for name, shape, what in rows:
+        print(f"{name:<{width}}{shape:<{shape_width}}{what}")
     return 0
 
 
@@ -229,18 +210,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         The exit status: 0 on success, 2 on a user mistake, 130 on interrupt.
 
     Examples:
-        >>> from hookedmlp.cli import main
-        >>> main(["hooks"])
-        layer0.pre    [1, 784]    input of Linear(in_features=784, out_features=512, bias=True)
-        layer0.post   [1, 512]    output of Linear(in_features=784, out_features=512, bias=True)
-        layer1.pre    [1, 512]    input of ReLU()
-        layer1.post   [1, 512]    output of ReLU()
-        layer2.pre    [1, 512]    input of Linear(in_features=512, out_features=512, bias=True)
-        layer2.post   [1, 512]    output of Linear(in_features=512, out_features=512, bias=True)
-        layer3.pre    [1, 512]    input of ReLU()
-        layer3.post   [1, 512]    output of ReLU()
-        layer4.pre    [1, 512]    input of Linear(in_features=512, out_features=10, bias=True)
-        layer4.post   [1, 10]     output of Linear(in_features=512, out_features=10, bias=True)
+        >>> main(["hooks"])  # doctest: +ELLIPSIS
+        layer0.pre   [batch, 784]  input of Linear(in_features=784, out_features=512, bias=True)
+        layer0.post  [batch, 512]  output of Linear(in_features=784, out_features=512, bias=True)
+        ...
+        layer4.post  [batch, 10]   output of Linear(in_features=512, out_features=10, bias=True)
         0
     """
     from hookedmlp.errors import HookedMLPError

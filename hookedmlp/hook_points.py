@@ -1,124 +1,103 @@
-"""HookPoint: an identity module that runs the hooks attached to it.
+"""HookPoint: an identity module that runs the hooks attached to it (TransformerLens' semantics).
 
-A HookPoint sits at every place an activation can be read or edited. With no
-hooks attached it returns its input unchanged. Hooks follow TransformerLens'
-signature ``fn(activation, hook) -> Tensor | None``: returning a tensor replaces
-the activation for everything downstream, returning ``None`` keeps it.
-
-Each attached hook is a ``HookHandle``; ``handle.remove()`` removes exactly
-that hook and nothing else, and may be called any number of times.
+A hook is ``fn(activation, *, hook)``, called with ``hook=`` the HookPoint as a keyword, so
+``def f(act, hook)`` and ``def f(act, *, hook)`` both work. Returning a tensor replaces the
+activation downstream; returning ``None`` keeps it. Backward hooks get the gradient and may
+return a tensor, ``(tensor,)`` or ``None``. Each ``add_hook`` returns a ``HookHandle`` whose
+``remove()`` detaches exactly that hook.
 """
 
-import itertools
-import weakref
-from collections.abc import Callable
+import contextvars
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from hookedmlp.errors import InputDtypeError, ShapeError
+from hookedmlp.checks import check_choice
+from hookedmlp.errors import ArgumentTypeError, ShapeError, UsageError
 
-__all__ = ["HookPoint", "HookHandle", "HookFn", "Direction"]
+__all__ = ["HookPoint", "HookHandle", "HookFn", "Direction", "Observer", "check_hook_args", "hooks_suppressed"]
 
-HookFn = Callable[[Tensor, "HookPoint"], Optional[Tensor]]
+HookFn = Callable[..., Optional[Tensor]]
 Direction = Literal["fwd", "bwd"]
+DIRECTIONS = ("fwd", "bwd")
 
-_ids = itertools.count()
-# Every HookPoint that currently has a hook attached, for leak checks in tests.
-_WITH_HOOKS: "weakref.WeakSet[HookPoint]" = weakref.WeakSet()
+# Callables run before a hook that may edit an activation in place (caches copy what they hold).
+_GUARDS: contextvars.ContextVar[tuple[Callable[[Tensor], None], ...]] = contextvars.ContextVar("guards", default=())
+# Inside ``hooks_suppressed()`` only Observer hooks run: a clean pass of the bare network.
+_SUPPRESSED: contextvars.ContextVar[bool] = contextvars.ContextVar("suppressed", default=False)
+
+
+class Observer:
+    """Base class of hook functions that only read activations (caches): they run even in clean passes."""
+
+
+@contextmanager
+def hooks_suppressed() -> Iterator[None]:
+    """Within this context (in this thread only), no hook runs except ``Observer`` hooks."""
+    token = _SUPPRESSED.set(True)
+    try:
+        yield
+    finally:
+        _SUPPRESSED.reset(token)
+
+
+@contextmanager
+def guarding(guard: Callable[[Tensor], None]) -> Iterator[None]:
+    """Call ``guard(activation)`` before every non-Observer hook runs, within this context and thread."""
+    token = _GUARDS.set((*_GUARDS.get(), guard))
+    try:
+        yield
+    finally:
+        _GUARDS.reset(token)
 
 
 def check_hook_args(fn: Any, dir: Any) -> None:
-    """Raise unless ``fn`` is callable and ``dir`` is ``"fwd"`` or ``"bwd"`` (shared by every way to add a hook)."""
-    if dir not in ("fwd", "bwd"):
-        raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+    """Raise unless ``fn`` is callable and ``dir`` is ``"fwd"`` or ``"bwd"``."""
+    check_choice(dir, DIRECTIONS, "dir")
     if not callable(fn):
-        raise TypeError(f"hook function must be callable as fn(activation, hook), got {type(fn).__name__}")
+        raise ArgumentTypeError(f"hook function must be callable as fn(activation, hook=...), got {type(fn).__name__}")
 
 
 class HookHandle:
-    """One hook attached to one hook point; ``remove()`` detaches exactly it.
+    """One hook attached to one hook point; ``remove()`` detaches exactly it (idempotent).
 
-    Usable as a context manager: ``with model.add_hook(...):`` removes the hook on exit.
-    Handles are made by ``HookPoint.add_hook`` and ``HookedRoot.add_hook``, not directly.
-
-    Args:
-        point: the hook point the hook is attached to.
-        fn: the hook function ``fn(activation, hook)``.
-        dir: ``"fwd"`` (activations) or ``"bwd"`` (gradients).
-        is_permanent: whether ``reset_hooks()`` keeps it unless ``including_permanent=True``.
-
-    Examples:
-        >>> import torch
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-        >>> with model.add_hook("layer0.post", lambda act, hook: act * 0) as handle:
-        ...     handle
-        HookHandle('layer0.post', fwd, fn=<lambda>)
-        >>> handle.attached
-        False
+    A context manager that removes the hook on exit. ``user_hook``, ``is_permanent`` and
+    ``context_level`` are TransformerLens' ``LensHandle`` fields; ``handle.hook.remove()``
+    works as there.
     """
 
-    __slots__ = ("_point", "fn", "dir", "is_permanent", "id", "__weakref__")
+    __slots__ = ("_point", "fn", "dir", "is_permanent", "context_level", "observer", "__weakref__")
 
-    def __init__(self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool) -> None:
+    def __init__(self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool, level: Optional[int]) -> None:
         self._point: Optional[HookPoint] = point
         self.fn = fn
         self.dir = dir
         self.is_permanent = is_permanent
-        self.id = next(_ids)
+        self.context_level = level
+        self.observer = isinstance(fn, Observer)
+
+    @property
+    def user_hook(self) -> HookFn:
+        return self.fn
+
+    @property
+    def hook(self) -> "HookHandle":
+        return self
 
     @property
     def name(self) -> str:
-        """Name of the hook point this hook is (or was) attached to.
-
-        Returns:
-            The hook point's name, or ``"<removed>"`` once the hook is removed.
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> handle = model.add_hook("layer1.pre", lambda act, hook: None)
-            >>> handle.name
-            'layer1.pre'
-            >>> handle.remove()
-            >>> handle.name
-            '<removed>'
-        """
-        return self._point.name if self._point is not None else "<removed>"
+        """The hook point's name, or ``"<removed>"`` once removed."""
+        return str(self._point.name) if self._point is not None else "<removed>"
 
     @property
     def attached(self) -> bool:
-        """Whether the hook is still attached.
-
-        Returns:
-            ``True`` until ``remove()`` is called (directly or by a context exit).
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> handle = model.add_hook("layer0.post", lambda act, hook: None)
-            >>> handle.attached
-            True
-            >>> handle.remove()
-            >>> handle.attached
-            False
-        """
         return self._point is not None
 
     def remove(self) -> None:
-        """Detach the hook. Idempotent: removing twice is a no-op.
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> handle = model.add_hook("layer0.post", lambda act, hook: None)
-            >>> handle.remove()
-            >>> handle.remove()
-            >>> model.attached_hooks()
-            []
-        """
         point, self._point = self._point, None
         if point is not None:
             point._detach(self)
@@ -131,153 +110,126 @@ class HookHandle:
 
     def __repr__(self) -> str:
         fn_name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
-        state = "" if self.attached else ", removed"
-        perm = ", permanent" if self.is_permanent else ""
-        return f"HookHandle({self.name!r}, {self.dir}, fn={fn_name}{perm}{state})"
+        extra = (", permanent" if self.is_permanent else "") + ("" if self.attached else ", removed")
+        return f"HookHandle({self.name!r}, {self.dir}, fn={fn_name}{extra})"
+
+
+def _matches(handle: HookHandle, including_permanent: bool, level: Optional[int]) -> bool:
+    return (including_permanent or not handle.is_permanent) and (level is None or handle.context_level == level)
 
 
 class HookPoint(nn.Module):
     """Identity module that runs its forward hooks and registers its backward hooks.
 
-    ``name`` is the module's attribute path inside the model (``"layer0.post"``),
-    set by the owning model.
+    ``name`` is set by the owning model (its attribute path, e.g. ``"layer0.post"``);
+    ``ctx`` is a dict hooks may use to share state, emptied by ``clear_context()``.
 
     Examples:
-        >>> import torch
-        >>> from hookedmlp import HookPoint
         >>> point = HookPoint()
-        >>> handle = point.add_hook(lambda act, hook: act + 1)
-        >>> point(torch.zeros(2)).tolist()
+        >>> with point.add_hook(lambda act, hook: act + 1):
+        ...     point(torch.zeros(2)).tolist()
         [1.0, 1.0]
-        >>> handle.remove()
-        >>> point(torch.zeros(2)).tolist()
-        [0.0, 0.0]
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.name = "<unnamed>"
+        self.name: Optional[str] = None
         self.fwd_hooks: list[HookHandle] = []
         self.bwd_hooks: list[HookHandle] = []
+        self.ctx: dict[Any, Any] = {}
 
-    @property
-    def has_hooks(self) -> bool:
-        """True when at least one forward or backward hook is attached.
-
-        Returns:
-            Whether any hook is attached to this point.
-
-        Examples:
-            >>> from hookedmlp import HookPoint
-            >>> point = HookPoint()
-            >>> point.has_hooks
-            False
-            >>> with point.add_hook(lambda act, hook: None):
-            ...     point.has_hooks
-            True
-        """
-        return bool(self.fwd_hooks or self.bwd_hooks)
-
-    def add_hook(self, fn: HookFn, dir: Direction = "fwd", is_permanent: bool = False) -> HookHandle:
-        """Attach ``fn``; returns the handle that removes it.
-
-        Args:
-            fn: ``fn(activation, hook)``; returns a tensor of the same shape to replace
-                the activation (or gradient), or ``None`` to keep it.
-            dir: ``"fwd"`` to run on the activation, ``"bwd"`` on its gradient.
-            is_permanent: survive ``remove_hooks()`` unless ``including_permanent=True``.
-
-        Returns:
-            The ``HookHandle`` of the new hook.
-
-        Raises:
-            ValueError: ``dir`` is neither ``"fwd"`` nor ``"bwd"``.
-            TypeError: ``fn`` is not callable.
-
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import HookPoint
-            >>> point = HookPoint()
-            >>> with point.add_hook(lambda act, hook: act * 2):
-            ...     point(torch.ones(3)).tolist()
-            [2.0, 2.0, 2.0]
-        """
-        check_hook_args(fn, dir)
-        handle = HookHandle(self, fn, dir, is_permanent)
-        (self.fwd_hooks if dir == "fwd" else self.bwd_hooks).append(handle)
-        _WITH_HOOKS.add(self)
+    def add_hook(self, hook: HookFn, dir: Direction = "fwd", is_permanent: bool = False, level: Optional[int] = None,
+                 prepend: bool = False) -> HookHandle:
+        """Attach ``hook``, after the others (before them with ``prepend``); returns its handle."""
+        check_hook_args(hook, dir)
+        handle = HookHandle(self, hook, dir, is_permanent, level)
+        hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
+        hooks.insert(0, handle) if prepend else hooks.append(handle)
         return handle
+
+    def add_perma_hook(self, hook: HookFn, dir: Direction = "fwd") -> HookHandle:
+        """``add_hook(hook, dir, is_permanent=True)``: kept by ``remove_hooks`` and ``reset_hooks``."""
+        return self.add_hook(hook, dir=dir, is_permanent=True)
 
     def _detach(self, handle: HookHandle) -> None:
         hooks = self.fwd_hooks if handle.dir == "fwd" else self.bwd_hooks
         for i, h in enumerate(hooks):
             if h is handle:
                 del hooks[i]
-                break
-        if not self.has_hooks:
-            _WITH_HOOKS.discard(self)
+                return
 
-    def remove_hooks(self, dir: Literal["fwd", "bwd", "both"] = "both", including_permanent: bool = False) -> None:
-        """Remove this point's hooks (permanent ones only if ``including_permanent``).
+    def _selected(self, dir: str) -> list[list[HookHandle]]:
+        check_choice(dir, ("fwd", "bwd", "both"), "dir")
+        return [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
 
-        Args:
-            dir: which hooks to remove: ``"fwd"``, ``"bwd"`` or ``"both"``.
-            including_permanent: also remove hooks added with ``is_permanent=True``.
+    def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:
+        """Whether a hook is attached in ``dir`` (``"fwd"``, ``"bwd"``, ``"both"``), optionally at one level."""
+        return any(_matches(h, including_permanent, level) for hooks in self._selected(dir) for h in hooks)
 
-        Examples:
-            >>> from hookedmlp import HookPoint
-            >>> point = HookPoint()
-            >>> _ = point.add_hook(lambda act, hook: None)
-            >>> _ = point.add_hook(lambda act, hook: None, is_permanent=True)
-            >>> point.remove_hooks()
-            >>> len(point.fwd_hooks)
-            1
-            >>> point.remove_hooks(including_permanent=True)
-            >>> point.has_hooks
-            False
-        """
-        groups = [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
-        for hooks in groups:
+    def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False, level: Optional[int] = None) -> None:
+        """Remove the hooks in ``dir`` (default ``"fwd"``, as in TransformerLens), permanent ones only if asked."""
+        for hooks in self._selected(dir):
             for h in list(hooks):
-                if including_permanent or not h.is_permanent:
+                if _matches(h, including_permanent, level):
                     h.remove()
+
+    def clear_context(self) -> None:
+        self.ctx = {}
+
+    def layer(self) -> int:
+        """The layer index in this point's name (``layer3.post`` -> 3, ``blocks.2.hook_mlp_out`` -> 2)."""
+        found = re.match(r"^(?:layer(\d+)|blocks\.(\d+))\.", self.name or "")
+        if found is None:
+            raise UsageError(f"hook point {self.name!r} has no layer index; expected a name like 'layer3.post' or 'blocks.2.hook_x'")
+        return int(found.group(1) or found.group(2))
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the forward hooks on ``x`` (and register the backward ones); return the result."""
         if self.bwd_hooks and torch.is_grad_enabled():
-            if not x.requires_grad:
-                # An input leaf: make it part of the graph so its gradient exists.
-                x = x.detach().requires_grad_(True)
-            # A fresh alias owned by this pass: the hook sees exactly the gradient flowing
-            # through this point (later points first), and dies with the graph.
-            x = x.view_as(x)
-            active = list(self.bwd_hooks)
-            x.register_hook(lambda grad: self._run_bwd_hooks(grad, active))
+            x = self._attach_bwd(x)
+        if not self.fwd_hooks:
+            return x
+        suppressed = _SUPPRESSED.get()
         for handle in list(self.fwd_hooks):
-            out = handle.fn(x, self)
+            if not handle.observer:
+                if suppressed:
+                    continue
+                for guard in _GUARDS.get():
+                    guard(x)
+            out = handle.fn(x, hook=self)
             if out is not None:
-                if not isinstance(out, Tensor):
-                    raise InputDtypeError(
-                        f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None"
-                    )
-                if out.shape != x.shape:
-                    raise ShapeError(
-                        f"hook {handle!r} returned shape {tuple(out.shape)}, expected {tuple(x.shape)} "
-                        f"(the shape of the activation at {self.name!r})"
-                    )
-                x = out
+                x = self._checked(out, x, handle)
         return x
 
-    def _run_bwd_hooks(self, grad: Tensor, active: list[HookHandle]) -> Tensor:
-        # The hooks attached at forward time, less those removed since.
-        for handle in active:
-            if not handle.attached:
-                continue
-            out = handle.fn(grad, self)
-            if out is not None:
-                grad = out
+    def _checked(self, out: Any, x: Tensor, handle: HookHandle) -> Tensor:
+        if not isinstance(out, Tensor):
+            raise ArgumentTypeError(f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None")
+        if out.shape != x.shape:
+            raise ShapeError(f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
+                             f"(the shape of the activation at {self.name!r})")
+        return out
+
+    def _attach_bwd(self, x: Tensor) -> Tensor:
+        if not x.requires_grad:  # an input leaf: make it part of the graph so its gradient exists
+            x = x.detach().requires_grad_(True)
+        # A fresh alias owned by this pass: the hooks see exactly the gradient flowing through this
+        # point, later points first, and the registration dies with the graph.
+        x = x.view_as(x)
+        active = list(self.bwd_hooks)
+        x.register_hook(lambda grad: self._run_bwd(grad, active))
+        return x
+
+    def _run_bwd(self, grad: Tensor, active: list[HookHandle]) -> Tensor:
+        for handle in active:  # the hooks attached at forward time, less those removed since
+            if handle.attached:
+                out = handle.fn(grad, hook=self)
+                if isinstance(out, tuple) and len(out) == 1:
+                    out = out[0]
+                if out is not None:
+                    grad = self._checked(out, grad, handle)
         return grad
 
-    def extra_repr(self) -> str:
-        """The point's name and its numbers of forward and backward hooks."""
-        return f"name={self.name!r}, fwd_hooks={len(self.fwd_hooks)}, bwd_hooks={len(self.bwd_hooks)}"
+    def __repr__(self) -> str:
+        bits = [f"name={self.name!r}"] if self.name is not None else []
+        bits += [f"{len(h)} {d}" for d, h in (("fwd", self.fwd_hooks), ("bwd", self.bwd_hooks)) if h]
+        return f"HookPoint({', '.join(bits)})"

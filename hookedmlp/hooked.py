@@ -1,66 +1,67 @@
-"""HookedRoot: hook management in the TransformerLens vocabulary.
+"""HookedRoot: TransformerLens' ``HookedRootModule`` API, plus steering and interventions.
 
-Any ``nn.Module`` whose ``HookPoint`` submodules are named by their
-attribute path gets ``add_hook``, ``hooks()``, ``run_with_hooks``,
-``run_with_cache`` and ``reset_hooks`` from this base class.
+Subclass it, put ``HookPoint`` modules where activations flow (in ``__init__``), call them in
+``forward``, and call ``self.setup()`` at the end of ``__init__``: the model then has
+``add_hook``, ``hooks()``, ``run_with_hooks``, ``run_with_cache``, ``steer``, ``ablate``,
+``patch`` and ``clamp``, and the analysis works on it. ``HookedMLP`` is such a subclass.
 
-Guarantees (tested under injected faults):
-
-* every name is validated before anything is registered; an unknown name or a
-  filter that matches nothing raises ``HookNameError`` with the closest
-  valid names, and leaves no hook behind;
-* a context (``hooks()``, ``run_with_hooks``, ``run_with_cache``) removes
-  exactly the hooks it added, also when a hook function or the body raises;
-  hooks added with ``add_hook`` and permanent hooks survive it.
+Beyond TransformerLens: names are checked (an unknown name or a filter that matches nothing
+raises ``HookNameError`` with the closest valid names, before anything is attached); glob
+patterns select names; hook contexts remove exactly their own hooks; and every cache holds
+only its own pass's activations, whatever other threads or nested calls do.
 """
 
 import contextlib
 import fnmatch
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from hookedmlp import interventions, steering
 from hookedmlp.cache import ActivationCache
-from hookedmlp.errors import HookNameError, did_you_mean
-from hookedmlp.hook_points import Direction, HookFn, HookHandle, HookPoint, check_hook_args
+from hookedmlp.caching import CLAIM, PASS, Device, Recorder
+from hookedmlp.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from hookedmlp.context import HookContext, HookSpec, attach_all
+from hookedmlp.errors import (
+    ArgumentTypeError,
+    BatchDimError,
+    CheckpointError,
+    HookNameError,
+    InputDtypeError,
+    ShapeError,
+    UsageError,
+    did_you_mean,
+    warn,
+)
+from hookedmlp.hook_points import Direction, HookFn, HookHandle, HookPoint, check_hook_args, guarding, hooks_suppressed
 
-__all__ = ["HookedRoot", "HookGroup", "NamesFilter", "HookSpec"]
+__all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
-HookSpec = tuple[Union[str, Callable[[str], bool]], HookFn]
+_RUN_KEYWORDS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "loss_fn", "reset_hooks_end",
+                 "clear_contexts", "return_cache_object")
+
+
+_TRAINING_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm, nn.RReLU,
+                       nn.modules.instancenorm._InstanceNorm)
+
+
+def shape_variants(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """``shape``, its flattening, and for one channel of ``(1, H, W)`` also ``(H, W)``: the views an input may take."""
+    variants = [shape, (math.prod(shape),)]
+    if len(shape) == 3 and shape[0] == 1:
+        variants.append(shape[1:])
+    return list(dict.fromkeys(variants))
 
 
 class HookGroup(list):
-    """The handles of one ``add_hook`` call on several hook points; ``remove()`` removes them all.
-
-    A ``list`` of ``HookHandle``; usable as a context manager that removes the whole
-    group on exit.
-
-    Examples:
-        >>> from hookedmlp import HookedMLP, MLPConfig
-        >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-        >>> group = model.add_hook("*.post", lambda act, hook: None)
-        >>> [h.name for h in group]
-        ['layer0.post', 'layer1.post', 'layer2.post']
-        >>> group.remove()
-    """
+    """The handles of one ``add_hook`` on several hook points; ``remove()`` (or leaving ``with``) removes them all."""
 
     def remove(self) -> None:  # type: ignore[override]
-        """Remove every hook of the group (idempotent).
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> group = model.add_hook(lambda name: name.endswith(".pre"), lambda act, hook: None)
-            >>> len(model.attached_hooks())
-            3
-            >>> group.remove()
-            >>> model.attached_hooks()
-            []
-        """
         for handle in self:
             handle.remove()
 
@@ -74,397 +75,475 @@ class HookGroup(list):
 class HookedRoot(nn.Module):
     """Base class: names the model's HookPoints and manages the hooks on them.
 
-    Subclasses build their modules, then call ``setup_hooks``.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> from hookedmlp import HookedRoot, HookPoint
-        >>> class Net(HookedRoot):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.lin = nn.Linear(2, 2)
-        ...         self.hook_out = HookPoint()
-        ...         self.setup_hooks()
-        ...     def forward(self, x):
-        ...         return self.hook_out(self.lin(x))
-        >>> net = Net()
-        >>> net.hook_names
-        ['hook_out']
-        >>> out, cache = net.run_with_cache(torch.ones(1, 2))
-        >>> torch.equal(cache["hook_out"], out)
-        True
+    Subclasses set ``self.input_shape`` (one example's shape) and call ``self.setup()``.
     """
 
     hook_dict: dict[str, HookPoint]
+    mod_dict: dict[str, nn.Module]
+    input_shape: tuple[int, ...]
 
-    def setup_hooks(self) -> None:
-        """Index every HookPoint submodule under its attribute path (its name).
-
-        Call it once, at the end of a subclass's ``__init__``, after every HookPoint exists.
-
-        Examples:
-            >>> from torch import nn
-            >>> from hookedmlp import HookedRoot, HookPoint
-            >>> root = HookedRoot()
-            >>> root.block = nn.ModuleDict({"hook_in": HookPoint()})
-            >>> root.setup_hooks()
-            >>> root.hook_names, root.block["hook_in"].name
-            (['block.hook_in'], 'block.hook_in')
-        """
+    def __init__(self) -> None:
+        super().__init__()
+        self.context_level = 0
+        self.meta: dict[str, Any] = {}
         self.hook_dict = {}
+        self.mod_dict = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        claim = CLAIM.get()
+        if claim is None and PASS.get() is None:  # a plain top-level call: no cache of this thread waits on it
+            return super().__call__(*args, **kwargs)
+        claim_token, pass_token = CLAIM.set(None), PASS.set(claim if claim is not None else object())
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            PASS.reset(pass_token)
+            CLAIM.reset(claim_token)
+
+    def setup(self) -> None:
+        """Name every HookPoint by its attribute path and index the modules; call once ``__init__`` is done."""
+        self.mod_dict, self.hook_dict = {}, {}
         for name, module in self.named_modules():
+            if name:
+                self.mod_dict[name] = module
             if isinstance(module, HookPoint):
                 module.name = name
                 self.hook_dict[name] = module
-        self._hook_points = list(self.hook_dict.values())
+
+    def hook_points(self) -> list[HookPoint]:
+        return list(self.hook_dict.values())
 
     @property
     def hook_names(self) -> list[str]:
-        """Names of all hook points, in forward order.
-
-        Returns:
-            A new list of the names (``"layer0.pre"``, ``"layer0.post"``, ...).
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> model.hook_names[:3]
-            ['layer0.pre', 'layer0.post', 'layer1.pre']
-        """
+        """All hook names, in forward order."""
         return list(self.hook_dict)
 
-    # -- name resolution -------------------------------------------------
+    def act_name(self, name: str, layer: Optional[int] = None, *rest: Any) -> str:
+        """The hook name of ``(name, layer)``, for ``cache[name, layer]`` (TransformerLens' ``get_act_name``)."""
+        n = getattr(self, "n_layers", None)
+        if layer is not None and layer < 0 and n is not None:
+            layer += n
+        return f"blocks.{layer}.hook_{name}" if layer is not None else f"hook_{name}"
+
+    # -- names ---------------------------------------------------------------
     def resolve_names(self, names_filter: NamesFilter) -> list[str]:
-        """The hook names selected by ``names_filter``, in forward order.
+        """The hook names ``names_filter`` selects, in forward order.
 
-        Args:
-            names_filter: ``None`` (all), a name, a glob such as ``"*.post"``, a list
-                of names and globs, or a callable ``name -> bool``.
-
-        Returns:
-            The selected names, each once, in forward order.
-
-        Raises:
-            HookNameError: an unknown name (with the closest valid ones), or a filter
-                that selects nothing.
-            TypeError: a list entry that is not a string.
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> model.resolve_names("*.post")
-            ['layer0.post', 'layer1.post', 'layer2.post']
-            >>> model.resolve_names(["layer2.pre", "layer0.*"])
-            ['layer0.pre', 'layer0.post', 'layer2.pre']
-            >>> model.resolve_names(lambda name: name.startswith("layer1"))
-            ['layer1.pre', 'layer1.post']
+        A filter is ``None`` (all), a name, a glob such as ``"*.post"``, a list of names and
+        globs, or a callable ``name -> bool``. An unknown name, or a filter that selects
+        nothing, raises ``HookNameError`` naming the closest valid names.
         """
         names = self.hook_names
         if names_filter is None:
             return names
+        if isinstance(names_filter, str) and names_filter in self.hook_dict:
+            return [names_filter]
         if callable(names_filter) and not isinstance(names_filter, str):
             selected = [n for n in names if names_filter(n)]
             if not selected:
-                raise HookNameError(
-                    f"names filter {getattr(names_filter, '__name__', names_filter)!r} matched no hook point; "
-                    f"hook names are: {', '.join(names)}"
-                )
+                label = getattr(names_filter, "__name__", repr(names_filter))
+                raise HookNameError(f"names filter {label!r} matched no hook point; hook names are: {', '.join(names)}")
             return selected
         patterns = [names_filter] if isinstance(names_filter, str) else list(names_filter)
         if not patterns:
-            raise HookNameError(f"names filter is an empty list; pass None for all hook points or one of: {', '.join(names)}")
+            raise HookNameError(f"names filter is an empty list; pass None for all hook points or some of: {', '.join(names)}")
         chosen: set[str] = set()
         for pattern in patterns:
             if not isinstance(pattern, str):
-                raise TypeError(f"names filter entries must be str, got {type(pattern).__name__} ({pattern!r})")
-            if any(c in pattern for c in "*?["):
+                raise ArgumentTypeError(f"names filter entries must be str, got {type(pattern).__name__} ({pattern!r})")
+            if pattern in self.hook_dict:
+                chosen.add(pattern)
+            elif any(c in pattern for c in "*?["):
                 matched = fnmatch.filter(names, pattern)
                 if not matched:
                     raise HookNameError(f"pattern {pattern!r} matched no hook point{did_you_mean(pattern, names)}")
                 chosen.update(matched)
-            elif pattern in self.hook_dict:
-                chosen.add(pattern)
             else:
                 raise HookNameError(f"unknown hook {pattern!r}{did_you_mean(pattern, names)}")
         return [n for n in names if n in chosen]
 
     def resolve_name(self, name: str) -> str:
-        """``name`` if it is exactly one hook point's name, else ``HookNameError``.
-
-        Unknown names get the closest valid ones; patterns are refused, since the
-        caller wants one place (``"layer0.post"``, not ``"*.post"``).
-
-        Args:
-            name: one hook name.
-
-        Returns:
-            ``name`` itself.
-
-        Raises:
-            HookNameError: ``name`` is unknown or a pattern.
-            TypeError: ``name`` is not a string.
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> model.resolve_name("layer0.post")
-            'layer0.post'
-        """
+        """``name`` if it names exactly one hook point (no pattern), else ``HookNameError``."""
         if not isinstance(name, str):
-            raise TypeError(f"expected one hook name (str), got {type(name).__name__}")
+            raise ArgumentTypeError(f"expected one hook name (str), got {type(name).__name__}")
         names = self.resolve_names(name)
         if names != [name]:
             raise HookNameError(f"expected one hook name, got the pattern {name!r} matching {len(names)} hook points; "
                                 f"pick one, e.g. {names[0]!r}")
         return name
 
-    # -- adding and removing ----------------------------------------------
-    def add_hook(
-        self,
-        name_or_filter: Union[str, Callable[[str], bool]],
-        fn: HookFn,
-        dir: Direction = "fwd",
-        is_permanent: bool = False,
-    ) -> Union[HookHandle, HookGroup]:
-        """Attach ``fn(activation, hook)`` at a hook point, or at every point a filter selects.
+    # -- adding and removing hooks ------------------------------------------------
+    def add_hook(self, name: Union[str, Callable[[str], bool]], hook: HookFn, dir: Direction = "fwd",
+                 is_permanent: bool = False, level: Optional[int] = None,
+                 prepend: bool = False) -> Union[HookHandle, HookGroup]:
+        """Attach ``hook(activation, hook=...)`` at a hook point, or at every point a filter selects.
 
-        The hook stays until removed: call ``.remove()`` on the result, use it as a
-        context manager, or call ``reset_hooks()``.
+        The hook stays until removed: call ``.remove()`` on the result (a ``HookHandle``, or a
+        ``HookGroup`` for a filter), use it in ``with``, or call ``reset_hooks()``.
 
         Args:
-            name_or_filter: a hook name, a glob, or a callable ``name -> bool``.
-            fn: returns a tensor to replace the activation, or ``None`` to keep it.
+            name: a hook name, a glob, or a callable ``name -> bool``.
+            hook: returns a tensor to replace the activation, or ``None`` to keep it.
             dir: ``"fwd"`` for activations, ``"bwd"`` for their gradients.
             is_permanent: survive ``reset_hooks()`` unless ``including_permanent=True``.
-
-        Returns:
-            A ``HookHandle`` (one name) or ``HookGroup``; ``.remove()`` detaches it.
+            level: a context level to tag the hook with (``reset_hooks(level=...)``).
+            prepend: run before the hooks already there.
 
         Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> handle = model.add_hook("layer0.post", lambda act, hook: act * 0)
+            >>> handle = tiny.add_hook("layer0.post", lambda act, hook: act * 0)
             >>> handle.remove()
         """
-        check_hook_args(fn, dir)
-        names = self.resolve_names(name_or_filter)
-        handles = self._register([(n, fn) for n in names], dir, is_permanent)
-        if isinstance(name_or_filter, str) and name_or_filter in self.hook_dict:
-            return handles[0]
-        return HookGroup(handles)
+        check_hook_args(hook, dir)
+        names = self.resolve_names(name)
+        handles = attach_all(self, [(n, hook) for n in names], dir, is_permanent, level, prepend)
+        return handles[0] if isinstance(name, str) and name in self.hook_dict else HookGroup(handles)
 
-    def _register(self, pairs: Sequence[tuple[str, HookFn]], dir: Direction, is_permanent: bool = False) -> list[HookHandle]:
-        """Attach all ``(name, fn)`` pairs, or none of them if any registration fails."""
-        handles: list[HookHandle] = []
-        try:
-            for name, fn in pairs:
-                handles.append(self.hook_dict[name].add_hook(fn, dir, is_permanent))
-        except BaseException:
-            for h in handles:
-                h.remove()
-            raise
-        return handles
+    def add_perma_hook(self, name: Union[str, Callable[[str], bool]], hook: HookFn,
+                       dir: Direction = "fwd") -> Union[HookHandle, HookGroup]:
+        """``add_hook(name, hook, dir, is_permanent=True)``."""
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
 
-    def _expand(self, specs: Sequence[HookSpec], dir: Direction) -> list[tuple[str, HookFn]]:
-        """Validate ``(name_or_filter, fn)`` specs and expand filters to names."""
-        if isinstance(specs, tuple) and len(specs) == 2 and callable(specs[1]):
-            raise TypeError(f"{dir}_hooks must be a list of (name, fn) pairs; got a single pair, wrap it in a list")
-        pairs = []
-        for spec in specs:
-            if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
-                raise TypeError(f"{dir}_hooks entries must be (name_or_filter, fn) pairs, got {spec!r}")
-            name_or_filter, fn = spec
-            check_hook_args(fn, dir)
-            pairs.extend((name, fn) for name in self.resolve_names(name_or_filter))
-        return pairs
+    def remove_all_hook_fns(self, direction: str = "both", including_permanent: bool = False,
+                            level: Optional[int] = None) -> None:
+        for hp in self.hook_dict.values():
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
 
-    @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = ()) -> Iterator["HookedRoot"]:
-        """Context manager: attach hooks for the duration of the ``with`` block.
+    def clear_contexts(self) -> None:
+        for hp in self.hook_dict.values():
+            hp.clear_context()
 
-        Every name is checked before any hook is attached. On exit, normal or by an
-        exception, exactly the hooks this context added are removed.
-
-        Args:
-            fwd_hooks: ``(name_or_filter, fn)`` pairs run on activations; a filter is a
-                name, a glob or a callable ``name -> bool``.
-            bwd_hooks: ``(name_or_filter, fn)`` pairs run on the gradients of activations.
-
-        Yields:
-            The model itself, with the hooks attached.
-
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> with model.hooks(fwd_hooks=[("layer1.post", lambda act, hook: act * 0)]):
-            ...     model(torch.ones(1, 4)).shape
-            torch.Size([1, 2])
-        """
-        fwd = self._expand(fwd_hooks, "fwd")
-        bwd = self._expand(bwd_hooks, "bwd")
-        handles: list[HookHandle] = []
-        try:
-            handles += self._register(fwd, "fwd")
-            handles += self._register(bwd, "bwd")
-            yield self
-        finally:
-            for h in reversed(handles):
-                h.remove()
-
-    def run_with_hooks(
-        self, *args: Any, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (), **kwargs: Any
-    ) -> Any:
-        """Run the forward pass with temporary hooks; they are removed afterwards.
-
-        Args:
-            *args: positional arguments of the forward pass (the input batch).
-            fwd_hooks: ``(name_or_filter, fn)`` pairs run on activations (see ``hooks``).
-            bwd_hooks: ``(name_or_filter, fn)`` pairs run on gradients (see ``hooks``).
-            **kwargs: keyword arguments of the forward pass (e.g. ``stop_at``).
-
-        Returns:
-            What the forward pass returns (for ``HookedMLP``: the logits, or the
-            activation at ``stop_at``).
-
-        Examples:
-            >>> import torch
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> zero_out = lambda act, hook: torch.zeros_like(act)
-            >>> model.run_with_hooks(torch.ones(1, 4), fwd_hooks=[("layer2.post", zero_out)]).tolist()
-            [[0.0, 0.0]]
-            >>> model.attached_hooks()
-            []
-        """
-        with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks):
-            return self(*args, **kwargs)
-
-    def reset_hooks(self, including_permanent: bool = False) -> None:
-        """Remove all hooks (permanent ones only if ``including_permanent``).
-
-        Args:
-            including_permanent: also remove hooks added with ``is_permanent=True``.
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> _ = model.add_hook("layer0.post", lambda act, hook: None)
-            >>> _ = model.add_hook("layer1.post", lambda act, hook: None, is_permanent=True)
-            >>> model.reset_hooks()
-            >>> [h.name for h in model.attached_hooks()]
-            ['layer1.post']
-            >>> model.reset_hooks(including_permanent=True)
-        """
-        for hp in self._hook_points:
-            hp.remove_hooks("both", including_permanent=including_permanent)
+    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False,
+                    level: Optional[int] = None) -> None:
+        """Remove hooks (permanent ones only if asked; one ``level`` only if given) and clear the hook contexts."""
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent, level)
 
     def attached_hooks(self) -> list[HookHandle]:
-        """Every hook currently attached to this model, in forward order of hook points.
-
-        Returns:
-            The ``HookHandle`` of each attached hook (forward and backward).
-
-        Examples:
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> with model.hooks(fwd_hooks=[("layer1.pre", lambda act, hook: None)]):
-            ...     model.attached_hooks()
-            [HookHandle('layer1.pre', fwd, fn=<lambda>)]
-        """
-        return [h for hp in self._hook_points for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
+        """Every attached hook, forward and backward, in forward order of hook points."""
+        return [h for hp in self.hook_dict.values() for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
 
     def _any_hooks(self) -> bool:
-        for hp in self._hook_points:
-            if hp.fwd_hooks or hp.bwd_hooks:
-                return True
-        return False
+        return any(hp.fwd_hooks or hp.bwd_hooks for hp in self.hook_dict.values())
 
-    # -- caching -----------------------------------------------------------
-    def run_with_cache(
-        self,
-        *args: Any,
-        names_filter: NamesFilter = None,
-        device: Union[str, torch.device, None] = None,
-        incl_bwd: bool = False,
-        loss_fn: Optional[Callable[[Tensor], Tensor]] = None,
-        **kwargs: Any,
-    ) -> tuple[Any, ActivationCache]:
-        """Run the model and record the activations at the selected hook points.
+    def hooks(self, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
+              reset_hooks_end: bool = True, clear_contexts: bool = False) -> HookContext:
+        """Context manager attaching hooks for the duration of a ``with`` block.
+
+        Every name is checked before any hook is attached. On exit, also by an exception,
+        exactly the hooks it attached are removed (kept with ``reset_hooks_end=False``, so
+        backward hooks can run on a later ``backward()``).
 
         Args:
-            *args: positional arguments of the forward pass (the input batch).
-            names_filter: which hook points to cache (see ``resolve_names``).
-            device: where cached tensors go (default: where they were computed).
-            incl_bwd: also cache gradients, as ``"<name>_grad"``: the gradient of
-                ``loss_fn(output)`` (default: the output itself if it is a scalar,
-                else its sum) with respect to each activation. Parameters' ``.grad``
-                is left untouched.
-            loss_fn: the scalar to differentiate when ``incl_bwd`` is set.
-            **kwargs: keyword arguments of the forward pass (e.g. ``stop_at``).
-
-        Returns:
-            ``(output, cache)``: the forward pass's output and an ``ActivationCache``.
-                Cached activations are what the next module sees: after any other hooks
-                at that point, detached copies.
+            fwd_hooks: ``(name_or_filter, fn)`` pairs run on activations.
+            bwd_hooks: ``(name_or_filter, fn)`` pairs run on the activations' gradients.
+            reset_hooks_end: remove the hooks on exit.
+            clear_contexts: also empty every hook point's ``ctx`` on exit.
 
         Examples:
-            >>> import torch
-            >>> from hookedmlp import HookedMLP, MLPConfig
-            >>> model = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
-            >>> logits, cache = model.run_with_cache(torch.ones(5, 4), names_filter="*.post")
-            >>> list(cache), cache["layer0.post"].shape
-            (['layer0.post', 'layer1.post', 'layer2.post'], torch.Size([5, 3]))
-            >>> _, cache = model.run_with_cache(torch.ones(5, 4), names_filter="layer1.post", incl_bwd=True)
-            >>> list(cache)
-            ['layer1.post', 'layer1.post_grad']
+            >>> with tiny.hooks(fwd_hooks=[("layer1.post", lambda act, hook: act * 0)]):
+            ...     tiny(tiny_x).shape
+            torch.Size([5, 3])
         """
+        return HookContext(self, fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts)
+
+    def run_with_hooks(self, *model_args: Any, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
+                       reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs: Any) -> Any:
+        """Run the model with temporary hooks (see ``hooks``); returns what the forward pass returns."""
+        self._check_forward_kwargs("run_with_hooks", model_kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts"))
+        if bwd_hooks and reset_hooks_end:
+            warn("run_with_hooks removes its hooks at the end, so the backward hooks are gone before a backward "
+                          "pass can run; pass reset_hooks_end=False and call reset_hooks() after backward()", UserWarning)
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
+            return self(*model_args, **model_kwargs)
+
+    def _check_forward_kwargs(self, method: str, kwargs: dict[str, Any], own: Sequence[str]) -> None:
+        params = inspect.signature(self.forward).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "x"]
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise UsageError(f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
+                             f"{', '.join(own)}, and the forward pass's {', '.join(accepted) or 'no keywords'}")
+
+    # -- caching -----------------------------------------------------------------
+    def run_with_cache(self, *model_args: Any, names_filter: NamesFilter = None, device: Device = None,
+                       remove_batch_dim: bool = False, incl_bwd: bool = False,
+                       loss_fn: Optional[Callable[[Any], Tensor]] = None, reset_hooks_end: bool = True,
+                       clear_contexts: bool = False, return_cache_object: bool = True,
+                       **model_kwargs: Any) -> tuple[Any, Union[ActivationCache, dict[str, Tensor]]]:
+        """Run the model and record the activations at the hook points ``names_filter`` selects.
+
+        Entries are what the next module sees (after the other hooks at that point), detached:
+        the pass's own tensors, not copies (see ``ActivationCache``).
+
+        Args:
+            *model_args: the forward pass's positional arguments (the input batch).
+            names_filter: which hook points to record (see ``resolve_names``; default all).
+            device: where entries go (default: where they were computed).
+            remove_batch_dim: drop the batch dimension of a single input's activations.
+            incl_bwd: also record ``"<name>_grad"``, the gradient of ``loss_fn(output)``
+                (default: the output if it is a scalar, else its sum) with respect to each
+                activation; the parameters' ``.grad`` is left untouched.
+            loss_fn: the scalar to differentiate with ``incl_bwd``.
+            reset_hooks_end: remove the caching hooks afterwards; with ``False`` they stay and
+                record later passes too, as in TransformerLens.
+            clear_contexts: also empty every hook point's ``ctx`` afterwards.
+            return_cache_object: return an ``ActivationCache`` (else its plain dict).
+            **model_kwargs: the forward pass's keyword arguments (e.g. ``stop_at``).
+
+        Returns:
+            ``(output, cache)``.
+
+        Examples:
+            >>> logits, cache = model.run_with_cache(images[:5], names_filter="*.post")
+            >>> cache["layer0.post"].shape
+            torch.Size([5, 512])
+        """
+        self._check_forward_kwargs("run_with_cache", model_kwargs, _RUN_KEYWORDS)
         names = self.resolve_names(names_filter)
-        store: dict[str, Tensor] = {}
-        live: dict[str, Tensor] = {}
-        # The last tensor copied (a weak reference: the cache must not keep the forward
-        # pass's own activation alive), its version, and its copy.
-        last: list[Any] = [lambda: None, -1, None]
-
-        def save(act: Tensor, hook: HookPoint) -> Optional[Tensor]:
-            version = _version(act)
-            if last[0]() is act and version is not None and last[1] == version:
-                copy = last[2]  # layer{i}.post and layer{i+1}.pre: the same unchanged tensor
-            else:
-                copy = act.detach().to(device=device or act.device, copy=True)
-                last[:] = [weakref.ref(act), version, copy]
-            store[hook.name] = copy
+        if loss_fn is not None and not incl_bwd:
+            raise UsageError("loss_fn is used only with incl_bwd=True; pass incl_bwd=True or drop loss_fn")
+        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim and model_args[0].shape[0] != 1:
+            raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
+                                "cache a single input")
+        pass_id = object() if reset_hooks_end else None
+        recorder = Recorder(pass_id, device, keep_live=incl_bwd)
+        grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
+        with grad_mode, guarding(recorder.guard), self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts):
+            token = CLAIM.set(pass_id)
+            try:
+                out = self(*model_args, **model_kwargs)
+            finally:
+                CLAIM.reset(token)
             if incl_bwd:
-                if not act.requires_grad:
-                    act = act.detach().requires_grad_(True)
-                live[hook.name] = act
-                return act
-            return None
+                recorder.gradients(out, loss_fn)
+        if incl_bwd and isinstance(out, Tensor):
+            out = out.detach()
+        cache = ActivationCache(recorder.store, self)
+        if remove_batch_dim:
+            cache.remove_batch_dim()
+        return out, (cache if return_cache_object else cache.cache_dict)
 
-        grad_ctx = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
-        with grad_ctx, self.hooks(fwd_hooks=[(n, save) for n in names]):
-            out = self(*args, **kwargs)
-            if incl_bwd:
-                loss = loss_fn(out) if loss_fn is not None else (out if out.ndim == 0 else out.sum())
-                tensors = list({id(t): t for t in live.values()}.values())
-                if loss.requires_grad:
-                    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
-                else:  # the output depends on no activation (e.g. the logits are patched)
-                    grads = (None,) * len(tensors)
-                by_id = {id(t): g for t, g in zip(tensors, grads)}
-                for name, t in live.items():
-                    g = by_id[id(t)]
-                    if g is not None:
-                        store[name + "_grad"] = g.detach().to(device=device or g.device)
-        if isinstance(out, Tensor):
-            out = out.detach() if incl_bwd else out
-        return out, ActivationCache(store)
+    def get_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
+                          remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None
+                          ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
+        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``."""
+        if remove_batch_dim:
+            raise UsageError("get_caching_hooks(remove_batch_dim=True) is not supported; call cache.remove_batch_dim() "
+                             "on ActivationCache(cache) afterwards")
+        store: dict[str, Tensor] = {} if cache is None else cache
+        names = self.resolve_names(names_filter)
+        fwd = Recorder(None, device, store=store)
+        bwd = Recorder(None, device, store=store, suffix="_grad")
+        return store, [(n, fwd) for n in names], ([(n, bwd) for n in names] if incl_bwd else [])
 
+    def add_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
+                          remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+        """Attach ``get_caching_hooks``' hooks (removed by ``reset_hooks()``); returns the dict they fill."""
+        store, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
+        attach_all(self, fwd, "fwd")
+        attach_all(self, bwd, "bwd")
+        return store
 
-def _version(t: Tensor) -> Optional[int]:
-    """The tensor's in-place version counter; None where it is not tracked (inference mode)."""
-    try:
-        return t._version
-    except RuntimeError:
+    # -- inputs and shapes ----------------------------------------------------------
+    def accepted_input_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of one example ``forward`` accepts; inputs are reshaped to the first."""
+        shape = getattr(self, "input_shape", None)
+        if shape is None:
+            raise UsageError(f"{type(self).__name__} has no input_shape; set self.input_shape (one example's shape) in __init__")
+        return shape_variants(tuple(shape))
+
+    def reference_tensor(self) -> Optional[Tensor]:
+        """A parameter (or buffer) whose dtype and device inputs must match; None for a model without any."""
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
         return None
+
+    def check_tensor(self, x: Any, what: str = "input") -> Tensor:
+        """``x`` if it is a non-empty floating-point tensor on the model's dtype and device."""
+        if not isinstance(x, Tensor):
+            raise InputDtypeError(f"expected a torch.Tensor {what}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise InputDtypeError(f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; "
+                                  "convert with x.float() / 255 for uint8 images")
+        ref = self.reference_tensor()
+        if ref is not None and x.dtype != ref.dtype:
+            raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
+                                  f"use x.to({ref.dtype}) or model.to({x.dtype})")
+        if ref is not None and x.device != ref.device:
+            raise InputDtypeError(f"{what} is on {x.device} but the model is on {ref.device}; use x.to({str(ref.device)!r})")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ShapeError(f"empty batch: {what} has shape {list(x.shape)}; expected at least one example")
+        return x
+
+    def prepare_input(self, x: Any) -> Tensor:
+        """Check a batch ``[batch, *shape]`` (``shape`` one of ``accepted_input_shapes()``); reshape it to ``input_shape``."""
+        shapes = self.accepted_input_shapes()
+        if isinstance(x, Tensor) and (x.ndim < 2 or tuple(x.shape[1:]) not in shapes):
+            expected = " or ".join("[batch, " + ", ".join(map(str, s)) + "]" for s in shapes)
+            hint = "; add a batch dimension with x.unsqueeze(0)" if tuple(x.shape) in shapes else ""
+            raise ShapeError(f"expected input of shape {expected}, got {list(x.shape)}{hint}")
+        x = self.check_tensor(x)
+        return x if tuple(x.shape[1:]) == shapes[0] else x.reshape(x.shape[0], *shapes[0])
+
+    def as_batch(self, x: Tensor) -> Tensor:
+        """Like ``prepare_input``, but one example (without a batch dimension) becomes a batch of one."""
+        if isinstance(x, Tensor) and tuple(x.shape) in self.accepted_input_shapes():
+            x = x.unsqueeze(0)
+        return self.prepare_input(x)
+
+    def structure_key(self) -> tuple[Any, ...]:
+        """Changes whenever a module is replaced, changes mode, or a parameter changes shape."""
+        return tuple((id(m), m.training) for m in self.modules()) + tuple(p.shape for p in self.parameters())
+
+    def state_tensors(self) -> list[tuple[str, Tensor]]:
+        """Every parameter and buffer of the state dict, by name (what ``model_fingerprint`` hashes)."""
+        return list(self.state_dict(keep_vars=True).items())
+
+    def state_version(self) -> tuple[Any, ...]:
+        """Changes whenever a parameter or buffer is replaced or edited in place (identities, storages, versions)."""
+        return tuple((id(t), t._version, t.data_ptr()) for _, t in self.state_tensors())
+
+    def activation_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of one example's activation at every hook point (from a clean probe pass, memoised)."""
+        key = self.structure_key()
+        memo = self.__dict__.get("_shapes_memo")
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        ref = self.reference_tensor()
+        probe = torch.zeros(2, *self.accepted_input_shapes()[0], dtype=ref.dtype if ref is not None else torch.float32,
+                            device=ref.device if ref is not None else None)
+        shapes = {k: tuple(v.shape[1:]) for k, v in self.clean_activations(probe, self.hook_names).items()}
+        self.__dict__["_shapes_memo"] = (key, shapes)
+        return shapes
+
+    def activation_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of one example's activation at hook point ``name``."""
+        return self.activation_shapes()[self.resolve_name(name)]
+
+    def training_mode_modules(self) -> list[str]:
+        """The modules that compute something else in training mode (dropout, batch norm...), by path."""
+        return [name for name, m in self.named_modules() if name and isinstance(m, _TRAINING_DEPENDENT)]
+
+    def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+        """Activations at ``names`` from a pass where no hook runs (no steering, no intervention), without grad."""
+        with torch.no_grad(), hooks_suppressed():
+            _, cache = self.run_with_cache(x, names_filter=list(names))
+        return dict(cache.cache_dict)
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: Any, meta: Optional[dict[str, Any]] = None) -> None:
+        """Write a checkpoint atomically: the architecture, weights, buffers and ``meta`` (default ``self.meta``)."""
+        save_checkpoint(self, path, meta)
+
+    @classmethod
+    def load(cls, path: Any, device: Device = None) -> Any:
+        """Load a checkpoint written by ``save`` (``weights_only``; checked against its architecture), in eval mode."""
+        model = load_checkpoint(path, device)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{str(path)!r} holds a {type(model).__name__}, not a {cls.__name__}; load it with "
+                                  f"{type(model).__name__}.load or hookedmlp.load")
+        return model
+
+    @classmethod
+    def from_pretrained(cls, name: str = "mnist-mlp", device: Device = None) -> Any:
+        """A model shipped with the package (``"mnist-mlp"``: the study's network), its sha256 checked, in eval mode.
+
+        Examples:
+            >>> HookedMLP.from_pretrained("mnist-mlp").hook_names[-1]
+            'layer4.post'
+        """
+        model = load_pretrained(name, device)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"pretrained {name!r} is a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def hook_table(self) -> list[tuple[str, str, str]]:
+        """``(hook name, [batch, *shape], what it is)`` for every hook point; ``hookedmlp hooks`` prints it."""
+        shapes = self.activation_shapes()
+        return [(n, "[" + ", ".join(["batch", *map(str, shapes[n])]) + "]", "hook point in forward") for n in self.hook_names]
+
+    # -- steering and other interventions ------------------------------------------
+    def steering_vector(self, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first",
+                        exemplar: int = 0, data: Any = None) -> "steering.SteeringVector":
+        """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector``, computed with no hook running.
+
+        Args:
+            a: the positive side: a class label (a digit) or inputs (one example or a batch, averaged).
+            b: the negative side, like ``a``.
+            hook: a hook name or glob, or a list of them: the vector has a tensor at each.
+            coeff: the coefficient (finite).
+            method: for labels, ``"first"`` (the ``exemplar``-th example of the class, 0 for the
+                study's first training image) or ``"mean"`` (the class mean).
+            exemplar: which example of each class ``"first"`` takes (0-based).
+            data: ``(images, labels)`` or a labelled ``Dataset`` for class labels (default: MNIST's
+                training set, for MNIST-shaped models only).
+
+        Examples:
+            >>> model.steering_vector(3, 1, "layer0.post").label
+            '3 - 1'
+        """
+        return steering.build_steering_vector(self, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data)
+
+    def steer(self, vector: Optional["steering.SteeringVector"] = None, *, a: Any = None, b: Any = None,
+              hook: Union[str, Sequence[str], None] = None, coeff: float = 1.0, method: str = "first",
+              exemplar: int = 0, data: Any = None) -> HookContext:
+        """Context manager adding a steering vector: ``with model.steer(a=3, b=1, hook="layer0.post"):``.
+
+        Pass a ``SteeringVector`` (scaled by ``coeff``), or ``a``, ``b`` and ``hook`` to build one
+        (see ``steering_vector``). Nested contexts add up; leaving one removes exactly its hooks.
+
+        Examples:
+            >>> ones = images[labels == 1][:5]
+            >>> with model.steer(a=3, b=1, hook="layer0.post"):
+            ...     model(ones).argmax(-1).tolist()
+            [3, 3, 3, 3, 3]
+        """
+        if vector is not None:
+            if not isinstance(vector, steering.SteeringVector):
+                raise ArgumentTypeError(f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook=")
+            if a is not None or b is not None or hook is not None:
+                raise UsageError("pass either a SteeringVector or a=, b=, hook=, not both")
+            return vector.apply(self, coeff=coeff)
+        missing = [k for k, v in (("a", a), ("b", b), ("hook", hook)) if v is None]
+        if missing:
+            raise UsageError(f"steer() needs a SteeringVector or all of a=, b=, hook=; missing {', '.join(missing)}")
+        return self.steering_vector(a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data).apply(self)
+
+    def ablate(self, direction: Any, hook: str) -> HookContext:
+        """Context manager projecting ``direction`` out of the activation at ``hook`` (see ``interventions.ablate``).
+
+        Examples:
+            >>> with tiny.ablate(torch.tensor([1.0] + [0.0] * 7), "layer0.post"):
+            ...     _, cache = tiny.run_with_cache(tiny_x, names_filter="layer0.post")
+            >>> cache["layer0.post"][:, 0].abs().max().item()
+            0.0
+        """
+        return interventions.ablate(self, direction, hook)
+
+    def patch(self, hook: str, activations: Any) -> HookContext:
+        """Context manager replacing the activation at ``hook`` (see ``interventions.patch``).
+
+        Examples:
+            >>> _, clean = tiny.run_with_cache(tiny_x)
+            >>> with tiny.patch("layer1.post", clean):
+            ...     torch.equal(tiny(torch.zeros_like(tiny_x)), tiny(tiny_x))
+            True
+        """
+        return interventions.patch(self, hook, activations)
+
+    def clamp(self, hook: str, index: Any, value: Any) -> HookContext:
+        """Context manager fixing units ``index`` at ``hook`` to ``value`` (see ``interventions.clamp``).
+
+        Examples:
+            >>> with tiny.clamp("layer1.post", [0, 2], 5.0):
+            ...     _, cache = tiny.run_with_cache(tiny_x, names_filter="layer1.post")
+            >>> cache["layer1.post"][0, [0, 2]].tolist()
+            [5.0, 5.0]
+        """
+        return interventions.clamp(self, hook, index, value)

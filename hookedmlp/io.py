@@ -16,9 +16,25 @@ from typing import IO, Any
 
 import torch
 
-from hookedmlp.errors import CheckpointError
+from hookedmlp.errors import CheckpointError, FileWriteError
 
-__all__ = ["atomic_write", "atomic_save", "safe_load"]
+__all__ = ["atomic_write", "atomic_save", "safe_load", "check_writable"]
+
+
+def check_writable(path: "str | os.PathLike[str]") -> None:
+    """Raise ``FileWriteError`` unless ``path`` can be written (before a long computation that ends by writing it)."""
+    target = Path(path)
+    if target.is_dir():
+        raise FileWriteError(f"cannot write {str(target)!r}: it is a directory; pass a file path")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FileWriteError(f"cannot write {str(target)!r}: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileWriteError(f"cannot write {str(target)!r}: the directory {str(parent)!r} is not writable; choose another path")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise FileWriteError(f"cannot write {str(target)!r}: the file is read-only; make it writable (chmod u+w) or choose another path")
 
 
 @contextlib.contextmanager

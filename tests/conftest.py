@@ -6,17 +6,25 @@ from torch import nn
 
 from hookedmlp import HookedMLP, MLPConfig
 from hookedmlp.data import load_mnist
-from hookedmlp.hook_points import _WITH_HOOKS
+from hookedmlp.hook_points import HookPoint
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_hooks():
-    """Fail any test that leaves a hook attached to any HookPoint."""
-    before = {id(hp) for hp in _WITH_HOOKS}
+def no_leaked_hooks(monkeypatch):
+    """Fail any test that leaves a hook attached to any HookPoint (every hook is added through HookPoint.add_hook)."""
+    added = []
+    original = HookPoint.add_hook
+
+    def recording_add_hook(self, *args, **kwargs):
+        handle = original(self, *args, **kwargs)
+        added.append(handle)
+        return handle
+
+    monkeypatch.setattr(HookPoint, "add_hook", recording_add_hook)
     yield
-    leaked = [f"{hp.name}: {hp.fwd_hooks + hp.bwd_hooks}" for hp in list(_WITH_HOOKS) if id(hp) not in before]
-    for hp in list(_WITH_HOOKS):  # clean up so one failure does not cascade
-        hp.remove_hooks("both", including_permanent=True)
+    leaked = [repr(h) for h in added if h.attached]
+    for h in added:  # clean up so one failure does not cascade
+        h.remove()
     assert not leaked, f"test left hooks attached: {leaked}"
 
 

@@ -20,7 +20,7 @@ class StudyTables:
         sweep_loss: the sweep's loss without 1 after each layer.
 
     Examples:
-        >>> from analysis.study import study_tables
+        >>> from analysis.published import study_tables
         >>> tables = study_tables()
         >>> tables.grid.shape, tables.sweep_layers
         ((10, 10), [0, 1, 2, 3, 4])
@@ -39,7 +39,7 @@ def study_tables() -> StudyTables:
         The study's tables, from ``analysis/seed_data``.
 
     Examples:
-        >>> from analysis.study import study_tables
+        >>> from analysis.published import study_tables
         >>> study_tables().grid[3, 1]
         np.float64(12.7)
     """
@@ -79,7 +79,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
     Examples:
         >>> import numpy as np
-        >>> from analysis.study import spearman
+        >>> from analysis.published import spearman
         >>> spearman(np.array([1, 2, 3]), np.array([10, 30, 20]))
         0.5
     """

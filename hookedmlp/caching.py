@@ -1,0 +1,113 @@
+"""Recording activations during forward passes, for ``run_with_cache`` and TransformerLens' caching hooks.
+
+Each forward pass of a ``HookedRoot`` runs under its own pass token (a context variable, so
+per thread). A ``Recorder`` made for one ``run_with_cache`` call records only its own pass:
+another thread's pass, or a pass a hook starts inside it, never writes into its cache.
+
+Recorded entries are the pass's tensors, detached, not copies. Before any other hook runs on
+a tensor a recorder holds (or on a view of its storage), the recorder copies what it holds,
+so a hook's later in-place edit never reaches the cache.
+"""
+
+import contextvars
+from collections.abc import Callable
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from hookedmlp.errors import UsageError
+from hookedmlp.hook_points import HookPoint, Observer
+
+__all__ = ["Recorder", "PASS", "CLAIM"]
+
+# The token of the forward pass running in this thread, and the token the next pass must take.
+PASS: contextvars.ContextVar[Optional[object]] = contextvars.ContextVar("hookedmlp_pass", default=None)
+CLAIM: contextvars.ContextVar[Optional[object]] = contextvars.ContextVar("hookedmlp_claim", default=None)
+
+Device = Union[str, torch.device, None]
+
+
+def _storage(t: Tensor) -> Optional[int]:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. functorch wrappers)
+        return None
+
+
+class Recorder(Observer):
+    """A hook that stores each activation it sees under its hook's name.
+
+    Args:
+        pass_id: record only the pass with this token (None: every pass, as TransformerLens' caching hooks).
+        device: where entries go (None: where they were computed).
+        keep_live: also keep the graph-connected tensors, to take gradients afterwards.
+        suffix: appended to each name (``"_grad"`` for backward recorders).
+    """
+
+    def __init__(self, pass_id: Optional[object], device: Device = None, keep_live: bool = False,
+                 store: Optional[dict[str, Tensor]] = None, suffix: str = "") -> None:
+        self.pass_id = pass_id
+        self.device = device
+        self.keep_live = keep_live
+        self.suffix = suffix
+        self.store: dict[str, Tensor] = {} if store is None else store
+        self.live: dict[str, Tensor] = {}
+        self._shared: dict[int, list[str]] = {}  # storage -> names holding a tensor on it, uncopied
+        self._last: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)  # (activation, what was kept of it)
+
+    def __call__(self, act: Tensor, hook: HookPoint) -> Optional[Tensor]:
+        if self.pass_id is not None and PASS.get() is not self.pass_id:
+            return None
+        name = f"{hook.name}{self.suffix}"
+        if self._last[0] is act:  # layer{i}.post and layer{i+1}.pre: one activation, one entry object
+            kept = self._last[1]
+        else:
+            kept = act.detach()
+            if self.device is not None:
+                kept = kept.to(self.device)
+            if _storage(kept) is None:
+                kept = kept.clone()
+            self._last = (act, kept)
+        self.store[name] = kept
+        where = _storage(kept)
+        if where is not None and where == _storage(act):
+            self._shared.setdefault(where, []).append(name)
+        if self.keep_live:
+            if not act.requires_grad:  # an input leaf: make it part of the graph
+                act = act.detach().requires_grad_(True)
+                self.live[name] = act
+                return act
+            self.live[name] = act
+        return None
+
+    def guard(self, x: Tensor) -> None:
+        """Copy the entries that share ``x``'s storage: a hook is about to get ``x`` and may edit it."""
+        if not self._shared:
+            return
+        names = self._shared.pop(_storage(x), None)  # type: ignore[arg-type]
+        copies: dict[int, Tensor] = {}
+        for name in names or ():
+            t = self.store[name]
+            if id(t) not in copies:
+                copies[id(t)] = t.clone()
+            self.store[name] = copies[id(t)]
+        if names and self._last[1] is not None and id(self._last[1]) in copies:
+            self._last = (self._last[0], copies[id(self._last[1])])
+
+    def gradients(self, out: Any, loss_fn: Optional[Callable[[Any], Tensor]]) -> None:
+        """Store ``d loss / d activation`` as ``"<name>_grad"``; the parameters' ``.grad`` is untouched."""
+        loss = loss_fn(out) if loss_fn is not None else (out if out.ndim == 0 else out.sum())
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            shape = list(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise UsageError(f"incl_bwd needs a scalar loss, but loss_fn returned {shape}; reduce it, e.g. with .mean()")
+        tensors = list({id(t): t for t in self.live.values()}.values())
+        if loss.requires_grad and tensors:
+            grads = torch.autograd.grad(loss.reshape(()), tensors, allow_unused=True)
+        else:  # the output depends on no recorded activation (e.g. the logits are patched)
+            grads = (None,) * len(tensors)
+        by_id = {id(t): g for t, g in zip(tensors, grads)}
+        for name, t in self.live.items():
+            g = by_id[id(t)]
+            if g is not None:
+                self.store[name + "_grad"] = g.detach().to(self.device or g.device)

@@ -1,0 +1,116 @@
+"""Labelled data for class contrasts: ``(images, labels)`` tensors or a torch ``Dataset``; MNIST by default.
+
+``Labelled`` answers the questions steering asks of a data set: how many classes, which rows
+belong to a class, the k-th example of a class, and the rows of some classes in batches. A
+``Dataset`` is read item by item only where needed (its ``targets`` attribute, when present,
+gives the labels without reading the images).
+"""
+
+import math
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from hookedmlp.checks import check_class, check_int
+from hookedmlp.data import load_mnist
+from hookedmlp.errors import ArgumentTypeError, ShapeError, UsageError, warn
+
+__all__ = ["Labelled", "as_labelled", "default_data", "MNIST_SHAPE", "DataWarning"]
+
+MNIST_SHAPE = (1, 28, 28)
+_WARNED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # models already warned about the MNIST default
+
+
+class DataWarning(UserWarning):
+    """Class contrasts resolved through data the model may not have been trained on."""
+
+
+class Labelled:
+    """A labelled data set; ``name`` says where it came from (e.g. ``"MNIST train"``)."""
+
+    def __init__(self, data: Any, name: Optional[str] = None) -> None:
+        if isinstance(data, Labelled):
+            self.__dict__.update(data.__dict__)
+            return
+        self._images: Optional[Tensor] = None
+        self._dataset: Any = None
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+            images, labels = data
+            self._images, self.labels = images, _labels(labels, len(images))
+            self.name = name or f"given data (n={len(images)})"
+        elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Tensor, str)):
+            self._dataset = data
+            targets = getattr(data, "targets", None)
+            labels = torch.as_tensor(targets) if targets is not None else torch.as_tensor(
+                [int(data[i][1]) for i in range(len(data))])
+            self.labels = _labels(labels, len(data))
+            self.name = name or f"{type(data).__name__} (n={len(data)})"
+        else:
+            raise ArgumentTypeError(f"labelled data must be an (images, labels) pair of tensors or a torch Dataset of "
+                                    f"(image, label) items, got {type(data).__name__}")
+        classes = getattr(data, "classes", None)
+        self.n_classes = len(classes) if classes else int(self.labels.max()) + 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows(self, index: Tensor) -> Tensor:
+        """The images at ``index`` (a 1-D tensor of row numbers), stacked."""
+        if self._images is not None:
+            return self._images[index]
+        items = [self._dataset[int(i)][0] for i in index]
+        return torch.stack([torch.as_tensor(t) for t in items])
+
+    def indices(self, cls: int) -> Tensor:
+        return (self.labels == check_class(cls, self.n_classes, "class")).nonzero().squeeze(1)
+
+    def exemplar(self, cls: int, k: int = 0) -> tuple[Tensor, int]:
+        """The ``k``-th example of class ``cls`` (0-based) as a batch of one, and its row number."""
+        where = self.indices(cls)
+        k = check_int(k, "exemplar", low=0)
+        if k >= len(where):
+            raise UsageError(f"{self.name} has {len(where)} examples of class {cls}; exemplar {k} does not exist")
+        row = int(where[k])
+        return self.rows(where[k : k + 1]), row
+
+    def batches(self, classes: Sequence[int], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(images, labels)`` of the rows whose label is in ``classes``, in order, ``batch_size`` at a time."""
+        wanted = torch.tensor([check_class(c, self.n_classes, "class") for c in classes])
+        index = torch.isin(self.labels, wanted).nonzero().squeeze(1)
+        for i in range(0, len(index), batch_size):
+            part = index[i : i + batch_size]
+            yield self.rows(part), self.labels[part]
+
+
+def _labels(labels: Any, n: int) -> Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
+        raise ShapeError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype}, shape {list(labels.shape)}")
+    if len(labels) != n or n == 0:
+        raise ShapeError(f"labelled data needs one label per example and at least one example; got {n} examples, "
+                         f"{len(labels)} labels")
+    if int(labels.min()) < 0:
+        bad = sorted(set(labels[labels < 0].tolist()))[:5]
+        raise ShapeError(f"labels must be class numbers >= 0, got {bad}")
+    return labels.long()
+
+
+def as_labelled(data: Any) -> Labelled:
+    return data if isinstance(data, Labelled) else Labelled(data)
+
+
+def default_data(model: Any, split: str = "train") -> Labelled:
+    """MNIST's ``split`` for an MNIST-shaped model (warning once unless ``model.meta["dataset"]`` is ``"mnist"``)."""
+    shape = tuple(model.input_shape)
+    if math.prod(shape) != math.prod(MNIST_SHAPE) or shape not in (MNIST_SHAPE, (784,), (28, 28)):
+        raise UsageError(f"class labels need labelled data: this model's input is {list(shape)}, not MNIST's "
+                         "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset")
+    if model.meta.get("dataset") != "mnist" and model not in _WARNED:
+        warn(f"class labels are resolved through MNIST's {split} images, but this model does not record being "
+                      "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "
+                      "'mnist' to confirm", DataWarning)
+        _WARNED.add(model)
+    return Labelled(load_mnist(split), name=f"MNIST {split}")
