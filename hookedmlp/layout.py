@@ -67,16 +67,9 @@ def _shape_after(module: nn.Module, shape: tuple[int, ...], index: int, path: st
         return (*shape[:-1], module.out_features)
     if keeps_shape(module):
         return shape
-    # torch.nn's own modules without real weights (parameterless, or built on meta from a checkpoint) compute shapes on
-    # the meta device: no memory, whatever sizes a file claims; anything else runs on a real probe, as in forward
-    on_meta = DESCRIBABLE.get(type(module).__name__) is type(module) and all(t.is_meta for t in (*module.parameters(), *module.buffers()))
-    device = "meta" if on_meta else (ref.device if ref is not None else None)
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    probe = torch.zeros(2, *shape, dtype=dtype, device=device)
     try:
-        with torch.no_grad():
-            out = module(probe)
-    except Exception as e:  # an opaque module: say where the chain broke
+        out = _run_probe(module, shape, ref)
+    except Exception as e:  # say where the chain broke
         raise ShapeError(f"{who} cannot take an input of shape {list(shape)} per example ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}); replace it with a module that does, or fix the "
                          "module before it") from None
@@ -84,6 +77,27 @@ def _shape_after(module: nn.Module, shape: tuple[int, ...], index: int, path: st
         raise ShapeError(f"{who} returns {type(out).__name__}, not a tensor; a chain needs one tensor between modules: "
                          f"wrap it in a module returning one tensor, or {HOOKEDROOT_ROUTE}")
     return tuple(out.shape[1:])
+
+
+def _run_probe(module: nn.Module, shape: tuple[int, ...], ref: Optional[torch.Tensor]) -> object:
+    """``module`` on a batch of two zero examples of ``shape``, without touching its state."""
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    if DESCRIBABLE.get(type(module).__name__) is type(module):
+        # torch.nn's own modules run on the meta device with meta stand-ins for their weights: no memory, whatever
+        # sizes a file claims, and a training-mode batch norm's running statistics are left alone
+        state = {name: torch.empty_like(t, device="meta")
+                 for name, t in (*module.named_parameters(), *module.named_buffers())}
+        with torch.no_grad():
+            return torch.func.functional_call(module, state, (torch.zeros(2, *shape, dtype=dtype, device="meta"),))
+    modes = {m: m.training for m in module.modules()}
+    try:
+        for m in modes:  # an opaque module runs for real: in eval mode, so batch norms inside it learn nothing
+            m.training = False
+        with torch.no_grad():
+            return module(torch.zeros(2, *shape, dtype=dtype, device=ref.device if ref is not None else None))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 class Layout:

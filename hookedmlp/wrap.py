@@ -221,7 +221,7 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
 def _out_of_place(module: nn.Module, path: str) -> nn.Module:
     """An equal module that leaves its input alone (each hook point must keep its own tensor)."""
     if getattr(module, "inplace", None) is True:
-        fresh = copy.copy(module)
+        fresh = copy.deepcopy(module)  # (a shallow copy would share its hook dicts with the original)
         fresh.inplace = False
         return fresh
     raise UnsupportedNetworkError(f"module {path} ({type(module).__name__}) edits its input in place, which would change "

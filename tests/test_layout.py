@@ -156,3 +156,34 @@ def test_layout_of_a_huge_parameterless_chain_allocates_nothing():
     """Shapes of torch.nn modules without real weights come from the meta device."""
     layout = Layout([nn.Unflatten(1, (10**5, 10**5)), nn.AvgPool1d(2), nn.Flatten()], ["0", "1", "2"], (10**10,))
     assert layout.output_shape == (10**5 * 10**5 // 2,)
+
+
+def test_a_swapped_in_norm_must_fit_the_activation(chain):
+    chain.layer1.module = nn.LayerNorm(7)
+    with pytest.raises(ShapeError, match=re.escape("layer1 (LayerNorm) cannot take an input of shape [5] per example (")):
+        chain.layout
+    chain.layer1.module = nn.PReLU(4)
+    with pytest.raises(ShapeError, match=re.escape("layer1 (PReLU) cannot take an input of shape [5] per example (")):
+        chain.layout
+
+
+class Block(nn.Module):
+    """An opaque module holding a batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        return self.bn(x).repeat(1, 2)
+
+
+@pytest.mark.parametrize("module", [nn.BatchNorm1d(5), Block()], ids=["torch.nn", "opaque"])
+def test_computing_the_layout_leaves_training_mode_batch_norms_alone(chain, module):
+    chain.train()
+    chain.layer1.module = module
+    chain.layer2.module = nn.Linear(5 if isinstance(module, nn.BatchNorm1d) else 10, 4)
+    bn = module if isinstance(module, nn.BatchNorm1d) else module.bn
+    assert chain.activation_shape("layer1.post") == ((5,) if module is bn else (10,))
+    assert int(bn.num_batches_tracked) == 0 and torch.equal(bn.running_mean, torch.zeros(5))
+    assert bn.training and module.training

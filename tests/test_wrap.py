@@ -477,3 +477,15 @@ def test_a_list_of_children_without_activations_warns():
             "HookedMLP.from_module(net), which checks it")):
         model = HookedMLP.from_sequential(list(net.children()))
     assert model.n_layers == 2  # accepted (a low-rank factorisation is a real network), but never silently
+
+
+def test_an_out_of_place_copy_shares_no_hooks_with_the_original():
+    relu = nn.ReLU(inplace=True)
+    model = HookedMLP.from_module(_mlp(relu))
+    calls = []
+    handle = model.layer1.module.register_forward_hook(lambda m, args, out: calls.append(1))
+    try:
+        relu(torch.zeros(2, 5))
+        assert calls == []
+    finally:
+        handle.remove()
