@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from hookedmlp.checkpoint import check_state, register_architecture
 from hookedmlp.config import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
-from hookedmlp.errors import CheckpointError, ConfigError, HookedMLPError, HookNameError, ShapeError, UnsupportedNetworkError, UsageError, warn
+from hookedmlp.errors import CheckpointError, ConfigError, HookedMLPError, HookNameError, ShapeError, UnsupportedNetworkError, UsageError
 from hookedmlp.hook_points import HookPoint, hooks_suppressed
 from hookedmlp.hooked import _TRAINING_DEPENDENT, HookedRoot, shape_variants
 from hookedmlp.layout import Layout, Site
@@ -85,6 +85,9 @@ class HookedMLP(HookedRoot):
         config: an ``MLPConfig`` (default: the study's 784-512-512-10 ReLU net) or
             ``LeNetConfig``; fresh weights.
         input_shape: the shape of one example (default: the config's).
+        modules, paths, first_shape: instead of a config, the chain itself, each module's path in
+            the original network, and what the first module reads (``from_module`` and checkpoints
+            pass these; a user wraps a network with ``from_module``).
 
     Examples:
         >>> net = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
@@ -171,7 +174,9 @@ class HookedMLP(HookedRoot):
             The hooked model, in the network's training mode.
 
         Raises:
-            UnsupportedNetworkError: the network is not such a chain, or cannot run on the probe.
+            UnsupportedNetworkError: the network is not such a chain (the message names the module
+                and the place, and points to writing a ``HookedRoot`` subclass), or cannot run on
+                the probe (pass ``input_shape``).
 
         Examples:
             >>> seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.SiLU(), nn.Linear(32, 10))
@@ -180,8 +185,6 @@ class HookedMLP(HookedRoot):
             ('1', (32,))
         """
         chain = chain_of(net, input_shape)
-        if isinstance(net, (list, tuple)):
-            _warn_linear_pairs(chain.modules, chain.paths)
         model = cls(modules=chain.modules, paths=chain.paths, input_shape=chain.input_shape, first_shape=chain.first_shape)
         model.training = net.training if isinstance(net, nn.Module) else True
         modes = {m: m.training for m in model.modules()}
@@ -193,10 +196,11 @@ class HookedMLP(HookedRoot):
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        if not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
+        if got.shape != chain.expected.shape or not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
+            diff = (f"max difference {float((got - chain.expected).abs().max()):.3g}" if got.shape == chain.expected.shape
+                    else f"shape {list(got.shape)} instead of {list(chain.expected.shape)}")
             raise UnsupportedNetworkError(f"the chain of {type(net).__name__}'s modules computes something else than the "
-                                          f"network on a probe batch (max difference {float((got - chain.expected).abs().max()):.3g}); "
-                                          f"{HOOKEDROOT_ROUTE}")
+                                          f"network on a probe batch ({diff}); {HOOKEDROOT_ROUTE}")
         return model
 
     @classmethod
@@ -429,13 +433,3 @@ def _one_line(module: nn.Module) -> str:
     text = repr(module)
     return text if "\n" not in text else f"{type(module).__name__}(...)"
 
-
-def _warn_linear_pairs(modules: Sequence[nn.Module], paths: Sequence[str]) -> None:
-    """A list of Linear layers with nothing between two of them is what ``list(net.children())`` gives for a
-    network applying ``F.relu`` in its forward: say so, since the list alone cannot show it."""
-    for (a, pa), (b, pb) in zip(zip(modules, paths), zip(modules[1:], paths[1:])):
-        if isinstance(a, nn.Linear) and isinstance(b, nn.Linear):
-            warn(f"modules {pa} and {pb} are two Linear layers with no activation between them; if this list came from "
-                 "list(net.children()) of a network whose forward applies F.relu (or similar), wrap the network itself "
-                 "with HookedMLP.from_module(net), which checks it", UserWarning)
-            return

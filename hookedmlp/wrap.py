@@ -2,10 +2,12 @@
 
 The network is run once on a probe batch with PyTorch hooks on every leaf module, recording
 the order the leaves run in and the tensors that flow between them. The chain is accepted
-only if each leaf runs once and each one's input is exactly the previous one's output (a pure
-reshape in ``forward``, like ``x.view(len(x), -1)``, becomes a ``Reshape`` module); the hooked
-model is then checked against the original on the probe. Anything else (a functional call such
-as ``F.relu``, a skip connection, a reused module) is refused with the place it happens.
+only if each leaf runs exactly once and each one's input is exactly the previous one's output
+(a pure reshape in ``forward``, like ``x.view(len(x), -1)``, becomes a ``Reshape`` module); the
+hooked model is then checked against the original on the probe. Anything else (a functional
+call such as ``F.relu``, a skip connection, a reused or unused module, an in-place edit between
+modules) is refused with the module, its path and the way forward. Modules with
+``inplace=True`` are replaced by out-of-place copies, so each hook point keeps its own tensor.
 """
 
 import copy
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.config import image_shape
-from hookedmlp.errors import ShapeError, UnsupportedNetworkError
+from hookedmlp.errors import ShapeError, UnsupportedNetworkError, warn
 from hookedmlp.modules import Reshape
 
 __all__ = ["Chain", "chain_of", "probe_batch", "HOOKEDROOT_ROUTE"]
@@ -142,7 +144,8 @@ def _record(net: nn.Module, leaves: list[tuple[str, nn.Module]], x: Tensor) -> t
 
 def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
     """The chain ``net`` runs, checked on a probe batch (see the module's docs)."""
-    if isinstance(net, (list, tuple)):
+    given_list = isinstance(net, (list, tuple))
+    if given_list:
         net = nn.Sequential(*net)
     if not isinstance(net, nn.Module):
         raise UnsupportedNetworkError(f"expected an nn.Module (or a list of modules), got {type(net).__name__}")
@@ -215,6 +218,8 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
                     or isinstance(modules[0], Reshape) and len(modules[0].shape) == 1) and len(modules) > 1:
         first_shape = (math.prod(shape),)  # a leading flatten: the model flattens its input itself
         modules, paths = modules[1:], paths[1:]
+    if given_list:
+        _warn_linear_pairs(modules, paths)
     return Chain(modules, paths, shape, first_shape, x, out)
 
 
@@ -227,3 +232,14 @@ def _out_of_place(module: nn.Module, path: str) -> nn.Module:
     raise UnsupportedNetworkError(f"module {path} ({type(module).__name__}) edits its input in place, which would change "
                                   "what the hook point before it recorded, and has no inplace=False switch; make its "
                                   f"forward out of place, or {HOOKEDROOT_ROUTE}")
+
+
+def _warn_linear_pairs(modules: Sequence[nn.Module], paths: Sequence[str]) -> None:
+    """A list of Linear layers with nothing between two of them is what ``list(net.children())`` gives for a
+    network applying ``F.relu`` in its forward: say so, since the list alone cannot show it."""
+    for (a, pa), (b, pb) in zip(zip(modules, paths), zip(modules[1:], paths[1:])):
+        if isinstance(a, nn.Linear) and isinstance(b, nn.Linear):
+            warn(f"modules {pa} and {pb} are two Linear layers with no activation between them; if this list came from "
+                 "list(net.children()) of a network whose forward applies F.relu (or similar), wrap the network itself "
+                 "with HookedMLP.from_module(net), which checks it", UserWarning)
+            return
