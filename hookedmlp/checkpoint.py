@@ -55,6 +55,7 @@ def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
         raise CheckpointError(f"{source} lacks a list 'specs'; the file is corrupt or was edited")
     kinds = {"relu": ("ReLU", {}), "tanh": ("Tanh", {}), "sigmoid": ("Sigmoid", {})}
     layers = []
+    width = None
     for i, d in enumerate(specs):
         if not isinstance(d, Mapping) or not isinstance(d.get("kind"), str):
             raise CheckpointError(f"{source}: malformed layer spec {d!r}; expected a mapping with kind, d_in, d_out")
@@ -63,6 +64,11 @@ def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
             d_in, d_out, param = int(d["d_in"]), int(d["d_out"]), float(param)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{source}: malformed layer spec {dict(d)!r}: {e}") from None
+        if width is not None and d_in != width or kind != "linear" and d_in != d_out:
+            raise CheckpointError(f"{source} describes an impossible architecture: layer {i} ({kind}) reads {d_in} "
+                                  f"features and writes {d_out}, after a layer writing {width}; the file is corrupt or "
+                                  "was edited")
+        width = d_out
         if kind == "linear":
             desc = ("Linear", {"in_features": d_in, "out_features": d_out, "bias": bool(d.get("bias", True))})
         elif kind == "gelu":
@@ -108,6 +114,11 @@ def read_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> di
 def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise unless ``state`` has exactly ``model``'s tensor names and shapes (``model`` may be on ``meta``)."""
     expected = model.state_dict()
+    for k, t in state.items():  # a tensor may claim more elements than the file holds (a stride-0 view, expand())
+        if t.numel() and t.untyped_storage().nbytes() < t.numel() * t.element_size():
+            raise CheckpointError(f"{source}: tensor {k!r} of shape {list(t.shape)} has {t.numel()} elements but the file "
+                                  f"stores only {t.untyped_storage().nbytes()} bytes for it (a view such as expand()); "
+                                  "the file is corrupt or was edited, save the model with hookedmlp")
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]

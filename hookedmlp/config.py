@@ -36,9 +36,13 @@ def activation_module(name: str) -> nn.Module:
     return ACTIVATIONS[check_choice(name, tuple(ACTIVATIONS), "activation")]()
 
 
-def _widths(*widths: Any) -> None:
-    for w in widths:
-        check_int(w, "layer width", low=1)
+def _widths(**widths: Any) -> None:
+    for name, w in widths.items():
+        if isinstance(w, tuple):
+            for i, v in enumerate(w):
+                check_int(v, f"{name}[{i}]", low=1)
+        else:
+            check_int(w, name, low=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +64,12 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
-        _widths(self.d_in, *self.d_hidden, self.d_out)
+        _widths(d_in=self.d_in, d_hidden=self.d_hidden, d_out=self.d_out)
         check_choice(self.activation, tuple(ACTIVATIONS), "activation")
         check_number(self.dropout, "dropout", 0.0, 1.0, high_open=True)
         check_choice(self.norm, NORMS, "norm")
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"bias must be True or False, got {self.bias!r}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -99,7 +105,7 @@ class LeNetConfig:
         object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
         if len(self.channels) != 2 or len(self.d_hidden) != 2:
             raise ConfigError(f"LeNetConfig needs 2 channel counts and 2 hidden widths, got {self.channels}, {self.d_hidden}")
-        _widths(*self.channels, *self.d_hidden, self.d_out, self.in_channels)
+        _widths(channels=self.channels, d_hidden=self.d_hidden, d_out=self.d_out, in_channels=self.in_channels)
         check_choice(self.activation, tuple(ACTIVATIONS), "activation")
 
     @property
@@ -128,7 +134,7 @@ class ResidualConfig:
     norm: str = "layernorm"
 
     def __post_init__(self) -> None:
-        _widths(self.d_in, self.d_model, self.d_mlp, self.n_blocks, self.d_out)
+        _widths(d_in=self.d_in, d_model=self.d_model, d_mlp=self.d_mlp, n_blocks=self.n_blocks, d_out=self.d_out)
         check_choice(self.activation, tuple(ACTIVATIONS), "activation")
         check_choice(self.norm, ("none", "layernorm"), "norm")
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from hookedmlp.errors import HookNameError, ShapeError, UsageError, did_you_mean
-from hookedmlp.modules import is_affine, keeps_shape
+from hookedmlp.modules import DESCRIBABLE, is_affine, keeps_shape
+from hookedmlp.wrap import HOOKEDROOT_ROUTE
 
 __all__ = ["Site", "Layer", "Layout", "Span"]
 
@@ -56,26 +57,47 @@ class Span:
         return range(self.first // 2, self.last // 2)
 
 
-def _shape_after(module: nn.Module, shape: tuple[int, ...], path: str, ref: Optional[torch.Tensor]) -> tuple[int, ...]:
+def _shape_after(module: nn.Module, shape: tuple[int, ...], index: int, path: str,
+                 ref: Optional[torch.Tensor]) -> tuple[int, ...]:
+    who = f"layer{index} ({type(module).__name__}{f', from {path}' if path != str(index) else ''})"
     if isinstance(module, nn.Linear):
         if shape[-1:] != (module.in_features,):
-            raise ShapeError(f"module {path} (Linear) reads {module.in_features} features, but the previous module "
-                             f"writes {list(shape)}")
+            raise ShapeError(f"{who} reads {module.in_features} features, but its input has shape {list(shape)} per "
+                             f"example; replace it with a module that takes {list(shape)}, or fix the module before it")
         return (*shape[:-1], module.out_features)
     if keeps_shape(module):
         return shape
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    probe = torch.zeros(2, *shape, dtype=dtype, device=ref.device if ref is not None else None)
     try:
-        with torch.no_grad():
-            out = module(probe)
-    except Exception as e:  # an opaque module: say where the chain broke
-        raise ShapeError(f"module {path} ({type(module).__name__}) cannot take the previous module's output "
-                         f"{list(shape)}: {type(e).__name__}: {e}") from None
+        out = _run_probe(module, shape, ref)
+    except Exception as e:  # say where the chain broke
+        raise ShapeError(f"{who} cannot take an input of shape {list(shape)} per example ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); replace it with a module that does, or fix the "
+                         "module before it") from None
     if not isinstance(out, torch.Tensor):
-        raise ShapeError(f"module {path} ({type(module).__name__}) returns {type(out).__name__}, not a tensor; a chain "
-                         "needs one tensor between modules")
+        raise ShapeError(f"{who} returns {type(out).__name__}, not a tensor; a chain needs one tensor between modules: "
+                         f"wrap it in a module returning one tensor, or {HOOKEDROOT_ROUTE}")
     return tuple(out.shape[1:])
+
+
+def _run_probe(module: nn.Module, shape: tuple[int, ...], ref: Optional[torch.Tensor]) -> object:
+    """``module`` on a batch of two zero examples of ``shape``, without touching its state."""
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    if DESCRIBABLE.get(type(module).__name__) is type(module):
+        # torch.nn's own modules run on the meta device with meta stand-ins for their weights: no memory, whatever
+        # sizes a file claims, and a training-mode batch norm's running statistics are left alone
+        state = {name: torch.empty_like(t, device="meta")
+                 for name, t in (*module.named_parameters(), *module.named_buffers())}
+        with torch.no_grad():
+            return torch.func.functional_call(module, state, (torch.zeros(2, *shape, dtype=dtype, device="meta"),))
+    modes = {m: m.training for m in module.modules()}
+    try:
+        for m in modes:  # an opaque module runs for real: in eval mode, so batch norms inside it learn nothing
+            m.training = False
+        with torch.no_grad():
+            return module(torch.zeros(2, *shape, dtype=dtype, device=ref.device if ref is not None else None))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 class Layout:
@@ -88,7 +110,7 @@ class Layout:
         shape = tuple(first_shape)
         for i, layer in enumerate(self.layers):
             sites.append(Site(f"layer{i}.pre", 2 * i, i, "pre", shape))
-            shape = _shape_after(layer.module, shape, layer.path, ref)
+            shape = _shape_after(layer.module, shape, i, layer.path, ref)
             sites.append(Site(f"layer{i}.post", 2 * i + 1, i, "post", shape))
         self.sites = tuple(sites)
         self._by_name = {s.name: s for s in sites}
@@ -138,8 +160,10 @@ class Layout:
         elif stop_at_layer is not None:
             last = 2 * self._layer_index(stop_at_layer, "stop_at_layer", n)
         if last < first:
-            raise UsageError(f"the pass would stop ({stop_at or f'stop_at_layer={stop_at_layer}'}) before it starts "
-                             f"({start_at or f'start_at_layer={start_at_layer}'}); hook order is {', '.join(self.names)}")
+            stop = f"stop_at={stop_at!r}" if stop_at is not None else f"stop_at_layer={stop_at_layer}"
+            start = f"start_at={start_at!r}" if start_at is not None else f"start_at_layer={start_at_layer}"
+            raise UsageError(f"{stop} comes before {start}, so the pass would stop before it starts; hook order is "
+                             f"{', '.join(self.names)}")
         return Span(first, last, resumes)
 
     def _layer_index(self, i: int, what: str, high: int) -> int:

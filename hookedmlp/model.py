@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from hookedmlp.checkpoint import check_state, register_architecture
 from hookedmlp.config import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
-from hookedmlp.errors import CheckpointError, ConfigError, HookNameError, ShapeError, UnsupportedNetworkError
+from hookedmlp.errors import CheckpointError, ConfigError, HookedMLPError, HookNameError, ShapeError, UnsupportedNetworkError, UsageError
 from hookedmlp.hook_points import HookPoint, hooks_suppressed
 from hookedmlp.hooked import _TRAINING_DEPENDENT, HookedRoot, shape_variants
 from hookedmlp.layout import Layout, Site
@@ -85,6 +85,9 @@ class HookedMLP(HookedRoot):
         config: an ``MLPConfig`` (default: the study's 784-512-512-10 ReLU net) or
             ``LeNetConfig``; fresh weights.
         input_shape: the shape of one example (default: the config's).
+        modules, paths, first_shape: instead of a config, the chain itself, each module's path in
+            the original network, and what the first module reads (``from_module`` and checkpoints
+            pass these; a user wraps a network with ``from_module``).
 
     Examples:
         >>> net = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))
@@ -109,21 +112,46 @@ class HookedMLP(HookedRoot):
                                  f"{modules[0].in_features}")
         elif config is not None:
             raise ConfigError("pass a config or modules, not both")
+        elif input_shape is None and first_shape is None:
+            raise ConfigError("HookedMLP(modules=...) needs input_shape=, the shape of one example; or wrap the network "
+                              "with HookedMLP.from_module, which infers it")
         else:
             shape = tuple(input_shape if input_shape is not None else first_shape)  # type: ignore[arg-type]
         if not modules:
             raise ConfigError("a HookedMLP needs at least one module; got none")
+        first = tuple(first_shape if first_shape is not None else shape)
+        for what, dims in (("input_shape", shape), ("first_shape", first)):
+            if not dims or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in dims):
+                raise ShapeError(f"{what} must be positive ints (one example's shape), got {list(dims)}")
+        if first != shape and (len(first) != 1 or first[0] != math.prod(shape)):
+            raise ShapeError(f"first_shape {list(first)} is neither input_shape {list(shape)} nor its flattening "
+                             f"[{math.prod(shape)}]")
+        paths = list(paths) if paths is not None else [str(i) for i in range(len(modules))]
+        if len(paths) != len(modules):
+            raise ConfigError(f"got {len(modules)} modules but {len(paths)} paths; pass one path per module")
         self.config = config
         self.input_shape = tuple(shape)
-        self._first_shape = tuple(first_shape if first_shape is not None else shape)
+        self._first_shape = first
         self.n_layers = len(modules)
-        paths = list(paths) if paths is not None else [str(i) for i in range(len(modules))]
         for i, (module, path) in enumerate(zip(modules, paths)):
             self.add_module(f"layer{i}", HookedLayer(module, path))
+        self._index_layers()
+        _ = self.layout  # the chain's shapes are checked now
+
+    def _index_layers(self) -> None:
         self.setup()
         self._layers: list[HookedLayer] = [getattr(self, f"layer{i}") for i in range(self.n_layers)]
         self._points: list[HookPoint] = [hp for layer in self._layers for hp in (layer.pre, layer.post)]
-        _ = self.layout  # the chain's shapes are checked now
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        replacing = "_layers" in self.__dict__ and name in self._modules and name.startswith("layer")
+        if replacing and not isinstance(value, HookedLayer):
+            raise UsageError(f"model.{name} is the HookedLayer holding module {name} between its two hook points; to swap "
+                             f"the module, set model.{name}.module = {type(value).__name__}(...) instead")
+        super().__setattr__(name, value)
+        if replacing:  # a whole HookedLayer replaced: its hook points are new
+            self._index_layers()
+            _EPOCH[0] += 1
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -146,7 +174,9 @@ class HookedMLP(HookedRoot):
             The hooked model, in the network's training mode.
 
         Raises:
-            UnsupportedNetworkError: the network is not such a chain, or cannot run on the probe.
+            UnsupportedNetworkError: the network is not such a chain (the message names the module
+                and the place, and points to writing a ``HookedRoot`` subclass), or cannot run on
+                the probe (pass ``input_shape``).
 
         Examples:
             >>> seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.SiLU(), nn.Linear(32, 10))
@@ -166,10 +196,11 @@ class HookedMLP(HookedRoot):
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        if not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
+        if got.shape != chain.expected.shape or not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
+            diff = (f"max difference {float((got - chain.expected).abs().max()):.3g}" if got.shape == chain.expected.shape
+                    else f"shape {list(got.shape)} instead of {list(chain.expected.shape)}")
             raise UnsupportedNetworkError(f"the chain of {type(net).__name__}'s modules computes something else than the "
-                                          f"network on a probe batch (max difference {float((got - chain.expected).abs().max()):.3g}); "
-                                          f"{HOOKEDROOT_ROUTE}")
+                                          f"network on a probe batch ({diff}); {HOOKEDROOT_ROUTE}")
         return model
 
     @classmethod
@@ -374,18 +405,31 @@ class HookedMLP(HookedRoot):
 
     # -- display ---------------------------------------------------------------------------
     def hook_table(self) -> list[tuple[str, str, str]]:
-        """``(hook name, [batch, *shape], what it is)`` for every hook point; ``hookedmlp hooks`` prints it."""
+        """``(hook name, [batch, *shape], what it is)`` for every hook point; ``hookedmlp hooks`` prints it.
+
+        "What it is" names the module and, where it differs from the layer's index, its path
+        in the original network (``(from linear_relu_stack.0)``).
+        """
         rows = []
         for site in self.layout.sites:
             layer = self.layout.layers[site.layer]
             where = "input of" if site.side == "pre" else "output of"
             shape = "[" + ", ".join(["batch", *map(str, site.shape)]) + "]"
             origin = f"  (from {layer.path})" if layer.path != str(layer.index) else ""
-            rows.append((site.name, shape, f"{where} {layer.module}{origin}"))
+            rows.append((site.name, shape, f"{where} {_one_line(layer.module)}{origin}"))
         return rows
 
     def __repr__(self) -> str:
+        try:
+            rows = self.hook_table()
+        except HookedMLPError as e:  # a swapped-in module that does not fit: say so rather than fail to print
+            return f"HookedMLP({self.n_layers} layers, not a working chain: {e})"
         head = (f"HookedMLP(input {list(self.input_shape)} -> output {list(self.layout.output_shape)}; {self.n_layers} "
                 f"layers, {len(self.hook_dict)} hook points, {len(self.attached_hooks())} hooks attached")
-        rows = [f"  {name:<13} {shape:<20} {what}" for name, shape, what in self.hook_table()]
-        return "\n".join([head, *rows, ")"])
+        return "\n".join([head, *(f"  {name:<13} {shape:<20} {what}" for name, shape, what in rows), ")"])
+
+
+def _one_line(module: nn.Module) -> str:
+    text = repr(module)
+    return text if "\n" not in text else f"{type(module).__name__}(...)"
+

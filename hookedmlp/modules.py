@@ -71,13 +71,12 @@ _ARGS: dict[type, tuple[str, ...]] = {
 }
 DESCRIBABLE: dict[str, type] = {cls.__name__: cls for cls in _ARGS}
 
-# Modules whose output has the shape of their input (shapes need not be probed).
+# Elementwise modules: their output has the shape of their input, whatever that is, so shapes need not be probed.
+# (Norms, PReLU and softmax also keep the shape, but only of inputs that fit them: those are probed.)
 _SAME_SHAPE = (nn.modules.activation.ReLU, nn.ReLU6, nn.SELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.ELU,
                nn.CELU, nn.LeakyReLU, nn.RReLU, nn.Hardtanh, nn.Threshold, nn.GELU, nn.Softplus, nn.Hardshrink,
-               nn.Softshrink, nn.PReLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Softmax,
-               nn.LogSoftmax, nn.Softmin, nn.Softmax2d, nn.Identity, nn.modules.dropout._DropoutNd,
-               nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm, nn.GroupNorm,
-               nn.RMSNorm, nn.LocalResponseNorm)
+               nn.Softshrink, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Identity, nn.Dropout,
+               nn.AlphaDropout)
 
 
 def _plain(value: Any) -> Any:

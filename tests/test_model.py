@@ -1,5 +1,6 @@
-"""HookedMLP: forward equals plain torch bit for bit, start_at/stop_at, input checks,
-from_sequential / to_sequential / from_state_dict, repr, and the jaxtyping runtime checks."""
+"""HookedMLP: forward equals plain torch bit for bit, start_at/stop_at (and TransformerLens' start_at_layer /
+stop_at_layer), input checks, from_sequential / to_sequential, the repr and hook table, and the jaxtyping runtime
+checks. (Every kind of network from_module opens: test_wrap.py; from_state_dict: test_state_dict.py.)"""
 
 import re
 
@@ -9,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hookedmlp import HookedMLP, HookNameError, InputDtypeError, MLPConfig, ShapeError
-from hookedmlp.errors import CheckpointError
+from hookedmlp import ConfigError, HookedMLP, HookNameError, InputDtypeError, LeNetConfig, MLPConfig, ShapeError, UsageError
+from hookedmlp.modules import describe
 
 TINY_NAMES = [f"layer{i}.{p}" for i in range(5) for p in ("pre", "post")]
 
@@ -112,22 +113,73 @@ def test_hook_names_and_widths(tiny):
 
 
 def test_model_repr(tiny):
-    r = repr(tiny)
-    first = r.splitlines()[:2]
-    assert first == ["HookedMLP(", "  16 -> 8 -> 8 -> 3, relu; 5 layers, 10 hook points, 0 hooks attached"]
-    assert "(pre): HookPoint(name='layer0.pre', fwd_hooks=0, bwd_hooks=0)" in r
-    assert "(post): HookPoint(name='layer4.post', fwd_hooks=0, bwd_hooks=0)" in r
-    with tiny.add_hook("layer2.post", lambda a, h: None), tiny.add_hook("layer2.post", lambda a, h: None, dir="bwd"):
-        r = repr(tiny)
-        assert "5 layers, 10 hook points, 2 hooks attached" in r
-        assert "HookPoint(name='layer2.post', fwd_hooks=1, bwd_hooks=1)" in r
+    lines = repr(tiny).splitlines()
+    assert lines[0] == "HookedMLP(input [1, 4, 4] -> output [3]; 5 layers, 10 hook points, 0 hooks attached"
+    assert lines[1] == "  layer0.pre    [batch, 16]          input of Linear(in_features=16, out_features=8, bias=True)"
+    assert lines[4] == "  layer1.post   [batch, 8]           output of ReLU()"
+    assert lines[-1] == ")" and len(lines) == 12
+    with tiny.add_hook("layer2.post", lambda a, hook: None), tiny.add_hook("layer2.post", lambda a, hook: None, dir="bwd"):
+        assert "5 layers, 10 hook points, 2 hooks attached" in repr(tiny)
     assert "0 hooks attached" in repr(tiny)
 
 
-def test_repr_lists_activation_kinds():
-    m = HookedMLP.from_sequential(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Dropout(0.1), nn.Linear(3, 2)))
-    assert "4 -> 3 -> 2, dropout/tanh; 4 layers, 8 hook points, 0 hooks attached" in repr(m)
-    assert "3 -> 2, linear; 1 layers" in repr(HookedMLP.from_sequential(nn.Sequential(nn.Linear(3, 2))))
+def test_hook_table_of_the_quickstart_shows_original_paths_and_shapes():
+    torch.manual_seed(0)
+    model = HookedMLP.from_module(NeuralNetwork())
+    table = model.hook_table()
+    assert [row[0] for row in table] == TINY_NAMES
+    assert table[0] == ("layer0.pre", "[batch, 784]",
+                        "input of Linear(in_features=784, out_features=512, bias=True)  (from linear_relu_stack.0)")
+    assert table[1] == ("layer0.post", "[batch, 512]",
+                        "output of Linear(in_features=784, out_features=512, bias=True)  (from linear_relu_stack.0)")
+    assert table[3] == ("layer1.post", "[batch, 512]", "output of ReLU()  (from linear_relu_stack.1)")
+    assert table[-1] == ("layer4.post", "[batch, 10]",
+                         "output of Linear(in_features=512, out_features=10, bias=True)  (from linear_relu_stack.4)")
+    assert "  layer0.post   [batch, 512]         output of Linear(in_features=784, out_features=512, bias=True)  (from " \
+           "linear_relu_stack.0)" in repr(model).splitlines()
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(2 * 14 * 14, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).view(len(x), -1))
+
+
+def test_hook_table_of_a_cnn():
+    torch.manual_seed(0)
+    table = HookedMLP.from_module(SmallCNN()).hook_table()
+    assert table == [
+        ("layer0.pre", "[batch, 1, 28, 28]", "input of Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))  "
+                                             "(from features.0)"),
+        ("layer0.post", "[batch, 2, 28, 28]", "output of Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))  "
+                                              "(from features.0)"),
+        ("layer1.pre", "[batch, 2, 28, 28]", "input of ReLU()  (from features.1)"),
+        ("layer1.post", "[batch, 2, 28, 28]", "output of ReLU()  (from features.1)"),
+        ("layer2.pre", "[batch, 2, 28, 28]", "input of MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, "
+                                             "ceil_mode=False)  (from features.2)"),
+        ("layer2.post", "[batch, 2, 14, 14]", "output of MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, "
+                                              "ceil_mode=False)  (from features.2)"),
+        ("layer3.pre", "[batch, 2, 14, 14]", "input of Reshape(shape=[392])  (from <reshape in forward, before head>)"),
+        ("layer3.post", "[batch, 392]", "output of Reshape(shape=[392])  (from <reshape in forward, before head>)"),
+        ("layer4.pre", "[batch, 392]", "input of Linear(in_features=392, out_features=10, bias=True)  (from head)"),
+        ("layer4.post", "[batch, 10]", "output of Linear(in_features=392, out_features=10, bias=True)  (from head)"),
+    ]
+
+
+def test_lenet_config_builds_a_cnn():
+    torch.manual_seed(0)
+    model = HookedMLP(LeNetConfig(channels=(2, 3), d_hidden=(8, 6))).eval()
+    assert model.input_shape == (1, 28, 28) and model.n_layers == 12
+    assert [model.activation_shape(f"layer{i}.post") for i in (0, 2, 5, 6, 11)] == [(2, 28, 28), (2, 14, 14), (3, 5, 5),
+                                                                                   (75,), (10,)]
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x), model.to_sequential()(x))
+        assert torch.equal(model(x.reshape(3, 784)), model(x))
 
 
 # -- start_at / stop_at ----------------------------------------------------------------
@@ -174,7 +226,7 @@ def test_hooked_full_forward_matches_manual_computation(tiny, tiny_seq, tiny_x):
 def test_stop_at_returns_activation_after_its_hooks(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
         expected = tiny_seq[2](tiny_seq[1](tiny_seq[0](tiny_x))) * 3
-        with tiny.hooks(fwd_hooks=[("layer2.post", lambda a, h: a * 3)]):
+        with tiny.hooks(fwd_hooks=[("layer2.post", lambda a, hook: a * 3)]):
             assert torch.equal(tiny(tiny_x, stop_at="layer2.post"), expected)
 
 
@@ -182,8 +234,8 @@ def test_start_at_skips_hooks_at_that_point(tiny, tiny_seq, tiny_x):
     calls = []
     with torch.no_grad():
         mid = tiny(tiny_x, stop_at="layer1.post")
-        with tiny.hooks(fwd_hooks=[("layer1.post", lambda a, h: calls.append(h.name) or a * 0),
-                                   ("layer2.pre", lambda a, h: calls.append(h.name))]):
+        with tiny.hooks(fwd_hooks=[("layer1.post", lambda a, hook: calls.append(hook.name) or a * 0),
+                                   ("layer2.pre", lambda a, hook: calls.append(hook.name))]):
             out = tiny(mid, start_at="layer1.post")
         assert calls == ["layer2.pre"]
         assert torch.equal(out, tiny_seq[4](tiny_seq[3](tiny_seq[2](mid))))
@@ -195,10 +247,15 @@ def test_start_and_stop_at_the_same_point_is_identity(tiny, tiny_x):
 
 
 def test_start_at_wrong_width_raises(tiny):
-    with pytest.raises(ShapeError, match=re.escape("start_at='layer0.post' expects its activation of shape [batch, 8], got [5, 7]")):
+    with pytest.raises(ShapeError, match=re.escape(
+            "start_at='layer0.post' expects the activation at 'layer0.post', of shape [batch, 8], got [5, 7]")):
         tiny(torch.zeros(5, 7), start_at="layer0.post")
-    with pytest.raises(ShapeError, match=re.escape("start_at='layer0.pre' expects its activation of shape [batch, 16], got [5, 1, 4, 4]")):
+    with pytest.raises(ShapeError, match=re.escape(
+            "start_at='layer0.pre' expects the activation at 'layer0.pre', of shape [batch, 16], got [5, 1, 4, 4]")):
         tiny(torch.zeros(5, 1, 4, 4), start_at="layer0.pre")
+    with pytest.raises(ShapeError, match=re.escape(
+            "start_at_layer=2 expects the activation at 'layer1.post', of shape [batch, 8], got [5, 3]")):
+        tiny(torch.zeros(5, 3), start_at_layer=2)
 
 
 def test_start_at_wrong_dtype_raises(tiny):
@@ -207,7 +264,8 @@ def test_start_at_wrong_dtype_raises(tiny):
 
 
 def test_stop_before_start_raises(tiny):
-    with pytest.raises(ValueError, match=re.escape("stop_at='layer0.post' comes before start_at='layer1.post'; hook order is layer0.pre, layer0.post, layer1.pre")):
+    with pytest.raises(UsageError, match=re.escape("stop_at='layer0.post' comes before start_at='layer1.post', so the pass "
+                                                   "would stop before it starts; hook order is layer0.pre, layer0.post, layer1.pre")):
         tiny(torch.zeros(5, 8), start_at="layer1.post", stop_at="layer0.post")
 
 
@@ -309,7 +367,7 @@ def test_custom_input_shape():
         assert torch.equal(m(x), m(x.reshape(3, 12)))
     with pytest.raises(ShapeError, match=re.escape("expected input of shape [batch, 12] or [batch, 2, 6], got [3, 6, 2]")):
         m(torch.rand(3, 6, 2))
-    with pytest.raises(ShapeError, match=re.escape("input_shape (3, 5) has 15 elements, but the first layer takes d_in=12")):
+    with pytest.raises(ShapeError, match=re.escape("input_shape [3, 5] has 15 elements, but the first layer takes 12")):
         HookedMLP(MLPConfig(d_in=12, d_hidden=(5,), d_out=2), input_shape=(3, 5))
     assert HookedMLP(MLPConfig(d_in=12, d_hidden=(5,), d_out=2)).input_shape == (12,)
 
@@ -317,13 +375,13 @@ def test_custom_input_shape():
 # -- jaxtyping runtime checks ---------------------------------------------------------------
 
 def test_jaxtyping_runtime_checks_are_active(tiny):
-    """HookedMLP.forward declares ``x: Shaped[Tensor, "batch *d_in"]`` (at least one dim).
+    """HookedMLP.forward declares ``x: Shaped[Tensor, "batch *example"]`` (at least one dim).
 
     A 0-d tensor violates that shape. With the jaxtyping import hook on (pytest's
     ``--jaxtyping-packages``) the call fails in the annotation check, before the body
     runs; the body alone would raise ShapeError from prepare_input (shown below).
     """
-    with pytest.raises(jaxtyping.TypeCheckError, match=re.escape("Shaped[Tensor, 'batch *d_in']")):
+    with pytest.raises(jaxtyping.TypeCheckError, match=re.escape("Shaped[Tensor, 'batch *example']")):
         tiny(torch.tensor(1.0))
     with pytest.raises(ShapeError, match=re.escape(EXPECTED_SHAPES + "[]")):
         tiny.prepare_input(torch.tensor(1.0))
@@ -364,7 +422,8 @@ def test_from_sequential_with_dropout(tiny_x):
     torch.manual_seed(0)
     seq = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
     m = HookedMLP.from_sequential(seq)
-    assert [s.kind for s in m.specs] == ["linear", "relu", "dropout", "linear"]
+    assert [type(layer.module) for layer in m.layout.layers] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert [layer.path for layer in m.layout.layers] == ["1", "2", "3", "4"]  # where each sat in seq
     assert isinstance(m.layer2.module, nn.Dropout) and m.layer2.module.p == 0.5
     assert len(m.hook_names) == 8
     # train mode: the same random mask from the same generator state
@@ -414,22 +473,28 @@ def test_from_sequential_other_activations(tiny_x):
             assert torch.equal(cache[name], ref[name]), name
 
 
-def test_from_sequential_unsupported_module():
-    with pytest.raises(TypeError, match=re.escape("module 1 is Conv2d, which HookedMLP does not support; supported: "
-                                                  "Flatten (first only), Linear, ReLU, GELU, Tanh, Sigmoid, LeakyReLU, Dropout")):
-        HookedMLP.from_sequential(nn.Sequential(nn.Linear(4, 3), nn.Conv2d(1, 1, 1)))
-    with pytest.raises(TypeError, match=re.escape("module 0 (Conv2d) comes before any Linear; the stack must start with Linear")):
-        HookedMLP.from_sequential(nn.Sequential(nn.Conv2d(1, 1, 1), nn.Linear(4, 3)))
-    with pytest.raises(TypeError, match=re.escape("module 2 is Identity, which HookedMLP does not support")):
-        HookedMLP.from_sequential(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Identity()))
-    with pytest.raises(ValueError, match=re.escape("the stack has no Linear layer; expected at least one nn.Linear")):
-        HookedMLP.from_sequential(nn.Sequential(nn.Flatten()))
+def test_from_sequential_opens_what_the_first_version_refused(tiny_x):
+    """Identity, a trailing Softmax, norms and nested Sequentials were refused before the redesign."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Sequential(nn.Linear(16, 8), nn.LayerNorm(8), nn.SiLU()), nn.Identity(), nn.Linear(8, 3),
+                        nn.Softmax(dim=-1))
+    m = HookedMLP.from_sequential(seq).eval()
+    assert [layer.path for layer in m.layout.layers] == ["0.0", "0.1", "0.2", "1", "2", "3"]
+    with torch.no_grad():
+        assert torch.equal(m(tiny_x), seq(tiny_x))
 
 
-def test_from_sequential_error_position_counts_the_flatten():
-    # seq[2] is the Conv2d, but from_sequential drops the Flatten before numbering, so the message says "module 1"
-    with pytest.raises(TypeError, match=re.escape("module 2 is Conv2d")):
-        HookedMLP.from_sequential(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Conv2d(1, 1, 1)))
+def test_bad_construction_arguments():
+    with pytest.raises(ConfigError, match=re.escape(
+            "HookedMLP(modules=...) needs input_shape=, the shape of one example; or wrap the network with "
+            "HookedMLP.from_module, which infers it")):
+        HookedMLP(modules=[nn.Linear(4, 2)])
+    with pytest.raises(ShapeError, match=re.escape("first_shape [5] is neither input_shape [2, 2] nor its flattening [4]")):
+        HookedMLP(modules=[nn.Linear(5, 2)], input_shape=(2, 2), first_shape=(5,))
+    with pytest.raises(ConfigError, match=re.escape("got 1 modules but 2 paths; pass one path per module")):
+        HookedMLP(modules=[nn.Linear(4, 2)], input_shape=(4,), paths=["a", "b"])
+    with pytest.raises(ConfigError, match=re.escape("pass a config or modules, not both")):
+        HookedMLP(MLPConfig(), modules=[nn.Linear(4, 2)])
 
 
 def test_to_sequential_round_trip(tiny, tiny_seq, tiny_x):
@@ -438,7 +503,8 @@ def test_to_sequential_round_trip(tiny, tiny_seq, tiny_x):
     assert all(a is b for a, b in zip(list(seq)[1:], [tiny.layer0.module, tiny.layer1.module, tiny.layer2.module,
                                                        tiny.layer3.module, tiny.layer4.module]))
     again = HookedMLP.from_sequential(seq)
-    assert again.specs == tiny.specs
+    assert [describe(layer.module, "") for layer in again.layout.layers] == [
+        describe(layer.module, "") for layer in tiny.layout.layers]
     with torch.no_grad():
         assert torch.equal(again(tiny_x), tiny(tiny_x))
         assert torch.equal(seq(tiny_x.reshape(5, 1, 4, 4)), tiny_seq(tiny_x))
@@ -459,8 +525,6 @@ def test_state_dict_round_trip(small_cfg, tiny_x):
     assert all(p.data_ptr() != q.data_ptr() for p, q in zip(a.parameters(), b.parameters()))
 
 
-# -- from_state_dict (the PyTorch quickstart) -------------------------------------------
-
 class NeuralNetwork(nn.Module):
     """The PyTorch quickstart's model."""
 
@@ -474,73 +538,23 @@ class NeuralNetwork(nn.Module):
         return self.linear_relu_stack(self.flatten(x))
 
 
-def test_from_state_dict_quickstart(tmp_path):
-    torch.manual_seed(7)
-    net = NeuralNetwork().eval()
-    torch.save(net.state_dict(), tmp_path / "model.pth")
-    sd = torch.load(tmp_path / "model.pth", weights_only=True)
-    assert list(sd) == [f"linear_relu_stack.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
-    m = HookedMLP.from_state_dict(sd, activation="relu").eval()
-    assert [s.kind for s in m.specs] == ["linear", "relu", "linear", "relu", "linear"]
-    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(8))
+# -- TransformerLens' start_at_layer / stop_at_layer ---------------------------------------
+
+@pytest.mark.parametrize("i", range(5))
+def test_stop_at_layer_and_start_at_layer(tiny, tiny_seq, tiny_x, i):
     with torch.no_grad():
-        expected = net(x)
-        assert torch.equal(m(x), expected)
-        out, cache = m.run_with_cache(x, names_filter=["layer0.post", "layer3.post"])
-        assert torch.equal(out, expected)
-        assert torch.equal(cache["layer0.post"], net.linear_relu_stack[0](net.flatten(x)))
-        stack = net.linear_relu_stack
-        assert torch.equal(cache["layer3.post"], stack[3](stack[2](stack[1](stack[0](net.flatten(x))))))
-    # the weights were copied, not shared
-    assert m.layer0.module.weight.data_ptr() != net.linear_relu_stack[0].weight.data_ptr()
-    assert torch.equal(m.layer0.module.weight, net.linear_relu_stack[0].weight)
+        h = tiny(tiny_x, stop_at_layer=i)  # module i's input
+        assert torch.equal(h, reference_acts(list(tiny_seq), tiny_x)[f"layer{i}.pre"])
+        assert torch.equal(tiny(h, start_at_layer=i), tiny_seq(tiny_x))
 
 
-def test_from_state_dict_other_activation_and_layout(tiny_x):
-    torch.manual_seed(0)
-    seq = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3, bias=False))
-    m = HookedMLP.from_state_dict(seq.state_dict(), activation="tanh")  # Linear layers at 1, 3
-    assert [s.kind for s in m.specs] == ["linear", "tanh", "linear"]
-    assert m.specs[2].bias is False and m.layer2.module.bias is None
-    with torch.no_grad():
-        assert torch.equal(m(tiny_x), seq(tiny_x))
-
-
-def test_from_state_dict_float64(tiny_seq, tiny_x):
-    seq = tiny_seq.double()
-    m = HookedMLP.from_state_dict(seq.state_dict())
-    assert m.layer0.module.weight.dtype == torch.float64
-    with torch.no_grad():
-        assert torch.equal(m(tiny_x.double()), seq(tiny_x.double()))
-
-
-@pytest.mark.parametrize("sd,message", [
-    ({}, "the state dict is empty; expected the weights of a Sequential of Linear layers"),
-    ({"0.weight": torch.zeros(3, 4), "running_mean": torch.zeros(3)},
-     "unexpected key 'running_mean'; expected keys like 'linear_relu_stack.0.weight' (a Sequential's state dict)"),
-    ({"0.weight": torch.zeros(3, 4), "0.scale": torch.zeros(3)}, "unexpected key '0.scale'"),
-    ({"a.0.weight": torch.zeros(3, 4), "b.2.weight": torch.zeros(2, 3)},
-     "keys have several prefixes ['a.', 'b.']; pass the state dict of one Sequential"),
-    ({"0.weight": torch.zeros(3, 4), "4.weight": torch.zeros(2, 3)},
-     "Linear layers at indices [0, 4]; expected them at every other index (0, 2, 4, ...: Linear, activation, Linear, ...)"),
-    ({"2.weight": torch.zeros(3, 4), "4.weight": torch.zeros(2, 3)}, "Linear layers at indices [2, 4]"),
-    ({"0.bias": torch.zeros(3), "2.weight": torch.zeros(2, 3)}, "index 0 has no 2-D weight; got ['bias']"),
-    ({"0.weight": torch.zeros(3), "2.weight": torch.zeros(2, 3)}, "index 0 has no 2-D weight; got ['weight']"),
-    ({"0.weight": torch.zeros(3, 4), "2.weight": torch.zeros(2, 5)},
-     "Linear at index 2 takes 5 inputs but the previous one gives 3"),
-])
-def test_from_state_dict_malformed(sd, message):
-    with pytest.raises(CheckpointError, match=re.escape(message)):
-        HookedMLP.from_state_dict(sd)
-
-
-def test_from_state_dict_unknown_activation(tiny_seq):
-    with pytest.raises(ValueError, match=re.escape("unknown activation 'swish'; expected one of relu, gelu, tanh, sigmoid, leaky_relu")):
-        HookedMLP.from_state_dict(tiny_seq.state_dict(), activation="swish")
-
-
-def test_from_state_dict_wrong_bias_shape_raises_checkpoint_error(tiny_seq):
-    sd = dict(tiny_seq.state_dict())
-    sd["2.bias"] = torch.zeros(7)
-    with pytest.raises(CheckpointError, match="bias"):
-        HookedMLP.from_state_dict(sd)
+def test_layer_forms_run_the_hooks_transformerlens_runs(tiny, tiny_x):
+    counts: dict[str, int] = {}
+    hooks = [(n, lambda act, hook: counts.__setitem__(hook.name, counts.get(hook.name, 0) + 1)) for n in TINY_NAMES]
+    with torch.no_grad(), tiny.hooks(fwd_hooks=hooks):
+        h = tiny(tiny_x, stop_at_layer=2)  # layer2.pre's hooks do not run
+        assert counts == {n: 1 for n in TINY_NAMES[:4]}
+        counts.clear()
+        tiny(h, start_at_layer=2)  # they run here
+        assert counts == {n: 1 for n in TINY_NAMES[4:]}
+        assert torch.equal(tiny(tiny_x, stop_at_layer=-1), tiny(tiny_x, stop_at="layer3.post"))

@@ -10,6 +10,7 @@ from importlib import resources
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import hookedmlp.checkpoint as ckpt_mod
 from hookedmlp import CheckpointError, HookedMLP, MLPConfig
@@ -85,9 +86,11 @@ def test_card_agrees_with_the_checkpoint_meta(model, card):
 # -- architecture ------------------------------------------------------------------------------
 
 def test_architecture_is_784_512_512_10_relu(model):
-    assert model.specs == tuple(MLPConfig(d_in=784, d_hidden=(512, 512), d_out=10, activation="relu").layer_specs())
-    assert [(s.kind, s.d_in, s.d_out) for s in model.specs] == [
-        ("linear", 784, 512), ("relu", 512, 512), ("linear", 512, 512), ("relu", 512, 512), ("linear", 512, 10)]
+    layers = model.layout.layers
+    assert [type(layer.module) for layer in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in model.to_sequential() if isinstance(m, nn.Linear)] == [
+        (784, 512), (512, 512), (512, 10)]
+    assert model.config == MLPConfig(d_in=784, d_hidden=(512, 512), d_out=10, activation="relu")
     assert model.hook_names == HOOKS
     assert model.input_shape == (1, 28, 28)
     assert not model.training
@@ -114,29 +117,46 @@ def test_unknown_name_suggests_the_right_one(name):
         pretrained_card(name)
 
 
-def test_a_tampered_weights_file_fails_the_checksum(tmp_path, monkeypatch):
-    weights, card = _shipped()
-    bad = tmp_path / "mnist-mlp.pt"
-    with resources.as_file(weights) as path:
-        shutil.copyfile(path, bad)
-    data = bytearray(bad.read_bytes())
-    data[len(data) // 2] ^= 0x01  # one bit inside the weights: still a loadable file
-    bad.write_bytes(bytes(data))
-    assert isinstance(HookedMLP.load(bad), HookedMLP)  # so only the checksum can catch it
+def _package(tmp_path, weights=None, card=None):
+    """A copy of the shipped files in ``tmp_path``, optionally replaced, for ``_pretrained_root`` to point at."""
+    w, c = _shipped()
+    with resources.as_file(w) as path:
+        shutil.copyfile(path, tmp_path / "mnist-mlp.pt")
+    (tmp_path / "mnist-mlp.json").write_text(c.read_text())
+    if weights is not None:
+        (tmp_path / "mnist-mlp.pt").write_bytes(weights)
+    if card is not None:
+        (tmp_path / "mnist-mlp.json").write_text(json.dumps(card))
+    return tmp_path
 
-    with resources.as_file(card) as card_path:
-        monkeypatch.setattr(ckpt_mod, "_pretrained_files", lambda name: (bad, card_path))
-        with pytest.raises(CheckpointError, match="fails its checksum") as info:
-            HookedMLP.from_pretrained("mnist-mlp")
+
+def test_a_tampered_weights_file_fails_the_checksum(tmp_path, monkeypatch):
+    weights, _ = _shipped()
+    with resources.as_file(weights) as path:
+        data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit inside the weights: still a loadable file
+    root = _package(tmp_path, weights=bytes(data))
+    assert isinstance(HookedMLP.load(root / "mnist-mlp.pt"), HookedMLP)  # so only the checksum can catch it
+
+    monkeypatch.setattr(ckpt_mod, "_pretrained_root", lambda: root)
+    with pytest.raises(CheckpointError, match="fails its checksum") as info:
+        HookedMLP.from_pretrained("mnist-mlp")
     assert "sha256" in str(info.value) and hashlib.sha256(bytes(data)).hexdigest() in str(info.value)
 
 
 def test_a_tampered_card_fails_the_checksum(tmp_path, monkeypatch):
-    weights, card = _shipped()
+    _, card = _shipped()
     content = json.loads(card.read_text())
     content["sha256"] = "0" * 64
-    bad_card = tmp_path / "mnist-mlp.json"
-    bad_card.write_text(json.dumps(content))
-    monkeypatch.setattr(ckpt_mod, "_pretrained_files", lambda name: (weights, bad_card))
+    root = _package(tmp_path, card=content)
+    monkeypatch.setattr(ckpt_mod, "_pretrained_root", lambda: root)
     with pytest.raises(CheckpointError, match="fails its checksum: expected sha256 0{64}"):
         HookedMLP.from_pretrained("mnist-mlp")
+
+
+def test_the_shipped_file_is_a_version_2_chain():
+    weights, _ = _shipped()
+    with resources.as_file(weights) as path:
+        ckpt = torch.load(path, weights_only=True)
+    assert (ckpt["format"], ckpt["version"], ckpt["architecture"]) == ("hookedmlp.checkpoint", 2, "chain")
+    assert [layer["path"] for layer in ckpt["layers"]] == ["0", "1", "2", "3", "4"]
