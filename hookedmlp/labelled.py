@@ -132,6 +132,7 @@ def _labels(labels: Any, n: int) -> Tensor:
 
 
 def as_labelled(data: Any) -> Labelled:
+    """``data`` as a ``Labelled`` (unchanged if it is one)."""
     return data if isinstance(data, Labelled) else Labelled(data)
 
 

@@ -45,7 +45,7 @@ from hookedmlp.labelled import (
 )
 
 __all__ = ["SteeringVector", "SteeringWarning", "METHODS", "build_steering_vector", "class_activations",
-           "model_fingerprint"]
+           "model_fingerprint", "warn_training_mode"]
 
 _META_TYPES: dict[str, tuple[type, ...]] = {  # what save() writes; load() accepts nothing else for these keys
     "label": (str,), "a": (str, int), "b": (str, int), "method": (str,), "coeff": (int, float), "model": (str,),
