@@ -318,9 +318,17 @@ class _Adder:
         return act + self.v
 
 
+_TRAINING: "weakref.WeakKeyDictionary[Any, tuple[tuple, list[str]]]" = weakref.WeakKeyDictionary()
+
+
 def warn_training_mode(model: HookedModel, doing: str) -> None:
     """``SteeringWarning`` if a module that computes something else in training mode is in training mode."""
-    active = [n for n in model.training_mode_modules() if model.get_submodule(n).training]
+    key = model.structure_key()  # changes with every module's mode: the scan below runs once per change
+    memo = _TRAINING.get(model)
+    if memo is None or memo[0] != key:
+        memo = (key, [n for n in model.training_mode_modules() if model.get_submodule(n).training])
+        _TRAINING[model] = memo
+    active = memo[1]
     if active:
         kinds = sorted({type(model.get_submodule(n)).__name__ for n in active})
         warn(f"{doing} a model in training mode: {', '.join(active)} ({', '.join(kinds)}) compute something else "
