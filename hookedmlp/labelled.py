@@ -52,8 +52,8 @@ class Labelled:
             return
         self._images: Optional[Tensor] = None
         self._dataset: Any = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-            images, labels = data
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(t, "shape") for t in data):
+            images, labels = (torch.as_tensor(t) for t in data)  # tensors, or arrays such as numpy's
             self._images, self.labels = images, _labels(labels, len(images))
             self.name = name or f"given data (n={len(images)})"
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Tensor, str)):

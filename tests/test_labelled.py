@@ -117,11 +117,13 @@ def test_a_dataset_gives_the_same_vectors(net, user_data, with_targets):
     images, labels = user_data
     dataset = Items(images, labels, with_targets)
     items = [(images[i], int(labels[i])) for i in range(N)]  # a list of items is a Dataset too
+    arrays = (images.numpy(), labels.numpy())  # and numpy arrays are a pair like tensors
     for method in ("first", "mean"):
         v = net.steering_vector(2, 1, "layer1.post", method=method, data=dataset)
         w = net.steering_vector(2, 1, "layer1.post", method=method, data=(images, labels))
         u = net.steering_vector(2, 1, "layer1.post", method=method, data=items)
-        assert torch.equal(v["layer1.post"], w["layer1.post"]) and torch.equal(u["layer1.post"], w["layer1.post"])
+        a = net.steering_vector(2, 1, "layer1.post", method=method, data=arrays)
+        assert all(torch.equal(t["layer1.post"], w["layer1.post"]) for t in (u, v, a))
         assert (v.meta["data"], u.meta["data"]) == (f"Items (n={N})", f"list (n={N})")
     dataset.reads = 0
     Labelled(dataset).exemplar(2, 1)
