@@ -25,7 +25,7 @@ __all__ = ["ablate", "patch", "clamp"]
 
 
 def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str, Tensor, tuple[int, ...]]:
-    """The checked hook, ``value`` as a finite tensor (taken from a mapping that holds ``hook``), and the activation shape."""
+    """The checked hook, ``value`` as a finite tensor (from a mapping if it holds ``hook``), and the activation shape."""
     hook = model.resolve_name(hook)
     if isinstance(value, Mapping):
         value = value[hook]
@@ -100,8 +100,8 @@ def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str,
     if tuple(activations.shape) == shape:
         activations = activations.unsqueeze(0)
     if activations.ndim != len(shape) + 1 or tuple(activations.shape[1:]) != shape:
-        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected [batch, {', '.join(map(str, shape))}] "
-                         f"or one example's {example_shape(shape)} for {hook!r}")
+        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected "
+                         f"[batch, {', '.join(map(str, shape))}] or one example's {example_shape(shape)} for {hook!r}")
     patched = _on_model(model, activations)
 
     def replace(act: Tensor, hook: Any) -> Tensor:
@@ -128,7 +128,8 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
     hook = model.resolve_name(hook)
     shape = model.activation_shape(hook)
     if not shape:
-        raise ShapeError(f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per example")
+        raise ShapeError(f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per "
+                         "example")
     units = shape[0]
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
     if idx.numel() == 0 and not isinstance(index, Tensor):

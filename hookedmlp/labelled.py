@@ -114,7 +114,8 @@ def _item(dataset: Any, i: int, name: str) -> tuple[Tensor, int]:
         raise ArgumentTypeError(f"{name}'s images must be tensors or arrays, got {type(image).__name__} at index {i}; "
                                 "give the Dataset a transform such as torchvision's ToTensor()") from None
     if isinstance(label, bool) or not isinstance(label, (int, Tensor)) and not hasattr(label, "__index__"):
-        raise ArgumentTypeError(f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) at index {i}")
+        raise ArgumentTypeError(f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) "
+                                f"at index {i}")
     return image, int(label)
 
 
@@ -162,7 +163,8 @@ def _on_model(model: HookedModel, images: Tensor, name: str) -> Tensor:
 
 
 def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequence[str], method: str = "first",
-                      exemplar: int = 0, data: Any = None, batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int], str]:
+                      exemplar: int = 0, data: Any = None,
+                      batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int], str]:
     """Activations standing for each class at ``hooks``, from passes where no hook runs.
 
     Args:

@@ -51,6 +51,10 @@ _META_TYPES: dict[str, tuple[type, ...]] = {  # what save() writes; load() accep
     "label": (str,), "a": (str, int), "b": (str, int), "method": (str,), "coeff": (int, float), "model": (str,),
     "exemplar": (int,), "data": (str,), "n_examples": (list,), "hooks": (list,), "norm": (dict,), "terms": (list,),
 }
+_META_VALUES: dict[str, tuple[str, Any]] = {  # checked once the types are right
+    "coeff": ("a finite number", math.isfinite), "exemplar": ("an int >= 0", lambda e: e >= 0),
+    "n_examples": ("a list of ints", lambda ns: all(isinstance(n, int) and not isinstance(n, bool) for n in ns)),
+}
 _MAX_META_DEPTH = 16  # nesting of JSON objects and lists; what save() writes stays under 6
 
 
@@ -100,12 +104,9 @@ def _check_meta(meta: Any, source: str, top: bool = True) -> dict[str, Any]:
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected "
                                   f"{' or '.join(t.__name__ for t in types)}; the file was edited")
-    if "coeff" in meta and not math.isfinite(meta["coeff"]):
-        raise CheckpointError(f"{source} has metadata coeff={meta['coeff']!r}; expected a finite number; the file was edited")
-    if "exemplar" in meta and meta["exemplar"] < 0:
-        raise CheckpointError(f"{source} has metadata exemplar={meta['exemplar']!r}; expected an int >= 0; the file was edited")
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in meta.get("n_examples", [])):
-        raise CheckpointError(f"{source} has metadata n_examples={meta['n_examples']!r}; expected a list of ints; the file was edited")
+    for key, (expected, ok) in _META_VALUES.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected {expected}; the file was edited")
     for term in meta.get("terms", []):
         _check_meta(term, source, top=False)
     return meta
@@ -175,8 +176,9 @@ class SteeringVector(Mapping[str, Tensor]):
                     raise ShapeError(f"cannot combine vectors at {name!r}: shapes {list(out[name].shape)} and {list(v.shape)}")
                 out[name] = out[name] + sign * v.to(out[name].device, out[name].dtype)
                 if not bool(torch.isfinite(out[name]).all()):
+                    limit = torch.finfo(out[name].dtype).max
                     raise SteeringError(f"({self.label}) {op} ({other.label}) overflows {out[name].dtype} at {name!r} "
-                                        f"(largest finite {torch.finfo(out[name].dtype).max:.4g}); use .to(torch.float64)")
+                                        f"(largest finite {limit:.4g}); use .to(torch.float64)")
             else:
                 out[name] = sign * v
         # provenance stays flat: the leaf vectors' metadata, however long the sum
@@ -332,12 +334,13 @@ def warn_training_mode(model: HookedModel, doing: str) -> None:
     if active:
         kinds = sorted({type(model.get_submodule(n)).__name__ for n in active})
         warn(f"{doing} a model in training mode: {', '.join(active)} ({', '.join(kinds)}) compute something else "
-             "there (dropout is random, batch norm uses the batch's statistics); call model.eval() first", SteeringWarning)
+             "there (dropout is random, batch norm uses the batch's statistics); call model.eval() first",
+             SteeringWarning)
 
 
 def _side(model: HookedModel, x: Any, which: str, hooks: list[str], method: str, exemplar: int,
           source: Optional[Labelled]) -> tuple[dict[str, Tensor], int, str]:
-    """Mean activation at each hook for a class label (of ``source``) or input tensors, with its example count and label."""
+    """Mean activation at each hook for a class label (of ``source``) or inputs, with its example count and label."""
     if isinstance(x, Tensor):
         batch = model.as_batch(x)
         if not bool(torch.isfinite(batch).all()):
