@@ -145,6 +145,23 @@ def test_steering_the_b_exemplar_gives_the_a_exemplar(model, train, hook):
     assert int(out.argmax()) == int(model(three).argmax())
 
 
+@pytest.mark.parametrize("k", [1, 5])
+def test_exemplar_k_takes_the_kth_training_image_of_each_digit(model, plain, train, images, k):
+    imgs, labels = train
+    rows = [[i for i, c in enumerate(labels.tolist()) if c == d][k] for d in (3, 1)]
+    head = plain[: split("layer0.post")]
+    with torch.no_grad():
+        expected = head(imgs[rows[0]].unsqueeze(0))[0] - head(imgs[rows[1]].unsqueeze(0))[0]
+    v = model.steering_vector(3, 1, "layer0.post", exemplar=k)
+    assert torch.equal(v["layer0.post"], expected)
+    assert (v.meta["exemplar"], v.meta["data"], v.meta["n_examples"]) == (k, "MNIST train", [1, 1])
+    assert f"exemplar={k}" in repr(v)
+    with model.steer(a=3, b=1, hook="layer0.post", exemplar=k):
+        steered = model(images)
+    with torch.no_grad():
+        assert torch.equal(steered, plain[2:](plain[:2](images) + expected))
+
+
 # -- other ways to build a vector -------------------------------------------------------
 
 def test_mean_method_equals_class_means_by_hand(model, plain, train):
