@@ -13,27 +13,46 @@ import torch
 from torch import Tensor
 
 from hookedmlp.context import HookContext
-from hookedmlp.errors import ArgumentTypeError, ShapeError, SteeringError, UnitIndexError
-from hookedmlp.interface import HookedModel
+from hookedmlp.errors import (
+    ArgumentTypeError,
+    ShapeError,
+    SteeringError,
+    UnitIndexError,
+)
+from hookedmlp.interface import HookedModel, check_example_shape, example_shape
 
 __all__ = ["ablate", "patch", "clamp"]
 
 
 def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str, Tensor, tuple[int, ...]]:
-    """The checked hook, ``value`` as a tensor (taken from a mapping that holds ``hook``), and the activation shape."""
+    """The checked hook, ``value`` as a finite tensor (from a mapping if it holds ``hook``), and the activation shape."""
     hook = model.resolve_name(hook)
     if isinstance(value, Mapping):
         value = value[hook]
     if not isinstance(value, Tensor):
         raise ArgumentTypeError(f"{what} must be a tensor or a mapping (SteeringVector, ActivationCache) holding "
                                 f"{hook!r}, got {type(value).__name__}")
+    _check_finite(value, what)
     return hook, value, model.activation_shape(hook)
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    """One rule for every intervention: the values written into an activation are finite."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise SteeringError(f"{what} must be finite; got NaN or infinite values")
 
 
 def _on_model(model: HookedModel, t: Tensor) -> Tensor:
     ref = model.reference_tensor()
     t = t.detach() if t.is_floating_point() else t.detach().float()
-    return t.to(device=ref.device, dtype=ref.dtype) if ref is not None else t
+    if ref is None:
+        return t
+    if t.dtype != ref.dtype and ref.is_floating_point():
+        limit = torch.finfo(ref.dtype).max
+        if t.numel() and float(t.abs().max()) > limit:
+            raise SteeringError(f"values up to {float(t.abs().max()):.4g} do not fit the model's {ref.dtype} "
+                                f"(largest finite {limit:.4g})")
+    return t.to(device=ref.device, dtype=ref.dtype)
 
 
 def ablate(model: HookedModel, direction: Union[Tensor, Mapping[str, Tensor]], hook: str) -> HookContext:
@@ -49,15 +68,14 @@ def ablate(model: HookedModel, direction: Union[Tensor, Mapping[str, Tensor]], h
         >>> bool((cache["layer0.post"] @ u).abs().max() < 1e-6)
         True
     """
-    hook, direction, shape = _for_hook(model, hook, direction, "direction")
-    if tuple(direction.shape) != shape:
-        raise ShapeError(f"direction has shape {list(direction.shape)}, but one example's activation at {hook!r} is "
-                         f"{list(shape)}; expected {list(shape)}")
+    hook, direction, _ = _for_hook(model, hook, direction, "direction")
+    check_example_shape(direction, model, hook, "direction")
     d = _on_model(model, direction).reshape(-1)
     norm = d.norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise SteeringError(f"direction must be non-zero and finite to project out, got norm {float(norm)}")
-    u = d / norm
+    if norm == 0:
+        raise SteeringError("direction must be non-zero and finite to project out, got norm 0")
+    # a float16 direction's norm may overflow where its entries do not
+    u = d / norm if torch.isfinite(norm) else (d.double() / d.double().norm()).to(d.dtype)
 
     def project_out(act: Tensor, hook: Any) -> Tensor:
         flat = act.reshape(act.shape[0], -1)
@@ -78,12 +96,12 @@ def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str,
         >>> torch.equal(logits[0], logits[1])
         True
     """
-    hook, activations, shape = _for_hook(model, hook, activations, "activations")
+    hook, activations, shape = _for_hook(model, hook, activations, "patch activations")
     if tuple(activations.shape) == shape:
         activations = activations.unsqueeze(0)
     if activations.ndim != len(shape) + 1 or tuple(activations.shape[1:]) != shape:
-        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected [batch, {', '.join(map(str, shape))}] "
-                         f"or {list(shape)} for {hook!r}")
+        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected "
+                         f"[batch, {', '.join(map(str, shape))}] or one example's {example_shape(shape)} for {hook!r}")
     patched = _on_model(model, activations)
 
     def replace(act: Tensor, hook: Any) -> Tensor:
@@ -108,7 +126,11 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
         [5.0, 5.0, 5.0, 5.0, 5.0]
     """
     hook = model.resolve_name(hook)
-    units = model.activation_shape(hook)[0]
+    shape = model.activation_shape(hook)
+    if not shape:
+        raise ShapeError(f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per "
+                         "example")
+    units = shape[0]
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
     if idx.numel() == 0 and not isinstance(index, Tensor):
         idx = idx.long()  # [] is an empty list of units: clamp nothing
@@ -120,15 +142,17 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
         raise ArgumentTypeError(f"index must be an int, a list of ints or a boolean mask, got {index!r}")
     idx = idx.reshape(-1)
     if len(idx) and (int(idx.min()) < -units or int(idx.max()) >= units):
-        raise UnitIndexError(f"unit index out of range for {hook!r} with {units} units: got {idx.tolist()}; expected 0..{units - 1}")
-    val = _on_model(model, torch.as_tensor(value))
-    if not bool(torch.isfinite(val).all()):
-        raise SteeringError(f"clamp value must be finite, got {value!r}")
+        of = f" (the first dimension of its {example_shape(shape)} activation)" if len(shape) > 1 else ""
+        raise UnitIndexError(f"unit index out of range for {hook!r} with {units} units{of}: got {idx.tolist()}; "
+                             f"expected 0..{units - 1} (or -{units}..-1)")
+    value = torch.as_tensor(value)
+    _check_finite(value, "clamp value")
+    val = _on_model(model, value)
     if val.ndim > 1 or (val.ndim == 1 and len(val) not in (1, len(idx))):
         raise ShapeError(f"clamp value has shape {list(val.shape)}; expected a scalar or [{len(idx)}] (one per index)")
     idx = idx.to(val.device)
     if val.ndim == 1 and len(idx):
-        val = val.view(-1, *[1] * (len(model.activation_shape(hook)) - 1))
+        val = val.view(-1, *[1] * (len(shape) - 1))
 
     def fix(act: Tensor, hook: Any) -> Tensor:
         out = act.clone()

@@ -3,7 +3,8 @@
 ``Labelled`` answers the questions steering asks of a data set: how many classes, which rows
 belong to a class, the k-th example of a class, and the rows of some classes in batches. A
 ``Dataset`` is read item by item only where needed (its ``targets`` attribute, when present,
-gives the labels without reading the images).
+gives the labels without reading the images). ``class_activations`` turns classes into the
+activations that stand for them: the ``exemplar``-th example of each, or the class mean.
 """
 
 import math
@@ -14,12 +15,20 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from hookedmlp.checks import check_class, check_int
+from hookedmlp.checks import check_choice, check_class, check_int
 from hookedmlp.data import load_mnist
-from hookedmlp.errors import ArgumentTypeError, ShapeError, UsageError, warn
+from hookedmlp.errors import (
+    ArgumentTypeError,
+    InputDtypeError,
+    ShapeError,
+    UsageError,
+    warn,
+)
+from hookedmlp.interface import HookedModel
 
-__all__ = ["Labelled", "as_labelled", "default_data", "MNIST_SHAPE", "DataWarning"]
+__all__ = ["Labelled", "as_labelled", "default_data", "class_activations", "METHODS", "MNIST_SHAPE", "DataWarning"]
 
+METHODS = ("first", "mean")
 MNIST_SHAPE = (1, 28, 28)
 _WARNED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # models already warned about the MNIST default
 
@@ -29,7 +38,13 @@ class DataWarning(UserWarning):
 
 
 class Labelled:
-    """A labelled data set; ``name`` says where it came from (e.g. ``"MNIST train"``)."""
+    """A labelled data set; ``name`` says where it came from (e.g. ``"MNIST train"``).
+
+    Args:
+        data: an ``(images, labels)`` pair of tensors (labels: 1-D integers from 0), or a
+            ``Dataset`` whose items are ``(image, label)``.
+        name: how messages and provenance name it.
+    """
 
     def __init__(self, data: Any, name: Optional[str] = None) -> None:
         if isinstance(data, Labelled):
@@ -37,32 +52,33 @@ class Labelled:
             return
         self._images: Optional[Tensor] = None
         self._dataset: Any = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-            images, labels = data
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(t, "shape") for t in data):
+            images, labels = (torch.as_tensor(t) for t in data)  # tensors, or arrays such as numpy's
             self._images, self.labels = images, _labels(labels, len(images))
             self.name = name or f"given data (n={len(images)})"
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Tensor, str)):
             self._dataset = data
-            targets = getattr(data, "targets", None)
-            labels = torch.as_tensor(targets) if targets is not None else torch.as_tensor(
-                [int(data[i][1]) for i in range(len(data))])
-            self.labels = _labels(labels, len(data))
             self.name = name or f"{type(data).__name__} (n={len(data)})"
+            targets = getattr(data, "targets", None)
+            labels = targets if targets is not None else [_item(data, i, self.name)[1] for i in range(len(data))]
+            self.labels = _labels(labels, len(data))
         else:
             raise ArgumentTypeError(f"labelled data must be an (images, labels) pair of tensors or a torch Dataset of "
                                     f"(image, label) items, got {type(data).__name__}")
         classes = getattr(data, "classes", None)
-        self.n_classes = len(classes) if classes else int(self.labels.max()) + 1
+        self.n_classes = max(len(classes) if classes else 0, int(self.labels.max()) + 1)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"Labelled({self.name}, {self.n_classes} classes)"
 
     def rows(self, index: Tensor) -> Tensor:
         """The images at ``index`` (a 1-D tensor of row numbers), stacked."""
         if self._images is not None:
             return self._images[index]
-        items = [self._dataset[int(i)][0] for i in index]
-        return torch.stack([torch.as_tensor(t) for t in items])
+        return torch.stack([_item(self._dataset, int(i), self.name)[0] for i in index])
 
     def indices(self, cls: int) -> Tensor:
         return (self.labels == check_class(cls, self.n_classes, "class")).nonzero().squeeze(1)
@@ -72,7 +88,8 @@ class Labelled:
         where = self.indices(cls)
         k = check_int(k, "exemplar", low=0)
         if k >= len(where):
-            raise UsageError(f"{self.name} has {len(where)} examples of class {cls}; exemplar {k} does not exist")
+            raise UsageError(f"{self.name} has {len(where)} examples of class {cls}; exemplar {k} does not exist "
+                             f"(exemplars count from 0)")
         row = int(where[k])
         return self.rows(where[k : k + 1]), row
 
@@ -83,6 +100,23 @@ class Labelled:
         for i in range(0, len(index), batch_size):
             part = index[i : i + batch_size]
             yield self.rows(part), self.labels[part]
+
+
+def _item(dataset: Any, i: int, name: str) -> tuple[Tensor, int]:
+    """Item ``i`` of a Dataset as ``(image tensor, int label)``, or a clear error about what the items are."""
+    item = dataset[i]
+    if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+        raise ArgumentTypeError(f"{name}'s items must be (image, label) pairs, got {type(item).__name__} at index {i}")
+    image, label = item[0], item[1]
+    try:
+        image = torch.as_tensor(image)
+    except (TypeError, RuntimeError, ValueError):
+        raise ArgumentTypeError(f"{name}'s images must be tensors or arrays, got {type(image).__name__} at index {i}; "
+                                "give the Dataset a transform such as torchvision's ToTensor()") from None
+    if isinstance(label, bool) or not isinstance(label, (int, Tensor)) and not hasattr(label, "__index__"):
+        raise ArgumentTypeError(f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) "
+                                f"at index {i}")
+    return image, int(label)
 
 
 def _labels(labels: Any, n: int) -> Tensor:
@@ -99,10 +133,11 @@ def _labels(labels: Any, n: int) -> Tensor:
 
 
 def as_labelled(data: Any) -> Labelled:
+    """``data`` as a ``Labelled`` (unchanged if it is one)."""
     return data if isinstance(data, Labelled) else Labelled(data)
 
 
-def default_data(model: Any, split: str = "train") -> Labelled:
+def default_data(model: HookedModel, split: str = "train") -> Labelled:
     """MNIST's ``split`` for an MNIST-shaped model (warning once unless ``model.meta["dataset"]`` is ``"mnist"``)."""
     shape = tuple(model.input_shape)
     if math.prod(shape) != math.prod(MNIST_SHAPE) or shape not in (MNIST_SHAPE, (784,), (28, 28)):
@@ -110,7 +145,70 @@ def default_data(model: Any, split: str = "train") -> Labelled:
                          "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset")
     if model.meta.get("dataset") != "mnist" and model not in _WARNED:
         warn(f"class labels are resolved through MNIST's {split} images, but this model does not record being "
-                      "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "
-                      "'mnist' to confirm", DataWarning)
+             "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "
+             "'mnist' to confirm", DataWarning)
         _WARNED.add(model)
     return Labelled(load_mnist(split), name=f"MNIST {split}")
+
+
+def _on_model(model: HookedModel, images: Tensor, name: str) -> Tensor:
+    """``images`` as a checked batch on the model's device and floating dtype (integer pixels are refused)."""
+    if not images.is_floating_point():
+        raise InputDtypeError(f"images from {name} have dtype {images.dtype}; expected floating point (pixels in "
+                              "[0, 1]): convert with images.float() / 255")
+    if not bool(torch.isfinite(images).all()):
+        raise UsageError(f"images from {name} contain NaN or infinite values; a class contrast needs finite inputs")
+    ref = model.reference_tensor()
+    return model.prepare_input(images.to(ref.device, ref.dtype) if ref is not None else images)
+
+
+def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequence[str], method: str = "first",
+                      exemplar: int = 0, data: Any = None,
+                      batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int], str]:
+    """Activations standing for each class at ``hooks``, from passes where no hook runs.
+
+    Args:
+        model: the hooked model.
+        classes: class labels of ``data``.
+        hooks: hook names.
+        method: ``"first"`` (each class's ``exemplar``-th example) or ``"mean"`` (its mean,
+            streamed ``batch_size`` examples at a time: memory is one batch of activations).
+        exemplar: which example ``"first"`` takes, counting from 0.
+        data: ``(images, labels)``, a labelled ``Dataset`` or a ``Labelled``; default MNIST's
+            training set, for MNIST-shaped models only.
+        batch_size: examples per pass for ``"mean"``.
+
+    Returns:
+        ``({hook: [len(classes), *shape]}, examples per class, the data's name)``.
+
+    Examples:
+        >>> acts, counts, name = class_activations(model, [3, 1], ["layer0.post"], method="mean")
+        >>> acts["layer0.post"].shape, counts, name
+        (torch.Size([2, 512]), [6131, 6742], 'MNIST train')
+    """
+    method = check_choice(method, METHODS, "method")
+    check_int(exemplar, "exemplar", low=0)
+    if method == "mean" and exemplar:
+        raise UsageError(f"exemplar={exemplar} picks one example per class, which method='mean' does not use; "
+                         "pass method='first' or drop exemplar")
+    check_int(batch_size, "batch_size", low=1)
+    source = as_labelled(data) if data is not None else default_data(model)
+    classes = [check_class(c, source.n_classes, f"class (of {source.name})") for c in classes]
+    if method == "first":
+        images = torch.cat([source.exemplar(c, exemplar)[0] for c in classes])
+        return model.clean_activations(_on_model(model, images, source.name), hooks), [1] * len(classes), source.name
+    wanted = torch.tensor(classes)
+    sums: dict[str, Tensor] = {}
+    counts = torch.zeros(len(classes), dtype=torch.long)
+    for images, labels in source.batches(classes, batch_size):
+        batch = _on_model(model, images, source.name)
+        onehot = labels.unsqueeze(1) == wanted
+        counts += onehot.sum(0)
+        for k, v in model.clean_activations(batch, hooks).items():
+            part = torch.einsum("nc,n...->c...", onehot.to(v.device, v.dtype), v)
+            sums[k] = sums[k] + part if k in sums else part
+    empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]
+    if empty:
+        raise UsageError(f"{source.name} has no example of class(es) {empty}; the class mean is undefined")
+    return ({k: s / counts.to(s.device, s.dtype).view(-1, *[1] * (s.ndim - 1)) for k, s in sums.items()},
+            counts.tolist(), source.name)

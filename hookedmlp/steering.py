@@ -1,13 +1,15 @@
 """Steering vectors (activation additions): ``coeff * (act(a) - act(b))`` at one or more hook points.
 
-For class labels, ``method="first"`` takes the ``exemplar``-th example of each class (the
-study's first training image for exemplar 0) and ``method="mean"`` the class mean, streamed
-over the data in batches; inputs given as tensors are averaged. Activations come from a pass
-where no hook runs, so active steering never leaks into a new vector.
+A side of the contrast is a class label of some labelled data (see ``hookedmlp.labelled``:
+the ``exemplar``-th example of the class, or its mean) or input tensors (averaged). The
+tensors may have any shape per example: ``[512]`` after a Linear, ``[C, H, W]`` in a CNN.
+Activations come from a pass where no hook runs, so active steering never leaks into a new
+vector.
 """
 
 import hashlib
 import json
+import math
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
@@ -16,23 +18,44 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hookedmlp.checks import check_choice, check_class, check_coeff, check_int, check_scale_fits
+from hookedmlp.checks import (
+    check_choice,
+    check_class,
+    check_coeff,
+    check_int,
+    check_scale_fits,
+)
 from hookedmlp.context import HookContext
-from hookedmlp.errors import CheckpointError, HookNameError, ShapeError, SteeringError, UsageError, did_you_mean, warn
-from hookedmlp.interface import HookedModel
+from hookedmlp.errors import (
+    CheckpointError,
+    HookNameError,
+    ShapeError,
+    SteeringError,
+    did_you_mean,
+    warn,
+)
+from hookedmlp.interface import HookedModel, check_example_shape
 from hookedmlp.io import atomic_save, safe_load
-from hookedmlp.labelled import Labelled, as_labelled, default_data
+from hookedmlp.labelled import (
+    METHODS,
+    Labelled,
+    as_labelled,
+    class_activations,
+    default_data,
+)
 
 __all__ = ["SteeringVector", "SteeringWarning", "METHODS", "build_steering_vector", "class_activations",
-           "model_fingerprint"]
+           "model_fingerprint", "warn_training_mode"]
 
-METHODS = ("first", "mean")
-Side = Union[int, Tensor]
 _META_TYPES: dict[str, tuple[type, ...]] = {  # what save() writes; load() accepts nothing else for these keys
     "label": (str,), "a": (str, int), "b": (str, int), "method": (str,), "coeff": (int, float), "model": (str,),
     "exemplar": (int,), "data": (str,), "n_examples": (list,), "hooks": (list,), "norm": (dict,), "terms": (list,),
 }
-_MAX_META_DEPTH = 16
+_META_VALUES: dict[str, tuple[str, Any]] = {  # checked once the types are right
+    "coeff": ("a finite number", math.isfinite), "exemplar": ("an int >= 0", lambda e: e >= 0),
+    "n_examples": ("a list of ints", lambda ns: all(isinstance(n, int) and not isinstance(n, bool) for n in ns)),
+}
+_MAX_META_DEPTH = 16  # nesting of JSON objects and lists; what save() writes stays under 6
 
 
 class SteeringWarning(UserWarning):
@@ -45,8 +68,9 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.Wea
 def model_fingerprint(model: HookedModel) -> str:
     """12 hex digits of the SHA-256 of the parameters' names, shapes and values (as float64, so dtype-free).
 
-    Memoised on the parameters' identities, storages and version counters: free until a
-    weight changes.
+    Memoised on the tensors' identities, storages and version counters: free until a weight is
+    replaced or edited in place (an optimizer step, ``with torch.no_grad(): w.add_(1)``). An edit
+    through ``w.data`` bypasses the version counter and is not seen.
     """
     key = model.state_version()
     memo = _FINGERPRINTS.get(model)
@@ -63,16 +87,28 @@ def model_fingerprint(model: HookedModel) -> str:
     return fp
 
 
-def _check_meta(meta: Any, source: str, depth: int = 0) -> dict[str, Any]:
-    if depth > _MAX_META_DEPTH:
+def _depth(value: Any, limit: int) -> int:
+    """How deeply JSON objects and lists nest in ``value`` (stopping once past ``limit``)."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+def _check_meta(meta: Any, source: str, top: bool = True) -> dict[str, Any]:
+    if top and _depth(meta, _MAX_META_DEPTH) > _MAX_META_DEPTH:
         raise CheckpointError(f"{source} has metadata nested deeper than {_MAX_META_DEPTH} levels; the file was edited")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{source} has metadata of type {type(meta).__name__}; expected a JSON object")
     for key, types in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
-            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected {' or '.join(t.__name__ for t in types)}")
+            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected "
+                                  f"{' or '.join(t.__name__ for t in types)}; the file was edited")
+    for key, (expected, ok) in _META_VALUES.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected {expected}; the file was edited")
     for term in meta.get("terms", []):
-        _check_meta(term, source, depth + 1)
+        _check_meta(term, source, top=False)
     return meta
 
 
@@ -84,8 +120,10 @@ class SteeringVector(Mapping[str, Tensor]):
     ``model.steering_vector``.
 
     Args:
-        vectors: hook name -> floating-point tensor (finite), at least one.
-        meta: provenance (``label``, ``method``, ``model``...); ``label`` defaults to ``"custom"``.
+        vectors: hook name -> floating-point tensor (finite) of one example's activation shape
+            (``[512]``, or ``[C, H, W]`` for a feature map), at least one.
+        meta: provenance (``label``, ``method``, ``model``...), JSON-serialisable; ``label``
+            defaults to ``"custom"``.
 
     Examples:
         >>> v = SteeringVector({"layer0.post": torch.ones(3)}, {"label": "ones"})
@@ -101,7 +139,7 @@ class SteeringVector(Mapping[str, Tensor]):
             if not isinstance(v, Tensor) or v.ndim == 0 or not v.is_floating_point():
                 desc = f"shape {list(v.shape)}, dtype {v.dtype}" if isinstance(v, Tensor) else type(v).__name__
                 raise ShapeError(f"steering vector at {name!r} must be a floating-point tensor shaped like one "
-                                 f"example's activation, got {desc}")
+                                 f"example's activation (e.g. [512] or [C, H, W]), got {desc}")
             if not bool(torch.isfinite(v).all()):
                 raise SteeringError(f"steering vector at {name!r} contains NaN or infinite values")
             self._vectors[name] = v.detach()
@@ -109,7 +147,7 @@ class SteeringVector(Mapping[str, Tensor]):
         self.meta.setdefault("label", "custom")
         self.meta["hooks"] = list(self._vectors)
         self.meta["norm"] = {k: round(float(v.double().norm()), 6) for k, v in self._vectors.items()}
-        self._on_model: tuple[Any, ...] = ()  # (model, key, tensors moved to it), for repeated apply()
+        self._on_model: tuple[Any, ...] = ()  # (key, tensors moved to the model), for repeated apply()
 
     def __getitem__(self, name: str) -> Tensor:
         try:
@@ -137,9 +175,15 @@ class SteeringVector(Mapping[str, Tensor]):
                 if out[name].shape != v.shape:
                     raise ShapeError(f"cannot combine vectors at {name!r}: shapes {list(out[name].shape)} and {list(v.shape)}")
                 out[name] = out[name] + sign * v.to(out[name].device, out[name].dtype)
+                if not bool(torch.isfinite(out[name]).all()):
+                    limit = torch.finfo(out[name].dtype).max
+                    raise SteeringError(f"({self.label}) {op} ({other.label}) overflows {out[name].dtype} at {name!r} "
+                                        f"(largest finite {limit:.4g}); use .to(torch.float64)")
             else:
                 out[name] = sign * v
-        meta: dict[str, Any] = {"label": f"({self.label}) {op} ({other.label})", "terms": [self.meta, other.meta]}
+        # provenance stays flat: the leaf vectors' metadata, however long the sum
+        terms = [t for m in (self.meta, other.meta) for t in m.get("terms", [m])]
+        meta: dict[str, Any] = {"label": f"({self.label}) {op} ({other.label})", "terms": terms}
         if self.meta.get("model") == other.meta.get("model") and "model" in self.meta:
             meta["model"] = self.meta["model"]
         return SteeringVector(out, meta)
@@ -167,13 +211,19 @@ class SteeringVector(Mapping[str, Tensor]):
         """A copy on another device and/or dtype (``v.to(torch.float64)`` works as for tensors)."""
         if isinstance(device, torch.dtype):
             device, dtype = None, device
+        if dtype is not None:
+            check_scale_fits(1.0, list(self._vectors.values()), dtype)
         return SteeringVector({k: v.to(device=device, dtype=dtype) for k, v in self._vectors.items()}, self.meta)
 
     # -- files ------------------------------------------------------------------------
     def save(self, path: Any) -> None:
         """Write the tensors and JSON metadata atomically (loadable with ``weights_only=True``)."""
+        try:
+            meta = json.dumps(self.meta, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise SteeringError(f"steering vector metadata must be JSON (str, numbers, lists, dicts): {e}") from None
         atomic_save({"format": "hookedmlp.steering_vector", "version": 1,
-                     "vectors": {k: v.cpu() for k, v in self._vectors.items()}, "meta": json.dumps(self.meta)}, path)
+                     "vectors": {k: v.cpu() for k, v in self._vectors.items()}, "meta": meta}, path)
 
     @classmethod
     def load(cls, path: Any, device: Union[str, torch.device, None] = None) -> "SteeringVector":
@@ -207,10 +257,7 @@ class SteeringVector(Mapping[str, Tensor]):
         for name, v in self._vectors.items():
             if name not in model.hook_dict:
                 raise HookNameError(f"steering vector has hook {name!r}, which this model lacks{did_you_mean(name, list(model.hook_dict))}")
-            shape = model.activation_shape(name)
-            if tuple(v.shape) != shape:
-                raise ShapeError(f"steering vector at {name!r} has shape {list(v.shape)}, but one example's activation "
-                                 f"there is {list(shape)}; expected a vector of shape {list(shape)}")
+            check_example_shape(v, model, name, "steering vector")
             if dtype is not None:
                 check_scale_fits(coeff, [v], dtype)
             t = v.to(device=device, dtype=dtype)
@@ -221,8 +268,9 @@ class SteeringVector(Mapping[str, Tensor]):
     def apply(self, model: HookedModel, coeff: float = 1.0) -> HookContext:
         """Context manager adding ``coeff * self`` at its hooks; leaving it removes exactly these hooks.
 
-        Warns (``SteeringWarning``) on entry when the model is in training mode with a module
-        that behaves randomly there (dropout), or when the vector was built on other weights.
+        Warns (``SteeringWarning``) on entry when a module that computes something else in
+        training mode (dropout, batch norm) is in training mode, or when the vector was built on
+        other weights.
 
         Examples:
             >>> v = SteeringVector({"layer4.post": torch.tensor([1.0, -1.0, 0.0])})
@@ -236,10 +284,7 @@ class SteeringVector(Mapping[str, Tensor]):
         fp = self.meta.get("model")
 
         def warnings_on_entry() -> None:
-            differ = [n for n in model.training_mode_modules() if model.get_submodule(n).training] if model.training else []
-            if differ:
-                warn(f"steering a model in training mode: {', '.join(differ)} compute something else there "
-                     "(dropout is random, batch norm uses batch statistics); call model.eval() first", SteeringWarning)
+            warn_training_mode(model, "steering")
             if fp is not None and fp != (current := model_fingerprint(model)):
                 warn(f"steering vector {self.label!r} was built on model {fp}, applied to model {current}", SteeringWarning)
 
@@ -275,71 +320,67 @@ class _Adder:
         return act + self.v
 
 
-def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequence[str], method: str = "first",
-                      exemplar: int = 0, data: Any = None, batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int], str]:
-    """Activations standing for each class at ``hooks``, from passes where no hook runs.
-
-    Returns ``({hook: [len(classes), *shape]}, examples per class, the data's name)``:
-    ``"first"`` takes each class's ``exemplar``-th example, ``"mean"`` its mean, streamed in
-    batches (memory: one batch of activations).
-    """
-    method = check_choice(method, METHODS, "method")
-    source = as_labelled(data) if data is not None else default_data(model)
-    classes = [check_class(c, source.n_classes, "class") for c in classes]
-    ref = model.reference_tensor()
-    on_model = (lambda t: t.to(ref.device, ref.dtype)) if ref is not None else (lambda t: t)
-    if method == "first":
-        images = torch.cat([source.exemplar(c, exemplar)[0] for c in classes])
-        return model.clean_activations(model.prepare_input(on_model(images)), hooks), [1] * len(classes), source.name
-    wanted = torch.tensor(classes)
-    sums: dict[str, Tensor] = {}
-    counts = torch.zeros(len(classes))
-    for images, labels in source.batches(classes, batch_size):
-        onehot = (labels.unsqueeze(1) == wanted).to(ref.dtype if ref is not None else torch.float32)
-        counts += onehot.sum(0).cpu()
-        onehot = on_model(onehot)
-        for k, v in model.clean_activations(model.prepare_input(on_model(images)), hooks).items():
-            part = torch.einsum("nc,n...->c...", onehot, v)
-            sums[k] = sums[k] + part if k in sums else part
-    empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]
-    if empty:
-        raise UsageError(f"{source.name} has no example of class(es) {empty}; the class mean is undefined")
-    return ({k: s / counts.to(s.device, s.dtype).view(-1, *[1] * (s.ndim - 1)) for k, s in sums.items()},
-            [int(c) for c in counts], source.name)
+_TRAINING: "weakref.WeakKeyDictionary[Any, tuple[tuple, list[str]]]" = weakref.WeakKeyDictionary()
 
 
-def _side(model: HookedModel, x: Side, hooks: list[str], method: str, exemplar: int, data: Any) -> tuple[dict[str, Tensor], int, str]:
-    """Mean activation at each hook for a class label or input tensors, with its example count and label."""
+def warn_training_mode(model: HookedModel, doing: str) -> None:
+    """``SteeringWarning`` if a module that computes something else in training mode is in training mode."""
+    key = model.structure_key()  # changes with every module's mode: the scan below runs once per change
+    memo = _TRAINING.get(model)
+    if memo is None or memo[0] != key:
+        memo = (key, [n for n in model.training_mode_modules() if model.get_submodule(n).training])
+        _TRAINING[model] = memo
+    active = memo[1]
+    if active:
+        kinds = sorted({type(model.get_submodule(n)).__name__ for n in active})
+        warn(f"{doing} a model in training mode: {', '.join(active)} ({', '.join(kinds)}) compute something else "
+             "there (dropout is random, batch norm uses the batch's statistics); call model.eval() first",
+             SteeringWarning)
+
+
+def _side(model: HookedModel, x: Any, which: str, hooks: list[str], method: str, exemplar: int,
+          source: Optional[Labelled]) -> tuple[dict[str, Tensor], int, str]:
+    """Mean activation at each hook for a class label (of ``source``) or inputs, with its example count and label."""
     if isinstance(x, Tensor):
         batch = model.as_batch(x)
         if not bool(torch.isfinite(batch).all()):
-            raise SteeringError("contrast input contains NaN or infinite values; pass finite inputs")
+            raise SteeringError(f"contrast input {which} contains NaN or infinite values; pass finite inputs")
         acts = model.clean_activations(batch, hooks)
         return {k: v.mean(0) for k, v in acts.items()}, batch.shape[0], f"input(n={batch.shape[0]})"
-    acts, counts, _ = class_activations(model, [x], hooks, method, exemplar, data)
+    source = source if source is not None else default_data(model)
+    check_class(x, source.n_classes, f"{which} (a class of {source.name}, or input tensors)")
+    acts, counts, _ = class_activations(model, [x], hooks, method, exemplar, source)
     return {k: v[0] for k, v in acts.items()}, counts[0], str(x)
 
 
-def build_steering_vector(model: HookedModel, a: Side, b: Side, hook: Union[str, Sequence[str]], coeff: float = 1.0,
+def build_steering_vector(model: HookedModel, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0,
                           method: str = "first", exemplar: int = 0, data: Any = None) -> SteeringVector:
-    """``coeff * (act(a) - act(b))`` at ``hook``: the function behind ``model.steering_vector``."""
+    """``coeff * (act(a) - act(b))`` at ``hook``: the function behind ``model.steering_vector``.
+
+    ``a`` and ``b`` are class labels (int) or input tensors; anything else is refused with a
+    message naming the side (annotated ``Any`` so that the message, not a type checker, says so).
+    """
     c = check_coeff(coeff)
     method = check_choice(method, METHODS, "method")
     check_int(exemplar, "exemplar", low=0)
-    hooks = model.resolve_names(hook) if isinstance(hook, str) else [n for h in hook for n in model.resolve_names(h)]
-    if not hooks:
+    names = [hook] if isinstance(hook, str) else list(hook)
+    if not names:
         raise SteeringError("hook is an empty list; pass at least one hook name, e.g. 'layer0.post'")
-    if data is not None and not isinstance(data, Labelled):
-        data = as_labelled(data)
+    hooks = list(dict.fromkeys(n for h in names for n in model.resolve_names(h)))
+    labels_used = not (isinstance(a, Tensor) and isinstance(b, Tensor))
+    source = None
+    if labels_used:
+        source = as_labelled(data) if data is not None else default_data(model)
+    warn_training_mode(model, "building a steering vector on")
     with torch.no_grad():
-        acts_a, n_a, label_a = _side(model, a, hooks, method, exemplar, data)
-        acts_b, n_b, label_b = _side(model, b, hooks, method, exemplar, data)
+        acts_a, n_a, label_a = _side(model, a, "a", hooks, method, exemplar, source)
+        acts_b, n_b, label_b = _side(model, b, "b", hooks, method, exemplar, source)
     diffs = {k: acts_a[k] - acts_b[k] for k in hooks}
     check_scale_fits(c, list(diffs.values()), next(iter(diffs.values())).dtype)
-    meta: dict[str, Any] = {"label": f"{label_a} - {label_b}", "a": label_a, "b": label_b, "method": method,
-                            "n_examples": [n_a, n_b], "coeff": c, "model": model_fingerprint(model)}
-    if method == "first" and exemplar:
-        meta["exemplar"] = exemplar
-    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
-        meta["data"] = data.name if data is not None else "MNIST train"
+    meta: dict[str, Any] = {"label": f"{label_a} - {label_b}", "a": label_a, "b": label_b}
+    if source is not None:
+        meta.update(method=method, data=source.name)
+        if method == "first" and exemplar:
+            meta["exemplar"] = exemplar
+    meta.update(n_examples=[n_a, n_b], coeff=c, model=model_fingerprint(model))
     return SteeringVector({k: c * v for k, v in diffs.items()}, meta)

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from hookedmlp import HookedMLP, HookNameError, ShapeError, SteeringError, SteeringVector
+from hookedmlp import (
+    HookedMLP,
+    HookNameError,
+    ShapeError,
+    SteeringError,
+    SteeringVector,
+    UnitIndexError,
+)
 from hookedmlp.data import load_mnist
 
 HOOKS = ["layer0.post", "layer1.post", "layer2.pre", "layer3.post"]
@@ -104,11 +111,11 @@ def test_ablate_with_steering_vector_and_scale_invariance(model, x, base):
 def test_ablate_errors_leave_nothing(model, x, base):
     with pytest.raises(SteeringError, match="non-zero"):
         model.ablate(torch.zeros(512), "layer0.post").__enter__()
-    with pytest.raises(SteeringError, match="non-zero and finite"):
+    with pytest.raises(SteeringError, match="direction must be finite; got NaN or infinite values"):
         model.ablate(torch.full((512,), math.nan), "layer0.post").__enter__()
-    with pytest.raises(ShapeError, match=r"shape \[10\].*expected \[512\]"):
+    with pytest.raises(ShapeError, match=r"direction at 'layer0.post' has shape \[10\].*expected a tensor of shape \[512\]"):
         model.ablate(torch.ones(10), "layer0.post").__enter__()
-    with pytest.raises(ShapeError, match=r"expected \[784\]"):
+    with pytest.raises(ShapeError, match=r"expected a tensor of shape \[784\]"):
         model.ablate(torch.ones(512), "layer0.pre").__enter__()
     with pytest.raises(HookNameError, match="did you mean 'layer0.post'"):
         model.ablate(torch.ones(512), "layer0.pst").__enter__()
@@ -170,7 +177,7 @@ def test_patch_wrong_batch_size(model, x, base):
         with model.patch("layer2.post", torch.zeros(3, 512)):
             model(x)
     assert_untouched(model, x, base)
-    with pytest.raises(ShapeError, match=r"expected \[batch, 512\] or \[512\]"):
+    with pytest.raises(ShapeError, match=r"shape \[100, 100\]; expected \[batch, 512\] or one example's \[512\] for 'layer2.post'"):
         model.patch("layer2.post", torch.zeros(len(x), 100)).__enter__()
     with pytest.raises(ShapeError, match=r"shape \[2, 3, 512\]"):
         model.patch("layer2.post", torch.zeros(2, 3, 512)).__enter__()
@@ -230,7 +237,8 @@ def test_clamp_logits(model, x, base):
 
 @pytest.mark.parametrize("index", [512, -513, [0, 600], [-1000], 10**9])
 def test_clamp_out_of_range(model, x, base, index):
-    with pytest.raises(IndexError, match=r"out of range for 'layer1.post' of width 512.*expected 0\.\.511"):
+    with pytest.raises(UnitIndexError, match=r"out of range for 'layer1.post' with 512 units: got .*; expected 0\.\.511 "
+                                             r"\(or -512\.\.-1\)$"):
         model.clamp("layer1.post", index, 1.0).__enter__()
     assert_untouched(model, x, base)
 
@@ -302,3 +310,32 @@ def test_clamp_empty_index_list_is_a_no_op(model, x, base):
             assert torch.equal(model(x), base)
     finally:
         assert model.attached_hooks() == []
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_refused_by_every_intervention(model, x, base, bad):
+    """One rule: patch refuses NaN / inf activations as clamp refuses such values and ablate such directions."""
+    poisoned = torch.zeros(512)
+    poisoned[3] = bad
+    with pytest.raises(SteeringError, match="patch activations must be finite; got NaN or infinite values"):
+        model.patch("layer2.post", poisoned)
+    _, cache = model.run_with_cache(x, names_filter="layer2.post")
+    with pytest.raises(SteeringError, match="patch activations must be finite"):
+        model.patch("layer2.post", {"layer2.post": cache["layer2.post"] * bad})
+    with pytest.raises(SteeringError, match="clamp value must be finite"):
+        model.clamp("layer2.post", [0, 1], torch.tensor([1.0, bad]))
+    with pytest.raises(SteeringError, match="direction must be finite"):
+        model.ablate(poisoned, "layer2.post")
+    assert_untouched(model, x, base)
+
+
+def test_values_beyond_a_half_models_range_are_refused():
+    half = HookedMLP.from_pretrained("mnist-mlp").half()
+    with pytest.raises(SteeringError, match=r"values up to 1e\+05 do not fit the model's torch.float16 \(largest finite 6.55e\+04\)"):
+        half.patch("layer2.post", torch.full((512,), 1e5))
+    with pytest.raises(SteeringError, match="do not fit the model's torch.float16"):
+        half.clamp("layer2.post", 3, 1e5)
+    with half.clamp("layer2.post", 3, 6e4):
+        out = half(load_mnist("test")[0][:2].half(), stop_at="layer2.post")
+    assert out.dtype == torch.float16 and out[:, 3].tolist() == [6e4, 6e4]
+    assert half.attached_hooks() == []

@@ -24,7 +24,7 @@ from hookedmlp import HookedMLP, HookedMLPError, SteeringVector
 
 HOOKS = [f"layer{i}.{p}" for i in range(5) for p in ("pre", "post")]
 WIDTHS = {name: 16 if name == "layer0.pre" else 3 if name == "layer4.post" else 8 for name in HOOKS}
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 finite = st.floats(min_value=-5, max_value=5, allow_nan=False, allow_infinity=False)
 
 
@@ -224,7 +224,7 @@ def _shared():
     return model, x, model(x), vectors
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=30)
 @given(c1=finite, c2=finite, hook=st.sampled_from(HOOKS), from_inputs=st.booleans(), via_coeff=st.booleans())
 def test_nested_coefficients_add(c1, c2, hook, from_inputs, via_coeff):
     model, x, clean, vectors = _shared()
