@@ -129,6 +129,14 @@ def test_docs_build_strict_fresh_clone(tmp_path: Path, executed_notebooks: dict)
     check_site(tmp_path / "site", copy)
 
 
+def test_dead_links_are_found(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "index.html").write_text("<p>b</p>")
+    (tmp_path / "index.html").write_text('<a href="b/">b</a> <a href="#top">top</a> <a href="https://x.org/y.png">x</a>'
+                                         ' <img src="figures/x.png"> <a href="b/#c">c</a> <script src="gone.js"></script>')
+    assert dead_links(tmp_path) == ["index.html: figures/x.png", "index.html: gone.js"]
+
+
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"hookedmlp_docs_{name}", ROOT / "docs" / "hooks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
