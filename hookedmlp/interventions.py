@@ -12,6 +12,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from hookedmlp.checks import check_finite
 from hookedmlp.context import HookContext
 from hookedmlp.errors import ArgumentTypeError, ShapeError, SteeringError, UnitIndexError
 from hookedmlp.interface import HookedModel
@@ -84,7 +85,7 @@ def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str,
     if activations.ndim != len(shape) + 1 or tuple(activations.shape[1:]) != shape:
         raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected [batch, {', '.join(map(str, shape))}] "
                          f"or {list(shape)} for {hook!r}")
-    patched = _on_model(model, activations)
+    patched = check_finite(_on_model(model, activations), "patch activations")
 
     def replace(act: Tensor, hook: Any) -> Tensor:
         if patched.shape[0] not in (1, act.shape[0]):
@@ -121,9 +122,7 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
     idx = idx.reshape(-1)
     if len(idx) and (int(idx.min()) < -units or int(idx.max()) >= units):
         raise UnitIndexError(f"unit index out of range for {hook!r} with {units} units: got {idx.tolist()}; expected 0..{units - 1}")
-    val = _on_model(model, torch.as_tensor(value))
-    if not bool(torch.isfinite(val).all()):
-        raise SteeringError(f"clamp value must be finite, got {value!r}")
+    val = check_finite(_on_model(model, torch.as_tensor(value)), "clamp value")
     if val.ndim > 1 or (val.ndim == 1 and len(val) not in (1, len(idx))):
         raise ShapeError(f"clamp value has shape {list(val.shape)}; expected a scalar or [{len(idx)}] (one per index)")
     idx = idx.to(val.device)
