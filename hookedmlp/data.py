@@ -114,7 +114,7 @@ def _locate_pickle() -> Path | None:
 
 
 class _CacheNotWritable(DataError):
-    """The data directory cannot take the converted files: no other source would fare better."""
+    """The data directory cannot take the converted files (raised as a plain DataError)."""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -209,8 +209,8 @@ def prepare_mnist(root: _Root = None) -> Path:
         try:
             _convert_pickle(pkl, raw, list(bad))
             why = [f"converting {str(pkl)!r} did not give the official bytes"]
-        except _CacheNotWritable:
-            raise
+        except _CacheNotWritable as e:  # no other source would fare better
+            raise DataError(str(e)) from None
         except DataError as e:
             why = [str(e)]
         bad = _bad_files(raw)

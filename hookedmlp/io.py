@@ -282,6 +282,10 @@ def _check_device(map_location: Any, what: str, p: Path) -> None:
         if missing:
             raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has no {kind.upper()} "
                              f"device (torch.{kind}.is_available() is False); load it with device='cpu'")
+        index = torch.device(map_location).index
+        if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+            raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; pick one of them or 'cpu'")
 
 
 def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
