@@ -34,7 +34,7 @@ def test_non_finite_numpy_coefficients_are_refused(value):
 def test_check_number_takes_numpy_scalars_too():
     assert check_number(np.float32(0.5), "dropout", 0.0, 1.0) == 0.5
     assert check_number(np.int64(3), "lr", 0.0, 10.0) == 3.0
-    with pytest.raises(ConfigError, match=r"^dropout must be a number, got bool_ \(np\.True_\)$|^dropout must be a number, got bool"):
+    with pytest.raises(ConfigError, match=r"^dropout must be a number, got bool"):
         check_number(np.bool_(True), "dropout", 0.0, 1.0)
 
 
