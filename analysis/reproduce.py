@@ -105,6 +105,7 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
         model, name = HookedMLP.from_pretrained("mnist-mlp"), "shipped mnist-mlp"
     model.eval()
     images, labels = load_mnist("test")
+    images = images.to(model.reference_tensor().dtype)  # the model's dtype: a float64 checkpoint works too
     test_loss, test_acc = evaluate(model, images, labels)
     if quick:
         images, labels = images[:1000], labels[:1000]

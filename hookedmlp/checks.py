@@ -1,6 +1,7 @@
 """Argument checks shared by the library, the analysis and the CLI: each check is written once here."""
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -9,7 +10,12 @@ from torch import Tensor
 
 from hookedmlp.errors import ArgumentTypeError, ConfigError, SteeringError, closest
 
-__all__ = ["check_choice", "check_class", "check_int", "check_number", "check_coeff", "check_scale_fits"]
+__all__ = ["check_choice", "check_class", "check_int", "check_number", "check_coeff", "check_scale_fits", "check_finite"]
+
+
+def _is_real(value: Any) -> bool:
+    """A real scalar of any kind (int, float, numpy's float32/int64...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_choice(value: Any, choices: Sequence[str], what: str) -> str:
@@ -44,7 +50,7 @@ def check_class(value: Any, n_classes: int, what: str = "digit") -> int:
 def check_number(value: Any, what: str, low: float = -math.inf, high: float = math.inf,
                  low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in the given range, as a float, else ``ConfigError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise ConfigError(f"{what} must be a number, got {type(value).__name__} ({value!r})")
     v = float(value)
     below = v <= low if low_open else v < low
@@ -56,8 +62,8 @@ def check_number(value: Any, what: str, low: float = -math.inf, high: float = ma
 
 
 def check_coeff(coeff: Any) -> float:
-    """A finite real coefficient (an int, a float or a one-element tensor, not a bool), as a float."""
-    if isinstance(coeff, bool) or not (isinstance(coeff, (int, float)) or (isinstance(coeff, Tensor) and coeff.numel() == 1)):
+    """A finite real coefficient (any real scalar, numpy's included, or a one-element tensor; not a bool), as a float."""
+    if not (_is_real(coeff) or (isinstance(coeff, Tensor) and coeff.numel() == 1 and coeff.dtype != torch.bool)):
         raise SteeringError(f"coeff must be a real number, got {type(coeff).__name__} ({coeff!r})")
     value = float(coeff)
     if not math.isfinite(value):
@@ -75,3 +81,13 @@ def check_scale_fits(coeff: float, tensors: Sequence[Tensor], dtype: torch.dtype
         raise SteeringError(
             f"{what}={coeff:g} times the vector's largest entry {biggest:.4g} is {abs(coeff) * biggest:.4g}, beyond "
             f"{dtype}'s range (largest finite {limit:.4g}); use a smaller {what} or a wider dtype")
+
+
+def check_finite(t: Tensor, what: str) -> Tensor:
+    """``t`` if every entry is finite, else ``SteeringError`` naming ``what`` and the first bad value."""
+    bad = ~torch.isfinite(t.detach())
+    if bool(bad.any()):
+        first = float(t.detach()[bad].reshape(-1)[0])
+        count = f" ({int(bad.sum())} of {t.numel()} entries are NaN or infinite)" if t.numel() > 1 else ""
+        raise SteeringError(f"{what} must be finite, got {first}{count}")
+    return t

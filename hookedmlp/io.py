@@ -1,59 +1,175 @@
-"""Files that are never half-written, and loading that never unpickles code.
+"""Files that are never half-written or wrongly replaced, and loading that never unpickles code.
 
-Every file hookedmlp writes goes through ``atomic_write``: the bytes go to a
-temporary file in the same directory, are flushed to disk, and the temporary file
-is renamed over the target. A reader sees the old file or the new one, never a
-mix, even if the writer is killed mid-write.
+Every file hookedmlp writes goes through ``atomic_write``, one rule for every writer:
+
+* a regular file is replaced atomically: the bytes go to a temporary file beside it, are
+  flushed to disk, and the temporary file is renamed over it. A reader sees the old file or
+  the new one, never a mix, even if the writer is killed mid-write. The old file's
+  permissions are kept (a new file gets the umask's).
+* a symlink is written through: the file it points to is replaced, the link is kept.
+* ``"-"`` (standard output), a FIFO, a character device or a socket is written as a stream,
+  in place (``--json -`` and ``--json /dev/stdout`` print).
+* a directory, a read-only file (no write permission bit, even for root), a parent path
+  that is a file, an unwritable directory and a full disk raise ``FileWriteError``: one
+  line saying what is wrong, what was kept, and the fix.
+
+``safe_load`` reads with ``torch.load(weights_only=True)`` and says why a file it refuses is
+refused (``hookedmlp.load_errors``), never advising ``weights_only=False``.
 """
 
 import contextlib
+import errno
 import os
-import re
+import stat
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Optional
 
 import torch
 
-from hookedmlp.errors import CheckpointError, FileWriteError
+from hookedmlp.errors import CheckpointError, FileWriteError, UsageError
+from hookedmlp.load_errors import why_not_loadable
 
 __all__ = ["atomic_write", "atomic_save", "safe_load", "check_writable"]
 
+_SPACE = {errno.ENOSPC: "", errno.EDQUOT: ": disk quota exceeded",
+          errno.EFBIG: ": file size limit reached (ulimit -f, or the file system's largest file)"}
 
-def check_writable(path: "str | os.PathLike[str]") -> None:
-    """Raise ``FileWriteError`` unless ``path`` can be written (before a long computation that ends by writing it)."""
-    target = Path(path)
-    if target.is_dir():
-        raise FileWriteError(f"cannot write {str(target)!r}: it is a directory; pass a file path")
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise FileWriteError(f"cannot write {str(target)!r}: {str(parent)!r} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise FileWriteError(f"cannot write {str(target)!r}: the directory {str(parent)!r} is not writable; choose another path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise FileWriteError(f"cannot write {str(target)!r}: the file is read-only; make it writable (chmod u+w) or choose another path")
+
+def _error(message: str, code: Optional[int] = None) -> FileWriteError:
+    e = FileWriteError(message)
+    e.errno = code  # type: ignore[misc]  # str(e) stays the one-line message
+    return e
+
+
+def _space_error(path: Path, err: OSError, existed: bool) -> FileWriteError:
+    kept = "old file kept" if existed else "nothing written"
+    return _error(f"no space left writing {path}{_SPACE[err.errno]} ({kept}); free some space or choose another path",
+                  err.errno)
+
+
+def _os_error(path: Path, err: OSError, existed: bool, where: Optional[Path] = None) -> FileWriteError:
+    """The one-line FileWriteError for an OSError met while writing ``path`` (in directory ``where``)."""
+    if err.errno in _SPACE:
+        return _space_error(path, err, existed)
+    reason = err.strerror or type(err).__name__
+    if where is not None and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return _error(f"cannot write {str(path)!r}: the directory {str(where)!r} is not writable ({reason}); "
+                      "choose another path", err.errno)
+    kept = " (old file kept)" if existed else ""
+    return _error(f"cannot write {str(path)!r}: {reason}{kept}", err.errno)
+
+
+def _file_in_the_way(path: Path) -> Optional[Path]:
+    """The first ancestor of ``path`` that exists and is not a directory, if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def _not_a_directory(path: Path) -> FileWriteError:
+    blocker = _file_in_the_way(path)
+    where = f"{str(blocker)!r} is a file, not a directory" if blocker else "a parent is not a directory"
+    return _error(f"cannot write {str(path)!r}: {where}; choose another path", errno.ENOTDIR)
+
+
+def _plan(path: Path) -> tuple[str, Path, Optional[os.stat_result]]:
+    """``("stream" | "file", where to write, the existing file's stat)``, or FileWriteError.
+
+    For a file, the path returned is the real one (symlinks resolved), whose directory gets
+    the temporary file; for a stream, the path as given (the OS follows its links).
+    """
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise _not_a_directory(path) from None
+    except OSError as e:
+        raise _os_error(path, e, existed=False) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise _error(f"cannot write {str(path)!r}: it is a directory; pass a file path", errno.EISDIR)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return "stream", path, st
+    real = Path(os.path.realpath(path))  # a dangling symlink: the file it names is created
+    if st is not None and (stat.S_IMODE(st.st_mode) & 0o222 == 0 or not os.access(real, os.W_OK)):
+        raise _error(f"cannot write {str(path)!r}: the file is read-only (mode {stat.S_IMODE(st.st_mode):o}); make it "
+                     "writable (chmod u+w) or choose another path", errno.EACCES)
+    if _file_in_the_way(real) is not None:
+        raise _not_a_directory(path)
+    return "file", real, st
+
+
+class _Tracked:
+    """The file handed to the writer: remembers the first OSError of a write, which torch.save would hide."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> Any:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+@contextlib.contextmanager
+def _stream(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """Write ``-`` (standard output), a FIFO or a device in place."""
+    if str(path) == "-":
+        out = sys.stdout.buffer if mode == "wb" else sys.stdout
+        yield out
+        out.flush()
+        return
+    try:
+        f = open(path, mode)
+    except OSError as e:
+        raise _os_error(path, e, existed=False) from None
+    with f:
+        tracked = _Tracked(f)
+        try:
+            yield tracked  # type: ignore[misc]
+            f.flush()
+        except BrokenPipeError:
+            raise
+        except BaseException as e:
+            err = tracked.error or (e if isinstance(e, OSError) else None)
+            if err is None or isinstance(err, BrokenPipeError):
+                raise
+            raise _os_error(path, err, existed=False) from None
 
 
 @contextlib.contextmanager
 def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success rename it over ``path``.
+    """Open ``path`` for writing by the rule in this module's docstring; on success the new bytes are in place.
 
-    On an exception the temporary file is deleted and ``path`` is untouched.
-    Missing parent directories are created.
+    On an exception the temporary file is deleted and ``path`` is untouched. Missing parent
+    directories are created.
 
     Args:
-        path: the file to write.
+        path: the file to write (``"-"`` for standard output).
         mode: ``"w"`` (text) or ``"wb"`` (bytes).
 
     Yields:
-        The open temporary file, to write to.
+        The open file, to write to.
 
     Raises:
         ValueError: a mode other than ``"w"`` and ``"wb"``.
-        IsADirectoryError: ``path`` is a directory.
+        FileWriteError: ``path`` is a directory or read-only, a parent is a file, the directory is not
+            writable, or the disk is full (the old file is kept).
 
     Examples:
         >>> import pathlib, tempfile
@@ -66,22 +182,71 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"cannot write {str(target)!r}: it is a directory; pass a file path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as f:
+    given = Path(path)
+    if str(path) == "-":
+        kind, real, st = "stream", given, None
+    else:
+        kind, real, st = _plan(given)
+    if kind == "stream":
+        with _stream(real, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        return
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        raise _not_a_directory(given) from None
+    except OSError as e:
+        raise _os_error(given, e, st is not None, where=_existing_ancestor(real.parent)) from None
+    try:
+        os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+        tracked: Optional[_Tracked] = None
+        with os.fdopen(fd, mode) as raw:
+            tracked = _Tracked(raw)
+            yield tracked  # type: ignore[misc]
+            raw.flush()
+            os.fsync(raw.fileno())
+        if tracked.error is not None:  # a writer that swallowed its write error
+            raise tracked.error
+        os.replace(tmp, real)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        err = (tracked.error if tracked is not None else None) or (e if isinstance(e, OSError) else None)
+        if err is None or isinstance(err, FileWriteError):
+            raise
+        raise _os_error(given, err, st is not None) from None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: "str | os.PathLike[str]") -> None:
+    """Raise ``FileWriteError`` unless ``atomic_write(path)`` could write (before a long computation that ends by writing it).
+
+    Applies ``atomic_write``'s rule, then creates and removes a temporary file in the nearest
+    existing directory, so read-only mounts, permissions and ACLs are tested as they are
+    (root passes a ``chmod 555`` directory, as its writes would). Nothing is left behind.
+    """
+    given = Path(path)
+    if str(path) == "-":
+        return
+    kind, real, st = _plan(given)
+    if kind == "stream":
+        return
+    where = _existing_ancestor(real.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{real.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _os_error(given, e, st is not None, where=where) from None
+    os.close(fd)
+    os.unlink(tmp)
+    vfs = os.statvfs(where)
+    if (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) == 0:
+        raise _space_error(given, OSError(errno.ENOSPC, "No space left on device"), st is not None)
 
 
 def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
@@ -104,12 +269,32 @@ def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
         torch.save(obj, f)
 
 
-def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file and the fix.
+# -- reading -------------------------------------------------------------------------------------
 
-    Only tensors and plain containers (dict, list, tuple, str, int, float, bool,
-    None) are accepted; a file carrying any other pickled object is refused
-    without running its code.
+def _check_device(map_location: Any, what: str, p: Path) -> None:
+    """Refuse a CUDA (or MPS) ``map_location`` this machine does not have, before reading anything."""
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            kind = torch.device(map_location).type
+        except RuntimeError:
+            raise UsageError(f"cannot load {what} {str(p)!r}: unknown device {map_location!r}; use 'cpu' or 'cuda'") from None
+        missing = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}.get(kind, False)
+        if missing:
+            raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has no {kind.upper()} "
+                             f"device (torch.{kind}.is_available() is False); load it with device='cpu'")
+        index = torch.device(map_location).index
+        if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+            raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; pick one of them or 'cpu'")
+
+
+def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file, what is wrong and the fix.
+
+    Only tensors and plain containers (dict, list, tuple, str, int, float, bool, None) are
+    accepted; a file carrying any other pickled object (any pickle protocol) is refused
+    without running its code. A corrupt file, a file of another kind, an unreadable file,
+    a missing device and a lack of memory each get their own message.
 
     Args:
         path: the file to read.
@@ -120,8 +305,10 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         The loaded object.
 
     Raises:
-        CheckpointError: the file is missing, a directory, truncated or corrupt,
-            or holds other pickled objects.
+        CheckpointError: the file is missing, a directory, unreadable, truncated or corrupt, not a
+            torch file, or holds other pickled objects.
+        UsageError: ``map_location`` names a device this machine lacks.
+        MemoryError: the file does not fit in memory (the message names it).
 
     Examples:
         >>> import pathlib, tempfile
@@ -137,24 +324,22 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         raise CheckpointError(f"{what} {str(p)!r} does not exist; check the path")
     if p.is_dir():
         raise CheckpointError(f"{what} {str(p)!r} is a directory; expected a file written by hookedmlp")
+    _check_device(map_location, what, p)
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
-            found = re.search(r"GLOBAL (\S+)", str(e))
-            detail = f" ({found.group(1)})" if found else ""
-            raise CheckpointError(
-                f"{what} {str(p)!r} contains pickled objects other than tensors and plain "
-                f"containers{detail}; refusing to load it (it could run code). Re-save it with "
-                "hookedmlp, or load a trusted file yourself with torch.load(weights_only=False)."
-            ) from None
-        raise CheckpointError(
-            f"{what} {str(p)!r} is truncated or corrupt ({type(e).__name__}: {msg}); "
-            "re-create it"
-        ) from None
-
-
+        with warnings.catch_warnings():  # a foreign pickle protocol: the refusal below says it better
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise MemoryError(f"not enough memory to load {what} {str(p)!r} ({p.stat().st_size:,} bytes)") from None
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError (a bad seek)...
+        error = e
+    try:
+        with open(p, "rb") as f:  # an error of the file system, or of the bytes?
+            f.read(1)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {what} {str(p)!r}: {e.strerror or type(e).__name__}; check its "
+                              "permissions and the disk") from None
+    raise why_not_loadable(p, what, error) from None
 
 
 def _umask() -> int:

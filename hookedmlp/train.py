@@ -6,12 +6,16 @@ defaults train the study's quickstart network (784-512-512-10, ReLU, pixels in [
 in ``hookedmlp.config`` trains the same way.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -36,7 +40,7 @@ __all__ = ["TrainSettings", "TrainResult", "TrainingInterrupted", "train_model",
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """AdamW with cosine decay to zero; ``seed`` seeds the initial weights and the batch order."""
+    """AdamW with cosine decay to zero; ``seed`` seeds the initial weights, dropout and the batch order."""
 
     epochs: int = 6
     batch_size: int = 128
@@ -71,16 +75,39 @@ class TrainResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: ``out`` was left as it was; ``partial`` holds the last finished epoch, if any."""
+    """Ctrl-C during training: ``out`` and ``card`` were left as they were; ``partial`` holds epoch ``saved``, if any."""
 
-    def __init__(self, epochs_done: int, epochs: int, out: Optional[Path], partial: Optional[Path]) -> None:
+    def __init__(self, epochs_done: int, epochs: int, out: Optional[Path], partial: Optional[Path],
+                 card: Optional[Path] = None, existed: tuple[bool, bool] = (False, False), saved: int = 0) -> None:
         super().__init__(epochs_done, epochs)
-        self.epochs_done, self.epochs, self.out, self.partial = epochs_done, epochs, out, partial
+        self.epochs_done, self.epochs, self.out, self.partial, self.card = epochs_done, epochs, out, partial, card
+        self.existed, self.saved = existed, saved
 
     def __str__(self) -> str:
-        kept = f"{self.out} was left as it was" if self.out is not None else "nothing was written"
-        part = f"; epoch {self.epochs_done} is in {self.partial}" if self.partial is not None and self.epochs_done else ""
-        return f"interrupted after {self.epochs_done} of {self.epochs} epochs: {kept}{part}"
+        files = [(str(p), e) for p, e in zip((self.out, self.card), self.existed) if p is not None]
+        kept, new = [p for p, e in files if e], [p for p, e in files if not e]
+        said = [f"{' and '.join(kept)} kept as {'it was' if len(kept) == 1 else 'they were'}"] if kept else []
+        said += [f"{' and '.join(new)} not written"] if new else []
+        part = f"; epoch {self.saved} is in {self.partial}" if self.partial is not None and self.saved else ""
+        return f"interrupted after {self.epochs_done} of {self.epochs} epochs: {', '.join(said) or 'nothing was written'}{part}"
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """Hold Ctrl-C while the checkpoint and its card are replaced, so they never describe different runs.
+
+    Only the main thread can install signal handlers; elsewhere this does nothing. A
+    Ctrl-C held here is dropped: the run has finished and its files are complete.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def build_model(recipe: Optional[Recipe] = None) -> HookedRoot:
@@ -114,21 +141,33 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix or '.pt'}")
 
 
+def _plain(model: HookedRoot) -> torch.nn.Module:
+    """The bare modules to train (sharing the model's parameters): no hook point costs a call per step."""
+    return model.to_sequential() if isinstance(model, HookedMLP) else model
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSettings] = None, *,
-                out: Union[str, "os.PathLike[str]", None] = None, data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
+                out: Union[str, "os.PathLike[str]", None] = None, card: Union[str, "os.PathLike[str]", None] = None,
+                data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
                 root: Union[str, "os.PathLike[str]", None] = None, device: Union[str, torch.device] = "cpu",
                 progress: bool = True, command: Optional[str] = None) -> TrainResult:
     """Train a seeded model of ``recipe`` on MNIST (or ``data``) and optionally save it to ``out``.
 
-    ``out`` is checked to be writable before training starts and written only when training
-    completes; each finished epoch goes to ``<stem>.partial<suffix>`` beside it, removed at the
-    end. On Ctrl-C, ``TrainingInterrupted`` says what was kept. The same seed gives the same
-    weights on one machine.
+    ``out`` (and ``card``) are checked to be writable before training starts and written only
+    when training completes, together (Ctrl-C is held while they are replaced); each finished
+    epoch goes to ``<stem>.partial<suffix>`` beside ``out``, removed at the end. On Ctrl-C,
+    ``TrainingInterrupted`` says what was kept. The same seed gives the same weights, bit for
+    bit, on one machine with the same number of threads.
 
     Args:
         recipe: the architecture (default: the study's 784-512-512-10 ReLU net).
         settings: optimiser settings and seed.
         out: checkpoint path (its ``meta`` records the recipe, settings, data, command and metrics).
+        card: also write the JSON card of ``out`` here (see ``write_card``).
         data: ``(train_x, train_y, test_x, test_y)`` instead of MNIST.
         root: MNIST directory (see ``hookedmlp.data.prepare_mnist``).
         device: where to train.
@@ -145,21 +184,29 @@ def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSetting
     recipe = MLPConfig() if recipe is None else recipe
     settings = settings or TrainSettings()
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        check_writable(out_path)
+    card_path = Path(card) if card is not None else None
+    if card_path is not None and (out_path is None or _same_path(card_path, out_path)):
+        raise UsageError(f"card {str(card_path)!r} needs a checkpoint path (out) other than itself")
+    for path in (out_path, card_path):
+        if path is not None:
+            check_writable(path)
+    existed = (out_path is not None and out_path.exists(), card_path is not None and card_path.exists())
     dataset = "mnist" if data is None else "given tensors"
     if data is None:
         data = (*load_mnist("train", root=root), *load_mnist("test", root=root))
     train_x, train_y, test_x, test_y = (t.to(device) for t in data)
     torch.manual_seed(settings.seed)
     model = build_model(recipe).to(device)
+    net = _plain(model)
+    train_x = model.prepare_input(train_x)  # the shape the bare modules take (LeNet: [N, 1, 28, 28])
     gen = torch.Generator().manual_seed(settings.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     n, bs = len(train_x), settings.batch_size
     steps = settings.epochs * ((n + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict[str, float]] = []
     partial = _partial_path(out_path) if out_path is not None else None
+    saved = 0  # the last epoch the partial file holds
     start = time.perf_counter()
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
     try:
@@ -168,7 +215,7 @@ def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSetting
             order = torch.randperm(n, generator=gen).to(device)
             for i in range(0, n, bs):
                 idx = order[i : i + bs]
-                loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+                loss = F.cross_entropy(net(train_x[idx]), train_y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -178,18 +225,22 @@ def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSetting
             history.append({"epoch": epoch + 1, "train_loss_last_batch": loss.item(), "test_loss": test_loss,
                             "test_accuracy": test_acc})
             bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
-            if partial is not None:
+            if partial is not None and epoch + 1 < settings.epochs:
                 model.save(partial, meta=_meta(recipe, settings, history, command, dataset))
+                saved = epoch + 1
     except KeyboardInterrupt:
-        raise TrainingInterrupted(len(history), settings.epochs, out_path, partial) from None
+        raise TrainingInterrupted(len(history), settings.epochs, out_path, partial, card_path, existed, saved) from None
     finally:
         bar.close()
     model.eval()
     model.meta = _meta(recipe, settings, history, command, dataset)
     if out_path is not None:
-        model.save(out_path)
-        if partial is not None and partial.exists():
-            partial.unlink()
+        with _interrupts_deferred():
+            model.save(out_path)
+            if card_path is not None:
+                write_card(out_path, card_path)
+            if partial is not None and partial.exists():
+                partial.unlink()
     return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start)
 
 

@@ -144,9 +144,9 @@ STALL_WRITER = """
 
     def grid(seed):
         r = np.random.default_rng(seed)
-        return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), loss=r.random((10, 10)),
-                          flip_rate=r.random((10, 10)), accuracy_other=r.random((10, 10)), kl=r.random((10, 10)),
-                          normal=r.random(10), normal_accuracy=r.random(10), n_test=10_000, model=f"m{seed}",
+        metrics = {name: r.random((10, 10)) for name in ("loss", "flip_rate", "accuracy_other", "kl")}
+        return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), metrics=metrics,
+                          normal={"loss": r.random(10), "accuracy_other": r.random(10)}, n_test=10_000, model=f"m{seed}",
                           distributions=r.random((10, 10, 10, 10)))
 
     def figure(seed):
@@ -244,7 +244,7 @@ def test_files_left_by_the_kill_load_as_their_first_versions(stalled):
     assert torch.equal(vec["layer0.post"], torch.randn(4096, generator=torch.Generator().manual_seed(0)))
     grid = GridResult.load(d / "grid.json")
     r = np.random.default_rng(0)
-    assert grid.model == "m0" and np.array_equal(grid.loss, r.random((10, 10)))
+    assert grid.model == "m0" and np.array_equal(grid.loss, np.round(r.random((10, 10)), 6))  # JSON keeps 6 decimals
     assert grid.distributions.shape == (10, 10, 10, 10)
     assert (d / "fig.html").read_text().rstrip().endswith("</html>")
 
@@ -255,8 +255,8 @@ def _writers(tmp_path):
     model = HookedMLP(MLPConfig(d_in=16, d_hidden=(8,), d_out=3))
     vec = SteeringVector({"layer0.post": torch.ones(8)})
     z = np.zeros((1, 1))
-    grid = GridResult(hook="layer0.post", coeff=1.0, method="first", digits=[0], loss=z, flip_rate=z, accuracy_other=z, kl=z,
-                      normal=np.zeros(1), normal_accuracy=np.zeros(1), n_test=1, model="m")
+    grid = GridResult(hook="layer0.post", coeff=1.0, method="first", digits=[0], metrics={"loss": z, "flip_rate": z},
+                      normal={"loss": np.zeros(1)}, n_test=1, model="m")
 
     def text(path):
         with atomic_write(path, "w") as f:

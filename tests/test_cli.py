@@ -1,6 +1,6 @@
-"""The ``hookedmlp`` command line, called in-process through ``hookedmlp.cli.main`` (plus one
-run of the installed console script). User mistakes must give exit status 2 and one line on
-stderr, never a traceback."""
+"""The ``hookedmlp`` command line, called in-process through ``hookedmlp.cli.main`` (plus runs of the installed
+console script and ``python -m hookedmlp``). User mistakes must give exit status 2 and one line on stderr, never a
+traceback, and everything a command writes is checked before it computes."""
 
 import hashlib
 import json
@@ -14,30 +14,32 @@ from pathlib import Path
 import pytest
 import torch
 
-import hookedmlp.data
+import hookedmlp
+import hookedmlp.train
+from _fs import full_dir, readonly_dir
 from hookedmlp import HookedMLP, MLPConfig
-from hookedmlp.cli import main
+from hookedmlp.cli import figure_target, main
+from hookedmlp.data import load_mnist
 
 HOOKS = [f"layer{i}.{side}" for i in range(5) for side in ("pre", "post")]
-SHAPES = {"layer0.pre": "[1, 784]", "layer4.post": "[1, 10]", **{h: "[1, 512]" for h in HOOKS[1:-1]}}
-
+SHAPES = {"layer0.pre": "[batch, 784]", "layer4.post": "[batch, 10]", **{h: "[batch, 512]" for h in HOOKS[1:-1]}}
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def tiny_mnist(monkeypatch):
-    """``hookedmlp.data.load_mnist`` cut to 512 train / 256 test images, so ``train`` takes a second."""
-    real = hookedmlp.data.load_mnist
+    """``train``'s MNIST cut to 512 train / 256 test images, so ``train`` takes a second; records the calls."""
     calls = []
 
     def load(split="train", root=None, device=None):
         calls.append(split)
-        images, labels = real(split, root)
+        images, labels = load_mnist(split)
         n = 512 if split == "train" else 256
         return images[:n], labels[:n]
 
-    monkeypatch.setattr(hookedmlp.data, "load_mnist", load)
+    monkeypatch.setattr(hookedmlp.train, "load_mnist", load)
     return calls
 
 
@@ -47,6 +49,18 @@ def small_ckpt(tmp_path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "small.pt"
     HookedMLP(MLPConfig(d_in=16, d_hidden=(8,), d_out=3)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def f64_ckpt(tmp_path_factory) -> Path:
+    """A float64 checkpoint of a small model of the study's shape (784-16-16-10), recorded as MNIST-trained."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = HookedMLP(MLPConfig(d_hidden=(16, 16))).double()
+    model.meta = {"dataset": "mnist"}
+    path = tmp_path_factory.mktemp("f64") / "f64.pt"
+    model.save(path)
     return path
 
 
@@ -61,7 +75,7 @@ def _user_error(capsys, argv, *needles) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(f"hookedmlp {argv[0]}: error: ")
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in lines[0], lines[0]
     return lines[0]
 
 
@@ -77,7 +91,7 @@ def _usage_error(capsys, argv, *needles) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("hookedmlp")
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in lines[0], lines[0]
     return lines[0]
 
 
@@ -88,7 +102,6 @@ def test_hooks_lists_the_ten_hook_points_with_shapes(capsys):
     out, err = capsys.readouterr()
     assert err == ""
     lines = out.splitlines()
-    assert len(lines) == 10
     assert [line.split()[0] for line in lines] == HOOKS
     for line, name in zip(lines, HOOKS):
         assert SHAPES[name] in line
@@ -101,16 +114,98 @@ def test_hooks_on_a_checkpoint_of_another_architecture_lists_its_hooks(capsys, s
     assert main(["hooks", "--checkpoint", str(small_ckpt)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [f"layer{i}.{s}" for i in range(3) for s in ("pre", "post")]
-    assert "[1, 16]" in lines[0] and "[1, 3]" in lines[-1]
+    assert "[batch, 16]" in lines[0] and "[batch, 3]" in lines[-1]
 
 
-def test_console_script_is_installed():
+def test_python_m_runs_the_command():
+    proc = subprocess.run([sys.executable, "-m", "hookedmlp", "hooks"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == HOOKS
+
+
+def test_the_console_script_exits_quietly_on_a_closed_pipe():
+    """``hookedmlp hooks | head -1``: the reader is gone; no message, the shell's usual status for SIGPIPE."""
     script = shutil.which("hookedmlp", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     assert script, "the hookedmlp console script is not installed"
-    proc = subprocess.run([script, "hooks"], capture_output=True, text=True, timeout=120)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([script, "hooks"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120, cwd=REPO)
+    finally:
+        os.close(w)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+# -- --help and --version ------------------------------------------------------------------------
+
+FAST_HELP = """
+import sys
+from hookedmlp_cli.main import main
+for argv in (["--help"], ["--version"], ["train", "--help"], ["grid", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == 0, (argv, e.code)
+print("torch imported:", "torch" in sys.modules, "hookedmlp imported:", "hookedmlp" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_help_and_version_answer_without_importing_torch():
+    proc = subprocess.run([sys.executable, "-c", FAST_HELP], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == HOOKS
+    assert proc.stderr.splitlines()[-1] == "torch imported: False hookedmlp imported: False"
+    assert f"hookedmlp {hookedmlp.__version__}\n" in proc.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"hookedmlp {hookedmlp.__version__}\n"
+
+
+def _actions(parser):
+    """Every (command, action) of the parser, subcommands included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((name, a) for a in sub._actions if not isinstance(a, argparse._HelpAction))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield "", action
+
+
+def test_every_flag_has_help_text_showing_its_default():
+    from hookedmlp_cli.parser import build_parser
+
+    missing = [f"{command} {action.option_strings}" for command, action in _actions(build_parser())
+               if action.option_strings and "(default: " not in (action.help or "")]
+    assert missing == []
+
+
+def test_help_lists_every_command_and_explains_the_metrics(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "hooks", "reproduce", "grid", "sweep"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["grid", "--help"])
+    grid_help = " ".join(capsys.readouterr().out.split())
+    assert "flip_rate: share of the test images of b classified as a" in grid_help
+
+
+def test_the_parser_choices_mirror_the_library():
+    from analysis.metrics import METRICS
+    from hookedmlp.config import ACTIVATIONS, NORMS
+    from hookedmlp_cli import parser
+
+    assert parser.ACTIVATIONS == tuple(ACTIVATIONS)
+    assert parser.NORMS == NORMS
+    assert parser.METRICS == {name: m.title for name, m in METRICS.items()}
 
 
 # -- argument errors -----------------------------------------------------------------------------
@@ -125,6 +220,13 @@ def test_console_script_is_installed():
     (["train", "--lr", "inf"], "expected a positive finite number"),
     (["train", "--lr", "nan"], "expected a positive finite number"),
     (["train", "--seed", "1.5"], "argument --seed: expected an integer seed, got '1.5'"),
+    (["train", "--dropout", "1"], "argument --dropout: expected a number in [0, 1), got 1"),
+    (["train", "--weight-decay", "-1"], "argument --weight-decay: expected a finite number >= 0, got -1"),
+    (["train", "--hidden"], "argument --hidden: expected at least one argument"),
+    (["train", "--hidden", "0"], "argument --hidden: expected a positive integer, got 0"),
+    (["train", "--arch", "cnn"], "argument --arch: invalid choice: 'cnn' (choose from 'mlp', 'lenet', 'residual')"),
+    (["train", "--activation", "swish"], "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu'"),
+    (["train", "--norm", "rms"], "argument --norm: invalid choice: 'rms' (choose from 'none', 'layernorm', 'batchnorm')"),
     (["sweep", "--a", "12"], "argument --a: expected a digit 0-9, got '12'"),
     (["grid", "--coeff", "nan"], "argument --coeff: expected a finite number"),
     (["grid", "--metric", "mse"], "argument --metric: invalid choice: 'mse'"),
@@ -145,15 +247,6 @@ def test_unknown_command_exits_2(capsys):
 
 def test_no_command_exits_2(capsys):
     _usage_error(capsys, [], "required")
-
-
-def test_help_exits_0_and_names_every_command(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for command in ("train", "hooks", "reproduce", "grid", "sweep"):
-        assert command in out
 
 
 # -- checkpoint errors ---------------------------------------------------------------------------
@@ -181,8 +274,7 @@ def test_truncated_checkpoint(capsys, tmp_path, small_ckpt):
 
 def test_checkpoint_whose_weights_do_not_fit_its_architecture(capsys, tmp_path, small_ckpt):
     ckpt = torch.load(small_ckpt, weights_only=True)
-    ckpt["specs"] = [s.to_dict() for s in MLPConfig().layer_specs()]  # claims 784-512-512-10
-    ckpt["input_shape"] = [1, 28, 28]
+    ckpt["state_dict"]["layer0.module.weight"] = torch.zeros(8, 15)
     path = tmp_path / "edited.pt"
     torch.save(ckpt, path)
     _user_error(capsys, ["hooks", "--checkpoint", str(path)], "does not match the architecture", "shape mismatches")
@@ -191,13 +283,51 @@ def test_checkpoint_whose_weights_do_not_fit_its_architecture(capsys, tmp_path, 
 def test_a_json_card_passed_as_checkpoint_is_not_called_unsafe(capsys, tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"name": "m", "sha256": "0" * 64}, indent=2))
-    line = _user_error(capsys, ["hooks", "--checkpoint", str(path)], str(path))
+    line = _user_error(capsys, ["hooks", "--checkpoint", str(path)], str(path), "is not a file written by torch.save")
     assert "could run code" not in line and "weights_only=False" not in line
 
 
 @pytest.mark.parametrize("command", ["grid", "sweep"])
 def test_grid_and_sweep_refuse_a_model_that_is_not_for_mnist(capsys, small_ckpt, command):
-    _user_error(capsys, [command, "--checkpoint", str(small_ckpt)], "d_in=784", "has 16")
+    _user_error(capsys, [command, "--checkpoint", str(small_ckpt)], "scores MNIST digits", "[1, 4, 4]", "d_in=784")
+
+
+# -- float64 checkpoints: the CLI's inputs follow the model's dtype -------------------------------------
+
+def test_a_float64_checkpoint_works_in_every_command(capsys, f64_ckpt, tmp_path):
+    assert main(["hooks", "--checkpoint", str(f64_ckpt)]) == 0
+    assert "[batch, 784]" in capsys.readouterr().out
+    assert main(["sweep", "--checkpoint", str(f64_ckpt), "--json", str(tmp_path / "s.json")]) == 0
+    assert "| layer0.post |" in capsys.readouterr().out
+    assert main(["grid", "--checkpoint", str(f64_ckpt), "--metric", "flip_rate"]) == 0
+    assert "GridResult(layer0.post" in capsys.readouterr().out
+    assert main(["reproduce", "--quick", "--no-figures", "--checkpoint", str(f64_ckpt), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "reproduction.md").is_file()
+    capsys.readouterr()
+    model32 = HookedMLP.load(f64_ckpt).float()
+    model32.meta = {"dataset": "mnist"}
+    model32.save(tmp_path / "f32.pt")
+    assert main(["sweep", "--checkpoint", str(tmp_path / "f32.pt"), "--json", str(tmp_path / "s32.json")]) == 0
+    capsys.readouterr()
+    got, want = (json.loads((tmp_path / n).read_text())["metrics"] for n in ("s.json", "s32.json"))
+    for name in want:  # the same model in float32 and float64: the same numbers, to float32 rounding
+        assert got[name] == pytest.approx(want[name], abs=2e-3), name
+
+
+# -- numbers the model's dtype cannot hold ---------------------------------------------------------
+
+def test_grid_refuses_a_coefficient_beyond_the_dtype_before_computing(capsys, monkeypatch):
+    import analysis.grid
+
+    monkeypatch.setattr(analysis.grid, "steering_grid", lambda *a, **k: pytest.fail("the grid was computed"))
+    _user_error(capsys, ["grid", "--coeff", "1e308"], "--coeff 1e+308 is beyond the model's torch.float32 range",
+                "largest finite 3.403e+38", "use a smaller --coeff")
+    _user_error(capsys, ["sweep", "--coeff=-1e39"], "--coeff -1e+39 is beyond the model's torch.float32 range")
+
+
+def test_train_refuses_a_learning_rate_out_of_range_before_loading_data(capsys, tmp_path, tiny_mnist):
+    _user_error(capsys, ["train", "--lr", "1e300", "--out", str(tmp_path / "m.pt")], "lr must be finite and in (0, 10], got 1e+300")
+    assert tiny_mnist == [] and list(tmp_path.iterdir()) == []
 
 
 # -- contradicting flags ---------------------------------------------------------------------------
@@ -214,41 +344,104 @@ def test_grid_with_an_unknown_hook(capsys):
     _user_error(capsys, ["grid", "--hook", "layer9.post"], "layer9.post", "did you mean 'layer4.post'")
 
 
+# -- outputs: checked before computing; --json -; --figure ------------------------------------------
+
+def test_reproduce_into_a_read_only_directory_fails_before_computing(capsys, tmp_path, monkeypatch):
+    import analysis.reproduce
+
+    monkeypatch.setattr(analysis.reproduce, "reproduce", lambda **k: pytest.fail("the study was run"))
+    with readonly_dir(tmp_path / "ro") as ro:
+        _user_error(capsys, ["reproduce", "--out", str(ro)], f"the directory '{ro}' is not writable")
+        _user_error(capsys, ["reproduce", "--out", str(ro / "new")], f"the directory '{ro}' is not writable")
+
+
+def test_train_into_a_read_only_directory_fails_before_loading_data(capsys, tmp_path, tiny_mnist):
+    with readonly_dir(tmp_path / "ro") as ro:
+        _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(ro / "m.pt")], "is not writable")
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.json").chmod(0o444)  # the card's target too
+    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.pt")],
+                f"cannot write '{tmp_path / 'm.json'}': the file is read-only")
+    assert tiny_mnist == []
+
+
+def test_grid_and_sweep_outputs_are_checked_before_computing(capsys, tmp_path, monkeypatch):
+    import analysis.sweep
+
+    monkeypatch.setattr(analysis.sweep, "layer_sweep", lambda *a, **k: pytest.fail("the sweep was computed"))
+    (tmp_path / "notes.txt").write_text("a file")
+    _user_error(capsys, ["sweep", "--json", str(tmp_path / "notes.txt" / "s.json")], "'" + str(tmp_path / "notes.txt") + "' is a file")
+    (tmp_path / "fig.png").write_text("old")
+    (tmp_path / "fig.png").chmod(0o444)
+    _user_error(capsys, ["sweep", "--figure", str(tmp_path / "fig")], "fig.png': the file is read-only")
+
+
+def test_train_on_a_full_disk_says_no_space_and_keeps_the_old_file(capsys, tmp_path, tiny_mnist):
+    with full_dir(tmp_path / "disk", size="256k", fill=False) as disk:
+        out = disk / "m.pt"
+        torch.manual_seed(0)
+        HookedMLP(MLPConfig(d_in=784, d_hidden=(8,), d_out=10)).save(out)  # a small earlier run (~26 KB)
+        before = out.read_bytes()
+        line = _user_error(capsys, ["train", "--epochs", "1", "--batch-size", "512", "--quiet", "--out", str(out)])
+        assert line == f"hookedmlp train: error: no space left writing {out} (old file kept); free some space or choose another path"
+        assert out.read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir()) == ["m.pt"]
+    assert tiny_mnist == ["train", "test"]  # it trained, then the 2.7 MB checkpoint did not fit
+
+
+def test_json_dash_prints_the_json_alone(capsys):
+    assert main(["sweep", "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["a"] == 3 and data["b"] == 1 and len(data["hooks"]) == 10
+    assert err == ""
+
+
+@pytest.mark.parametrize(("given", "stem", "formats"), [
+    ("x.html", "x", ("html",)), ("x.png", "x", ("png",)), ("out/x.svg", "out/x", ("svg",)), ("x.HTML", "x", ("html",)),
+    ("x", "x", ("html", "png")), ("grid_layer0.post", "grid_layer0.post", ("html", "png")), ("x.json", "x.json", ("html", "png")),
+])
+def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, formats):
+    assert figure_target(Path(given)) == (Path(stem), formats)
+
+
+def test_figure_html_writes_that_file_only(capsys, tmp_path):
+    assert main(["sweep", "--figure", str(tmp_path / "x.html")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'x.html'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js", "x.html"]
+
+
 # -- train ---------------------------------------------------------------------------------------
 
 def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monkeypatch):
     out = tmp_path / "runs" / "m.pt"
     argv = ["train", "--epochs", "1", "--seed", "5", "--out", str(out), "--card", "--quiet"]
-    monkeypatch.setattr(sys, "argv", ["hookedmlp", *argv])  # as the console script sees it
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q"])  # the card records the command it was given, not sys.argv
     assert main(argv) == 0
     stdout, stderr = capsys.readouterr()
     assert stderr == ""  # --quiet: no progress bar
     assert tiny_mnist == ["train", "test"]
     lines = stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("test loss ") and lines[0].endswith(f"-> {out}")
-
-    assert sorted(os.listdir(out.parent)) == ["m.json", "m.pt"]
-    card = json.loads(out.with_suffix(".json").read_text())
-    assert set(card) == {"name", "architecture", "settings", "command", "test_loss", "test_accuracy", "sha256"}
-    assert card["name"] == "m"
-    assert "784-512-512-10" in card["architecture"]
+    card_path = out.with_suffix(".json")
+    assert len(lines) == 1 and lines[0].startswith("test loss ") and lines[0].endswith(f"-> {out} and {card_path}")
+    assert sorted(os.listdir(out.parent)) == ["m.json", "m.pt"]  # no partial file left
+    card = json.loads(card_path.read_text())
+    assert set(card) == {"name", "recipe", "settings", "dataset", "command", "test_loss", "test_accuracy", "sha256"}
+    assert card["name"] == "m" and card["dataset"] == "mnist"
+    assert card["recipe"] == {"kind": "mlp", "d_in": 784, "d_hidden": [512, 512], "d_out": 10, "activation": "relu",
+                              "dropout": 0.0, "norm": "none", "bias": True}
     assert card["settings"] == {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 5}
-    assert card["command"] == "hookedmlp " + " ".join(argv)
+    assert card["command"] == shlex.join(["hookedmlp", *argv])
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
-
     model = HookedMLP.load(out)
-    assert [(s.kind, s.d_in, s.d_out) for s in model.specs if s.kind == "linear"] == [
-        ("linear", 784, 512), ("linear", 512, 512), ("linear", 512, 10)]
-    assert model.meta["test_loss"] == card["test_loss"]
-    assert model.meta["test_accuracy"] == card["test_accuracy"]
-    assert model.meta["settings"] == card["settings"]
-    assert model.meta["command"] == shlex.join(["hookedmlp", *argv])
+    assert [(m.in_features, m.out_features) for m in model.to_sequential() if isinstance(m, torch.nn.Linear)] == [
+        (784, 512), (512, 512), (512, 10)]
+    assert (model.meta["test_loss"], model.meta["test_accuracy"]) == (card["test_loss"], card["test_accuracy"])
     assert f"test loss {card['test_loss']:.4f}, accuracy {card['test_accuracy']:.4f}" in lines[0]
-    # the reported metrics are those of the 256 test images the (patched) loader gave
-    images, labels = hookedmlp.data.load_mnist("test")
+    images, labels = load_mnist("test")
     with torch.no_grad():
-        logits = model(images)
-    assert card["test_accuracy"] == (logits.argmax(-1) == labels).float().mean().item()
+        logits = model(images[:256])
+    assert card["test_accuracy"] == (logits.argmax(-1) == labels[:256]).float().mean().item()
 
 
 def test_train_without_card_writes_only_the_checkpoint(capsys, tmp_path, tiny_mnist):
@@ -261,51 +454,32 @@ def test_train_without_card_writes_only_the_checkpoint(capsys, tmp_path, tiny_mn
 
 def test_train_to_a_directory_is_a_user_error(capsys, tmp_path, tiny_mnist):
     _user_error(capsys, ["train", "--epochs", "1", "--out", str(tmp_path), "--quiet"], "is a directory")
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [] and tiny_mnist == []
 
 
-def test_train_interrupted_exits_130(capsys, tmp_path, monkeypatch):
-    import hookedmlp.train
+def test_train_interrupted_before_training_exits_130(capsys, tmp_path, monkeypatch):
+    import hookedmlp.cli
 
-    def interrupted(**kwargs):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hookedmlp.train, "train_mlp", interrupted)
+    monkeypatch.setattr(hookedmlp.cli, "train_model", interrupted)
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 130
-    out, err = capsys.readouterr()
-    assert err == "hookedmlp train: interrupted\n"
+    assert capsys.readouterr().err == "hookedmlp train: interrupted; no file was left half-written\n"
     assert not (tmp_path / "m.pt").exists()
 
 
 def test_train_out_under_a_regular_file_is_a_user_error(capsys, tmp_path, tiny_mnist):
     (tmp_path / "notes.txt").write_text("a file, not a directory")
-    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "notes.txt" / "m.pt")], "notes.txt")
+    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "notes.txt" / "m.pt")],
+                f"'{tmp_path / 'notes.txt'}' is a file, not a directory")
 
 
-def test_train_with_a_seed_out_of_range_is_a_user_error(capsys, tmp_path, tiny_mnist):
-    argv = ["train", "--epochs", "1", "--quiet", "--seed", str(2**64), "--out", str(tmp_path / "m.pt")]
-    try:
-        rc = main(argv)
-    except SystemExit as e:  # rejected by argparse: also fine
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc == 2 and len(err.splitlines()) == 1 and "seed" in err
+def test_train_with_a_seed_out_of_range_is_a_usage_error(capsys, tmp_path):
+    _usage_error(capsys, ["train", "--seed", str(2**64), "--out", str(tmp_path / "m.pt")], "a seed in [0, 2**63)")
 
 
 def test_train_card_never_overwrites_the_checkpoint(capsys, tmp_path, tiny_mnist):
-    out = tmp_path / "m.json"
-    rc = main(["train", "--epochs", "1", "--quiet", "--card", "--out", str(out)])
-    capsys.readouterr()
-    if rc == 2:  # refusing the clash is an acceptable fix
-        return
-    assert isinstance(HookedMLP.load(out), HookedMLP)
-
-
-def test_train_records_the_command_it_was_given(capsys, tmp_path, tiny_mnist, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "tests/test_cli.py"])
-    out = tmp_path / "m.pt"
-    argv = ["train", "--epochs", "1", "--seed", "5", "--out", str(out), "--card", "--quiet"]
-    assert main(argv) == 0
-    capsys.readouterr()
-    assert json.loads(out.with_suffix(".json").read_text())["command"] == "hookedmlp " + " ".join(argv)
-    assert HookedMLP.load(out).meta["command"] == shlex.join(["hookedmlp", *argv])
+    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.json")],
+                "--card would write the card over the checkpoint")
+    assert tiny_mnist == []

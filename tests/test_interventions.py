@@ -111,7 +111,7 @@ def test_ablate_with_steering_vector_and_scale_invariance(model, x, base):
 def test_ablate_errors_leave_nothing(model, x, base):
     with pytest.raises(SteeringError, match="non-zero"):
         model.ablate(torch.zeros(512), "layer0.post").__enter__()
-    with pytest.raises(SteeringError, match="direction must be finite; got NaN or infinite values"):
+    with pytest.raises(SteeringError, match="direction must be finite, got nan"):
         model.ablate(torch.full((512,), math.nan), "layer0.post").__enter__()
     with pytest.raises(ShapeError, match=r"direction at 'layer0.post' has shape \[10\].*expected a tensor of shape \[512\]"):
         model.ablate(torch.ones(10), "layer0.post").__enter__()
@@ -317,7 +317,7 @@ def test_non_finite_values_are_refused_by_every_intervention(model, x, base, bad
     """One rule: patch refuses NaN / inf activations as clamp refuses such values and ablate such directions."""
     poisoned = torch.zeros(512)
     poisoned[3] = bad
-    with pytest.raises(SteeringError, match="patch activations must be finite; got NaN or infinite values"):
+    with pytest.raises(SteeringError, match=r"patch activations must be finite, got (nan|inf|-inf)"):
         model.patch("layer2.post", poisoned)
     _, cache = model.run_with_cache(x, names_filter="layer2.post")
     with pytest.raises(SteeringError, match="patch activations must be finite"):

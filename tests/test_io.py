@@ -1,6 +1,7 @@
 """io.atomic_write / atomic_save / safe_load, and the shared error helpers."""
 
 import os
+import pickle
 import re
 
 import pytest
@@ -10,11 +11,13 @@ from hookedmlp import errors
 from hookedmlp.errors import (
     CheckpointError,
     DataError,
+    FileWriteError,
     HookedMLPError,
     HookNameError,
     InputDtypeError,
     ShapeError,
     SteeringError,
+    UsageError,
     closest,
     did_you_mean,
 )
@@ -75,7 +78,7 @@ def test_atomic_write_bad_mode_and_directory(tmp_path):
     with pytest.raises(ValueError, match=re.escape("atomic_write mode must be 'w' or 'wb', got 'a'")):
         with atomic_write(tmp_path / "x", "a"):
             pass
-    with pytest.raises(IsADirectoryError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
+    with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
         with atomic_write(tmp_path, "w"):
             pass
     assert list(tmp_path.iterdir()) == []
@@ -109,7 +112,7 @@ def test_safe_load_errors_name_the_file(tmp_path):
         safe_load(tmp_path)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=re.escape(f"file {str(bad)!r} is truncated or corrupt (EOFError")):
+    with pytest.raises(CheckpointError, match=re.escape(f"file {str(bad)!r} is truncated or corrupt (the file is empty); re-create it")):
         safe_load(bad)
 
 
@@ -159,3 +162,106 @@ def test_closest():
     assert closest("layer1.post", ["layer1.post", "layer1.pre"], n=1) == ["layer1.post"]
     assert closest("qqq", ["layer0.pre"]) == []
     assert set(errors.__all__) >= {"closest", "did_you_mean", "HookNameError"}
+
+
+# -- safe_load: why a file is refused, for every pickle protocol (issue 11, item 9) -----------------
+
+class _Marker:
+    """Unpickling this would create the file named in its state: proof that no payload ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_a_pickle_of_objects_is_refused_at_every_protocol(tmp_path, protocol):
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    with open(path, "wb") as f:
+        pickle.dump({"weights": [1.0], "payload": _Marker(str(marker))}, f, protocol=protocol)
+    with pytest.raises(CheckpointError) as info:
+        safe_load(path, what="checkpoint")
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {str(path)!r} contains pickled objects other than tensors and plain containers (")
+    assert "open" in message and "refusing to load it (it could run code)" in message
+    assert "weights_only=False" not in message and "truncated" not in message
+    assert not marker.exists()
+
+
+def test_torch_save_of_an_object_is_refused_naming_it(tmp_path):
+    path = tmp_path / "obj.pt"
+    torch.save({"x": torch.zeros(2), "o": _Obj()}, path)
+    with pytest.raises(CheckpointError, match=r"contains pickled objects .* \(test_io\._Obj\); refusing") as info:
+        safe_load(path)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_a_plain_pickle_of_plain_data_is_not_called_corrupt(tmp_path):
+    path = tmp_path / "plain.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"a": [1, 2]}, f, protocol=4)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"file {str(path)!r} is a plain Python pickle (protocol 4), not a file written by torch.save; refusing to unpickle it")):
+        safe_load(path)
+
+
+def test_a_torch_file_with_another_pickle_protocol_says_so(tmp_path):
+    path = tmp_path / "p4.pt"
+    torch.save({"x": torch.ones(2)}, path, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match=re.escape(
+            "was saved with pickle protocol 4, which the safe loader cannot read; re-save it with torch.save's default protocol (2)")):
+        safe_load(path)
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"", "is truncated or corrupt (the file is empty); re-create it"),
+    (b"PK\x03\x04 cut short", "is truncated or corrupt (an incomplete zip file); re-create it"),
+    (b'{"name": "m"}', "is not a file written by torch.save (it starts with b'{\"name\":'); pass a .pt file written by hookedmlp"),
+])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, why):
+    path = tmp_path / "f.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"file {str(path)!r} {why}") + "$"):
+        safe_load(path)
+
+
+def test_a_truncated_torch_file_is_corrupt(tmp_path):
+    path = tmp_path / "cut.pt"
+    torch.save({"x": torch.arange(1000)}, path)
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(CheckpointError, match=r"is truncated or corrupt \(.*\); re-create it$") as info:
+        safe_load(path)
+    assert "weights_only" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_not_called_corruption(tmp_path):
+    path = tmp_path / "v.pt"
+    torch.save({"x": torch.ones(2)}, path)
+    with pytest.raises(UsageError, match=re.escape(
+            f"cannot load file {str(path)!r} onto 'cuda': this machine has no CUDA device (torch.cuda.is_available() is "
+            "False); load it with device='cpu'")):
+        safe_load(path, map_location="cuda")
+
+
+def test_memory_and_permission_errors_say_what_they_are(tmp_path, monkeypatch):
+    import hookedmlp.io
+
+    path = tmp_path / "m.pt"
+    torch.save({"x": torch.ones(2)}, path)
+
+    def fail(exc):
+        def call(*args, **kwargs):
+            raise exc
+        return call
+
+    monkeypatch.setattr(torch, "load", fail(MemoryError()))
+    with pytest.raises(MemoryError, match=re.escape(f"not enough memory to load file {str(path)!r} (")):
+        safe_load(path)
+    # a file the process may not read (root reads every file, so the refusal is simulated)
+    monkeypatch.setattr(torch, "load", fail(PermissionError(13, "Permission denied")))
+    monkeypatch.setattr(hookedmlp.io, "open", fail(PermissionError(13, "Permission denied")), raising=False)
+    with pytest.raises(CheckpointError, match=re.escape(f"cannot read file {str(path)!r}: Permission denied; check its permissions")):
+        safe_load(path)

@@ -1,0 +1,149 @@
+"""Training benchmark (issue 12, point 3): each recipe's epoch against the FLOP bound of that epoch, in one run.
+
+Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [--rounds R]
+
+- The bound: the epoch's matrix multiply-adds (Linear and Conv2d layers, counted from the
+  architecture on a probe pass: forward, plus the backward's gradients of the inputs and of
+  the weights; the first layer's input needs no gradient; plus the end-of-epoch evaluation
+  on the 10,000 test images) over the sgemm burst rate measured in the same run: a large
+  [4096, 1024] x [1024, 1024] float32 matmul into a preallocated output, best of 10.
+- The measured time: ``train_model`` for one epoch on MNIST held in memory (as ``hookedmlp
+  train`` runs it, minus loading the data), best of the rounds.
+- Rounds interleave the rate and every recipe, so that a slow spell of the machine hits all
+  alike; the ratio is measured / bound (target <= 1.3x). Both clocks are reported: wall time,
+  and the process's CPU time (both threads), which other processes on a shared machine do
+  not inflate.
+- "before": the redesign's loop for the baseline (hook points in every training step,
+  AdamW's default per-tensor update), to show what training the bare modules with the fused
+  AdamW saved.
+"""
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from hookedmlp import LeNetConfig, MLPConfig, ResidualConfig
+from hookedmlp.data import load_mnist
+from hookedmlp.train import TrainSettings, build_model, evaluate, train_model
+
+RECIPES = {
+    "baseline": MLPConfig(),  # the study's 784-512-512-10
+    "1-layer": MLPConfig(d_hidden=(512,)),
+    "4-layers": MLPConfig(d_hidden=(512, 512, 512, 512)),
+    "width-64": MLPConfig(d_hidden=(64, 64)),
+    "width-2048": MLPConfig(d_hidden=(2048, 2048)),
+    "gelu": MLPConfig(activation="gelu"),
+    "dropout": MLPConfig(dropout=0.2),
+    "layernorm": MLPConfig(norm="layernorm"),
+    "residual": ResidualConfig(),
+    "lenet": LeNetConfig(),
+}
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def sgemm_rate(repeats: int = 10) -> dict[str, float]:
+    """Multiply-adds per second (of each clock) of the sgemm kernel at a size where it runs at its burst rate."""
+    a, b, out = torch.rand(4096, 1024), torch.rand(1024, 1024), torch.empty(4096, 1024)
+    torch.mm(a, b, out=out)
+    times = [_time(lambda: torch.mm(a, b, out=out)) for _ in range(repeats)]
+    return {clock: 4096 * 1024 * 1024 / min(t[clock] for t in times) for clock in CLOCKS}
+
+
+def _time(fn) -> dict[str, float]:
+    start = {name: clock() for name, clock in CLOCKS.items()}
+    fn()
+    return {name: clock() - start[name] for name, clock in CLOCKS.items()}
+
+
+def before_epoch(data: tuple, settings: TrainSettings) -> None:
+    """The redesign's loop: the hooked model in every step and AdamW's default (per-tensor) update."""
+    train_x, train_y, test_x, test_y = data
+    torch.manual_seed(settings.seed)
+    model = build_model(MLPConfig())
+    gen = torch.Generator().manual_seed(settings.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=(len(train_x) + 127) // 128)
+    model.train()
+    order = torch.randperm(len(train_x), generator=gen)
+    for i in range(0, len(train_x), settings.batch_size):
+        idx = order[i : i + settings.batch_size]
+        loss = torch.nn.functional.cross_entropy(model(train_x[idx]), train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    evaluate(model, test_x, test_y)
+
+
+def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
+    """Multiply-adds per example of each Linear and Conv2d, in forward order (a probe pass with hooks)."""
+    macs: list[int] = []
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        per_example = output[0].numel()
+        if isinstance(module, nn.Linear):
+            macs.append(per_example * module.in_features)
+        else:
+            macs.append(per_example * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return macs
+
+
+def epoch_macs(recipe, n_train: int, n_test: int) -> int:
+    """Forward + input gradients (all layers but the first) + weight gradients, per training image; plus evaluation."""
+    model = build_model(recipe)
+    layers = forward_macs(model, tuple(model.input_shape))
+    train = 3 * sum(layers) - layers[0]
+    return n_train * train + n_test * sum(layers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names (default: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best of each (default: 3)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.recipes.split(",")
+    train_x, train_y = load_mnist("train")
+    test_x, test_y = load_mnist("test")
+    data = (train_x, train_y, test_x, test_y)
+    settings = TrainSettings(epochs=1)
+    runs = {**{name: (lambda name=name: train_model(RECIPES[name], settings, data=data, progress=False)) for name in names},
+            "before": lambda: before_epoch(data, settings)}
+    rates, seconds = [], {name: [] for name in runs}
+    for _ in range(args.rounds):
+        rates.append(sgemm_rate())
+        for name, run in runs.items():
+            seconds[name].append(_time(run))
+    rate = {clock: max(r[clock] for r in rates) for clock in CLOCKS}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; sgemm burst rate {rate['wall'] / 1e9:.1f} G "
+          f"multiply-adds per wall second, {rate['cpu'] / 1e9:.1f} per CPU second; one epoch = {len(train_y):,} training "
+          f"images, batch {settings.batch_size}, then {len(test_y):,} test images; best of {args.rounds} interleaved rounds")
+    print(f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} {'measured':>8} {'ratio':>6}")
+    for name in [*names, "before"]:
+        macs = epoch_macs(RECIPES["baseline" if name == "before" else name], len(train_y), len(test_y))
+        cells = []
+        for clock in CLOCKS:
+            bound, best = macs / rate[clock], min(s[clock] for s in seconds[name])
+            cells.append(f"{bound:>10.2f}s {best:>7.2f}s {best / bound:>5.2f}x")
+        print(f"{name:<11} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+    if "baseline" in names:
+        print(f"before -> now (baseline): {min(s['wall'] for s in seconds['before']) / min(s['wall'] for s in seconds['baseline']):.2f}x "
+              "faster in wall time")
+
+
+if __name__ == "__main__":
+    main()

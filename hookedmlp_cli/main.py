@@ -1,0 +1,22 @@
+"""The console script: parse without torch, then run the command in ``hookedmlp.cli``."""
+
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from hookedmlp_cli.parser import parse_args
+
+__all__ = ["main"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``hookedmlp`` console script: ``--help``, ``--version`` and argument errors exit here."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    from hookedmlp.cli import run  # torch is imported only once there is a command to run
+
+    return run(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

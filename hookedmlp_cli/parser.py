@@ -1,0 +1,170 @@
+"""The ``hookedmlp`` command's arguments: every flag with its help text and default; no torch import.
+
+The choices of ``--activation``, ``--norm`` and ``--metric`` mirror ``hookedmlp.config`` and
+``analysis.metrics`` (written out here so that ``--help`` need not import torch;
+tests/test_cli.py checks that they agree).
+"""
+
+import argparse
+import importlib.metadata
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "parse_args", "version", "ACTIVATIONS", "NORMS", "ARCHS", "METRICS", "FIGURE_FORMATS"]
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
+NORMS = ("none", "layernorm", "batchnorm")
+ARCHS = ("mlp", "lenet", "residual")
+METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
+    "loss": "mean cross-entropy on the test set without digit b",
+    "flip_rate": "share of the test images of b classified as a",
+    "accuracy_other": "accuracy on the test images of the other digits",
+    "kl": "mean KL(unsteered || steered) on the other digits",
+}
+FIGURE_FORMATS = ("html", "png", "svg")
+
+
+def version() -> str:
+    """The installed hookedmlp's version (its package metadata, read without importing it)."""
+    return importlib.metadata.version("hookedmlp")
+
+
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str, in_range: str = "") -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then check ``ok``; errors say expected vs got."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {in_range or what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_count = _checked(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _checked(float, lambda v: 0 < v < math.inf, "a positive number", "a positive finite number")
+_non_negative = _checked(float, lambda v: 0 <= v < math.inf, "a number", "a finite number >= 0")
+_probability = _checked(float, lambda v: 0 <= v < 1, "a number", "a number in [0, 1)")
+_seed = _checked(int, lambda v: 0 <= v < 2**63, "an integer seed", "a seed in [0, 2**63)")
+_finite_float = _checked(float, math.isfinite, "a number", "a finite number")
+
+
+def _digit(text: str) -> int:
+    if text not in tuple("0123456789"):
+        raise argparse.ArgumentTypeError(f"expected a digit 0-9, got {text!r}")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_train(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a network on MNIST (default: the study's 784-512-512-10 MLP)",
+                           description="Train a seeded network on MNIST. The checkpoint (and its card) are written only "
+                                       "when training completes; each finished epoch goes to <out stem>.partial.pt.")
+    arch = train.add_argument_group("architecture")
+    arch.add_argument("--arch", choices=ARCHS, default="mlp",
+                      help="mlp: Linear blocks (the study's); lenet: a LeNet-5-style CNN; residual: a residual MLP "
+                           "(default: %(default)s)")
+    arch.add_argument("--residual", action="store_true", help="short for --arch residual (default: off)")
+    arch.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="WIDTH",
+                      help="hidden widths, one per hidden layer (default: 512 512 for mlp; 120 84 for lenet, which "
+                           "takes exactly two)")
+    arch.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation (default: %(default)s)")
+    arch.add_argument("--dropout", type=_probability, default=None,
+                      help="dropout after each hidden activation, mlp only (default: 0, none)")
+    arch.add_argument("--norm", choices=NORMS, default=None,
+                      help="normalisation: mlp puts it between each hidden Linear and its activation; residual takes "
+                           "none or layernorm (default: none for mlp, layernorm for residual)")
+    arch.add_argument("--channels", type=_positive_int, nargs=2, default=None, metavar=("C1", "C2"),
+                      help="lenet's two convolution widths (default: 6 16)")
+    arch.add_argument("--d-model", type=_positive_int, default=None, help="residual stream width (default: 256)")
+    arch.add_argument("--d-mlp", type=_positive_int, default=None, help="residual blocks' hidden width (default: 512)")
+    arch.add_argument("--blocks", type=_positive_int, default=None, help="number of residual blocks (default: 2)")
+    opt = train.add_argument_group("training")
+    opt.add_argument("--epochs", type=_positive_int, default=6, help="passes over the 60,000 training images (default: %(default)s)")
+    opt.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default: %(default)s)")
+    opt.add_argument("--lr", type=_positive_float, default=1e-3,
+                     help="AdamW's peak learning rate, decayed to 0 on a cosine, at most 10 (default: %(default)s)")
+    opt.add_argument("--weight-decay", type=_non_negative, default=0.0,
+                     help="AdamW's decoupled weight decay; lr * weight decay must stay below 1 (default: %(default)s)")
+    opt.add_argument("--seed", type=_seed, default=0,
+                     help="seeds the initial weights, dropout and the batch order: the same seed gives the same "
+                          "weights, bit for bit (default: %(default)s)")
+    files = train.add_argument_group("files")
+    files.add_argument("--out", type=Path, default=Path("runs/mnist-mlp.pt"), help="checkpoint path (default: %(default)s)")
+    files.add_argument("--card", action="store_true",
+                       help="also write <out>.json: recipe, settings, command, test loss and accuracy, sha256 (default: off)")
+    files.add_argument("--data-root", type=Path, default=None,
+                       help="MNIST directory (default: $HOOKEDMLP_DATA, else ~/.cache/hookedmlp/data)")
+    files.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint to study (default: the shipped mnist-mlp)")
+    p.add_argument("--method", choices=("first", "mean"), default="first",
+                   help="exemplar of each digit: its first training image (the study's) or its class mean "
+                        "(default: %(default)s)")
+    p.add_argument("--coeff", type=_finite_float, default=1.0, help="coefficient of the a - b vector (default: %(default)s)")
+    p.add_argument("--figure", type=Path, default=None,
+                   help="also write a figure: a path ending in .html, .png or .svg writes that format; any other path "
+                        "is a stem for both STEM.html and STEM.png (default: none)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hookedmlp`` command.
+
+    Subcommands: ``train``, ``reproduce``, ``grid``, ``sweep`` and ``hooks``; run
+    ``hookedmlp <command> --help`` for their flags. Bad flags exit with status 2 and
+    a one-line message.
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+
+    Examples:
+        >>> from hookedmlp_cli.parser import build_parser
+        >>> args = build_parser().parse_args(["sweep", "--a", "5", "--b", "6"])
+        >>> args.command, args.a, args.b, args.method
+        ('sweep', 5, 6, 'first')
+    """
+    parser = _Parser(prog="hookedmlp", description="Hook points, caching and steering for small networks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+
+    repro = sub.add_parser("reproduce", help="run the whole study; write docs/reproduction.md and docs/figures/")
+    repro.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
+    repro.add_argument("--checkpoint", type=Path, default=None, help="study this checkpoint (default: the shipped mnist-mlp)")
+    repro.add_argument("--train", action="store_true", help="train a fresh model first, about half a minute (default: off)")
+    repro.add_argument("--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)")
+    repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+
+    grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
+    grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")
+    grid.add_argument("--metric", choices=tuple(METRICS), default="loss",
+                      help="what each cell shows: " + "; ".join(f"{k}: {v}" for k, v in METRICS.items())
+                           + " (default: %(default)s)")
+    _add_model_args(grid)
+
+    sweep = sub.add_parser("sweep", help="one a - b vector at every hook point (the study's layer sweep)")
+    sweep.add_argument("--a", type=_digit, default=3, help="digit whose image is added (default: %(default)s)")
+    sweep.add_argument("--b", type=_digit, default=1, help="digit whose image is subtracted (default: %(default)s)")
+    _add_model_args(sweep)
+
+    hooks = sub.add_parser("hooks", help="list a model's hook points with their shapes")
+    hooks.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (default: the shipped mnist-mlp)")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` (without the program name); ``--help``, ``--version`` and bad flags exit here."""
+    return build_parser().parse_args(list(argv))
