@@ -26,18 +26,19 @@ class ActivationCache(Mapping[str, Tensor]):
     during the same pass gets it copied first, so the cache holds what the hook point saw.
     Editing a cached tensor in place after the pass edits it for every key that shares it.
 
-    The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it. As in
-    TransformerLens, ``cache["post", 0]`` is ``cache["layer0.post"]`` (negative layers count
-    from the end), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
+    The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it (the dict
+    given, not a copy, as in TransformerLens). As in TransformerLens, ``cache["post", 0]`` is
+    ``cache["layer0.post"]`` (negative layers count from the end; a trailing ``None`` sublayer
+    is ignored), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
 
     Args:
-        cache_dict: hook name -> tensor.
+        cache_dict: hook name -> tensor (a dict is kept as it is; another mapping is copied).
         model: the model the activations come from (for tuple keys and ``stack_activation``).
         has_batch_dim: whether the first dimension of every entry is the batch.
     """
 
     def __init__(self, cache_dict: Mapping[str, Tensor], model: Any = None, has_batch_dim: bool = True) -> None:
-        self.cache_dict: dict[str, Tensor] = dict(cache_dict)
+        self.cache_dict: dict[str, Tensor] = cache_dict if isinstance(cache_dict, dict) else dict(cache_dict)
         self.model = model
         self.has_batch_dim = has_batch_dim
 
@@ -49,6 +50,8 @@ class ActivationCache(Mapping[str, Tensor]):
         act_name = getattr(self.model, "act_name", None)
         if act_name is None:
             raise HookNameError(f"tuple key {key!r} needs the cache's model to name it; use the hook name instead")
+        while len(key) > 2 and key[-1] is None:  # TransformerLens' (name, layer, sublayer_type=None)
+            key = key[:-1]
         return act_name(*key)
 
     def __getitem__(self, key: Key) -> Tensor:
@@ -126,8 +129,7 @@ class ActivationCache(Mapping[str, Tensor]):
         if n_layers is None:
             raise UsageError("stack_activation needs the cache's model (its n_layers); use stack(names) instead")
         stop = n_layers if layer in (-1, None) else layer
-        key = (activation_name,) if sublayer_type is None else (activation_name, sublayer_type)
-        return self.stack([self._name((key[0], i, *key[1:])) for i in range(stop)])
+        return self.stack([self._name((activation_name, i, sublayer_type)) for i in range(stop)])
 
     def __repr__(self) -> str:
         if not self.cache_dict:

@@ -63,6 +63,11 @@ class HookContext:
         self._handles: Optional[list[HookHandle]] = None
 
     @property
+    def handles(self) -> tuple[HookHandle, ...]:
+        """The handles the current entry attached, in the order attached (empty while inactive)."""
+        return tuple(self._handles or ())
+
+    @property
     def names(self) -> list[str]:
         """The hook names this context attaches to, forward hooks first."""
         return [n for n, _ in self._fwd + self._bwd]
@@ -72,25 +77,28 @@ class HookContext:
             raise UsageError("this hook context is already active; make a new one (e.g. call model.steer(...) again) to nest")
         if self._before is not None:
             self._before()
-        self.model.context_level += 1
-        level = self.model.context_level
+        model = self.model
+        # The level lives in the module's __dict__: nn.Module.__setattr__ would cost more than attaching.
+        state = model.__dict__
+        level = state["context_level"] = state.get("context_level", 0) + 1
         try:
-            handles = attach_all(self.model, self._fwd, "fwd", level=level)
-            try:
-                handles += attach_all(self.model, self._bwd, "bwd", level=level)
-            except BaseException:
-                for h in handles:
-                    h.remove()
-                raise
+            handles = attach_all(model, self._fwd, "fwd", level=level) if self._fwd else []
+            if self._bwd:
+                try:
+                    handles += attach_all(model, self._bwd, "bwd", level=level)
+                except BaseException:
+                    for h in handles:
+                        h.remove()
+                    raise
         except BaseException:
-            self.model.context_level -= 1
+            state["context_level"] -= 1
             raise
         self._handles = handles
-        return self.model
+        return model
 
     def __exit__(self, *exc: object) -> None:
         handles, self._handles = self._handles or [], None
-        self.model.context_level -= 1
+        self.model.__dict__["context_level"] -= 1
         if self._reset_end:
             for h in reversed(handles):
                 h.remove()

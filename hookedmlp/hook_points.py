@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.checks import check_choice
-from hookedmlp.errors import ArgumentTypeError, ShapeError, UsageError
+from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
 
 __all__ = ["HookPoint", "HookHandle", "HookFn", "Direction", "Observer", "check_hook_args", "hooks_suppressed"]
 
@@ -187,14 +187,17 @@ class HookPoint(nn.Module):
         """Run the forward hooks on ``x`` (and register the backward ones); return the result."""
         if self.bwd_hooks and torch.is_grad_enabled():
             x = self._attach_bwd(x)
-        if not self.fwd_hooks:
+        hooks = self.fwd_hooks
+        if not hooks:
             return x
         suppressed = _SUPPRESSED.get()
-        for handle in list(self.fwd_hooks):
+        guards = _GUARDS.get()
+        # A copy when several hooks run: one of them may remove itself (or another) mid-pass.
+        for handle in (hooks if len(hooks) == 1 else list(hooks)):
             if not handle.observer:
                 if suppressed:
                     continue
-                for guard in _GUARDS.get():
+                for guard in guards:
                     guard(x)
             out = handle.fn(x, hook=self)
             if out is not None:
@@ -207,6 +210,10 @@ class HookPoint(nn.Module):
         if out.shape != x.shape:
             raise ShapeError(f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
                              f"(the shape of the activation at {self.name!r})")
+        if out.dtype is not x.dtype or out.device != x.device:
+            raise InputDtypeError(f"hook {handle!r} returned a {out.dtype} tensor on {out.device}, expected "
+                                    f"{x.dtype} on {x.device} (the activation at {self.name!r}); convert it with "
+                                    f".to({x.dtype})" + ("" if out.device == x.device else f" and .to({str(x.device)!r})"))
         return out
 
     def _attach_bwd(self, x: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from hookedmlp import interventions, steering
 from hookedmlp.cache import ActivationCache
 from hookedmlp.caching import CLAIM, PASS, Device, Recorder
 from hookedmlp.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from hookedmlp.checks import check_choice
 from hookedmlp.context import HookContext, HookSpec, attach_all
 from hookedmlp.errors import (
     ArgumentTypeError,
@@ -85,6 +86,7 @@ class HookedRoot(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.context_level = 0
+        self.is_caching = False  # TransformerLens' flag: set by caching hooks, cleared by reset_hooks()
         self.meta: dict[str, Any] = {}
         self.hook_dict = {}
         self.mod_dict = {}
@@ -218,6 +220,20 @@ class HookedRoot(nn.Module):
         if clear_contexts:
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent, level)
+        self.is_caching = False
+
+    def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
+                   including_permanent: bool = True) -> dict[str, list[HookHandle]]:
+        """The attached hooks by hook name (points without any left out), as TransformerLens' ``list_hooks``."""
+        check_choice(dir, ("fwd", "bwd", "both"), "dir")
+        out = {}
+        for name in (self.hook_names if name_filter is None else self.resolve_names(name_filter)):
+            hp = self.hook_dict[name]
+            handles = [h for h in (*(hp.fwd_hooks if dir != "bwd" else ()), *(hp.bwd_hooks if dir != "fwd" else ()))
+                       if including_permanent or not h.is_permanent]
+            if handles:
+                out[name] = handles
+        return out
 
     def attached_hooks(self) -> list[HookHandle]:
         """Every attached hook, forward and backward, in forward order of hook points."""
@@ -321,7 +337,7 @@ class HookedRoot(nn.Module):
                 recorder.gradients(out, loss_fn)
         if incl_bwd and isinstance(out, Tensor):
             out = out.detach()
-        cache = ActivationCache(recorder.store, self)
+        cache = ActivationCache(recorder.store, self)  # the recorder's own dict: later passes land in it too
         if remove_batch_dim:
             cache.remove_batch_dim()
         return out, (cache if return_cache_object else cache.cache_dict)
@@ -329,14 +345,15 @@ class HookedRoot(nn.Module):
     def get_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
                           remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None
                           ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
-        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``."""
-        if remove_batch_dim:
-            raise UsageError("get_caching_hooks(remove_batch_dim=True) is not supported; call cache.remove_batch_dim() "
-                             "on ActivationCache(cache) afterwards")
+        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``.
+
+        With ``remove_batch_dim``, entries whose first dimension is 1 lose it (others keep it).
+        """
         store: dict[str, Tensor] = {} if cache is None else cache
         names = self.resolve_names(names_filter)
-        fwd = Recorder(None, device, store=store)
-        bwd = Recorder(None, device, store=store, suffix="_grad")
+        self.is_caching = True
+        fwd = Recorder(None, device, store=store, drop_batch=remove_batch_dim)
+        bwd = Recorder(None, device, store=store, suffix="_grad", drop_batch=remove_batch_dim)
         return store, [(n, fwd) for n in names], ([(n, bwd) for n in names] if incl_bwd else [])
 
     def add_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
@@ -430,10 +447,19 @@ class HookedRoot(nn.Module):
         """The modules that compute something else in training mode (dropout, batch norm...), by path."""
         return [name for name, m in self.named_modules() if name and isinstance(m, _TRAINING_DEPENDENT)]
 
+    def check_hook_names(self, names: Any, what: str = "names") -> list[str]:
+        """``names`` as a list of exact hook names (at least one), each checked (``HookNameError`` with the closest)."""
+        if isinstance(names, str) or not isinstance(names, Sequence):
+            raise ArgumentTypeError(f"{what} must be a list of hook names, got {type(names).__name__}")
+        if not names:
+            raise UsageError(f"{what} is empty; pass at least one hook name, e.g. {self.hook_names[-1]!r}")
+        return [self.resolve_name(n) for n in names]
+
     def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         """Activations at ``names`` from a pass where no hook runs (no steering, no intervention), without grad."""
+        names = self.check_hook_names(names)
         with torch.no_grad(), hooks_suppressed():
-            _, cache = self.run_with_cache(x, names_filter=list(names))
+            _, cache = self.run_with_cache(x, names_filter=names)
         return dict(cache.cache_dict)
 
     # -- files ---------------------------------------------------------------------------

@@ -332,7 +332,7 @@ class HookedMLP(HookedRoot):
         return self.check_tensor(x, f"activation for {what}")
 
     def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        names = list(names)
+        names = self.check_hook_names(names)
         last = max(self.layout.site(n).position for n in names)
         with torch.no_grad(), hooks_suppressed():
             _, cache = self.run_with_cache(x, names_filter=names, stop_at=self.layout.sites[last].name)
