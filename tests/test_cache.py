@@ -116,6 +116,45 @@ def test_the_output_and_the_last_entry_are_one_tensor(tiny, tiny_x):
     cache.cache_dict["layer4.post"] = cache["layer4.post"].clone()  # how to keep one apart
 
 
+@pytest.fixture
+def conv_net():
+    """Conv -> ReLU -> Flatten -> Linear: Flatten's output is a view of the ReLU's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    return net, HookedMLP.from_module(net, input_shape=(1, 4, 4)).eval()
+
+
+@pytest.mark.parametrize("where", ["layer2.post", "layer3.pre"])
+def test_in_place_edit_through_a_view_does_not_reach_cache(conv_net, where):
+    # layer1.post (the ReLU's output) and layer2.post (Flatten's view of it) share one storage: a hook
+    # zeroing the view in place must leave what was cached before it untouched.
+    net, model = conv_net
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        relu = net[1](net[0](x))
+        with model.hooks(fwd_hooks=[(where, lambda a, hook: a.mul_(0))]):
+            out, cache = model.run_with_cache(x)
+    assert relu.abs().sum() > 0
+    assert torch.equal(cache["layer1.post"], relu) and torch.equal(cache["layer2.pre"], relu)
+    if where == "layer3.pre":
+        assert torch.equal(cache["layer2.post"], relu.flatten(1))
+    assert torch.equal(cache["layer3.pre"], torch.zeros(5, 8))  # what the Linear saw
+    assert torch.equal(out, net[3](torch.zeros(5, 8)))
+
+
+def test_cache_holds_only_the_distinct_activations(conv_net):
+    # 8 hook points, 4 distinct activations (the input, the conv's, the ReLU's = Flatten's view, the logits):
+    # the cache's storages are exactly those, at their sizes.
+    net, model = conv_net
+    x = torch.rand(6, 1, 4, 4)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in cache.values()}
+    assert len(storages) == 4
+    assert sum(storages.values()) == 4 * 6 * (16 + 8 + 8 + 3)
+    assert x.untyped_storage().data_ptr() in storages
+
+
 def test_cache_sees_activation_after_other_hooks(tiny, tiny_seq, tiny_x):
     user = tiny.add_hook("layer2.post", lambda a, hook: a * 3)
     try:
