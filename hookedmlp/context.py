@@ -62,6 +62,15 @@ class HookContext:
         self._before = before_enter
         self._handles: Optional[list[HookHandle]] = None
 
+    @classmethod
+    def prepared(cls, model: Any, fwd_pairs: Sequence[tuple[str, HookFn]],
+                 before_enter: Optional[Callable[[], None]] = None) -> "HookContext":
+        """A context of exact ``(hook name, fn)`` pairs its caller has already checked (steering's fast path)."""
+        ctx = cls.__new__(cls)
+        ctx.model, ctx._fwd, ctx._bwd = model, list(fwd_pairs), []
+        ctx._reset_end, ctx._clear, ctx._before, ctx._handles = True, False, before_enter, None
+        return ctx
+
     @property
     def handles(self) -> tuple[HookHandle, ...]:
         """The handles the current entry attached, in the order attached (empty while inactive)."""

@@ -135,11 +135,11 @@ class HookedRoot(nn.Module):
         globs, or a callable ``name -> bool``. An unknown name, or a filter that selects
         nothing, raises ``HookNameError`` naming the closest valid names.
         """
+        if isinstance(names_filter, str) and names_filter in self.hook_dict:  # the common case, first
+            return [names_filter]
         names = self.hook_names
         if names_filter is None:
             return names
-        if isinstance(names_filter, str) and names_filter in self.hook_dict:
-            return [names_filter]
         if callable(names_filter) and not isinstance(names_filter, str):
             selected = [n for n in names if names_filter(n)]
             if not selected:

@@ -225,8 +225,9 @@ class HookedMLP(HookedRoot):
                 for k, t in m.state_dict(keep_vars=True).items()]
 
     def state_version(self) -> tuple[Any, ...]:
-        return tuple((id(t), t._version, t.data_ptr()) for m in self._derived().holders
-                     for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+        # a list comprehension, not a generator: this runs at every steering entry (model_fingerprint's memo key)
+        return tuple([(id(t), t._version, t.data_ptr()) for m in self._derived().holders
+                      for d in (m._parameters, m._buffers) for t in d.values() if t is not None])
 
     def training_mode_modules(self) -> list[str]:
         mode_dependent = {id(m) for m in self._derived().mode_dependent}
