@@ -111,12 +111,14 @@ def table(cases: dict[str, dict[str, tuple[Callable[[], Any], int]]], rounds: in
     for tools in cases.values():
         for fn, _ in tools.values():
             fn()  # warm up (first-call costs, allocator)
-    for _ in range(rounds):
+    for r in range(rounds):
         for case, tools in cases.items():
-            base = None
-            for tool, (fn, inner) in tools.items():
-                t = per_call(fn, inner)
-                base = t if base is None else base
+            order = list(tools.items())
+            measured = {}
+            for tool, (fn, inner) in (order if r % 2 == 0 else order[::-1]):  # alternate the order
+                measured[tool] = per_call(fn, inner)
+            base = measured[order[0][0]]
+            for tool, t in measured.items():
                 times[case][tool].append(t)
                 ratios[case][tool].append(t / base)
     return {"ratio": ratios, "time": times}

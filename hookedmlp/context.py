@@ -56,7 +56,7 @@ class HookContext:
                  before_enter: Optional[Callable[[], None]] = None) -> None:
         self.model = model
         self._fwd = expand_specs(model, fwd_hooks, "fwd")
-        self._bwd = expand_specs(model, bwd_hooks, "bwd")
+        self._bwd = expand_specs(model, bwd_hooks, "bwd") if bwd_hooks else []
         self._reset_end = reset_hooks_end
         self._clear = clear_contexts
         self._before = before_enter

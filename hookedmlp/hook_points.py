@@ -9,8 +9,7 @@ return a tensor, ``(tensor,)`` or ``None``. Each ``add_hook`` returns a ``HookHa
 
 import contextvars
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import torch
@@ -35,24 +34,27 @@ class Observer:
     """Base class of hook functions that only read activations (caches): they run even in clean passes."""
 
 
-@contextmanager
-def hooks_suppressed() -> Iterator[None]:
+class _Scoped:
+    """Sets a context variable for a ``with`` block; one object may be entered again, also nested."""
+
+    def __init__(self, var: contextvars.ContextVar[Any], value: Callable[[], Any]) -> None:
+        self._var, self._value, self._tokens = var, value, []
+
+    def __enter__(self) -> None:
+        self._tokens.append(self._var.set(self._value()))
+
+    def __exit__(self, *exc: object) -> None:
+        self._var.reset(self._tokens.pop())
+
+
+def hooks_suppressed() -> _Scoped:
     """Within this context (in this thread only), no hook runs except ``Observer`` hooks."""
-    token = _SUPPRESSED.set(True)
-    try:
-        yield
-    finally:
-        _SUPPRESSED.reset(token)
+    return _Scoped(_SUPPRESSED, lambda: True)
 
 
-@contextmanager
-def guarding(guard: Callable[[Tensor], None]) -> Iterator[None]:
+def guarding(guard: Callable[[Tensor], None]) -> _Scoped:
     """Call ``guard(activation)`` before every non-Observer hook runs, within this context and thread."""
-    token = _GUARDS.set((*_GUARDS.get(), guard))
-    try:
-        yield
-    finally:
-        _GUARDS.reset(token)
+    return _Scoped(_GUARDS, lambda: (*_GUARDS.get(), guard))
 
 
 def check_hook_args(fn: Any, dir: Any) -> None:

@@ -389,10 +389,10 @@ class HookedRoot(nn.Module):
             raise InputDtypeError(f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; "
                                   "convert with x.float() / 255 for uint8 images")
         ref = self.reference_tensor()
-        if ref is not None and x.dtype != ref.dtype:
-            raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
-                                  f"use x.to({ref.dtype}) or model.to({x.dtype})")
-        if ref is not None and x.device != ref.device:
+        if ref is not None and (x.dtype is not ref.dtype or x.device != ref.device):
+            if x.dtype != ref.dtype:
+                raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
+                                      f"use x.to({ref.dtype}) or model.to({x.dtype})")
             raise InputDtypeError(f"{what} is on {x.device} but the model is on {ref.device}; use x.to({str(ref.device)!r})")
         if x.ndim == 0 or x.shape[0] == 0:
             raise ShapeError(f"empty batch: {what} has shape {list(x.shape)}; expected at least one example")
@@ -401,12 +401,13 @@ class HookedRoot(nn.Module):
     def prepare_input(self, x: Any) -> Tensor:
         """Check a batch ``[batch, *shape]`` (``shape`` one of ``accepted_input_shapes()``); reshape it to ``input_shape``."""
         shapes = self.accepted_input_shapes()
-        if isinstance(x, Tensor) and (x.ndim < 2 or tuple(x.shape[1:]) not in shapes):
+        tail = tuple(x.shape[1:]) if isinstance(x, Tensor) and x.ndim >= 2 else None
+        if isinstance(x, Tensor) and tail not in shapes:
             expected = " or ".join("[batch, " + ", ".join(map(str, s)) + "]" for s in shapes)
             hint = "; add a batch dimension with x.unsqueeze(0)" if tuple(x.shape) in shapes else ""
             raise ShapeError(f"expected input of shape {expected}, got {list(x.shape)}{hint}")
         x = self.check_tensor(x)
-        return x if tuple(x.shape[1:]) == shapes[0] else x.reshape(x.shape[0], *shapes[0])
+        return x if tail == shapes[0] else x.reshape(x.shape[0], *shapes[0])
 
     def as_batch(self, x: Tensor) -> Tensor:
         """Like ``prepare_input``, but one example (without a batch dimension) becomes a batch of one."""

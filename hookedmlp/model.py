@@ -310,16 +310,19 @@ class HookedMLP(HookedRoot):
             first, last = span.first, span.last
             x = self._resumed(x, layout.input_site(span), start_at) if span.resumes else self.prepare_input(x)
         points = self._points
-        if not self._any_hooks():
-            for i in range(first // 2, last // 2):  # module i runs at position 2i + 1 (see Layout)
+        # One scan for the points with hooks; module i runs at position 2i + 1 (see Layout).
+        active = [p for p in range(first, last)
+                  if (hp := points[p]).fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks]
+        done = first  # the positions before `done` have run
+        for p in active:
+            for i in range(done // 2, (p + 1) // 2):
                 x = modules[i](x)
-            return x
-        for p in range(first, last):
-            if p % 2:
-                x = modules[p // 2](x)
             hp = points[p]
-            if hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks:
-                x = hp(x)
+            # PyTorch's own hooks on a hook point need its __call__; hookedmlp's run in forward
+            x = hp(x) if hp._forward_hooks or hp._forward_pre_hooks else hp.forward(x)
+            done = p + 1
+        for i in range(done // 2, last // 2):
+            x = modules[i](x)
         return x
 
     def _any_hooks(self) -> bool:

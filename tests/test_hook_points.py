@@ -228,3 +228,26 @@ def test_handle_fields(hp):
         assert (b.is_permanent, b.context_level) == (True, 3)
         b.hook.remove()
         assert hp.fwd_hooks == [a] and not b.attached
+
+
+def test_hooks_suppressed_runs_only_observers_and_can_be_entered_again(hp):
+    from hookedmlp.hook_points import Observer, hooks_suppressed
+
+    class Reader(Observer):
+        def __init__(self):
+            self.seen = 0
+
+        def __call__(self, act, hook):
+            self.seen += 1
+
+    reader = Reader()
+    with hp.add_hook(lambda a, hook: a + 1), hp.add_hook(reader):
+        quiet = hooks_suppressed()
+        with quiet:
+            with quiet:  # the same object, nested
+                assert torch.equal(hp(torch.zeros(1)), torch.zeros(1))
+            assert torch.equal(hp(torch.zeros(1)), torch.zeros(1))
+        with quiet:  # and again after it exited
+            assert torch.equal(hp(torch.zeros(1)), torch.zeros(1))
+        assert torch.equal(hp(torch.zeros(1)), torch.ones(1))
+    assert reader.seen == 4
