@@ -24,7 +24,8 @@ class ActivationCache(Mapping[str, Tensor]):
     ``layer{i+1}.pre`` are one activation, so both keys hold the same tensor object (as
     TransformerLens' residual names do). A hook that later edits a cached tensor in place
     during the same pass gets it copied first, so the cache holds what the hook point saw.
-    Editing a cached tensor in place after the pass edits it for every key that shares it.
+    Editing a cached tensor in place after the pass edits it for every key that shares it (the
+    last entry is the returned output itself; ``layer0.pre`` is the input batch).
 
     The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it (the dict
     given, not a copy, as in TransformerLens). As in TransformerLens, ``cache["post", 0]`` is
@@ -100,7 +101,10 @@ class ActivationCache(Mapping[str, Tensor]):
             batch_size = max(set(sizes), key=sizes.count) if sizes else 1
         if batch_size != 1:
             raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input")
-        self.cache_dict = {k: (v[0] if v.ndim > 0 and v.shape[0] == 1 else v) for k, v in self.cache_dict.items()}
+        dropped: dict[int, Tensor] = {}  # keys sharing one tensor keep sharing one
+        for k, v in self.cache_dict.items():  # in the same dict, as TransformerLens does
+            if v.ndim > 0 and v.shape[0] == 1:
+                self.cache_dict[k] = dropped.setdefault(id(v), v[0])
         self.has_batch_dim = False
         return self
 

@@ -119,4 +119,5 @@ class Recorder(Observer):
         for name, t in self.live.items():
             g = by_id[id(t)]
             if g is not None:
-                self.store[name + "_grad"] = g.detach().to(self.device or g.device)
+                g = g.detach().to(self.device or g.device)
+                self.store[name + "_grad"] = g[0] if self.drop_batch and g.ndim and g.shape[0] == 1 else g

@@ -325,7 +325,7 @@ class HookedRoot(nn.Module):
             raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
                                 "cache a single input")
         pass_id = object() if reset_hooks_end else None
-        recorder = Recorder(pass_id, device, keep_live=incl_bwd)
+        recorder = Recorder(pass_id, device, keep_live=incl_bwd, drop_batch=remove_batch_dim)
         grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
         with grad_mode, guarding(recorder.guard), self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts):
             token = CLAIM.set(pass_id)
@@ -337,9 +337,8 @@ class HookedRoot(nn.Module):
                 recorder.gradients(out, loss_fn)
         if incl_bwd and isinstance(out, Tensor):
             out = out.detach()
-        cache = ActivationCache(recorder.store, self)  # the recorder's own dict: later passes land in it too
-        if remove_batch_dim:
-            cache.remove_batch_dim()
+        # the recorder's own dict: with reset_hooks_end=False later passes land in it too
+        cache = ActivationCache(recorder.store, self, has_batch_dim=not remove_batch_dim)
         return out, (cache if return_cache_object else cache.cache_dict)
 
     def get_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,

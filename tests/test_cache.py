@@ -397,6 +397,7 @@ def test_remove_batch_dim(tiny, tiny_x, caplog):
     assert single is c and not c.has_batch_dim  # in place, returning the cache (TransformerLens)
     assert c["layer0.post"].shape == (8,)
     assert all(torch.equal(c[k], first[k][0]) for k in first)
+    assert c["layer0.post"] is c["layer1.pre"]  # still one tensor
     with caplog.at_level("WARNING", logger="hookedmlp"):
         assert c.remove_batch_dim() is c  # a second call only logs, as in TransformerLens
     assert "Tried removing batch dimension after already having removed it." in caplog.text

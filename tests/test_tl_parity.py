@@ -314,6 +314,8 @@ def test_run_with_hooks_and_cache_pass_forward_keywords_and_reject_unknown_ones(
 # -- run_with_cache' keywords -----------------------------------------------------------------------
 
 def test_remove_batch_dim_equals_plain_torch_on_one_example(tiny, tiny_seq, tiny_x):
+    _, grads = tiny.run_with_cache(tiny_x[:1], remove_batch_dim=True, incl_bwd=True, names_filter="layer4.post")
+    assert torch.equal(grads["layer4.post_grad"], torch.ones(3))
     out, cache = tiny.run_with_cache(tiny_x[:1], remove_batch_dim=True)
     assert not cache.has_batch_dim
     assert torch.equal(cache["layer0.pre"], tiny_x[0])
@@ -546,3 +548,11 @@ def test_residual_model_gets_the_same_api():
     assert isinstance(cache, ActivationCache) and cache.cache_dict
     with pytest.raises(UsageError, match="names is empty"):
         model.clean_activations(x, [])
+
+
+def test_remove_batch_dim_with_reset_hooks_end_false_keeps_recording_into_the_cache(tiny, tiny_seq, tiny_x):
+    _, cache = tiny.run_with_cache(tiny_x[:1], names_filter="layer0.post", remove_batch_dim=True, reset_hooks_end=False)
+    with torch.no_grad():
+        tiny(tiny_x[1:2])
+    assert torch.equal(cache["layer0.post"], tiny_seq[0](tiny_x[1])) and not cache.has_batch_dim  # a later pass
+    tiny.reset_hooks()
