@@ -2,9 +2,11 @@
 
 A hook is ``fn(activation, *, hook)``, called with ``hook=`` the HookPoint as a keyword, so
 ``def f(act, hook)`` and ``def f(act, *, hook)`` both work. Returning a tensor replaces the
-activation downstream; returning ``None`` keeps it. Backward hooks get the gradient and may
-return a tensor, ``(tensor,)`` or ``None``. Each ``add_hook`` returns a ``HookHandle`` whose
-``remove()`` detaches exactly that hook.
+activation downstream (it must keep the activation's shape, dtype and device: a mistake raises
+here, naming the hook); returning ``None`` keeps it. Backward hooks get the gradient and may
+return a tensor, ``(tensor,)`` or ``None``; those attached when the forward pass reaches the
+point run when the gradient flows back through it, unless removed before. Each ``add_hook``
+returns a ``HookHandle`` whose ``remove()`` detaches exactly that hook.
 """
 
 import contextvars
