@@ -18,6 +18,7 @@ reason and left out.
 """
 
 import argparse
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -98,19 +99,26 @@ def available() -> dict[str, str]:
 # -- timing ----------------------------------------------------------------------------------------
 
 def per_call(fn: Callable[[], Any], inner: int) -> float:
-    t = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t) / inner
+    """Mean seconds per call over ``inner`` calls, with the garbage collector off (as timeit does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t) / inner
+    finally:
+        gc.enable()
 
 
 def table(cases: dict[str, dict[str, tuple[Callable[[], Any], int]]], rounds: int) -> dict[str, dict[str, list[float]]]:
     """For each case and tool, the per-round ratio to the case's "nn.Sequential" time, rounds interleaved."""
     ratios = {c: {t: [] for t in tools} for c, tools in cases.items()}
     times = {c: {t: [] for t in tools} for c, tools in cases.items()}
-    for tools in cases.values():
-        for fn, _ in tools.values():
-            fn()  # warm up (first-call costs, allocator)
+    for tools in cases.values():  # two unrecorded rounds: first-call costs, the allocator, caches
+        for _ in range(2):
+            for fn, inner in tools.values():
+                per_call(fn, inner)
     for r in range(rounds):
         for case, tools in cases.items():
             order = list(tools.items())
