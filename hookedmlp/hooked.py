@@ -239,9 +239,6 @@ class HookedRoot(nn.Module):
         """Every attached hook, forward and backward, in forward order of hook points."""
         return [h for hp in self.hook_dict.values() for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
 
-    def _any_hooks(self) -> bool:
-        return any(hp.fwd_hooks or hp.bwd_hooks for hp in self.hook_dict.values())
-
     def hooks(self, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
               reset_hooks_end: bool = True, clear_contexts: bool = False) -> HookContext:
         """Context manager attaching hooks for the duration of a ``with`` block.

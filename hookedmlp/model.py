@@ -325,9 +325,6 @@ class HookedMLP(HookedRoot):
             x = modules[i](x)
         return x
 
-    def _any_hooks(self) -> bool:
-        return any(hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks for hp in self._points)
-
     def _resumed(self, x: Any, site: Site, start_at: Optional[str]) -> Tensor:
         what = f"start_at={start_at!r}" if start_at else f"start_at_layer={site.layer + (site.side == 'post')}"
         if isinstance(x, Tensor) and (x.ndim < 1 or tuple(x.shape[1:]) != site.shape):
