@@ -1,7 +1,7 @@
 """hookedmlp side by side with TransformerLens, nnsight, pyvene and torchlens on the study's MLP (issue 10).
 
 Run (the peers are in the optional ``bench`` extra; see docs/performance.md for the install):
-    python bench/bench_peers.py [--rounds 21] [--grid-rounds 3] [--skip-grid]
+    python bench/bench_peers.py [--rounds 21] [--grid-rounds 3] [--skip-grid | --skip-table]
 
 Part 1, issue 10's table: the time per call of each path as a ratio to the bare nn.Sequential,
 measured in the same round (median over ``--rounds`` interleaved rounds; 2 threads):
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--grid-rounds", type=int, default=3)
     parser.add_argument("--skip-grid", action="store_true")
+    parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -257,6 +258,9 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; peers: "
           + "; ".join(f"{k} {v}" for k, v in peers.items()))
+    if args.skip_table:
+        grid(model, seq, have, args.grid_rounds)
+        return
     with torch.no_grad():
         check_agreement(model, seq, vec, x1, steer_cases)
         measured = {}
