@@ -17,9 +17,11 @@ Cases:
   cache-layer0.post   run_with_cache(..., names_filter="layer0.post"), under no_grad
   steer-mean          model.steering_vector(3, 1, "layer0.post", method="mean") (streams in batches of 10,000)
 
-"cache" is what the returned ActivationCache holds (distinct storages; layer{i}.post and
-layer{i+1}.pre share one copy). Theory for all points: 60,000 x (784 + 4 x 512 + 10)
-float32 = 682 MB; for layer0.post: 60,000 x 512 float32 = 123 MB.
+"cache" is what the returned ActivationCache holds (distinct storages). Entries are the
+pass's own tensors, not copies: layer{i}.post and layer{i+1}.pre are one tensor, and
+layer0.pre is the caller's input batch itself. Theory for all points: the 6 distinct
+activations, 60,000 x (784 + 4 x 512 + 10) float32 = 650 MiB, of which the input's 179 MiB
+is the loaded data (so at most 471 MiB above it); for layer0.post: 60,000 x 512 float32 = 117 MiB.
 """
 
 import argparse
@@ -77,7 +79,7 @@ print(json.dumps({"case": case, "seconds": seconds, "baseline_mb": baseline, "hw
                   "data_mb": images.untyped_storage().nbytes() / 2**20}))
 """
 
-MB = 2**20
+MB = 2**20  # "MB" below is MiB
 N = 60_000
 THEORY = {
     "forward": 0.0,

@@ -24,20 +24,22 @@ class ActivationCache(Mapping[str, Tensor]):
     ``layer{i+1}.pre`` are one activation, so both keys hold the same tensor object (as
     TransformerLens' residual names do). A hook that later edits a cached tensor in place
     during the same pass gets it copied first, so the cache holds what the hook point saw.
-    Editing a cached tensor in place after the pass edits it for every key that shares it.
+    Editing a cached tensor in place after the pass edits it for every key that shares it (the
+    last entry is the returned output itself; ``layer0.pre`` is the input batch).
 
-    The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it. As in
-    TransformerLens, ``cache["post", 0]`` is ``cache["layer0.post"]`` (negative layers count
-    from the end), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
+    The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it (the dict
+    given, not a copy, as in TransformerLens). As in TransformerLens, ``cache["post", 0]`` is
+    ``cache["layer0.post"]`` (negative layers count from the end; a trailing ``None`` sublayer
+    is ignored), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
 
     Args:
-        cache_dict: hook name -> tensor.
+        cache_dict: hook name -> tensor (a dict is kept as it is; another mapping is copied).
         model: the model the activations come from (for tuple keys and ``stack_activation``).
         has_batch_dim: whether the first dimension of every entry is the batch.
     """
 
     def __init__(self, cache_dict: Mapping[str, Tensor], model: Any = None, has_batch_dim: bool = True) -> None:
-        self.cache_dict: dict[str, Tensor] = dict(cache_dict)
+        self.cache_dict: dict[str, Tensor] = cache_dict if isinstance(cache_dict, dict) else dict(cache_dict)
         self.model = model
         self.has_batch_dim = has_batch_dim
 
@@ -49,6 +51,8 @@ class ActivationCache(Mapping[str, Tensor]):
         act_name = getattr(self.model, "act_name", None)
         if act_name is None:
             raise HookNameError(f"tuple key {key!r} needs the cache's model to name it; use the hook name instead")
+        while len(key) > 2 and key[-1] is None:  # TransformerLens' (name, layer, sublayer_type=None)
+            key = key[:-1]
         return act_name(*key)
 
     def __getitem__(self, key: Key) -> Tensor:
@@ -97,7 +101,10 @@ class ActivationCache(Mapping[str, Tensor]):
             batch_size = max(set(sizes), key=sizes.count) if sizes else 1
         if batch_size != 1:
             raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input")
-        self.cache_dict = {k: (v[0] if v.ndim > 0 and v.shape[0] == 1 else v) for k, v in self.cache_dict.items()}
+        dropped: dict[int, Tensor] = {}  # keys sharing one tensor keep sharing one
+        for k, v in self.cache_dict.items():  # in the same dict, as TransformerLens does
+            if v.ndim > 0 and v.shape[0] == 1:
+                self.cache_dict[k] = dropped.setdefault(id(v), v[0])
         self.has_batch_dim = False
         return self
 
@@ -126,8 +133,7 @@ class ActivationCache(Mapping[str, Tensor]):
         if n_layers is None:
             raise UsageError("stack_activation needs the cache's model (its n_layers); use stack(names) instead")
         stop = n_layers if layer in (-1, None) else layer
-        key = (activation_name,) if sublayer_type is None else (activation_name, sublayer_type)
-        return self.stack([self._name((key[0], i, *key[1:])) for i in range(stop)])
+        return self.stack([self._name((activation_name, i, sublayer_type)) for i in range(stop)])
 
     def __repr__(self) -> str:
         if not self.cache_dict:

@@ -10,6 +10,7 @@ so a hook's later in-place edit never reaches the cache.
 """
 
 import contextvars
+import weakref
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
@@ -43,24 +44,30 @@ class Recorder(Observer):
         device: where entries go (None: where they were computed).
         keep_live: also keep the graph-connected tensors, to take gradients afterwards.
         suffix: appended to each name (``"_grad"`` for backward recorders).
+        drop_batch: store ``t[0]`` for entries whose first dimension is 1 (TransformerLens'
+            ``remove_batch_dim`` of caching hooks).
     """
 
     def __init__(self, pass_id: Optional[object], device: Device = None, keep_live: bool = False,
-                 store: Optional[dict[str, Tensor]] = None, suffix: str = "") -> None:
+                 store: Optional[dict[str, Tensor]] = None, suffix: str = "", drop_batch: bool = False) -> None:
         self.pass_id = pass_id
         self.device = device
+        self.drop_batch = drop_batch
         self.keep_live = keep_live
         self.suffix = suffix
         self.store: dict[str, Tensor] = {} if store is None else store
         self.live: dict[str, Tensor] = {}
         self._shared: dict[int, list[str]] = {}  # storage -> names holding a tensor on it, uncopied
-        self._last: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)  # (activation, what was kept of it)
+        # (a weak reference to the last activation seen, what was kept of it): weak, so the
+        # recorder never keeps a pass's tensor (and its graph) alive past its use.
+        self._last: tuple[Optional["weakref.ref[Tensor]"], Optional[Tensor]] = (None, None)
 
     def __call__(self, act: Tensor, hook: HookPoint) -> Optional[Tensor]:
         if self.pass_id is not None and PASS.get() is not self.pass_id:
             return None
         name = f"{hook.name}{self.suffix}"
-        if self._last[0] is act:  # layer{i}.post and layer{i+1}.pre: one activation, one entry object
+        last = self._last[0]
+        if last is not None and last() is act:  # layer{i}.post and layer{i+1}.pre: one activation, one entry object
             kept = self._last[1]
         else:
             kept = act.detach()
@@ -68,9 +75,11 @@ class Recorder(Observer):
                 kept = kept.to(self.device)
             if _storage(kept) is None:
                 kept = kept.clone()
-            self._last = (act, kept)
+            if self.drop_batch and kept.ndim and kept.shape[0] == 1:
+                kept = kept[0]
+            self._last = (weakref.ref(act), kept)
         self.store[name] = kept
-        where = _storage(kept)
+        where = _storage(kept) if self.pass_id is not None else None  # only a pass-bound recorder is guarded
         if where is not None and where == _storage(act):
             self._shared.setdefault(where, []).append(name)
         if self.keep_live:
@@ -92,8 +101,8 @@ class Recorder(Observer):
             if id(t) not in copies:
                 copies[id(t)] = t.clone()
             self.store[name] = copies[id(t)]
-        if names and self._last[1] is not None and id(self._last[1]) in copies:
-            self._last = (self._last[0], copies[id(self._last[1])])
+        if names:  # the hook may edit the activation in place: the next point must record it afresh
+            self._last = (None, None)
 
     def gradients(self, out: Any, loss_fn: Optional[Callable[[Any], Tensor]]) -> None:
         """Store ``d loss / d activation`` as ``"<name>_grad"``; the parameters' ``.grad`` is untouched."""
@@ -110,4 +119,5 @@ class Recorder(Observer):
         for name, t in self.live.items():
             g = by_id[id(t)]
             if g is not None:
-                self.store[name + "_grad"] = g.detach().to(self.device or g.device)
+                g = g.detach().to(self.device or g.device)
+                self.store[name + "_grad"] = g[0] if self.drop_batch and g.ndim and g.shape[0] == 1 else g

@@ -56,11 +56,25 @@ class HookContext:
                  before_enter: Optional[Callable[[], None]] = None) -> None:
         self.model = model
         self._fwd = expand_specs(model, fwd_hooks, "fwd")
-        self._bwd = expand_specs(model, bwd_hooks, "bwd")
+        self._bwd = expand_specs(model, bwd_hooks, "bwd") if bwd_hooks else []
         self._reset_end = reset_hooks_end
         self._clear = clear_contexts
         self._before = before_enter
         self._handles: Optional[list[HookHandle]] = None
+
+    @classmethod
+    def prepared(cls, model: Any, fwd_pairs: Sequence[tuple[str, HookFn]],
+                 before_enter: Optional[Callable[[], None]] = None) -> "HookContext":
+        """A context of exact ``(hook name, fn)`` pairs its caller has already checked (steering's fast path)."""
+        ctx = cls.__new__(cls)
+        ctx.model, ctx._fwd, ctx._bwd = model, list(fwd_pairs), []
+        ctx._reset_end, ctx._clear, ctx._before, ctx._handles = True, False, before_enter, None
+        return ctx
+
+    @property
+    def handles(self) -> tuple[HookHandle, ...]:
+        """The handles the current entry attached, in the order attached (empty while inactive)."""
+        return tuple(self._handles or ())
 
     @property
     def names(self) -> list[str]:
@@ -72,25 +86,28 @@ class HookContext:
             raise UsageError("this hook context is already active; make a new one (e.g. call model.steer(...) again) to nest")
         if self._before is not None:
             self._before()
-        self.model.context_level += 1
-        level = self.model.context_level
+        model = self.model
+        # The level lives in the module's __dict__: nn.Module.__setattr__ would cost more than attaching.
+        state = model.__dict__
+        level = state["context_level"] = state.get("context_level", 0) + 1
         try:
-            handles = attach_all(self.model, self._fwd, "fwd", level=level)
-            try:
-                handles += attach_all(self.model, self._bwd, "bwd", level=level)
-            except BaseException:
-                for h in handles:
-                    h.remove()
-                raise
+            handles = attach_all(model, self._fwd, "fwd", level=level) if self._fwd else []
+            if self._bwd:
+                try:
+                    handles += attach_all(model, self._bwd, "bwd", level=level)
+                except BaseException:
+                    for h in handles:
+                        h.remove()
+                    raise
         except BaseException:
-            self.model.context_level -= 1
+            state["context_level"] -= 1
             raise
         self._handles = handles
-        return self.model
+        return model
 
     def __exit__(self, *exc: object) -> None:
         handles, self._handles = self._handles or [], None
-        self.model.context_level -= 1
+        self.model.__dict__["context_level"] -= 1
         if self._reset_end:
             for h in reversed(handles):
                 h.remove()

@@ -2,15 +2,16 @@
 
 A hook is ``fn(activation, *, hook)``, called with ``hook=`` the HookPoint as a keyword, so
 ``def f(act, hook)`` and ``def f(act, *, hook)`` both work. Returning a tensor replaces the
-activation downstream; returning ``None`` keeps it. Backward hooks get the gradient and may
-return a tensor, ``(tensor,)`` or ``None``. Each ``add_hook`` returns a ``HookHandle`` whose
-``remove()`` detaches exactly that hook.
+activation downstream (it must keep the activation's shape, dtype and device: a mistake raises
+here, naming the hook); returning ``None`` keeps it. Backward hooks get the gradient and may
+return a tensor, ``(tensor,)`` or ``None``; those attached when the forward pass reaches the
+point run when the gradient flows back through it, unless removed before. Each ``add_hook``
+returns a ``HookHandle`` whose ``remove()`` detaches exactly that hook.
 """
 
 import contextvars
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import torch
@@ -35,24 +36,27 @@ class Observer:
     """Base class of hook functions that only read activations (caches): they run even in clean passes."""
 
 
-@contextmanager
-def hooks_suppressed() -> Iterator[None]:
+class _Scoped:
+    """Sets a context variable for a ``with`` block; one object may be entered again, also nested."""
+
+    def __init__(self, var: contextvars.ContextVar[Any], value: Callable[[], Any]) -> None:
+        self._var, self._value, self._tokens = var, value, []
+
+    def __enter__(self) -> None:
+        self._tokens.append(self._var.set(self._value()))
+
+    def __exit__(self, *exc: object) -> None:
+        self._var.reset(self._tokens.pop())
+
+
+def hooks_suppressed() -> _Scoped:
     """Within this context (in this thread only), no hook runs except ``Observer`` hooks."""
-    token = _SUPPRESSED.set(True)
-    try:
-        yield
-    finally:
-        _SUPPRESSED.reset(token)
+    return _Scoped(_SUPPRESSED, lambda: True)
 
 
-@contextmanager
-def guarding(guard: Callable[[Tensor], None]) -> Iterator[None]:
+def guarding(guard: Callable[[Tensor], None]) -> _Scoped:
     """Call ``guard(activation)`` before every non-Observer hook runs, within this context and thread."""
-    token = _GUARDS.set((*_GUARDS.get(), guard))
-    try:
-        yield
-    finally:
-        _GUARDS.reset(token)
+    return _Scoped(_GUARDS, lambda: (*_GUARDS.get(), guard))
 
 
 def check_hook_args(fn: Any, dir: Any) -> None:
@@ -187,14 +191,17 @@ class HookPoint(nn.Module):
         """Run the forward hooks on ``x`` (and register the backward ones); return the result."""
         if self.bwd_hooks and torch.is_grad_enabled():
             x = self._attach_bwd(x)
-        if not self.fwd_hooks:
+        hooks = self.fwd_hooks
+        if not hooks:
             return x
         suppressed = _SUPPRESSED.get()
-        for handle in list(self.fwd_hooks):
+        guards = _GUARDS.get()
+        # A copy when several hooks run: one of them may remove itself (or another) mid-pass.
+        for handle in (hooks if len(hooks) == 1 else list(hooks)):
             if not handle.observer:
                 if suppressed:
                     continue
-                for guard in _GUARDS.get():
+                for guard in guards:
                     guard(x)
             out = handle.fn(x, hook=self)
             if out is not None:
@@ -207,10 +214,10 @@ class HookPoint(nn.Module):
         if out.shape != x.shape:
             raise ShapeError(f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
                              f"(the shape of the activation at {self.name!r})")
-        if out.dtype != x.dtype or out.device != x.device:
-            got, want = (f"dtype {out.dtype}", f"{x.dtype}") if out.dtype != x.dtype else (f"device {out.device}", f"{x.device}")
-            raise InputDtypeError(f"hook {handle!r} returned {got}, expected {want} (that of the activation at "
-                                  f"{self.name!r}); return a tensor like the activation, e.g. out.to(act)")
+        if out.dtype is not x.dtype or out.device != x.device:
+            raise InputDtypeError(f"hook {handle!r} returned a {out.dtype} tensor on {out.device}, expected "
+                                    f"{x.dtype} on {x.device} (the activation at {self.name!r}); convert it with "
+                                    f".to({x.dtype})" + ("" if out.device == x.device else f" and .to({str(x.device)!r})"))
         return out
 
     def _attach_bwd(self, x: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from hookedmlp import interventions, steering
 from hookedmlp.cache import ActivationCache
 from hookedmlp.caching import CLAIM, PASS, Device, Recorder
 from hookedmlp.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from hookedmlp.checks import check_choice
 from hookedmlp.context import HookContext, HookSpec, attach_all
 from hookedmlp.errors import (
     ArgumentTypeError,
@@ -85,6 +86,7 @@ class HookedRoot(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.context_level = 0
+        self.is_caching = False  # TransformerLens' flag: set by caching hooks, cleared by reset_hooks()
         self.meta: dict[str, Any] = {}
         self.hook_dict = {}
         self.mod_dict = {}
@@ -133,11 +135,11 @@ class HookedRoot(nn.Module):
         globs, or a callable ``name -> bool``. An unknown name, or a filter that selects
         nothing, raises ``HookNameError`` naming the closest valid names.
         """
+        if isinstance(names_filter, str) and names_filter in self.hook_dict:  # the common case, first
+            return [names_filter]
         names = self.hook_names
         if names_filter is None:
             return names
-        if isinstance(names_filter, str) and names_filter in self.hook_dict:
-            return [names_filter]
         if callable(names_filter) and not isinstance(names_filter, str):
             selected = [n for n in names if names_filter(n)]
             if not selected:
@@ -218,13 +220,24 @@ class HookedRoot(nn.Module):
         if clear_contexts:
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent, level)
+        self.is_caching = False
+
+    def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
+                   including_permanent: bool = True) -> dict[str, list[HookHandle]]:
+        """The attached hooks by hook name (points without any left out), as TransformerLens' ``list_hooks``."""
+        check_choice(dir, ("fwd", "bwd", "both"), "dir")
+        out = {}
+        for name in (self.hook_names if name_filter is None else self.resolve_names(name_filter)):
+            hp = self.hook_dict[name]
+            handles = [h for h in (*(hp.fwd_hooks if dir != "bwd" else ()), *(hp.bwd_hooks if dir != "fwd" else ()))
+                       if including_permanent or not h.is_permanent]
+            if handles:
+                out[name] = handles
+        return out
 
     def attached_hooks(self) -> list[HookHandle]:
         """Every attached hook, forward and backward, in forward order of hook points."""
         return [h for hp in self.hook_dict.values() for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
-
-    def _any_hooks(self) -> bool:
-        return any(hp.fwd_hooks or hp.bwd_hooks for hp in self.hook_dict.values())
 
     def hooks(self, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
               reset_hooks_end: bool = True, clear_contexts: bool = False) -> HookContext:
@@ -309,7 +322,7 @@ class HookedRoot(nn.Module):
             raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
                                 "cache a single input")
         pass_id = object() if reset_hooks_end else None
-        recorder = Recorder(pass_id, device, keep_live=incl_bwd)
+        recorder = Recorder(pass_id, device, keep_live=incl_bwd, drop_batch=remove_batch_dim)
         grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
         with grad_mode, guarding(recorder.guard), self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts):
             token = CLAIM.set(pass_id)
@@ -321,22 +334,22 @@ class HookedRoot(nn.Module):
                 recorder.gradients(out, loss_fn)
         if incl_bwd and isinstance(out, Tensor):
             out = out.detach()
-        cache = ActivationCache(recorder.store, self)
-        if remove_batch_dim:
-            cache.remove_batch_dim()
+        # the recorder's own dict: with reset_hooks_end=False later passes land in it too
+        cache = ActivationCache(recorder.store, self, has_batch_dim=not remove_batch_dim)
         return out, (cache if return_cache_object else cache.cache_dict)
 
     def get_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
                           remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None
                           ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
-        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``."""
-        if remove_batch_dim:
-            raise UsageError("get_caching_hooks(remove_batch_dim=True) is not supported; call cache.remove_batch_dim() "
-                             "on ActivationCache(cache) afterwards")
+        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``.
+
+        With ``remove_batch_dim``, entries whose first dimension is 1 lose it (others keep it).
+        """
         store: dict[str, Tensor] = {} if cache is None else cache
         names = self.resolve_names(names_filter)
-        fwd = Recorder(None, device, store=store)
-        bwd = Recorder(None, device, store=store, suffix="_grad")
+        self.is_caching = True
+        fwd = Recorder(None, device, store=store, drop_batch=remove_batch_dim)
+        bwd = Recorder(None, device, store=store, suffix="_grad", drop_batch=remove_batch_dim)
         return store, [(n, fwd) for n in names], ([(n, bwd) for n in names] if incl_bwd else [])
 
     def add_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
@@ -372,10 +385,10 @@ class HookedRoot(nn.Module):
             raise InputDtypeError(f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; "
                                   "convert with x.float() / 255 for uint8 images")
         ref = self.reference_tensor()
-        if ref is not None and x.dtype != ref.dtype:
-            raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
-                                  f"use x.to({ref.dtype}) or model.to({x.dtype})")
-        if ref is not None and x.device != ref.device:
+        if ref is not None and (x.dtype is not ref.dtype or x.device != ref.device):
+            if x.dtype != ref.dtype:
+                raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
+                                      f"use x.to({ref.dtype}) or model.to({x.dtype})")
             raise InputDtypeError(f"{what} is on {x.device} but the model is on {ref.device}; use x.to({str(ref.device)!r})")
         if x.ndim == 0 or x.shape[0] == 0:
             raise ShapeError(f"empty batch: {what} has shape {list(x.shape)}; expected at least one example")
@@ -384,12 +397,13 @@ class HookedRoot(nn.Module):
     def prepare_input(self, x: Any) -> Tensor:
         """Check a batch ``[batch, *shape]`` (``shape`` one of ``accepted_input_shapes()``); reshape it to ``input_shape``."""
         shapes = self.accepted_input_shapes()
-        if isinstance(x, Tensor) and (x.ndim < 2 or tuple(x.shape[1:]) not in shapes):
+        tail = tuple(x.shape[1:]) if isinstance(x, Tensor) and x.ndim >= 2 else None
+        if isinstance(x, Tensor) and tail not in shapes:
             expected = " or ".join("[batch, " + ", ".join(map(str, s)) + "]" for s in shapes)
             hint = "; add a batch dimension with x.unsqueeze(0)" if tuple(x.shape) in shapes else ""
             raise ShapeError(f"expected input of shape {expected}, got {list(x.shape)}{hint}")
         x = self.check_tensor(x)
-        return x if tuple(x.shape[1:]) == shapes[0] else x.reshape(x.shape[0], *shapes[0])
+        return x if tail == shapes[0] else x.reshape(x.shape[0], *shapes[0])
 
     def as_batch(self, x: Tensor) -> Tensor:
         """Like ``prepare_input``, but one example (without a batch dimension) becomes a batch of one."""
@@ -430,10 +444,19 @@ class HookedRoot(nn.Module):
         """The modules that compute something else in training mode (dropout, batch norm...), by path."""
         return [name for name, m in self.named_modules() if name and isinstance(m, _TRAINING_DEPENDENT)]
 
+    def check_hook_names(self, names: Any, what: str = "names") -> list[str]:
+        """``names`` as a list of exact hook names (at least one), each checked (``HookNameError`` with the closest)."""
+        if isinstance(names, str) or not isinstance(names, Sequence):
+            raise ArgumentTypeError(f"{what} must be a list of hook names, got {type(names).__name__}")
+        if not names:
+            raise UsageError(f"{what} is empty; pass at least one hook name, e.g. {self.hook_names[-1]!r}")
+        return [self.resolve_name(n) for n in names]
+
     def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         """Activations at ``names`` from a pass where no hook runs (no steering, no intervention), without grad."""
+        names = self.check_hook_names(names)
         with torch.no_grad(), hooks_suppressed():
-            _, cache = self.run_with_cache(x, names_filter=list(names))
+            _, cache = self.run_with_cache(x, names_filter=names)
         return dict(cache.cache_dict)
 
     # -- files ---------------------------------------------------------------------------

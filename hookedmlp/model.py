@@ -256,8 +256,9 @@ class HookedMLP(HookedRoot):
                 for k, t in m.state_dict(keep_vars=True).items()]
 
     def state_version(self) -> tuple[Any, ...]:
-        return tuple((id(t), t._version, t.data_ptr()) for m in self._derived().holders
-                     for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+        # a list comprehension, not a generator: this runs at every steering entry (model_fingerprint's memo key)
+        return tuple([(id(t), t._version, t.data_ptr()) for m in self._derived().holders
+                      for d in (m._parameters, m._buffers) for t in d.values() if t is not None])
 
     def training_mode_modules(self) -> list[str]:
         mode_dependent = {id(m) for m in self._derived().mode_dependent}
@@ -340,20 +341,20 @@ class HookedMLP(HookedRoot):
             first, last = span.first, span.last
             x = self._resumed(x, layout.input_site(span), start_at) if span.resumes else self.prepare_input(x)
         points = self._points
-        if not self._any_hooks():
-            for i in range(first // 2, last // 2):  # module i runs at position 2i + 1 (see Layout)
+        # One scan for the points with hooks; module i runs at position 2i + 1 (see Layout).
+        active = [p for p in range(first, last)
+                  if (hp := points[p]).fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks]
+        done = first  # the positions before `done` have run
+        for p in active:
+            for i in range(done // 2, (p + 1) // 2):
                 x = modules[i](x)
-            return x
-        for p in range(first, last):
-            if p % 2:
-                x = modules[p // 2](x)
             hp = points[p]
-            if hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks:
-                x = hp(x)
+            # PyTorch's own hooks on a hook point need its __call__; hookedmlp's run in forward
+            x = hp(x) if hp._forward_hooks or hp._forward_pre_hooks else hp.forward(x)
+            done = p + 1
+        for i in range(done // 2, last // 2):
+            x = modules[i](x)
         return x
-
-    def _any_hooks(self) -> bool:
-        return any(hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks for hp in self._points)
 
     def _resumed(self, x: Any, site: Site, start_at: Optional[str]) -> Tensor:
         what = f"start_at={start_at!r}" if start_at else f"start_at_layer={site.layer + (site.side == 'post')}"
@@ -363,7 +364,7 @@ class HookedMLP(HookedRoot):
         return self.check_tensor(x, f"activation for {what}")
 
     def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        names = list(names)
+        names = self.check_hook_names(names)
         last = max(self.layout.site(n).position for n in names)
         with torch.no_grad(), hooks_suppressed():
             _, cache = self.run_with_cache(x, names_filter=names, stop_at=self.layout.sites[last].name)

@@ -288,7 +288,8 @@ class SteeringVector(Mapping[str, Tensor]):
             if fp is not None and fp != (current := model_fingerprint(model)):
                 warn(f"steering vector {self.label!r} was built on model {fp}, applied to model {current}", SteeringWarning)
 
-        return HookContext(model, [(name, _Adder(v)) for name, v in vectors.items()], before_enter=warnings_on_entry)
+        # check() has matched every name to a hook point: the pairs need no second resolution
+        return HookContext.prepared(model, [(name, _Adder(v)) for name, v in vectors.items()], warnings_on_entry)
 
     def __repr__(self) -> str:
         hooks = ", ".join(f"{k} {list(v.shape)}" for k, v in self._vectors.items())

@@ -56,22 +56,45 @@ def test_post_equals_next_pre(tiny, tiny_x):
         assert torch.equal(cache[f"layer{i}.post"], cache[f"layer{i + 1}.pre"])
 
 
-def test_cache_holds_detached_copies(tiny, tiny_x):
-    live = {}
-    with tiny.hooks(fwd_hooks=[("*", lambda a, h: live.__setitem__(h.name, a))]):
+def test_cache_holds_detached_references_not_copies(tiny, tiny_x):
+    # As in TransformerLens (``tensor.detach()``): an entry is the pass's own tensor, detached.
+    # The modules' outputs are seen with PyTorch's own hooks, which are not hookedmlp hooks.
+    outputs = {}
+    handles = [layer.module.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o))
+               for k, layer in enumerate(tiny._layers)]
+    try:
         out, cache = tiny.run_with_cache(tiny_x)
+    finally:
+        for h in handles:
+            h.remove()
     assert out.requires_grad
-    for name in NAMES:
-        assert not cache[name].requires_grad and cache[name].grad_fn is None
-        assert cache[name].data_ptr() != live[name].data_ptr(), name
-        assert torch.equal(cache[name], live[name].detach())
+    for i in range(5):
+        entry = cache[f"layer{i}.post"]
+        assert not entry.requires_grad and entry.grad_fn is None
+        assert entry.data_ptr() == outputs[i].data_ptr() and torch.equal(entry, outputs[i].detach())
+    for i in range(4):  # one activation, one entry object
+        assert cache[f"layer{i}.post"] is cache[f"layer{i + 1}.pre"]
+    assert cache["layer0.pre"].data_ptr() == tiny_x.data_ptr()  # the caller's own input, not a copy
+
+
+def test_only_entries_a_later_hook_could_edit_are_copied(tiny, tiny_x):
+    # A hook (not a cache) at layer2.pre gets the tensor cached as layer1.post: that entry alone is
+    # copied before the hook runs; every other entry stays a reference.
+    seen = {}
+    with tiny.hooks(fwd_hooks=[("layer2.pre", lambda a, hook: seen.__setitem__("act", a))]):
+        _, cache = tiny.run_with_cache(tiny_x)
+    assert cache["layer1.post"].data_ptr() != seen["act"].data_ptr()
+    assert torch.equal(cache["layer1.post"], seen["act"].detach())
+    assert cache["layer2.pre"].data_ptr() == seen["act"].data_ptr()  # recorded after the hook: a reference
+    storages = {t.untyped_storage().data_ptr() for t in cache.values()}
+    assert len(storages) == 7  # the 6 distinct activations, plus the one copy
 
 
 def test_later_in_place_edit_does_not_reach_cache(tiny, tiny_seq, tiny_x):
     # a hook at layer1.pre zeroes, in place, the very tensor layer0.post produced
     expected = tiny_seq[0](tiny_x).detach()
     for names_filter in (None, "layer0.post", ["layer0.post", "layer1.pre"]):
-        with tiny.hooks(fwd_hooks=[("layer1.pre", lambda a, h: a.mul_(0))]):
+        with tiny.hooks(fwd_hooks=[("layer1.pre", lambda a, hook: a.mul_(0))]):
             out, cache = tiny.run_with_cache(tiny_x, names_filter=names_filter)
         assert expected.abs().sum() > 0
         assert torch.equal(cache["layer0.post"], expected), names_filter
@@ -82,16 +105,58 @@ def test_later_in_place_edit_does_not_reach_cache(tiny, tiny_seq, tiny_x):
         assert torch.equal(out, tiny_seq[4](tiny_seq[3](tiny_seq[2](tiny_seq[1](zeros)))))
 
 
-def test_in_place_edit_of_output_does_not_reach_cache(tiny, tiny_x):
+def test_the_output_and_the_last_entry_are_one_tensor(tiny, tiny_x):
+    # Deliberate (entries are references): an in-place edit of the output after the pass is an
+    # edit of cache["layer4.post"], as of any two keys that share one tensor.
     with torch.no_grad():
         out, cache = tiny.run_with_cache(tiny_x)
-        before = cache["layer4.post"].clone()
+        assert cache["layer4.post"].data_ptr() == out.data_ptr()
         out.mul_(0)
-    assert torch.equal(cache["layer4.post"], before)
+    assert torch.equal(cache["layer4.post"], torch.zeros(5, 3))
+    cache.cache_dict["layer4.post"] = cache["layer4.post"].clone()  # how to keep one apart
+
+
+@pytest.fixture
+def conv_net():
+    """Conv -> ReLU -> Flatten -> Linear: Flatten's output is a view of the ReLU's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    return net, HookedMLP.from_module(net, input_shape=(1, 4, 4)).eval()
+
+
+@pytest.mark.parametrize("where", ["layer2.post", "layer3.pre"])
+def test_in_place_edit_through_a_view_does_not_reach_cache(conv_net, where):
+    # layer1.post (the ReLU's output) and layer2.post (Flatten's view of it) share one storage: a hook
+    # zeroing the view in place must leave what was cached before it untouched.
+    net, model = conv_net
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        relu = net[1](net[0](x))
+        with model.hooks(fwd_hooks=[(where, lambda a, hook: a.mul_(0))]):
+            out, cache = model.run_with_cache(x)
+    assert relu.abs().sum() > 0
+    assert torch.equal(cache["layer1.post"], relu) and torch.equal(cache["layer2.pre"], relu)
+    if where == "layer3.pre":
+        assert torch.equal(cache["layer2.post"], relu.flatten(1))
+    assert torch.equal(cache["layer3.pre"], torch.zeros(5, 8))  # what the Linear saw
+    assert torch.equal(out, net[3](torch.zeros(5, 8)))
+
+
+def test_cache_holds_only_the_distinct_activations(conv_net):
+    # 8 hook points, 4 distinct activations (the input, the conv's, the ReLU's = Flatten's view, the logits):
+    # the cache's storages are exactly those, at their sizes.
+    net, model = conv_net
+    x = torch.rand(6, 1, 4, 4)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in cache.values()}
+    assert len(storages) == 4
+    assert sum(storages.values()) == 4 * 6 * (16 + 8 + 8 + 3)
+    assert x.untyped_storage().data_ptr() in storages
 
 
 def test_cache_sees_activation_after_other_hooks(tiny, tiny_seq, tiny_x):
-    user = tiny.add_hook("layer2.post", lambda a, h: a * 3)
+    user = tiny.add_hook("layer2.post", lambda a, hook: a * 3)
     try:
         with torch.no_grad():
             _, cache = tiny.run_with_cache(tiny_x, names_filter=["layer2.post", "layer3.pre"])
@@ -277,24 +342,30 @@ def test_unknown_key(cache):
 
 
 def test_read_only(cache):
-    with pytest.raises(TypeError, match=re.escape("ActivationCache is read-only; copy it with dict(cache) to edit")):
+    with pytest.raises(ValueError, match=re.escape("ActivationCache is read-only; copy it with dict(cache) to edit")):
         cache["x"] = torch.zeros(1)
-    with pytest.raises(TypeError, match="read-only"):
+    with pytest.raises(ValueError, match="read-only"):
         del cache["layer0.pre"]
     assert len(cache) == 3
 
 
-def test_constructor_copies_the_mapping():
+def test_constructor_keeps_a_dict_and_copies_other_mappings():
+    # TransformerLens: cache_dict is the dict given (the caching hooks keep writing into it)
     src = {"a": torch.zeros(1)}
     c = ActivationCache(src)
+    assert c.cache_dict is src
     src["b"] = torch.zeros(1)
-    assert list(c) == ["a"]
+    assert list(c) == ["a", "b"]
+    frozen = ActivationCache(c)  # not a dict: copied
+    src["c"] = torch.zeros(1)
+    assert list(frozen) == ["a", "b"]
 
 
-def test_to(cache):
+def test_to_moves_in_place_and_returns_the_cache(cache):
+    before = {k: v for k, v in cache.items()}
     moved = cache.to("cpu")
-    assert moved is not cache and list(moved) == list(cache)
-    assert all(torch.equal(moved[k], cache[k]) for k in cache)
+    assert moved is cache and list(moved) == list(before)
+    assert all(torch.equal(moved[k], before[k]) for k in before)
     d = ActivationCache({"a": torch.zeros(1, 2)}, has_batch_dim=False).to(torch.device("cpu"))
     assert d["a"].device == torch.device("cpu") and d.has_batch_dim is False
 
@@ -303,8 +374,8 @@ def test_stack(cache):
     s = cache.stack(["layer0.pre", "layer0.post"])
     assert torch.equal(s, torch.stack([torch.arange(6.0).reshape(2, 3), torch.ones(2, 3)]))
     with pytest.raises(ShapeError, match=re.escape(
-            "stack() needs activations of one shape; got layer0.pre: (2, 3), layer0.post: (2, 3), layer1.post: (2, 5). "
-            "Pass names of equal width")):
+            "stack() needs activations of one shape; got layer0.pre: [2, 3], layer0.post: [2, 3], layer1.post: [2, 5]. "
+            "Pass names of equal shape")):
         cache.stack()
     with pytest.raises(ShapeError, match=re.escape("stack() needs at least one name; got none")):
         cache.stack([])
@@ -319,24 +390,30 @@ def test_stack_of_model_cache(tiny, tiny_x):
     assert torch.equal(s[1], c["layer1.post"])
 
 
-def test_remove_batch_dim(tiny, tiny_x):
+def test_remove_batch_dim(tiny, tiny_x, caplog):
     _, c = tiny.run_with_cache(tiny_x[:1])
+    first = {k: v for k, v in c.items()}
     single = c.remove_batch_dim()
-    assert not single.has_batch_dim
-    assert single["layer0.post"].shape == (8,)
-    assert torch.equal(single["layer4.post"], c["layer4.post"][0])
-    assert single.remove_batch_dim() is single
+    assert single is c and not c.has_batch_dim  # in place, returning the cache (TransformerLens)
+    assert c["layer0.post"].shape == (8,)
+    assert all(torch.equal(c[k], first[k][0]) for k in first)
+    assert c["layer0.post"] is c["layer1.pre"]  # still one tensor
+    with caplog.at_level("WARNING", logger="hookedmlp"):
+        assert c.remove_batch_dim() is c  # a second call only logs, as in TransformerLens
+    assert "Tried removing batch dimension after already having removed it." in caplog.text
+    assert c["layer0.post"].shape == (8,)
     _, c5 = tiny.run_with_cache(tiny_x)
-    with pytest.raises(ShapeError, match=re.escape(
-            "remove_batch_dim() needs batch size 1; 'layer0.pre' has batch size 5. Cache a single input")):
+    with pytest.raises(AssertionError, match=re.escape(
+            "Cannot remove batch dimension from cache with batch size 5; cache a single input")):
         c5.remove_batch_dim()
+    assert c5.has_batch_dim and c5["layer0.post"].shape == (5, 8)
 
 
 def test_repr(cache):
     assert repr(ActivationCache({})) == "ActivationCache({})"
     assert repr(cache) == (
         "ActivationCache(\n"
-        "  layer0.pre   (2, 3) float32 cpu\n"
-        "  layer0.post  (2, 3) float32 cpu\n"
-        "  layer1.post  (2, 5) float32 cpu\n"
+        "  layer0.pre   [2, 3] float32 cpu\n"
+        "  layer0.post  [2, 3] float32 cpu\n"
+        "  layer1.post  [2, 5] float32 cpu\n"
         ")")

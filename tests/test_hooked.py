@@ -42,20 +42,20 @@ def reference_with_grads(seq, x, loss_fn=lambda out: out.sum()):
 
 def test_hook_returning_tensor_replaces_activation(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, h: a * 0.5 - 1)])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, hook: a * 0.5 - 1)])
         assert torch.equal(out, manual(tiny_seq, tiny_x, {1: lambda a: a * 0.5 - 1}))
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer2.pre", lambda a, h: torch.flip(a, [1]))])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer2.pre", lambda a, hook: torch.flip(a, [1]))])
         assert torch.equal(out, manual(tiny_seq, tiny_x, {1: lambda a: torch.flip(a, [1])}))
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer0.pre", lambda a, h: a.clamp(max=0.5))])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer0.pre", lambda a, hook: a.clamp(max=0.5))])
         assert torch.equal(out, tiny_seq(tiny_x.clamp(max=0.5)))
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer4.post", lambda a, h: a.softmax(-1))])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer4.post", lambda a, hook: a.softmax(-1))])
         assert torch.equal(out, tiny_seq(tiny_x).softmax(-1))
 
 
 def test_hook_returning_none_keeps_activation(tiny, tiny_seq, tiny_x):
     seen = {}
     with torch.no_grad():
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("*", lambda a, h: seen.__setitem__(h.name, a.clone()))])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("*", lambda a, hook: seen.__setitem__(hook.name, a.clone()))])
         assert torch.equal(out, tiny_seq(tiny_x))
         assert list(seen) == tiny.hook_names
         assert torch.equal(seen["layer2.post"], tiny_seq[2](tiny_seq[1](tiny_seq[0](tiny_x))))
@@ -63,13 +63,13 @@ def test_hook_returning_none_keeps_activation(tiny, tiny_seq, tiny_x):
 
 def test_hooks_at_one_point_compose_in_order(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer0.post", lambda a, h: a + 1), ("layer0.post", lambda a, h: a * 2)])
+        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer0.post", lambda a, hook: a + 1), ("layer0.post", lambda a, hook: a * 2)])
         assert torch.equal(out, manual(tiny_seq, tiny_x, {0: lambda a: (a + 1) * 2}))
 
 
 def test_add_hook_returns_a_handle_removing_exactly_it(tiny, tiny_seq, tiny_x):
-    h1 = tiny.add_hook("layer0.post", lambda a, h: a + 1)
-    h2 = tiny.add_hook("layer0.post", lambda a, h: a * 2)
+    h1 = tiny.add_hook("layer0.post", lambda a, hook: a + 1)
+    h2 = tiny.add_hook("layer0.post", lambda a, hook: a * 2)
     h3 = tiny.add_hook("layer2.post", noop)
     try:
         assert isinstance(h1, HookHandle) and h1.name == "layer0.post"
@@ -119,7 +119,7 @@ def test_resolve_names(tiny):
         "layer0.post", "layer1.pre", "layer1.post", "layer2.post", "layer3.post", "layer4.post"]
     assert tiny.resolve_names(lambda n: n.endswith("pre") and "4" in n) == ["layer4.pre"]
     assert tiny.resolve_names("layer[13].pre") == ["layer1.pre", "layer3.pre"]
-    with pytest.raises(HookNameError, match=re.escape("names filter is an empty list; pass None for all hook points or one of: layer0.pre, ")):
+    with pytest.raises(HookNameError, match=re.escape("names filter is an empty list; pass None for all hook points or some of: layer0.pre, ")):
         tiny.resolve_names([])
     with pytest.raises(TypeError):  # the annotation check or resolve_names' own check
         tiny.resolve_names(["layer0.pre", 3])
@@ -138,9 +138,9 @@ def test_add_hook_unknown_name(tiny):
 
 def test_hook_arg_checks_own_messages():
     # the shared check behind add_hook, hooks() and HookPoint.add_hook (their annotations are also checked under pytest)
-    with pytest.raises(TypeError, match=re.escape("hook function must be callable as fn(activation, hook), got int")):
+    with pytest.raises(TypeError, match=re.escape("hook function must be callable as fn(activation, hook=...), got int")):
         check_hook_args(5, "fwd")
-    with pytest.raises(ValueError, match=re.escape("dir must be 'fwd' or 'bwd', got 'up'")):
+    with pytest.raises(ValueError, match=re.escape("dir must be one of 'fwd', 'bwd', got 'up'")):
         check_hook_args(noop, "up")
 
 
@@ -153,18 +153,18 @@ def test_add_hook_bad_fn_or_dir_leaves_nothing(tiny):
 
 
 def test_wrong_shape_or_type_from_model_hook(tiny, tiny_x):
-    with pytest.raises(ValueError, match=re.escape("returned shape (5, 4), expected (5, 8) (the shape of the activation at 'layer2.post')")):
-        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer2.post", lambda a, h: a[:, :4])])
-    with pytest.raises(ValueError, match=re.escape("returned shape (1, 8), expected (5, 8)")):
-        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.pre", lambda a, h: a[:1])])
+    with pytest.raises(ValueError, match=re.escape("returned shape [5, 4], expected [5, 8] (the shape of the activation at 'layer2.post')")):
+        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer2.post", lambda a, hook: a[:, :4])])
+    with pytest.raises(ValueError, match=re.escape("returned shape [1, 8], expected [5, 8]")):
+        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.pre", lambda a, hook: a[:1])])
     with pytest.raises(TypeError, match=re.escape("returned float; a hook must return a Tensor or None")):
-        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer3.pre", lambda a, h: 1.0)])
+        tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer3.pre", lambda a, hook: 1.0)])
     assert tiny.attached_hooks() == []
 
 
 def test_hooks_on_one_model_do_not_affect_another(tiny, tiny_seq, tiny_x, small_cfg):
     other = HookedMLP.from_sequential(tiny_seq)
-    with torch.no_grad(), tiny.hooks(fwd_hooks=[("*", lambda a, h: a * 0)]):
+    with torch.no_grad(), tiny.hooks(fwd_hooks=[("*", lambda a, hook: a * 0)]):
         assert torch.equal(other(tiny_x), tiny_seq(tiny_x))
         assert torch.equal(tiny(tiny_x), torch.zeros(5, 3))
 
@@ -185,7 +185,7 @@ def test_hooks_context_removes_exactly_its_own(tiny):
 
 
 def test_nested_contexts_unwind_in_order(tiny):
-    outer_fn, inner_fn = (lambda a, h: None), (lambda a, h: None)
+    outer_fn, inner_fn = (lambda a, hook: None), (lambda a, hook: None)
     with tiny.hooks(fwd_hooks=[("layer0.post", outer_fn)]):
         assert [h.fn for h in tiny.attached_hooks()] == [outer_fn]
         with tiny.hooks(fwd_hooks=[("layer0.post", inner_fn), ("layer4.post", inner_fn)]):
@@ -198,15 +198,15 @@ def test_nested_contexts_unwind_in_order(tiny):
 
 
 def test_nested_contexts_compose(tiny, tiny_seq, tiny_x):
-    with torch.no_grad(), tiny.hooks(fwd_hooks=[("layer0.post", lambda a, h: a + 1)]):
-        with tiny.hooks(fwd_hooks=[("layer0.post", lambda a, h: a * 2)]):
+    with torch.no_grad(), tiny.hooks(fwd_hooks=[("layer0.post", lambda a, hook: a + 1)]):
+        with tiny.hooks(fwd_hooks=[("layer0.post", lambda a, hook: a * 2)]):
             assert torch.equal(tiny(tiny_x), manual(tiny_seq, tiny_x, {0: lambda a: (a + 1) * 2}))
         assert torch.equal(tiny(tiny_x), manual(tiny_seq, tiny_x, {0: lambda a: a + 1}))
 
 
 def test_reset_hooks_keeps_permanent(tiny, tiny_seq, tiny_x):
-    tiny.add_hook("layer0.post", lambda a, h: a + 1, is_permanent=True)
-    tiny.add_hook("layer2.post", lambda a, h: a * 0)
+    tiny.add_hook("layer0.post", lambda a, hook: a + 1, is_permanent=True)
+    tiny.add_hook("layer2.post", lambda a, hook: a * 0)
     tiny.add_hook("layer2.post", noop, dir="bwd")
     tiny.add_hook("layer3.pre", noop, dir="bwd", is_permanent=True)
     tiny.reset_hooks()
@@ -231,7 +231,7 @@ def test_reset_hooks_inside_context_is_safe(tiny):
 def test_exception_in_hook_fn_cleans_up(tiny, tiny_x):
     prev = tiny.add_hook("layer2.pre", noop)
 
-    def boom(a, h):
+    def boom(a, hook):
         raise RuntimeError("hook failed")
 
     with pytest.raises(RuntimeError, match="^hook failed$"):
@@ -282,7 +282,7 @@ def test_unknown_name_message_in_list(tiny):
 
 def test_run_with_hooks_passes_arguments(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
-        out = tiny.run_with_hooks(tiny_x, stop_at="layer2.post", fwd_hooks=[("layer2.post", lambda a, h: a * 2)])
+        out = tiny.run_with_hooks(tiny_x, stop_at="layer2.post", fwd_hooks=[("layer2.post", lambda a, hook: a * 2)])
         assert torch.equal(out, tiny_seq[2](tiny_seq[1](tiny_seq[0](tiny_x))) * 2)
     assert tiny.attached_hooks() == []
 
@@ -293,7 +293,7 @@ def test_run_with_hooks_passes_arguments(tiny, tiny_seq, tiny_x):
 def test_backward_hook_sees_the_gradient(tiny, tiny_seq, tiny_x, name):
     _, ref_grads = reference_with_grads(tiny_seq, tiny_x)
     seen = []
-    with tiny.hooks(bwd_hooks=[(name, lambda g, h: seen.append(g.clone()))]):
+    with tiny.hooks(bwd_hooks=[(name, lambda g, hook: seen.append(g.clone()))]):
         tiny(tiny_x).sum().backward()
     assert len(seen) == 1
     assert torch.equal(seen[0], ref_grads[name])
@@ -306,7 +306,7 @@ def test_backward_hook_replaces_the_gradient(tiny, tiny_seq, tiny_x):
     ref(tiny_x).sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in ref.named_parameters()}
     ref.zero_grad(set_to_none=True)
-    with tiny.hooks(bwd_hooks=[("layer2.post", lambda g, h: g * 2)]):
+    with tiny.hooks(bwd_hooks=[("layer2.post", lambda g, hook: g * 2)]):
         tiny(tiny_x).sum().backward()
     got = {n: p.grad for n, p in tiny.named_parameters()}
     assert torch.equal(got["layer4.module.weight"], ref_grads["layer4.module.weight"])  # after the hook: untouched
@@ -315,7 +315,7 @@ def test_backward_hook_replaces_the_gradient(tiny, tiny_seq, tiny_x):
 
 
 def test_backward_hook_zeroing_blocks_gradient(tiny, tiny_x):
-    with tiny.hooks(bwd_hooks=[("layer1.post", lambda g, h: torch.zeros_like(g))]):
+    with tiny.hooks(bwd_hooks=[("layer1.post", lambda g, hook: torch.zeros_like(g))]):
         tiny(tiny_x).sum().backward()
     assert torch.equal(tiny.layer0.module.weight.grad, torch.zeros(8, 16))
     assert tiny.layer2.module.weight.grad.abs().sum() > 0
@@ -324,14 +324,14 @@ def test_backward_hook_zeroing_blocks_gradient(tiny, tiny_x):
 def test_backward_hook_on_input_gives_input_gradient(tiny, tiny_seq, tiny_x):
     _, ref_grads = reference_with_grads(tiny_seq, tiny_x)
     seen = []
-    with tiny.hooks(bwd_hooks=[("layer0.pre", lambda g, h: seen.append(g))]):
+    with tiny.hooks(bwd_hooks=[("layer0.pre", lambda g, hook: seen.append(g))]):
         tiny(tiny_x.reshape(5, 1, 4, 4)).sum().backward()
     assert torch.equal(seen[0], ref_grads["layer0.pre"])
 
 
 def test_backward_hooks_removed_when_backward_happens_after_context(tiny, tiny_x):
     calls = []
-    with tiny.hooks(bwd_hooks=[("layer2.post", lambda g, h: calls.append(1))]):
+    with tiny.hooks(bwd_hooks=[("layer2.post", lambda g, hook: calls.append(1))]):
         out = tiny(tiny_x)
     out.sum().backward()
     assert calls == []
@@ -341,7 +341,7 @@ def test_backward_hook_sees_forward_hook_output_gradient(tiny, tiny_seq, tiny_x)
     # a fwd hook scaling layer2.post by 4 multiplies the gradient reaching layer2's output by 4
     _, ref_grads = reference_with_grads(tiny_seq, tiny_x)
     seen = []
-    with tiny.hooks(fwd_hooks=[("layer2.post", lambda a, h: a * 4)], bwd_hooks=[("layer2.post", lambda g, h: seen.append(g))]):
+    with tiny.hooks(fwd_hooks=[("layer2.post", lambda a, hook: a * 4)], bwd_hooks=[("layer2.post", lambda g, hook: seen.append(g))]):
         tiny(tiny_x).sum().backward()
     # the bwd hook is registered on the activation as it enters the point, i.e. before the fwd hook
     assert torch.equal(seen[0], 4 * ref_grads["layer2.post"])
@@ -354,6 +354,6 @@ def test_backward_hooks_run_in_backward_order(tiny, tiny_seq, tiny_x):
     # hook at layer0.post sees the gradient before layer1.pre's hook has doubled it.
     _, ref_grads = reference_with_grads(tiny_seq, tiny_x)
     seen = []
-    with tiny.hooks(bwd_hooks=[("layer1.pre", lambda g, h: g * 2), ("layer0.post", lambda g, h: seen.append(g))]):
+    with tiny.hooks(bwd_hooks=[("layer1.pre", lambda g, hook: g * 2), ("layer0.post", lambda g, hook: seen.append(g))]):
         tiny(tiny_x).sum().backward()
     assert torch.equal(seen[0], 2 * ref_grads["layer0.post"])
