@@ -3,16 +3,17 @@
 The plain way (``evaluate_plain``) runs one full hooked forward pass per addition. On a
 ``HookedMLP`` (any chain of modules) ``evaluate_additions`` gives the same numbers faster:
 
-1. *Folding.* Adding ``v`` before an affine module ``L`` (Linear, Conv, eval-mode BatchNorm,
-   Flatten, AvgPool...) equals adding ``L(v) - L(0)`` after it, so each vector is carried
-   forward through the affine modules after its hook, up to the next nonlinearity or the
-   logits. It is never carried past a hook point (or module) with hooks attached.
-2. *Prefix once.* The activation at each folded hook is computed once, for the whole set;
-   only the suffix runs per vector, several vectors stacked into one batch, over chunks of
-   images of at most ``chunk_elements`` activation entries (small enough to stay in cache).
-   Where the suffix could depend on the batch (hooks attached after the hook, a training-mode
-   batch norm, a module from outside ``torch.nn``), each vector instead runs alone on the
-   whole set, exactly as in its full pass.
+1. *Folding* (``analysis.folding``). Adding ``v`` before an affine module ``L`` (Linear, Conv,
+   eval-mode BatchNorm, Flatten, AvgPool...) equals adding ``L(v) - L(0)`` after it, so each
+   vector is carried forward to the next nonlinearity or the logits (where it costs one add).
+   It is never carried past a hook point (or module) with hooks attached.
+2. *Prefix once.* The activation at each folded hook is computed once, for the whole set, each
+   prefix continuing the previous one; only the suffix runs per vector, over chunks of images
+   of at most ``chunk_elements`` activation entries (small enough to stay in cache), several
+   vectors stacked into one batch when the set is small, through an exact compiled suffix
+   (``analysis.suffix``). Where the suffix could depend on the batch (hooks attached after the
+   hook, a training-mode batch norm, a module from outside ``torch.nn``), each vector instead
+   runs alone on the whole set through ``forward(start_at=...)``, exactly as in its full pass.
 3. *No repeats.* Additions that fold to the same place with the same values run once (their
    metrics are still computed for each ``a``, ``b``); zero vectors reuse the unsteered logits.
 

@@ -151,7 +151,9 @@ class ScoringSet:
             raise ShapeError(
                 f"expected images [n, ...] and labels [n] tensors, got {_shape(images)} and {_shape(labels)}"
             )
-        self.images, self.labels = images.to(self.device), labels.to(self.device).long()
+        floating = images.is_floating_point()  # (integer images stay, for the model to refuse with its own message)
+        self.images = images.to(self.device, self.dtype) if floating else images.to(self.device)
+        self.labels = labels.to(self.device).long()
         self.base = model(self.images)
         if self.base.ndim != 2:
             raise UsageError(

@@ -423,3 +423,12 @@ def test_bad_arguments(model, data, exemplars) -> None:
             fn(model, images, labels[:-1], adds)
         with pytest.raises(KeyError, match="did you mean 'layer0.post'"):
             fn(model, images, labels, [Addition("layer0.pst", torch.zeros(512), 3, 1)])
+
+
+def test_a_float64_model_scores_float32_images(model, data, exemplars) -> None:
+    images, labels = data
+    adds = additions_at(model, exemplars, "layer0.post", pairs=PAIRS[:2])
+    wide = HookedMLP.from_pretrained("mnist-mlp").eval().double()
+    fast = evaluate_additions(wide, images, labels, adds)  # images and vectors are moved to the model's dtype
+    assert fast.values["loss"].dtype == np.float64
+    assert_same(fast, evaluate_additions(model, images, labels, adds), 1e-5)
