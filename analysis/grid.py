@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from analysis.additions import all_pairs, pair_additions, source_data
-from analysis.engine import CHUNK_ELEMENTS, Evaluation, evaluate_additions, unsteered
-from analysis.metrics import METRICS, ByName
+from analysis.engine import CHUNK_ELEMENTS, Evaluation, evaluate_additions
+from analysis.metrics import METRICS, ByName, rounded
 from hookedmlp import ConfigError, HookedRoot, UsageError
 from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
@@ -22,8 +22,6 @@ from hookedmlp.labelled import as_labelled
 from hookedmlp.steering import model_fingerprint
 
 __all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation"]
-
-_DECIMALS = 6  # saved JSON: far below the precision any report shows, above float noise
 
 
 @dataclasses.dataclass
@@ -85,10 +83,11 @@ class GridResult(ByName):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data, arrays as nested lists rounded to 6 decimals."""
-        out = dataclasses.asdict(self)
-        out["metrics"] = {k: np.round(v, _DECIMALS).tolist() for k, v in self.metrics.items()}
-        out["normal"] = {k: np.round(v, _DECIMALS).tolist() for k, v in self.normal.items()}
-        out["distributions"] = None if self.distributions is None else np.round(self.distributions, _DECIMALS).tolist()
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["digits"] = [int(d) for d in self.digits]
+        out["metrics"] = {k: rounded(v) for k, v in self.metrics.items()}
+        out["normal"] = {k: rounded(v) for k, v in self.normal.items()}
+        out["distributions"] = None if self.distributions is None else rounded(self.distributions)
         return out
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
@@ -140,16 +139,21 @@ def scoring_set(test: Any = None) -> tuple[Tensor, Tensor]:
 
 
 def grids_from_evaluation(model: HookedRoot, hooks: Sequence[str], digits: Sequence[int], coeff: float, method: str,
-                          exemplar: int, result: Evaluation, normal: dict[str, np.ndarray], n_test: int,
-                          keep_distributions: bool) -> dict[str, GridResult]:
-    """``{hook: GridResult}`` from an evaluation of ``pair_additions(model, hooks, all_pairs(digits))``."""
+                          exemplar: int, result: Evaluation, n_test: int, keep_distributions: bool) -> dict[str, GridResult]:
+    """``{hook: GridResult}`` from an evaluation of ``pair_additions(model, hooks, all_pairs(digits))``.
+
+    The unsteered row is the diagonal: ``a - a`` is the zero vector, which the engine scores
+    on the unsteered logits, with ``b`` left out as for every cell.
+    """
     k = len(digits)
     grids = {}
     for i, hook in enumerate(hooks):
         cells = slice(i * k * k, (i + 1) * k * k)
+        metrics = {m: v[cells].reshape(k, k) for m, v in result.values.items()}
+        normal = {m: np.diagonal(v).copy() for m, v in metrics.items()}
         dist = result.distributions[cells].reshape(k, k, *result.distributions.shape[1:]) if keep_distributions else None
-        grids[hook] = GridResult(hook, float(coeff), method, list(digits), {m: v[cells].reshape(k, k) for m, v in result.values.items()},
-                                 normal, n_test, model_fingerprint(model), exemplar, result.engine, dist)
+        grids[hook] = GridResult(hook, float(coeff), method, list(digits), metrics, normal, n_test, model_fingerprint(model),
+                                 exemplar, result.engine, dist)
     return grids
 
 
@@ -190,6 +194,4 @@ def steering_grid(model: HookedRoot, hook: str = "layer0.post", coeff: float = 1
         raise ConfigError("digits is empty; pass at least one class")
     additions = pair_additions(model, [hook], all_pairs(digits), [coeff], method, exemplar, source)
     result = evaluate_additions(model, images, labels, additions, chunk_elements, progress)
-    normal = unsteered(model, images, labels, digits)
-    return grids_from_evaluation(model, [hook], digits, coeff, method, exemplar, result, normal, len(labels),
-                                 keep_distributions)[hook]
+    return grids_from_evaluation(model, [hook], digits, coeff, method, exemplar, result, len(labels), keep_distributions)[hook]

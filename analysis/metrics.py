@@ -2,25 +2,31 @@
 
 A metric scores an ``a - b`` addition on a labelled set: the study's loss is the mean
 cross-entropy over the images that are *not* of class ``b``; the flip rate is the share of
-the images of ``b`` classified as ``a``. Every metric is such a mean, so the engine sums
-``value * mask`` and ``mask`` over chunks of images and divides once at the end. Adding a
-metric is one entry in ``METRICS``.
+the images of ``b`` classified as ``a``. Every metric is such a mean, so ``score`` computes
+``sum(value * mask) / sum(mask)`` for all of them from one set of steered logits. Adding a
+metric is one entry in ``METRICS``: grids, sweeps and their tables pick it up by name.
 """
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Metric", "Scored", "METRICS", "METRIC_NAMES", "ByName", "per_class_logit_sums"]
+from hookedmlp import HookedRoot, ShapeError, UsageError
+
+__all__ = ["Metric", "Scored", "METRICS", "ByName", "ScoringSet", "score", "rounded", "DECIMALS"]
+
+DECIMALS = 6  # saved results: far below the precision any report shows, above float32 noise
 
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """One chunk of steered outputs: ``logits [k, n, classes]`` for ``k`` additions on ``n`` images."""
+    """Steered outputs: ``logits [k, n, classes]`` for ``k`` additions on ``n`` images (derived tensors made once)."""
 
     logits: Tensor
     base_logp: Tensor  # [n, classes]: the unsteered model's log-probabilities
@@ -28,13 +34,21 @@ class Scored:
     a: Tensor  # [k]: the class each addition pushes towards
     b: Tensor  # [k]: the class it pushes away from
 
-    @property
+    @functools.cached_property
     def logp(self) -> Tensor:
         return F.log_softmax(self.logits, dim=-1)
 
-    @property
+    @functools.cached_property
+    def predicted(self) -> Tensor:
+        return self.logits.argmax(-1)  # [k, n]
+
+    @functools.cached_property
     def is_b(self) -> Tensor:
         return self.labels.unsqueeze(0) == self.b.unsqueeze(1)  # [k, n]
+
+    @functools.cached_property
+    def is_other(self) -> Tensor:
+        return ~self.is_b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +61,11 @@ class Metric:
     scope: str
     value: Callable[[Scored], Tensor]  # [k, n]
     higher_is: str  # "damage" or "success": how figures colour it
+    column: str = ""  # a short table header (default: the name)
+    fmt: str = ".3f"  # how tables print one value
 
     def mask(self, s: Scored) -> Tensor:
-        return s.is_b if self.scope == "b" else ~s.is_b
+        return s.is_b if self.scope == "b" else s.is_other
 
 
 def _cross_entropy(s: Scored) -> Tensor:
@@ -61,23 +77,104 @@ def _kl(s: Scored) -> Tensor:
     return (s.base_logp.exp() * (s.base_logp - s.logp)).sum(-1)
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("loss", "mean cross-entropy on the test set without digit b", "cross-entropy (nats)", "other",
-           _cross_entropy, "damage"),
-    Metric("flip_rate", "share of the test images of b classified as a", "flip rate (share of b's images read as a)",
-           "b", lambda s: (s.logits.argmax(-1) == s.a.unsqueeze(1)).to(s.logits.dtype), "success"),
-    Metric("accuracy_other", "accuracy on the test images of the other digits", "accuracy on the other digits",
-           "other", lambda s: (s.logits.argmax(-1) == s.labels.unsqueeze(0)).to(s.logits.dtype), "success"),
-    Metric("kl", "mean KL(unsteered || steered) on the other digits", "KL from the unsteered model (nats)", "other",
-           _kl, "damage"),
-)}
-METRIC_NAMES = tuple(METRICS)
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "loss",
+            "mean cross-entropy on the test set without digit b",
+            "cross-entropy (nats)",
+            "other",
+            _cross_entropy,
+            "damage",
+            "loss without b",
+            ".2f",
+        ),
+        Metric(
+            "flip_rate",
+            "share of the test images of b classified as a",
+            "flip rate (share of b's images read as a)",
+            "b",
+            lambda s: (s.predicted == s.a.unsqueeze(1)).to(s.logits.dtype),
+            "success",
+            "flip rate",
+        ),
+        Metric(
+            "accuracy_other",
+            "accuracy on the test images of the other digits",
+            "accuracy on the other digits",
+            "other",
+            lambda s: (s.predicted == s.labels.unsqueeze(0)).to(s.logits.dtype),
+            "success",
+            "accuracy other",
+        ),
+        Metric(
+            "kl",
+            "mean KL(unsteered || steered) on the other digits",
+            "KL from the unsteered model (nats)",
+            "other",
+            _kl,
+            "damage",
+            "KL",
+            ".2f",
+        ),
+    )
+}
 
 
-def per_class_logit_sums(s: Scored, n_classes: int) -> tuple[Tensor, Tensor]:
-    """``([k, class, class] sums of logits over each class's images, [class] image counts)``."""
-    onehot = F.one_hot(s.labels, n_classes).to(s.logits.dtype)
-    return torch.einsum("nd,knc->kdc", onehot, s.logits), onehot.sum(0)
+def score(s: Scored, onehot: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """Every metric of ``METRICS`` (``[k]`` each) and the per-class mean logits ``[k, class, class]``.
+
+    ``onehot`` is ``[n, classes]``, the labels one-hot in the logits' dtype.
+    """
+    values = {}
+    for name, metric in METRICS.items():
+        mask = metric.mask(s)
+        values[name] = torch.where(mask, metric.value(s), 0).sum(1) / mask.sum(1).clamp(min=1)
+    sums = torch.matmul(onehot.T, s.logits)  # [k, class of the image, logit]
+    return values, sums / onehot.sum(0).clamp(min=1).view(1, -1, 1)
+
+
+class ScoringSet:
+    """A labelled scoring set on the model's device, with the unsteered model's outputs on it; scores steered ones."""
+
+    def __init__(self, model: HookedRoot, images: Tensor, labels: Tensor) -> None:
+        ref = model.reference_tensor()
+        self.device = ref.device if ref is not None else images.device
+        self.dtype = ref.dtype if ref is not None else images.dtype
+        if (
+            not isinstance(images, Tensor)
+            or not isinstance(labels, Tensor)
+            or labels.ndim != 1
+            or len(images) != len(labels)
+        ):
+            raise ShapeError(
+                f"expected images [n, ...] and labels [n] tensors, got {_shape(images)} and {_shape(labels)}"
+            )
+        floating = images.is_floating_point()  # (integer images stay, for the model to refuse with its own message)
+        self.images = images.to(self.device, self.dtype) if floating else images.to(self.device)
+        self.labels = labels.to(self.device).long()
+        self.base = model(self.images)
+        if self.base.ndim != 2:
+            raise UsageError(
+                f"the model's output is {list(self.base.shape)}; scoring needs class logits [batch, classes]"
+            )
+        self.n, self.n_classes = self.base.shape
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < self.n_classes:
+            raise UsageError(
+                f"labels must be classes 0 to {self.n_classes - 1} (the model has {self.n_classes} outputs), "
+                f"got labels from {int(self.labels.min())} to {int(self.labels.max())}"
+            )
+        self.base_logp = F.log_softmax(self.base, -1)
+        self.onehot = F.one_hot(self.labels, self.n_classes).to(self.base.dtype)
+
+    def score(self, logits: Tensor, a: Sequence[int], b: Sequence[int]) -> tuple[dict[str, Tensor], Tensor]:
+        ab = torch.tensor([list(a), list(b)], device=self.device)
+        return score(Scored(logits, self.base_logp, self.labels, ab[0], ab[1]), self.onehot)
+
+
+def _shape(t: Any) -> str:
+    return str(list(t.shape)) if isinstance(t, Tensor) else type(t).__name__
 
 
 class ByName:
@@ -88,3 +185,8 @@ class ByName:
         if name in metrics:
             return metrics[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+def rounded(values: Union[np.ndarray, float]) -> Any:
+    """``values`` as (nested lists of) floats rounded to ``DECIMALS``, as float64: saved results load back exactly."""
+    return np.round(np.asarray(values, dtype=np.float64), DECIMALS).tolist()

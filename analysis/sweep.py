@@ -7,11 +7,11 @@ from typing import Any, Optional
 import numpy as np
 
 from analysis.additions import all_pairs, pair_additions, source_data
-from analysis.engine import evaluate_additions, unsteered
+from analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
 from analysis.grid import GridResult, grids_from_evaluation, scoring_set
-from analysis.metrics import METRICS, ByName
-from hookedmlp import HookedRoot
-from hookedmlp.checks import check_coeff
+from analysis.metrics import METRICS, ByName, rounded
+from hookedmlp import ConfigError, HookedRoot
+from hookedmlp.checks import check_choice, check_coeff
 
 __all__ = ["LayerSweep", "CoeffSweep", "layer_sweep", "coeff_sweep", "all_pairs_sweep", "DEFAULT_COEFFS"]
 
@@ -19,7 +19,7 @@ DEFAULT_COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def _hooks(model: HookedRoot, hooks: Optional[Sequence[str]]) -> list[str]:
-    return model.hook_names if hooks is None else [n for h in hooks for n in model.resolve_names(h)]
+    return model.hook_names if hooks is None else list(dict.fromkeys(n for h in hooks for n in model.resolve_names(h)))
 
 
 @dataclasses.dataclass
@@ -37,16 +37,20 @@ class LayerSweep(ByName):
     engine: str = ""
 
     def to_markdown(self) -> str:
+        """A Markdown table: one row per hook point, one column per metric."""
+        names = list(self.metrics)
+        heads = [METRICS[m].column or m if m in METRICS else m for m in names]
+        fmts = [METRICS[m].fmt if m in METRICS else ".3f" for m in names]
         lines = [f"{self.a} - {self.b} (coeff {self.coeff:g}, method {self.method}); unsteered loss without {self.b}: "
-                 f"{self.normal['loss']:.3f}", "", "| hook | loss without b | flip rate | accuracy other | KL |",
-                 "|---|---|---|---|---|"]
+                 f"{self.normal['loss']:.3f}", "", "| hook | " + " | ".join(heads) + " |", "|---|" + "---|" * len(names)]
         for i, h in enumerate(self.hooks):
-            lines.append(f"| {h} | {self.loss[i]:.2f} | {self.flip_rate[i]:.3f} | {self.accuracy_other[i]:.3f} | {self.kl[i]:.2f} |")
+            lines.append(f"| {h} | " + " | ".join(format(self.metrics[m][i], f) for m, f in zip(names, fmts)) + " |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["metrics"] = {k: np.round(v, 6).tolist() for k, v in self.metrics.items()}
+        out["metrics"] = {k: rounded(v) for k, v in self.metrics.items()}
+        out["normal"] = {k: rounded(v) for k, v in self.normal.items()}
         return out
 
 
@@ -64,8 +68,8 @@ class CoeffSweep(ByName):
     engine: str = ""
 
     def to_markdown(self, metric: str = "flip_rate") -> str:
-        values = self.metrics[metric]
-        lines = [f"{METRICS[metric].title} at {self.hook} ({self.method})", "",
+        values = self.metrics[check_choice(metric, tuple(self.metrics), "metric")]
+        lines = [f"{METRICS[metric].title if metric in METRICS else metric} at {self.hook} ({self.method})", "",
                  "| a - b | " + " | ".join(f"{c:g}" for c in self.coeffs) + " |", "|" + "---|" * (len(self.coeffs) + 1)]
         for i, (a, b) in enumerate(self.pairs):
             lines.append(f"| {a} - {b} | " + " | ".join(f"{v:.3f}" for v in values[i]) + " |")
@@ -113,8 +117,11 @@ def coeff_sweep(model: HookedRoot, pairs: Sequence[tuple[int, int]] = ((3, 1),),
 
 def all_pairs_sweep(model: HookedRoot, hooks: Optional[Sequence[str]] = None, coeff: float = 1.0, method: str = "first",
                     exemplar: int = 0, data: Any = None, test: Any = None, digits: Optional[Sequence[int]] = None,
-                    keep_distributions: bool = False, progress: bool = False) -> dict[str, GridResult]:
+                    keep_distributions: bool = False, chunk_elements: int = CHUNK_ELEMENTS,
+                    progress: bool = False) -> dict[str, GridResult]:
     """The full grid at every hook point (default: all), in one evaluation: ``{hook: GridResult}``.
+
+    Arguments as for ``steering_grid``; ``hooks`` are names or globs.
 
     Vectors that fold to the same place run once, so this costs little more than one grid.
 
@@ -128,7 +135,8 @@ def all_pairs_sweep(model: HookedRoot, hooks: Optional[Sequence[str]] = None, co
     images, labels = scoring_set(test)
     source = source_data(model, data)
     digits = list(range(source.n_classes)) if digits is None else list(digits)
+    if not digits:
+        raise ConfigError("digits is empty; pass at least one class")
     additions = pair_additions(model, names, all_pairs(digits), [c], method, exemplar, source)
-    result = evaluate_additions(model, images, labels, additions, progress=progress)
-    normal = unsteered(model, images, labels, digits)
-    return grids_from_evaluation(model, names, digits, c, method, exemplar, result, normal, len(labels), keep_distributions)
+    result = evaluate_additions(model, images, labels, additions, chunk_elements, progress)
+    return grids_from_evaluation(model, names, digits, c, method, exemplar, result, len(labels), keep_distributions)

@@ -6,8 +6,9 @@ import pytest
 
 from analysis import figures
 from analysis.grid import GridResult
-from analysis.study import study_tables
+from analysis.published import study_tables
 from analysis.sweep import CoeffSweep, LayerSweep
+from hookedmlp import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOOKS = [f"layer{i}.{w}" for i in range(5) for w in ("pre", "post")]
@@ -18,17 +19,21 @@ def grid() -> GridResult:
     rng = np.random.default_rng(0)
     loss = rng.uniform(0, 20, (10, 10))
     np.fill_diagonal(loss, 0.05)
-    return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), loss=loss,
-                      flip_rate=rng.uniform(0, 1, (10, 10)), accuracy_other=rng.uniform(0, 1, (10, 10)),
-                      kl=rng.uniform(0, 10, (10, 10)), normal=np.full(10, 0.05), normal_accuracy=np.full(10, 0.98),
-                      n_test=123, model="0123456789ab")
+    metrics = {"loss": loss, "flip_rate": rng.uniform(0, 1, (10, 10)), "accuracy_other": rng.uniform(0, 1, (10, 10)),
+               "kl": rng.uniform(0, 10, (10, 10))}
+    normal = {"loss": np.full(10, 0.05), "flip_rate": np.full(10, 0.97), "accuracy_other": np.full(10, 0.98),
+              "kl": np.zeros(10)}
+    return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), metrics=metrics,
+                      normal=normal, n_test=123, model="0123456789ab")
 
 
 @pytest.fixture(scope="module")
 def lsweep() -> LayerSweep:
     rng = np.random.default_rng(1)
-    return LayerSweep(3, 1, 1.0, "first", HOOKS, rng.uniform(0, 20, 10), rng.uniform(0, 1, 10), rng.uniform(0, 1, 10),
-                      rng.uniform(0, 10, 10), normal=0.05)
+    metrics = {"loss": rng.uniform(0, 20, 10), "flip_rate": rng.uniform(0, 1, 10), "accuracy_other": rng.uniform(0, 1, 10),
+               "kl": rng.uniform(0, 10, 10)}
+    return LayerSweep(3, 1, 1.0, "first", HOOKS, metrics, normal={"loss": 0.05, "flip_rate": 0.97, "accuracy_other": 0.98,
+                                                                   "kl": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,9 @@ def csweep() -> CoeffSweep:
     rng = np.random.default_rng(2)
     coeffs = [-1.0, 0.0, 0.5, 1.0, 2.0]
     shape = (2, len(coeffs))
-    return CoeffSweep("layer0.post", "first", [(3, 1), (0, 9)], coeffs, rng.uniform(0, 20, shape), rng.uniform(0, 1, shape),
-                      rng.uniform(0, 1, shape), rng.uniform(0, 10, shape), normal=np.array([0.05, 0.06]))
+    metrics = {"loss": rng.uniform(0, 20, shape), "flip_rate": rng.uniform(0, 1, shape),
+               "accuracy_other": rng.uniform(0, 1, shape), "kl": rng.uniform(0, 10, shape)}
+    return CoeffSweep("layer0.post", "first", [(3, 1), (0, 9)], coeffs, metrics, normal={"loss": np.array([0.05, 0.06])})
 
 
 def heatmaps(fig: go.Figure) -> list[go.Heatmap]:
@@ -75,7 +81,7 @@ def test_grid_heatmap_other_metrics(grid, metric, label) -> None:
 
 
 def test_grid_heatmap_bad_metric(grid) -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError, match="metric must be one of"):
         figures.grid_heatmap(grid, metric="bogus")
 
 
@@ -91,7 +97,7 @@ def test_layer_sweep_figure(lsweep) -> None:
     assert list(fig.data[0].x) == HOOKS
     assert list(fig.data[2].x) == [f"layer{i}.post" for i in range(5)]
     np.testing.assert_array_equal(np.asarray(fig.data[2].y), study.sweep_loss)
-    other = LayerSweep(5, 6, 1.0, "first", HOOKS, lsweep.loss, lsweep.flip_rate, lsweep.accuracy_other, lsweep.kl, 0.05)
+    other = LayerSweep(5, 6, 1.0, "first", HOOKS, lsweep.metrics, lsweep.normal)
     assert len(figures.layer_sweep_figure(other, study).data) == 2  # the study only swept 3 - 1
 
 
@@ -135,8 +141,9 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
     js = tmp_path / "plotly.min.js"
     assert js.exists() and js.stat().st_size > 1_000_000
     mtime = js.stat().st_mtime_ns
-    figures.write_figure(figures.dose_response_figure(CoeffSweep("layer0.post", "first", [(3, 1)], [0.0, 1.0], *[np.zeros((1, 2))] * 4,
-                                                                 normal=np.zeros(1))), tmp_path / "dose", formats=("html",))
+    zeros = CoeffSweep("layer0.post", "first", [(3, 1)], [0.0, 1.0], {m: np.zeros((1, 2)) for m in ("loss", "flip_rate")},
+                       normal={"loss": np.zeros(1)})
+    figures.write_figure(figures.dose_response_figure(zeros), tmp_path / "dose", formats=("html",))
     assert (tmp_path / "dose.html").exists() and not (tmp_path / "dose.png").exists()
     assert js.stat().st_mtime_ns == mtime  # written once per directory
     assert not list(tmp_path.glob("*.tmp*"))

@@ -5,11 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.engine import METRICS
+from analysis.metrics import METRICS
 from analysis.grid import GridResult, steering_grid
 from analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
-from hookedmlp import HookedMLP
-from hookedmlp.data import load_mnist
 from hookedmlp.errors import SteeringError
 
 N = 200
@@ -19,13 +17,13 @@ DIGITS = (0, 1, 3, 5, 7)
 @pytest.fixture(scope="module")
 def sweep(model, data) -> dict[str, GridResult]:
     images, labels = data
-    return all_pairs_sweep(model, images=images, labels=labels, digits=DIGITS, keep_distributions=True)
+    return all_pairs_sweep(model, test=(images, labels), digits=DIGITS, keep_distributions=True)
 
 
 @pytest.fixture(scope="module")
 def lsweep(model, data) -> LayerSweep:
     images, labels = data
-    return layer_sweep(model, 3, 1, images=images, labels=labels)
+    return layer_sweep(model, 3, 1, test=(images, labels))
 
 
 def test_all_pairs_sweep_covers_every_hook(model, sweep) -> None:
@@ -40,18 +38,19 @@ def test_all_pairs_sweep_covers_every_hook(model, sweep) -> None:
                                   "layer2.post", "layer3.pre", "layer3.post", "layer4.pre", "layer4.post"])
 def test_all_pairs_sweep_equals_steering_grid(model, data, sweep, hook) -> None:
     images, labels = data
-    ref = steering_grid(model, hook, images=images, labels=labels, digits=DIGITS, keep_distributions=True)
+    ref = steering_grid(model, hook, test=(images, labels), digits=DIGITS, keep_distributions=True)
     got = sweep[hook]
     for name in METRICS:
         np.testing.assert_allclose(got.metric(name), ref.metric(name), rtol=0, atol=1e-4, err_msg=name)
     np.testing.assert_allclose(got.distributions, ref.distributions, rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(got.normal, ref.normal)
+    for name in METRICS:
+        np.testing.assert_array_equal(got.normal[name], ref.normal[name])
     assert got.model == ref.model
 
 
 def test_all_pairs_sweep_subset_of_hooks(model, data) -> None:
     images, labels = data
-    out = all_pairs_sweep(model, hooks=["*.post"], images=images[:100], labels=labels[:100], digits=(3, 1))
+    out = all_pairs_sweep(model, hooks=["*.post"], test=(images[:100], labels[:100]), digits=(3, 1))
     assert list(out) == [f"layer{i}.post" for i in range(5)]
 
 
@@ -62,7 +61,9 @@ def test_layer_sweep_matches_grid_cells(model, sweep, lsweep) -> None:
     for k, h in enumerate(lsweep.hooks):
         for name in METRICS:
             assert getattr(lsweep, name)[k] == pytest.approx(float(sweep[h].metric(name)[i, j]), abs=1e-5), (h, name)
-    assert lsweep.normal == pytest.approx(float(sweep["layer0.post"].normal[j]), abs=1e-7)
+    assert set(lsweep.normal) == set(METRICS)
+    for name in METRICS:
+        assert lsweep.normal[name] == pytest.approx(float(sweep["layer0.post"].normal[name][j]), abs=1e-7)
 
 
 def test_layer_sweep_equal_pairs(lsweep) -> None:
@@ -82,14 +83,16 @@ def test_layer_sweep_equal_pairs(lsweep) -> None:
 def test_layer_sweep_markdown(lsweep) -> None:
     md = lsweep.to_markdown()
     assert md.startswith("3 - 1 (coeff 1, method first)")
-    assert f"{lsweep.normal:.3f}" in md.splitlines()[0]
-    assert f"| layer0.post | {lsweep.loss[1]:.2f} | {lsweep.flip_rate[1]:.3f} |" in md
+    assert f"unsteered loss without 1: {lsweep.normal['loss']:.3f}" in md.splitlines()[0]
+    assert md.splitlines()[2] == "| hook | loss without b | flip rate | accuracy other | KL |"
+    assert (f"| layer0.post | {lsweep.loss[1]:.2f} | {lsweep.flip_rate[1]:.3f} | {lsweep.accuracy_other[1]:.3f} | "
+            f"{lsweep.kl[1]:.2f} |") in md
     assert len([line for line in md.splitlines() if line.startswith("| layer")]) == 10
 
 
 def test_layer_sweep_hook_subset(model, data) -> None:
     images, labels = data
-    s = layer_sweep(model, 7, 2, hooks=["layer0.post", "layer4.post"], images=images[:100], labels=labels[:100])
+    s = layer_sweep(model, 7, 2, hooks=["layer0.post", "layer4.post"], test=(images[:100], labels[:100]))
     assert s.hooks == ["layer0.post", "layer4.post"] and s.loss.shape == (2,)
 
 
@@ -102,14 +105,14 @@ PAIRS = ((3, 1), (0, 9))
 @pytest.fixture(scope="module")
 def csweep(model, data) -> CoeffSweep:
     images, labels = data
-    return coeff_sweep(model, PAIRS, COEFFS, images=images, labels=labels)
+    return coeff_sweep(model, PAIRS, COEFFS, test=(images, labels))
 
 
 def test_coeff_sweep_shapes(csweep) -> None:
     assert csweep.pairs == list(PAIRS) and csweep.coeffs == list(COEFFS) and csweep.hook == "layer0.post"
     for name in METRICS:
         assert getattr(csweep, name).shape == (len(PAIRS), len(COEFFS))
-    assert csweep.normal.shape == (len(PAIRS),)
+    assert set(csweep.normal) == set(METRICS) and all(v.shape == (len(PAIRS),) for v in csweep.normal.values())
 
 
 def test_coeff_zero_is_unsteered(model, data, csweep) -> None:
@@ -120,8 +123,8 @@ def test_coeff_zero_is_unsteered(model, data, csweep) -> None:
     for p, (a, b) in enumerate(PAIRS):
         keep = labels != b
         normal = float(F.cross_entropy(logits[keep], labels[keep]))
-        assert csweep.normal[p] == pytest.approx(normal, abs=1e-6)
-        assert csweep.loss[p, k] == pytest.approx(float(csweep.normal[p]), abs=1e-6)
+        assert csweep.normal["loss"][p] == pytest.approx(normal, abs=1e-6)
+        assert csweep.loss[p, k] == pytest.approx(float(csweep.normal["loss"][p]), abs=1e-6)
         assert csweep.kl[p, k] == 0.0
 
 
@@ -157,7 +160,7 @@ def test_coeff_one_equals_grid_cell(csweep, sweep) -> None:
 
 def test_coeff_sweep_markdown(csweep) -> None:
     md = csweep.to_markdown()
-    assert md.splitlines()[0] == "flip_rate at layer0.post (first)"
+    assert md.splitlines()[0] == "share of the test images of b classified as a at layer0.post (first)"
     assert "| a - b | -1 | -0.5 | 0 | 0.25 | 0.75 | 1 | 2 |" in md
     assert "| 3 - 1 | " + " | ".join(f"{v:.3f}" for v in csweep.flip_rate[0]) + " |" in md
     assert "| 0 - 9 |" in csweep.to_markdown("loss")
@@ -167,6 +170,6 @@ def test_coeff_sweep_markdown(csweep) -> None:
 def test_bad_coefficients_raise(model, data, bad) -> None:
     images, labels = data
     with pytest.raises(SteeringError):
-        coeff_sweep(model, ((3, 1),), (1.0, bad), images=images[:20], labels=labels[:20])
+        coeff_sweep(model, ((3, 1),), (1.0, bad), test=(images[:20], labels[:20]))
     with pytest.raises(SteeringError):
-        layer_sweep(model, 3, 1, coeff=bad, images=images[:20], labels=labels[:20])
+        layer_sweep(model, 3, 1, coeff=bad, test=(images[:20], labels[:20]))

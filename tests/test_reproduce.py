@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from analysis.grid import GridResult
 from analysis.reproduce import Reproduction, reproduce
-from analysis.study import StudyTables, spearman, study_tables
+from analysis.published import StudyTables, spearman, study_tables
 from hookedmlp import HookedMLP
 from hookedmlp.cli import main
 from hookedmlp.data import load_mnist
@@ -139,7 +139,7 @@ def test_reproduce_report_numbers(repro) -> None:
     assert "reads 12.7, but its layer sweep for 3 - 1 reads 7.80 at layer 0 and 12.69 at layers 1 and 2" in text
     at = r.sweep.hooks.index("layer0.post")
     assert f"(grid cell 3 - 1 at `layer0.post`: {r.grid.loss[3, 1]:.2f}; sweep at `layer0.post`: {r.sweep.loss[at]:.2f})" in text
-    assert f"goes from {r.grid.normal.mean():.3f} unsteered (the study: 0.089)" in text
+    assert f"goes from {r.grid.normal['loss'].mean():.3f} unsteered (the study: 0.089)" in text
     row3 = "| 3 | " + " | ".join(f"{v:.2f}" for v in r.grid.loss[3]) + " |"
     assert row3 in text
     assert "| 3 | 19.0 | 12.7 | 15.9 |" in text  # the study's table, as printed
@@ -171,8 +171,9 @@ def test_reproduce_results_are_consistent(repro) -> None:
     assert r.dose.pairs == [(3, 1), (0, 9), (5, 6), (7, 2)]
     assert r.grid.distributions is not None and r.grid.distributions.shape == (10, 10, 10, 10)
     back = GridResult.load(out / "figures" / "grid_layer0_post.json")
-    np.testing.assert_array_equal(back.loss, r.grid.loss)
-    np.testing.assert_array_equal(back.distributions, r.grid.distributions)
+    assert back == r.grid  # equal to the saved precision, 6 decimals
+    np.testing.assert_allclose(back.loss, r.grid.loss, rtol=0, atol=5e-7)
+    np.testing.assert_allclose(back.distributions, r.grid.distributions, rtol=0, atol=5e-7)
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ def small_scoring_set(monkeypatch):
     """Make the CLI's grid and sweep score on 200 test images instead of 10,000."""
     images, labels = load_mnist("test")
 
-    def small(images_=None, labels_=None):
+    def small(test=None):
         return images[:200], labels[:200]
 
     monkeypatch.setattr("analysis.grid.scoring_set", small)
@@ -272,7 +273,8 @@ def small_scoring_set(monkeypatch):
 def test_cli_grid_runs(small_scoring_set, tmp_path, capsys) -> None:
     assert main(["grid", "--coeff", "-0.5", "--metric", "flip_rate", "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
-    assert "(layer0.post, coeff -0.5, method first)" in out and "| 3 |" in out
+    assert "share of the test images of b classified as a (layer0.post, coeff -0.5, first training image of each digit)" in out
+    assert "| 3 |" in out
     assert "GridResult(layer0.post, coeff=-0.5" in out and "n_test=200" in out
     g = GridResult.load(tmp_path / "g.json")
     assert g.coeff == -0.5 and g.n_test == 200
