@@ -15,9 +15,12 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from analysis.claims import CLAIMS
+from analysis.family import ModelResult
 from analysis.grid import GridResult
-from analysis.sweep import CoeffSweep, LayerSweep
 from analysis.published import StudyTables
+from analysis.spread import Run
+from analysis.sweep import CoeffSweep, LayerSweep
 from hookedmlp.io import atomic_write
 
 __all__ = ["grid_heatmap", "layer_sweep_figure", "distributions_figure", "dose_response_figure", "write_figure"]
@@ -168,3 +171,64 @@ def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] 
             f.write(data)
         written.append(path)
     return written
+
+
+_SAFE = ["#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499", "#44AA99", "#999933", "#882255",
+         "#661100", "#6699CC", "#888888", "#000000"]  # colour-blind-safe (Paul Tol's muted, plus grey and black)
+
+
+def spread_figure(runs: Sequence[Run], keys: Sequence[str]) -> go.Figure:
+    """Each claim's number over the spread's runs: one panel per claim, one point per run, grouped by vector source."""
+    claims = [c for c in CLAIMS if c.key in keys]
+    cols = 3
+    rows = (len(claims) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[c.number for c in claims], vertical_spacing=0.18)
+    models = list(dict.fromkeys(run.model for run in runs))
+    for n, claim in enumerate(claims):
+        r, c = n // cols + 1, n % cols + 1
+        for m, model in enumerate(models):
+            mine = [run for run in runs if run.model == model]
+            fig.add_trace(go.Scatter(
+                x=[run.source.label for run in mine], y=[run.claims[claim.key][1] for run in mine], mode="markers",
+                name=model, legendgroup=model, showlegend=n == 0, marker=dict(color=_SAFE[m % len(_SAFE)], size=8),
+                customdata=[["holds" if run.claims[claim.key][0] else "fails"] for run in mine],
+                hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})<extra></extra>"),
+                row=r, col=c)
+        fig.update_xaxes(tickangle=45, row=r, col=c)
+    return _layout(fig, "Each claim's number over the spread's runs (one point per model and way of making vectors)",
+                   1200, 420 * rows + 120)
+
+
+def study_tradeoff_figure(results: Sequence[ModelResult]) -> go.Figure:
+    """Flip rate against collateral damage at coefficient 1: one point per model and hook point, coloured by variant."""
+    fig = go.Figure()
+    variants = list(dict.fromkeys(r.variant for r in results))
+    for v, name in enumerate(variants):
+        mine = [r for r in results if r.variant == name]
+        x = [1 - r.at_one[h]["accuracy_other"] / max(r.test_accuracy, 1e-9) for r in mine for h in r.hooks]
+        y = [r.at_one[h]["flip_rate"] for r in mine for h in r.hooks]
+        text = [f"seed {r.seed}, {h}" for r in mine for h in r.hooks]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=name, text=text, marker=dict(color=_SAFE[v % len(_SAFE)], size=7),
+                                 hovertemplate=name + ", %{text}<br>flip rate %{y:.3f}<br>accuracy lost on other digits "
+                                 "%{x:.1%}<extra></extra>"))
+    fig.update_xaxes(title_text="accuracy lost on the other digits (share of the unsteered accuracy)", tickformat=".0%")
+    fig.update_yaxes(title_text="flip rate (share of b's images read as a)", range=[0, 1.02])
+    return _layout(fig, "Activation additions at coefficient 1 (first training images): flip rate against damage", 1000, 620)
+
+
+def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
+    """Selectivity per hook point: share of pairs with a selective coefficient, against relative depth, per variant."""
+    fig = go.Figure()
+    variants = list(dict.fromkeys(r.variant for r in results))
+    for v, name in enumerate(variants):
+        mine = [r for r in results if r.variant == name]
+        hooks = mine[0].hooks
+        depth = [i / max(1, len(hooks) - 1) for i in range(len(hooks))]
+        share = [float(np.median([r.share[h] for r in mine])) for h in hooks]
+        fig.add_trace(go.Scatter(x=depth, y=share, mode="lines+markers", name=name, text=hooks,
+                                 line=dict(color=_SAFE[v % len(_SAFE)]),
+                                 hovertemplate=name + ", %{text}<br>selective pairs %{y:.2f}<extra></extra>"))
+    fig.update_xaxes(title_text="relative depth of the hook point (input 0, logits 1)")
+    fig.update_yaxes(title_text="share of the 90 pairs that are selective (median over seeds)", rangemode="tozero")
+    return _layout(fig, "Selectivity per hook point: some coefficient flips half of b's images and keeps 90% accuracy",
+                   1000, 560)

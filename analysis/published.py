@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["StudyTables", "study_tables", "spearman"]
+__all__ = ["StudyTables", "study_tables", "spearman", "ranks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +54,15 @@ def study_tables() -> StudyTables:
                        sweep_loss=np.array([float(r[1]) for r in sweep]))
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties sharing their average rank."""
     order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
+    out = np.empty(len(x))
+    out[order] = np.arange(len(x), dtype=float)
     for value in np.unique(x):  # ties share their average rank
         tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+        out[tied] = out[tied].mean()
+    return out
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -86,5 +87,5 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape or len(x) < 2:
         raise ValueError(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")
-    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = ranks(x), ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1])

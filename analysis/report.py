@@ -1,140 +1,221 @@
-"""The Markdown report of ``hookedmlp reproduce``: our numbers beside the study's, claim by claim."""
+"""The Markdown report of ``hookedmlp reproduce``: each claim with its spread, our numbers beside the study's.
 
-from pathlib import Path
-from typing import Any
+``report_text`` assembles one small function per section; each reads the numbers it needs from
+the ``Reproduction`` (what ``reproduce`` computed) and writes nothing by hand.
+"""
+
+import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
-from analysis.published import spearman
-from hookedmlp.io import atomic_write
+from analysis.claims import CLAIMS, DAMAGE_FACTOR, ClaimSummary, evaluate_claims, summarise
+from analysis.grid import GridResult
+from analysis.published import StudyTables, spearman
+from analysis.spread import Run
+from analysis.sweep import CoeffSweep, LayerSweep
 
-__all__ = ["write_report", "report_text"]
+__all__ = ["Reproduction", "report_text"]
+
+_OFF = ~np.eye(10, dtype=bool)
 
 
-def _table(rows: list[list[str]], head: list[str]) -> str:
+@dataclasses.dataclass
+class Reproduction:
+    """Everything ``reproduce`` computed: the headline run, the spread, the control model."""
+
+    model_name: str
+    test_loss: float
+    test_accuracy: float
+    n_test: int
+    grids: dict[str, GridResult]
+    sweep: LayerSweep
+    dose: CoeffSweep
+    study: StudyTables
+    runs: list[Run]  # the spread: one per (model, vector source)
+    control_runs: list[Run]
+    control_grid: GridResult  # the control's grid at layer0.post on the headline's test images
+    control_test_loss: float
+    spread_n_test: int
+    seeds_note: str  # which models the spread covers
+
+    @property
+    def grid(self) -> GridResult:
+        """The study's grid: ``layer0.post``."""
+        return self.grids["layer0.post"]
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _grid_table(values: np.ndarray, normal: np.ndarray, fmt: str) -> str:
-    rows = [[str(a)] + [format(v, fmt) for v in values[a]] for a in range(10)]
-    rows.append(["Normal"] + [format(v, ".3f") for v in normal])
-    return _table(rows, ["a \\ b"] + [str(b) for b in range(10)])
+def _grid_table(values: np.ndarray, last: np.ndarray, fmt: str, last_label: str = "Normal") -> str:
+    rows = [[str(a)] + [format(v, fmt) for v in values[a]] for a in range(len(values))]
+    rows.append([last_label] + [format(v, ".3f") for v in last])
+    return _table(["a \\ b"] + [str(b) for b in range(len(values))], rows)
 
 
-def report_text(r: Any, figures: bool = True) -> str:
-    """The report as Markdown (``r`` is an ``analysis.reproduce.Reproduction``).
+def _header(r: Reproduction) -> str:
+    sources = list(dict.fromkeys(run.source for run in r.runs))
+    quick = "" if r.n_test == 10_000 else f" **Quick run: the headline scored only {r.n_test} test images.**"
+    return (
+        "# The study, reproduced\n\n"
+        "Written by `hookedmlp reproduce`; every number on this page comes from that run. The study is the blog post "
+        "\"activation additions on a 3-layer MNIST MLP\" (credited in `analysis/seed_data/README.md`, whose tables we "
+        "compare against). Its method: take the first training image of digit `a` and of `b`, subtract their "
+        "activations at one hook point, add that `a - b` vector there for every test image, and measure the mean "
+        f"cross-entropy on the test set with every image of `b` removed.{quick}\n\n"
+        f"- Headline model: {r.model_name} (784-512-512-10, ReLU; fingerprint `{r.grid.model}`), test loss "
+        f"{r.test_loss:.4f} and accuracy {r.test_accuracy:.4f} on all 10,000 test images (the study's model: 0.089).\n"
+        "- Hook points: `layer{i}.post` is the output of module i of Linear-ReLU-Linear-ReLU-Linear, the study's "
+        "\"just after layer i\". The grid is at `layer0.post`, the first Linear's output.\n"
+        f"- Spread: {len(r.runs)} runs = {r.seeds_note} x {len(sources)} ways of making the vectors (training images "
+        f"1 to {sum(s.method == 'first' for s in sources)} of each digit, and the class mean), each scored on the first "
+        f"{r.spread_n_test // 10} test images of each digit ({r.spread_n_test} images).\n")
 
-    Args:
-        r: what ``reproduce`` computed: grids at ``layer0.post``, ``layer1.post`` and
-            ``layer3.post`` (all ten digits), the 3 - 1 sweep over every hook point,
-            the dose-response and the study's tables.
-        figures: include the figure links (``figures/*.png``).
 
-    Returns:
-        The Markdown text of ``docs/reproduction.md``.
-    """
-    g, st, sw = r.grid, r.study, r.sweep
-    off = ~np.eye(10, dtype=bool)
-    rho_all = spearman(g.loss, st.grid)
-    rho_off = spearman(g.loss[off], st.grid[off])
-    rho_by_hook = {h: spearman(r.grids[h].loss[off], st.grid[off]) for h in ("layer0.post", "layer1.post", "layer3.post")}
-    flips = g.flip_rate[off]
-    best = int(np.argmax(flips)), int(np.argmin(flips))
+def _claims(r: Reproduction) -> str:
+    headline = evaluate_claims(r.grids, r.study)
+    summaries = summarise([run.claims for run in r.runs])
+    rows = [[f"{i + 1}. {s.claim.statement}", s.claim.number, s.claim.study_value, _value(headline[s.claim.key]),
+             f"**{s.verdict}**", f"{s.median:.3f} [{s.low:.3f}, {s.high:.3f}]"] for i, s in enumerate(summaries)]
+    return ("## Claims checked\n\n"
+            "The headline column is the study's own setting (first training image, our shipped model, all test images); "
+            "the last two columns count the verdict over the spread's runs and give the median and range of the number.\n\n"
+            + _table(["claim", "number", "the study", "headline", "verdict over the runs", "median [range]"], rows)
+            + "\n\n" + _claim_notes(r, summaries) + "\n")
+
+
+def _value(decided: tuple[bool, float]) -> str:
+    return f"{decided[1]:.3f} ({'holds' if decided[0] else 'fails'})"
+
+
+def _claim_notes(r: Reproduction, summaries: Sequence[ClaimSummary]) -> str:
+    g, st = r.grid, r.study
+    flips = g.off_diagonal("flip_rate")
     pairs = [(a, b) for a in range(10) for b in range(10) if a != b]
-    sweep_at = {h: float(sw.loss[sw.hooks.index(h)]) for h in sw.hooks}
-    ours_31 = {i: sweep_at[f"layer{i}.post"] for i in range(5)}
-    order_ours = sorted(range(5), key=lambda i: ours_31[i])
-    n_note = "" if r.n_test == 10_000 else f" **Quick run: only the first {r.n_test} test images were scored.**"
-    s = []
-    s.append("# The study, reproduced\n")
-    s.append("Written by `hookedmlp reproduce`; every number on this page comes from that run. The study is the blog post "
-             "\"activation additions on a 3-layer MNIST MLP\" (credited in `analysis/seed_data/README.md`, whose tables we "
-             "compare against). Method, as in the post: take the first training image of digit `a` and of `b`, subtract their "
-             "activations at one hook point, add that `a - b` vector there for every test image, and measure the mean "
-             "cross-entropy on the test set with every image of `b` removed." + n_note + "\n")
-    s.append(f"- Model: {r.model_name} (784-512-512-10, ReLU; fingerprint `{g.model}`), test loss {r.test_loss:.4f} and "
-             f"accuracy {r.test_accuracy:.4f} on all 10,000 test images (the study's model: 0.089).")
-    s.append(f"- Hook points: `layer{{i}}.post` is the output of module i of Linear-ReLU-Linear-ReLU-Linear, the study's "
-             f"\"just after layer i\". The grid is at `layer0.post`, the first Linear's output.")
-    s.append("- Timings on this machine: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items()) + ".\n")
+    hi, lo = int(np.argmax(flips)), int(np.argmin(flips))
+    return "\n".join([
+        f"- Claim 1, headline: {flips.mean():.1%} of b's test images are read as a on average over the 90 pairs "
+        f"(median {np.median(flips):.1%}; {int((flips > 0.5).sum())} of 90 pairs flip more than half; strongest "
+        f"{pairs[hi][0]} - {pairs[hi][1]} at {flips[hi]:.1%}, weakest {pairs[lo][0]} - {pairs[lo][1]} at {flips[lo]:.1%}). "
+        "\"More likely a, less likely b\" is judged, as the study did, on the softmax of the mean logits over b's images.",
+        f"- Claim 3, generalization: the loss on the other digits goes from {g.normal['loss'].mean():.3f} unsteered "
+        f"(the study: {st.normal.mean():.3f}) to {g.loss.mean():.2f} averaged over all 100 cells ({g.loss[_OFF].mean():.2f} "
+        f"off-diagonal). The study's \"~7.4\" is likewise the mean over all 100 cells of its table ({st.grid.mean():.2f}; "
+        f"{st.grid[_OFF].mean():.2f} off-diagonal). The verdict asks for at least {DAMAGE_FACTOR:g} times the unsteered loss. "
+        f"Accuracy on the other digits falls from {g.normal['accuracy_other'].mean():.3f} to {g.accuracy_other[_OFF].mean():.3f}.",
+        f"- Claim 6: Spearman's rho between our grid and the study's is {spearman(g.loss, st.grid):.3f} over all 100 cells "
+        f"and {spearman(g.loss[_OFF], st.grid[_OFF]):.3f} over the 90 off-diagonal cells; its p-value counts random "
+        "pairings of the cells at least as correlated (10,000, seeded).",
+    ])
 
-    s.append("## Claims checked\n")
-    s.append(f"1. **b images turn into a's.** Adding `a - b` at `layer0.post` makes the model call the test images of `b` "
-             f"`a` for {flips.mean():.1%} of them on average over the 90 pairs (median {np.median(flips):.1%}); "
-             f"{int((flips > 0.5).sum())} of 90 pairs flip more than half. Strongest: {pairs[best[0]][0]} - {pairs[best[0]][1]} "
-             f"({flips[best[0]]:.1%}); weakest: {pairs[best[1]][0]} - {pairs[best[1]][1]} ({flips[best[1]]:.1%}). **Holds.**")
-    s.append(f"2. **Generalization is destroyed.** The loss on the other digits goes from {g.normal['loss'].mean():.3f} unsteered "
-             f"(the study: {st.normal.mean():.3f}) to {g.loss.mean():.2f} averaged over all 100 cells "
-             f"({g.loss[off].mean():.2f} over the 90 off-diagonal cells). The study's \"~7.4\" is likewise the mean over all "
-             f"100 cells of its table, diagonal included ({st.grid.mean():.2f}; {st.grid[off].mean():.2f} off-diagonal). "
-             f"Accuracy on the other digits falls from {g.normal['accuracy_other'].mean():.3f} to {g.accuracy_other[off].mean():.3f} "
-             f"on average, and the mean KL from the unsteered model is {g.kl[off].mean():.2f} nats. **Holds** (several nats).")
-    s.append(f"3. **For 3 - 1, layer 0 is the best place to intervene.** Our layer sweep: "
-             + ", ".join(f"after layer {i} {ours_31[i]:.2f}" for i in range(5))
-             + f" (the study: " + ", ".join(f"{l} {v:.2f}" for l, v in zip(st.sweep_layers, st.sweep_loss)) + "). "
-             f"Ours is lowest after layer {order_ours[0]}. "
-             f"Values come in equal pairs, after layers 1 and 2 ({ours_31[1]:.2f}, {ours_31[2]:.2f}) and 3 and 4 "
-             f"({ours_31[3]:.2f}, {ours_31[4]:.2f}), as in the study: adding `x_a - x_b` before an affine layer equals "
-             f"adding its image after it. **{'Holds' if order_ours[0] == 0 else 'Does not hold'}.**")
-    s.append(f"4. **The grid ranks pairs like the study's.** Spearman rank correlation between our `layer0.post` grid and "
-             f"the study's: {rho_all:.3f} over the 100 cells, {rho_off:.3f} over the 90 off-diagonal cells. Different "
-             f"training runs give different absolute values; the ordering is what carries over.\n")
 
-    s.append("## What the study's own numbers do not agree on\n")
-    s.append(f"The study's grid cell a=3, b=1 (\"layer 0\") reads {st.grid[3, 1]:.1f}, but its layer sweep for 3 - 1 reads "
-             f"{st.sweep_loss[0]:.2f} at layer 0 and {st.sweep_loss[1]:.2f} at layers 1 and 2: the grid's cell matches the "
-             f"sweep *after the first ReLU*, not after the first Linear. In our run the two agree by construction "
-             f"(grid cell 3 - 1 at `layer0.post`: {g.loss[3, 1]:.2f}; sweep at `layer0.post`: {sweep_at['layer0.post']:.2f}). "
-             f"Which of our layers matches the study's grid best, by rank correlation over the 90 off-diagonal cells:\n")
-    s.append(_table([[f"`{h}`", f"{rho:.3f}", f"{r.grids[h].loss[3, 1]:.2f}", f"{r.grids[h].loss[off].mean():.2f}"] for h, rho in rho_by_hook.items()],
-                    ["our grid at", "Spearman vs the study's grid", "our cell 3 - 1", "our mean off-diagonal"]))
-    best_hook = max(rho_by_hook, key=rho_by_hook.get)
-    s.append(f"\nThe study's grid correlates best with ours at `{best_hook}`. ("
-             "`layer1.post` and `layer2.post` give the same grid: the vector folds through the second Linear.)\n")
+def _spread(r: Reproduction) -> str:
+    sources = list(dict.fromkeys(run.source for run in r.runs))
+    rows = []
+    for source in sources:
+        runs = [run for run in r.runs if run.source == source]
+        flip = np.array([run.claims["flip"][1] for run in runs])
+        loss = np.array([run.off_diagonal_loss for run in runs])
+        rows.append([source.label, f"{np.median(flip):.3f} [{flip.min():.3f}, {flip.max():.3f}]",
+                     f"{np.median(loss):.2f} [{loss.min():.2f}, {loss.max():.2f}]",
+                     f"{sum(run.claims['flip'][0] for run in runs)} of {len(runs)}"])
+    return ("## The spread, by way of making the vectors\n\n"
+            "Over the models (median [range]): the mean flip rate and the mean loss on the other digits over the 90 "
+            "off-diagonal pairs at `layer0.post`, and the runs where every pair flips.\n\n"
+            + _table(["vectors from", "flip rate", "loss off-diagonal", "every pair flips"], rows)
+            + "\n\n![The spread of each claim's number](figures/spread.png)\n")
 
-    s.append("## The grid\n")
+
+def _control(r: Reproduction) -> str:
+    ours, theirs, control = r.grid.off_diagonal("loss").mean(), r.study.grid[_OFF].mean(), r.control_grid.off_diagonal("loss").mean()
+    closer = abs(control - theirs) < abs(ours - theirs)
+    summaries = summarise([run.claims for run in r.control_runs])
+    rows = [[s.claim.key, s.verdict, f"{s.median:.3f} [{s.low:.3f}, {s.high:.3f}]"] for s in summaries]
+    return ("## A control model at the study's test loss\n\n"
+            f"The shipped model reaches a test loss of {r.test_loss:.3f}; the study's reached 0.089. The control "
+            f"(`mnist-mlp-control`: the same architecture and recipe, trained for 2 epochs instead of 6) reaches "
+            f"{r.control_test_loss:.3f}. Its mean off-diagonal loss at `layer0.post` is {control:.2f}, against "
+            f"{ours:.2f} for the shipped model and {theirs:.2f} in the study: it comes "
+            f"**{'closer to' if closer else 'no closer to'}** the study's magnitude. Its claims over the same "
+            f"{len(r.control_runs)} ways of making vectors:\n\n"
+            + _table(["claim", "verdict", "median [range]"], rows) + "\n")
+
+
+def _inconsistency(r: Reproduction) -> str:
+    g, st, sw = r.grid, r.study, r.sweep
+    at = {h: float(sw.loss[sw.hooks.index(h)]) for h in sw.hooks}
+    rho = {h: spearman(r.grids[h].loss[_OFF], st.grid[_OFF]) for h in ("layer0.post", "layer1.post", "layer3.post")}
+    best = max(rho, key=rho.get)
+    rows = [[f"`{h}`", f"{v:.3f}", f"{r.grids[h].loss[3, 1]:.2f}", f"{r.grids[h].loss[_OFF].mean():.2f}"] for h, v in rho.items()]
+    return ("## What the study's own numbers do not agree on\n\n"
+            f"The study's grid cell a=3, b=1 (\"layer 0\") reads {st.grid[3, 1]:.1f}, but its layer sweep for 3 - 1 reads "
+            f"{st.sweep_loss[0]:.2f} at layer 0 and {st.sweep_loss[1]:.2f} at layers 1 and 2: the grid's cell matches the "
+            "sweep *after the first ReLU*, not after the first Linear. In our run the two agree by construction (grid cell "
+            f"3 - 1 at `layer0.post`: {g.loss[3, 1]:.2f}; sweep at `layer0.post`: {at['layer0.post']:.2f}). Which of our "
+            "layers matches the study's grid best, by rank correlation over the 90 off-diagonal cells:\n\n"
+            + _table(["our grid at", "Spearman vs the study's grid", "our cell 3 - 1", "our mean off-diagonal"], rows)
+            + f"\n\nThe study's grid correlates best with ours at `{best}`. (`layer1.post` and `layer2.post` give the same "
+            "grid: the vector folds through the second Linear.)\n")
+
+
+def _grid(r: Reproduction, figures: bool) -> str:
+    g, st = r.grid, r.study
+    parts = ["## The grid\n"]
     if figures:
-        s.append("![Our grid beside the study's](figures/grid_loss.png)\n")
-        s.append("Interactive versions of every figure (`figures/*.html`) are written next to the PNGs by `hookedmlp reproduce`.\n")
-    s.append("Ours, loss on the test set without b, at `layer0.post` (rows a, columns b):\n")
-    s.append(_grid_table(g.loss, g.normal['loss'], ".2f"))
-    s.append("\nThe study's, \"intervened at layer 0\":\n")
-    s.append(_grid_table(st.grid, st.normal, ".1f"))
-    s.append("\nWhat the study did not report, ours: share of b images classified as a.\n")
-    s.append(_grid_table(g.flip_rate, g.normal['accuracy_other'], ".2f").replace("| Normal |", "| (accuracy, unsteered) |"))
+        parts.append("[![Our grid beside the study's](figures/grid_loss.png)](figures/grid_loss.png) "
+                     "([interactive](figures/grid_loss.html))\n")
+    parts += ["Ours, loss on the test set without b, at `layer0.post` (rows a, columns b):\n",
+              '<div class="wide-table" markdown>\n', _grid_table(g.loss, g.normal["loss"], ".2f"), "\n</div>\n",
+              "The study's, \"intervened at layer 0\":\n",
+              '<div class="wide-table" markdown>\n', _grid_table(st.grid, st.normal, ".1f"), "\n</div>\n",
+              "What the study did not report, ours: share of b's images classified as a (last row: the unsteered "
+              "accuracy on the other digits).\n",
+              '<div class="wide-table" markdown>\n',
+              _grid_table(g.flip_rate, g.normal["accuracy_other"], ".2f", "(accuracy, unsteered)"), "\n</div>\n"]
     if figures:
-        s.append("\n![Flip rate](figures/grid_flip_rate.png)\n")
-    s.append("## The 3 - 1 layer sweep, every hook point\n")
-    s.append(sw.to_markdown())
-    if figures:
-        s.append("\n![Layer sweep](figures/layer_sweep_3_1.png)\n")
-    s.append("## Distributions\n")
-    s.append("For each pair, the steered model's mean logits over the test images of each digit, as probabilities (the study's plots).\n")
-    if figures:
-        s.append("![Distributions](figures/distributions.png)\n")
-    s.append("## Dose-response\n")
-    s.append(r.dose.to_markdown("flip_rate"))
-    s.append("")
-    s.append(r.dose.to_markdown("loss"))
-    if figures:
-        s.append("\n![Dose-response](figures/dose_response.png)\n")
-    s.append("\nRe-run: `hookedmlp reproduce` (add `--train` to train a fresh model first).\n")
-    return "\n".join(s)
+        parts.append("[![Flip rate](figures/grid_flip_rate.png)](figures/grid_flip_rate.png) "
+                     "([interactive](figures/grid_flip_rate.html))\n")
+    return "\n".join(parts)
 
 
-def write_report(r: Any, path: Path, figures: bool = True) -> Path:
-    """Write ``report_text`` atomically to ``path``.
+def _sweep(r: Reproduction, figures: bool) -> str:
+    sw = r.sweep
+    at = [float(sw.loss[sw.hooks.index(f"layer{i}.post")]) for i in range(5)]
+    text = ["## The 3 - 1 layer sweep, every hook point\n", sw.to_markdown(), "",
+            "After layers 0 to 4: " + ", ".join(f"{v:.2f}" for v in at) + " (the study: "
+            + ", ".join(f"{v:.2f}" for v in r.study.sweep_loss) + "). Values come in equal pairs, after layers 1 and 2 "
+            "and after layers 3 and 4, as in the study: adding `x_a - x_b` before an affine layer equals adding its "
+            "image after it.\n"]
+    if figures:
+        text.append("[![Layer sweep](figures/layer_sweep_3_1.png)](figures/layer_sweep_3_1.png) "
+                    "([interactive](figures/layer_sweep_3_1.html))\n")
+    return "\n".join(text)
 
-    Args:
-        r: what ``reproduce`` computed (see ``report_text``).
-        path: the Markdown file to write.
-        figures: include the figure links.
 
-    Returns:
-        ``path``, as a ``Path``.
-    """
-    with atomic_write(path, "w") as f:
-        f.write(report_text(r, figures))
-    return Path(path)
+def _distributions(r: Reproduction, figures: bool) -> str:
+    text = ["## Distributions\n", "For each pair, the steered model's mean logits over the test images of each digit, "
+            "as probabilities (the study's plots). The static figure shows six pairs; the interactive one has every pair.\n"]
+    if figures:
+        text.append("[![Distributions](figures/distributions.png)](figures/distributions.png) "
+                    "([interactive, every pair](figures/distributions.html))\n")
+    return "\n".join(text)
+
+
+def _dose(r: Reproduction, figures: bool) -> str:
+    text = ["## Dose-response\n", r.dose.to_markdown("flip_rate"), "", r.dose.to_markdown("loss")]
+    if figures:
+        text.append("\n[![Dose-response](figures/dose_response.png)](figures/dose_response.png) "
+                    "([interactive](figures/dose_response.html))\n")
+    return "\n".join(text)
+
+
+def report_text(r: Reproduction, figures: bool = True) -> str:
+    """``docs/reproduction.md``: one section per function above, in order."""
+    sections = [_header(r), _claims(r), _spread(r) if figures else _spread(r).split("\n\n![")[0] + "\n", _control(r),
+                _inconsistency(r), _grid(r, figures), _sweep(r, figures), _distributions(r, figures), _dose(r, figures),
+                "\nRe-run: `hookedmlp reproduce` (add `--train` to train a fresh model first). Tracked files change only "
+                "where a number changes beyond its printed precision.\n"]
+    return "\n".join(sections)

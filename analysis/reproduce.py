@@ -1,144 +1,153 @@
-"""``hookedmlp reproduce``: the whole study in one command, written to docs/.
+"""``hookedmlp reproduce``: the whole study in one command, every claim with its spread, written to docs/.
 
-Loads the shipped model (or trains one), computes the all-pairs grid at every hook
-point in one folded evaluation, the 3 - 1 layer sweep, the per-digit distributions
-and a dose-response, then writes ``docs/figures/*`` (HTML + PNG) and
-``docs/reproduction.md`` comparing every number with the study's.
+1. The headline run, as the study did it: the shipped model (or a given or freshly trained one),
+   the first training image of each digit, all 90 pairs at every hook point, scored on all
+   10,000 test images; the 3 - 1 layer sweep; a dose-response.
+2. The spread: every claim on 5 models of the study's recipe (seeds 0-4, shipped) x 11 ways of
+   making vectors (training images 1-10 of each digit, and the class mean) = 55 runs, on a
+   stratified subset of the test set (``analysis.spread``).
+3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
+Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
+where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
 
-import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 import torch
 
+from analysis import figures as fig
+from analysis.claims import CLAIMS, summarise
 from analysis.grid import GridResult
-from analysis.report import write_report
-from analysis.published import StudyTables, study_tables
-from analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
-from hookedmlp import HookedMLP
+from analysis.outputs import Outputs, numbers_of
+from analysis.published import study_tables
+from analysis.report import Reproduction, report_text
+from analysis.spread import spread, stratified_subset, vector_sources
+from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
+from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
+from hookedmlp.io import check_writable
 from hookedmlp.train import evaluate, train_model
 
-__all__ = ["Reproduction", "reproduce", "DOSE_PAIRS", "DISTRIBUTION_PAIRS"]
+__all__ = ["Reproduction", "reproduce", "DOSE_PAIRS", "DISTRIBUTION_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]
 
 DOSE_PAIRS = ((3, 1), (0, 9), (5, 6), (7, 2))
 DISTRIBUTION_PAIRS = ((3, 1), (0, 9), (5, 6), (7, 2), (1, 8), (4, 9))
 COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+SEED_MODELS = ("mnist-mlp", "mnist-mlp-seed1", "mnist-mlp-seed2", "mnist-mlp-seed3", "mnist-mlp-seed4")
+CONTROL_MODEL = "mnist-mlp-control"
+SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
 
 
-@dataclasses.dataclass
-class Reproduction:
-    """Everything ``reproduce`` computed, and the files it wrote.
-
-    Args:
-        model_name: how the model was obtained (e.g. ``"shipped mnist-mlp"``).
-        test_loss: the model's mean cross-entropy on all 10,000 test images.
-        test_accuracy: its accuracy on them.
-        n_test: the number of test images scored (1,000 with ``quick``).
-        grids: ``{hook: GridResult}`` for every hook point.
-        sweep: the 3 - 1 layer sweep.
-        dose: the dose-response over ``DOSE_PAIRS``.
-        study: the study's published tables.
-        timings: seconds per step, and ``"total"``.
-        files: the files written.
-    """
-
-    model_name: str
-    test_loss: float
-    test_accuracy: float
-    n_test: int
-    grids: dict[str, GridResult]
-    sweep: LayerSweep
-    dose: CoeffSweep
-    study: StudyTables
-    timings: dict[str, float]
-    files: list[Path]
-
-    @property
-    def grid(self) -> GridResult:
-        """The study's grid: ``layer0.post``.
-
-        Returns:
-            ``grids["layer0.post"]``.
-        """
-        return self.grids["layer0.post"]
+def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
+    if train:
+        trained = train_model(out=out / "figures" / "trained.pt", progress=progress).model
+        return trained, "freshly trained (hookedmlp train defaults)"
+    if checkpoint is not None:
+        return load(checkpoint), f"checkpoint {checkpoint}"
+    return HookedMLP.from_pretrained("mnist-mlp"), "shipped mnist-mlp"
 
 
 def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str, Path]] = None, train: bool = False,
-              quick: bool = False, figures: bool = True, log: Callable[[str], None] = print, progress: bool = True) -> Reproduction:
+              quick: bool = False, figures: bool = True, log: Callable[[str], None] = print,
+              progress: bool = True) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
-    Takes about half a minute on the full test set (a few seconds with ``quick``),
-    plus about half a minute to train with ``train``.
+    About 1.5 minutes on 2 cores (seconds with ``quick``, which scores 1,000 test images and
+    runs 6 spread runs on 200). Progress and timings go to ``log``; it ends with where the
+    report is and each claim's verdict.
 
     Args:
         out_dir: where to write (``docs`` in the repository).
-        checkpoint: a HookedMLP checkpoint to study (default: the shipped ``mnist-mlp``).
+        checkpoint: a checkpoint to study instead of the shipped model (the spread then covers
+            its exemplars only, not other seeds).
         train: train a fresh model with ``hookedmlp train``'s defaults instead.
-        quick: score on the first 1,000 test images only (for smoke tests).
-        figures: write the figures (HTML + PNG).
+        quick: a smoke test: fewer images, runs and sources.
+        figures: write the figures (HTML, and PNG where their numbers changed).
         log: where progress lines go.
         progress: show progress bars.
-
-    Returns:
-        A ``Reproduction``: every result, the timings and the files written
-            (``figures/grid_layer0_post.json``, the figures, ``reproduction.md``).
     """
     out = Path(out_dir)
-    timings: dict[str, float] = {}
+    check_writable(out / "reproduction.md")
     t0 = time.perf_counter()
 
     def step(name: str, start: float) -> None:
-        timings[name] = time.perf_counter() - start
-        log(f"  {name}: {timings[name]:.1f} s")
+        log(f"  {name}: {time.perf_counter() - start:.1f} s")
 
     start = time.perf_counter()
-    if train:
-        model, name = train_model(out=out / "figures" / "trained.pt", progress=progress).model, "freshly trained (hookedmlp train defaults)"
-    elif checkpoint is not None:
-        model, name = HookedMLP.load(checkpoint), f"checkpoint {checkpoint}"
-    else:
-        model, name = HookedMLP.from_pretrained("mnist-mlp"), "shipped mnist-mlp"
+    model, name = _headline_model(Path(checkpoint) if checkpoint is not None else None, train, out, progress)
     model.eval()
     images, labels = load_mnist("test")
     images = images.to(model.reference_tensor().dtype)  # the model's dtype: a float64 checkpoint works too
     test_loss, test_acc = evaluate(model, images, labels)
-    if quick:
-        images, labels = images[:1000], labels[:1000]
-    step("model and data", start)
-    log(f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; scoring on {len(labels)} test images")
-
-    start = time.perf_counter()
+    head = (images[:1000], labels[:1000]) if quick else (images, labels)
+    log(f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images")
     with torch.no_grad():
-        grids = all_pairs_sweep(model, test=(images, labels), keep_distributions=True, progress=progress)
-    step("all pairs x all 10 hook points (folded)", start)
-
-    start = time.perf_counter()
-    sweep = layer_sweep(model, 3, 1, test=(images, labels))
-    dose = coeff_sweep(model, DOSE_PAIRS, COEFFS, test=(images, labels))
-    step("3 - 1 layer sweep and dose-response", start)
+        grids = all_pairs_sweep(model, test=head, keep_distributions=True, progress=progress)
+        sweep = layer_sweep(model, 3, 1, test=head)
+        dose = coeff_sweep(model, DOSE_PAIRS, COEFFS, test=head)
+    step("headline: all pairs at every hook point, 3 - 1 sweep, dose-response", start)
 
     study = study_tables()
-    result = Reproduction(name, test_loss, test_acc, len(labels), grids, sweep, dose, study, timings, [])
-    figures_dir = out / "figures"
+    subset = stratified_subset(images, labels, 20 if quick else SPREAD_PER_CLASS)
+    sources = vector_sources(2 if quick else 10)
+    if checkpoint is None and not train:
+        names = SEED_MODELS[:2] if quick else SEED_MODELS
+        models = {n: HookedMLP.from_pretrained(n).eval() for n in names}
+        seeds_note = f"{len(models)} models of the study's recipe, seeds 0-{len(models) - 1} (shipped with hookedmlp)"
+    else:
+        models = {name: model}
+        seeds_note = f"the studied model only ({name}): the other seeds are of the shipped recipe, not this one"
     start = time.perf_counter()
-    result.grid.save(figures_dir / "grid_layer0_post.json")
-    result.files.append(figures_dir / "grid_layer0_post.json")
-    if figures:
-        from analysis import figures as fig
+    log(f"spread: {len(models)} models x {len(sources)} vector sources on {len(subset[1])} test images")
+    runs = spread(models, sources, subset, study, log)
+    step("spread", start)
 
-        result.files += fig.write_figure(fig.grid_heatmap(result.grid, study), figures_dir / "grid_loss")
-        result.files += fig.write_figure(fig.grid_heatmap(result.grid, metric="flip_rate"), figures_dir / "grid_flip_rate")
-        result.files += fig.write_figure(fig.layer_sweep_figure(sweep, study), figures_dir / "layer_sweep_3_1")
-        assert result.grid.distributions is not None
-        result.files += fig.write_figure(fig.distributions_figure(result.grid.distributions, DISTRIBUTION_PAIRS), figures_dir / "distributions")
-        result.files += fig.write_figure(fig.dose_response_figure(dose), figures_dir / "dose_response")
+    start = time.perf_counter()
+    control = HookedMLP.from_pretrained(CONTROL_MODEL).eval()
+    control_loss, _ = evaluate(control, images, labels)
+    log(f"control: {CONTROL_MODEL}, test loss {control_loss:.4f}")
+    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, log)
+    with torch.no_grad():
+        control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
+    step("control", start)
+
+    result = Reproduction(name, test_loss, test_acc, len(head[1]), grids, sweep, dose, study, runs, control_runs,
+                          control_grid, control_loss, len(subset[1]), seeds_note)
+    outputs = Outputs(out)
+    outputs.text("figures/grid_layer0_post.json", _grid_json(result.grid))
+    if figures:
+        start = time.perf_counter()
+        _write_figures(result, outputs)
         step("figures", start)
-    timings["total"] = time.perf_counter() - t0
-    result.files.append(write_report(result, out / "reproduction.md", figures=figures))
-    log(f"wrote {len(result.files)} files under {out} in {timings['total']:.1f} s")
+    outputs.text("reproduction.md", report_text(result, figures=figures))
+    outputs.close()
+    log(f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} unchanged "
+        "(equal to their printed precision)")
+    log(f"report: {out / 'reproduction.md'}")
+    for s in summarise([r.claims for r in runs]):
+        log(f"  {s.claim.key}: {s.verdict}; {s.claim.number} median {s.median:.3g} [{s.low:.3g}, {s.high:.3g}]")
     return result
+
+
+def _grid_json(grid: GridResult) -> str:
+    return json.dumps(grid.to_dict())
+
+
+def _write_figures(r: Reproduction, outputs: Outputs) -> None:
+    def writer(figure: fig.go.Figure) -> Callable[[Path, list[str]], list[Path]]:
+        return lambda stem, formats: fig.write_figure(figure, stem, formats)
+
+    g = r.grid
+    outputs.figure("figures/grid_loss", numbers_of(g.loss, r.study.grid), writer(fig.grid_heatmap(g, r.study)))
+    outputs.figure("figures/grid_flip_rate", numbers_of(g.flip_rate), writer(fig.grid_heatmap(g, metric="flip_rate")))
+    outputs.figure("figures/layer_sweep_3_1", numbers_of(r.sweep.loss, r.sweep.flip_rate),
+                   writer(fig.layer_sweep_figure(r.sweep, r.study)))
+    outputs.figure("figures/distributions", numbers_of(g.distributions),
+                   writer(fig.distributions_figure(g.distributions, DISTRIBUTION_PAIRS)))
+    outputs.figure("figures/dose_response", numbers_of(r.dose.flip_rate, r.dose.loss), writer(fig.dose_response_figure(r.dose)))
+    outputs.figure("figures/spread", numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
+                   writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])))

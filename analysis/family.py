@@ -1,0 +1,158 @@
+"""The network-properties study: train a family of MNIST networks and measure where activation additions work.
+
+The study asked "what is the minimal set of properties a network must have for activation
+additions to work?". Each ``Variant`` changes one property of the study's network (depth, width,
+activation, dropout, weight decay, LayerNorm, a residual stream, convolutions); each is trained
+with several seeds under one recipe, and analysed at every hook point: the flip rate and the
+damage to the other digits at coefficient 1, and the selectivity (``analysis.selectivity``).
+Trained models and per-model results are cached under a directory, keyed by the full recipe,
+so an interrupted study resumes where it stopped.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from analysis.selectivity import COEFFS, selectivity
+from analysis.spread import stratified_subset
+from hookedmlp import HookedRoot, __version__
+from hookedmlp.checkpoint import sha256_file
+from hookedmlp.data import load_mnist
+from hookedmlp.config import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
+from hookedmlp.io import atomic_write
+from hookedmlp.train import TrainSettings, evaluate, train_model
+
+__all__ = ["Variant", "VARIANTS", "QUICK", "SEEDS", "STUDY_SETTINGS", "ModelResult", "study_model", "run_study"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One network of the family: its name, the property it changes from the baseline, and how it is trained."""
+
+    name: str
+    changes: str
+    recipe: Recipe
+    weight_decay: float = 0.0
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("baseline", "the study's network: 784-512-512-10, ReLU", MLPConfig()),
+    Variant("depth 1", "one hidden layer", MLPConfig(d_hidden=(512,))),
+    Variant("depth 4", "four hidden layers", MLPConfig(d_hidden=(512,) * 4)),
+    Variant("width 64", "hidden width 64", MLPConfig(d_hidden=(64, 64))),
+    Variant("width 2048", "hidden width 2048", MLPConfig(d_hidden=(2048, 2048))),
+    Variant("GELU", "GELU activations", MLPConfig(activation="gelu")),
+    Variant("Tanh", "Tanh activations", MLPConfig(activation="tanh")),
+    Variant("SiLU", "SiLU activations", MLPConfig(activation="silu")),
+    Variant("dropout", "dropout 0.2 after each activation", MLPConfig(dropout=0.2)),
+    Variant("weight decay", "AdamW weight decay 1.0", MLPConfig(), weight_decay=1.0),
+    Variant("LayerNorm", "LayerNorm before each activation", MLPConfig(norm="layernorm")),
+    Variant("residual", "a residual stream (d_model 512, 2 blocks, LayerNorm)", ResidualConfig(d_model=512, d_mlp=512)),
+    Variant("LeNet", "a LeNet-5-style CNN", LeNetConfig()),
+)
+QUICK = ("baseline", "residual", "LeNet")
+SEEDS = (0, 1, 2)
+STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cosine, batch 128
+TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
+
+
+def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
+    data = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings), "dataset": dataset,
+            "hookedmlp": __version__, "torch": torch.__version__.split("+")[0]}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class ModelResult:
+    """One trained model's numbers: test metrics, and per hook the coefficient-1 metrics and the selectivity."""
+
+    variant: str
+    seed: int
+    test_loss: float
+    test_accuracy: float
+    hooks: list[str]
+    at_one: dict[str, dict[str, float]]  # hook -> metric -> mean over pairs at coefficient 1
+    share: dict[str, float]  # hook -> share of pairs selective at some coefficient
+    best_coeff: dict[str, Optional[float]]  # hook -> median smallest selective coefficient (None: none)
+    train_seconds: float
+    analysis_seconds: float
+
+    @property
+    def best_hook(self) -> str:
+        return max(self.hooks, key=lambda h: (self.share[h], -self.hooks.index(h)))
+
+
+def _train(variant: Variant, seed: int, path: Path, data: Optional[tuple[Tensor, ...]], settings: TrainSettings) -> tuple[HookedRoot, float]:
+    expected = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings)}
+    if path.exists():
+        model = HookedRoot.load(path)
+        found = {k: model.meta.get(k) for k in expected}
+        if json.dumps(found, sort_keys=True, default=list) == json.dumps(expected, sort_keys=True, default=list):
+            return model, 0.0
+    start = time.perf_counter()
+    result = train_model(variant.recipe, settings, out=path, data=data, progress=False,
+                         command=f"hookedmlp study (variant {variant.name!r}, seed {seed})")
+    return result.model, time.perf_counter() - start
+
+
+def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Tensor], coeffs: Sequence[float] = COEFFS,
+                train_data: Optional[tuple[Tensor, ...]] = None, settings: TrainSettings = STUDY_SETTINGS,
+                pairs: Optional[Sequence[tuple[int, int]]] = None) -> ModelResult:
+    """Train (or load from ``cache``) one model of the family and analyse it at every hook point."""
+    settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
+    dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
+    stem = f"{variant.name.replace(' ', '-').lower()}-seed{seed}-{_key(variant, settings, dataset)}"
+    model_path, result_path = cache / f"{stem}.pt", cache / f"{stem}.json"
+    model, train_seconds = _train(variant, seed, model_path, train_data, settings)
+    digest = sha256_file(model_path)
+    if result_path.exists():
+        cached = json.loads(result_path.read_text())
+        if (cached.get("sha256") == digest and cached.get("coeffs") == list(coeffs) and cached.get("n_test") == len(test[1])
+                and cached.get("pairs") == (None if pairs is None else [list(p) for p in pairs])):
+            return ModelResult(**cached["result"])
+    start = time.perf_counter()
+    model.eval()
+    if train_data is None:
+        model.meta["dataset"] = "mnist"
+    test_loss, test_acc = evaluate(model, *test)
+    with torch.no_grad():
+        sel = selectivity(model, model.hook_names, coeffs, pairs=pairs, test=test)
+    one = list(coeffs).index(1.0)
+    result = ModelResult(
+        variant.name, seed, test_loss, test_acc, list(sel),
+        {h: {m: float(v[:, one].mean()) for m, v in s.metrics.items()} for h, s in sel.items()},
+        {h: s.share for h, s in sel.items()},
+        {h: (float(np.median([c for c in s.best_coeff if c is not None])) if any(c is not None for c in s.best_coeff)
+             else None) for h, s in sel.items()},
+        train_seconds, time.perf_counter() - start)
+    with atomic_write(result_path, "w") as f:
+        json.dump({"sha256": digest, "coeffs": list(coeffs), "n_test": len(test[1]),
+                   "pairs": None if pairs is None else [list(p) for p in pairs], "result": dataclasses.asdict(result)}, f)
+    return result
+
+
+def run_study(cache: Path, variants: Sequence[Variant] = VARIANTS, seeds: Sequence[int] = SEEDS,
+              test: Optional[tuple[Tensor, Tensor]] = None, coeffs: Sequence[float] = COEFFS,
+              train_data: Optional[tuple[Tensor, ...]] = None, settings: TrainSettings = STUDY_SETTINGS,
+              pairs: Optional[Sequence[tuple[int, int]]] = None, log: Callable[[str], None] = print) -> list[ModelResult]:
+    """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model."""
+    if test is None:
+        test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
+    results = []
+    total = len(variants) * len(seeds)
+    for variant in variants:
+        for seed in seeds:
+            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs)
+            results.append(r)
+            log(f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, best "
+                f"selectivity {r.share[r.best_hook]:.2f} at {r.best_hook} (train {r.train_seconds:.0f} s, "
+                f"analysis {r.analysis_seconds:.0f} s)")
+    return results

@@ -1,0 +1,85 @@
+"""The network-properties study: every variant trains and steers; the run is cached, resumable and keyed on the recipe."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.additions import pair_additions
+from analysis.engine import evaluate_additions, evaluate_plain
+from analysis.family import VARIANTS, Variant, study_model
+from analysis.spread import stratified_subset
+from analysis.study_report import study
+from hookedmlp import MLPConfig
+from hookedmlp.data import load_mnist
+from hookedmlp.train import TrainSettings, build_model, train_model
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    train_x, train_y = load_mnist("train")
+    test_x, test_y = load_mnist("test")
+    return train_x[:64], train_y[:64], test_x[:64], test_y[:64]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_every_variant_trains_one_step_and_one_cell_equals_the_plain_loop(variant: Variant, mnist):
+    settings = TrainSettings(epochs=1, batch_size=64, weight_decay=variant.weight_decay)
+    model = train_model(variant.recipe, settings, data=mnist, progress=False).model
+    hook = model.hook_names[len(model.hook_names) // 2]
+    data, test = mnist[:2], mnist[2:]
+    additions = pair_additions(model, [hook], [(3, 1)], data=data)
+    fast = evaluate_additions(model, *test, additions)
+    plain = evaluate_plain(model, *test, additions)
+    for metric in fast.values:
+        np.testing.assert_allclose(fast.values[metric], plain.values[metric], atol=1e-4)
+
+
+@pytest.mark.parametrize("recipe", [VARIANTS[-1].recipe, VARIANTS[-2].recipe], ids=["LeNet", "residual"])
+def test_seeds_reproduce_bit_for_bit(recipe, mnist):
+    a, b = (train_model(recipe, TrainSettings(epochs=1, batch_size=32, seed=5), data=mnist, progress=False).model
+            for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_the_cache_is_keyed_on_the_recipe_and_resumes(tmp_path: Path, mnist):
+    test = stratified_subset(mnist[2], mnist[3], 3)
+    tiny = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
+    settings = TrainSettings(epochs=1, batch_size=32)
+    first = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    assert first.train_seconds > 0 and len(list(tmp_path.glob("*.pt"))) == 1
+    again = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    assert again == first  # the cached result, nothing retrained or recomputed
+    other = dataclasses.replace(tiny, recipe=MLPConfig(d_hidden=(8,)))
+    study_model(other, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # another recipe: another file, never the cached one
+
+
+def test_a_cached_model_of_another_recipe_is_not_reused(tmp_path: Path, mnist):
+    test = stratified_subset(mnist[2], mnist[3], 3)
+    tiny = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
+    settings = TrainSettings(epochs=1, batch_size=32)
+    study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    (path,) = tmp_path.glob("*.pt")
+    impostor = build_model(MLPConfig(d_hidden=(16,), activation="tanh"))
+    impostor.meta = {"recipe": {"kind": "mlp", "activation": "tanh"}}
+    impostor.save(path)
+    for stale in tmp_path.glob("*.json"):
+        stale.unlink()
+    result = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    assert result.train_seconds > 0  # retrained: the file at its path described another recipe
+
+
+def test_study_quick_end_to_end(tmp_path: Path):
+    results = study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)
+    assert [r.variant for r in results] == ["baseline", "residual", "LeNet"]
+    text = (tmp_path / "study.md").read_text()
+    assert text.startswith("# Which network properties make activation additions work?")
+    for name in ("baseline", "residual", "LeNet"):
+        assert f"| {name} |" in text
+    assert (tmp_path / "figures" / "study_layers.png").exists()
+    mtime = (tmp_path / "study.md").stat().st_mtime_ns
+    study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache
+    assert (tmp_path / "study.md").stat().st_mtime_ns == mtime
