@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from analysis.engine import Addition
@@ -34,14 +35,13 @@ def pair_additions(model: HookedRoot, hooks: Sequence[str], pairs: Sequence[tupl
     classes = sorted({c for pair in pairs for c in pair})
     acts = class_vectors(model, hooks, classes, method, exemplar, data)
     index = {c: i for i, c in enumerate(classes)}
+    ia, ib = (torch.tensor([index[p[k]] for p in pairs]) for k in (0, 1))
     out = []
     for hook in hooks:
-        act = acts[hook]
-        for a, b in pairs:
-            diff = act[index[a]] - act[index[b]]
-            for c in cs:
-                check_scale_fits(c, [diff], diff.dtype)
-                out.append(Addition(hook, c * diff if c != 1.0 else diff, a, b))
+        diffs = acts[hook][ia] - acts[hook][ib]
+        check_scale_fits(max(abs(c) for c in cs), [diffs], diffs.dtype)  # one overflow check for all of the hook's
+        for (a, b), diff in zip(pairs, diffs):
+            out.extend(Addition(hook, c * diff if c != 1.0 else diff, a, b) for c in cs)
     return out
 
 

@@ -185,9 +185,11 @@ def _full_logits(model: HookedRoot, data: ScoringSet, group: _Group) -> Iterator
 def _checked(model: HookedRoot, data: ScoringSet, additions: Sequence[Addition]) -> list[Addition]:
     if not additions:
         raise UsageError("no additions to evaluate; pass at least one Addition")
-    out = []
+    out, shapes = [], {}
     for add in additions:
-        shape = model.activation_shape(add.hook)
+        if add.hook not in shapes:
+            shapes[add.hook] = model.activation_shape(add.hook)
+        shape = shapes[add.hook]
         if not isinstance(add.vector, Tensor) or tuple(add.vector.shape) != shape:
             raise ShapeError(
                 f"the vector added at {add.hook!r} has shape {_shape(add.vector)}; one example's activation "

@@ -120,8 +120,7 @@ def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Te
             return ModelResult(**cached["result"])
     start = time.perf_counter()
     model.eval()
-    if train_data is None:
-        model.meta["dataset"] = "mnist"
+    model.meta["dataset"] = "mnist"  # the family is trained on MNIST (all of it, or a subset for quick runs)
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
         sel = selectivity(model, model.hook_names, coeffs, pairs=pairs, test=test)

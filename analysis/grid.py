@@ -81,15 +81,6 @@ class GridResult(ByName):
             lines.append("| Normal | " + " | ".join(f"{v:.{precision + 1}f}" for v in self.normal[metric]) + " |")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data, arrays as nested lists rounded to 6 decimals."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["digits"] = [int(d) for d in self.digits]
-        out["metrics"] = {k: rounded(v) for k, v in self.metrics.items()}
-        out["normal"] = {k: rounded(v) for k, v in self.normal.items()}
-        out["distributions"] = None if self.distributions is None else rounded(self.distributions)
-        return out
-
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write JSON atomically."""
         with atomic_write(path, "w") as f:
@@ -99,17 +90,7 @@ class GridResult(ByName):
     def load(cls, path: Union[str, "os.PathLike[str]"]) -> "GridResult":
         """Read a grid written by ``save``."""
         with open(path) as f:
-            data = json.load(f)
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = names - {"exemplar", "engine", "distributions"}
-        if not isinstance(data, dict) or not required <= set(data) or not isinstance(data.get("metrics"), dict):
-            raise UsageError(f"{str(path)!r} is not a saved GridResult; expected keys {sorted(required)}")
-        data = {k: v for k, v in data.items() if k in names}
-        data["metrics"] = {k: np.asarray(v) for k, v in data["metrics"].items()}
-        data["normal"] = {k: np.asarray(v) for k, v in data["normal"].items()}
-        if data.get("distributions") is not None:
-            data["distributions"] = np.asarray(data["distributions"])
-        return cls(**data)
+            return cls.from_dict(json.load(f))
 
     def __repr__(self) -> str:
         return (f"GridResult({self.hook}, coeff={self.coeff:g}, {self.vectors}, {len(self.digits)}x{len(self.digits)}, "

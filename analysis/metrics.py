@@ -178,13 +178,55 @@ def _shape(t: Any) -> str:
 
 
 class ByName:
-    """Mixin for result classes holding ``metrics: dict[str, array]``: ``result.loss`` is ``result.metrics["loss"]``."""
+    """Mixin for the result dataclasses holding ``metrics: dict[str, array]``.
+
+    ``result.loss`` is ``result.metrics["loss"]``; ``to_dict`` / ``from_dict`` round-trip through
+    plain JSON-able data (arrays as nested lists rounded to ``DECIMALS``, tuples as lists).
+    """
 
     def __getattr__(self, name: str) -> np.ndarray:
         metrics = self.__dict__.get("metrics", {})
         if name in metrics:
             return metrics[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Any:
+        """The result ``to_dict`` wrote; ``UsageError`` if ``data`` is not one."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        required = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+        if not isinstance(data, dict) or not required <= set(data):
+            raise UsageError(f"not a saved {cls.__name__}: expected the keys {sorted(required)}")
+        return cls(**{n: _typed(fields[n].type, v) for n, v in data.items() if n in fields})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return rounded(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), DECIMALS)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _typed(annotation: Any, value: Any) -> Any:
+    """``value`` read back as ``annotation`` says: arrays for ``np.ndarray`` (also inside dicts), tuples in lists of tuples."""
+    if value is None:
+        return None
+    text = str(annotation)
+    if annotation is np.ndarray or text.startswith("typing.Optional[numpy.ndarray"):
+        return np.asarray(value)
+    if text == "dict[str, numpy.ndarray]":
+        return {k: np.asarray(v) for k, v in value.items()}
+    if text.startswith("list[tuple"):
+        return [tuple(v) for v in value]
+    return value
 
 
 def rounded(values: Union[np.ndarray, float]) -> Any:

@@ -17,7 +17,9 @@ import numpy as np
 
 from hookedmlp.io import atomic_write
 
-__all__ = ["same_to_precision", "Outputs", "numbers_of"]
+__all__ = ["same_to_precision", "Outputs", "numbers_of", "JSON_REL"]
+
+JSON_REL = 1e-4  # saved results agree across machines to far better than this, and reports print less
 
 # A number standing alone (not the digit of a name such as layer0): integers must match exactly, decimals to
 # one unit in their last printed digit.
@@ -39,13 +41,18 @@ def _split(text: str) -> tuple[list[str], list[tuple[float, float]]]:
     return words, numbers
 
 
-def same_to_precision(old: str, new: str) -> bool:
-    """Whether ``new`` equals ``old`` but for numbers that differ by at most one unit in their last printed digit."""
+def same_to_precision(old: str, new: str, rel: float = 0.0) -> bool:
+    """Whether ``new`` equals ``old`` but for numbers that differ by at most one unit in their last printed digit.
+
+    With ``rel``, decimals may also differ by ``rel`` of their size (for data files, which print more digits than
+    the machine agrees on).
+    """
     old_words, old_numbers = _split(old)
     new_words, new_numbers = _split(new)
     if old_words != new_words or len(old_numbers) != len(new_numbers):
         return False
-    return all(abs(a - b) <= max(ta, tb) for (a, ta), (b, tb) in zip(old_numbers, new_numbers))
+    return all(abs(a - b) <= max(ta, tb, rel * max(abs(a), abs(b)) if ta or tb else 0.0)
+               for (a, ta), (b, tb) in zip(old_numbers, new_numbers))
 
 
 class Outputs:
@@ -64,10 +71,10 @@ class Outputs:
         self.written: list[Path] = []
         self.kept: list[Path] = []
 
-    def text(self, relpath: str, text: str) -> Path:
-        """Write ``text`` to ``root/relpath`` unless the file there says the same to its precision."""
+    def text(self, relpath: str, text: str, rel: float = 0.0) -> Path:
+        """Write ``text`` to ``root/relpath`` unless the file there says the same to its precision (see ``same_to_precision``)."""
         path = self.root / relpath
-        if path.exists() and same_to_precision(path.read_text(), text):
+        if path.exists() and same_to_precision(path.read_text(), text, rel):
             self.kept.append(path)
             return path
         with atomic_write(path, "w") as f:

@@ -6,13 +6,14 @@ the ``Reproduction`` (what ``reproduce`` computed) and writes nothing by hand.
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from analysis.claims import CLAIMS, DAMAGE_FACTOR, ClaimSummary, evaluate_claims, summarise
+from analysis.claims import CLAIMS, DAMAGE_FACTOR, ClaimSummary, summarise
 from analysis.grid import GridResult
-from analysis.published import StudyTables, spearman
-from analysis.spread import Run
+from analysis.published import StudyTables, spearman, study_tables
+from analysis.spread import Run, VectorSource
 from analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = ["Reproduction", "report_text"]
@@ -38,11 +39,41 @@ class Reproduction:
     control_test_loss: float
     spread_n_test: int
     seeds_note: str  # which models the spread covers
+    headline_claims: dict[str, tuple[bool, float]]
 
     @property
     def grid(self) -> GridResult:
         """The study's grid: ``layer0.post``."""
         return self.grids["layer0.post"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every number the report shows, as plain data (no distributions, no timings): what ``report_text`` needs."""
+        def grid(g: GridResult) -> dict[str, Any]:
+            return dataclasses.replace(g, distributions=None).to_dict()
+
+        def run(r: Run) -> dict[str, Any]:
+            return {"model": r.model, "source": dataclasses.asdict(r.source), "claims": r.claims,
+                    "off_diagonal_loss": round(r.off_diagonal_loss, 6)}
+
+        return {"model_name": self.model_name, "test_loss": self.test_loss, "test_accuracy": self.test_accuracy,
+                "n_test": self.n_test, "grids": {h: grid(g) for h, g in self.grids.items()}, "sweep": self.sweep.to_dict(),
+                "dose": self.dose.to_dict(), "runs": [run(r) for r in self.runs],
+                "control_runs": [run(r) for r in self.control_runs], "control_grid": grid(self.control_grid),
+                "control_test_loss": self.control_test_loss, "spread_n_test": self.spread_n_test,
+                "seeds_note": self.seeds_note, "headline_claims": self.headline_claims}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Reproduction":
+        def run(d: dict[str, Any]) -> Run:
+            return Run(d["model"], VectorSource(**d["source"]), {k: (bool(v[0]), float(v[1])) for k, v in d["claims"].items()},
+                       d["off_diagonal_loss"], 0.0)
+
+        return cls(data["model_name"], data["test_loss"], data["test_accuracy"], data["n_test"],
+                   {h: GridResult.from_dict(g) for h, g in data["grids"].items()}, LayerSweep.from_dict(data["sweep"]),
+                   CoeffSweep.from_dict(data["dose"]), study_tables(), [run(r) for r in data["runs"]],
+                   [run(r) for r in data["control_runs"]], GridResult.from_dict(data["control_grid"]),
+                   data["control_test_loss"], data["spread_n_test"], data["seeds_note"],
+                   {k: (bool(v[0]), float(v[1])) for k, v in data["headline_claims"].items()})
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -76,7 +107,7 @@ def _header(r: Reproduction) -> str:
 
 
 def _claims(r: Reproduction) -> str:
-    headline = evaluate_claims(r.grids, r.study)
+    headline = r.headline_claims
     summaries = summarise([run.claims for run in r.runs])
     rows = [[f"{i + 1}. {s.claim.statement}", s.claim.number, s.claim.study_value, _value(headline[s.claim.key]),
              f"**{s.verdict}**", f"{s.median:.3f} [{s.low:.3f}, {s.high:.3f}]"] for i, s in enumerate(summaries)]

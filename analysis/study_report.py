@@ -1,18 +1,19 @@
 """``docs/study.md``: the network-properties study's table, figures and conclusions, every number from the run."""
 
 import dataclasses
+import json
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult, run_study
 from analysis.figures import study_layers_figure, study_tradeoff_figure, write_figure
-from analysis.outputs import Outputs
+from analysis.outputs import JSON_REL, Outputs
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
 from hookedmlp.data import load_mnist
@@ -20,7 +21,7 @@ from hookedmlp.errors import ConfigError
 from hookedmlp.io import check_writable
 from hookedmlp.train import TrainSettings
 
-__all__ = ["Spread", "VariantSummary", "summarise_variants", "study_text", "study"]
+__all__ = ["Spread", "VariantSummary", "summarise_variants", "study_text", "study", "results_to_dict", "results_from_dict"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +145,16 @@ def study_text(results: Sequence[ModelResult], figures: bool = True, n_test: int
     return "\n".join(s)
 
 
+def results_to_dict(results: Sequence[ModelResult], n_test: int, quick: bool) -> dict[str, Any]:
+    """What ``study_text`` needs, as plain data without timings (``figures/study.json``)."""
+    rows = [{**dataclasses.asdict(r), "train_seconds": 0.0, "analysis_seconds": 0.0} for r in results]
+    return {"n_test": n_test, "quick": quick, "results": rows}
+
+
+def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, bool]:
+    return [ModelResult(**r) for r in data["results"]], data["n_test"], data["quick"]
+
+
 def study(out_dir: Path = Path("docs"), cache: Path = Path("runs/study"), quick: bool = False,
           variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None, figures: bool = True,
           log: Callable[[str], None] = print) -> list[ModelResult]:
@@ -178,6 +189,7 @@ def study(out_dir: Path = Path("docs"), cache: Path = Path("runs/study"), quick:
                        lambda stem, formats: write_figure(study_tradeoff_figure(results), stem, formats))
         outputs.figure("figures/study_layers", [r.share[h] for r in results for h in r.hooks],
                        lambda stem, formats: write_figure(study_layers_figure(results), stem, formats))
+    outputs.text("figures/study.json", json.dumps(results_to_dict(results, n_test, quick), indent=1), rel=JSON_REL)
     outputs.text("study.md", study_text(results, figures, n_test, quick))
     outputs.close()
     train_s = sum(r.train_seconds for r in results)

@@ -47,12 +47,6 @@ class LayerSweep(ByName):
             lines.append(f"| {h} | " + " | ".join(format(self.metrics[m][i], f) for m, f in zip(names, fmts)) + " |")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["metrics"] = {k: rounded(v) for k, v in self.metrics.items()}
-        out["normal"] = {k: rounded(v) for k, v in self.normal.items()}
-        return out
-
 
 @dataclasses.dataclass
 class CoeffSweep(ByName):

@@ -55,7 +55,7 @@ def _os_error(path: Path, err: OSError, existed: bool, where: Optional[Path] = N
     """The one-line FileWriteError for an OSError met while writing ``path`` (in directory ``where``)."""
     if err.errno in _SPACE:
         return _space_error(path, err, existed)
-    reason = err.strerror or type(err).__name__
+    reason = err.strerror or str(err) or type(err).__name__
     if where is not None and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return _error(f"cannot write {str(path)!r}: the directory {str(where)!r} is not writable ({reason}); "
                       "choose another path", err.errno)

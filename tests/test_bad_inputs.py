@@ -202,10 +202,12 @@ def _mnist_under_a_file(env: Env) -> None:
 NAN_IMAGE = torch.full((784,), math.nan)
 EXP_INPUT = r"expected input of shape \[batch, 784\] or \[batch, 1, 28, 28\] or \[batch, 28, 28\], got "
 
-_str_digit = typed(ConfigError, r"class must be an int from 0 to 9, got str \('3'\)", r"parameter 'a'")
+_str_digit = typed(ConfigError, r"a \(a class of MNIST train, or input tensors\) must be an int from 0 to 9, got str \('3'\)",
+                   r"parameter 'a'")
 _not_callable = typed(TypeError, r"hook function must be callable as fn\(activation, hook=\.\.\.\), got int", r"parameter 'fwd_hooks'")
 _rank0 = typed(ShapeError, EXP_INPUT + r"\[\]", r"parameter 'x'")
-HOOK_DTYPE = r"hook HookHandle\('{hook}', fwd, fn=.*\) returned dtype {got}, expected torch\.float32 \(that of the activation at '{hook}'\)"
+HOOK_DTYPE = (r"hook HookHandle\('{hook}', fwd, fn=.*\) returned a {got} tensor on cpu, expected torch\.float32 on cpu \(the "
+              r"activation at '{hook}'\); convert it with \.to\(torch\.float32\)")
 
 CASES = [
     # -- shapes and ranks -------------------------------------------------------------------------
@@ -251,7 +253,7 @@ CASES = [
     Case("vector-times-a-bool", lambda e: SteeringVector({"layer0.post": torch.ones(512)}) * True, SteeringError,
          r"coeff must be a real number, got bool \(True\)"),
     Case("steering_vector-nan-image-contrast", lambda e: e.mnist.steering_vector(NAN_IMAGE, 1, "layer0.post"), SteeringError,
-         r"contrast input contains NaN or infinite values; pass finite inputs"),
+         r"contrast input a contains NaN or infinite values; pass finite inputs"),
     Case("steering_grid-nan-images", lambda e: steering_grid(e.mnist, test=(torch.full((3, 784), math.nan), torch.tensor([0, 1, 2]))),
          UsageError, r"test images contain NaN or infinite values"),
     Case("vector-with-nan", lambda e: SteeringVector({"layer0.post": torch.full((512,), math.nan)}), SteeringError,
@@ -261,15 +263,15 @@ CASES = [
          r"^patch activations must be finite, got inf \(512 of 512 entries are NaN or infinite\)$"),
     Case("patch-nan-activations", lambda e: _patch_and_run(e, math.nan), SteeringError, r"^patch activations must be finite, got nan"),
     # -- digits --------------------------------------------------------------------------------------
-    Case("digit-10", lambda e: e.mnist.steering_vector(10, 1, "layer0.post"), ConfigError, r"class must be from 0 to 9, got 10$"),
-    Case("digit-minus-1", lambda e: e.mnist.steering_vector(3, -1, "layer0.post"), ConfigError, r"class must be from 0 to 9, got -1$"),
+    Case("digit-10", lambda e: e.mnist.steering_vector(10, 1, "layer0.post"), ConfigError, r"^a \(a class of MNIST train, or input tensors\) must be from 0 to 9, got 10$"),
+    Case("digit-minus-1", lambda e: e.mnist.steering_vector(3, -1, "layer0.post"), ConfigError, r"^b \(a class of MNIST train, or input tensors\) must be from 0 to 9, got -1$"),
     Case("digit-bool", lambda e: e.mnist.steering_vector(True, 1, "layer0.post"), ConfigError,
-         r"class must be an int from 0 to 9, got bool \(True\)"),
+         r"^a \(a class of MNIST train, or input tensors\) must be an int from 0 to 9, got bool \(True\)"),
     Case("digit-str", lambda e: e.mnist.steering_vector("3", 1, "layer0.post"), *_str_digit),
     Case("method-best", lambda e: e.mnist.steering_vector(3, 1, "layer0.post", method="best"), ConfigError,
          r"method must be one of 'first', 'mean', got 'best'"),
     Case("steering_grid-label-10", lambda e: steering_grid(e.mnist, test=(X_MNIST[:3], torch.tensor([0, 1, 10]))), UsageError,
-         r"labels .*\b10\b", bug=("a test label beyond the model's 10 outputs reaches one_hot in analysis/engine.py", RuntimeError)),
+         r"labels .*\b10\b"),
     # -- unknown hooks and filters ------------------------------------------------------------------
     Case("names_filter-no-match", lambda e: e.mnist.run_with_cache(X_MNIST, names_filter="*.nope"), HookNameError,
          r"pattern '\*\.nope' matched no hook point \(valid: " + VALID),
@@ -285,21 +287,22 @@ CASES = [
     Case("hooks-list-later-entry-not-callable",
          lambda e: _enter(e.mnist.hooks(fwd_hooks=[("layer0.post", lambda a, hook: None), ("layer1.post", 3)])), *_not_callable),
     Case("stop_at-before-start_at", lambda e: e.mnist(torch.rand(4, 512), start_at="layer2.post", stop_at="layer0.post"), UsageError,
-         r"the pass would stop \(layer0\.post\) before it starts \(layer2\.post\); hook order is layer0\.pre, "),
+         r"stop_at='layer0\.post' comes before start_at='layer2\.post', so the pass would stop before it starts; hook order is "
+         r"layer0\.pre, "),
     Case("context-entered-twice", _enter_twice, UsageError,
          r"this hook context is already active; make a new one \(e\.g\. call model\.steer\(\.\.\.\) again\) to nest"),
     # -- vectors and interventions that do not fit -----------------------------------------------------
     Case("vector-wrong-size", lambda e: _enter(SteeringVector({"layer0.post": torch.zeros(5)}).apply(e.mnist)), ShapeError,
-         r"steering vector at 'layer0\.post' has shape \[5\], but one example's activation there is \[512\]; expected a "
-         r"vector of shape \[512\]"),
+         r"steering vector at 'layer0\.post' has shape \[5\], but one example's activation there is \[512\] \(a batch is "
+         r"\[batch, 512\]\); expected a tensor of shape \[512\]"),
     Case("vector-for-missing-hook", lambda e: _enter(SteeringVector({"layer7.post": torch.zeros(512)}).apply(e.mnist)), HookNameError,
          r"steering vector has hook 'layer7\.post', which this model lacks; did you mean 'layer4\.post'\?"),
     Case("mnist-vector-on-tiny-model", lambda e: _enter(e.tiny.steer(SteeringVector({"layer1.post": torch.ones(512)}))), ShapeError,
-         r"has shape \[512\], but one example's activation there is \[8\]; expected a vector of shape \[8\]"),
+         r"has shape \[512\], but one example's activation there is \[8\] \(a batch is \[batch, 8\]\); expected a tensor of shape \[8\]"),
     Case("ablate-zero-direction", lambda e: _enter(e.mnist.ablate(torch.zeros(512), "layer0.post")), SteeringError,
-         r"direction must be non-zero and finite to project out, got norm 0\.0"),
+         r"direction must be non-zero and finite to project out, got norm 0$"),
     Case("patch-wrong-width", lambda e: _enter(e.mnist.patch("layer0.post", torch.ones(3, 5))), ShapeError,
-         r"patch activations have shape \[3, 5\]; expected \[batch, 512\] or \[512\] for 'layer0\.post'"),
+         r"patch activations have shape \[3, 5\]; expected \[batch, 512\] or one example's \[512\] for 'layer0\.post'"),
     Case("patch-batch-mismatch-at-run-time", _patch_batch_mismatch, ShapeError,
          r"patch at 'layer0\.post' holds a batch of 3 but the run has 4"),
     Case("clamp-index-out-of-range", lambda e: _enter(e.mnist.clamp("layer0.post", 512, 1.0)), UnitIndexError,
@@ -361,7 +364,7 @@ CASES = [
          r"HOOKEDMLP_DATA \(or pass root=, hookedmlp train --data-root\) to a writable directory$"),
     # -- a model in training mode: a warning, not an error ----------------------------------------------
     Case("steer-in-training-mode", _train_mode_steer, SteeringWarning,
-         r"steering a model in training mode: layer2\.module compute something else there \(dropout is random", kind="warns"),
+         r"steering a model in training mode: layer2\.module \(Dropout\) compute something else there \(dropout is random", kind="warns"),
     # -- the command line ---------------------------------------------------------------------------------
     Case("cli-grid-coeff-inf", lambda e: ["grid", "--coeff", "inf"], "argparse", r"argument --coeff: expected a finite number, got inf", kind="cli"),
     Case("cli-grid-coeff-beyond-float32", lambda e: ["grid", "--coeff", "1e308"], "status 2",

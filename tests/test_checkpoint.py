@@ -14,7 +14,7 @@ from torch import nn
 
 import hookedmlp
 from hookedmlp import CheckpointError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP
-from hookedmlp import UnsupportedNetworkError
+from hookedmlp import FileWriteError, UnsupportedNetworkError
 from hookedmlp.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from hookedmlp.cli import main
 from hookedmlp.modules import describe
@@ -183,7 +183,7 @@ def test_save_overwrites_and_creates_parents(tmp_path):
 
 
 def test_save_to_a_directory_raises(tmp_path):
-    with pytest.raises(IsADirectoryError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
+    with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
         _mlp().save(tmp_path)
 
 
@@ -214,7 +214,7 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="^disk full$"):
+    with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(path)!r}: disk full (old file kept)")):
         _mlp(seed=2).save(path)
     monkeypatch.undo()
     assert path.read_bytes() == old and _files(tmp_path) == ["m.pt"]
@@ -461,7 +461,8 @@ def test_truncated_and_garbage_files(tmp_path):
         assert str(info.value).endswith("; re-create it")
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"this is not a checkpoint at all")
-    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(bad)!r} is truncated or corrupt")):
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(bad)!r} is not a file written by torch.save (it starts "
+                                                        "with b'this is '); pass a .pt file written by hookedmlp")):
         HookedMLP.load(bad)
 
 

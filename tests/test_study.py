@@ -1,6 +1,7 @@
 """The network-properties study: every variant trains and steers; the run is cached, resumable and keyed on the recipe."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from analysis.additions import pair_additions
 from analysis.engine import evaluate_additions, evaluate_plain
 from analysis.family import VARIANTS, Variant, study_model
 from analysis.spread import stratified_subset
-from analysis.study_report import study
+from analysis.outputs import same_to_precision
+from analysis.study_report import results_from_dict, study, study_text
 from hookedmlp import MLPConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, build_model, train_model
@@ -80,6 +82,8 @@ def test_study_quick_end_to_end(tmp_path: Path):
     for name in ("baseline", "residual", "LeNet"):
         assert f"| {name} |" in text
     assert (tmp_path / "figures" / "study_layers.png").exists()
+    saved = results_from_dict(json.loads((tmp_path / "figures" / "study.json").read_text()))
+    assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
     study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache
     assert (tmp_path / "study.md").stat().st_mtime_ns == mtime
