@@ -492,8 +492,7 @@ class HookedRoot(nn.Module):
         return [(n, "[" + ", ".join(["batch", *map(str, shapes[n])]) + "]", "hook point in forward") for n in self.hook_names]
 
     # -- steering and other interventions ------------------------------------------
-    def steering_vector(self, a: Union[int, Tensor], b: Union[int, Tensor], hook: Union[str, Sequence[str]], coeff: float = 1.0,
-                        method: str = "first",
+    def steering_vector(self, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first",
                         exemplar: int = 0, data: Any = None) -> "steering.SteeringVector":
         """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector``, computed with no hook running.
 
@@ -514,8 +513,7 @@ class HookedRoot(nn.Module):
         """
         return steering.build_steering_vector(self, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data)
 
-    def steer(self, vector: Optional["steering.SteeringVector"] = None, *, a: Union[int, Tensor, None] = None,
-              b: Union[int, Tensor, None] = None,
+    def steer(self, vector: Optional["steering.SteeringVector"] = None, *, a: Any = None, b: Any = None,
               hook: Union[str, Sequence[str], None] = None, coeff: float = 1.0, method: str = "first",
               exemplar: int = 0, data: Any = None) -> HookContext:
         """Context manager adding a steering vector: ``with model.steer(a=3, b=1, hook="layer0.post"):``.

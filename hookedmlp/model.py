@@ -85,9 +85,10 @@ class HookedMLP(HookedRoot):
         config: an ``MLPConfig`` (default: the study's 784-512-512-10 ReLU net) or
             ``LeNetConfig``; fresh weights.
         input_shape: the shape of one example (default: the config's).
-        modules, paths, first_shape: instead of a config, the chain itself, each module's path in
-            the original network, and what the first module reads (``from_module`` and checkpoints
-            pass these; a user wraps a network with ``from_module``).
+        modules: instead of a config, the chain itself (``from_module`` and checkpoints pass it;
+            a user wraps a network with ``from_module``).
+        paths: each module's path in the original network.
+        first_shape: what the first module reads.
 
     Examples:
         >>> net = HookedMLP(MLPConfig(d_in=4, d_hidden=(3,), d_out=2))

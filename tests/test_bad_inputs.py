@@ -202,8 +202,7 @@ def _mnist_under_a_file(env: Env) -> None:
 NAN_IMAGE = torch.full((784,), math.nan)
 EXP_INPUT = r"expected input of shape \[batch, 784\] or \[batch, 1, 28, 28\] or \[batch, 28, 28\], got "
 
-_str_digit = typed(ConfigError, r"a \(a class of MNIST train, or input tensors\) must be an int from 0 to 9, got str \('3'\)",
-                   r"parameter 'a'")
+_str_digit = (ConfigError, r"a \(a class of MNIST train, or input tensors\) must be an int from 0 to 9, got str \('3'\)")
 _not_callable = typed(TypeError, r"hook function must be callable as fn\(activation, hook=\.\.\.\), got int", r"parameter 'fwd_hooks'")
 _rank0 = typed(ShapeError, EXP_INPUT + r"\[\]", r"parameter 'x'")
 HOOK_DTYPE = (r"hook HookHandle\('{hook}', fwd, fn=.*\) returned a {got} tensor on cpu, expected torch\.float32 on cpu \(the "
