@@ -42,6 +42,11 @@ class Variant:
     recipe: Recipe
     weight_decay: float = 0.0
 
+    @property
+    def slug(self) -> str:
+        """The name as the command line takes it (``depth-1``)."""
+        return self.name.replace(" ", "-").lower()
+
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("baseline", "the study's network: 784-512-512-10, ReLU", MLPConfig()),
@@ -109,7 +114,7 @@ def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Te
     """Train (or load from ``cache``) one model of the family and analyse it at every hook point."""
     settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
     dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
-    stem = f"{variant.name.replace(' ', '-').lower()}-seed{seed}-{_key(variant, settings, dataset)}"
+    stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
     model_path, result_path = cache / f"{stem}.pt", cache / f"{stem}.json"
     model, train_seconds = _train(variant, seed, model_path, train_data, settings)
     digest = sha256_file(model_path)

@@ -194,6 +194,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from analysis.family import VARIANTS
+    from analysis.study_report import study
+
+    by_slug = {v.slug: v.name for v in VARIANTS}
+    names = [by_slug[s] for s in args.variants] if args.variants else None
+    study(out_dir=args.out, cache=args.cache, quick=args.quick, variants=names, seeds=args.seeds,
+          figures=not args.no_figures, log=print)
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from analysis.reproduce import reproduce
 
@@ -216,7 +227,8 @@ def _cmd_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "hooks": _cmd_hooks, "reproduce": _cmd_reproduce, "grid": _cmd_grid, "sweep": _cmd_sweep}
+_COMMANDS = {"train": _cmd_train, "hooks": _cmd_hooks, "reproduce": _cmd_reproduce, "study": _cmd_study, "grid": _cmd_grid,
+             "sweep": _cmd_sweep}
 
 
 def _quiet_stdout() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "parse_args", "version", "ACTIVATIONS", "NORMS", "ARCHS", "METRICS", "FIGURE_FORMATS"]
+__all__ = ["build_parser", "parse_args", "version", "ACTIVATIONS", "NORMS", "ARCHS", "METRICS", "FIGURE_FORMATS", "VARIANTS"]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
 NORMS = ("none", "layernorm", "batchnorm")
@@ -24,6 +24,8 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "kl": "mean KL(unsteered || steered) on the other digits",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
+VARIANTS = ("baseline", "depth-1", "depth-4", "width-64", "width-2048", "gelu", "tanh", "silu", "dropout", "weight-decay",
+            "layernorm", "residual", "lenet")  # analysis.family.VARIANTS' slugs
 
 
 def version() -> str:
@@ -123,7 +125,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hookedmlp`` command.
 
-    Subcommands: ``train``, ``reproduce``, ``grid``, ``sweep`` and ``hooks``; run
+    Subcommands: ``train``, ``reproduce``, ``study``, ``grid``, ``sweep`` and ``hooks``; run
     ``hookedmlp <command> --help`` for their flags. Bad flags exit with status 2 and
     a one-line message.
 
@@ -147,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--train", action="store_true", help="train a fresh model first, about half a minute (default: off)")
     repro.add_argument("--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)")
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+
+    study = sub.add_parser("study", help="which network properties make activation additions work: train a family of "
+                           "networks, write docs/study.md (about 25 minutes; resumable)")
+    study.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
+    study.add_argument("--cache", type=Path, default=Path("runs/study"),
+                       help="trained models and per-model results, reused by later runs (default: %(default)s)")
+    study.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, metavar="VARIANT",
+                       help=f"variants to run, of {', '.join(VARIANTS)} (default: all)")
+    study.add_argument("--seeds", nargs="+", type=_seed, default=None, metavar="SEED", help="training seeds (default: 0 1 2)")
+    study.add_argument("--quick", action="store_true",
+                       help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)")
+    study.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
 
     grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
     grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")

@@ -206,6 +206,9 @@ def test_the_parser_choices_mirror_the_library():
     assert parser.ACTIVATIONS == tuple(ACTIVATIONS)
     assert parser.NORMS == NORMS
     assert parser.METRICS == {name: m.title for name, m in METRICS.items()}
+    from analysis.family import VARIANTS
+
+    assert parser.VARIANTS == tuple(v.slug for v in VARIANTS)
 
 
 # -- argument errors -----------------------------------------------------------------------------

@@ -87,3 +87,22 @@ def test_study_quick_end_to_end(tmp_path: Path):
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
     study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache
     assert (tmp_path / "study.md").stat().st_mtime_ns == mtime
+
+
+def test_cli_study_quick(tmp_path: Path, capsys):
+    from hookedmlp.cli import main
+
+    assert main(["study", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--variants", "baseline",
+                 "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "model 1/1: baseline, seed 0" in out and f"report: {tmp_path / 'study.md'}" in out
+    assert "| baseline |" in (tmp_path / "study.md").read_text()
+
+
+def test_cli_study_unknown_variant(capsys):
+    from hookedmlp.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "--variants", "giant"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'giant'" in capsys.readouterr().err
