@@ -75,6 +75,12 @@ class MLPConfig:
     def input_shape(self) -> tuple[int, ...]:
         return image_shape(self.d_in)
 
+    @property
+    def summary(self) -> str:
+        """In words: ``784-512-512-10 MLP, ReLU``."""
+        extra = (f", {self.norm}" if self.norm != "none" else "") + (f", dropout {self.dropout:g}" if self.dropout else "")
+        return f"{'-'.join(map(str, (self.d_in, *self.d_hidden, self.d_out)))} MLP, {self.activation}{extra}"
+
     def modules(self) -> list[nn.Module]:
         """Fresh modules (new weights), in forward order."""
         out: list[nn.Module] = []
@@ -112,6 +118,10 @@ class LeNetConfig:
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_channels, 28, 28)
 
+    @property
+    def summary(self) -> str:
+        return f"LeNet-5-style CNN, channels {self.channels[0]}-{self.channels[1]}, {self.activation}"
+
     def modules(self) -> list[nn.Module]:
         c1, c2 = self.channels
         h1, h2 = self.d_hidden
@@ -137,6 +147,10 @@ class ResidualConfig:
         _widths(d_in=self.d_in, d_model=self.d_model, d_mlp=self.d_mlp, n_blocks=self.n_blocks, d_out=self.d_out)
         check_choice(self.activation, tuple(ACTIVATIONS), "activation")
         check_choice(self.norm, ("none", "layernorm"), "norm")
+
+    @property
+    def summary(self) -> str:
+        return f"residual MLP, d_model {self.d_model}, {self.n_blocks} blocks of d_mlp {self.d_mlp}, {self.activation}, {self.norm}"
 
     @property
     def input_shape(self) -> tuple[int, ...]:

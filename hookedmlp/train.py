@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from hookedmlp.checkpoint import load_checkpoint, sha256_file
 from hookedmlp.checks import check_int, check_number
-from hookedmlp.config import MLPConfig, Recipe, ResidualConfig, config_to_dict
+from hookedmlp.config import config_from_dict, MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import UsageError
 from hookedmlp.hooked import HookedRoot
@@ -254,7 +254,9 @@ def _meta(recipe: Recipe, settings: TrainSettings, history: list[dict[str, float
 def write_card(checkpoint: Union[str, "os.PathLike[str]"], card: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
     """Write the JSON card of a trained checkpoint (recipe, settings, command, metrics, sha256) atomically."""
     meta = load_checkpoint(checkpoint).meta
-    data = {"name": Path(checkpoint).stem, "recipe": meta.get("recipe"), "settings": meta.get("settings"),
+    recipe = config_from_dict(meta.get("recipe"), f"{checkpoint} recipe")
+    data = {"name": Path(checkpoint).stem, "architecture": recipe.summary if recipe is not None else None,
+            "recipe": meta.get("recipe"), "settings": meta.get("settings"),
             "dataset": meta.get("dataset"), "command": meta.get("command"), "test_loss": meta.get("test_loss"),
             "test_accuracy": meta.get("test_accuracy"), "sha256": sha256_file(checkpoint)}
     with atomic_write(card, "w") as f:

@@ -214,7 +214,7 @@ def test_card_is_written_with_the_checkpoint(data, tmp_path):
     result = train_model(CFG, TrainSettings(epochs=1, batch_size=64, seed=5), data=data, out=tmp_path / "m.pt",
                          card=tmp_path / "m.json", progress=False, command="hookedmlp train --seed 5")
     card = json.loads((tmp_path / "m.json").read_text())
-    assert card == {"name": "m", "recipe": json.loads(json.dumps(config_to_dict(CFG))), "settings": dataclasses.asdict(TrainSettings(epochs=1, batch_size=64, seed=5)),
+    assert card == {"name": "m", "architecture": "16-8-3 MLP, relu", "recipe": json.loads(json.dumps(config_to_dict(CFG))), "settings": dataclasses.asdict(TrainSettings(epochs=1, batch_size=64, seed=5)),
                     "dataset": "given tensors", "command": "hookedmlp train --seed 5", "test_loss": result.test_loss,
                     "test_accuracy": result.test_accuracy, "sha256": sha256_file(tmp_path / "m.pt")}
 
