@@ -411,7 +411,7 @@ def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, forma
 def test_figure_html_writes_that_file_only(capsys, tmp_path):
     assert main(["sweep", "--figure", str(tmp_path / "x.html")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'x.html'}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js", "x.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html"]  # standalone: plotly.js inside
 
 
 # -- train ---------------------------------------------------------------------------------------
@@ -429,8 +429,10 @@ def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monk
     assert len(lines) == 1 and lines[0].startswith("test loss ") and lines[0].endswith(f"-> {out} and {card_path}")
     assert sorted(os.listdir(out.parent)) == ["m.json", "m.pt"]  # no partial file left
     card = json.loads(card_path.read_text())
-    assert set(card) == {"name", "recipe", "settings", "dataset", "command", "test_loss", "test_accuracy", "sha256"}
-    assert card["name"] == "m" and card["dataset"] == "mnist"
+    assert set(card) == {
+        "name", "architecture", "recipe", "settings", "dataset", "command", "test_loss", "test_accuracy", "sha256"
+    }
+    assert card["name"] == "m" and card["dataset"] == "mnist" and card["architecture"] == "784-512-512-10 MLP, relu"
     assert card["recipe"] == {"kind": "mlp", "d_in": 784, "d_hidden": [512, 512], "d_out": 10, "activation": "relu",
                               "dropout": 0.0, "norm": "none", "bias": True}
     assert card["settings"] == {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 5}
