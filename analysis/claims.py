@@ -29,9 +29,7 @@ def flips_as_the_study_says(grid: GridResult) -> np.ndarray:
     Measured as the study measured it, on the softmax of the mean logits over b's test images;
     the unsteered reference is the grid's diagonal cell ``[b, b]`` (a zero vector).
     """
-    d = grid.distributions
-    if d is None:
-        raise ValueError("the grid has no distributions; compute it with keep_distributions=True")
+    d = grid.kept_distributions()
     k = len(grid.digits)
     out = []
     for i in range(k):

@@ -58,6 +58,12 @@ class GridResult(ByName):
         i, j = self.digits.index(a), self.digits.index(b)
         return {m: float(v[i, j]) for m, v in self.metrics.items()}
 
+    def kept_distributions(self) -> np.ndarray:
+        """``distributions`` ``[a, b, digit, class]``, or a UsageError if the grid was computed without them."""
+        if self.distributions is None:
+            raise UsageError("this grid has no distributions; compute it with steering_grid(..., keep_distributions=True)")
+        return self.distributions
+
     def off_diagonal(self, name: str = "loss") -> np.ndarray:
         """The metric's values with ``a != b``, row by row."""
         return self.metric(name)[~np.eye(len(self.digits), dtype=bool)]

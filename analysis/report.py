@@ -228,15 +228,18 @@ def _sweep(r: Reproduction, figures: bool) -> str:
 
 def _distributions(r: Reproduction, figures: bool) -> str:
     text = ["## Distributions\n", "For each pair, the steered model's mean logits over the test images of each digit, "
-            "as probabilities (the study's plots). The static figure shows six pairs; the interactive one has every pair.\n"]
+            "as probabilities (the study's plots). The static figure shows six pairs, each titled with why it was chosen "
+            "(the study's 3 - 1, the strongest, weakest and a median flip, the most and the least damage); the "
+            "interactive one has a menu with every pair.\n"]
     if figures:
         text.append("[![Distributions](figures/distributions.png)](figures/distributions.png) "
-                    "([interactive, every pair](figures/distributions.html))\n")
+                    "([interactive, every pair](figures/distributions_all.html))\n")
     return "\n".join(text)
 
 
 def _dose(r: Reproduction, figures: bool) -> str:
-    text = ["## Dose-response\n", r.dose.to_markdown("flip_rate"), "", r.dose.to_markdown("loss")]
+    wide = '<div class="wide-table" markdown>\n\n{}\n\n</div>\n'
+    text = ["## Dose-response\n", wide.format(r.dose.to_markdown("flip_rate")), wide.format(r.dose.to_markdown("loss"))]
     if figures:
         text.append("\n[![Dose-response](figures/dose_response.png)](figures/dose_response.png) "
                     "([interactive](figures/dose_response.html))\n")

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import torch
 
 from analysis import figures as fig
 from analysis.claims import CLAIMS, evaluate_claims, summarise
+from analysis.grid import GridResult
 from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
 from analysis.report import Reproduction, report_text
@@ -31,10 +33,9 @@ from hookedmlp.data import load_mnist
 from hookedmlp.io import check_writable
 from hookedmlp.train import evaluate, train_model
 
-__all__ = ["Reproduction", "reproduce", "DOSE_PAIRS", "DISTRIBUTION_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]
+__all__ = ["Reproduction", "reproduce", "distribution_pairs", "DOSE_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]
 
 DOSE_PAIRS = ((3, 1), (0, 9), (5, 6), (7, 2))
-DISTRIBUTION_PAIRS = ((3, 1), (0, 9), (5, 6), (7, 2), (1, 8), (4, 9))
 COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SEED_MODELS = ("mnist-mlp", "mnist-mlp-seed1", "mnist-mlp-seed2", "mnist-mlp-seed3", "mnist-mlp-seed4")
 CONTROL_MODEL = "mnist-mlp-control"
@@ -132,6 +133,23 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
     return result
 
 
+def distribution_pairs(grid: GridResult) -> list[tuple[tuple[int, int], str]]:
+    """Six pairs for the static distributions figure, each with why: the study's 3 - 1, and the extremes of the grid."""
+    pairs = [(a, b) for a in grid.digits for b in grid.digits if a != b]
+    flips, losses = grid.off_diagonal("flip_rate"), grid.off_diagonal("loss")
+    order = np.argsort(flips, kind="stable")
+    chosen = {(3, 1): "the study's example"} if (3, 1) in pairs else {}
+    for index, why in ((order[-1], "the strongest flip"), (order[0], "the weakest flip"),
+                       (order[len(order) // 2], "a median flip"), (int(np.argmax(losses)), "the most damage"),
+                       (int(np.argmin(losses)), "the least damage")):
+        chosen.setdefault(pairs[int(index)], why)
+    for index in order[::-1]:  # fill up to six where two reasons picked one pair
+        if len(chosen) >= 6:
+            break
+        chosen.setdefault(pairs[int(index)], "a strong flip")
+    return list(chosen.items())[:6]
+
+
 def _write_figures(r: Reproduction, outputs: Outputs) -> None:
     def writer(figure: fig.go.Figure) -> Callable[[Path, list[str]], list[Path]]:
         return lambda stem, formats: fig.write_figure(figure, stem, formats)
@@ -141,8 +159,10 @@ def _write_figures(r: Reproduction, outputs: Outputs) -> None:
     outputs.figure("figures/grid_flip_rate", numbers_of(g.flip_rate), writer(fig.grid_heatmap(g, metric="flip_rate")))
     outputs.figure("figures/layer_sweep_3_1", numbers_of(r.sweep.loss, r.sweep.flip_rate),
                    writer(fig.layer_sweep_figure(r.sweep, r.study)))
-    outputs.figure("figures/distributions", numbers_of(g.distributions),
-                   writer(fig.distributions_figure(g.distributions, DISTRIBUTION_PAIRS)))
+    pairs = distribution_pairs(g)
+    outputs.figure("figures/distributions", numbers_of(g.distributions) + [v for p, _ in pairs for v in p],
+                   writer(fig.distributions_figure(g, pairs)))
+    outputs.written += fig.write_figure(fig.distributions_explorer(g), outputs.root / "figures" / "distributions_all", ["html"])
     outputs.figure("figures/dose_response", numbers_of(r.dose.flip_rate, r.dose.loss), writer(fig.dose_response_figure(r.dose)))
     outputs.figure("figures/spread", numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
                    writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])))

@@ -1,5 +1,7 @@
 """analysis.figures on synthetic results (no model needed); write_figure to HTML and one PNG."""
 
+import dataclasses
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -8,7 +10,8 @@ from analysis import figures
 from analysis.grid import GridResult
 from analysis.published import study_tables
 from analysis.sweep import CoeffSweep, LayerSweep
-from hookedmlp import ConfigError
+from analysis.metrics import METRICS
+from hookedmlp import ConfigError, UsageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOOKS = [f"layer{i}.{w}" for i in range(5) for w in ("pre", "post")]
@@ -54,30 +57,46 @@ def test_grid_heatmap_with_study(grid) -> None:
     study = study_tables()
     fig = figures.grid_heatmap(grid, study)
     assert isinstance(fig, go.Figure)
-    assert fig.layout.title.text == "Loss on the test set without b after adding a - b (coeff 1, first)"
+    assert fig.layout.title.text == (
+        "Mean cross-entropy on the test set without digit b after adding a - b<br><sup>at layer0.post, coefficient 1, "
+        "vectors from the first training image of each digit; the diagonal (a = b, a zero vector) is left blank</sup>")
     hm = heatmaps(fig)
     assert len(hm) == 2
-    np.testing.assert_array_equal(np.asarray(hm[0].z), grid.loss)
-    np.testing.assert_array_equal(np.asarray(hm[1].z), study.grid)
+    off = ~np.eye(10, dtype=bool)
+    for h, want in zip(hm, (grid.loss, study.grid)):
+        z = np.asarray(h.z, dtype=float)
+        assert np.isnan(np.diag(z)).all()  # a = b is a zero vector, not a result
+        np.testing.assert_array_equal(z[off], want[off])
     assert [h.showscale for h in hm] == [False, True]
-    assert all(h.colorbar.title.text == "cross-entropy (nats)" for h in hm)
-    assert hm[0].zmax == hm[1].zmax == pytest.approx(max(grid.loss.max(), study.grid.max()))
-    assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "b (digit removed; its image subtracted)"
-    assert fig.layout.yaxis.title.text == "a (digit whose image is added)"
+    assert hm[1].colorbar.title.text == "cross-entropy (nats)"
+    assert hm[0].zmax == hm[1].zmax == pytest.approx(max(grid.loss[off].max(), study.grid[off].max()))
+    assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == (
+        "b: the digit whose image is subtracted (its test images are left out of the score)")
+    assert fig.layout.yaxis.title.text == "a: the digit whose image is added"
     assert fig.layout.yaxis.autorange == "reversed"
+    assert hm[0].hovertemplate == ("a = %{y} (added), b = %{x} (subtracted)<br>cross-entropy (nats): %{z:.3f}"
+                                   "<extra></extra>")
     titles = [a.text for a in fig.layout.annotations]
-    assert "hookedmlp, layer0.post" in titles and "the study, its 'layer 0'" in titles
+    assert titles == ["hookedmlp, layer0.post", 'the study, its "layer 0"']
 
 
-@pytest.mark.parametrize("metric, label", [("flip_rate", "flip rate"), ("accuracy_other", "accuracy"), ("kl", "KL (nats)")])
-def test_grid_heatmap_other_metrics(grid, metric, label) -> None:
+@pytest.mark.parametrize("metric, label, xaxis", [
+    ("flip_rate", "flip rate (share of b's images read as a)", "its test images are the ones scored"),
+    ("accuracy_other", "accuracy on the other digits", "its test images are left out of the score"),
+    ("kl", "KL from the unsteered model (nats)", "its test images are left out of the score")])
+def test_grid_heatmap_other_metrics(grid, metric, label, xaxis) -> None:
     fig = figures.grid_heatmap(grid, study_tables(), metric=metric)  # the study only has a loss grid: one panel
     hm = heatmaps(fig)
-    assert len(hm) == 1
-    np.testing.assert_array_equal(np.asarray(hm[0].z), grid.metric(metric))
-    assert hm[0].colorbar.title.text == label and hm[0].showscale
-    assert fig.layout.title.text.startswith(label.capitalize() + " after adding a - b")
-    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert len(hm) == 1 and hm[0].showscale
+    z = np.asarray(hm[0].z, dtype=float)
+    off = ~np.eye(10, dtype=bool)
+    np.testing.assert_array_equal(z[off], grid.metric(metric)[off])
+    assert hm[0].colorbar.title.text == label
+    assert fig.layout.title.text.startswith(METRICS[metric].title[0].upper() + METRICS[metric].title[1:] + " after adding a - b<br>")
+    assert fig.layout.xaxis.title.text == f"b: the digit whose image is subtracted ({xaxis})"
+    shares = metric in ("flip_rate", "accuracy_other")
+    assert (hm[0].zmin, hm[0].zmax) == ((0, 1.0) if shares else (0, pytest.approx(grid.metric(metric)[off].max())))
+    assert hm[0].colorbar.tickformat == (".0%" if shares else "")
 
 
 def test_grid_heatmap_bad_metric(grid) -> None:
@@ -88,39 +107,78 @@ def test_grid_heatmap_bad_metric(grid) -> None:
 def test_layer_sweep_figure(lsweep) -> None:
     study = study_tables()
     fig = figures.layer_sweep_figure(lsweep, study)
-    assert fig.layout.title.text == "Steering with 3 - 1 at each hook point"
-    assert fig.layout.xaxis.title.text == "hook point where a - b is added"
-    assert fig.layout.yaxis.title.text == "cross-entropy without b (nats)"
-    assert fig.layout.yaxis2.title.text == "share of 1s classified as 3"
+    assert fig.layout.title.text == ("Steering with 3 - 1 at each hook point<br><sup>coefficient 1, vectors from the "
+                                     "first training image of each digit</sup>")
+    assert fig.layout.xaxis2.title.text == "hook point where a - b is added"  # the shared axis, under the lower panel
+    assert fig.layout.yaxis.title.text == "cross-entropy without 1 (nats)"
+    assert fig.layout.yaxis2.title.text == "flip rate" and list(fig.layout.yaxis2.range) == [0, 1.02]
+    assert fig.layout.yaxis2.overlaying is None  # two panels, not two y-axes on one
     names = [t.name for t in fig.data]
-    assert names == ["hookedmlp: loss without b", "hookedmlp: flip rate", "the study: loss after layer i"]
+    assert names == ["hookedmlp: loss without 1", "the study: loss after its layer i", "unsteered",
+                     "hookedmlp: share of 1s read as 3"]
+    assert [t.yaxis for t in fig.data] == ["y", "y", "y", "y2"]
     assert list(fig.data[0].x) == HOOKS
-    assert list(fig.data[2].x) == [f"layer{i}.post" for i in range(5)]
-    np.testing.assert_array_equal(np.asarray(fig.data[2].y), study.sweep_loss)
+    assert list(fig.data[1].x) == [f"layer{i}.post" for i in range(5)]
+    np.testing.assert_array_equal(np.asarray(fig.data[1].y), study.sweep_loss)
+    np.testing.assert_array_equal(np.asarray(fig.data[3].y), lsweep.flip_rate)
+    assert list(fig.data[2].y) == [0.05] * len(HOOKS)
     other = LayerSweep(5, 6, 1.0, "first", HOOKS, lsweep.metrics, lsweep.normal)
-    assert len(figures.layer_sweep_figure(other, study).data) == 2  # the study only swept 3 - 1
+    assert len(figures.layer_sweep_figure(other, study).data) == 3  # the study only swept 3 - 1
 
 
-def test_distributions_figure() -> None:
+@pytest.fixture(scope="module")
+def dist_grid(grid) -> GridResult:
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(10, 10, 10, 10))
-    dist = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    pairs = [(3, 1), (0, 9), (5, 6), (7, 2)]
-    fig = figures.distributions_figure(dist, pairs)
-    assert fig.layout.title.text == "Softmax of the steered model's mean logits, per digit"
+    return dataclasses.replace(grid, distributions=np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+
+
+def test_distributions_figure(dist_grid) -> None:
+    pairs = [((3, 1), "the study's example"), ((0, 9), "the strongest flip"), ((5, 6), "a median flip"),
+             ((7, 2), "the most damage")]
+    fig = figures.distributions_figure(dist_grid, pairs)
+    assert fig.layout.title.text.startswith("Softmax of the steered model's mean logits on each digit's test images")
+    assert "at layer0.post, coefficient 1" in fig.layout.title.text
     hm = heatmaps(fig)
     assert len(hm) == 4
-    for h, (a, b) in zip(hm, pairs):
-        np.testing.assert_array_equal(np.asarray(h.z), dist[a, b])
-    assert hm[0].colorbar.title.text == "probability" and hm[0].showscale
-    assert [a.text for a in fig.layout.annotations] == ["3 - 1", "0 - 9", "5 - 6", "7 - 2"]
+    for h, ((a, b), _) in zip(hm, pairs):
+        np.testing.assert_array_equal(np.asarray(h.z), dist_grid.distributions[a, b])
+        assert (h.zmin, h.zmax) == (0, 1)
+    assert hm[0].colorbar.title.text == "probability" and [h.showscale for h in hm] == [True, False, False, False]
+    assert [a.text for a in fig.layout.annotations] == ["3 - 1: the study's example", "0 - 9: the strongest flip",
+                                                        "5 - 6: a median flip", "7 - 2: the most damage"]
     assert fig.layout.xaxis.title.text == "predicted class"
     assert fig.layout.yaxis.title.text == "test images of digit"
 
 
+def test_distributions_explorer_has_every_pair(dist_grid) -> None:
+    fig = figures.distributions_explorer(dist_grid)
+    (menu,) = fig.layout.updatemenus
+    assert len(menu.buttons) == 100 and menu.buttons[menu.active].label == "3 - 1"
+    assert menu.buttons[0].label == "0 - 0 (unsteered)"
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), dist_grid.distributions[3, 1])
+    (z,) = menu.buttons[94].args[0]["z"]  # 9 - 4
+    assert menu.buttons[94].label == "9 - 4"
+    np.testing.assert_array_equal(np.asarray(z), dist_grid.distributions[9, 4])
+
+
+def test_distribution_figures_need_distributions(grid) -> None:
+    for make in (lambda: figures.distributions_figure(grid, [((3, 1), "x")]), lambda: figures.distributions_explorer(grid)):
+        with pytest.raises(UsageError, match=r"no distributions; compute it with steering_grid\(\.\.\., "
+                                             r"keep_distributions=True\)"):
+            make()
+
+
+def test_figures_use_the_colour_blind_safe_palette(lsweep, csweep) -> None:
+    colours = [t.line.color for t in figures.dose_response_figure(csweep).data]
+    assert colours == [figures.SAFE[0], figures.SAFE[0], figures.SAFE[1], figures.SAFE[1]]
+    assert {t.line.color or t.marker.color for t in figures.layer_sweep_figure(lsweep).data} <= set(figures.SAFE)
+
+
 def test_dose_response_figure(csweep) -> None:
     fig = figures.dose_response_figure(csweep)
-    assert fig.layout.title.text == "Dose-response at layer0.post (first)"
+    assert fig.layout.title.text == ("Dose-response at layer0.post<br><sup>vectors from the first training image of "
+                                     "each digit, scaled by each coefficient</sup>")
     assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "coefficient of the a - b vector"
     assert fig.layout.yaxis.title.text == "flip rate"
     assert fig.layout.yaxis2.title.text == "cross-entropy (nats)"
@@ -135,23 +193,23 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
     assert paths == [tmp_path / "grid_loss.html", tmp_path / "grid_loss.png"]
     png = (tmp_path / "grid_loss.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
-    html = (tmp_path / "grid_loss.html").read_text()
-    assert "<html" in html and 'src="plotly.min.js"' in html
-    assert len(html) < 500_000  # plotly.js is not inlined
-    js = tmp_path / "plotly.min.js"
-    assert js.exists() and js.stat().st_size > 1_000_000
-    mtime = js.stat().st_mtime_ns
+    page = (tmp_path / "grid_loss.html").read_text()
+    assert page.startswith('<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>Mean cross-entropy on the test set '
+                           "without digit b after adding a - b</title>")
+    assert "* plotly.js v" in page and len(page) > 1_000_000  # works on its own, offline
+    call = page[page.rindex("Plotly.newPlot(") :]
+    assert '"responsive": true' in call and '"autosize":true' in call and '"width":1200' not in call  # resizes with its window
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png"]
     zeros = CoeffSweep("layer0.post", "first", [(3, 1)], [0.0, 1.0], {m: np.zeros((1, 2)) for m in ("loss", "flip_rate")},
                        normal={"loss": np.zeros(1)})
-    figures.write_figure(figures.dose_response_figure(zeros), tmp_path / "dose", formats=("html",))
-    assert (tmp_path / "dose.html").exists() and not (tmp_path / "dose.png").exists()
-    assert js.stat().st_mtime_ns == mtime  # written once per directory
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert figures.write_figure(figures.dose_response_figure(zeros), tmp_path / "dose", formats=("html",)) == [
+        tmp_path / "dose.html"]
+    assert not (tmp_path / "dose.png").exists()
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "PNG", "pdf", ""])
 def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
-    with pytest.raises(ValueError, match="unknown figure format" if fmt else None):
+    with pytest.raises(ConfigError, match=rf"unknown figure format\(s\) \['{fmt}'\]; expected some of html, png, svg"):
         figures.write_figure(figures.grid_heatmap(grid), tmp_path / "x", formats=(fmt,))
     assert list(tmp_path.iterdir()) == []
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import griffe
+import plotly.graph_objects as go
 import pytest
 from mkdocs.structure.files import File, Files
 
@@ -89,6 +90,7 @@ def check_site(site: Path, docs: Path) -> None:
     assert list(site.rglob("plotly*.js")) == [site / "figures" / "plotly.min.js"]
     built = sorted(p.name for p in (site / "figures").glob("*.html"))
     assert built == sorted(p.name for p in (docs / "figures").glob("*.html"))
+    assert not [p for p in (site / "figures").glob("*.html") if "* plotly.js v" in p.read_text(encoding="utf-8")]
     # API signatures wrap at mkdocstrings' line_length; jaxtyping shapes read as written
     line_length = int(re.search(r"^ +line_length: (\d+)$", (ROOT / "mkdocs.yml").read_text(), re.M)[1])
     sigs = signatures(site)
@@ -175,6 +177,23 @@ def test_images_linked_to_themselves_open_in_the_lightbox() -> None:
     assert _load("interactive_figures").on_page_content(page, None, None, None) == (
         '<p><a class="glightbox" data-type="image" href="../figures/x.png"><img alt="X" src="../figures/x.png" /></a>'
         ' <a href="x.html">x</a></p>')
+
+
+def test_site_figures_share_one_plotly(tmp_path: Path) -> None:
+    """A standalone figure page loses its inline plotly.js to the site's one copy; nothing else changes."""
+    hook = _load("interactive_figures")
+    page = go.Figure(go.Scatter(y=[1, 2])).to_html(include_plotlyjs=True, full_html=True)
+    shared = hook.shared_plotly(page)
+    assert len(page) > 1_000_000 and len(shared) < 20_000
+    assert shared.count('<script src="plotly.min.js"></script>') == 1 and "* plotly.js v" not in shared
+    assert "window.PlotlyConfig" in shared and "Plotly.newPlot" in shared
+    assert hook.shared_plotly(shared) == shared
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "a.html").write_text(page)
+    (figures / "b.html").write_text(shared)
+    hook.on_post_build(SimpleNamespace(site_dir=str(tmp_path)))
+    assert (figures / "a.html").read_text() == (figures / "b.html").read_text() == shared
 
 
 def test_jaxtyping_shapes_keep_their_strings(tmp_path: Path) -> None:

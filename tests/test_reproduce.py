@@ -14,7 +14,7 @@ from analysis.claims import CLAIMS, summarise
 from analysis.grid import GridResult
 from analysis.outputs import same_to_precision
 from analysis.report import Reproduction, report_text
-from analysis.reproduce import reproduce
+from analysis.reproduce import distribution_pairs, reproduce
 from analysis.published import StudyTables, spearman, study_tables
 from hookedmlp import HookedMLP
 from hookedmlp.cli import main
@@ -126,11 +126,14 @@ def test_reproduce_writes_report_figures_and_data(repro) -> None:
     for stem in FIGURES:
         assert (figs / f"{stem}.png").read_bytes().startswith(PNG_MAGIC), stem
         html = (figs / f"{stem}.html").read_text()
-        assert "<html" in html and 'src="plotly.min.js"' in html
-    assert (figs / "plotly.min.js").stat().st_size > 1_000_000
+        assert html.startswith("<!DOCTYPE html>") and "* plotly.js v" in html  # a page that works on its own
+    explorer = (figs / "distributions_all.html").read_text()
+    assert explorer.count('"method":"restyle"') == 100  # a menu entry per pair
+    assert not (figs / "plotly.min.js").exists() and not (figs / "distributions_all.png").exists()
     text = (out / "reproduction.md").read_text()
     for stem in FIGURES:
         assert f"(figures/{stem}.png)" in text
+    assert "(figures/distributions_all.html)" in text
     assert lines[-len(CLAIMS) - 1] == f"report: {out / 'reproduction.md'}"
     assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS):]] == [c.key for c in CLAIMS]
     assert any(line.startswith("spread: 2 models x 2 vector sources") for line in lines)
@@ -284,3 +287,18 @@ def test_cli_sweep_runs(small_scoring_set, capsys) -> None:
 def test_cli_grid_pattern_hook_one_line(small_scoring_set, capsys) -> None:
     assert main(["grid", "--hook", "layer*.post"]) == 2
     assert one_line(capsys.readouterr().err).startswith("hookedmlp grid: error:")
+
+
+def test_distribution_pairs_say_why_each_was_chosen(repro) -> None:
+    g = repro[0].grid
+    pairs = distribution_pairs(g)
+    assert len(pairs) == 6 and len({p for p, _ in pairs}) == 6 and all(a != b for (a, b), _ in pairs)
+    assert pairs[0] == ((3, 1), "the study's example")
+    flips = {(a, b): g.cell(a, b)["flip_rate"] for a in g.digits for b in g.digits if a != b}
+    losses = {(a, b): g.cell(a, b)["loss"] for a in g.digits for b in g.digits if a != b}
+    by_reason = {why: pair for pair, why in pairs}
+    assert flips[by_reason.get("the strongest flip", (3, 1))] == max(flips.values())
+    assert flips[by_reason.get("the weakest flip", (3, 1))] == min(flips.values())
+    assert losses[by_reason.get("the most damage", (3, 1))] == max(losses.values())
+    assert set(by_reason) <= {"the study's example", "the strongest flip", "the weakest flip", "a median flip",
+                              "the most damage", "the least damage", "a strong flip"}

@@ -1,11 +1,12 @@
 """MkDocs hook: figures open full size, and the interactive figures share one plotly.js.
 
 ``hookedmlp reproduce`` writes each figure twice into docs/figures/: ``NAME.png`` (committed)
-and ``NAME.html`` (gitignored, generated), which loads ``plotly.min.js`` from its own folder.
-MkDocs copies whatever is there into the site. This hook
+and ``NAME.html`` (gitignored, generated), a standalone page carrying plotly.js inline. MkDocs
+copies whatever is there into the site. This hook
 
 - puts ``figures/plotly.min.js`` into the site from the installed plotly package when the
-  checkout has none, so the site always has exactly one copy (notebook pages use it too);
+  checkout has none, and in each built ``figures/*.html`` replaces the inline plotly.js with a
+  reference to it, so the site carries exactly one copy (notebook pages use it too);
 - on a site built without the generated figures (a fresh clone, before ``hookedmlp
   reproduce``), turns each link to a missing generated ``figures/NAME.html`` into plain text,
   logged at INFO. Only targets matching ``GENERATED`` whose PNG is committed beside them are
@@ -59,6 +60,26 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         return (m["open"] or "") + m["text"] + (m["close"] or "")
 
     return _LINK.sub(unlink, markdown)
+
+
+_INLINE_PLOTLY = re.compile(r"<script[^>]*>/\*\*\s*\* plotly\.js v")
+
+
+def shared_plotly(page: str) -> str:
+    """``page`` with its inline plotly.js bundle (if any) replaced by ``<script src="plotly.min.js">``."""
+    start = _INLINE_PLOTLY.search(page)
+    end = page.find("</script>", start.end()) if start else -1
+    if start is None or end < 0:
+        return page
+    return page[: start.start()] + '<script src="plotly.min.js"></script>' + page[end + len("</script>") :]
+
+
+def on_post_build(config: MkDocsConfig) -> None:
+    for path in (Path(config.site_dir) / "figures").glob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        shared = shared_plotly(text)
+        if shared != text:
+            path.write_text(shared, encoding="utf-8")
 
 
 def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
