@@ -40,9 +40,9 @@ _B_AXIS = {"b": "b: the digit whose image is subtracted (its test images are the
            "other": "b: the digit whose image is subtracted (its test images are left out of the score)"}
 
 
-def _layout(fig: go.Figure, title: str, width: int, height: int) -> go.Figure:
+def _layout(fig: go.Figure, title: str, width: int, height: int, top: int = 110) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), font=_FONT, width=width, height=height,
-                      template="plotly_white", margin=dict(l=80, r=40, t=110, b=80))
+                      template="plotly_white", margin=dict(l=80, r=40, t=top, b=80))
     return fig
 
 
@@ -75,9 +75,9 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
                           "<extra></extra>"), row=1, col=i)
         fig.update_xaxes(title_text=_B_AXIS[m.scope], side="bottom", row=1, col=i)
         fig.update_yaxes(title_text="a: the digit whose image is added", autorange="reversed", row=1, col=i)
-    title = f"{m.title[0].upper()}{m.title[1:]} after adding a - b<br><sup>{_setting(grid.hook, grid.coeff, grid.vectors)}; " \
-            "the diagonal (a = b, a zero vector) is left blank</sup>"
-    return _layout(fig, title, 600 * len(panels), 600)
+    title = f"{m.title[0].upper()}{m.title[1:]} after adding a - b<br><sup>{_setting(grid.hook, grid.coeff, grid.vectors)}" \
+            "<br>the diagonal (a = b, a zero vector) is left blank</sup>"
+    return _layout(fig, title, 600 * len(panels), 640, top=140)
 
 
 def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -> go.Figure:

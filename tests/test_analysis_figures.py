@@ -59,7 +59,7 @@ def test_grid_heatmap_with_study(grid) -> None:
     assert isinstance(fig, go.Figure)
     assert fig.layout.title.text == (
         "Mean cross-entropy on the test set without digit b after adding a - b<br><sup>at layer0.post, coefficient 1, "
-        "vectors from the first training image of each digit; the diagonal (a = b, a zero vector) is left blank</sup>")
+        "vectors from the first training image of each digit<br>the diagonal (a = b, a zero vector) is left blank</sup>")
     hm = heatmaps(fig)
     assert len(hm) == 2
     off = ~np.eye(10, dtype=bool)
