@@ -6,6 +6,8 @@ from importlib import resources
 
 import numpy as np
 
+from hookedmlp import ShapeError
+
 __all__ = ["StudyTables", "study_tables", "spearman", "ranks"]
 
 
@@ -86,6 +88,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape or len(x) < 2:
-        raise ValueError(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")
+        raise ShapeError(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")
     rx, ry = ranks(x), ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1])

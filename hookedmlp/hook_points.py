@@ -25,6 +25,7 @@ __all__ = ["HookPoint", "HookHandle", "HookFn", "Direction", "Observer", "check_
 HookFn = Callable[..., Optional[Tensor]]
 Direction = Literal["fwd", "bwd"]
 DIRECTIONS = ("fwd", "bwd")
+SELECTIONS = ("fwd", "bwd", "both")  # what a method that lists or removes hooks may be asked for
 
 # Callables run before a hook that may edit an activation in place (caches copy what they hold).
 _GUARDS: contextvars.ContextVar[tuple[Callable[[Tensor], None], ...]] = contextvars.ContextVar("guards", default=())
@@ -163,7 +164,7 @@ class HookPoint(nn.Module):
                 return
 
     def _selected(self, dir: str) -> list[list[HookHandle]]:
-        check_choice(dir, ("fwd", "bwd", "both"), "dir")
+        check_choice(dir, SELECTIONS, "dir")
         return [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
 
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:

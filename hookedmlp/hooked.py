@@ -38,7 +38,9 @@ from hookedmlp.errors import (
     did_you_mean,
     warn,
 )
-from hookedmlp.hook_points import Direction, HookFn, HookHandle, HookPoint, check_hook_args, guarding, hooks_suppressed
+from hookedmlp.hook_points import (
+    SELECTIONS, Direction, HookFn, HookHandle, HookPoint, check_hook_args, guarding, hooks_suppressed
+)
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 
@@ -225,7 +227,7 @@ class HookedRoot(nn.Module):
     def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
                    including_permanent: bool = True) -> dict[str, list[HookHandle]]:
         """The attached hooks by hook name (points without any left out), as TransformerLens' ``list_hooks``."""
-        check_choice(dir, ("fwd", "bwd", "both"), "dir")
+        check_choice(dir, SELECTIONS, "dir")
         out = {}
         for name in (self.hook_names if name_filter is None else self.resolve_names(name_filter)):
             hp = self.hook_dict[name]

@@ -30,7 +30,7 @@ from typing import IO, Any, Optional
 
 import torch
 
-from hookedmlp.errors import CheckpointError, FileWriteError, UsageError
+from hookedmlp.errors import CheckpointError, ConfigError, FileWriteError, UsageError
 from hookedmlp.load_errors import why_not_loadable
 
 __all__ = ["atomic_write", "atomic_save", "safe_load", "check_writable"]
@@ -181,7 +181,7 @@ def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[I
         'hello'
     """
     if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+        raise ConfigError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     given = Path(path)
     if str(path) == "-":
         kind, real, st = "stream", given, None

@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from hookedmlp.config import ACTIVATIONS, activation_module
+from hookedmlp.config import ACTIVATIONS, activation_module, check_activation
 from hookedmlp.checks import check_choice
 from hookedmlp.errors import CheckpointError, warn
 
@@ -24,7 +24,7 @@ def sequential_from_state_dict(state_dict: Mapping[str, Tensor], activation: Opt
     index 1 means a Flatten before it, as in the quickstart's stack.
     """
     if activation is not None:
-        check_choice(activation, tuple(ACTIVATIONS), "activation")
+        check_activation(activation)
     params: dict[int, dict[str, Tensor]] = {}
     prefixes = set()
     for key, value in state_dict.items():

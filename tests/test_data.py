@@ -5,6 +5,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import pickle
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from torchvision.transforms import ToTensor
 
 from hookedmlp import data
 from hookedmlp.data import MNIST_MD5, default_root, first_example, load_mnist, mnist_dataset, prepare_mnist
-from hookedmlp.errors import DataError
+from hookedmlp.errors import ConfigError, DataError
 
 from _fs import full_dir, readonly_dir
 
@@ -137,7 +138,8 @@ def test_first_example_test_split(root: Path) -> None:
 
 @pytest.mark.parametrize("digit", [-1, 10, True, False])
 def test_bad_digit(root: Path, digit: int) -> None:
-    with pytest.raises(ValueError, match=rf"int from 0 to 9, got {digit!r}"):
+    message = f"digit must be from 0 to 9, got {digit}" if type(digit) is int else f"digit must be an int from 0 to 9, got bool ({digit})"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         first_example(digit, root=root)
 
 
@@ -149,7 +151,7 @@ def test_non_int_digit(root: Path, digit: object) -> None:
 
 @pytest.mark.parametrize("call", [load_mnist, mnist_dataset, lambda split, root: first_example(3, split, root)])
 def test_bad_split(root: Path, call: object) -> None:
-    with pytest.raises(ValueError, match=r"'train' or 'test', got 'val'"):
+    with pytest.raises(ConfigError, match=r"split must be one of 'train', 'test', got 'val'"):
         call("val", root)  # type: ignore[operator]
 
 

@@ -10,6 +10,7 @@ import torch
 from hookedmlp import errors
 from hookedmlp.errors import (
     CheckpointError,
+    ConfigError,
     DataError,
     FileWriteError,
     HookedMLPError,
@@ -75,7 +76,7 @@ def test_atomic_write_temp_file_is_beside_target(tmp_path):
 
 
 def test_atomic_write_bad_mode_and_directory(tmp_path):
-    with pytest.raises(ValueError, match=re.escape("atomic_write mode must be 'w' or 'wb', got 'a'")):
+    with pytest.raises(ConfigError, match=re.escape("atomic_write mode must be 'w' or 'wb', got 'a'")):
         with atomic_write(tmp_path / "x", "a"):
             pass
     with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):

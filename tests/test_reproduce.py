@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from analysis.outputs import same_to_precision
 from analysis.report import Reproduction, report_text
 from analysis.reproduce import distribution_pairs, reproduce
 from analysis.published import StudyTables, spearman, study_tables
-from hookedmlp import HookedMLP
+from hookedmlp import HookedMLP, ShapeError
 from hookedmlp.cli import main
 from hookedmlp.data import load_mnist
 
@@ -93,7 +94,7 @@ def test_spearman_matches_hand_computation_with_ties() -> None:
 
 @pytest.mark.parametrize("x, y", [(np.arange(3), np.arange(4)), (np.array([1.0]), np.array([2.0]))])
 def test_spearman_rejects_bad_lengths(x, y) -> None:
-    with pytest.raises(ValueError, match="spearman"):
+    with pytest.raises(ShapeError, match=re.escape(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")):
         spearman(x, y)
 
 
