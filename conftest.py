@@ -20,12 +20,22 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
     namespace = request.getfixturevalue("doctest_namespace")
     torch.manual_seed(0)
     tiny = hookedmlp.HookedMLP.from_sequential(
-        nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))).eval()
+        nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    ).eval()
     images, labels = load_mnist("test")
-    namespace.update(torch=torch, nn=nn, tiny=tiny, tiny_x=torch.rand(5, 16, generator=torch.Generator().manual_seed(1)),
-                     model=_shipped(), images=images, labels=labels, TrainSettings=TrainSettings, train_model=train_model,
-                     **{name: getattr(hookedmlp, name) for name in hookedmlp.__all__ if name[0].isupper()},
-                     **{name: getattr(analysis, name) for name in analysis.__all__})
+    namespace.update(
+        torch=torch,
+        nn=nn,
+        tiny=tiny,
+        tiny_x=torch.rand(5, 16, generator=torch.Generator().manual_seed(1)),
+        model=_shipped(),
+        images=images,
+        labels=labels,
+        TrainSettings=TrainSettings,
+        train_model=train_model,
+        **{name: getattr(hookedmlp, name) for name in hookedmlp.__all__ if name[0].isupper()},
+        **{name: getattr(analysis, name) for name in analysis.__all__},
+    )
 
 
 _MODEL = []

@@ -9,5 +9,14 @@ from analysis.grid import GridResult, steering_grid
 from analysis.metrics import METRICS
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
-__all__ = ["Addition", "GridResult", "METRICS", "evaluate_additions", "steering_grid", "layer_sweep", "coeff_sweep",
-           "all_pairs_sweep", "steered_distributions"]
+__all__ = [
+    "Addition",
+    "GridResult",
+    "METRICS",
+    "evaluate_additions",
+    "steering_grid",
+    "layer_sweep",
+    "coeff_sweep",
+    "all_pairs_sweep",
+    "steered_distributions",
+]

@@ -20,16 +20,28 @@ def source_data(model: HookedRoot, data: Any) -> Labelled:
     return as_labelled(data) if data is not None else default_data(model)
 
 
-def class_vectors(model: HookedRoot, hooks: Sequence[str], classes: Sequence[int], method: str = "first",
-                  exemplar: int = 0, data: Any = None) -> dict[str, Tensor]:
+def class_vectors(
+    model: HookedRoot,
+    hooks: Sequence[str],
+    classes: Sequence[int],
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+) -> dict[str, Tensor]:
     """``{hook: [len(classes), *shape]}``: the activation standing for each class (see ``class_activations``)."""
     acts, _, _ = class_activations(model, list(classes), list(hooks), method, exemplar, source_data(model, data))
     return acts
 
 
-def pair_additions(model: HookedRoot, hooks: Sequence[str], pairs: Sequence[tuple[int, int]],
-                   coeffs: Sequence[float] = (1.0,), method: str = "first", exemplar: int = 0,
-                   data: Any = None) -> list[Addition]:
+def pair_additions(
+    model: HookedRoot,
+    hooks: Sequence[str],
+    pairs: Sequence[tuple[int, int]],
+    coeffs: Sequence[float] = (1.0,),
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+) -> list[Addition]:
     """``coeff * (act(a) - act(b))`` for every hook, then pair, then coefficient (in that order)."""
     cs = [check_coeff(c) for c in coeffs]
     classes = sorted({c for pair in pairs for c in pair})

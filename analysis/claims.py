@@ -14,8 +14,18 @@ import numpy as np
 from analysis.grid import GridResult
 from analysis.published import StudyTables, ranks, spearman
 
-__all__ = ["Claim", "CLAIMS", "ClaimSummary", "evaluate_claims", "summarise", "flips_as_the_study_says",
-           "permutation_p", "DAMAGE_FACTOR", "BEST_LAYER_SHARE", "RANK_P"]
+__all__ = [
+    "Claim",
+    "CLAIMS",
+    "ClaimSummary",
+    "evaluate_claims",
+    "summarise",
+    "flips_as_the_study_says",
+    "permutation_p",
+    "DAMAGE_FACTOR",
+    "BEST_LAYER_SHARE",
+    "RANK_P",
+]
 
 DAMAGE_FACTOR = 10.0  # "generalization destroyed": loss on the other digits at least this many times the unsteered
 BEST_LAYER_SHARE = 0.9  # "layer 0 is best for all pairs": for at least this share of the 90 pairs
@@ -103,19 +113,50 @@ class Claim:
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("flip", "adding a - b at layer 0 makes the model more likely to answer a and less likely b on b's images, "
-          "for every pair", "mean flip rate (share of b's images read as a)", "not reported", _claim_flip),
-    Claim("any_layer", "... at any hidden layer, before or after a nonlinearity", "smallest share of pairs that flip, "
-          "over the four hidden layers", "all pairs (claimed)", _claim_any_layer),
-    Claim("damage", f"generalization is destroyed: the loss on the other digits rises at least {DAMAGE_FACTOR:g}-fold",
-          "mean loss over the 100 cells", "~7.4 (from ~0.089)", _claim_damage),
-    Claim("3_1", "for 3 - 1, intervening at layer 0 gives the lowest loss without 1", "loss of 3 - 1 at layer 0",
-          "7.80", _claim_3_1),
-    Claim("best_layer", f"layer 0 is the best layer for every pair (the study generalised this from 3 - 1); holds "
-          f"for at least {BEST_LAYER_SHARE:.0%} of the 90 pairs", "share of pairs best at layer 0", "assumed 100%",
-          _claim_best_layer),
-    Claim("ranks", f"our grid ranks the pairs like the study's (one-sided permutation p < {RANK_P:g})",
-          "Spearman rho over the 90 off-diagonal cells", "1 (itself)", _claim_ranks),
+    Claim(
+        "flip",
+        "adding a - b at layer 0 makes the model more likely to answer a and less likely b on b's images, "
+        "for every pair",
+        "mean flip rate (share of b's images read as a)",
+        "not reported",
+        _claim_flip,
+    ),
+    Claim(
+        "any_layer",
+        "... at any hidden layer, before or after a nonlinearity",
+        "smallest share of pairs that flip, over the four hidden layers",
+        "all pairs (claimed)",
+        _claim_any_layer,
+    ),
+    Claim(
+        "damage",
+        f"generalization is destroyed: the loss on the other digits rises at least {DAMAGE_FACTOR:g}-fold",
+        "mean loss over the 100 cells",
+        "~7.4 (from ~0.089)",
+        _claim_damage,
+    ),
+    Claim(
+        "3_1",
+        "for 3 - 1, intervening at layer 0 gives the lowest loss without 1",
+        "loss of 3 - 1 at layer 0",
+        "7.80",
+        _claim_3_1,
+    ),
+    Claim(
+        "best_layer",
+        f"layer 0 is the best layer for every pair (the study generalised this from 3 - 1); holds "
+        f"for at least {BEST_LAYER_SHARE:.0%} of the 90 pairs",
+        "share of pairs best at layer 0",
+        "assumed 100%",
+        _claim_best_layer,
+    ),
+    Claim(
+        "ranks",
+        f"our grid ranks the pairs like the study's (one-sided permutation p < {RANK_P:g})",
+        "Spearman rho over the 90 off-diagonal cells",
+        "1 (itself)",
+        _claim_ranks,
+    ),
 )
 
 
@@ -150,6 +191,9 @@ def summarise(results: Sequence[dict[str, tuple[bool, float]]]) -> list[ClaimSum
     for c in CLAIMS:
         verdicts = [r[c.key][0] for r in results]
         values = np.array([r[c.key][1] for r in results])
-        out.append(ClaimSummary(c, int(sum(verdicts)), len(results), float(np.median(values)), float(values.min()),
-                                float(values.max())))
+        out.append(
+            ClaimSummary(
+                c, int(sum(verdicts)), len(results), float(np.median(values)), float(values.min()), float(values.max())
+            )
+        )
     return out

@@ -10,8 +10,15 @@ from hookedmlp import HookedRoot
 __all__ = ["steered_distributions"]
 
 
-def steered_distributions(model: HookedRoot, hook: str = "layer0.post", coeff: float = 1.0, method: str = "first",
-                          exemplar: int = 0, data: Any = None, test: Any = None) -> np.ndarray:
+def steered_distributions(
+    model: HookedRoot,
+    hook: str = "layer0.post",
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+) -> np.ndarray:
     """``[a, b, digit, class]``: softmax of the ``a - b``-steered model's mean logits over the test images of ``digit``.
 
     ``[a, a]`` is the unsteered model; each ``[a, b, digit]`` row sums to 1.

@@ -70,8 +70,13 @@ TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
 
 
 def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
-    data = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings), "dataset": dataset,
-            "hookedmlp": __version__, "torch": torch.__version__.split("+")[0]}
+    data = {
+        "recipe": config_to_dict(variant.recipe),
+        "settings": dataclasses.asdict(settings),
+        "dataset": dataset,
+        "hookedmlp": __version__,
+        "torch": torch.__version__.split("+")[0],
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -95,7 +100,9 @@ class ModelResult:
         return max(self.hooks, key=lambda h: (self.share[h], -self.hooks.index(h)))
 
 
-def _train(variant: Variant, seed: int, path: Path, data: Optional[tuple[Tensor, ...]], settings: TrainSettings) -> tuple[HookedRoot, float]:
+def _train(
+    variant: Variant, seed: int, path: Path, data: Optional[tuple[Tensor, ...]], settings: TrainSettings
+) -> tuple[HookedRoot, float]:
     expected = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings)}
     if path.exists():
         model = HookedRoot.load(path)
@@ -103,14 +110,27 @@ def _train(variant: Variant, seed: int, path: Path, data: Optional[tuple[Tensor,
         if json.dumps(found, sort_keys=True, default=list) == json.dumps(expected, sort_keys=True, default=list):
             return model, 0.0
     start = time.perf_counter()
-    result = train_model(variant.recipe, settings, out=path, data=data, progress=False,
-                         command=f"hookedmlp study (variant {variant.name!r}, seed {seed})")
+    result = train_model(
+        variant.recipe,
+        settings,
+        out=path,
+        data=data,
+        progress=False,
+        command=f"hookedmlp study (variant {variant.name!r}, seed {seed})",
+    )
     return result.model, time.perf_counter() - start
 
 
-def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Tensor], coeffs: Sequence[float] = COEFFS,
-                train_data: Optional[tuple[Tensor, ...]] = None, settings: TrainSettings = STUDY_SETTINGS,
-                pairs: Optional[Sequence[tuple[int, int]]] = None) -> ModelResult:
+def study_model(
+    variant: Variant,
+    seed: int,
+    cache: Path,
+    test: tuple[Tensor, Tensor],
+    coeffs: Sequence[float] = COEFFS,
+    train_data: Optional[tuple[Tensor, ...]] = None,
+    settings: TrainSettings = STUDY_SETTINGS,
+    pairs: Optional[Sequence[tuple[int, int]]] = None,
+) -> ModelResult:
     """Train (or load from ``cache``) one model of the family and analyse it at every hook point."""
     settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
     dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
@@ -120,8 +140,12 @@ def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Te
     digest = sha256_file(model_path)
     if result_path.exists():
         cached = json.loads(result_path.read_text())
-        if (cached.get("sha256") == digest and cached.get("coeffs") == list(coeffs) and cached.get("n_test") == len(test[1])
-                and cached.get("pairs") == (None if pairs is None else [list(p) for p in pairs])):
+        if (
+            cached.get("sha256") == digest
+            and cached.get("coeffs") == list(coeffs)
+            and cached.get("n_test") == len(test[1])
+            and cached.get("pairs") == (None if pairs is None else [list(p) for p in pairs])
+        ):
             return ModelResult(**cached["result"])
     start = time.perf_counter()
     model.eval()
@@ -131,22 +155,49 @@ def study_model(variant: Variant, seed: int, cache: Path, test: tuple[Tensor, Te
         sel = selectivity(model, model.hook_names, coeffs, pairs=pairs, test=test)
     one = list(coeffs).index(1.0)
     result = ModelResult(
-        variant.name, seed, test_loss, test_acc, list(sel),
+        variant.name,
+        seed,
+        test_loss,
+        test_acc,
+        list(sel),
         {h: {m: float(v[:, one].mean()) for m, v in s.metrics.items()} for h, s in sel.items()},
         {h: s.share for h, s in sel.items()},
-        {h: (float(np.median([c for c in s.best_coeff if c is not None])) if any(c is not None for c in s.best_coeff)
-             else None) for h, s in sel.items()},
-        train_seconds, time.perf_counter() - start)
+        {
+            h: (
+                float(np.median([c for c in s.best_coeff if c is not None]))
+                if any(c is not None for c in s.best_coeff)
+                else None
+            )
+            for h, s in sel.items()
+        },
+        train_seconds,
+        time.perf_counter() - start,
+    )
     with atomic_write(result_path, "w") as f:
-        json.dump({"sha256": digest, "coeffs": list(coeffs), "n_test": len(test[1]),
-                   "pairs": None if pairs is None else [list(p) for p in pairs], "result": dataclasses.asdict(result)}, f)
+        json.dump(
+            {
+                "sha256": digest,
+                "coeffs": list(coeffs),
+                "n_test": len(test[1]),
+                "pairs": None if pairs is None else [list(p) for p in pairs],
+                "result": dataclasses.asdict(result),
+            },
+            f,
+        )
     return result
 
 
-def run_study(cache: Path, variants: Sequence[Variant] = VARIANTS, seeds: Sequence[int] = SEEDS,
-              test: Optional[tuple[Tensor, Tensor]] = None, coeffs: Sequence[float] = COEFFS,
-              train_data: Optional[tuple[Tensor, ...]] = None, settings: TrainSettings = STUDY_SETTINGS,
-              pairs: Optional[Sequence[tuple[int, int]]] = None, log: Callable[[str], None] = print) -> list[ModelResult]:
+def run_study(
+    cache: Path,
+    variants: Sequence[Variant] = VARIANTS,
+    seeds: Sequence[int] = SEEDS,
+    test: Optional[tuple[Tensor, Tensor]] = None,
+    coeffs: Sequence[float] = COEFFS,
+    train_data: Optional[tuple[Tensor, ...]] = None,
+    settings: TrainSettings = STUDY_SETTINGS,
+    pairs: Optional[Sequence[tuple[int, int]]] = None,
+    log: Callable[[str], None] = print,
+) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model."""
     if test is None:
         test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
@@ -156,7 +207,9 @@ def run_study(cache: Path, variants: Sequence[Variant] = VARIANTS, seeds: Sequen
         for seed in seeds:
             r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs)
             results.append(r)
-            log(f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, best "
+            log(
+                f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, best "
                 f"selectivity {r.share[r.best_hook]:.2f} at {r.best_hook} (train {r.train_seconds:.0f} s, "
-                f"analysis {r.analysis_seconds:.0f} s)")
+                f"analysis {r.analysis_seconds:.0f} s)"
+            )
     return results

@@ -29,20 +29,52 @@ from hookedmlp import ConfigError
 from hookedmlp.checks import check_choice
 from hookedmlp.io import atomic_write
 
-__all__ = ["grid_heatmap", "layer_sweep_figure", "distributions_figure", "distributions_explorer", "dose_response_figure",
-           "spread_figure", "study_tradeoff_figure", "study_layers_figure", "write_figure", "FORMATS", "SAFE"]
+__all__ = [
+    "grid_heatmap",
+    "layer_sweep_figure",
+    "distributions_figure",
+    "distributions_explorer",
+    "dose_response_figure",
+    "spread_figure",
+    "study_tradeoff_figure",
+    "study_layers_figure",
+    "write_figure",
+    "FORMATS",
+    "SAFE",
+]
 
 FORMATS = ("html", "png", "svg")
-SAFE = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499", "#DDDDDD",
-        "#000000", "#777777", "#661100")  # Paul Tol's muted palette, then black, grey and brown
+SAFE = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#DDDDDD",
+    "#000000",
+    "#777777",
+    "#661100",
+)  # Paul Tol's muted palette, then black, grey and brown
 _FONT = dict(family="Helvetica, Arial, sans-serif", size=13)
-_B_AXIS = {"b": "b: the digit whose image is subtracted (its test images are the ones scored)",
-           "other": "b: the digit whose image is subtracted (its test images are left out of the score)"}
+_B_AXIS = {
+    "b": "b: the digit whose image is subtracted (its test images are the ones scored)",
+    "other": "b: the digit whose image is subtracted (its test images are left out of the score)",
+}
 
 
 def _layout(fig: go.Figure, title: str, width: int, height: int, top: int = 110) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.5, xanchor="center"), font=_FONT, width=width, height=height,
-                      template="plotly_white", margin=dict(l=80, r=40, t=top, b=80))
+    fig.update_layout(
+        title=dict(text=title, x=0.5, xanchor="center"),
+        font=_FONT,
+        width=width,
+        height=height,
+        template="plotly_white",
+        margin=dict(l=80, r=40, t=top, b=80),
+    )
     return fig
 
 
@@ -62,54 +94,121 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
     off = ~np.eye(len(grid.digits), dtype=bool)
     panels = [(f"hookedmlp, {grid.hook}", np.where(off, grid.metric(metric), np.nan))]
     if study is not None and metric == "loss":
-        panels.append(("the study, its \"layer 0\"", np.where(off, study.grid, np.nan)))
+        panels.append(('the study, its "layer 0"', np.where(off, study.grid, np.nan)))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.14)
     share = metric in ("flip_rate", "accuracy_other")
     zmax = 1.0 if share else float(max(np.nanmax(p[1]) for p in panels))
     labels = [str(d) for d in grid.digits]
     for i, (_, z) in enumerate(panels, start=1):
-        fig.add_trace(go.Heatmap(
-            z=z, x=labels, y=labels, zmin=0, zmax=zmax, colorscale="Viridis", texttemplate="%{z:.2f}" if share else "%{z:.1f}",
-            showscale=i == len(panels), colorbar=dict(title=dict(text=m.axis, side="right"), tickformat=".0%" if share else ""),
-            hovertemplate=f"a = %{{y}} (added), b = %{{x}} (subtracted)<br>{m.axis}: %{{z:{'.1%' if share else '.3f'}}}"
-                          "<extra></extra>"), row=1, col=i)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=labels,
+                y=labels,
+                zmin=0,
+                zmax=zmax,
+                colorscale="Viridis",
+                texttemplate="%{z:.2f}" if share else "%{z:.1f}",
+                showscale=i == len(panels),
+                colorbar=dict(title=dict(text=m.axis, side="right"), tickformat=".0%" if share else ""),
+                hovertemplate=f"a = %{{y}} (added), b = %{{x}} (subtracted)<br>{m.axis}: %{{z:{'.1%' if share else '.3f'}}}"
+                "<extra></extra>",
+            ),
+            row=1,
+            col=i,
+        )
         fig.update_xaxes(title_text=_B_AXIS[m.scope], side="bottom", row=1, col=i)
         fig.update_yaxes(title_text="a: the digit whose image is added", autorange="reversed", row=1, col=i)
-    title = f"{m.title[0].upper()}{m.title[1:]} after adding a - b<br><sup>{_setting(grid.hook, grid.coeff, grid.vectors)}" \
-            "<br>the diagonal (a = b, a zero vector) is left blank</sup>"
+    title = (
+        f"{m.title[0].upper()}{m.title[1:]} after adding a - b<br><sup>{_setting(grid.hook, grid.coeff, grid.vectors)}"
+        "<br>the diagonal (a = b, a zero vector) is left blank</sup>"
+    )
     return _layout(fig, title, 600 * len(panels), 640, top=140)
 
 
 def layer_sweep_figure(sweep: LayerSweep, study: Optional[StudyTables] = None) -> go.Figure:
     """One ``a - b`` vector at every hook point: loss without b above, flip rate below; the study's sweep overlaid."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4])
-    fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.loss, mode="lines+markers", name=f"hookedmlp: loss without {sweep.b}",
-                             line=dict(color=SAFE[0]), hovertemplate="%{x}: %{y:.2f} nats<extra></extra>"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=sweep.hooks,
+            y=sweep.loss,
+            mode="lines+markers",
+            name=f"hookedmlp: loss without {sweep.b}",
+            line=dict(color=SAFE[0]),
+            hovertemplate="%{x}: %{y:.2f} nats<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     if study is not None and (sweep.a, sweep.b) == (3, 1):
-        fig.add_trace(go.Scatter(x=[f"layer{i}.post" for i in study.sweep_layers], y=study.sweep_loss, mode="markers",
-                                 marker=dict(symbol="x", size=12, color=SAFE[6]), name="the study: loss after its layer i",
-                                 hovertemplate="the study, %{x}: %{y:.2f} nats<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=sweep.hooks, y=[sweep.normal["loss"]] * len(sweep.hooks), mode="lines",
-                             line=dict(color=SAFE[11], dash="dash"), name="unsteered",
-                             hovertemplate="unsteered: %{y:.3f} nats<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=sweep.hooks, y=sweep.flip_rate, mode="lines+markers",
-                             name=f"hookedmlp: share of {sweep.b}s read as {sweep.a}", line=dict(color=SAFE[2]),
-                             hovertemplate="%{x}: %{y:.1%}<extra></extra>"), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=[f"layer{i}.post" for i in study.sweep_layers],
+                y=study.sweep_loss,
+                mode="markers",
+                marker=dict(symbol="x", size=12, color=SAFE[6]),
+                name="the study: loss after its layer i",
+                hovertemplate="the study, %{x}: %{y:.2f} nats<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=sweep.hooks,
+            y=[sweep.normal["loss"]] * len(sweep.hooks),
+            mode="lines",
+            line=dict(color=SAFE[11], dash="dash"),
+            name="unsteered",
+            hovertemplate="unsteered: %{y:.3f} nats<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=sweep.hooks,
+            y=sweep.flip_rate,
+            mode="lines+markers",
+            name=f"hookedmlp: share of {sweep.b}s read as {sweep.a}",
+            line=dict(color=SAFE[2]),
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     fig.update_yaxes(title_text=f"cross-entropy without {sweep.b} (nats)", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="flip rate", range=[0, 1.02], tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="hook point where a - b is added", row=2, col=1)
     fig.update_layout(legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
-    vectors = "class mean" if sweep.method == "mean" else ("first training image" if not sweep.exemplar
-                                                           else f"training image {sweep.exemplar + 1}")
-    return _layout(fig, f"Steering with {sweep.a} - {sweep.b} at each hook point<br><sup>coefficient {sweep.coeff:g}, "
-                        f"vectors from the {vectors} of each digit</sup>", 950, 650)
+    vectors = (
+        "class mean"
+        if sweep.method == "mean"
+        else ("first training image" if not sweep.exemplar else f"training image {sweep.exemplar + 1}")
+    )
+    return _layout(
+        fig,
+        f"Steering with {sweep.a} - {sweep.b} at each hook point<br><sup>coefficient {sweep.coeff:g}, "
+        f"vectors from the {vectors} of each digit</sup>",
+        950,
+        650,
+    )
 
 
 def _dist_heatmap(z: np.ndarray, digits: Sequence[int], showscale: bool) -> go.Heatmap:
     labels = [str(d) for d in digits]
-    return go.Heatmap(z=z, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=showscale,
-                      colorbar=dict(title=dict(text="probability", side="right")),
-                      hovertemplate="test images of %{y}: P(class %{x}) = %{z:.3f}<extra></extra>")
+    return go.Heatmap(
+        z=z,
+        x=labels,
+        y=labels,
+        zmin=0,
+        zmax=1,
+        colorscale="Blues",
+        showscale=showscale,
+        colorbar=dict(title=dict(text="probability", side="right")),
+        hovertemplate="test images of %{y}: P(class %{x}) = %{z:.3f}<extra></extra>",
+    )
 
 
 def distributions_figure(grid: GridResult, pairs: Sequence[tuple[tuple[int, int], str]]) -> go.Figure:
@@ -121,57 +220,117 @@ def distributions_figure(grid: GridResult, pairs: Sequence[tuple[tuple[int, int]
     cols = min(3, len(pairs))
     rows = (len(pairs) + cols - 1) // cols
     index = {c: i for i, c in enumerate(grid.digits)}
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{a} - {b}: {why}" for (a, b), why in pairs],
-                        horizontal_spacing=0.08, vertical_spacing=0.16)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"{a} - {b}: {why}" for (a, b), why in pairs],
+        horizontal_spacing=0.08,
+        vertical_spacing=0.16,
+    )
     for n, ((a, b), _) in enumerate(pairs):
         r, c = n // cols + 1, n % cols + 1
         fig.add_trace(_dist_heatmap(d[index[a], index[b]], grid.digits, n == 0), row=r, col=c)
         fig.update_xaxes(title_text="predicted class", row=r, col=c)
         fig.update_yaxes(title_text="test images of digit", autorange="reversed", row=r, col=c)
-    return _layout(fig, "Softmax of the steered model's mean logits on each digit's test images (the study's plots)<br>"
-                        f"<sup>{_setting(grid.hook, grid.coeff, grid.vectors)}; six pairs, each chosen for the reason in "
-                        "its title; every pair is in the interactive figure</sup>", 360 * cols + 140, 370 * rows + 150)
+    return _layout(
+        fig,
+        "Softmax of the steered model's mean logits on each digit's test images (the study's plots)<br>"
+        f"<sup>{_setting(grid.hook, grid.coeff, grid.vectors)}; six pairs, each chosen for the reason in "
+        "its title; every pair is in the interactive figure</sup>",
+        360 * cols + 140,
+        370 * rows + 150,
+    )
 
 
 def distributions_explorer(grid: GridResult) -> go.Figure:
     """Every (a, b) pair's distributions, one at a time, chosen from a dropdown (interactive HTML)."""
     d = grid.kept_distributions()
     pairs = [(i, j) for i in range(len(grid.digits)) for j in range(len(grid.digits))]
-    name = lambda i, j: (f"{grid.digits[i]} - {grid.digits[j]}" if i != j else f"{grid.digits[i]} - {grid.digits[j]} "  # noqa: E731
-                         "(unsteered)")
+    name = lambda i, j: (
+        f"{grid.digits[i]} - {grid.digits[j]}"
+        if i != j
+        else f"{grid.digits[i]} - {grid.digits[j]} "  # noqa: E731
+        "(unsteered)"
+    )
     start = pairs.index((grid.digits.index(3), grid.digits.index(1))) if {3, 1} <= set(grid.digits) else 1
     fig = go.Figure(_dist_heatmap(d[pairs[start]], grid.digits, True))
     buttons = [dict(label=name(i, j), method="restyle", args=[{"z": [d[i, j]]}]) for i, j in pairs]
-    fig.update_layout(updatemenus=[dict(buttons=buttons, active=start, x=0.0, xanchor="left", y=1.12, yanchor="bottom",
-                                        direction="down", showactive=True)],
-                      annotations=[dict(text="pair a - b:", x=0.0, xref="paper", xanchor="right", y=1.15, yref="paper",
-                                        showarrow=False)])
+    fig.update_layout(
+        updatemenus=[
+            dict(
+                buttons=buttons,
+                active=start,
+                x=0.0,
+                xanchor="left",
+                y=1.12,
+                yanchor="bottom",
+                direction="down",
+                showactive=True,
+            )
+        ],
+        annotations=[
+            dict(text="pair a - b:", x=0.0, xref="paper", xanchor="right", y=1.15, yref="paper", showarrow=False)
+        ],
+    )
     fig.update_xaxes(title_text="predicted class")
     fig.update_yaxes(title_text="test images of digit", autorange="reversed")
-    return _layout(fig, "Softmax of the steered model's mean logits on each digit's test images<br>"
-                        f"<sup>{_setting(grid.hook, grid.coeff, grid.vectors)}; choose any pair</sup>", 720, 720)
+    return _layout(
+        fig,
+        "Softmax of the steered model's mean logits on each digit's test images<br>"
+        f"<sup>{_setting(grid.hook, grid.coeff, grid.vectors)}; choose any pair</sup>",
+        720,
+        720,
+    )
 
 
 def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
     """Flip rate and loss without b against the coefficient, one colour per pair."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["share of b's test images classified as a",
-                                                        "loss on the test set without b"], horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["share of b's test images classified as a", "loss on the test set without b"],
+        horizontal_spacing=0.1,
+    )
     for i, (a, b) in enumerate(sweep.pairs):
         color = SAFE[i % len(SAFE)]
-        fig.add_trace(go.Scatter(x=sweep.coeffs, y=sweep.flip_rate[i], mode="lines+markers", name=f"{a} - {b}",
-                                 line=dict(color=color), legendgroup=f"{a}-{b}",
-                                 hovertemplate=f"{a} - {b}, coefficient %{{x:g}}: %{{y:.1%}} of the {b}s read as {a}"
-                                               "<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=sweep.coeffs, y=sweep.loss[i], mode="lines+markers", name=f"{a} - {b}",
-                                 line=dict(color=color), legendgroup=f"{a}-{b}", showlegend=False,
-                                 hovertemplate=f"{a} - {b}, coefficient %{{x:g}}: %{{y:.2f}} nats without {b}"
-                                               "<extra></extra>"), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=sweep.coeffs,
+                y=sweep.flip_rate[i],
+                mode="lines+markers",
+                name=f"{a} - {b}",
+                line=dict(color=color),
+                legendgroup=f"{a}-{b}",
+                hovertemplate=f"{a} - {b}, coefficient %{{x:g}}: %{{y:.1%}} of the {b}s read as {a}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=sweep.coeffs,
+                y=sweep.loss[i],
+                mode="lines+markers",
+                name=f"{a} - {b}",
+                line=dict(color=color),
+                legendgroup=f"{a}-{b}",
+                showlegend=False,
+                hovertemplate=f"{a} - {b}, coefficient %{{x:g}}: %{{y:.2f}} nats without {b}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="coefficient of the a - b vector")
     fig.update_yaxes(title_text="flip rate", range=[0, 1.02], tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="cross-entropy (nats)", rangemode="tozero", row=1, col=2)
     vectors = "class mean" if sweep.method == "mean" else "first training image"
-    return _layout(fig, f"Dose-response at {sweep.hook}<br><sup>vectors from the {vectors} of each digit, scaled by each "
-                        "coefficient</sup>", 1150, 520)
+    return _layout(
+        fig,
+        f"Dose-response at {sweep.hook}<br><sup>vectors from the {vectors} of each digit, scaled by each "
+        "coefficient</sup>",
+        1150,
+        520,
+    )
 
 
 def spread_figure(runs: Sequence[Run], keys: Sequence[str]) -> go.Figure:
@@ -185,16 +344,29 @@ def spread_figure(runs: Sequence[Run], keys: Sequence[str]) -> go.Figure:
         r, c = n // cols + 1, n % cols + 1
         for m, model in enumerate(models):
             mine = [run for run in runs if run.model == model]
-            fig.add_trace(go.Scatter(
-                x=[run.source.label for run in mine], y=[run.claims[claim.key][1] for run in mine], mode="markers",
-                name=model, legendgroup=model, showlegend=n == 0, marker=dict(color=SAFE[m % len(SAFE)], size=8),
-                customdata=[["holds" if run.claims[claim.key][0] else "fails"] for run in mine],
-                hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})<extra></extra>"),
-                row=r, col=c)
+            fig.add_trace(
+                go.Scatter(
+                    x=[run.source.label for run in mine],
+                    y=[run.claims[claim.key][1] for run in mine],
+                    mode="markers",
+                    name=model,
+                    legendgroup=model,
+                    showlegend=n == 0,
+                    marker=dict(color=SAFE[m % len(SAFE)], size=8),
+                    customdata=[["holds" if run.claims[claim.key][0] else "fails"] for run in mine],
+                    hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})<extra></extra>",
+                ),
+                row=r,
+                col=c,
+            )
         fig.update_xaxes(tickangle=45, row=r, col=c)
-    return _layout(fig, "Each claim's number over the spread's runs<br><sup>one point per model and way of making the "
-                        "vectors, all at layer0.post and coefficient 1 unless the claim says otherwise</sup>",
-                   1250, 440 * rows + 160)
+    return _layout(
+        fig,
+        "Each claim's number over the spread's runs<br><sup>one point per model and way of making the "
+        "vectors, all at layer0.post and coefficient 1 unless the claim says otherwise</sup>",
+        1250,
+        440 * rows + 160,
+    )
 
 
 def study_tradeoff_figure(results: Sequence[ModelResult]) -> go.Figure:
@@ -205,14 +377,27 @@ def study_tradeoff_figure(results: Sequence[ModelResult]) -> go.Figure:
         x = [1 - r.at_one[h]["accuracy_other"] / max(r.test_accuracy, 1e-9) for r in mine for h in r.hooks]
         y = [r.at_one[h]["flip_rate"] for r in mine for h in r.hooks]
         text = [f"seed {r.seed}, {h}" for r in mine for h in r.hooks]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=name, text=text,
-                                 marker=dict(color=SAFE[v % len(SAFE)], size=7),
-                                 hovertemplate=name + ", %{text}<br>flip rate %{y:.1%}<br>accuracy lost on the other digits "
-                                               "%{x:.1%}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="markers",
+                name=name,
+                text=text,
+                marker=dict(color=SAFE[v % len(SAFE)], size=7),
+                hovertemplate=name + ", %{text}<br>flip rate %{y:.1%}<br>accuracy lost on the other digits "
+                "%{x:.1%}<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="accuracy lost on the other digits (share of the unsteered accuracy)", tickformat=".0%")
     fig.update_yaxes(title_text="flip rate (share of b's images read as a)", range=[0, 1.02], tickformat=".0%")
-    return _layout(fig, "Flip rate against damage, per variant<br><sup>every hook point of every model, coefficient 1, "
-                        "vectors from the first training image of each digit</sup>", 1000, 640)
+    return _layout(
+        fig,
+        "Flip rate against damage, per variant<br><sup>every hook point of every model, coefficient 1, "
+        "vectors from the first training image of each digit</sup>",
+        1000,
+        640,
+    )
 
 
 def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
@@ -223,23 +408,40 @@ def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
         hooks = mine[0].hooks
         depth = [i / max(1, len(hooks) - 1) for i in range(len(hooks))]
         share = [float(np.median([r.share[h] for r in mine])) for h in hooks]
-        fig.add_trace(go.Scatter(x=depth, y=share, mode="lines+markers", name=name, text=hooks,
-                                 line=dict(color=SAFE[v % len(SAFE)]),
-                                 hovertemplate=name + ", %{text}<br>selective pairs %{y:.0%}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=depth,
+                y=share,
+                mode="lines+markers",
+                name=name,
+                text=hooks,
+                line=dict(color=SAFE[v % len(SAFE)]),
+                hovertemplate=name + ", %{text}<br>selective pairs %{y:.0%}<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="relative depth of the hook point (input 0, logits 1)")
-    fig.update_yaxes(title_text="share of the 90 pairs that are selective (median over seeds)", rangemode="tozero",
-                     tickformat=".0%")
-    return _layout(fig, "Selectivity per hook point<br><sup>some coefficient turns half of b's images into a's and keeps "
-                        "90% of the accuracy on the other digits; vectors from the first training image</sup>", 1000, 580)
+    fig.update_yaxes(
+        title_text="share of the 90 pairs that are selective (median over seeds)", rangemode="tozero", tickformat=".0%"
+    )
+    return _layout(
+        fig,
+        "Selectivity per hook point<br><sup>some coefficient turns half of b's images into a's and keeps "
+        "90% of the accuracy on the other digits; vectors from the first training image</sup>",
+        1000,
+        580,
+    )
 
 
 def _standalone_html(fig: go.Figure) -> bytes:
     """A page that works on its own: doctype, title, plotly.js inline, resizing with the window."""
     title = html.escape((fig.layout.title.text or "hookedmlp figure").split("<br>")[0])
     sized = go.Figure(fig).update_layout(width=None, height=None, autosize=True)
-    page = sized.to_html(include_plotlyjs=True, full_html=True, config={"responsive": True},
-                         default_width="100%", default_height="100vh")
-    page = page.replace("<html>", '<!DOCTYPE html>\n<html lang="en">', 1).replace("<head>", f"<head>\n<title>{title}</title>", 1)
+    page = sized.to_html(
+        include_plotlyjs=True, full_html=True, config={"responsive": True}, default_width="100%", default_height="100vh"
+    )
+    page = page.replace("<html>", '<!DOCTYPE html>\n<html lang="en">', 1).replace(
+        "<head>", f"<head>\n<title>{title}</title>", 1
+    )
     return page.encode()
 
 
@@ -260,7 +462,9 @@ def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] 
             data = _standalone_html(fig)
         else:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # kaleido 0.2.1 works offline; plotly nags about 1.x
+                warnings.simplefilter(
+                    "ignore", DeprecationWarning
+                )  # kaleido 0.2.1 works offline; plotly nags about 1.x
                 data = fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
         with atomic_write(target, "wb") as f:
             f.write(data)

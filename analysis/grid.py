@@ -61,7 +61,9 @@ class GridResult(ByName):
     def kept_distributions(self) -> np.ndarray:
         """``distributions`` ``[a, b, digit, class]``, or a UsageError if the grid was computed without them."""
         if self.distributions is None:
-            raise UsageError("this grid has no distributions; compute it with steering_grid(..., keep_distributions=True)")
+            raise UsageError(
+                "this grid has no distributions; compute it with steering_grid(..., keep_distributions=True)"
+            )
         return self.distributions
 
     def off_diagonal(self, name: str = "loss") -> np.ndarray:
@@ -73,14 +75,22 @@ class GridResult(ByName):
         """How each digit became an activation, in words."""
         if self.method == "mean":
             return "class mean of each digit's training images"
-        return "first training image of each digit" if self.exemplar == 0 else f"training image {self.exemplar + 1} of each digit"
+        return (
+            "first training image of each digit"
+            if self.exemplar == 0
+            else f"training image {self.exemplar + 1} of each digit"
+        )
 
     def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
         """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row."""
         values = self.metric(metric)
         title = METRICS[metric].title if metric in METRICS else metric
-        lines = [f"{title} ({self.hook}, coeff {self.coeff:g}, {self.vectors})", "",
-                 "| a \\ b | " + " | ".join(map(str, self.digits)) + " |", "|" + "---|" * (len(self.digits) + 1)]
+        lines = [
+            f"{title} ({self.hook}, coeff {self.coeff:g}, {self.vectors})",
+            "",
+            "| a \\ b | " + " | ".join(map(str, self.digits)) + " |",
+            "|" + "---|" * (len(self.digits) + 1),
+        ]
         for i, a in enumerate(self.digits):
             lines.append(f"| {a} | " + " | ".join(f"{v:.{precision}f}" for v in values[i]) + " |")
         if metric in self.normal:
@@ -99,17 +109,23 @@ class GridResult(ByName):
             return cls.from_dict(json.load(f))
 
     def __repr__(self) -> str:
-        return (f"GridResult({self.hook}, coeff={self.coeff:g}, {self.vectors}, {len(self.digits)}x{len(self.digits)}, "
-                f"mean loss off-diagonal {self.off_diagonal('loss').mean():.3f} (normal {self.normal['loss'].mean():.3f}), "
-                f"mean flip rate {self.off_diagonal('flip_rate').mean():.3f}, n_test={self.n_test})")
+        return (
+            f"GridResult({self.hook}, coeff={self.coeff:g}, {self.vectors}, {len(self.digits)}x{len(self.digits)}, "
+            f"mean loss off-diagonal {self.off_diagonal('loss').mean():.3f} (normal {self.normal['loss'].mean():.3f}), "
+            f"mean flip rate {self.off_diagonal('flip_rate').mean():.3f}, n_test={self.n_test})"
+        )
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{b}</th>" for b in self.digits)
-        rows = "".join(f"<tr><th>{a}</th>" + "".join(f"<td>{v:.2f}</td>" for v in self.loss[i]) + "</tr>"
-                       for i, a in enumerate(self.digits))
-        return (f"<table><caption>{html.escape(METRICS['loss'].title)} ({html.escape(self.hook)}, coeff {self.coeff:g}, "
-                f"{html.escape(self.vectors)}); rows a, columns b</caption><thead><tr><th>a \\ b</th>{head}</tr></thead>"
-                f"<tbody>{rows}</tbody></table><p>{html.escape(repr(self))}</p>")
+        rows = "".join(
+            f"<tr><th>{a}</th>" + "".join(f"<td>{v:.2f}</td>" for v in self.loss[i]) + "</tr>"
+            for i, a in enumerate(self.digits)
+        )
+        return (
+            f"<table><caption>{html.escape(METRICS['loss'].title)} ({html.escape(self.hook)}, coeff {self.coeff:g}, "
+            f"{html.escape(self.vectors)}); rows a, columns b</caption><thead><tr><th>a \\ b</th>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table><p>{html.escape(repr(self))}</p>"
+        )
 
 
 def scoring_set(test: Any = None) -> tuple[Tensor, Tensor]:
@@ -125,8 +141,17 @@ def scoring_set(test: Any = None) -> tuple[Tensor, Tensor]:
     return images, data.labels
 
 
-def grids_from_evaluation(model: HookedRoot, hooks: Sequence[str], digits: Sequence[int], coeff: float, method: str,
-                          exemplar: int, result: Evaluation, n_test: int, keep_distributions: bool) -> dict[str, GridResult]:
+def grids_from_evaluation(
+    model: HookedRoot,
+    hooks: Sequence[str],
+    digits: Sequence[int],
+    coeff: float,
+    method: str,
+    exemplar: int,
+    result: Evaluation,
+    n_test: int,
+    keep_distributions: bool,
+) -> dict[str, GridResult]:
     """``{hook: GridResult}`` from an evaluation of ``pair_additions(model, hooks, all_pairs(digits))``.
 
     The unsteered row is the diagonal: ``a - a`` is the zero vector, which the engine scores
@@ -138,16 +163,38 @@ def grids_from_evaluation(model: HookedRoot, hooks: Sequence[str], digits: Seque
         cells = slice(i * k * k, (i + 1) * k * k)
         metrics = {m: v[cells].reshape(k, k) for m, v in result.values.items()}
         normal = {m: np.diagonal(v).copy() for m, v in metrics.items()}
-        dist = result.distributions[cells].reshape(k, k, *result.distributions.shape[1:]) if keep_distributions else None
-        grids[hook] = GridResult(hook, float(coeff), method, list(digits), metrics, normal, n_test, model_fingerprint(model),
-                                 exemplar, result.engine, dist)
+        dist = (
+            result.distributions[cells].reshape(k, k, *result.distributions.shape[1:]) if keep_distributions else None
+        )
+        grids[hook] = GridResult(
+            hook,
+            float(coeff),
+            method,
+            list(digits),
+            metrics,
+            normal,
+            n_test,
+            model_fingerprint(model),
+            exemplar,
+            result.engine,
+            dist,
+        )
     return grids
 
 
-def steering_grid(model: HookedRoot, hook: str = "layer0.post", coeff: float = 1.0, method: str = "first",
-                  exemplar: int = 0, data: Any = None, test: Any = None, digits: Optional[Sequence[int]] = None,
-                  keep_distributions: bool = False, chunk_elements: int = CHUNK_ELEMENTS,
-                  progress: bool = False) -> GridResult:
+def steering_grid(
+    model: HookedRoot,
+    hook: str = "layer0.post",
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+    digits: Optional[Sequence[int]] = None,
+    keep_distributions: bool = False,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    progress: bool = False,
+) -> GridResult:
     """Steer with ``a - b`` at ``hook`` for every pair of digits and score each cell.
 
     Each cell equals one full hooked pass ``with model.steer(a=a, b=b, hook=hook)`` over the
@@ -181,4 +228,6 @@ def steering_grid(model: HookedRoot, hook: str = "layer0.post", coeff: float = 1
         raise ConfigError("digits is empty; pass at least one class")
     additions = pair_additions(model, [hook], all_pairs(digits), [coeff], method, exemplar, source)
     result = evaluate_additions(model, images, labels, additions, chunk_elements, progress)
-    return grids_from_evaluation(model, [hook], digits, coeff, method, exemplar, result, len(labels), keep_distributions)[hook]
+    return grids_from_evaluation(
+        model, [hook], digits, coeff, method, exemplar, result, len(labels), keep_distributions
+    )[hook]

@@ -51,8 +51,10 @@ def same_to_precision(old: str, new: str, rel: float = 0.0) -> bool:
     new_words, new_numbers = _split(new)
     if old_words != new_words or len(old_numbers) != len(new_numbers):
         return False
-    return all(abs(a - b) <= max(ta, tb, rel * max(abs(a), abs(b)) if ta or tb else 0.0)
-               for (a, ta), (b, tb) in zip(old_numbers, new_numbers))
+    return all(
+        abs(a - b) <= max(ta, tb, rel * max(abs(a), abs(b)) if ta or tb else 0.0)
+        for (a, ta), (b, tb) in zip(old_numbers, new_numbers)
+    )
 
 
 class Outputs:
@@ -82,8 +84,9 @@ class Outputs:
         self.written.append(path)
         return path
 
-    def figure(self, stem: str, numbers: Sequence[float], write: Callable[[Path, Sequence[str]], list[Path]],
-               digits: int = 4) -> list[Path]:
+    def figure(
+        self, stem: str, numbers: Sequence[float], write: Callable[[Path, Sequence[str]], list[Path]], digits: int = 4
+    ) -> list[Path]:
         """Write the figure ``root/stem`` (``write(path_stem, formats)``); its PNG only if ``numbers`` changed.
 
         ``numbers`` are what the figure shows, rounded to ``digits`` significant digits in the

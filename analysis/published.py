@@ -52,8 +52,12 @@ def study_tables() -> StudyTables:
     grid = np.array([body[str(a)] for a in range(10)])
     with (root / "layer_sweep_3_minus_1.csv").open() as f:
         sweep = list(csv.reader(f))[1:]
-    return StudyTables(grid=grid, normal=np.array(body["normal"]), sweep_layers=[int(r[0]) for r in sweep],
-                       sweep_loss=np.array([float(r[1]) for r in sweep]))
+    return StudyTables(
+        grid=grid,
+        normal=np.array(body["normal"]),
+        sweep_layers=[int(r[0]) for r in sweep],
+        sweep_loss=np.array([float(r[1]) for r in sweep]),
+    )
 
 
 def ranks(x: np.ndarray) -> np.ndarray:

@@ -51,9 +51,15 @@ def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress
     return HookedMLP.from_pretrained("mnist-mlp"), "shipped mnist-mlp"
 
 
-def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str, Path]] = None, train: bool = False,
-              quick: bool = False, figures: bool = True, log: Callable[[str], None] = print,
-              progress: bool = True) -> Reproduction:
+def reproduce(
+    out_dir: Union[str, Path] = "docs",
+    checkpoint: Optional[Union[str, Path]] = None,
+    train: bool = False,
+    quick: bool = False,
+    figures: bool = True,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
     About 1.5 minutes on 2 cores (seconds with ``quick``: the headline on 1,000 test images, 4
@@ -83,7 +89,9 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
     images, labels = load_mnist("test")
     test_loss, test_acc = evaluate(model, images.to(model.reference_tensor().dtype), labels)  # a float64 model too
     head = (images[:1000], labels[:1000]) if quick else (images, labels)
-    log(f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images")
+    log(
+        f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images"
+    )
     with torch.no_grad():
         grids = all_pairs_sweep(model, test=head, keep_distributions=True, progress=progress)
         sweep = layer_sweep(model, 3, 1, test=head)
@@ -114,8 +122,23 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
     step("control", start)
 
-    result = Reproduction(name, test_loss, test_acc, len(head[1]), grids, sweep, dose, study, runs, control_runs,
-                          control_grid, control_loss, len(subset[1]), seeds_note, evaluate_claims(grids, study))
+    result = Reproduction(
+        name,
+        test_loss,
+        test_acc,
+        len(head[1]),
+        grids,
+        sweep,
+        dose,
+        study,
+        runs,
+        control_runs,
+        control_grid,
+        control_loss,
+        len(subset[1]),
+        seeds_note,
+        evaluate_claims(grids, study),
+    )
     outputs = Outputs(out)
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)
     outputs.text("figures/reproduction.json", json.dumps(result.to_dict(), indent=1), rel=JSON_REL)
@@ -125,8 +148,10 @@ def reproduce(out_dir: Union[str, Path] = "docs", checkpoint: Optional[Union[str
         step("figures", start)
     outputs.text("reproduction.md", report_text(result, figures=figures))
     outputs.close()
-    log(f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} unchanged "
-        "(equal to their printed precision)")
+    log(
+        f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} unchanged "
+        "(equal to their printed precision)"
+    )
     log(f"report: {out / 'reproduction.md'}")
     for s in summarise([r.claims for r in runs]):
         log(f"  {s.claim.key}: {s.verdict}; {s.claim.number} median {s.median:.3g} [{s.low:.3g}, {s.high:.3g}]")
@@ -139,9 +164,13 @@ def distribution_pairs(grid: GridResult) -> list[tuple[tuple[int, int], str]]:
     flips, losses = grid.off_diagonal("flip_rate"), grid.off_diagonal("loss")
     order = np.argsort(flips, kind="stable")
     chosen = {(3, 1): "the study's example"} if (3, 1) in pairs else {}
-    for index, why in ((order[-1], "the strongest flip"), (order[0], "the weakest flip"),
-                       (order[len(order) // 2], "a median flip"), (int(np.argmax(losses)), "the most damage"),
-                       (int(np.argmin(losses)), "the least damage")):
+    for index, why in (
+        (order[-1], "the strongest flip"),
+        (order[0], "the weakest flip"),
+        (order[len(order) // 2], "a median flip"),
+        (int(np.argmax(losses)), "the most damage"),
+        (int(np.argmin(losses)), "the least damage"),
+    ):
         chosen.setdefault(pairs[int(index)], why)
     for index in order[::-1]:  # fill up to six where two reasons picked one pair
         if len(chosen) >= 6:
@@ -157,12 +186,25 @@ def _write_figures(r: Reproduction, outputs: Outputs) -> None:
     g = r.grid
     outputs.figure("figures/grid_loss", numbers_of(g.loss, r.study.grid), writer(fig.grid_heatmap(g, r.study)))
     outputs.figure("figures/grid_flip_rate", numbers_of(g.flip_rate), writer(fig.grid_heatmap(g, metric="flip_rate")))
-    outputs.figure("figures/layer_sweep_3_1", numbers_of(r.sweep.loss, r.sweep.flip_rate),
-                   writer(fig.layer_sweep_figure(r.sweep, r.study)))
+    outputs.figure(
+        "figures/layer_sweep_3_1",
+        numbers_of(r.sweep.loss, r.sweep.flip_rate),
+        writer(fig.layer_sweep_figure(r.sweep, r.study)),
+    )
     pairs = distribution_pairs(g)
-    outputs.figure("figures/distributions", numbers_of(g.distributions) + [v for p, _ in pairs for v in p],
-                   writer(fig.distributions_figure(g, pairs)))
-    outputs.written += fig.write_figure(fig.distributions_explorer(g), outputs.root / "figures" / "distributions_all", ["html"])
-    outputs.figure("figures/dose_response", numbers_of(r.dose.flip_rate, r.dose.loss), writer(fig.dose_response_figure(r.dose)))
-    outputs.figure("figures/spread", numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
-                   writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])))
+    outputs.figure(
+        "figures/distributions",
+        numbers_of(g.distributions) + [v for p, _ in pairs for v in p],
+        writer(fig.distributions_figure(g, pairs)),
+    )
+    outputs.written += fig.write_figure(
+        fig.distributions_explorer(g), outputs.root / "figures" / "distributions_all", ["html"]
+    )
+    outputs.figure(
+        "figures/dose_response", numbers_of(r.dose.flip_rate, r.dose.loss), writer(fig.dose_response_figure(r.dose))
+    )
+    outputs.figure(
+        "figures/spread",
+        numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
+        writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])),
+    )

@@ -68,9 +68,17 @@ class Selectivity(ByName):
         return {name: float(v[:, i].mean()) for name, v in self.metrics.items()}
 
 
-def selectivity(model: HookedRoot, hooks: Sequence[str], coeffs: Sequence[float] = COEFFS, pairs: Any = None,
-                method: str = "first", exemplar: int = 0, data: Any = None, test: Any = None,
-                chunk_elements: int = CHUNK_ELEMENTS) -> dict[str, Selectivity]:
+def selectivity(
+    model: HookedRoot,
+    hooks: Sequence[str],
+    coeffs: Sequence[float] = COEFFS,
+    pairs: Any = None,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> dict[str, Selectivity]:
     """``{hook: Selectivity}``: every pair's vector at every coefficient, at every hook, in one evaluation.
 
     Examples:

@@ -66,20 +66,32 @@ class Run:
     seconds: float
 
 
-def run_claims(model: HookedRoot, source: VectorSource, test: tuple[Tensor, Tensor], study: StudyTables,
-               name: str) -> tuple[Run, dict[str, GridResult]]:
+def run_claims(
+    model: HookedRoot, source: VectorSource, test: tuple[Tensor, Tensor], study: StudyTables, name: str
+) -> tuple[Run, dict[str, GridResult]]:
     """The grids of all 90 pairs at every ``layer{i}.post`` for one vector source, and the claims they decide."""
     start = time.perf_counter()
     with torch.no_grad():
-        grids = all_pairs_sweep(model, POSTS, method=source.method, exemplar=source.exemplar, test=test,
-                                keep_distributions=True)
-    run = Run(name, source, evaluate_claims(grids, study), float(grids["layer0.post"].off_diagonal("loss").mean()),
-              time.perf_counter() - start)
+        grids = all_pairs_sweep(
+            model, POSTS, method=source.method, exemplar=source.exemplar, test=test, keep_distributions=True
+        )
+    run = Run(
+        name,
+        source,
+        evaluate_claims(grids, study),
+        float(grids["layer0.post"].off_diagonal("loss").mean()),
+        time.perf_counter() - start,
+    )
     return run, grids
 
 
-def spread(models: dict[str, HookedRoot], sources: Sequence[VectorSource], test: tuple[Tensor, Tensor],
-           study: StudyTables, log: Optional[Callable[[str], None]] = None) -> list[Run]:
+def spread(
+    models: dict[str, HookedRoot],
+    sources: Sequence[VectorSource],
+    test: tuple[Tensor, Tensor],
+    study: StudyTables,
+    log: Optional[Callable[[str], None]] = None,
+) -> list[Run]:
     """Every (model, source) run, in order, logging one line per run."""
     runs = []
     total = len(models) * len(sources)
@@ -89,6 +101,8 @@ def spread(models: dict[str, HookedRoot], sources: Sequence[VectorSource], test:
             runs.append(run)
             if log is not None:
                 flip = run.claims["flip"][1]
-                log(f"  run {len(runs)}/{total}: {name}, {source.label}: flip rate {flip:.3f}, "
-                    f"loss off-diagonal {run.off_diagonal_loss:.2f} ({run.seconds:.1f} s)")
+                log(
+                    f"  run {len(runs)}/{total}: {name}, {source.label}: flip rate {flip:.3f}, "
+                    f"loss off-diagonal {run.off_diagonal_loss:.2f} ({run.seconds:.1f} s)"
+                )
     return runs

@@ -21,7 +21,15 @@ from hookedmlp.errors import ConfigError
 from hookedmlp.io import check_writable
 from hookedmlp.train import TrainSettings
 
-__all__ = ["Spread", "VariantSummary", "summarise_variants", "study_text", "study", "results_to_dict", "results_from_dict"]
+__all__ = [
+    "Spread",
+    "VariantSummary",
+    "summarise_variants",
+    "study_text",
+    "study",
+    "results_to_dict",
+    "results_from_dict",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,21 +79,35 @@ def summarise_variants(results: Sequence[ModelResult]) -> list[VariantSummary]:
         rs = [r for r in results if r.variant == name]
         best = Counter(r.best_hook for r in rs).most_common(1)[0][0]
         coeffs = [r.best_coeff[r.best_hook] for r in rs if r.best_coeff[r.best_hook] is not None]
-        out.append(VariantSummary(
-            name, changes.get(name, ""), len(rs), Spread.of([r.test_loss for r in rs]),
-            Spread.of([r.share[r.best_hook] for r in rs]), best,
-            *(Spread.of([_mean_over_hooks(r, m) for r in rs]) for m in ("flip_rate", "loss", "accuracy_other", "kl")),
-            f"{np.median(coeffs):g}" if coeffs else "none"))
+        out.append(
+            VariantSummary(
+                name,
+                changes.get(name, ""),
+                len(rs),
+                Spread.of([r.test_loss for r in rs]),
+                Spread.of([r.share[r.best_hook] for r in rs]),
+                best,
+                *(
+                    Spread.of([_mean_over_hooks(r, m) for r in rs])
+                    for m in ("flip_rate", "loss", "accuracy_other", "kl")
+                ),
+                f"{np.median(coeffs):g}" if coeffs else "none",
+            )
+        )
     return out
 
 
 def _table(summaries: Sequence[VariantSummary]) -> str:
-    head = ("| variant | what changes | test loss | selective pairs (best hook) | best hook | coefficient | "
-            "flip rate at 1 | loss at 1 | accuracy at 1 | KL at 1 |")
+    head = (
+        "| variant | what changes | test loss | selective pairs (best hook) | best hook | coefficient | "
+        "flip rate at 1 | loss at 1 | accuracy at 1 | KL at 1 |"
+    )
     rows = [head, "|" + "---|" * 10]
     for s in summaries:
-        rows.append(f"| {s.name} | {s.changes} | {s.test_loss.fmt('.3f')} | {s.share.fmt()} | `{s.best_hook}` | "
-                    f"{s.coeff} | {s.flip.fmt()} | {s.loss.fmt()} | {s.accuracy.fmt()} | {s.kl.fmt()} |")
+        rows.append(
+            f"| {s.name} | {s.changes} | {s.test_loss.fmt('.3f')} | {s.share.fmt()} | `{s.best_hook}` | "
+            f"{s.coeff} | {s.flip.fmt()} | {s.loss.fmt()} | {s.accuracy.fmt()} | {s.kl.fmt()} |"
+        )
     return "\n".join(rows)
 
 
@@ -100,48 +122,66 @@ def _conclusions(summaries: Sequence[VariantSummary]) -> list[str]:
         way = s.share.apart_from(base.share)
         (raise_ if way > 0 else lower if way < 0 else unclear).append(f"{s.name} ({s.share.fmt()})")
     best = max(summaries, key=lambda s: s.share.median)
-    lines = [f"- The baseline, the study's network, is selective for {base.share.fmt()} of the pairs at its best hook "
-             f"point (`{base.best_hook}`): the share of pairs for which some coefficient turns at least {FLIP:.0%} of "
-             f"b's images into a's while keeping {KEEP:.0%} of the accuracy on the other digits."]
+    lines = [
+        f"- The baseline, the study's network, is selective for {base.share.fmt()} of the pairs at its best hook "
+        f"point (`{base.best_hook}`): the share of pairs for which some coefficient turns at least {FLIP:.0%} of "
+        f"b's images into a's while keeping {KEEP:.0%} of the accuracy on the other digits."
+    ]
     lines.append(f"- Raise selectivity above the baseline, in every seed: {', '.join(raise_) or 'none'}.")
     lines.append(f"- Lower it, in every seed: {', '.join(lower) or 'none'}.")
     lines.append(f"- No clear change (the seeds' ranges overlap the baseline's): {', '.join(unclear) or 'none'}.")
     lines.append(f"- The most selective variant is {best.name} ({best.share.fmt()} at `{best.best_hook}`).")
     n = min(s.seeds for s in summaries)
-    lines.append(f"- How sure: {n} seeds per variant. Ranges that do not overlap over {n} seeds each happen by chance "
-                 f"with probability 2/C({2 * n},{n}) = {2 / math.comb(2 * n, n):.2f} when seeds are exchangeable; "
-                 "an overlap means the effect, if any, is within seed-to-seed variation.")
+    lines.append(
+        f"- How sure: {n} seeds per variant. Ranges that do not overlap over {n} seeds each happen by chance "
+        f"with probability 2/C({2 * n},{n}) = {2 / math.comb(2 * n, n):.2f} when seeds are exchangeable; "
+        "an overlap means the effect, if any, is within seed-to-seed variation."
+    )
     return lines
 
 
-def study_text(results: Sequence[ModelResult], figures: bool = True, n_test: int = 10 * TEST_PER_CLASS,
-               quick: bool = False) -> str:
+def study_text(
+    results: Sequence[ModelResult], figures: bool = True, n_test: int = 10 * TEST_PER_CLASS, quick: bool = False
+) -> str:
     summaries = summarise_variants(results)
-    training = ("**quick run**: one epoch on 2,000 training images (a smoke test; the numbers mean nothing)" if quick
-                else f"AdamW lr {STUDY_SETTINGS.lr:g}, cosine decay, batch {STUDY_SETTINGS.batch_size}, "
-                f"{STUDY_SETTINGS.epochs} epochs on MNIST's 60,000 training images, per seed")
-    s = ["# Which network properties make activation additions work?\n",
-         "Written by `hookedmlp study`; every number on this page comes from that run. The study this project "
-         "reproduces asked: *what is the minimal set of properties a network must have for activation additions to "
-         "work?* Here each variant changes one property of its network, is trained with several seeds, and is "
-         "steered with the study's vectors (the first training image of each digit, coefficient 1) at every hook "
-         "point.\n",
-         f"- Training: {training}.",
-         f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images).",
-         f"- Selectivity: for each of the 90 pairs, the coefficients {', '.join(f'{c:g}' for c in COEFFS)} are tried; "
-         f"a pair is selective at a coefficient when at least {FLIP:.0%} of b's images are read as a and the accuracy "
-         f"on the other digits stays at least {KEEP:.0%} of the unsteered accuracy. The table gives the share of "
-         "selective pairs at each variant's best hook point, and the median smallest selective coefficient there.",
-         "- Columns \"at 1\": the mean over all hook points and pairs at coefficient 1 (the study's setting).",
-         "- Numbers are the median over seeds, with the range in brackets.\n",
-         "## The variants\n", _table(summaries), ""]
+    training = (
+        "**quick run**: one epoch on 2,000 training images (a smoke test; the numbers mean nothing)"
+        if quick
+        else f"AdamW lr {STUDY_SETTINGS.lr:g}, cosine decay, batch {STUDY_SETTINGS.batch_size}, "
+        f"{STUDY_SETTINGS.epochs} epochs on MNIST's 60,000 training images, per seed"
+    )
+    s = [
+        "# Which network properties make activation additions work?\n",
+        "Written by `hookedmlp study`; every number on this page comes from that run. The study this project "
+        "reproduces asked: *what is the minimal set of properties a network must have for activation additions to "
+        "work?* Here each variant changes one property of its network, is trained with several seeds, and is "
+        "steered with the study's vectors (the first training image of each digit, coefficient 1) at every hook "
+        "point.\n",
+        f"- Training: {training}.",
+        f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images).",
+        f"- Selectivity: for each of the 90 pairs, the coefficients {', '.join(f'{c:g}' for c in COEFFS)} are tried; "
+        f"a pair is selective at a coefficient when at least {FLIP:.0%} of b's images are read as a and the accuracy "
+        f"on the other digits stays at least {KEEP:.0%} of the unsteered accuracy. The table gives the share of "
+        "selective pairs at each variant's best hook point, and the median smallest selective coefficient there.",
+        '- Columns "at 1": the mean over all hook points and pairs at coefficient 1 (the study\'s setting).',
+        "- Numbers are the median over seeds, with the range in brackets.\n",
+        "## The variants\n",
+        _table(summaries),
+        "",
+    ]
     if figures:
-        s += ["![Flip rate against damage](figures/study_tradeoff.png)\n",
-              "![Selectivity per layer](figures/study_layers.png)\n",
-              "Interactive: [flip rate against damage](figures/study_tradeoff.html), "
-              "[selectivity per layer](figures/study_layers.html).\n"]
-    s += ["## Conclusions\n", *_conclusions(summaries), "",
-          "Re-run: `hookedmlp study` (models and results are cached under `runs/study/`; a second run reuses them).\n"]
+        s += [
+            "![Flip rate against damage](figures/study_tradeoff.png)\n",
+            "![Selectivity per layer](figures/study_layers.png)\n",
+            "Interactive: [flip rate against damage](figures/study_tradeoff.html), "
+            "[selectivity per layer](figures/study_layers.html).\n",
+        ]
+    s += [
+        "## Conclusions\n",
+        *_conclusions(summaries),
+        "",
+        "Re-run: `hookedmlp study` (models and results are cached under `runs/study/`; a second run reuses them).\n",
+    ]
     return "\n".join(s)
 
 
@@ -155,9 +195,15 @@ def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, boo
     return [ModelResult(**r) for r in data["results"]], data["n_test"], data["quick"]
 
 
-def study(out_dir: Path = Path("docs"), cache: Path = Path("runs/study"), quick: bool = False,
-          variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None, figures: bool = True,
-          log: Callable[[str], None] = print) -> list[ModelResult]:
+def study(
+    out_dir: Path = Path("docs"),
+    cache: Path = Path("runs/study"),
+    quick: bool = False,
+    variants: Optional[Sequence[str]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    figures: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[ModelResult]:
     """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md`` and its figures.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
@@ -176,24 +222,40 @@ def study(out_dir: Path = Path("docs"), cache: Path = Path("runs/study"), quick:
     if quick:
         train_x, train_y = load_mnist("train")
         test_x, test_y = load_mnist("test")
-        results = run_study(cache, chosen, seeds, test=stratified_subset(test_x, test_y, 20), coeffs=(1.0, 4.0),
-                            train_data=(train_x[:2000], train_y[:2000], test_x[:1000], test_y[:1000]),
-                            settings=TrainSettings(epochs=1), pairs=off_diagonal_pairs(range(3)), log=log)
+        results = run_study(
+            cache,
+            chosen,
+            seeds,
+            test=stratified_subset(test_x, test_y, 20),
+            coeffs=(1.0, 4.0),
+            train_data=(train_x[:2000], train_y[:2000], test_x[:1000], test_y[:1000]),
+            settings=TrainSettings(epochs=1),
+            pairs=off_diagonal_pairs(range(3)),
+            log=log,
+        )
         n_test = 200
     else:
         results = run_study(cache, chosen, seeds, log=log)
         n_test = 10 * TEST_PER_CLASS
     outputs = Outputs(out_dir)
     if figures:
-        outputs.figure("figures/study_tradeoff", [v for r in results for h in r.hooks for v in r.at_one[h].values()],
-                       lambda stem, formats: write_figure(study_tradeoff_figure(results), stem, formats))
-        outputs.figure("figures/study_layers", [r.share[h] for r in results for h in r.hooks],
-                       lambda stem, formats: write_figure(study_layers_figure(results), stem, formats))
+        outputs.figure(
+            "figures/study_tradeoff",
+            [v for r in results for h in r.hooks for v in r.at_one[h].values()],
+            lambda stem, formats: write_figure(study_tradeoff_figure(results), stem, formats),
+        )
+        outputs.figure(
+            "figures/study_layers",
+            [r.share[h] for r in results for h in r.hooks],
+            lambda stem, formats: write_figure(study_layers_figure(results), stem, formats),
+        )
     outputs.text("figures/study.json", json.dumps(results_to_dict(results, n_test, quick), indent=1), rel=JSON_REL)
     outputs.text("study.md", study_text(results, figures, n_test, quick))
     outputs.close()
     train_s = sum(r.train_seconds for r in results)
     analysis_s = sum(r.analysis_seconds for r in results)
-    log(f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this run); "
-        f"report: {out_dir / 'study.md'}")
+    log(
+        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this run); "
+        f"report: {out_dir / 'study.md'}"
+    )
     return results

@@ -41,8 +41,13 @@ class LayerSweep(ByName):
         names = list(self.metrics)
         heads = [METRICS[m].column or m if m in METRICS else m for m in names]
         fmts = [METRICS[m].fmt if m in METRICS else ".3f" for m in names]
-        lines = [f"{self.a} - {self.b} (coeff {self.coeff:g}, method {self.method}); unsteered loss without {self.b}: "
-                 f"{self.normal['loss']:.3f}", "", "| hook | " + " | ".join(heads) + " |", "|---|" + "---|" * len(names)]
+        lines = [
+            f"{self.a} - {self.b} (coeff {self.coeff:g}, method {self.method}); unsteered loss without {self.b}: "
+            f"{self.normal['loss']:.3f}",
+            "",
+            "| hook | " + " | ".join(heads) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for i, h in enumerate(self.hooks):
             lines.append(f"| {h} | " + " | ".join(format(self.metrics[m][i], f) for m, f in zip(names, fmts)) + " |")
         return "\n".join(lines)
@@ -63,15 +68,28 @@ class CoeffSweep(ByName):
 
     def to_markdown(self, metric: str = "flip_rate") -> str:
         values = self.metrics[check_choice(metric, tuple(self.metrics), "metric")]
-        lines = [f"{METRICS[metric].title if metric in METRICS else metric} at {self.hook} ({self.method})", "",
-                 "| a - b | " + " | ".join(f"{c:g}" for c in self.coeffs) + " |", "|" + "---|" * (len(self.coeffs) + 1)]
+        lines = [
+            f"{METRICS[metric].title if metric in METRICS else metric} at {self.hook} ({self.method})",
+            "",
+            "| a - b | " + " | ".join(f"{c:g}" for c in self.coeffs) + " |",
+            "|" + "---|" * (len(self.coeffs) + 1),
+        ]
         for i, (a, b) in enumerate(self.pairs):
             lines.append(f"| {a} - {b} | " + " | ".join(f"{v:.3f}" for v in values[i]) + " |")
         return "\n".join(lines)
 
 
-def layer_sweep(model: HookedRoot, a: int = 3, b: int = 1, hooks: Optional[Sequence[str]] = None, coeff: float = 1.0,
-                method: str = "first", exemplar: int = 0, data: Any = None, test: Any = None) -> LayerSweep:
+def layer_sweep(
+    model: HookedRoot,
+    a: int = 3,
+    b: int = 1,
+    hooks: Optional[Sequence[str]] = None,
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+) -> LayerSweep:
     """The study's layer sweep: the ``a - b`` vector added at each hook point (default: all) in turn.
 
     Examples:
@@ -88,9 +106,16 @@ def layer_sweep(model: HookedRoot, a: int = 3, b: int = 1, hooks: Optional[Seque
     return LayerSweep(a, b, c, method, names, result.values, normal, exemplar, result.engine)
 
 
-def coeff_sweep(model: HookedRoot, pairs: Sequence[tuple[int, int]] = ((3, 1),), coeffs: Sequence[float] = DEFAULT_COEFFS,
-                hook: str = "layer0.post", method: str = "first", exemplar: int = 0, data: Any = None,
-                test: Any = None) -> CoeffSweep:
+def coeff_sweep(
+    model: HookedRoot,
+    pairs: Sequence[tuple[int, int]] = ((3, 1),),
+    coeffs: Sequence[float] = DEFAULT_COEFFS,
+    hook: str = "layer0.post",
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+) -> CoeffSweep:
     """Dose-response: each pair's vector scaled by each coefficient (negative and fractional too).
 
     Examples:
@@ -105,14 +130,31 @@ def coeff_sweep(model: HookedRoot, pairs: Sequence[tuple[int, int]] = ((3, 1),),
     result = evaluate_additions(model, images, labels, additions)
     shape = (len(pairs), len(cs))
     normal = unsteered(model, images, labels, [p[1] for p in pairs])
-    return CoeffSweep(hook, method, [tuple(p) for p in pairs], cs, {k: v.reshape(shape) for k, v in result.values.items()},
-                      normal, exemplar, result.engine)
+    return CoeffSweep(
+        hook,
+        method,
+        [tuple(p) for p in pairs],
+        cs,
+        {k: v.reshape(shape) for k, v in result.values.items()},
+        normal,
+        exemplar,
+        result.engine,
+    )
 
 
-def all_pairs_sweep(model: HookedRoot, hooks: Optional[Sequence[str]] = None, coeff: float = 1.0, method: str = "first",
-                    exemplar: int = 0, data: Any = None, test: Any = None, digits: Optional[Sequence[int]] = None,
-                    keep_distributions: bool = False, chunk_elements: int = CHUNK_ELEMENTS,
-                    progress: bool = False) -> dict[str, GridResult]:
+def all_pairs_sweep(
+    model: HookedRoot,
+    hooks: Optional[Sequence[str]] = None,
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    test: Any = None,
+    digits: Optional[Sequence[int]] = None,
+    keep_distributions: bool = False,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    progress: bool = False,
+) -> dict[str, GridResult]:
     """The full grid at every hook point (default: all), in one evaluation: ``{hook: GridResult}``.
 
     Arguments as for ``steering_grid``; ``hooks`` are names or globs.

@@ -80,7 +80,9 @@ def main() -> None:
         r = statistics.median(ratios[name])
         p = statistics.median(t[0] for t in times[name])
         h = statistics.median(t[1] for t in times[name])
-        print(f"{name:<46}{p * 1e3:>10.3f}ms{h * 1e3:>10.3f}ms{r:>8.3f}{target:>7.2f} {'ok' if r <= target else 'MISS'}")
+        print(
+            f"{name:<46}{p * 1e3:>10.3f}ms{h * 1e3:>10.3f}ms{r:>8.3f}{target:>7.2f} {'ok' if r <= target else 'MISS'}"
+        )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,9 @@ CASES = list(THEORY)
 
 
 def run_case(case: str, threads: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, case, str(threads)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, case, str(threads)], capture_output=True, text=True, timeout=900
+    )
     if proc.returncode != 0:
         raise SystemExit(f"case {case} failed ({proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -107,22 +109,30 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {args.threads} threads, one fresh process per case; MB = 2**20 bytes")
-    print(f"loaded data: 60,000 x 784 float32 images = {rows[0]['data_mb']:.0f} MB (+ the model and torch itself: the baseline)")
-    head = (f"{'case':<19}{'entries':>8}{'theory':>9}{'cache':>9}{'baseline':>10}{'peak':>9}{'above data':>12}"
-            f"{'peak/cache':>11}{'ru_maxrss':>11}{'seconds':>9}")
+    print(
+        f"loaded data: 60,000 x 784 float32 images = {rows[0]['data_mb']:.0f} MB (+ the model and torch itself: the baseline)"
+    )
+    head = (
+        f"{'case':<19}{'entries':>8}{'theory':>9}{'cache':>9}{'baseline':>10}{'peak':>9}{'above data':>12}"
+        f"{'peak/cache':>11}{'ru_maxrss':>11}{'seconds':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         above = r["hwm_mb"] - r["baseline_mb"]
         ratio = f"{above / r['cache_mb']:.2f}" if r["cache_mb"] else "-"
         theory = f"{THEORY[r['case']]:.0f}" if THEORY[r["case"]] else "-"
-        print(f"{r['case']:<19}{r['entries']:>8}{theory:>9}{r['cache_mb']:>9.0f}{r['baseline_mb']:>10.0f}{r['hwm_mb']:>9.0f}"
-              f"{above:>12.0f}{ratio:>11}{r['maxrss_mb']:>11.0f}{r['seconds']:>9.2f}")
+        print(
+            f"{r['case']:<19}{r['entries']:>8}{theory:>9}{r['cache_mb']:>9.0f}{r['baseline_mb']:>10.0f}{r['hwm_mb']:>9.0f}"
+            f"{above:>12.0f}{ratio:>11}{r['maxrss_mb']:>11.0f}{r['seconds']:>9.2f}"
+        )
     if not all(r["hwm_reset"] for r in rows):
         print("note: /proc/self/clear_refs could not reset VmHWM; 'peak' then includes loading")
-    print("columns: theory/cache = what the cache should hold / holds (distinct storages); baseline = VmRSS after "
-          "loading model and data; peak = VmHWM during the case; above data = peak - baseline; ru_maxrss = the process's "
-          "lifetime peak")
+    print(
+        "columns: theory/cache = what the cache should hold / holds (distinct storages); baseline = VmRSS after "
+        "loading model and data; peak = VmHWM during the case; above data = peak - baseline; ru_maxrss = the process's "
+        "lifetime peak"
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ HOOK = "layer0.post"
 
 # -- the peers: each builds its own view of the same nn.Sequential ---------------------------------
 
+
 def tl_model(seq: nn.Sequential) -> Any:
     """The idiomatic TransformerLens wrapper: a HookPoint after the input and after every module."""
     from transformer_lens import HookedRootModule
@@ -73,8 +74,12 @@ def pyvene_model(seq: nn.Sequential, intervention: Any) -> Any:
     if isinstance(intervention, list):
         reps = [{"component": f"{i}.output", "intervention": pv.CollectIntervention()} for i in intervention]
     else:
-        reps = [{"component": "1.output", "intervention": pv.AdditionIntervention(source_representation=intervention,
-                                                                                 embed_dim=512)}]
+        reps = [
+            {
+                "component": "1.output",
+                "intervention": pv.AdditionIntervention(source_representation=intervention, embed_dim=512),
+            }
+        ]
     model = pv.IntervenableModel(pv.IntervenableConfig(representations=reps), model=seq)
     model.disable_model_gradients()
     return model
@@ -83,8 +88,12 @@ def pyvene_model(seq: nn.Sequential, intervention: Any) -> Any:
 def available() -> dict[str, str]:
     """Each peer's version, or why it cannot be used here."""
     found = {}
-    for name, module in (("TransformerLens", "transformer_lens"), ("nnsight", "nnsight"), ("pyvene", "pyvene"),
-                         ("torchlens", "torchlens")):
+    for name, module in (
+        ("TransformerLens", "transformer_lens"),
+        ("nnsight", "nnsight"),
+        ("pyvene", "pyvene"),
+        ("torchlens", "torchlens"),
+    ):
         try:
             mod = __import__(module)
             from importlib.metadata import version
@@ -97,6 +106,7 @@ def available() -> dict[str, str]:
 
 
 # -- timing ----------------------------------------------------------------------------------------
+
 
 def per_call(fn: Callable[[], Any], inner: int) -> float:
     """Mean seconds per call over ``inner`` calls, with the garbage collector off (as timeit does)."""
@@ -123,7 +133,7 @@ def table(cases: dict[str, dict[str, tuple[Callable[[], Any], int]]], rounds: in
         for case, tools in cases.items():
             order = list(tools.items())
             measured = {}
-            for tool, (fn, inner) in (order if r % 2 == 0 else order[::-1]):  # alternate the order
+            for tool, (fn, inner) in order if r % 2 == 0 else order[::-1]:  # alternate the order
                 measured[tool] = per_call(fn, inner)
             base = measured[order[0][0]]
             for tool, t in measured.items():
@@ -135,7 +145,9 @@ def table(cases: dict[str, dict[str, tuple[Callable[[], Any], int]]], rounds: in
 def cache_mb(cache: Any) -> float:
     """Distinct storages held by a returned cache (a dict, a list, nnsight's saved values, a torchlens trace)."""
     tensors = list(cache.values()) if hasattr(cache, "values") else list(cache)
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)}
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)
+    }
     return sum(storages.values()) / 2**20
 
 
@@ -197,8 +209,10 @@ def main() -> None:
 
     def plain_cache(x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        handles = [m.register_forward_hook(lambda mod, i, o, k=k: out.__setitem__(str(k), o.detach()))
-                   for k, m in enumerate(seq)]
+        handles = [
+            m.register_forward_hook(lambda mod, i, o, k=k: out.__setitem__(str(k), o.detach()))
+            for k, m in enumerate(seq)
+        ]
         try:
             seq(x)
         finally:
@@ -219,10 +233,15 @@ def main() -> None:
             with tlm.hooks(fwd_hooks=[("hook_out.0", add_v)]):
                 return tlm(x1)
 
-        steer_cases["TransformerLens run_with_hooks"] = (lambda: tlm.run_with_hooks(x1, fwd_hooks=[("hook_out.0", add_v)]), 400)
+        steer_cases["TransformerLens run_with_hooks"] = (
+            lambda: tlm.run_with_hooks(x1, fwd_hooks=[("hook_out.0", add_v)]),
+            400,
+        )
         hook_cases["TransformerLens hooks()"] = (tl_hooks, 400)
         cache_cases["TransformerLens run_with_cache"] = (
-            lambda: keep("TransformerLens run_with_cache", tlm.run_with_cache(x10k)[1]), 2)
+            lambda: keep("TransformerLens run_with_cache", tlm.run_with_cache(x10k)[1]),
+            2,
+        )
     if "nnsight" in have:
         nm = nnsight_model(seq)
 
@@ -246,7 +265,9 @@ def main() -> None:
         pv_collect = pyvene_model(seq, list(range(6)))
         steer_cases["pyvene IntervenableModel"] = (lambda: pv_steer(base={"input": x1})[1], 40)
         cache_cases["pyvene CollectIntervention"] = (
-            lambda: keep("pyvene CollectIntervention", pv_collect(base={"input": x10k})[0][1]), 2)
+            lambda: keep("pyvene CollectIntervention", pv_collect(base={"input": x10k})[0][1]),
+            2,
+        )
     if "torchlens" in have:
         import torchlens
 
@@ -256,22 +277,29 @@ def main() -> None:
 
         cache_cases["torchlens trace"] = (tlens, 1)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; peers: "
-          + "; ".join(f"{k} {v}" for k, v in peers.items()))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; peers: "
+        + "; ".join(f"{k} {v}" for k, v in peers.items())
+    )
     if args.skip_table:
         grid(model, seq, have, args.grid_rounds)
         return
     with torch.no_grad():
         check_agreement(model, seq, vec, x1, steer_cases)
         measured = {}
-        for title, cases in (("steering at layer0.post, batch 1, per call", steer_cases),
-                             ("one hook at layer0.post, batch 1, per call", hook_cases)):
+        for title, cases in (
+            ("steering at layer0.post, batch 1, per call", steer_cases),
+            ("one hook at layer0.post, batch 1, per call", hook_cases),
+        ):
             measured[title] = table({title: cases}, args.rounds)
         measured["caching every hook point, batch 10,000"] = table({"cache": cache_cases}, max(3, args.rounds // 3))
     for title, result in measured.items():
         case = next(iter(result["ratio"]))
         print(f"\n{title} (median of {len(next(iter(result['ratio'][case].values())))} interleaved rounds)")
-        print(f"  {'tool':<34}{'time':>12}{'ratio to nn.Sequential':>26}" + ("" if "cach" not in title else f"{'cache holds':>14}"))
+        print(
+            f"  {'tool':<34}{'time':>12}{'ratio to nn.Sequential':>26}"
+            + ("" if "cach" not in title else f"{'cache holds':>14}")
+        )
         for tool, ratios in result["ratio"][case].items():
             t = statistics.median(result["time"][case][tool])
             held = f"{cache_mb(holders[tool]):>11.0f} MB" if tool in holders else ""
@@ -280,8 +308,9 @@ def main() -> None:
         grid(model, seq, have, args.grid_rounds)
 
 
-def check_agreement(model: HookedMLP, seq: nn.Sequential, vec: Any, x: torch.Tensor,
-                    cases: dict[str, tuple[Callable[[], Any], int]]) -> None:
+def check_agreement(
+    model: HookedMLP, seq: nn.Sequential, vec: Any, x: torch.Tensor, cases: dict[str, tuple[Callable[[], Any], int]]
+) -> None:
     """Every steering path computes the same logits (within 1e-5) before anything is timed."""
     expected = seq[5](seq[4](seq[3](seq[2](seq[1](seq[0](x)) + vec[HOOK]))))
     for tool, (fn, _) in cases.items():
@@ -293,6 +322,7 @@ def check_agreement(model: HookedMLP, seq: nn.Sequential, vec: Any, x: torch.Ten
 
 
 # -- part 2: the 10 x 10 grid --------------------------------------------------------------------
+
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, a: int, b: int) -> tuple[float, float]:
     """The study's loss (mean cross-entropy over the images not of class b) and flip rate (b images now a)."""
@@ -328,7 +358,8 @@ def grid(model: HookedMLP, seq: nn.Sequential, have: set[str], rounds: int) -> N
     if "TransformerLens" in have:
         tlm = tl_model(seq)
         ways["TransformerLens loop (run_with_hooks)"] = lambda: loop(
-            lambda vector: tlm.run_with_hooks(images, fwd_hooks=[("hook_out.0", lambda act, hook: act + vector)]))
+            lambda vector: tlm.run_with_hooks(images, fwd_hooks=[("hook_out.0", lambda act, hook: act + vector)])
+        )
     if "nnsight" in have:
         nm = nnsight_model(seq)
 
@@ -341,7 +372,8 @@ def grid(model: HookedMLP, seq: nn.Sequential, have: set[str], rounds: int) -> N
         ways["nnsight loop (trace)"] = lambda: loop(nn_steered)
     if "pyvene" in have:
         ways["pyvene loop (IntervenableModel)"] = lambda: loop(
-            lambda vector: pyvene_model(seq, vector)(base={"input": images})[1])
+            lambda vector: pyvene_model(seq, vector)(base={"input": images})[1]
+        )
     times: dict[str, list[float]] = {w: [] for w in ways}
     results: dict[str, Any] = {}
     with torch.no_grad():
@@ -351,8 +383,11 @@ def grid(model: HookedMLP, seq: nn.Sequential, have: set[str], rounds: int) -> N
                 results[way] = fn()
                 times[way].append(time.perf_counter() - t)
     ours = results["hookedmlp steering_grid"]
-    reference = {(a, b): (float(ours.loss[i, j]), float(ours.flip_rate[i, j]))
-                 for i, a in enumerate(digits) for j, b in enumerate(digits)}
+    reference = {
+        (a, b): (float(ours.loss[i, j]), float(ours.flip_rate[i, j]))
+        for i, a in enumerate(digits)
+        for j, b in enumerate(digits)
+    }
     base = statistics.median(times["hookedmlp steering_grid"])
     print(f"\n10 x 10 grid at {HOOK} over {len(labels)} test images (median of {rounds} interleaved rounds)")
     print(f"  {'way':<40}{'time':>10}{'vs ours':>10}{'max |loss diff|':>18}{'max |flip diff|':>18}")

@@ -88,7 +88,9 @@ def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
         if isinstance(module, nn.Linear):
             macs.append(per_example * module.in_features)
         else:
-            macs.append(per_example * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+            macs.append(
+                per_example * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            )
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     try:
@@ -121,18 +123,24 @@ def main() -> None:
     test_x, test_y = load_mnist("test")
     data = (train_x, train_y, test_x, test_y)
     settings = TrainSettings(epochs=1)
-    runs = {**{name: (lambda name=name: train_model(RECIPES[name], settings, data=data, progress=False)) for name in names},
-            "before": lambda: before_epoch(data, settings)}
+    runs = {
+        **{name: (lambda name=name: train_model(RECIPES[name], settings, data=data, progress=False)) for name in names},
+        "before": lambda: before_epoch(data, settings),
+    }
     rates, seconds = [], {name: [] for name in runs}
     for _ in range(args.rounds):
         rates.append(sgemm_rate())
         for name, run in runs.items():
             seconds[name].append(_time(run))
     rate = {clock: max(r[clock] for r in rates) for clock in CLOCKS}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; sgemm burst rate {rate['wall'] / 1e9:.1f} G "
-          f"multiply-adds per wall second, {rate['cpu'] / 1e9:.1f} per CPU second; one epoch = {len(train_y):,} training "
-          f"images, batch {settings.batch_size}, then {len(test_y):,} test images; best of {args.rounds} interleaved rounds")
-    print(f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} {'measured':>8} {'ratio':>6}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; sgemm burst rate {rate['wall'] / 1e9:.1f} G "
+        f"multiply-adds per wall second, {rate['cpu'] / 1e9:.1f} per CPU second; one epoch = {len(train_y):,} training "
+        f"images, batch {settings.batch_size}, then {len(test_y):,} test images; best of {args.rounds} interleaved rounds"
+    )
+    print(
+        f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} {'measured':>8} {'ratio':>6}"
+    )
     for name in [*names, "before"]:
         macs = epoch_macs(RECIPES["baseline" if name == "before" else name], len(train_y), len(test_y))
         cells = []
@@ -141,8 +149,10 @@ def main() -> None:
             cells.append(f"{bound:>10.2f}s {best:>7.2f}s {best / bound:>5.2f}x")
         print(f"{name:<11} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
     if "baseline" in names:
-        print(f"before -> now (baseline): {min(s['wall'] for s in seconds['before']) / min(s['wall'] for s in seconds['baseline']):.2f}x "
-              "faster in wall time")
+        print(
+            f"before -> now (baseline): {min(s['wall'] for s in seconds['before']) / min(s['wall'] for s in seconds['baseline']):.2f}x "
+            "faster in wall time"
+        )
 
 
 if __name__ == "__main__":

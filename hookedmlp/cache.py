@@ -60,7 +60,9 @@ class ActivationCache(Mapping[str, Tensor]):
         try:
             return self.cache_dict[name]
         except KeyError:
-            raise HookNameError(f"no activation cached for {name!r}{did_you_mean(name, list(self.cache_dict))}") from None
+            raise HookNameError(
+                f"no activation cached for {name!r}{did_you_mean(name, list(self.cache_dict))}"
+            ) from None
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self.cache_dict
@@ -100,7 +102,9 @@ class ActivationCache(Mapping[str, Tensor]):
             sizes = [v.shape[0] for v in self.cache_dict.values() if v.ndim > 0]
             batch_size = max(set(sizes), key=sizes.count) if sizes else 1
         if batch_size != 1:
-            raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input")
+            raise BatchDimError(
+                f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input"
+            )
         dropped: dict[int, Tensor] = {}  # keys sharing one tensor keep sharing one
         for k, v in self.cache_dict.items():  # in the same dict, as TransformerLens does
             if v.ndim > 0 and v.shape[0] == 1:
@@ -113,8 +117,11 @@ class ActivationCache(Mapping[str, Tensor]):
         if not self.has_batch_dim:
             raise UsageError("cannot slice the batch of a cache whose batch dimension was removed")
         index = list(batch_slice) if isinstance(batch_slice, Sequence) else batch_slice
-        return ActivationCache({k: v[index] for k, v in self.cache_dict.items()}, self.model,
-                               has_batch_dim=not isinstance(batch_slice, int))
+        return ActivationCache(
+            {k: v[index] for k, v in self.cache_dict.items()},
+            self.model,
+            has_batch_dim=not isinstance(batch_slice, int),
+        )
 
     def stack(self, names: Optional[Sequence[str]] = None) -> Float[Tensor, "n_names ..."]:
         """The activations of ``names`` (default: all) stacked along a new first dimension."""
@@ -139,14 +146,19 @@ class ActivationCache(Mapping[str, Tensor]):
         if not self.cache_dict:
             return "ActivationCache({})"
         width = max(len(k) for k in self.cache_dict)
-        lines = [f"  {k:<{width}}  {list(v.shape)} {str(v.dtype).removeprefix('torch.')} {v.device}"
-                 for k, v in self.cache_dict.items()]
+        lines = [
+            f"  {k:<{width}}  {list(v.shape)} {str(v.dtype).removeprefix('torch.')} {v.device}"
+            for k, v in self.cache_dict.items()
+        ]
         return "ActivationCache(\n" + "\n".join(lines) + "\n)"
 
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td><td>{str(v.dtype).removeprefix('torch.')}</td>"
             f"<td>{v.device}</td><td>{float(v.float().abs().mean()) if v.numel() else 0.0:.4g}</td></tr>"
-            for k, v in self.cache_dict.items())
-        return ("<table><caption>ActivationCache</caption><thead><tr><th>hook</th><th>shape</th><th>dtype</th>"
-                f"<th>device</th><th>mean |x|</th></tr></thead><tbody>{rows}</tbody></table>")
+            for k, v in self.cache_dict.items()
+        )
+        return (
+            "<table><caption>ActivationCache</caption><thead><tr><th>hook</th><th>shape</th><th>dtype</th>"
+            f"<th>device</th><th>mean |x|</th></tr></thead><tbody>{rows}</tbody></table>"
+        )

@@ -48,8 +48,15 @@ class Recorder(Observer):
             ``remove_batch_dim`` of caching hooks).
     """
 
-    def __init__(self, pass_id: Optional[object], device: Device = None, keep_live: bool = False,
-                 store: Optional[dict[str, Tensor]] = None, suffix: str = "", drop_batch: bool = False) -> None:
+    def __init__(
+        self,
+        pass_id: Optional[object],
+        device: Device = None,
+        keep_live: bool = False,
+        store: Optional[dict[str, Tensor]] = None,
+        suffix: str = "",
+        drop_batch: bool = False,
+    ) -> None:
         self.pass_id = pass_id
         self.device = device
         self.drop_batch = drop_batch
@@ -109,7 +116,9 @@ class Recorder(Observer):
         loss = loss_fn(out) if loss_fn is not None else (out if out.ndim == 0 else out.sum())
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             shape = list(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise UsageError(f"incl_bwd needs a scalar loss, but loss_fn returned {shape}; reduce it, e.g. with .mean()")
+            raise UsageError(
+                f"incl_bwd needs a scalar loss, but loss_fn returned {shape}; reduce it, e.g. with .mean()"
+            )
         tensors = list({id(t): t for t in self.live.values()}.values())
         if loss.requires_grad and tensors:
             grads = torch.autograd.grad(loss.reshape(()), tensors, allow_unused=True)

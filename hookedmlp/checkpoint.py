@@ -22,8 +22,19 @@ from torch import nn
 from hookedmlp.errors import CheckpointError, closest
 from hookedmlp.io import atomic_save, safe_load
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "check_state", "register_architecture",
-           "load_pretrained", "pretrained_card", "pretrained_names", "sha256_file", "FORMAT", "VERSION"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "check_state",
+    "register_architecture",
+    "load_pretrained",
+    "pretrained_card",
+    "pretrained_names",
+    "sha256_file",
+    "FORMAT",
+    "VERSION",
+]
 
 FORMAT = "hookedmlp.checkpoint"
 VERSION = 2
@@ -44,8 +55,16 @@ def register_architecture(name: str) -> Callable[[type], type]:
 
 def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
     """Write ``model``'s checkpoint (architecture, weights, buffers, ``meta``) atomically to ``path``."""
-    atomic_save({"format": FORMAT, "version": VERSION, "architecture": model.architecture,
-                 **model.to_checkpoint(), "meta": dict(meta if meta is not None else model.meta)}, path)
+    atomic_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "architecture": model.architecture,
+            **model.to_checkpoint(),
+            "meta": dict(meta if meta is not None else model.meta),
+        },
+        path,
+    )
 
 
 def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
@@ -65,9 +84,11 @@ def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{source}: malformed layer spec {dict(d)!r}: {e}") from None
         if width is not None and d_in != width or kind != "linear" and d_in != d_out:
-            raise CheckpointError(f"{source} describes an impossible architecture: layer {i} ({kind}) reads {d_in} "
-                                  f"features and writes {d_out}, after a layer writing {width}; the file is corrupt or "
-                                  "was edited")
+            raise CheckpointError(
+                f"{source} describes an impossible architecture: layer {i} ({kind}) reads {d_in} "
+                f"features and writes {d_out}, after a layer writing {width}; the file is corrupt or "
+                "was edited"
+            )
         width = d_out
         if kind == "linear":
             desc = ("Linear", {"in_features": d_in, "out_features": d_out, "bias": bool(d.get("bias", True))})
@@ -84,8 +105,14 @@ def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
         layers.append({"type": desc[0], "args": desc[1], "path": str(i)})
     config = ckpt.get("config", (ckpt.get("meta") or {}).get("config"))
     first = specs[0]
-    return {**ckpt, "version": VERSION, "architecture": "chain", "layers": layers,
-            "first_shape": [int(first.get("d_in", 0))], "config": ({"kind": "mlp", **config} if isinstance(config, dict) else None)}
+    return {
+        **ckpt,
+        "version": VERSION,
+        "architecture": "chain",
+        "layers": layers,
+        "first_shape": [int(first.get("d_in", 0))],
+        "config": ({"kind": "mlp", **config} if isinstance(config, dict) else None),
+    }
 
 
 def read_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> dict[str, Any]:
@@ -94,20 +121,26 @@ def read_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> di
     ckpt = safe_load(path, what="checkpoint", map_location=device or "cpu")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         keys = sorted(map(str, ckpt))[:4] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{source} is not a hookedmlp checkpoint (got {keys}); for a plain state dict use "
-                              "HookedMLP.from_state_dict(torch.load(path, weights_only=True))")
+        raise CheckpointError(
+            f"{source} is not a hookedmlp checkpoint (got {keys}); for a plain state dict use "
+            "HookedMLP.from_state_dict(torch.load(path, weights_only=True))"
+        )
     if ckpt.get("version") == 1:
         ckpt = _upgrade_v1(ckpt, source)
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads versions 1 and {VERSION}")
+        raise CheckpointError(
+            f"{source} has checkpoint version {ckpt.get('version')!r}; this hookedmlp reads versions 1 and {VERSION}"
+        )
     state, meta = ckpt.get("state_dict"), ckpt.get("meta", {})
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source} lacks a state_dict of tensors; the file is corrupt or was edited")
     if not isinstance(meta, dict):
         raise CheckpointError(f"{source} has meta of type {type(meta).__name__}; expected a dict")
     if ckpt.get("architecture") not in _ARCHITECTURES:
-        raise CheckpointError(f"{source} holds architecture {ckpt.get('architecture')!r}; this hookedmlp reads "
-                              f"{', '.join(map(repr, _ARCHITECTURES))}")
+        raise CheckpointError(
+            f"{source} holds architecture {ckpt.get('architecture')!r}; this hookedmlp reads "
+            f"{', '.join(map(repr, _ARCHITECTURES))}"
+        )
     return ckpt
 
 
@@ -116,15 +149,23 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     expected = model.state_dict()
     for k, t in state.items():  # a tensor may claim more elements than the file holds (a stride-0 view, expand())
         if t.numel() and t.untyped_storage().nbytes() < t.numel() * t.element_size():
-            raise CheckpointError(f"{source}: tensor {k!r} of shape {list(t.shape)} has {t.numel()} elements but the file "
-                                  f"stores only {t.untyped_storage().nbytes()} bytes for it (a view such as expand()); "
-                                  "the file is corrupt or was edited, save the model with hookedmlp")
+            raise CheckpointError(
+                f"{source}: tensor {k!r} of shape {list(t.shape)} has {t.numel()} elements but the file "
+                f"stores only {t.untyped_storage().nbytes()} bytes for it (a view such as expand()); "
+                "the file is corrupt or was edited, save the model with hookedmlp"
+            )
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k}: {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or extra or wrong:
-        raise CheckpointError(f"{source} does not match the architecture it describes (missing {missing}, unexpected "
-                              f"{extra}, shape mismatches {wrong}); the file is corrupt or was edited")
+        raise CheckpointError(
+            f"{source} does not match the architecture it describes (missing {missing}, unexpected "
+            f"{extra}, shape mismatches {wrong}); the file is corrupt or was edited"
+        )
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> Any:
@@ -160,8 +201,10 @@ def pretrained_card(name: str = "mnist-mlp") -> dict[str, Any]:
     names = pretrained_names()
     if name not in names:
         hint = closest(name, names, n=1)
-        raise CheckpointError(f"unknown pretrained model {name!r}{f'; did you mean {hint[0]!r}?' if hint else ''} "
-                              f"(available: {', '.join(names)})")
+        raise CheckpointError(
+            f"unknown pretrained model {name!r}{f'; did you mean {hint[0]!r}?' if hint else ''} "
+            f"(available: {', '.join(names)})"
+        )
     return json.loads((_pretrained_root() / f"{name}.json").read_text())
 
 
@@ -171,6 +214,8 @@ def load_pretrained(name: str = "mnist-mlp", device: Device = None) -> Any:
     with resources.as_file(_pretrained_root() / f"{name}.pt") as path:
         digest = sha256_file(path)
         if digest != card["sha256"]:
-            raise CheckpointError(f"pretrained {name!r} fails its checksum: expected sha256 {card['sha256']}, got {digest}; "
-                                  "reinstall hookedmlp")
+            raise CheckpointError(
+                f"pretrained {name!r} fails its checksum: expected sha256 {card['sha256']}, got {digest}; "
+                "reinstall hookedmlp"
+            )
         return load_checkpoint(path, device=device)

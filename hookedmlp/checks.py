@@ -10,7 +10,15 @@ from torch import Tensor
 
 from hookedmlp.errors import ArgumentTypeError, ConfigError, SteeringError, closest
 
-__all__ = ["check_choice", "check_class", "check_int", "check_number", "check_coeff", "check_scale_fits", "check_finite"]
+__all__ = [
+    "check_choice",
+    "check_class",
+    "check_int",
+    "check_number",
+    "check_coeff",
+    "check_scale_fits",
+    "check_finite",
+]
 
 
 def _is_real(value: Any) -> bool:
@@ -32,8 +40,11 @@ def check_int(value: Any, what: str, low: Optional[int] = None, high: Optional[i
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{what} must be an int, got {type(value).__name__} ({value!r})")
     if (low is not None and value < low) or (high is not None and value >= high):
-        bounds = f"in [{low}, {high})" if low is not None and high is not None else (
-            f">= {low}" if low is not None else f"< {high}")
+        bounds = (
+            f"in [{low}, {high})"
+            if low is not None and high is not None
+            else (f">= {low}" if low is not None else f"< {high}")
+        )
         raise ConfigError(f"{what} must be {bounds}, got {value}")
     return value
 
@@ -47,8 +58,14 @@ def check_class(value: Any, n_classes: int, what: str = "digit") -> int:
     return value
 
 
-def check_number(value: Any, what: str, low: float = -math.inf, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def check_number(
+    value: Any,
+    what: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real number in the given range, as a float, else ``ConfigError``."""
     if not _is_real(value):
         raise ConfigError(f"{what} must be a number, got {type(value).__name__} ({value!r})")
@@ -80,7 +97,8 @@ def check_scale_fits(coeff: float, tensors: Sequence[Tensor], dtype: torch.dtype
     if biggest and abs(coeff) * biggest > limit:
         raise SteeringError(
             f"{what}={coeff:g} times the vector's largest entry {biggest:.4g} is {abs(coeff) * biggest:.4g}, beyond "
-            f"{dtype}'s range (largest finite {limit:.4g}); use a smaller {what} or a wider dtype")
+            f"{dtype}'s range (largest finite {limit:.4g}); use a smaller {what} or a wider dtype"
+        )
 
 
 def check_finite(t: Tensor, what: str) -> Tensor:

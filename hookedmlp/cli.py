@@ -39,8 +39,13 @@ class _CliError(Exception):
 # -- train -------------------------------------------------------------------------------------
 
 _ONLY = {  # flag: the architectures it applies to
-    "hidden": ("mlp", "lenet"), "dropout": ("mlp",), "norm": ("mlp", "residual"), "channels": ("lenet",),
-    "d_model": ("residual",), "d_mlp": ("residual",), "blocks": ("residual",),
+    "hidden": ("mlp", "lenet"),
+    "dropout": ("mlp",),
+    "norm": ("mlp", "residual"),
+    "channels": ("lenet",),
+    "d_model": ("residual",),
+    "d_mlp": ("residual",),
+    "blocks": ("residual",),
 }
 
 
@@ -49,41 +54,69 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     arch = args.arch
     if args.residual:
         if arch not in ("mlp", "residual"):
-            raise _CliError(f"--residual means --arch residual, but --arch is {arch}; pick one architecture "
-                            f"(valid --arch: {', '.join(ARCHS)})")
+            raise _CliError(
+                f"--residual means --arch residual, but --arch is {arch}; pick one architecture "
+                f"(valid --arch: {', '.join(ARCHS)})"
+            )
         arch = "residual"
     given = {k: getattr(args, k) for k in _ONLY if getattr(args, k) is not None}
     for flag, value in given.items():
         if arch not in _ONLY[flag]:
             name = "--" + flag.replace("_", "-")
-            raise _CliError(f"{name} does not apply to --arch {arch}; it is a flag of --arch {' or '.join(_ONLY[flag])}")
+            raise _CliError(
+                f"{name} does not apply to --arch {arch}; it is a flag of --arch {' or '.join(_ONLY[flag])}"
+            )
     if arch == "mlp":
-        return MLPConfig(d_hidden=tuple(given.get("hidden", (512, 512))), activation=args.activation,
-                         dropout=given.get("dropout", 0.0), norm=given.get("norm", "none"))
+        return MLPConfig(
+            d_hidden=tuple(given.get("hidden", (512, 512))),
+            activation=args.activation,
+            dropout=given.get("dropout", 0.0),
+            norm=given.get("norm", "none"),
+        )
     if arch == "lenet":
         hidden = tuple(given.get("hidden", (120, 84)))
         if len(hidden) != 2:
-            raise _CliError(f"--arch lenet takes exactly two --hidden widths (its two Linear layers), got {len(hidden)}")
+            raise _CliError(
+                f"--arch lenet takes exactly two --hidden widths (its two Linear layers), got {len(hidden)}"
+            )
         return LeNetConfig(channels=tuple(given.get("channels", (6, 16))), d_hidden=hidden, activation=args.activation)
-    return ResidualConfig(d_model=given.get("d_model", 256), d_mlp=given.get("d_mlp", 512), n_blocks=given.get("blocks", 2),
-                          activation=args.activation, norm=given.get("norm", "layernorm"))
+    return ResidualConfig(
+        d_model=given.get("d_model", 256),
+        d_mlp=given.get("d_mlp", 512),
+        n_blocks=given.get("blocks", 2),
+        activation=args.activation,
+        norm=given.get("norm", "layernorm"),
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                             seed=args.seed)
+    settings = TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed
+    )
     card = args.out.with_suffix(".json") if args.card else None
     if card is not None and card == args.out:
-        raise _CliError(f"--card would write the card over the checkpoint {str(args.out)!r}; use an --out not ending in .json")
-    result = train_model(recipe, settings, out=args.out, card=card, root=args.data_root, progress=not args.quiet,
-                         command=args.command_line)
+        raise _CliError(
+            f"--card would write the card over the checkpoint {str(args.out)!r}; use an --out not ending in .json"
+        )
+    result = train_model(
+        recipe,
+        settings,
+        out=args.out,
+        card=card,
+        root=args.data_root,
+        progress=not args.quiet,
+        command=args.command_line,
+    )
     extra = f" and {card}" if card is not None else ""
-    print(f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {args.out}{extra}")
+    print(
+        f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {args.out}{extra}"
+    )
     return 0
 
 
 # -- the analysis commands ------------------------------------------------------------------------
+
 
 def figure_target(path: Path) -> tuple[Path, tuple[str, ...]]:
     """``(stem, formats)`` for ``--figure``: ``x.html`` means x.html only; a path without a figure extension means html and png."""
@@ -112,8 +145,10 @@ def _load_model(args: argparse.Namespace) -> HookedRoot:
 def _check_mnist_model(model: HookedRoot, args: argparse.Namespace) -> None:
     shape = tuple(model.input_shape)
     if shape not in ((1, 28, 28), (784,), (28, 28)):
-        raise _CliError(f"hookedmlp {args.command} scores MNIST digits, but {str(args.checkpoint)!r} takes inputs of shape "
-                        f"{list(shape)}, not [1, 28, 28] or [784]; pass a checkpoint of an MNIST model (d_in=784)")
+        raise _CliError(
+            f"hookedmlp {args.command} scores MNIST digits, but {str(args.checkpoint)!r} takes inputs of shape "
+            f"{list(shape)}, not [1, 28, 28] or [784]; pass a checkpoint of an MNIST model (d_in=784)"
+        )
 
 
 def _dtype(model: HookedRoot) -> torch.dtype:
@@ -124,8 +159,10 @@ def _dtype(model: HookedRoot) -> torch.dtype:
 def _check_coeff_fits(coeff: float, model: HookedRoot) -> None:
     limit = torch.finfo(_dtype(model)).max
     if abs(coeff) > limit:
-        raise _CliError(f"--coeff {coeff:g} is beyond the model's {_dtype(model)} range (largest finite {limit:.4g}); "
-                        "use a smaller --coeff")
+        raise _CliError(
+            f"--coeff {coeff:g} is beyond the model's {_dtype(model)} range (largest finite {limit:.4g}); "
+            "use a smaller --coeff"
+        )
 
 
 def _test_set(model: HookedRoot) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +193,9 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)
-    grid = steering_grid(model, hook=args.hook, coeff=args.coeff, method=args.method, test=_test_set(model),
-                         progress=sys.stderr.isatty())
+    grid = steering_grid(
+        model, hook=args.hook, coeff=args.coeff, method=args.method, test=_test_set(model), progress=sys.stderr.isatty()
+    )
     if str(args.json) != "-":
         print(grid.to_markdown(args.metric))
         print(repr(grid))
@@ -167,7 +205,11 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         from analysis.figures import grid_heatmap
         from analysis.published import study_tables
 
-        study = study_tables() if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss") else None
+        study = (
+            study_tables()
+            if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss")
+            else None
+        )
         _write_figures(grid_heatmap(grid, study, metric=args.metric), args.figure)
     return 0
 
@@ -200,8 +242,15 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     by_slug = {v.slug: v.name for v in VARIANTS}
     names = [by_slug[s] for s in args.variants] if args.variants else None
-    study(out_dir=args.out, cache=args.cache, quick=args.quick, variants=names, seeds=args.seeds,
-          figures=not args.no_figures, log=print)
+    study(
+        out_dir=args.out,
+        cache=args.cache,
+        quick=args.quick,
+        variants=names,
+        seeds=args.seeds,
+        figures=not args.no_figures,
+        log=print,
+    )
     return 0
 
 
@@ -212,8 +261,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise _CliError("--train and --checkpoint exclude each other; pick one")
     for path in (args.out / "reproduction.md", args.out / "figures" / "grid_layer0_post.json"):
         check_writable(path)
-    reproduce(out_dir=args.out, checkpoint=args.checkpoint, train=args.train, quick=args.quick,
-              figures=not args.no_figures, progress=sys.stderr.isatty())
+    reproduce(
+        out_dir=args.out,
+        checkpoint=args.checkpoint,
+        train=args.train,
+        quick=args.quick,
+        figures=not args.no_figures,
+        progress=sys.stderr.isatty(),
+    )
     return 0
 
 
@@ -227,8 +282,14 @@ def _cmd_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "hooks": _cmd_hooks, "reproduce": _cmd_reproduce, "study": _cmd_study, "grid": _cmd_grid,
-             "sweep": _cmd_sweep}
+_COMMANDS = {
+    "train": _cmd_train,
+    "hooks": _cmd_hooks,
+    "reproduce": _cmd_reproduce,
+    "study": _cmd_study,
+    "grid": _cmd_grid,
+    "sweep": _cmd_sweep,
+}
 
 
 def _quiet_stdout() -> None:

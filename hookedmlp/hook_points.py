@@ -77,7 +77,9 @@ class HookHandle:
 
     __slots__ = ("_point", "fn", "dir", "is_permanent", "context_level", "observer", "__weakref__")
 
-    def __init__(self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool, level: Optional[int]) -> None:
+    def __init__(
+        self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool, level: Optional[int]
+    ) -> None:
         self._point: Optional[HookPoint] = point
         self.fn = fn
         self.dir = dir
@@ -143,8 +145,14 @@ class HookPoint(nn.Module):
         self.bwd_hooks: list[HookHandle] = []
         self.ctx: dict[Any, Any] = {}
 
-    def add_hook(self, hook: HookFn, dir: Direction = "fwd", is_permanent: bool = False, level: Optional[int] = None,
-                 prepend: bool = False) -> HookHandle:
+    def add_hook(
+        self,
+        hook: HookFn,
+        dir: Direction = "fwd",
+        is_permanent: bool = False,
+        level: Optional[int] = None,
+        prepend: bool = False,
+    ) -> HookHandle:
         """Attach ``hook``, after the others (before them with ``prepend``); returns its handle."""
         check_hook_args(hook, dir)
         handle = HookHandle(self, hook, dir, is_permanent, level)
@@ -165,7 +173,9 @@ class HookPoint(nn.Module):
 
     def _selected(self, dir: str) -> list[list[HookHandle]]:
         check_choice(dir, SELECTIONS, "dir")
-        return [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
+        return (
+            [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
+        )
 
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:
         """Whether a hook is attached in ``dir`` (``"fwd"``, ``"bwd"``, ``"both"``), optionally at one level."""
@@ -185,7 +195,9 @@ class HookPoint(nn.Module):
         """The layer index in this point's name (``layer3.post`` -> 3, ``blocks.2.hook_mlp_out`` -> 2)."""
         found = re.match(r"^(?:layer(\d+)|blocks\.(\d+))\.", self.name or "")
         if found is None:
-            raise UsageError(f"hook point {self.name!r} has no layer index; expected a name like 'layer3.post' or 'blocks.2.hook_x'")
+            raise UsageError(
+                f"hook point {self.name!r} has no layer index; expected a name like 'layer3.post' or 'blocks.2.hook_x'"
+            )
         return int(found.group(1) or found.group(2))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -198,7 +210,7 @@ class HookPoint(nn.Module):
         suppressed = _SUPPRESSED.get()
         guards = _GUARDS.get()
         # A copy when several hooks run: one of them may remove itself (or another) mid-pass.
-        for handle in (hooks if len(hooks) == 1 else list(hooks)):
+        for handle in hooks if len(hooks) == 1 else list(hooks):
             if not handle.observer:
                 if suppressed:
                     continue
@@ -211,14 +223,20 @@ class HookPoint(nn.Module):
 
     def _checked(self, out: Any, x: Tensor, handle: HookHandle) -> Tensor:
         if not isinstance(out, Tensor):
-            raise ArgumentTypeError(f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None")
+            raise ArgumentTypeError(
+                f"hook {handle!r} returned {type(out).__name__}; a hook must return a Tensor or None"
+            )
         if out.shape != x.shape:
-            raise ShapeError(f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
-                             f"(the shape of the activation at {self.name!r})")
+            raise ShapeError(
+                f"hook {handle!r} returned shape {list(out.shape)}, expected {list(x.shape)} "
+                f"(the shape of the activation at {self.name!r})"
+            )
         if out.dtype is not x.dtype or out.device != x.device:
-            raise InputDtypeError(f"hook {handle!r} returned a {out.dtype} tensor on {out.device}, expected "
-                                    f"{x.dtype} on {x.device} (the activation at {self.name!r}); convert it with "
-                                    f".to({x.dtype})" + ("" if out.device == x.device else f" and .to({str(x.device)!r})"))
+            raise InputDtypeError(
+                f"hook {handle!r} returned a {out.dtype} tensor on {out.device}, expected "
+                f"{x.dtype} on {x.device} (the activation at {self.name!r}); convert it with "
+                f".to({x.dtype})" + ("" if out.device == x.device else f" and .to({str(x.device)!r})")
+            )
         return out
 
     def _attach_bwd(self, x: Tensor) -> Tensor:

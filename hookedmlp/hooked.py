@@ -39,18 +39,37 @@ from hookedmlp.errors import (
     warn,
 )
 from hookedmlp.hook_points import (
-    SELECTIONS, Direction, HookFn, HookHandle, HookPoint, check_hook_args, guarding, hooks_suppressed
+    SELECTIONS,
+    Direction,
+    HookFn,
+    HookHandle,
+    HookPoint,
+    check_hook_args,
+    guarding,
+    hooks_suppressed,
 )
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
-_RUN_KEYWORDS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "loss_fn", "reset_hooks_end",
-                 "clear_contexts", "return_cache_object")
+_RUN_KEYWORDS = (
+    "names_filter",
+    "device",
+    "remove_batch_dim",
+    "incl_bwd",
+    "loss_fn",
+    "reset_hooks_end",
+    "clear_contexts",
+    "return_cache_object",
+)
 
 
-_TRAINING_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm, nn.RReLU,
-                       nn.modules.instancenorm._InstanceNorm)
+_TRAINING_DEPENDENT = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.RReLU,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def shape_variants(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -150,7 +169,9 @@ class HookedRoot(nn.Module):
             return selected
         patterns = [names_filter] if isinstance(names_filter, str) else list(names_filter)
         if not patterns:
-            raise HookNameError(f"names filter is an empty list; pass None for all hook points or some of: {', '.join(names)}")
+            raise HookNameError(
+                f"names filter is an empty list; pass None for all hook points or some of: {', '.join(names)}"
+            )
         chosen: set[str] = set()
         for pattern in patterns:
             if not isinstance(pattern, str):
@@ -172,14 +193,22 @@ class HookedRoot(nn.Module):
             raise ArgumentTypeError(f"expected one hook name (str), got {type(name).__name__}")
         names = self.resolve_names(name)
         if names != [name]:
-            raise HookNameError(f"expected one hook name, got the pattern {name!r} matching {len(names)} hook points; "
-                                f"pick one, e.g. {names[0]!r}")
+            raise HookNameError(
+                f"expected one hook name, got the pattern {name!r} matching {len(names)} hook points; "
+                f"pick one, e.g. {names[0]!r}"
+            )
         return name
 
     # -- adding and removing hooks ------------------------------------------------
-    def add_hook(self, name: Union[str, Callable[[str], bool]], hook: HookFn, dir: Direction = "fwd",
-                 is_permanent: bool = False, level: Optional[int] = None,
-                 prepend: bool = False) -> Union[HookHandle, HookGroup]:
+    def add_hook(
+        self,
+        name: Union[str, Callable[[str], bool]],
+        hook: HookFn,
+        dir: Direction = "fwd",
+        is_permanent: bool = False,
+        level: Optional[int] = None,
+        prepend: bool = False,
+    ) -> Union[HookHandle, HookGroup]:
         """Attach ``hook(activation, hook=...)`` at a hook point, or at every point a filter selects.
 
         The hook stays until removed: call ``.remove()`` on the result (a ``HookHandle``, or a
@@ -202,13 +231,15 @@ class HookedRoot(nn.Module):
         handles = attach_all(self, [(n, hook) for n in names], dir, is_permanent, level, prepend)
         return handles[0] if isinstance(name, str) and name in self.hook_dict else HookGroup(handles)
 
-    def add_perma_hook(self, name: Union[str, Callable[[str], bool]], hook: HookFn,
-                       dir: Direction = "fwd") -> Union[HookHandle, HookGroup]:
+    def add_perma_hook(
+        self, name: Union[str, Callable[[str], bool]], hook: HookFn, dir: Direction = "fwd"
+    ) -> Union[HookHandle, HookGroup]:
         """``add_hook(name, hook, dir, is_permanent=True)``."""
         return self.add_hook(name, hook, dir=dir, is_permanent=True)
 
-    def remove_all_hook_fns(self, direction: str = "both", including_permanent: bool = False,
-                            level: Optional[int] = None) -> None:
+    def remove_all_hook_fns(
+        self, direction: str = "both", including_permanent: bool = False, level: Optional[int] = None
+    ) -> None:
         for hp in self.hook_dict.values():
             hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
 
@@ -216,23 +247,32 @@ class HookedRoot(nn.Module):
         for hp in self.hook_dict.values():
             hp.clear_context()
 
-    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False,
-                    level: Optional[int] = None) -> None:
+    def reset_hooks(
+        self,
+        clear_contexts: bool = True,
+        direction: str = "both",
+        including_permanent: bool = False,
+        level: Optional[int] = None,
+    ) -> None:
         """Remove hooks (permanent ones only if asked; one ``level`` only if given) and clear the hook contexts."""
         if clear_contexts:
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent, level)
         self.is_caching = False
 
-    def list_hooks(self, name_filter: NamesFilter = None, dir: str = "both",
-                   including_permanent: bool = True) -> dict[str, list[HookHandle]]:
+    def list_hooks(
+        self, name_filter: NamesFilter = None, dir: str = "both", including_permanent: bool = True
+    ) -> dict[str, list[HookHandle]]:
         """The attached hooks by hook name (points without any left out), as TransformerLens' ``list_hooks``."""
         check_choice(dir, SELECTIONS, "dir")
         out = {}
-        for name in (self.hook_names if name_filter is None else self.resolve_names(name_filter)):
+        for name in self.hook_names if name_filter is None else self.resolve_names(name_filter):
             hp = self.hook_dict[name]
-            handles = [h for h in (*(hp.fwd_hooks if dir != "bwd" else ()), *(hp.bwd_hooks if dir != "fwd" else ()))
-                       if including_permanent or not h.is_permanent]
+            handles = [
+                h
+                for h in (*(hp.fwd_hooks if dir != "bwd" else ()), *(hp.bwd_hooks if dir != "fwd" else ()))
+                if including_permanent or not h.is_permanent
+            ]
             if handles:
                 out[name] = handles
         return out
@@ -241,8 +281,13 @@ class HookedRoot(nn.Module):
         """Every attached hook, forward and backward, in forward order of hook points."""
         return [h for hp in self.hook_dict.values() for h in (*hp.fwd_hooks, *hp.bwd_hooks)]
 
-    def hooks(self, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
-              reset_hooks_end: bool = True, clear_contexts: bool = False) -> HookContext:
+    def hooks(
+        self,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+    ) -> HookContext:
         """Context manager attaching hooks for the duration of a ``with`` block.
 
         Every name is checked before any hook is attached. On exit, also by an exception,
@@ -262,13 +307,25 @@ class HookedRoot(nn.Module):
         """
         return HookContext(self, fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts)
 
-    def run_with_hooks(self, *model_args: Any, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = (),
-                       reset_hooks_end: bool = True, clear_contexts: bool = False, **model_kwargs: Any) -> Any:
+    def run_with_hooks(
+        self,
+        *model_args: Any,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        **model_kwargs: Any,
+    ) -> Any:
         """Run the model with temporary hooks (see ``hooks``); returns what the forward pass returns."""
-        self._check_forward_kwargs("run_with_hooks", model_kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts"))
+        self._check_forward_kwargs(
+            "run_with_hooks", model_kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts")
+        )
         if bwd_hooks and reset_hooks_end:
-            warn("run_with_hooks removes its hooks at the end, so the backward hooks are gone before a backward "
-                          "pass can run; pass reset_hooks_end=False and call reset_hooks() after backward()", UserWarning)
+            warn(
+                "run_with_hooks removes its hooks at the end, so the backward hooks are gone before a backward "
+                "pass can run; pass reset_hooks_end=False and call reset_hooks() after backward()",
+                UserWarning,
+            )
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*model_args, **model_kwargs)
 
@@ -279,15 +336,25 @@ class HookedRoot(nn.Module):
         accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "x"]
         unknown = [k for k in kwargs if k not in params]
         if unknown:
-            raise UsageError(f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-                             f"{', '.join(own)}, and the forward pass's {', '.join(accepted) or 'no keywords'}")
+            raise UsageError(
+                f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
+                f"{', '.join(own)}, and the forward pass's {', '.join(accepted) or 'no keywords'}"
+            )
 
     # -- caching -----------------------------------------------------------------
-    def run_with_cache(self, *model_args: Any, names_filter: NamesFilter = None, device: Device = None,
-                       remove_batch_dim: bool = False, incl_bwd: bool = False,
-                       loss_fn: Optional[Callable[[Any], Tensor]] = None, reset_hooks_end: bool = True,
-                       clear_contexts: bool = False, return_cache_object: bool = True,
-                       **model_kwargs: Any) -> tuple[Any, Union[ActivationCache, dict[str, Tensor]]]:
+    def run_with_cache(
+        self,
+        *model_args: Any,
+        names_filter: NamesFilter = None,
+        device: Device = None,
+        remove_batch_dim: bool = False,
+        incl_bwd: bool = False,
+        loss_fn: Optional[Callable[[Any], Tensor]] = None,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        return_cache_object: bool = True,
+        **model_kwargs: Any,
+    ) -> tuple[Any, Union[ActivationCache, dict[str, Tensor]]]:
         """Run the model and record the activations at the hook points ``names_filter`` selects.
 
         Entries are what the next module sees (after the other hooks at that point), detached:
@@ -320,13 +387,25 @@ class HookedRoot(nn.Module):
         names = self.resolve_names(names_filter)
         if loss_fn is not None and not incl_bwd:
             raise UsageError("loss_fn is used only with incl_bwd=True; pass incl_bwd=True or drop loss_fn")
-        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim and model_args[0].shape[0] != 1:
-            raise BatchDimError(f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
-                                "cache a single input")
+        if (
+            remove_batch_dim
+            and model_args
+            and isinstance(model_args[0], Tensor)
+            and model_args[0].ndim
+            and model_args[0].shape[0] != 1
+        ):
+            raise BatchDimError(
+                f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
+                "cache a single input"
+            )
         pass_id = object() if reset_hooks_end else None
         recorder = Recorder(pass_id, device, keep_live=incl_bwd, drop_batch=remove_batch_dim)
         grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
-        with grad_mode, guarding(recorder.guard), self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts):
+        with (
+            grad_mode,
+            guarding(recorder.guard),
+            self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts),
+        ):
             token = CLAIM.set(pass_id)
             try:
                 out = self(*model_args, **model_kwargs)
@@ -340,9 +419,14 @@ class HookedRoot(nn.Module):
         cache = ActivationCache(recorder.store, self, has_batch_dim=not remove_batch_dim)
         return out, (cache if return_cache_object else cache.cache_dict)
 
-    def get_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
-                          remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None
-                          ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
+    def get_caching_hooks(
+        self,
+        names_filter: NamesFilter = None,
+        incl_bwd: bool = False,
+        device: Device = None,
+        remove_batch_dim: bool = False,
+        cache: Optional[dict[str, Tensor]] = None,
+    ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
         """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``.
 
         With ``remove_batch_dim``, entries whose first dimension is 1 lose it (others keep it).
@@ -354,8 +438,14 @@ class HookedRoot(nn.Module):
         bwd = Recorder(None, device, store=store, suffix="_grad", drop_batch=remove_batch_dim)
         return store, [(n, fwd) for n in names], ([(n, bwd) for n in names] if incl_bwd else [])
 
-    def add_caching_hooks(self, names_filter: NamesFilter = None, incl_bwd: bool = False, device: Device = None,
-                          remove_batch_dim: bool = False, cache: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+    def add_caching_hooks(
+        self,
+        names_filter: NamesFilter = None,
+        incl_bwd: bool = False,
+        device: Device = None,
+        remove_batch_dim: bool = False,
+        cache: Optional[dict[str, Tensor]] = None,
+    ) -> dict[str, Tensor]:
         """Attach ``get_caching_hooks``' hooks (removed by ``reset_hooks()``); returns the dict they fill."""
         store, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
         attach_all(self, fwd, "fwd")
@@ -367,7 +457,9 @@ class HookedRoot(nn.Module):
         """The shapes of one example ``forward`` accepts; inputs are reshaped to the first."""
         shape = getattr(self, "input_shape", None)
         if shape is None:
-            raise UsageError(f"{type(self).__name__} has no input_shape; set self.input_shape (one example's shape) in __init__")
+            raise UsageError(
+                f"{type(self).__name__} has no input_shape; set self.input_shape (one example's shape) in __init__"
+            )
         return shape_variants(tuple(shape))
 
     def reference_tensor(self) -> Optional[Tensor]:
@@ -384,14 +476,20 @@ class HookedRoot(nn.Module):
         if not isinstance(x, Tensor):
             raise InputDtypeError(f"expected a torch.Tensor {what}, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise InputDtypeError(f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; "
-                                  "convert with x.float() / 255 for uint8 images")
+            raise InputDtypeError(
+                f"expected a floating-point {what} (pixels in [0, 1]), got dtype {x.dtype}; "
+                "convert with x.float() / 255 for uint8 images"
+            )
         ref = self.reference_tensor()
         if ref is not None and (x.dtype is not ref.dtype or x.device != ref.device):
             if x.dtype != ref.dtype:
-                raise InputDtypeError(f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
-                                      f"use x.to({ref.dtype}) or model.to({x.dtype})")
-            raise InputDtypeError(f"{what} is on {x.device} but the model is on {ref.device}; use x.to({str(ref.device)!r})")
+                raise InputDtypeError(
+                    f"{what} dtype {x.dtype} does not match the model's {ref.dtype}; "
+                    f"use x.to({ref.dtype}) or model.to({x.dtype})"
+                )
+            raise InputDtypeError(
+                f"{what} is on {x.device} but the model is on {ref.device}; use x.to({str(ref.device)!r})"
+            )
         if x.ndim == 0 or x.shape[0] == 0:
             raise ShapeError(f"empty batch: {what} has shape {list(x.shape)}; expected at least one example")
         return x
@@ -432,8 +530,12 @@ class HookedRoot(nn.Module):
         if memo is not None and memo[0] == key:
             return memo[1]
         ref = self.reference_tensor()
-        probe = torch.zeros(2, *self.accepted_input_shapes()[0], dtype=ref.dtype if ref is not None else torch.float32,
-                            device=ref.device if ref is not None else None)
+        probe = torch.zeros(
+            2,
+            *self.accepted_input_shapes()[0],
+            dtype=ref.dtype if ref is not None else torch.float32,
+            device=ref.device if ref is not None else None,
+        )
         shapes = {k: tuple(v.shape[1:]) for k, v in self.clean_activations(probe, self.hook_names).items()}
         self.__dict__["_shapes_memo"] = (key, shapes)
         return shapes
@@ -471,8 +573,10 @@ class HookedRoot(nn.Module):
         """Load a checkpoint written by ``save`` (``weights_only``; checked against its architecture), in eval mode."""
         model = load_checkpoint(path, device)
         if not isinstance(model, cls):
-            raise CheckpointError(f"{str(path)!r} holds a {type(model).__name__}, not a {cls.__name__}; load it with "
-                                  f"{type(model).__name__}.load or hookedmlp.load")
+            raise CheckpointError(
+                f"{str(path)!r} holds a {type(model).__name__}, not a {cls.__name__}; load it with "
+                f"{type(model).__name__}.load or hookedmlp.load"
+            )
         return model
 
     @classmethod
@@ -491,11 +595,22 @@ class HookedRoot(nn.Module):
     def hook_table(self) -> list[tuple[str, str, str]]:
         """``(hook name, [batch, *shape], what it is)`` for every hook point; ``hookedmlp hooks`` prints it."""
         shapes = self.activation_shapes()
-        return [(n, "[" + ", ".join(["batch", *map(str, shapes[n])]) + "]", "hook point in forward") for n in self.hook_names]
+        return [
+            (n, "[" + ", ".join(["batch", *map(str, shapes[n])]) + "]", "hook point in forward")
+            for n in self.hook_names
+        ]
 
     # -- steering and other interventions ------------------------------------------
-    def steering_vector(self, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0, method: str = "first",
-                        exemplar: int = 0, data: Any = None) -> "steering.SteeringVector":
+    def steering_vector(
+        self,
+        a: Any,
+        b: Any,
+        hook: Union[str, Sequence[str]],
+        coeff: float = 1.0,
+        method: str = "first",
+        exemplar: int = 0,
+        data: Any = None,
+    ) -> "steering.SteeringVector":
         """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector``, computed with no hook running.
 
         Args:
@@ -513,11 +628,22 @@ class HookedRoot(nn.Module):
             >>> model.steering_vector(3, 1, "layer0.post").label
             '3 - 1'
         """
-        return steering.build_steering_vector(self, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data)
+        return steering.build_steering_vector(
+            self, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data
+        )
 
-    def steer(self, vector: Optional["steering.SteeringVector"] = None, *, a: Any = None, b: Any = None,
-              hook: Union[str, Sequence[str], None] = None, coeff: float = 1.0, method: str = "first",
-              exemplar: int = 0, data: Any = None) -> HookContext:
+    def steer(
+        self,
+        vector: Optional["steering.SteeringVector"] = None,
+        *,
+        a: Any = None,
+        b: Any = None,
+        hook: Union[str, Sequence[str], None] = None,
+        coeff: float = 1.0,
+        method: str = "first",
+        exemplar: int = 0,
+        data: Any = None,
+    ) -> HookContext:
         """Context manager adding a steering vector: ``with model.steer(a=3, b=1, hook="layer0.post"):``.
 
         Pass a ``SteeringVector`` (scaled by ``coeff``), or ``a``, ``b`` and ``hook`` to build one
@@ -531,7 +657,9 @@ class HookedRoot(nn.Module):
         """
         if vector is not None:
             if not isinstance(vector, steering.SteeringVector):
-                raise ArgumentTypeError(f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook=")
+                raise ArgumentTypeError(
+                    f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook="
+                )
             if a is not None or b is not None or hook is not None:
                 raise UsageError("pass either a SteeringVector or a=, b=, hook=, not both")
             return vector.apply(self, coeff=coeff)

@@ -28,8 +28,9 @@ class HookedModel(Protocol):
 
     def resolve_names(self, names_filter: Any) -> list: ...
 
-    def hooks(self, fwd_hooks: Any = (), bwd_hooks: Any = (), reset_hooks_end: bool = True,
-              clear_contexts: bool = False) -> Any: ...
+    def hooks(
+        self, fwd_hooks: Any = (), bwd_hooks: Any = (), reset_hooks_end: bool = True, clear_contexts: bool = False
+    ) -> Any: ...
 
     def activation_shape(self, name: str) -> tuple: ...
 
@@ -66,7 +67,9 @@ def check_example_shape(t: Tensor, model: HookedModel, hook: str, what: str) -> 
     shape = tuple(model.activation_shape(hook))
     if tuple(t.shape) != shape:
         got = example_shape(t.shape) if t.ndim == len(shape) else "[" + ", ".join(map(str, t.shape)) + "]"
-        raise ShapeError(f"{what} at {hook!r} has shape {got}, but one example's activation there is "
-                         f"{example_shape(shape)} (a batch is [batch, {', '.join(map(str, shape))}]); "
-                         f"expected a tensor of shape {list(shape)}")
+        raise ShapeError(
+            f"{what} at {hook!r} has shape {got}, but one example's activation there is "
+            f"{example_shape(shape)} (a batch is [batch, {', '.join(map(str, shape))}]); "
+            f"expected a tensor of shape {list(shape)}"
+        )
     return shape

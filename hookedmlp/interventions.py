@@ -31,8 +31,10 @@ def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str
     if isinstance(value, Mapping):
         value = value[hook]
     if not isinstance(value, Tensor):
-        raise ArgumentTypeError(f"{what} must be a tensor or a mapping (SteeringVector, ActivationCache) holding "
-                                f"{hook!r}, got {type(value).__name__}")
+        raise ArgumentTypeError(
+            f"{what} must be a tensor or a mapping (SteeringVector, ActivationCache) holding "
+            f"{hook!r}, got {type(value).__name__}"
+        )
     check_finite(value, what)  # one rule for every intervention: the values written into an activation are finite
     return hook, value, model.activation_shape(hook)
 
@@ -45,8 +47,10 @@ def _on_model(model: HookedModel, t: Tensor) -> Tensor:
     if t.dtype != ref.dtype and ref.is_floating_point():
         limit = torch.finfo(ref.dtype).max
         if t.numel() and float(t.abs().max()) > limit:
-            raise SteeringError(f"values up to {float(t.abs().max()):.4g} do not fit the model's {ref.dtype} "
-                                f"(largest finite {limit:.4g})")
+            raise SteeringError(
+                f"values up to {float(t.abs().max()):.4g} do not fit the model's {ref.dtype} "
+                f"(largest finite {limit:.4g})"
+            )
     return t.to(device=ref.device, dtype=ref.dtype)
 
 
@@ -95,20 +99,26 @@ def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str,
     if tuple(activations.shape) == shape:
         activations = activations.unsqueeze(0)
     if activations.ndim != len(shape) + 1 or tuple(activations.shape[1:]) != shape:
-        raise ShapeError(f"patch activations have shape {list(activations.shape)}; expected "
-                         f"[batch, {', '.join(map(str, shape))}] or one example's {example_shape(shape)} for {hook!r}")
+        raise ShapeError(
+            f"patch activations have shape {list(activations.shape)}; expected "
+            f"[batch, {', '.join(map(str, shape))}] or one example's {example_shape(shape)} for {hook!r}"
+        )
     patched = _on_model(model, activations)
 
     def replace(act: Tensor, hook: Any) -> Tensor:
         if patched.shape[0] not in (1, act.shape[0]):
-            raise ShapeError(f"patch at {hook.name!r} holds a batch of {patched.shape[0]} but the run has {act.shape[0]}; "
-                             "patch with a matching batch or a single activation")
+            raise ShapeError(
+                f"patch at {hook.name!r} holds a batch of {patched.shape[0]} but the run has {act.shape[0]}; "
+                "patch with a matching batch or a single activation"
+            )
         return patched.expand_as(act).clone()
 
     return HookContext(model, [(hook, replace)])
 
 
-def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]) -> HookContext:
+def clamp(
+    model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]
+) -> HookContext:
     """Fix units ``index`` (of the activation's first dimension) at ``hook`` to ``value`` for every example.
 
     ``index`` is a unit, a list of units, or a boolean mask over the first dimension;
@@ -123,8 +133,9 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
     hook = model.resolve_name(hook)
     shape = model.activation_shape(hook)
     if not shape:
-        raise ShapeError(f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per "
-                         "example")
+        raise ShapeError(
+            f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per example"
+        )
     units = shape[0]
     idx = torch.as_tensor(index if not isinstance(index, bool) else [index])
     if idx.numel() == 0 and not isinstance(index, Tensor):
@@ -138,8 +149,10 @@ def clamp(model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor
     idx = idx.reshape(-1)
     if len(idx) and (int(idx.min()) < -units or int(idx.max()) >= units):
         of = f" (the first dimension of its {example_shape(shape)} activation)" if len(shape) > 1 else ""
-        raise UnitIndexError(f"unit index out of range for {hook!r} with {units} units{of}: got {idx.tolist()}; "
-                             f"expected 0..{units - 1} (or -{units}..-1)")
+        raise UnitIndexError(
+            f"unit index out of range for {hook!r} with {units} units{of}: got {idx.tolist()}; "
+            f"expected 0..{units - 1} (or -{units}..-1)"
+        )
     value = torch.as_tensor(value)
     check_finite(value, "clamp value")
     val = _on_model(model, value)

@@ -35,8 +35,11 @@ from hookedmlp.load_errors import why_not_loadable
 
 __all__ = ["atomic_write", "atomic_save", "safe_load", "check_writable"]
 
-_SPACE = {errno.ENOSPC: "", errno.EDQUOT: ": disk quota exceeded",
-          errno.EFBIG: ": file size limit reached (ulimit -f, or the file system's largest file)"}
+_SPACE = {
+    errno.ENOSPC: "",
+    errno.EDQUOT: ": disk quota exceeded",
+    errno.EFBIG: ": file size limit reached (ulimit -f, or the file system's largest file)",
+}
 
 
 def _error(message: str, code: Optional[int] = None) -> FileWriteError:
@@ -47,8 +50,9 @@ def _error(message: str, code: Optional[int] = None) -> FileWriteError:
 
 def _space_error(path: Path, err: OSError, existed: bool) -> FileWriteError:
     kept = "old file kept" if existed else "nothing written"
-    return _error(f"no space left writing {path}{_SPACE[err.errno]} ({kept}); free some space or choose another path",
-                  err.errno)
+    return _error(
+        f"no space left writing {path}{_SPACE[err.errno]} ({kept}); free some space or choose another path", err.errno
+    )
 
 
 def _os_error(path: Path, err: OSError, existed: bool, where: Optional[Path] = None) -> FileWriteError:
@@ -57,8 +61,10 @@ def _os_error(path: Path, err: OSError, existed: bool, where: Optional[Path] = N
         return _space_error(path, err, existed)
     reason = err.strerror or str(err) or type(err).__name__
     if where is not None and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return _error(f"cannot write {str(path)!r}: the directory {str(where)!r} is not writable ({reason}); "
-                      "choose another path", err.errno)
+        return _error(
+            f"cannot write {str(path)!r}: the directory {str(where)!r} is not writable ({reason}); choose another path",
+            err.errno,
+        )
     kept = " (old file kept)" if existed else ""
     return _error(f"cannot write {str(path)!r}: {reason}{kept}", err.errno)
 
@@ -97,8 +103,11 @@ def _plan(path: Path) -> tuple[str, Path, Optional[os.stat_result]]:
         return "stream", path, st
     real = Path(os.path.realpath(path))  # a dangling symlink: the file it names is created
     if st is not None and (stat.S_IMODE(st.st_mode) & 0o222 == 0 or not os.access(real, os.W_OK)):
-        raise _error(f"cannot write {str(path)!r}: the file is read-only (mode {stat.S_IMODE(st.st_mode):o}); make it "
-                     "writable (chmod u+w) or choose another path", errno.EACCES)
+        raise _error(
+            f"cannot write {str(path)!r}: the file is read-only (mode {stat.S_IMODE(st.st_mode):o}); make it "
+            "writable (chmod u+w) or choose another path",
+            errno.EACCES,
+        )
     if _file_in_the_way(real) is not None:
         raise _not_a_directory(path)
     return "file", real, st
@@ -271,21 +280,28 @@ def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
 
 # -- reading -------------------------------------------------------------------------------------
 
+
 def _check_device(map_location: Any, what: str, p: Path) -> None:
     """Refuse a CUDA (or MPS) ``map_location`` this machine does not have, before reading anything."""
     if isinstance(map_location, (str, torch.device)):
         try:
             kind = torch.device(map_location).type
         except RuntimeError:
-            raise UsageError(f"cannot load {what} {str(p)!r}: unknown device {map_location!r}; use 'cpu' or 'cuda'") from None
+            raise UsageError(
+                f"cannot load {what} {str(p)!r}: unknown device {map_location!r}; use 'cpu' or 'cuda'"
+            ) from None
         missing = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}.get(kind, False)
         if missing:
-            raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has no {kind.upper()} "
-                             f"device (torch.{kind}.is_available() is False); load it with device='cpu'")
+            raise UsageError(
+                f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has no {kind.upper()} "
+                f"device (torch.{kind}.is_available() is False); load it with device='cpu'"
+            )
         index = torch.device(map_location).index
         if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
-            raise UsageError(f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; pick one of them or 'cpu'")
+            raise UsageError(
+                f"cannot load {what} {str(p)!r} onto {str(map_location)!r}: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; pick one of them or 'cpu'"
+            )
 
 
 def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
@@ -337,8 +353,9 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         with open(p, "rb") as f:  # an error of the file system, or of the bytes?
             f.read(1)
     except OSError as e:
-        raise CheckpointError(f"cannot read {what} {str(p)!r}: {e.strerror or type(e).__name__}; check its "
-                              "permissions and the disk") from None
+        raise CheckpointError(
+            f"cannot read {what} {str(p)!r}: {e.strerror or type(e).__name__}; check its permissions and the disk"
+        ) from None
     raise why_not_loadable(p, what, error) from None
 
 

@@ -63,8 +63,10 @@ class Labelled:
             labels = targets if targets is not None else [_item(data, i, self.name)[1] for i in range(len(data))]
             self.labels = _labels(labels, len(data))
         else:
-            raise ArgumentTypeError(f"labelled data must be an (images, labels) pair of tensors or a torch Dataset of "
-                                    f"(image, label) items, got {type(data).__name__}")
+            raise ArgumentTypeError(
+                f"labelled data must be an (images, labels) pair of tensors or a torch Dataset of "
+                f"(image, label) items, got {type(data).__name__}"
+            )
         classes = getattr(data, "classes", None)
         self.n_classes = max(len(classes) if classes else 0, int(self.labels.max()) + 1)
 
@@ -88,8 +90,10 @@ class Labelled:
         where = self.indices(cls)
         k = check_int(k, "exemplar", low=0)
         if k >= len(where):
-            raise UsageError(f"{self.name} has {len(where)} examples of class {cls}; exemplar {k} does not exist "
-                             f"(exemplars count from 0)")
+            raise UsageError(
+                f"{self.name} has {len(where)} examples of class {cls}; exemplar {k} does not exist "
+                f"(exemplars count from 0)"
+            )
         row = int(where[k])
         return self.rows(where[k : k + 1]), row
 
@@ -111,11 +115,14 @@ def _item(dataset: Any, i: int, name: str) -> tuple[Tensor, int]:
     try:
         image = torch.as_tensor(image)
     except (TypeError, RuntimeError, ValueError):
-        raise ArgumentTypeError(f"{name}'s images must be tensors or arrays, got {type(image).__name__} at index {i}; "
-                                "give the Dataset a transform such as torchvision's ToTensor()") from None
+        raise ArgumentTypeError(
+            f"{name}'s images must be tensors or arrays, got {type(image).__name__} at index {i}; "
+            "give the Dataset a transform such as torchvision's ToTensor()"
+        ) from None
     if isinstance(label, bool) or not isinstance(label, (int, Tensor)) and not hasattr(label, "__index__"):
-        raise ArgumentTypeError(f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) "
-                                f"at index {i}")
+        raise ArgumentTypeError(
+            f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) at index {i}"
+        )
     return image, int(label)
 
 
@@ -124,8 +131,10 @@ def _labels(labels: Any, n: int) -> Tensor:
     if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
         raise ShapeError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype}, shape {list(labels.shape)}")
     if len(labels) != n or n == 0:
-        raise ShapeError(f"labelled data needs one label per example and at least one example; got {n} examples, "
-                         f"{len(labels)} labels")
+        raise ShapeError(
+            f"labelled data needs one label per example and at least one example; got {n} examples, "
+            f"{len(labels)} labels"
+        )
     if int(labels.min()) < 0:
         bad = sorted(set(labels[labels < 0].tolist()))[:5]
         raise ShapeError(f"labels must be class numbers >= 0, got {bad}")
@@ -141,12 +150,17 @@ def default_data(model: HookedModel, split: str = "train") -> Labelled:
     """MNIST's ``split`` for an MNIST-shaped model (warning once unless ``model.meta["dataset"]`` is ``"mnist"``)."""
     shape = tuple(model.input_shape)
     if math.prod(shape) != math.prod(MNIST_SHAPE) or shape not in (MNIST_SHAPE, (784,), (28, 28)):
-        raise UsageError(f"class labels need labelled data: this model's input is {list(shape)}, not MNIST's "
-                         "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset")
+        raise UsageError(
+            f"class labels need labelled data: this model's input is {list(shape)}, not MNIST's "
+            "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset"
+        )
     if model.meta.get("dataset") != "mnist" and model not in _WARNED:
-        warn(f"class labels are resolved through MNIST's {split} images, but this model does not record being "
-             "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "
-             "'mnist' to confirm", DataWarning)
+        warn(
+            f"class labels are resolved through MNIST's {split} images, but this model does not record being "
+            "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "
+            "'mnist' to confirm",
+            DataWarning,
+        )
         _WARNED.add(model)
     return Labelled(load_mnist(split), name=f"MNIST {split}")
 
@@ -154,17 +168,25 @@ def default_data(model: HookedModel, split: str = "train") -> Labelled:
 def _on_model(model: HookedModel, images: Tensor, name: str) -> Tensor:
     """``images`` as a checked batch on the model's device and floating dtype (integer pixels are refused)."""
     if not images.is_floating_point():
-        raise InputDtypeError(f"images from {name} have dtype {images.dtype}; expected floating point (pixels in "
-                              "[0, 1]): convert with images.float() / 255")
+        raise InputDtypeError(
+            f"images from {name} have dtype {images.dtype}; expected floating point (pixels in "
+            "[0, 1]): convert with images.float() / 255"
+        )
     if not bool(torch.isfinite(images).all()):
         raise UsageError(f"images from {name} contain NaN or infinite values; a class contrast needs finite inputs")
     ref = model.reference_tensor()
     return model.prepare_input(images.to(ref.device, ref.dtype) if ref is not None else images)
 
 
-def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequence[str], method: str = "first",
-                      exemplar: int = 0, data: Any = None,
-                      batch_size: int = 10_000) -> tuple[dict[str, Tensor], list[int], str]:
+def class_activations(
+    model: HookedModel,
+    classes: Sequence[int],
+    hooks: Sequence[str],
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+    batch_size: int = 10_000,
+) -> tuple[dict[str, Tensor], list[int], str]:
     """Activations standing for each class at ``hooks``, from passes where no hook runs.
 
     Args:
@@ -189,8 +211,10 @@ def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequenc
     method = check_choice(method, METHODS, "method")
     check_int(exemplar, "exemplar", low=0)
     if method == "mean" and exemplar:
-        raise UsageError(f"exemplar={exemplar} picks one example per class, which method='mean' does not use; "
-                         "pass method='first' or drop exemplar")
+        raise UsageError(
+            f"exemplar={exemplar} picks one example per class, which method='mean' does not use; "
+            "pass method='first' or drop exemplar"
+        )
     check_int(batch_size, "batch_size", low=1)
     source = as_labelled(data) if data is not None else default_data(model)
     classes = [check_class(c, source.n_classes, f"class (of {source.name})") for c in classes]
@@ -210,5 +234,8 @@ def class_activations(model: HookedModel, classes: Sequence[int], hooks: Sequenc
     empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]
     if empty:
         raise UsageError(f"{source.name} has no example of class(es) {empty}; the class mean is undefined")
-    return ({k: s / counts.to(s.device, s.dtype).view(-1, *[1] * (s.ndim - 1)) for k, s in sums.items()},
-            counts.tolist(), source.name)
+    return (
+        {k: s / counts.to(s.device, s.dtype).view(-1, *[1] * (s.ndim - 1)) for k, s in sums.items()},
+        counts.tolist(),
+        source.name,
+    )

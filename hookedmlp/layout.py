@@ -57,25 +57,32 @@ class Span:
         return range(self.first // 2, self.last // 2)
 
 
-def _shape_after(module: nn.Module, shape: tuple[int, ...], index: int, path: str,
-                 ref: Optional[torch.Tensor]) -> tuple[int, ...]:
+def _shape_after(
+    module: nn.Module, shape: tuple[int, ...], index: int, path: str, ref: Optional[torch.Tensor]
+) -> tuple[int, ...]:
     who = f"layer{index} ({type(module).__name__}{f', from {path}' if path != str(index) else ''})"
     if isinstance(module, nn.Linear):
         if shape[-1:] != (module.in_features,):
-            raise ShapeError(f"{who} reads {module.in_features} features, but its input has shape {list(shape)} per "
-                             f"example; replace it with a module that takes {list(shape)}, or fix the module before it")
+            raise ShapeError(
+                f"{who} reads {module.in_features} features, but its input has shape {list(shape)} per "
+                f"example; replace it with a module that takes {list(shape)}, or fix the module before it"
+            )
         return (*shape[:-1], module.out_features)
     if keeps_shape(module):
         return shape
     try:
         out = _run_probe(module, shape, ref)
     except Exception as e:  # say where the chain broke
-        raise ShapeError(f"{who} cannot take an input of shape {list(shape)} per example ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); replace it with a module that does, or fix the "
-                         "module before it") from None
+        raise ShapeError(
+            f"{who} cannot take an input of shape {list(shape)} per example ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); replace it with a module that does, or fix the "
+            "module before it"
+        ) from None
     if not isinstance(out, torch.Tensor):
-        raise ShapeError(f"{who} returns {type(out).__name__}, not a tensor; a chain needs one tensor between modules: "
-                         f"wrap it in a module returning one tensor, or {HOOKEDROOT_ROUTE}")
+        raise ShapeError(
+            f"{who} returns {type(out).__name__}, not a tensor; a chain needs one tensor between modules: "
+            f"wrap it in a module returning one tensor, or {HOOKEDROOT_ROUTE}"
+        )
     return tuple(out.shape[1:])
 
 
@@ -85,8 +92,10 @@ def _run_probe(module: nn.Module, shape: tuple[int, ...], ref: Optional[torch.Te
     if DESCRIBABLE.get(type(module).__name__) is type(module):
         # torch.nn's own modules run on the meta device with meta stand-ins for their weights: no memory, whatever
         # sizes a file claims, and a training-mode batch norm's running statistics are left alone
-        state = {name: torch.empty_like(t, device="meta")
-                 for name, t in (*module.named_parameters(), *module.named_buffers())}
+        state = {
+            name: torch.empty_like(t, device="meta")
+            for name, t in (*module.named_parameters(), *module.named_buffers())
+        }
         with torch.no_grad():
             return torch.func.functional_call(module, state, (torch.zeros(2, *shape, dtype=dtype, device="meta"),))
     modes = {m: m.training for m in module.modules()}
@@ -103,8 +112,13 @@ def _run_probe(module: nn.Module, shape: tuple[int, ...], ref: Optional[torch.Te
 class Layout:
     """The hook points of ``modules`` run in order on inputs of per-example shape ``first_shape``."""
 
-    def __init__(self, modules: Sequence[nn.Module], paths: Sequence[str], first_shape: Sequence[int],
-                 ref: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        paths: Sequence[str],
+        first_shape: Sequence[int],
+        ref: Optional[torch.Tensor] = None,
+    ) -> None:
         self.layers = tuple(Layer(i, m, p, is_affine(m)) for i, (m, p) in enumerate(zip(modules, paths)))
         sites: list[Site] = []
         shape = tuple(first_shape)
@@ -142,8 +156,13 @@ class Layout:
     def post(self, layer: int) -> str:
         return self.sites[2 * layer + 1].name
 
-    def span(self, start_at: Optional[str] = None, stop_at: Optional[str] = None, start_at_layer: Optional[int] = None,
-             stop_at_layer: Optional[int] = None) -> Span:
+    def span(
+        self,
+        start_at: Optional[str] = None,
+        stop_at: Optional[str] = None,
+        start_at_layer: Optional[int] = None,
+        stop_at_layer: Optional[int] = None,
+    ) -> Span:
         """The hook positions a forward pass with these arguments runs (see ``HookedMLP.forward``)."""
         if start_at is not None and start_at_layer is not None or stop_at is not None and stop_at_layer is not None:
             raise UsageError("pass start_at or start_at_layer (and stop_at or stop_at_layer), not both")
@@ -162,8 +181,10 @@ class Layout:
         if last < first:
             stop = f"stop_at={stop_at!r}" if stop_at is not None else f"stop_at_layer={stop_at_layer}"
             start = f"start_at={start_at!r}" if start_at is not None else f"start_at_layer={start_at_layer}"
-            raise UsageError(f"{stop} comes before {start}, so the pass would stop before it starts; hook order is "
-                             f"{', '.join(self.names)}")
+            raise UsageError(
+                f"{stop} comes before {start}, so the pass would stop before it starts; hook order is "
+                f"{', '.join(self.names)}"
+            )
         return Span(first, last, resumes)
 
     def _layer_index(self, i: int, what: str, high: int) -> int:

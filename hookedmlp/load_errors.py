@@ -19,7 +19,19 @@ from hookedmlp.errors import CheckpointError, UsageError
 
 __all__ = ["why_not_loadable"]
 
-_OBJECT_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4"}
+_OBJECT_OPS = {
+    "GLOBAL",
+    "STACK_GLOBAL",
+    "INST",
+    "OBJ",
+    "REDUCE",
+    "NEWOBJ",
+    "NEWOBJ_EX",
+    "BUILD",
+    "EXT1",
+    "EXT2",
+    "EXT4",
+}
 _TORCH_PROTOCOL = 2  # what torch.save writes; its safe unpickler reads no other
 
 
@@ -47,7 +59,14 @@ def _pickled_objects(payload: bytes) -> tuple[Optional[int], list[str], bool]:
         for op, arg, _ in pickletools.genops(payload):
             if op.name == "PROTO":
                 protocol = arg
-            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"):
+            elif op.name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "BINUNICODE8",
+                "UNICODE",
+                "SHORT_BINSTRING",
+                "BINSTRING",
+            ):
                 strings.append(str(arg))
             elif op.name in ("GLOBAL", "INST"):
                 names.append(str(arg).replace(" ", "."))
@@ -66,8 +85,10 @@ def why_not_loadable(p: Path, what: str, error: Exception) -> Exception:
     """The error to raise for a file ``torch.load(weights_only=True)`` refused with ``error``."""
     text = str(error)
     if "CUDA" in text and not torch.cuda.is_available():
-        return UsageError(f"cannot load {what} {str(p)!r}: it holds CUDA tensors and this machine has no CUDA device; "
-                          "load it with device='cpu'")
+        return UsageError(
+            f"cannot load {what} {str(p)!r}: it holds CUDA tensors and this machine has no CUDA device; "
+            "load it with device='cpu'"
+        )
     try:
         payload, why = _pickle_bytes(p)
     except OSError as e:
@@ -81,19 +102,27 @@ def why_not_loadable(p: Path, what: str, error: Exception) -> Exception:
         shown = found.group(1) if found else ", ".join(dict.fromkeys(foreign[:3]))
         return CheckpointError(
             f"{what} {str(p)!r} contains pickled objects other than tensors and plain containers ({shown}); refusing "
-            "to load it (it could run code). Re-save it with hookedmlp from code you trust.")
+            "to load it (it could run code). Re-save it with hookedmlp from code you trust."
+        )
     is_zip = zipfile.is_zipfile(p)
     if not complete and not is_zip and payload[:1] != b"\x80":
-        return CheckpointError(f"{what} {str(p)!r} is not a file written by torch.save (it starts with {payload[:8]!r}); "
-                               "pass a .pt file written by hookedmlp")
+        return CheckpointError(
+            f"{what} {str(p)!r} is not a file written by torch.save (it starts with {payload[:8]!r}); "
+            "pass a .pt file written by hookedmlp"
+        )
     if not complete:
-        return CheckpointError(f"{what} {str(p)!r} is truncated or corrupt (its pickle ends early or is malformed); "
-                               "re-create it")
+        return CheckpointError(
+            f"{what} {str(p)!r} is truncated or corrupt (its pickle ends early or is malformed); re-create it"
+        )
     if not is_zip:
-        return CheckpointError(f"{what} {str(p)!r} is a plain Python pickle (protocol {protocol}), not a file written by "
-                               "torch.save; refusing to unpickle it. Re-save the data with hookedmlp or torch.save.")
+        return CheckpointError(
+            f"{what} {str(p)!r} is a plain Python pickle (protocol {protocol}), not a file written by "
+            "torch.save; refusing to unpickle it. Re-save the data with hookedmlp or torch.save."
+        )
     if protocol is not None and protocol > _TORCH_PROTOCOL:
-        return CheckpointError(f"{what} {str(p)!r} was saved with pickle protocol {protocol}, which the safe loader "
-                               f"cannot read; re-save it with torch.save's default protocol ({_TORCH_PROTOCOL})")
+        return CheckpointError(
+            f"{what} {str(p)!r} was saved with pickle protocol {protocol}, which the safe loader "
+            f"cannot read; re-save it with torch.save's default protocol ({_TORCH_PROTOCOL})"
+        )
     cause = text.splitlines()[0] if text and "weights_only" not in text else type(error).__name__
     return CheckpointError(f"{what} {str(p)!r} is truncated or corrupt ({type(error).__name__}: {cause}); re-create it")

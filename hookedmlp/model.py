@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from hookedmlp.checkpoint import check_state, register_architecture
 from hookedmlp.config import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
-from hookedmlp.errors import CheckpointError, ConfigError, HookedMLPError, HookNameError, ShapeError, UnsupportedNetworkError, UsageError
+from hookedmlp.errors import (
+    CheckpointError,
+    ConfigError,
+    HookedMLPError,
+    HookNameError,
+    ShapeError,
+    UnsupportedNetworkError,
+    UsageError,
+)
 from hookedmlp.hook_points import HookPoint, hooks_suppressed
 from hookedmlp.hooked import _TRAINING_DEPENDENT, HookedRoot, shape_variants
 from hookedmlp.layout import Layout, Site
@@ -96,26 +104,38 @@ class HookedMLP(HookedRoot):
         ['layer0.pre', 'layer0.post', 'layer1.pre']
     """
 
-    def __init__(self, config: Union[MLPConfig, LeNetConfig, None] = None, input_shape: Optional[Sequence[int]] = None, *,
-                 modules: Optional[Sequence[nn.Module]] = None, paths: Optional[Sequence[str]] = None,
-                 first_shape: Optional[Sequence[int]] = None) -> None:
+    def __init__(
+        self,
+        config: Union[MLPConfig, LeNetConfig, None] = None,
+        input_shape: Optional[Sequence[int]] = None,
+        *,
+        modules: Optional[Sequence[nn.Module]] = None,
+        paths: Optional[Sequence[str]] = None,
+        first_shape: Optional[Sequence[int]] = None,
+    ) -> None:
         super().__init__()
         if modules is None:
             config = MLPConfig() if config is None else config
             if not isinstance(config, (MLPConfig, LeNetConfig)):
-                raise ConfigError(f"HookedMLP builds an MLPConfig or LeNetConfig, got {type(config).__name__}; "
-                                  "wrap an existing network with HookedMLP.from_module")
+                raise ConfigError(
+                    f"HookedMLP builds an MLPConfig or LeNetConfig, got {type(config).__name__}; "
+                    "wrap an existing network with HookedMLP.from_module"
+                )
             modules = config.modules()
             shape = tuple(input_shape) if input_shape is not None else config.input_shape
             first_shape = (math.prod(shape),) if isinstance(modules[0], nn.Linear) else shape
             if isinstance(modules[0], nn.Linear) and math.prod(shape) != modules[0].in_features:
-                raise ShapeError(f"input_shape {list(shape)} has {math.prod(shape)} elements, but the first layer takes "
-                                 f"{modules[0].in_features}")
+                raise ShapeError(
+                    f"input_shape {list(shape)} has {math.prod(shape)} elements, but the first layer takes "
+                    f"{modules[0].in_features}"
+                )
         elif config is not None:
             raise ConfigError("pass a config or modules, not both")
         elif input_shape is None and first_shape is None:
-            raise ConfigError("HookedMLP(modules=...) needs input_shape=, the shape of one example; or wrap the network "
-                              "with HookedMLP.from_module, which infers it")
+            raise ConfigError(
+                "HookedMLP(modules=...) needs input_shape=, the shape of one example; or wrap the network "
+                "with HookedMLP.from_module, which infers it"
+            )
         else:
             shape = tuple(input_shape if input_shape is not None else first_shape)  # type: ignore[arg-type]
         if not modules:
@@ -125,8 +145,10 @@ class HookedMLP(HookedRoot):
             if not dims or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in dims):
                 raise ShapeError(f"{what} must be positive ints (one example's shape), got {list(dims)}")
         if first != shape and (len(first) != 1 or first[0] != math.prod(shape)):
-            raise ShapeError(f"first_shape {list(first)} is neither input_shape {list(shape)} nor its flattening "
-                             f"[{math.prod(shape)}]")
+            raise ShapeError(
+                f"first_shape {list(first)} is neither input_shape {list(shape)} nor its flattening "
+                f"[{math.prod(shape)}]"
+            )
         paths = list(paths) if paths is not None else [str(i) for i in range(len(modules))]
         if len(paths) != len(modules):
             raise ConfigError(f"got {len(modules)} modules but {len(paths)} paths; pass one path per module")
@@ -147,8 +169,10 @@ class HookedMLP(HookedRoot):
     def __setattr__(self, name: str, value: Any) -> None:
         replacing = "_layers" in self.__dict__ and name in self._modules and name.startswith("layer")
         if replacing and not isinstance(value, HookedLayer):
-            raise UsageError(f"model.{name} is the HookedLayer holding module {name} between its two hook points; to swap "
-                             f"the module, set model.{name}.module = {type(value).__name__}(...) instead")
+            raise UsageError(
+                f"model.{name} is the HookedLayer holding module {name} between its two hook points; to swap "
+                f"the module, set model.{name}.module = {type(value).__name__}(...) instead"
+            )
         super().__setattr__(name, value)
         if replacing:  # a whole HookedLayer replaced: its hook points are new
             self._index_layers()
@@ -156,7 +180,9 @@ class HookedMLP(HookedRoot):
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_module(cls, net: Union[nn.Module, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None) -> "HookedMLP":
+    def from_module(
+        cls, net: Union[nn.Module, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None
+    ) -> "HookedMLP":
         """Wrap an existing network whose ``forward`` runs its modules one after another.
 
         Works on an ``nn.Sequential`` (nested or not), a list of modules, or a module class
@@ -186,7 +212,9 @@ class HookedMLP(HookedRoot):
             ('1', (32,))
         """
         chain = chain_of(net, input_shape)
-        model = cls(modules=chain.modules, paths=chain.paths, input_shape=chain.input_shape, first_shape=chain.first_shape)
+        model = cls(
+            modules=chain.modules, paths=chain.paths, input_shape=chain.input_shape, first_shape=chain.first_shape
+        )
         model.training = net.training if isinstance(net, nn.Module) else True
         modes = {m: m.training for m in model.modules()}
         try:
@@ -198,14 +226,21 @@ class HookedMLP(HookedRoot):
             for m, mode in modes.items():
                 m.training = mode
         if got.shape != chain.expected.shape or not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
-            diff = (f"max difference {float((got - chain.expected).abs().max()):.3g}" if got.shape == chain.expected.shape
-                    else f"shape {list(got.shape)} instead of {list(chain.expected.shape)}")
-            raise UnsupportedNetworkError(f"the chain of {type(net).__name__}'s modules computes something else than the "
-                                          f"network on a probe batch ({diff}); {HOOKEDROOT_ROUTE}")
+            diff = (
+                f"max difference {float((got - chain.expected).abs().max()):.3g}"
+                if got.shape == chain.expected.shape
+                else f"shape {list(got.shape)} instead of {list(chain.expected.shape)}"
+            )
+            raise UnsupportedNetworkError(
+                f"the chain of {type(net).__name__}'s modules computes something else than the "
+                f"network on a probe batch ({diff}); {HOOKEDROOT_ROUTE}"
+            )
         return model
 
     @classmethod
-    def from_sequential(cls, seq: Union[nn.Sequential, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None) -> "HookedMLP":
+    def from_sequential(
+        cls, seq: Union[nn.Sequential, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None
+    ) -> "HookedMLP":
         """``from_module`` for an ``nn.Sequential`` or a list of modules."""
         return cls.from_module(seq, input_shape)
 
@@ -236,8 +271,12 @@ class HookedMLP(HookedRoot):
         if d is None or d.epoch != _EPOCH[0]:
             modules = [layer._modules["module"] for layer in self._layers]
             inner = [m for top in modules for m in top.modules()]
-            d = _Derived(_EPOCH[0], modules, [m for m in inner if m._parameters or m._buffers],
-                         [m for m in inner if isinstance(m, _TRAINING_DEPENDENT)])
+            d = _Derived(
+                _EPOCH[0],
+                modules,
+                [m for m in inner if m._parameters or m._buffers],
+                [m for m in inner if isinstance(m, _TRAINING_DEPENDENT)],
+            )
             self.__dict__["_derived_memo"] = d
         return d
 
@@ -253,13 +292,23 @@ class HookedMLP(HookedRoot):
         return super().reference_tensor()
 
     def state_tensors(self) -> list[tuple[str, Tensor]]:
-        return [(f"layer{i}.module.{k}", t) for i, m in enumerate(self._derived().modules)
-                for k, t in m.state_dict(keep_vars=True).items()]
+        return [
+            (f"layer{i}.module.{k}", t)
+            for i, m in enumerate(self._derived().modules)
+            for k, t in m.state_dict(keep_vars=True).items()
+        ]
 
     def state_version(self) -> tuple[Any, ...]:
         # a list comprehension, not a generator: this runs at every steering entry (model_fingerprint's memo key)
-        return tuple([(id(t), t._version, t.data_ptr()) for m in self._derived().holders
-                      for d in (m._parameters, m._buffers) for t in d.values() if t is not None])
+        return tuple(
+            [
+                (id(t), t._version, t.data_ptr())
+                for m in self._derived().holders
+                for d in (m._parameters, m._buffers)
+                for t in d.values()
+                if t is not None
+            ]
+        )
 
     def training_mode_modules(self) -> list[str]:
         mode_dependent = {id(m) for m in self._derived().mode_dependent}
@@ -271,7 +320,10 @@ class HookedMLP(HookedRoot):
         d = self._derived()
         key = self.structure_key()
         if d.layout is None or d.layout[0] != key:
-            d.layout = (key, Layout(d.modules, [layer.path for layer in self._layers], self._first_shape, self.reference_tensor()))
+            d.layout = (
+                key,
+                Layout(d.modules, [layer.path for layer in self._layers], self._first_shape, self.reference_tensor()),
+            )
         return d.layout[1]
 
     @property
@@ -285,8 +337,14 @@ class HookedMLP(HookedRoot):
     @property
     def cfg(self) -> ChainConfig:
         ref = self.reference_tensor()
-        return ChainConfig(self.n_layers, self.input_shape, self.d_in, self.d_out,
-                           ref.device if ref is not None else torch.device("cpu"), ref.dtype if ref is not None else torch.float32)
+        return ChainConfig(
+            self.n_layers,
+            self.input_shape,
+            self.d_in,
+            self.d_out,
+            ref.device if ref is not None else torch.device("cpu"),
+            ref.dtype if ref is not None else torch.float32,
+        )
 
     def activation_shapes(self) -> dict[str, tuple[int, ...]]:
         return {s.name: s.shape for s in self.layout.sites}
@@ -297,7 +355,9 @@ class HookedMLP(HookedRoot):
     def accepted_input_shapes(self) -> list[tuple[int, ...]]:
         shapes = self.__dict__.get("_accepted")
         if shapes is None:
-            shapes = self.__dict__["_accepted"] = list(dict.fromkeys([self._first_shape, *shape_variants(self.input_shape)]))
+            shapes = self.__dict__["_accepted"] = list(
+                dict.fromkeys([self._first_shape, *shape_variants(self.input_shape)])
+            )
         return shapes
 
     def act_name(self, name: str, layer: Optional[int] = None, *rest: Any) -> str:
@@ -307,8 +367,15 @@ class HookedMLP(HookedRoot):
         return f"layer{layer + self.n_layers if layer < 0 else layer}.{name}"
 
     # -- forward -----------------------------------------------------------------------
-    def forward(self, x: Shaped[Tensor, "batch *example"], start_at: Optional[str] = None, stop_at: Optional[str] = None,
-                *, start_at_layer: Optional[int] = None, stop_at_layer: Optional[int] = None) -> Float[Tensor, "batch *out"]:
+    def forward(
+        self,
+        x: Shaped[Tensor, "batch *example"],
+        start_at: Optional[str] = None,
+        stop_at: Optional[str] = None,
+        *,
+        start_at_layer: Optional[int] = None,
+        stop_at_layer: Optional[int] = None,
+    ) -> Float[Tensor, "batch *out"]:
         """Run the network, or the part of it between two hook points.
 
         ``forward(forward(x, stop_at=h), start_at=h)`` equals ``forward(x)``.
@@ -343,8 +410,11 @@ class HookedMLP(HookedRoot):
             x = self._resumed(x, layout.input_site(span), start_at) if span.resumes else self.prepare_input(x)
         points = self._points
         # One scan for the points with hooks; module i runs at position 2i + 1 (see Layout).
-        active = [p for p in range(first, last)
-                  if (hp := points[p]).fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks]
+        active = [
+            p
+            for p in range(first, last)
+            if (hp := points[p]).fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks
+        ]
         done = first  # the positions before `done` have run
         for p in active:
             for i in range(done // 2, (p + 1) // 2):
@@ -360,8 +430,10 @@ class HookedMLP(HookedRoot):
     def _resumed(self, x: Any, site: Site, start_at: Optional[str]) -> Tensor:
         what = f"start_at={start_at!r}" if start_at else f"start_at_layer={site.layer + (site.side == 'post')}"
         if isinstance(x, Tensor) and (x.ndim < 1 or tuple(x.shape[1:]) != site.shape):
-            raise ShapeError(f"{what} expects the activation at {site.name!r}, of shape "
-                             f"[batch, {', '.join(map(str, site.shape))}], got {list(x.shape)}")
+            raise ShapeError(
+                f"{what} expects the activation at {site.name!r}, of shape "
+                f"[batch, {', '.join(map(str, site.shape))}], got {list(x.shape)}"
+            )
         return self.check_tensor(x, f"activation for {what}")
 
     def clean_activations(self, x: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
@@ -373,18 +445,30 @@ class HookedMLP(HookedRoot):
 
     # -- checkpoints ----------------------------------------------------------------------
     def to_checkpoint(self) -> dict[str, Any]:
-        layers = [{**describe(layer.module, f"layer{i} ({layer.path})"), "path": layer.path} for i, layer in enumerate(self._layers)]
-        return {"layers": layers, "input_shape": list(self.input_shape), "first_shape": list(self._first_shape),
-                "config": config_to_dict(self.config) if self.config is not None else None,
-                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        layers = [
+            {**describe(layer.module, f"layer{i} ({layer.path})"), "path": layer.path}
+            for i, layer in enumerate(self._layers)
+        ]
+        return {
+            "layers": layers,
+            "input_shape": list(self.input_shape),
+            "first_shape": list(self._first_shape),
+            "config": config_to_dict(self.config) if self.config is not None else None,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str) -> "HookedMLP":
         layers, shape, first = ckpt.get("layers"), ckpt.get("input_shape"), ckpt.get("first_shape")
-        if not isinstance(layers, list) or not layers or not all(isinstance(s, list) and all(isinstance(n, int) and n > 0 for n in s)
-                                                                 for s in (shape, first)):
-            raise CheckpointError(f"{source} lacks a list of layers and positive input and first shapes; the file is "
-                                  "corrupt or was edited")
+        if (
+            not isinstance(layers, list)
+            or not layers
+            or not all(isinstance(s, list) and all(isinstance(n, int) and n > 0 for n in s) for s in (shape, first))
+        ):
+            raise CheckpointError(
+                f"{source} lacks a list of layers and positive input and first shapes; the file is "
+                "corrupt or was edited"
+            )
         modules = [build(d, f"{source} layer {i}", device="meta") for i, d in enumerate(layers)]
         paths = [str(d.get("path", i)) for i, d in enumerate(layers)]
         try:
@@ -401,8 +485,10 @@ class HookedMLP(HookedRoot):
             with torch.device("meta"):
                 expected = [describe(m, "") for m in model.config.modules()]
             if expected != [describe(layer.module, "") for layer in model._layers]:
-                raise CheckpointError(f"{source} has a config that does not describe its layers ({model.config}); the "
-                                      "file is corrupt or was edited")
+                raise CheckpointError(
+                    f"{source} has a config that does not describe its layers ({model.config}); the "
+                    "file is corrupt or was edited"
+                )
         return model
 
     # -- display ---------------------------------------------------------------------------
@@ -426,12 +512,13 @@ class HookedMLP(HookedRoot):
             rows = self.hook_table()
         except HookedMLPError as e:  # a swapped-in module that does not fit: say so rather than fail to print
             return f"HookedMLP({self.n_layers} layers, not a working chain: {e})"
-        head = (f"HookedMLP(input {list(self.input_shape)} -> output {list(self.layout.output_shape)}; {self.n_layers} "
-                f"layers, {len(self.hook_dict)} hook points, {len(self.attached_hooks())} hooks attached")
+        head = (
+            f"HookedMLP(input {list(self.input_shape)} -> output {list(self.layout.output_shape)}; {self.n_layers} "
+            f"layers, {len(self.hook_dict)} hook points, {len(self.attached_hooks())} hooks attached"
+        )
         return "\n".join([head, *(f"  {name:<13} {shape:<20} {what}" for name, shape, what in rows), ")"])
 
 
 def _one_line(module: nn.Module) -> str:
     text = repr(module)
     return text if "\n" not in text else f"{type(module).__name__}(...)"
-

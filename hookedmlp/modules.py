@@ -42,41 +42,101 @@ _INPLACE = ("inplace",)
 _POOL_MAX = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
 _ARGS: dict[type, tuple[str, ...]] = {
     nn.Linear: ("in_features", "out_features", _BIAS),
-    nn.Conv1d: _CONV, nn.Conv2d: _CONV, nn.Conv3d: _CONV,
-    nn.BatchNorm1d: _BN, nn.BatchNorm2d: _BN, nn.BatchNorm3d: _BN,
-    nn.InstanceNorm1d: _BN, nn.InstanceNorm2d: _BN, nn.InstanceNorm3d: _BN,
+    nn.Conv1d: _CONV,
+    nn.Conv2d: _CONV,
+    nn.Conv3d: _CONV,
+    nn.BatchNorm1d: _BN,
+    nn.BatchNorm2d: _BN,
+    nn.BatchNorm3d: _BN,
+    nn.InstanceNorm1d: _BN,
+    nn.InstanceNorm2d: _BN,
+    nn.InstanceNorm3d: _BN,
     nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine", _BIAS),
     nn.GroupNorm: ("num_groups", "num_channels", "eps", "affine"),
     nn.RMSNorm: ("normalized_shape", "eps", "elementwise_affine"),
     nn.LocalResponseNorm: ("size", "alpha", "beta", "k"),
-    nn.ReLU: _INPLACE, nn.ReLU6: _INPLACE, nn.SELU: _INPLACE, nn.SiLU: _INPLACE, nn.Mish: _INPLACE,
-    nn.Hardswish: _INPLACE, nn.Hardsigmoid: _INPLACE,
-    nn.ELU: ("alpha", "inplace"), nn.CELU: ("alpha", "inplace"), nn.LeakyReLU: ("negative_slope", "inplace"),
-    nn.RReLU: ("lower", "upper", "inplace"), nn.Hardtanh: ("min_val", "max_val", "inplace"),
-    nn.Threshold: ("threshold", "value", "inplace"), nn.GELU: ("approximate",), nn.Softplus: ("beta", "threshold"),
-    nn.Hardshrink: ("lambd",), nn.Softshrink: ("lambd",), nn.PReLU: ("num_parameters",),
-    nn.Sigmoid: (), nn.Tanh: (), nn.Softsign: (), nn.Tanhshrink: (), nn.LogSigmoid: (), nn.Softmax2d: (),
-    nn.Softmax: ("dim",), nn.LogSoftmax: ("dim",), nn.Softmin: ("dim",), nn.GLU: ("dim",),
-    nn.Identity: (), nn.Flatten: ("start_dim", "end_dim"), nn.Unflatten: ("dim", "unflattened_size"),
-    nn.Dropout: ("p", "inplace"), nn.Dropout1d: ("p", "inplace"), nn.Dropout2d: ("p", "inplace"),
-    nn.Dropout3d: ("p", "inplace"), nn.AlphaDropout: ("p", "inplace"),
-    nn.MaxPool1d: _POOL_MAX, nn.MaxPool2d: _POOL_MAX, nn.MaxPool3d: _POOL_MAX,
+    nn.ReLU: _INPLACE,
+    nn.ReLU6: _INPLACE,
+    nn.SELU: _INPLACE,
+    nn.SiLU: _INPLACE,
+    nn.Mish: _INPLACE,
+    nn.Hardswish: _INPLACE,
+    nn.Hardsigmoid: _INPLACE,
+    nn.ELU: ("alpha", "inplace"),
+    nn.CELU: ("alpha", "inplace"),
+    nn.LeakyReLU: ("negative_slope", "inplace"),
+    nn.RReLU: ("lower", "upper", "inplace"),
+    nn.Hardtanh: ("min_val", "max_val", "inplace"),
+    nn.Threshold: ("threshold", "value", "inplace"),
+    nn.GELU: ("approximate",),
+    nn.Softplus: ("beta", "threshold"),
+    nn.Hardshrink: ("lambd",),
+    nn.Softshrink: ("lambd",),
+    nn.PReLU: ("num_parameters",),
+    nn.Sigmoid: (),
+    nn.Tanh: (),
+    nn.Softsign: (),
+    nn.Tanhshrink: (),
+    nn.LogSigmoid: (),
+    nn.Softmax2d: (),
+    nn.Softmax: ("dim",),
+    nn.LogSoftmax: ("dim",),
+    nn.Softmin: ("dim",),
+    nn.GLU: ("dim",),
+    nn.Identity: (),
+    nn.Flatten: ("start_dim", "end_dim"),
+    nn.Unflatten: ("dim", "unflattened_size"),
+    nn.Dropout: ("p", "inplace"),
+    nn.Dropout1d: ("p", "inplace"),
+    nn.Dropout2d: ("p", "inplace"),
+    nn.Dropout3d: ("p", "inplace"),
+    nn.AlphaDropout: ("p", "inplace"),
+    nn.MaxPool1d: _POOL_MAX,
+    nn.MaxPool2d: _POOL_MAX,
+    nn.MaxPool3d: _POOL_MAX,
     nn.AvgPool1d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
     nn.AvgPool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
     nn.AvgPool3d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    nn.AdaptiveAvgPool1d: ("output_size",), nn.AdaptiveAvgPool2d: ("output_size",), nn.AdaptiveAvgPool3d: ("output_size",),
-    nn.AdaptiveMaxPool1d: ("output_size", "return_indices"), nn.AdaptiveMaxPool2d: ("output_size", "return_indices"),
-    nn.ZeroPad2d: ("padding",), nn.ConstantPad2d: ("padding", "value"),
+    nn.AdaptiveAvgPool1d: ("output_size",),
+    nn.AdaptiveAvgPool2d: ("output_size",),
+    nn.AdaptiveAvgPool3d: ("output_size",),
+    nn.AdaptiveMaxPool1d: ("output_size", "return_indices"),
+    nn.AdaptiveMaxPool2d: ("output_size", "return_indices"),
+    nn.ZeroPad2d: ("padding",),
+    nn.ConstantPad2d: ("padding", "value"),
     Reshape: ("shape",),
 }
 DESCRIBABLE: dict[str, type] = {cls.__name__: cls for cls in _ARGS}
 
 # Elementwise modules: their output has the shape of their input, whatever that is, so shapes need not be probed.
 # (Norms, PReLU and softmax also keep the shape, but only of inputs that fit them: those are probed.)
-_SAME_SHAPE = (nn.modules.activation.ReLU, nn.ReLU6, nn.SELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.ELU,
-               nn.CELU, nn.LeakyReLU, nn.RReLU, nn.Hardtanh, nn.Threshold, nn.GELU, nn.Softplus, nn.Hardshrink,
-               nn.Softshrink, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Identity, nn.Dropout,
-               nn.AlphaDropout)
+_SAME_SHAPE = (
+    nn.modules.activation.ReLU,
+    nn.ReLU6,
+    nn.SELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.ELU,
+    nn.CELU,
+    nn.LeakyReLU,
+    nn.RReLU,
+    nn.Hardtanh,
+    nn.Threshold,
+    nn.GELU,
+    nn.Softplus,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Identity,
+    nn.Dropout,
+    nn.AlphaDropout,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -91,7 +151,8 @@ def describe(module: nn.Module, where: str) -> dict[str, Any]:
     if args_names is None:
         raise UnsupportedNetworkError(
             f"cannot save {where} ({type(module).__name__}): hookedmlp can save only torch.nn's own modules; save "
-            "your network's state_dict, and rebuild the network and wrap it with HookedMLP.from_module")
+            "your network's state_dict, and rebuild the network and wrap it with HookedMLP.from_module"
+        )
     args: dict[str, Any] = {}
     for name in args_names:
         if name == _BIAS:
@@ -104,16 +165,22 @@ def describe(module: nn.Module, where: str) -> dict[str, Any]:
 
 
 def _json_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str)) or (isinstance(v, list) and all(_json_scalar(x) for x in v))
+    return (
+        v is None or isinstance(v, (bool, int, float, str)) or (isinstance(v, list) and all(_json_scalar(x) for x in v))
+    )
 
 
 def build(desc: Any, where: str, device: Any = None) -> nn.Module:
     """The module ``desc`` describes (``CheckpointError`` if the description is malformed)."""
     if not isinstance(desc, dict) or not isinstance(desc.get("type"), str) or not isinstance(desc.get("args"), dict):
-        raise CheckpointError(f"{where}: malformed module description {desc!r}; expected {{'type': ..., 'args': {{...}}}}")
+        raise CheckpointError(
+            f"{where}: malformed module description {desc!r}; expected {{'type': ..., 'args': {{...}}}}"
+        )
     cls = DESCRIBABLE.get(desc["type"])
     if cls is None:
-        raise CheckpointError(f"{where}: unknown module type {desc['type']!r}; the file is corrupt or from a newer hookedmlp")
+        raise CheckpointError(
+            f"{where}: unknown module type {desc['type']!r}; the file is corrupt or from a newer hookedmlp"
+        )
     args = desc["args"]
     if set(args) - set(_ARGS[cls]) or not all(_json_scalar(v) for v in args.values()):
         raise CheckpointError(f"{where}: malformed arguments for {desc['type']}: {args!r}")
@@ -125,8 +192,18 @@ def build(desc: Any, where: str, device: Any = None) -> nn.Module:
         raise CheckpointError(f"{where}: cannot build {desc['type']}({args}): {e}") from None
 
 
-_ALWAYS_AFFINE = (nn.Linear, nn.modules.conv._ConvNd, nn.Flatten, nn.Unflatten, nn.Identity, Reshape,
-                  nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd, nn.ZeroPad2d, nn.ConstantPad2d)
+_ALWAYS_AFFINE = (
+    nn.Linear,
+    nn.modules.conv._ConvNd,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    Reshape,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+)
 
 
 def keeps_shape(module: nn.Module) -> bool:

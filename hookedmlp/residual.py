@@ -21,8 +21,13 @@ from hookedmlp.hooked import HookedRoot, shape_variants
 
 __all__ = ["ResidualMLP", "ResidualBlock"]
 
-_BLOCK_NAMES = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "mlp_out": "hook_mlp_out",
-                "pre": "mlp.hook_pre", "post": "mlp.hook_post"}
+_BLOCK_NAMES = {
+    "resid_pre": "hook_resid_pre",
+    "resid_post": "hook_resid_post",
+    "mlp_out": "hook_mlp_out",
+    "pre": "mlp.hook_pre",
+    "post": "mlp.hook_post",
+}
 
 
 class _MLP(nn.Module):
@@ -96,12 +101,17 @@ class ResidualMLP(HookedRoot):
         if layer is None and name in ("embed", "logits") and not rest:
             return f"hook_{name}"
         if name not in _BLOCK_NAMES or layer is None or rest:
-            raise HookNameError(f"tuple keys of a ResidualMLP are ('embed',), ('logits',) or (name, layer) with name one "
-                                f"of {', '.join(_BLOCK_NAMES)}; got {(name, layer, *rest)!r}")
+            raise HookNameError(
+                f"tuple keys of a ResidualMLP are ('embed',), ('logits',) or (name, layer) with name one "
+                f"of {', '.join(_BLOCK_NAMES)}; got {(name, layer, *rest)!r}"
+            )
         return f"blocks.{layer + self.n_layers if layer < 0 else layer}.{_BLOCK_NAMES[name]}"
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {"config": config_to_dict(self.config), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        return {
+            "config": config_to_dict(self.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str) -> "ResidualMLP":

@@ -30,12 +30,20 @@ def sequential_from_state_dict(state_dict: Mapping[str, Tensor], activation: Opt
     for key, value in state_dict.items():
         m = _KEY.match(key)
         if m is None:
-            what = "batch norm statistics" if re.search(r"running_(mean|var)|num_batches_tracked", key) else "a module other than Linear"
-            raise CheckpointError(f"unexpected key {key!r} ({what}); from_state_dict reads only Linear stacks with keys like "
-                                  f"'linear_relu_stack.0.weight'. For other networks, {_FROM_MODULE}")
+            what = (
+                "batch norm statistics"
+                if re.search(r"running_(mean|var)|num_batches_tracked", key)
+                else "a module other than Linear"
+            )
+            raise CheckpointError(
+                f"unexpected key {key!r} ({what}); from_state_dict reads only Linear stacks with keys like "
+                f"'linear_relu_stack.0.weight'. For other networks, {_FROM_MODULE}"
+            )
         if not isinstance(value, Tensor):
-            raise CheckpointError(f"{key!r} holds a {type(value).__name__}, not a tensor; pass a state dict "
-                                  "(torch.load(path, weights_only=True))")
+            raise CheckpointError(
+                f"{key!r} holds a {type(value).__name__}, not a tensor; pass a state dict "
+                "(torch.load(path, weights_only=True))"
+            )
         prefixes.add(m["prefix"])
         params.setdefault(int(m["index"]), {})[m["param"]] = value
     if not params:
@@ -46,15 +54,21 @@ def sequential_from_state_dict(state_dict: Mapping[str, Tensor], activation: Opt
     for idx in indices:  # what sits at each index, before how the indices are spaced: a norm's weight explains a gap
         w = params[idx].get("weight")
         if w is None:
-            raise CheckpointError(f"index {idx} has {sorted(params[idx])} but no weight; a Linear layer has "
-                                  f"'{idx}.weight'. For other networks, {_FROM_MODULE}")
+            raise CheckpointError(
+                f"index {idx} has {sorted(params[idx])} but no weight; a Linear layer has "
+                f"'{idx}.weight'. For other networks, {_FROM_MODULE}"
+            )
         if w.ndim != 2:
             kind = "a convolution's" if w.ndim > 2 else "a norm's or PReLU's"
-            raise CheckpointError(f"index {idx} has a weight of shape {list(w.shape)}: a Linear layer's weight is 2-D, "
-                                  f"this looks like {kind}; {_FROM_MODULE}")
+            raise CheckpointError(
+                f"index {idx} has a weight of shape {list(w.shape)}: a Linear layer's weight is 2-D, "
+                f"this looks like {kind}; {_FROM_MODULE}"
+            )
     if indices[0] > 1 or any(b - a != 2 for a, b in zip(indices, indices[1:])):
-        raise CheckpointError(f"Linear layers at indices {indices}; expected them at every other index (0, 2, 4, ...: "
-                              f"Linear, activation, Linear, ...). For other stacks, {_FROM_MODULE}")
+        raise CheckpointError(
+            f"Linear layers at indices {indices}; expected them at every other index (0, 2, 4, ...: "
+            f"Linear, activation, Linear, ...). For other stacks, {_FROM_MODULE}"
+        )
     modules: list[nn.Module] = [nn.Flatten()] if indices[0] == 1 else []
     width = None
     for n, idx in enumerate(indices):
@@ -62,12 +76,17 @@ def sequential_from_state_dict(state_dict: Mapping[str, Tensor], activation: Opt
         if width is not None and w.shape[1] != width:
             raise CheckpointError(f"Linear at index {idx} takes {w.shape[1]} inputs but the previous one gives {width}")
         if bias is not None and tuple(bias.shape) != (w.shape[0],):
-            raise CheckpointError(f"Linear at index {idx}: bias has shape {list(bias.shape)}, expected [{w.shape[0]}] "
-                                  f"to match its weight {list(w.shape)}")
+            raise CheckpointError(
+                f"Linear at index {idx}: bias has shape {list(bias.shape)}, expected [{w.shape[0]}] "
+                f"to match its weight {list(w.shape)}"
+            )
         width = int(w.shape[0])
     if activation is None:  # only once the file is known to be a Linear stack
-        warn("from_state_dict: a state dict does not record the activation between the Linear layers; assuming "
-             "ReLU (pass activation='relu' to confirm, or the right one)", UserWarning)
+        warn(
+            "from_state_dict: a state dict does not record the activation between the Linear layers; assuming "
+            "ReLU (pass activation='relu' to confirm, or the right one)",
+            UserWarning,
+        )
         activation = "relu"
     for n, idx in enumerate(indices):
         w, bias = params[idx]["weight"], params[idx].get("bias")

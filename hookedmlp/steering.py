@@ -44,15 +44,33 @@ from hookedmlp.labelled import (
     default_data,
 )
 
-__all__ = ["SteeringVector", "SteeringWarning", "METHODS", "build_steering_vector", "class_activations",
-           "model_fingerprint", "warn_training_mode"]
+__all__ = [
+    "SteeringVector",
+    "SteeringWarning",
+    "METHODS",
+    "build_steering_vector",
+    "class_activations",
+    "model_fingerprint",
+    "warn_training_mode",
+]
 
 _META_TYPES: dict[str, tuple[type, ...]] = {  # what save() writes; load() accepts nothing else for these keys
-    "label": (str,), "a": (str, int), "b": (str, int), "method": (str,), "coeff": (int, float), "model": (str,),
-    "exemplar": (int,), "data": (str,), "n_examples": (list,), "hooks": (list,), "norm": (dict,), "terms": (list,),
+    "label": (str,),
+    "a": (str, int),
+    "b": (str, int),
+    "method": (str,),
+    "coeff": (int, float),
+    "model": (str,),
+    "exemplar": (int,),
+    "data": (str,),
+    "n_examples": (list,),
+    "hooks": (list,),
+    "norm": (dict,),
+    "terms": (list,),
 }
 _META_VALUES: dict[str, tuple[str, Any]] = {  # checked once the types are right
-    "coeff": ("a finite number", math.isfinite), "exemplar": ("an int >= 0", lambda e: e >= 0),
+    "coeff": ("a finite number", math.isfinite),
+    "exemplar": ("an int >= 0", lambda e: e >= 0),
     "n_examples": ("a list of ints", lambda ns: all(isinstance(n, int) and not isinstance(n, bool) for n in ns)),
 }
 _MAX_META_DEPTH = 16  # nesting of JSON objects and lists; what save() writes stays under 6
@@ -102,11 +120,15 @@ def _check_meta(meta: Any, source: str, top: bool = True) -> dict[str, Any]:
         raise CheckpointError(f"{source} has metadata of type {type(meta).__name__}; expected a JSON object")
     for key, types in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
-            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected "
-                                  f"{' or '.join(t.__name__ for t in types)}; the file was edited")
+            raise CheckpointError(
+                f"{source} has metadata {key}={meta[key]!r}; expected "
+                f"{' or '.join(t.__name__ for t in types)}; the file was edited"
+            )
     for key, (expected, ok) in _META_VALUES.items():
         if key in meta and not ok(meta[key]):
-            raise CheckpointError(f"{source} has metadata {key}={meta[key]!r}; expected {expected}; the file was edited")
+            raise CheckpointError(
+                f"{source} has metadata {key}={meta[key]!r}; expected {expected}; the file was edited"
+            )
     for term in meta.get("terms", []):
         _check_meta(term, source, top=False)
     return meta
@@ -138,8 +160,10 @@ class SteeringVector(Mapping[str, Tensor]):
         for name, v in vectors.items():
             if not isinstance(v, Tensor) or v.ndim == 0 or not v.is_floating_point():
                 desc = f"shape {list(v.shape)}, dtype {v.dtype}" if isinstance(v, Tensor) else type(v).__name__
-                raise ShapeError(f"steering vector at {name!r} must be a floating-point tensor shaped like one "
-                                 f"example's activation (e.g. [512] or [C, H, W]), got {desc}")
+                raise ShapeError(
+                    f"steering vector at {name!r} must be a floating-point tensor shaped like one "
+                    f"example's activation (e.g. [512] or [C, H, W]), got {desc}"
+                )
             if not bool(torch.isfinite(v).all()):
                 raise SteeringError(f"steering vector at {name!r} contains NaN or infinite values")
             self._vectors[name] = v.detach()
@@ -153,7 +177,9 @@ class SteeringVector(Mapping[str, Tensor]):
         try:
             return self._vectors[name]
         except KeyError:
-            raise HookNameError(f"this steering vector has no hook {name!r}{did_you_mean(name, list(self._vectors))}") from None
+            raise HookNameError(
+                f"this steering vector has no hook {name!r}{did_you_mean(name, list(self._vectors))}"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._vectors)
@@ -173,12 +199,16 @@ class SteeringVector(Mapping[str, Tensor]):
         for name, v in other._vectors.items():
             if name in out:
                 if out[name].shape != v.shape:
-                    raise ShapeError(f"cannot combine vectors at {name!r}: shapes {list(out[name].shape)} and {list(v.shape)}")
+                    raise ShapeError(
+                        f"cannot combine vectors at {name!r}: shapes {list(out[name].shape)} and {list(v.shape)}"
+                    )
                 out[name] = out[name] + sign * v.to(out[name].device, out[name].dtype)
                 if not bool(torch.isfinite(out[name]).all()):
                     limit = torch.finfo(out[name].dtype).max
-                    raise SteeringError(f"({self.label}) {op} ({other.label}) overflows {out[name].dtype} at {name!r} "
-                                        f"(largest finite {limit:.4g}); use .to(torch.float64)")
+                    raise SteeringError(
+                        f"({self.label}) {op} ({other.label}) overflows {out[name].dtype} at {name!r} "
+                        f"(largest finite {limit:.4g}); use .to(torch.float64)"
+                    )
             else:
                 out[name] = sign * v
         # provenance stays flat: the leaf vectors' metadata, however long the sum
@@ -206,8 +236,9 @@ class SteeringVector(Mapping[str, Tensor]):
     def __neg__(self) -> "SteeringVector":
         return self * -1.0
 
-    def to(self, device: Union[str, torch.device, torch.dtype, None] = None,
-           dtype: Optional[torch.dtype] = None) -> "SteeringVector":
+    def to(
+        self, device: Union[str, torch.device, torch.dtype, None] = None, dtype: Optional[torch.dtype] = None
+    ) -> "SteeringVector":
         """A copy on another device and/or dtype (``v.to(torch.float64)`` works as for tensors)."""
         if isinstance(device, torch.dtype):
             device, dtype = None, device
@@ -222,8 +253,15 @@ class SteeringVector(Mapping[str, Tensor]):
             meta = json.dumps(self.meta, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise SteeringError(f"steering vector metadata must be JSON (str, numbers, lists, dicts): {e}") from None
-        atomic_save({"format": "hookedmlp.steering_vector", "version": 1,
-                     "vectors": {k: v.cpu() for k, v in self._vectors.items()}, "meta": meta}, path)
+        atomic_save(
+            {
+                "format": "hookedmlp.steering_vector",
+                "version": 1,
+                "vectors": {k: v.cpu() for k, v in self._vectors.items()},
+                "meta": meta,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: Any, device: Union[str, torch.device, None] = None) -> "SteeringVector":
@@ -231,15 +269,21 @@ class SteeringVector(Mapping[str, Tensor]):
         source = repr(str(path))
         data = safe_load(path, what="steering vector", map_location=device or "cpu")
         if not isinstance(data, dict) or data.get("format") != "hookedmlp.steering_vector" or data.get("version") != 1:
-            raise CheckpointError(f"{source} is not a hookedmlp steering vector (version 1); save one with SteeringVector.save")
+            raise CheckpointError(
+                f"{source} is not a hookedmlp steering vector (version 1); save one with SteeringVector.save"
+            )
         try:
             meta = json.loads(data["meta"])
         except (KeyError, TypeError, ValueError, RecursionError) as e:
-            raise CheckpointError(f"{source} has unreadable metadata ({type(e).__name__}); re-save the vector") from None
+            raise CheckpointError(
+                f"{source} has unreadable metadata ({type(e).__name__}); re-save the vector"
+            ) from None
         vectors = data.get("vectors")
         if not isinstance(vectors, dict) or not all(isinstance(k, str) for k in vectors):
-            raise CheckpointError(f"{source} needs a dict of vectors keyed by hook name, got {type(vectors).__name__}; "
-                                  "the file is corrupt or was edited")
+            raise CheckpointError(
+                f"{source} needs a dict of vectors keyed by hook name, got {type(vectors).__name__}; "
+                "the file is corrupt or was edited"
+            )
         try:
             return cls(vectors, _check_meta(meta, source))
         except (ShapeError, SteeringError) as e:
@@ -256,7 +300,9 @@ class SteeringVector(Mapping[str, Tensor]):
         moved: dict[str, Tensor] = {}
         for name, v in self._vectors.items():
             if name not in model.hook_dict:
-                raise HookNameError(f"steering vector has hook {name!r}, which this model lacks{did_you_mean(name, list(model.hook_dict))}")
+                raise HookNameError(
+                    f"steering vector has hook {name!r}, which this model lacks{did_you_mean(name, list(model.hook_dict))}"
+                )
             check_example_shape(v, model, name, "steering vector")
             if dtype is not None:
                 check_scale_fits(coeff, [v], dtype)
@@ -286,7 +332,10 @@ class SteeringVector(Mapping[str, Tensor]):
         def warnings_on_entry() -> None:
             warn_training_mode(model, "steering")
             if fp is not None and fp != (current := model_fingerprint(model)):
-                warn(f"steering vector {self.label!r} was built on model {fp}, applied to model {current}", SteeringWarning)
+                warn(
+                    f"steering vector {self.label!r} was built on model {fp}, applied to model {current}",
+                    SteeringWarning,
+                )
 
         # check() has matched every name to a hook point: the pairs need no second resolution
         return HookContext.prepared(model, [(name, _Adder(v)) for name, v in vectors.items()], warnings_on_entry)
@@ -294,19 +343,31 @@ class SteeringVector(Mapping[str, Tensor]):
     def __repr__(self) -> str:
         hooks = ", ".join(f"{k} {list(v.shape)}" for k, v in self._vectors.items())
         parts = [repr(self.label), f"at {hooks}"]
-        parts += [f"{k}={self.meta[k]}" for k in ("method", "exemplar", "data", "n_examples", "coeff", "model") if k in self.meta]
+        parts += [
+            f"{k}={self.meta[k]}"
+            for k in ("method", "exemplar", "data", "n_examples", "coeff", "model")
+            if k in self.meta
+        ]
         parts.append("norm=" + ", ".join(f"{v:.4g}" for v in self.meta["norm"].values()))
         return f"SteeringVector({', '.join(parts)})"
 
     def _repr_html_(self) -> str:
         import html
 
-        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td>"
-                       f"<td>{self.meta['norm'][k]:.4g}</td></tr>" for k, v in self._vectors.items())
-        prov = ", ".join(f"{k}: {html.escape(str(self.meta[k]))}" for k in ("method", "exemplar", "data", "coeff", "model")
-                         if k in self.meta)
-        return (f"<table><caption>SteeringVector {html.escape(self.label)}</caption><thead><tr><th>hook</th>"
-                f"<th>shape</th><th>norm</th></tr></thead><tbody>{rows}</tbody></table><p>{prov}</p>")
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td>"
+            f"<td>{self.meta['norm'][k]:.4g}</td></tr>"
+            for k, v in self._vectors.items()
+        )
+        prov = ", ".join(
+            f"{k}: {html.escape(str(self.meta[k]))}"
+            for k in ("method", "exemplar", "data", "coeff", "model")
+            if k in self.meta
+        )
+        return (
+            f"<table><caption>SteeringVector {html.escape(self.label)}</caption><thead><tr><th>hook</th>"
+            f"<th>shape</th><th>norm</th></tr></thead><tbody>{rows}</tbody></table><p>{prov}</p>"
+        )
 
 
 class _Adder:
@@ -334,13 +395,16 @@ def warn_training_mode(model: HookedModel, doing: str) -> None:
     active = memo[1]
     if active:
         kinds = sorted({type(model.get_submodule(n)).__name__ for n in active})
-        warn(f"{doing} a model in training mode: {', '.join(active)} ({', '.join(kinds)}) compute something else "
-             "there (dropout is random, batch norm uses the batch's statistics); call model.eval() first",
-             SteeringWarning)
+        warn(
+            f"{doing} a model in training mode: {', '.join(active)} ({', '.join(kinds)}) compute something else "
+            "there (dropout is random, batch norm uses the batch's statistics); call model.eval() first",
+            SteeringWarning,
+        )
 
 
-def _side(model: HookedModel, x: Any, which: str, hooks: list[str], method: str, exemplar: int,
-          source: Optional[Labelled]) -> tuple[dict[str, Tensor], int, str]:
+def _side(
+    model: HookedModel, x: Any, which: str, hooks: list[str], method: str, exemplar: int, source: Optional[Labelled]
+) -> tuple[dict[str, Tensor], int, str]:
     """Mean activation at each hook for a class label (of ``source``) or inputs, with its example count and label."""
     if isinstance(x, Tensor):
         batch = model.as_batch(x)
@@ -354,8 +418,16 @@ def _side(model: HookedModel, x: Any, which: str, hooks: list[str], method: str,
     return {k: v[0] for k, v in acts.items()}, counts[0], str(x)
 
 
-def build_steering_vector(model: HookedModel, a: Any, b: Any, hook: Union[str, Sequence[str]], coeff: float = 1.0,
-                          method: str = "first", exemplar: int = 0, data: Any = None) -> SteeringVector:
+def build_steering_vector(
+    model: HookedModel,
+    a: Any,
+    b: Any,
+    hook: Union[str, Sequence[str]],
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+) -> SteeringVector:
     """``coeff * (act(a) - act(b))`` at ``hook``: the function behind ``model.steering_vector``.
 
     ``a`` and ``b`` are class labels (int) or input tensors; anything else is refused with a

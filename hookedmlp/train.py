@@ -35,7 +35,15 @@ from hookedmlp.io import atomic_write, check_writable
 from hookedmlp.model import HookedMLP
 from hookedmlp.residual import ResidualMLP
 
-__all__ = ["TrainSettings", "TrainResult", "TrainingInterrupted", "train_model", "build_model", "evaluate", "write_card"]
+__all__ = [
+    "TrainSettings",
+    "TrainResult",
+    "TrainingInterrupted",
+    "train_model",
+    "build_model",
+    "evaluate",
+    "write_card",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +62,10 @@ class TrainSettings:
         check_number(self.lr, "lr", 0.0, 10.0, low_open=True)
         check_number(self.weight_decay, "weight_decay", 0.0, 1e4)
         if self.lr * self.weight_decay >= 1:
-            raise UsageError(f"lr * weight_decay must be below 1 (AdamW scales weights by 1 - lr * weight_decay each "
-                             f"step), got {self.lr} * {self.weight_decay}")
+            raise UsageError(
+                f"lr * weight_decay must be below 1 (AdamW scales weights by 1 - lr * weight_decay each "
+                f"step), got {self.lr} * {self.weight_decay}"
+            )
         check_int(self.seed, "seed", low=0, high=2**63)
 
 
@@ -70,15 +80,25 @@ class TrainResult:
     seconds: float
 
     def __repr__(self) -> str:
-        return (f"TrainResult(test_loss={self.test_loss:.4f}, test_accuracy={self.test_accuracy:.4f}, "
-                f"epochs={len(self.history)}, seconds={self.seconds:.1f})")
+        return (
+            f"TrainResult(test_loss={self.test_loss:.4f}, test_accuracy={self.test_accuracy:.4f}, "
+            f"epochs={len(self.history)}, seconds={self.seconds:.1f})"
+        )
 
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training: ``out`` and ``card`` were left as they were; ``partial`` holds epoch ``saved``, if any."""
 
-    def __init__(self, epochs_done: int, epochs: int, out: Optional[Path], partial: Optional[Path],
-                 card: Optional[Path] = None, existed: tuple[bool, bool] = (False, False), saved: int = 0) -> None:
+    def __init__(
+        self,
+        epochs_done: int,
+        epochs: int,
+        out: Optional[Path],
+        partial: Optional[Path],
+        card: Optional[Path] = None,
+        existed: tuple[bool, bool] = (False, False),
+        saved: int = 0,
+    ) -> None:
         super().__init__(epochs_done, epochs)
         self.epochs_done, self.epochs, self.out, self.partial, self.card = epochs_done, epochs, out, partial, card
         self.existed, self.saved = existed, saved
@@ -117,12 +137,15 @@ def build_model(recipe: Optional[Recipe] = None) -> HookedRoot:
 
 
 @torch.no_grad()
-def evaluate(model: HookedRoot, images: Float[Tensor, "batch *example"], labels: Int[Tensor, " batch"],
-             batch_size: int = 10_000) -> tuple[float, float]:
+def evaluate(
+    model: HookedRoot, images: Float[Tensor, "batch *example"], labels: Int[Tensor, " batch"], batch_size: int = 10_000
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode (the model's mode is restored afterwards)."""
     if len(images) == 0 or len(images) != len(labels):
-        raise UsageError(f"evaluate needs a non-empty set with one label per image; got {len(images)} images and "
-                         f"{len(labels)} labels")
+        raise UsageError(
+            f"evaluate needs a non-empty set with one label per image; got {len(images)} images and "
+            f"{len(labels)} labels"
+        )
     was_training = model.training
     model.eval()
     total, correct = 0.0, 0
@@ -150,11 +173,18 @@ def _same_path(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSettings] = None, *,
-                out: Union[str, "os.PathLike[str]", None] = None, card: Union[str, "os.PathLike[str]", None] = None,
-                data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
-                root: Union[str, "os.PathLike[str]", None] = None, device: Union[str, torch.device] = "cpu",
-                progress: bool = True, command: Optional[str] = None) -> TrainResult:
+def train_model(
+    recipe: Optional[Recipe] = None,
+    settings: Optional[TrainSettings] = None,
+    *,
+    out: Union[str, "os.PathLike[str]", None] = None,
+    card: Union[str, "os.PathLike[str]", None] = None,
+    data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
+    root: Union[str, "os.PathLike[str]", None] = None,
+    device: Union[str, torch.device] = "cpu",
+    progress: bool = True,
+    command: Optional[str] = None,
+) -> TrainResult:
     """Train a seeded model of ``recipe`` on MNIST (or ``data``) and optionally save it to ``out``.
 
     ``out`` (and ``card``) are checked to be writable before training starts and written only
@@ -222,8 +252,14 @@ def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSetting
                 sched.step()
                 bar.update(1)
             test_loss, test_acc = evaluate(model, test_x, test_y)
-            history.append({"epoch": epoch + 1, "train_loss_last_batch": loss.item(), "test_loss": test_loss,
-                            "test_accuracy": test_acc})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss_last_batch": loss.item(),
+                    "test_loss": test_loss,
+                    "test_accuracy": test_acc,
+                }
+            )
             bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
             if partial is not None and epoch + 1 < settings.epochs:
                 model.save(partial, meta=_meta(recipe, settings, history, command, dataset))
@@ -241,24 +277,41 @@ def train_model(recipe: Optional[Recipe] = None, settings: Optional[TrainSetting
                 write_card(out_path, card_path)
             if partial is not None and partial.exists():
                 partial.unlink()
-    return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start)
+    return TrainResult(
+        model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start
+    )
 
 
-def _meta(recipe: Recipe, settings: TrainSettings, history: list[dict[str, float]], command: Optional[str],
-          dataset: str) -> dict[str, Any]:
-    return {"recipe": config_to_dict(recipe), "settings": dataclasses.asdict(settings), "dataset": dataset,
-            "command": command or shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "torch": str(torch.__version__),
-            "history": history, "test_loss": history[-1]["test_loss"], "test_accuracy": history[-1]["test_accuracy"]}
+def _meta(
+    recipe: Recipe, settings: TrainSettings, history: list[dict[str, float]], command: Optional[str], dataset: str
+) -> dict[str, Any]:
+    return {
+        "recipe": config_to_dict(recipe),
+        "settings": dataclasses.asdict(settings),
+        "dataset": dataset,
+        "command": command or shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "torch": str(torch.__version__),
+        "history": history,
+        "test_loss": history[-1]["test_loss"],
+        "test_accuracy": history[-1]["test_accuracy"],
+    }
 
 
 def write_card(checkpoint: Union[str, "os.PathLike[str]"], card: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
     """Write the JSON card of a trained checkpoint (recipe, settings, command, metrics, sha256) atomically."""
     meta = load_checkpoint(checkpoint).meta
     recipe = config_from_dict(meta.get("recipe"), f"{checkpoint} recipe")
-    data = {"name": Path(checkpoint).stem, "architecture": recipe.summary if recipe is not None else None,
-            "recipe": meta.get("recipe"), "settings": meta.get("settings"),
-            "dataset": meta.get("dataset"), "command": meta.get("command"), "test_loss": meta.get("test_loss"),
-            "test_accuracy": meta.get("test_accuracy"), "sha256": sha256_file(checkpoint)}
+    data = {
+        "name": Path(checkpoint).stem,
+        "architecture": recipe.summary if recipe is not None else None,
+        "recipe": meta.get("recipe"),
+        "settings": meta.get("settings"),
+        "dataset": meta.get("dataset"),
+        "command": meta.get("command"),
+        "test_loss": meta.get("test_loss"),
+        "test_accuracy": meta.get("test_accuracy"),
+        "sha256": sha256_file(checkpoint),
+    }
     with atomic_write(card, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")

@@ -25,8 +25,10 @@ from hookedmlp.modules import Reshape
 
 __all__ = ["Chain", "chain_of", "probe_batch", "HOOKEDROOT_ROUTE"]
 
-HOOKEDROOT_ROUTE = ("write it as a HookedRoot subclass with HookPoints placed in forward (see docs/your-own-network.md, "
-                    "and hookedmlp.ResidualMLP for an example)")
+HOOKEDROOT_ROUTE = (
+    "write it as a HookedRoot subclass with HookPoints placed in forward (see docs/your-own-network.md, "
+    "and hookedmlp.ResidualMLP for an example)"
+)
 
 
 @dataclasses.dataclass
@@ -47,8 +49,10 @@ def _leaves(net: nn.Module, prefix: str, seen: dict[int, str], out: list[tuple[s
             continue
         path = f"{prefix}{name}"
         if id(child) in seen:
-            raise UnsupportedNetworkError(f"module {path} ({type(child).__name__}) is the same object as module "
-                                          f"{seen[id(child)]}: a module used twice is not a chain; {HOOKEDROOT_ROUTE}")
+            raise UnsupportedNetworkError(
+                f"module {path} ({type(child).__name__}) is the same object as module "
+                f"{seen[id(child)]}: a module used twice is not a chain; {HOOKEDROOT_ROUTE}"
+            )
         seen[id(child)] = path
         own = list(child.named_parameters(recurse=False)) + list(child.named_buffers(recurse=False))
         if next(child.children(), None) is None or own:
@@ -66,9 +70,12 @@ def _guess_input_shape(net: nn.Module, leaves: list[tuple[str, nn.Module]]) -> t
         if not isinstance(m, (nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)):
             raise UnsupportedNetworkError(
                 f"cannot infer {type(net).__name__}'s input shape from its first modules (module {path} is a "
-                f"{type(m).__name__}); pass input_shape=(C, H, W) or (features,), the shape of one example")
-    raise UnsupportedNetworkError(f"cannot infer {type(net).__name__}'s input shape from its modules; pass "
-                                  "input_shape=(C, H, W) or (features,), the shape of one example")
+                f"{type(m).__name__}); pass input_shape=(C, H, W) or (features,), the shape of one example"
+            )
+    raise UnsupportedNetworkError(
+        f"cannot infer {type(net).__name__}'s input shape from its modules; pass "
+        "input_shape=(C, H, W) or (features,), the shape of one example"
+    )
 
 
 def probe_batch(shape: Sequence[int], ref: Optional[Tensor]) -> Tensor:
@@ -114,8 +121,11 @@ def _record(net: nn.Module, leaves: list[tuple[str, nn.Module]], x: Tensor) -> t
         inp = args[0] if len(args) == 1 else args
         before = versions.get(id(module), -1)
         edited = isinstance(inp, Tensor) and inp._version != before
-        calls.append(_Call(path_of[id(module)], inp, output, edited, before,
-                           output._version if isinstance(output, Tensor) else -1))
+        calls.append(
+            _Call(
+                path_of[id(module)], inp, output, edited, before, output._version if isinstance(output, Tensor) else -1
+            )
+        )
 
     modes = {m: m.training for m in net.modules()}
     try:
@@ -127,13 +137,20 @@ def _record(net: nn.Module, leaves: list[tuple[str, nn.Module]], x: Tensor) -> t
     except Exception as e:
         bad = next((c for c in calls if not isinstance(c.output, Tensor)), None)
         if bad is not None:  # what made the next module fail
-            raise UnsupportedNetworkError(f"module {bad.path} ({type(dict(leaves)[bad.path]).__name__}) returns "
-                                          f"{type(bad.output).__name__}, not one tensor; {HOOKEDROOT_ROUTE}") from None
-        where = (f"module {running[-1]} ({type(dict(leaves)[running[-1]]).__name__}) failed" if running
-                 else f"{type(net).__name__}.forward failed")
-        raise UnsupportedNetworkError(f"running {type(net).__name__} on a probe batch of shape {list(x.shape)}: {where} "
-                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); if the "
-                                      f"network takes other inputs, pass input_shape=, the shape of one example") from None
+            raise UnsupportedNetworkError(
+                f"module {bad.path} ({type(dict(leaves)[bad.path]).__name__}) returns "
+                f"{type(bad.output).__name__}, not one tensor; {HOOKEDROOT_ROUTE}"
+            ) from None
+        where = (
+            f"module {running[-1]} ({type(dict(leaves)[running[-1]]).__name__}) failed"
+            if running
+            else f"{type(net).__name__}.forward failed"
+        )
+        raise UnsupportedNetworkError(
+            f"running {type(net).__name__} on a probe batch of shape {list(x.shape)}: {where} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); if the "
+            f"network takes other inputs, pass input_shape=, the shape of one example"
+        ) from None
     finally:
         for h in handles:
             h.remove()
@@ -153,10 +170,15 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
     _leaves(net, "", {}, leaves)
     if not leaves:
         raise UnsupportedNetworkError(f"{type(net).__name__} has no modules to hook; a chain needs at least one")
-    if input_shape is not None and (not isinstance(input_shape, Sequence) or not input_shape or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)):
-        raise ShapeError(f"input_shape must be one example's shape, a sequence of positive ints such as (1, 28, 28) or "
-                         f"(784,), got {input_shape!r}")
+    if input_shape is not None and (
+        not isinstance(input_shape, Sequence)
+        or not input_shape
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)
+    ):
+        raise ShapeError(
+            f"input_shape must be one example's shape, a sequence of positive ints such as (1, 28, 28) or "
+            f"(784,), got {input_shape!r}"
+        )
     shape = tuple(input_shape) if input_shape is not None else _guess_input_shape(net, leaves)
     linear_first = isinstance(leaves[0][1], nn.Linear)  # its forward takes flat examples
     x = probe_batch((math.prod(shape),) if linear_first else shape, _reference(net))
@@ -171,11 +193,13 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
             raise UnsupportedNetworkError(
                 f"module {path} ({type(module).__name__}) never runs in {name}.forward, so the chain of its modules is "
                 f"not what forward computes; if it is unused, delete it (del net.{path}) before wrapping; otherwise "
-                f"{HOOKEDROOT_ROUTE}")
+                f"{HOOKEDROOT_ROUTE}"
+            )
         if ran.count(path) > 1:
             raise UnsupportedNetworkError(
                 f"module {path} ({type(module).__name__}) runs {ran.count(path)} times in {name}.forward: a module used "
-                f"twice is not a chain; {HOOKEDROOT_ROUTE}")
+                f"twice is not a chain; {HOOKEDROOT_ROUTE}"
+            )
     modules: list[nn.Module] = []
     paths: list[str] = []
     previous, previous_path, previous_version = run_x, "the input", version0
@@ -183,18 +207,22 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
         path, inp, output = call.path, call.input, call.output
         module = by_path[path]
         if not isinstance(inp, Tensor) or not isinstance(output, Tensor):
-            raise UnsupportedNetworkError(f"module {path} ({type(module).__name__}) takes or returns something other than "
-                                          f"one tensor; {HOOKEDROOT_ROUTE}")
+            raise UnsupportedNetworkError(
+                f"module {path} ({type(module).__name__}) takes or returns something other than "
+                f"one tensor; {HOOKEDROOT_ROUTE}"
+            )
         if inp is not previous and not _same_values(inp, previous):
             raise UnsupportedNetworkError(
                 f"{name}.forward changes the activation between {previous_path} and module {path} "
                 f"({type(module).__name__}): a functional call such as F.relu, a skip connection, or arithmetic; the "
-                f"chain of its modules would compute something else, so it is refused; {HOOKEDROOT_ROUTE}")
+                f"chain of its modules would compute something else, so it is refused; {HOOKEDROOT_ROUTE}"
+            )
         if inp is previous and call.version_in != previous_version:
             raise UnsupportedNetworkError(
                 f"{name}.forward edits the activation in place between {previous_path} and module {path} "
                 f"({type(module).__name__}) (e.g. x.mul_(2) or F.relu(x, inplace=True)); the chain of its modules would "
-                f"compute something else, so it is refused; {HOOKEDROOT_ROUTE}")
+                f"compute something else, so it is refused; {HOOKEDROOT_ROUTE}"
+            )
         if inp is not previous and inp.shape != previous.shape:
             modules.append(Reshape(inp.shape[1:]))  # a pure reshape in forward, such as x.view(len(x), -1)
             paths.append(f"<reshape in forward, before {path}>")
@@ -204,18 +232,30 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
         paths.append(path)
         previous, previous_path, previous_version = output, f"module {path}", call.version_out
     if not isinstance(out, Tensor):
-        raise UnsupportedNetworkError(f"{name}.forward returns {type(out).__name__}, not one tensor; {HOOKEDROOT_ROUTE}")
+        raise UnsupportedNetworkError(
+            f"{name}.forward returns {type(out).__name__}, not one tensor; {HOOKEDROOT_ROUTE}"
+        )
     if out is not previous and not _same_values(out, previous):
         raise UnsupportedNetworkError(
             f"{name}.forward changes the output after its last {previous_path} (a skip connection, a functional call "
             f"such as F.log_softmax, or arithmetic); the chain of its modules would compute something else, so it is "
-            f"refused; {HOOKEDROOT_ROUTE}")
+            f"refused; {HOOKEDROOT_ROUTE}"
+        )
     if out is not previous and out.shape != previous.shape:
         modules.append(Reshape(out.shape[1:]))
         paths.append("<reshape in forward, at the end>")
     first_shape = tuple(x.shape[1:])
-    if modules and (isinstance(modules[0], nn.Flatten) and modules[0].start_dim == 1 and modules[0].end_dim == -1
-                    or isinstance(modules[0], Reshape) and len(modules[0].shape) == 1) and len(modules) > 1:
+    if (
+        modules
+        and (
+            isinstance(modules[0], nn.Flatten)
+            and modules[0].start_dim == 1
+            and modules[0].end_dim == -1
+            or isinstance(modules[0], Reshape)
+            and len(modules[0].shape) == 1
+        )
+        and len(modules) > 1
+    ):
         first_shape = (math.prod(shape),)  # a leading flatten: the model flattens its input itself
         modules, paths = modules[1:], paths[1:]
     if given_list:
@@ -229,9 +269,11 @@ def _out_of_place(module: nn.Module, path: str) -> nn.Module:
         fresh = copy.deepcopy(module)  # (a shallow copy would share its hook dicts with the original)
         fresh.inplace = False
         return fresh
-    raise UnsupportedNetworkError(f"module {path} ({type(module).__name__}) edits its input in place, which would change "
-                                  "what the hook point before it recorded, and has no inplace=False switch; make its "
-                                  f"forward out of place, or {HOOKEDROOT_ROUTE}")
+    raise UnsupportedNetworkError(
+        f"module {path} ({type(module).__name__}) edits its input in place, which would change "
+        "what the hook point before it recorded, and has no inplace=False switch; make its "
+        f"forward out of place, or {HOOKEDROOT_ROUTE}"
+    )
 
 
 def _warn_linear_pairs(modules: Sequence[nn.Module], paths: Sequence[str]) -> None:
@@ -239,7 +281,10 @@ def _warn_linear_pairs(modules: Sequence[nn.Module], paths: Sequence[str]) -> No
     network applying ``F.relu`` in its forward: say so, since the list alone cannot show it."""
     for (a, pa), (b, pb) in zip(zip(modules, paths), zip(modules[1:], paths[1:])):
         if isinstance(a, nn.Linear) and isinstance(b, nn.Linear):
-            warn(f"modules {pa} and {pb} are two Linear layers with no activation between them; if this list came from "
-                 "list(net.children()) of a network whose forward applies F.relu (or similar), wrap the network itself "
-                 "with HookedMLP.from_module(net), which checks it", UserWarning)
+            warn(
+                f"modules {pa} and {pb} are two Linear layers with no activation between them; if this list came from "
+                "list(net.children()) of a network whose forward applies F.relu (or similar), wrap the network itself "
+                "with HookedMLP.from_module(net), which checks it",
+                UserWarning,
+            )
             return

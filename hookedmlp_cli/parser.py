@@ -12,7 +12,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "parse_args", "version", "ACTIVATIONS", "NORMS", "ARCHS", "METRICS", "FIGURE_FORMATS", "VARIANTS"]
+__all__ = [
+    "build_parser",
+    "parse_args",
+    "version",
+    "ACTIVATIONS",
+    "NORMS",
+    "ARCHS",
+    "METRICS",
+    "FIGURE_FORMATS",
+    "VARIANTS",
+]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
 NORMS = ("none", "layernorm", "batchnorm")
@@ -24,8 +34,21 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "kl": "mean KL(unsteered || steered) on the other digits",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
-VARIANTS = ("baseline", "depth-1", "depth-4", "width-64", "width-2048", "gelu", "tanh", "silu", "dropout", "weight-decay",
-            "layernorm", "residual", "lenet")  # analysis.family.VARIANTS' slugs
+VARIANTS = (
+    "baseline",
+    "depth-1",
+    "depth-4",
+    "width-64",
+    "width-2048",
+    "gelu",
+    "tanh",
+    "silu",
+    "dropout",
+    "weight-decay",
+    "layernorm",
+    "residual",
+    "lenet",
+)  # analysis.family.VARIANTS' slugs
 
 
 def version() -> str:
@@ -33,7 +56,9 @@ def version() -> str:
     return importlib.metadata.version("hookedmlp")
 
 
-def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str, in_range: str = "") -> Callable[[str], Any]:
+def _checked(
+    convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str, in_range: str = ""
+) -> Callable[[str], Any]:
     """An argparse type: ``convert`` the text, then check ``ok``; errors say expected vs got."""
 
     def parse(text: str) -> Any:
@@ -69,57 +94,120 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train(sub: Any) -> None:
-    train = sub.add_parser("train", help="train a network on MNIST (default: the study's 784-512-512-10 MLP)",
-                           description="Train a seeded network on MNIST. The checkpoint (and its card) are written only "
-                                       "when training completes; each finished epoch goes to <out stem>.partial.pt.")
+    train = sub.add_parser(
+        "train",
+        help="train a network on MNIST (default: the study's 784-512-512-10 MLP)",
+        description="Train a seeded network on MNIST. The checkpoint (and its card) are written only "
+        "when training completes; each finished epoch goes to <out stem>.partial.pt.",
+    )
     arch = train.add_argument_group("architecture")
-    arch.add_argument("--arch", choices=ARCHS, default="mlp",
-                      help="mlp: Linear blocks (the study's); lenet: a LeNet-5-style CNN; residual: a residual MLP "
-                           "(default: %(default)s)")
+    arch.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="mlp",
+        help="mlp: Linear blocks (the study's); lenet: a LeNet-5-style CNN; residual: a residual MLP "
+        "(default: %(default)s)",
+    )
     arch.add_argument("--residual", action="store_true", help="short for --arch residual (default: off)")
-    arch.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="WIDTH",
-                      help="hidden widths, one per hidden layer (default: 512 512 for mlp; 120 84 for lenet, which "
-                           "takes exactly two)")
+    arch.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="WIDTH",
+        help="hidden widths, one per hidden layer (default: 512 512 for mlp; 120 84 for lenet, which "
+        "takes exactly two)",
+    )
     arch.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation (default: %(default)s)")
-    arch.add_argument("--dropout", type=_probability, default=None,
-                      help="dropout after each hidden activation, mlp only (default: 0, none)")
-    arch.add_argument("--norm", choices=NORMS, default=None,
-                      help="normalisation: mlp puts it between each hidden Linear and its activation; residual takes "
-                           "none or layernorm (default: none for mlp, layernorm for residual)")
-    arch.add_argument("--channels", type=_positive_int, nargs=2, default=None, metavar=("C1", "C2"),
-                      help="lenet's two convolution widths (default: 6 16)")
+    arch.add_argument(
+        "--dropout",
+        type=_probability,
+        default=None,
+        help="dropout after each hidden activation, mlp only (default: 0, none)",
+    )
+    arch.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=None,
+        help="normalisation: mlp puts it between each hidden Linear and its activation; residual takes "
+        "none or layernorm (default: none for mlp, layernorm for residual)",
+    )
+    arch.add_argument(
+        "--channels",
+        type=_positive_int,
+        nargs=2,
+        default=None,
+        metavar=("C1", "C2"),
+        help="lenet's two convolution widths (default: 6 16)",
+    )
     arch.add_argument("--d-model", type=_positive_int, default=None, help="residual stream width (default: 256)")
     arch.add_argument("--d-mlp", type=_positive_int, default=None, help="residual blocks' hidden width (default: 512)")
     arch.add_argument("--blocks", type=_positive_int, default=None, help="number of residual blocks (default: 2)")
     opt = train.add_argument_group("training")
-    opt.add_argument("--epochs", type=_positive_int, default=6, help="passes over the 60,000 training images (default: %(default)s)")
+    opt.add_argument(
+        "--epochs", type=_positive_int, default=6, help="passes over the 60,000 training images (default: %(default)s)"
+    )
     opt.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default: %(default)s)")
-    opt.add_argument("--lr", type=_positive_float, default=1e-3,
-                     help="AdamW's peak learning rate, decayed to 0 on a cosine, at most 10 (default: %(default)s)")
-    opt.add_argument("--weight-decay", type=_non_negative, default=0.0,
-                     help="AdamW's decoupled weight decay; lr * weight decay must stay below 1 (default: %(default)s)")
-    opt.add_argument("--seed", type=_seed, default=0,
-                     help="seeds the initial weights, dropout and the batch order: the same seed gives the same "
-                          "weights, bit for bit (default: %(default)s)")
+    opt.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=1e-3,
+        help="AdamW's peak learning rate, decayed to 0 on a cosine, at most 10 (default: %(default)s)",
+    )
+    opt.add_argument(
+        "--weight-decay",
+        type=_non_negative,
+        default=0.0,
+        help="AdamW's decoupled weight decay; lr * weight decay must stay below 1 (default: %(default)s)",
+    )
+    opt.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seeds the initial weights, dropout and the batch order: the same seed gives the same "
+        "weights, bit for bit (default: %(default)s)",
+    )
     files = train.add_argument_group("files")
-    files.add_argument("--out", type=Path, default=Path("runs/mnist-mlp.pt"), help="checkpoint path (default: %(default)s)")
-    files.add_argument("--card", action="store_true",
-                       help="also write <out>.json: recipe, settings, command, test loss and accuracy, sha256 (default: off)")
-    files.add_argument("--data-root", type=Path, default=None,
-                       help="MNIST directory (default: $HOOKEDMLP_DATA, else ~/.cache/hookedmlp/data)")
+    files.add_argument(
+        "--out", type=Path, default=Path("runs/mnist-mlp.pt"), help="checkpoint path (default: %(default)s)"
+    )
+    files.add_argument(
+        "--card",
+        action="store_true",
+        help="also write <out>.json: recipe, settings, command, test loss and accuracy, sha256 (default: off)",
+    )
+    files.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="MNIST directory (default: $HOOKEDMLP_DATA, else ~/.cache/hookedmlp/data)",
+    )
     files.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint to study (default: the shipped mnist-mlp)")
-    p.add_argument("--method", choices=("first", "mean"), default="first",
-                   help="exemplar of each digit: its first training image (the study's) or its class mean "
-                        "(default: %(default)s)")
-    p.add_argument("--coeff", type=_finite_float, default=1.0, help="coefficient of the a - b vector (default: %(default)s)")
-    p.add_argument("--figure", type=Path, default=None,
-                   help="also write a figure: a path ending in .html, .png or .svg writes that format; any other path "
-                        "is a stem for both STEM.html and STEM.png (default: none)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)")
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="a checkpoint to study (default: the shipped mnist-mlp)"
+    )
+    p.add_argument(
+        "--method",
+        choices=("first", "mean"),
+        default="first",
+        help="exemplar of each digit: its first training image (the study's) or its class mean (default: %(default)s)",
+    )
+    p.add_argument(
+        "--coeff", type=_finite_float, default=1.0, help="coefficient of the a - b vector (default: %(default)s)"
+    )
+    p.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="also write a figure: a path ending in .html, .png or .svg writes that format; any other path "
+        "is a stem for both STEM.html and STEM.png (default: none)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,28 +233,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     repro = sub.add_parser("reproduce", help="run the whole study; write docs/reproduction.md and docs/figures/")
     repro.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
-    repro.add_argument("--checkpoint", type=Path, default=None, help="study this checkpoint (default: the shipped mnist-mlp)")
-    repro.add_argument("--train", action="store_true", help="train a fresh model first, about half a minute (default: off)")
-    repro.add_argument("--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)")
+    repro.add_argument(
+        "--checkpoint", type=Path, default=None, help="study this checkpoint (default: the shipped mnist-mlp)"
+    )
+    repro.add_argument(
+        "--train", action="store_true", help="train a fresh model first, about half a minute (default: off)"
+    )
+    repro.add_argument(
+        "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
+    )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
 
-    study = sub.add_parser("study", help="which network properties make activation additions work: train a family of "
-                           "networks, write docs/study.md (about 25 minutes; resumable)")
+    study = sub.add_parser(
+        "study",
+        help="which network properties make activation additions work: train a family of "
+        "networks, write docs/study.md (about 25 minutes; resumable)",
+    )
     study.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
-    study.add_argument("--cache", type=Path, default=Path("runs/study"),
-                       help="trained models and per-model results, reused by later runs (default: %(default)s)")
-    study.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, metavar="VARIANT",
-                       help=f"variants to run, of {', '.join(VARIANTS)} (default: all)")
-    study.add_argument("--seeds", nargs="+", type=_seed, default=None, metavar="SEED", help="training seeds (default: 0 1 2)")
-    study.add_argument("--quick", action="store_true",
-                       help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)")
+    study.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/study"),
+        help="trained models and per-model results, reused by later runs (default: %(default)s)",
+    )
+    study.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=None,
+        metavar="VARIANT",
+        help=f"variants to run, of {', '.join(VARIANTS)} (default: all)",
+    )
+    study.add_argument(
+        "--seeds", nargs="+", type=_seed, default=None, metavar="SEED", help="training seeds (default: 0 1 2)"
+    )
+    study.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)",
+    )
     study.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
 
     grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
     grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")
-    grid.add_argument("--metric", choices=tuple(METRICS), default="loss",
-                      help="what each cell shows: " + "; ".join(f"{k}: {v}" for k, v in METRICS.items())
-                           + " (default: %(default)s)")
+    grid.add_argument(
+        "--metric",
+        choices=tuple(METRICS),
+        default="loss",
+        help="what each cell shows: " + "; ".join(f"{k}: {v}" for k, v in METRICS.items()) + " (default: %(default)s)",
+    )
     _add_model_args(grid)
 
     sweep = sub.add_parser("sweep", help="one a - b vector at every hook point (the study's layer sweep)")

@@ -22,21 +22,42 @@ def grid() -> GridResult:
     rng = np.random.default_rng(0)
     loss = rng.uniform(0, 20, (10, 10))
     np.fill_diagonal(loss, 0.05)
-    metrics = {"loss": loss, "flip_rate": rng.uniform(0, 1, (10, 10)), "accuracy_other": rng.uniform(0, 1, (10, 10)),
-               "kl": rng.uniform(0, 10, (10, 10))}
-    normal = {"loss": np.full(10, 0.05), "flip_rate": np.full(10, 0.97), "accuracy_other": np.full(10, 0.98),
-              "kl": np.zeros(10)}
-    return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), metrics=metrics,
-                      normal=normal, n_test=123, model="0123456789ab")
+    metrics = {
+        "loss": loss,
+        "flip_rate": rng.uniform(0, 1, (10, 10)),
+        "accuracy_other": rng.uniform(0, 1, (10, 10)),
+        "kl": rng.uniform(0, 10, (10, 10)),
+    }
+    normal = {
+        "loss": np.full(10, 0.05),
+        "flip_rate": np.full(10, 0.97),
+        "accuracy_other": np.full(10, 0.98),
+        "kl": np.zeros(10),
+    }
+    return GridResult(
+        hook="layer0.post",
+        coeff=1.0,
+        method="first",
+        digits=list(range(10)),
+        metrics=metrics,
+        normal=normal,
+        n_test=123,
+        model="0123456789ab",
+    )
 
 
 @pytest.fixture(scope="module")
 def lsweep() -> LayerSweep:
     rng = np.random.default_rng(1)
-    metrics = {"loss": rng.uniform(0, 20, 10), "flip_rate": rng.uniform(0, 1, 10), "accuracy_other": rng.uniform(0, 1, 10),
-               "kl": rng.uniform(0, 10, 10)}
-    return LayerSweep(3, 1, 1.0, "first", HOOKS, metrics, normal={"loss": 0.05, "flip_rate": 0.97, "accuracy_other": 0.98,
-                                                                   "kl": 0.0})
+    metrics = {
+        "loss": rng.uniform(0, 20, 10),
+        "flip_rate": rng.uniform(0, 1, 10),
+        "accuracy_other": rng.uniform(0, 1, 10),
+        "kl": rng.uniform(0, 10, 10),
+    }
+    return LayerSweep(
+        3, 1, 1.0, "first", HOOKS, metrics, normal={"loss": 0.05, "flip_rate": 0.97, "accuracy_other": 0.98, "kl": 0.0}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +65,15 @@ def csweep() -> CoeffSweep:
     rng = np.random.default_rng(2)
     coeffs = [-1.0, 0.0, 0.5, 1.0, 2.0]
     shape = (2, len(coeffs))
-    metrics = {"loss": rng.uniform(0, 20, shape), "flip_rate": rng.uniform(0, 1, shape),
-               "accuracy_other": rng.uniform(0, 1, shape), "kl": rng.uniform(0, 10, shape)}
-    return CoeffSweep("layer0.post", "first", [(3, 1), (0, 9)], coeffs, metrics, normal={"loss": np.array([0.05, 0.06])})
+    metrics = {
+        "loss": rng.uniform(0, 20, shape),
+        "flip_rate": rng.uniform(0, 1, shape),
+        "accuracy_other": rng.uniform(0, 1, shape),
+        "kl": rng.uniform(0, 10, shape),
+    }
+    return CoeffSweep(
+        "layer0.post", "first", [(3, 1), (0, 9)], coeffs, metrics, normal={"loss": np.array([0.05, 0.06])}
+    )
 
 
 def heatmaps(fig: go.Figure) -> list[go.Heatmap]:
@@ -59,7 +86,8 @@ def test_grid_heatmap_with_study(grid) -> None:
     assert isinstance(fig, go.Figure)
     assert fig.layout.title.text == (
         "Mean cross-entropy on the test set without digit b after adding a - b<br><sup>at layer0.post, coefficient 1, "
-        "vectors from the first training image of each digit<br>the diagonal (a = b, a zero vector) is left blank</sup>")
+        "vectors from the first training image of each digit<br>the diagonal (a = b, a zero vector) is left blank</sup>"
+    )
     hm = heatmaps(fig)
     assert len(hm) == 2
     off = ~np.eye(10, dtype=bool)
@@ -70,20 +98,28 @@ def test_grid_heatmap_with_study(grid) -> None:
     assert [h.showscale for h in hm] == [False, True]
     assert hm[1].colorbar.title.text == "cross-entropy (nats)"
     assert hm[0].zmax == hm[1].zmax == pytest.approx(max(grid.loss[off].max(), study.grid[off].max()))
-    assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == (
-        "b: the digit whose image is subtracted (its test images are left out of the score)")
+    assert (
+        fig.layout.xaxis.title.text
+        == fig.layout.xaxis2.title.text
+        == ("b: the digit whose image is subtracted (its test images are left out of the score)")
+    )
     assert fig.layout.yaxis.title.text == "a: the digit whose image is added"
     assert fig.layout.yaxis.autorange == "reversed"
-    assert hm[0].hovertemplate == ("a = %{y} (added), b = %{x} (subtracted)<br>cross-entropy (nats): %{z:.3f}"
-                                   "<extra></extra>")
+    assert hm[0].hovertemplate == (
+        "a = %{y} (added), b = %{x} (subtracted)<br>cross-entropy (nats): %{z:.3f}<extra></extra>"
+    )
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["hookedmlp, layer0.post", 'the study, its "layer 0"']
 
 
-@pytest.mark.parametrize("metric, label, xaxis", [
-    ("flip_rate", "flip rate (share of b's images read as a)", "its test images are the ones scored"),
-    ("accuracy_other", "accuracy on the other digits", "its test images are left out of the score"),
-    ("kl", "KL from the unsteered model (nats)", "its test images are left out of the score")])
+@pytest.mark.parametrize(
+    "metric, label, xaxis",
+    [
+        ("flip_rate", "flip rate (share of b's images read as a)", "its test images are the ones scored"),
+        ("accuracy_other", "accuracy on the other digits", "its test images are left out of the score"),
+        ("kl", "KL from the unsteered model (nats)", "its test images are left out of the score"),
+    ],
+)
 def test_grid_heatmap_other_metrics(grid, metric, label, xaxis) -> None:
     fig = figures.grid_heatmap(grid, study_tables(), metric=metric)  # the study only has a loss grid: one panel
     hm = heatmaps(fig)
@@ -92,7 +128,9 @@ def test_grid_heatmap_other_metrics(grid, metric, label, xaxis) -> None:
     off = ~np.eye(10, dtype=bool)
     np.testing.assert_array_equal(z[off], grid.metric(metric)[off])
     assert hm[0].colorbar.title.text == label
-    assert fig.layout.title.text.startswith(METRICS[metric].title[0].upper() + METRICS[metric].title[1:] + " after adding a - b<br>")
+    assert fig.layout.title.text.startswith(
+        METRICS[metric].title[0].upper() + METRICS[metric].title[1:] + " after adding a - b<br>"
+    )
     assert fig.layout.xaxis.title.text == f"b: the digit whose image is subtracted ({xaxis})"
     shares = metric in ("flip_rate", "accuracy_other")
     assert (hm[0].zmin, hm[0].zmax) == ((0, 1.0) if shares else (0, pytest.approx(grid.metric(metric)[off].max())))
@@ -107,15 +145,21 @@ def test_grid_heatmap_bad_metric(grid) -> None:
 def test_layer_sweep_figure(lsweep) -> None:
     study = study_tables()
     fig = figures.layer_sweep_figure(lsweep, study)
-    assert fig.layout.title.text == ("Steering with 3 - 1 at each hook point<br><sup>coefficient 1, vectors from the "
-                                     "first training image of each digit</sup>")
+    assert fig.layout.title.text == (
+        "Steering with 3 - 1 at each hook point<br><sup>coefficient 1, vectors from the "
+        "first training image of each digit</sup>"
+    )
     assert fig.layout.xaxis2.title.text == "hook point where a - b is added"  # the shared axis, under the lower panel
     assert fig.layout.yaxis.title.text == "cross-entropy without 1 (nats)"
     assert fig.layout.yaxis2.title.text == "flip rate" and list(fig.layout.yaxis2.range) == [0, 1.02]
     assert fig.layout.yaxis2.overlaying is None  # two panels, not two y-axes on one
     names = [t.name for t in fig.data]
-    assert names == ["hookedmlp: loss without 1", "the study: loss after its layer i", "unsteered",
-                     "hookedmlp: share of 1s read as 3"]
+    assert names == [
+        "hookedmlp: loss without 1",
+        "the study: loss after its layer i",
+        "unsteered",
+        "hookedmlp: share of 1s read as 3",
+    ]
     assert [t.yaxis for t in fig.data] == ["y", "y", "y", "y2"]
     assert list(fig.data[0].x) == HOOKS
     assert list(fig.data[1].x) == [f"layer{i}.post" for i in range(5)]
@@ -134,8 +178,12 @@ def dist_grid(grid) -> GridResult:
 
 
 def test_distributions_figure(dist_grid) -> None:
-    pairs = [((3, 1), "the study's example"), ((0, 9), "the strongest flip"), ((5, 6), "a median flip"),
-             ((7, 2), "the most damage")]
+    pairs = [
+        ((3, 1), "the study's example"),
+        ((0, 9), "the strongest flip"),
+        ((5, 6), "a median flip"),
+        ((7, 2), "the most damage"),
+    ]
     fig = figures.distributions_figure(dist_grid, pairs)
     assert fig.layout.title.text.startswith("Softmax of the steered model's mean logits on each digit's test images")
     assert "at layer0.post, coefficient 1" in fig.layout.title.text
@@ -145,8 +193,12 @@ def test_distributions_figure(dist_grid) -> None:
         np.testing.assert_array_equal(np.asarray(h.z), dist_grid.distributions[a, b])
         assert (h.zmin, h.zmax) == (0, 1)
     assert hm[0].colorbar.title.text == "probability" and [h.showscale for h in hm] == [True, False, False, False]
-    assert [a.text for a in fig.layout.annotations] == ["3 - 1: the study's example", "0 - 9: the strongest flip",
-                                                        "5 - 6: a median flip", "7 - 2: the most damage"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "3 - 1: the study's example",
+        "0 - 9: the strongest flip",
+        "5 - 6: a median flip",
+        "7 - 2: the most damage",
+    ]
     assert fig.layout.xaxis.title.text == "predicted class"
     assert fig.layout.yaxis.title.text == "test images of digit"
 
@@ -163,9 +215,15 @@ def test_distributions_explorer_has_every_pair(dist_grid) -> None:
 
 
 def test_distribution_figures_need_distributions(grid) -> None:
-    for make in (lambda: figures.distributions_figure(grid, [((3, 1), "x")]), lambda: figures.distributions_explorer(grid)):
-        with pytest.raises(UsageError, match=r"no distributions; compute it with steering_grid\(\.\.\., "
-                                             r"keep_distributions=True\)"):
+    for make in (
+        lambda: figures.distributions_figure(grid, [((3, 1), "x")]),
+        lambda: figures.distributions_explorer(grid),
+    ):
+        with pytest.raises(
+            UsageError,
+            match=r"no distributions; compute it with steering_grid\(\.\.\., "
+            r"keep_distributions=True\)",
+        ):
             make()
 
 
@@ -177,8 +235,10 @@ def test_figures_use_the_colour_blind_safe_palette(lsweep, csweep) -> None:
 
 def test_dose_response_figure(csweep) -> None:
     fig = figures.dose_response_figure(csweep)
-    assert fig.layout.title.text == ("Dose-response at layer0.post<br><sup>vectors from the first training image of "
-                                     "each digit, scaled by each coefficient</sup>")
+    assert fig.layout.title.text == (
+        "Dose-response at layer0.post<br><sup>vectors from the first training image of "
+        "each digit, scaled by each coefficient</sup>"
+    )
     assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "coefficient of the a - b vector"
     assert fig.layout.yaxis.title.text == "flip rate"
     assert fig.layout.yaxis2.title.text == "cross-entropy (nats)"
@@ -194,16 +254,27 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
     png = (tmp_path / "grid_loss.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     page = (tmp_path / "grid_loss.html").read_text()
-    assert page.startswith('<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>Mean cross-entropy on the test set '
-                           "without digit b after adding a - b</title>")
+    assert page.startswith(
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>Mean cross-entropy on the test set '
+        "without digit b after adding a - b</title>"
+    )
     assert "* plotly.js v" in page and len(page) > 1_000_000  # works on its own, offline
     call = page[page.rindex("Plotly.newPlot(") :]
-    assert '"responsive": true' in call and '"autosize":true' in call and '"width":1200' not in call  # resizes with its window
+    assert (
+        '"responsive": true' in call and '"autosize":true' in call and '"width":1200' not in call
+    )  # resizes with its window
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png"]
-    zeros = CoeffSweep("layer0.post", "first", [(3, 1)], [0.0, 1.0], {m: np.zeros((1, 2)) for m in ("loss", "flip_rate")},
-                       normal={"loss": np.zeros(1)})
+    zeros = CoeffSweep(
+        "layer0.post",
+        "first",
+        [(3, 1)],
+        [0.0, 1.0],
+        {m: np.zeros((1, 2)) for m in ("loss", "flip_rate")},
+        normal={"loss": np.zeros(1)},
+    )
     assert figures.write_figure(figures.dose_response_figure(zeros), tmp_path / "dose", formats=("html",)) == [
-        tmp_path / "dose.html"]
+        tmp_path / "dose.html"
+    ]
     assert not (tmp_path / "dose.png").exists()
 
 

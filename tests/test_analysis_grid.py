@@ -39,7 +39,7 @@ def reference_cell(model: HookedMLP, images, labels, first, a: int, b: int) -> d
     seq = model.to_sequential()  # Flatten, Linear, ReLU, Linear, ReLU, Linear
     with torch.no_grad():
         head, tail = seq[:2], seq[2:]
-        v = head(first[a:a + 1])[0] - head(first[b:b + 1])[0]
+        v = head(first[a : a + 1])[0] - head(first[b : b + 1])[0]
         base = seq(images)
         steered = tail(head(images) + v)
     other, is_b = labels != b, labels == b
@@ -75,7 +75,8 @@ def test_diagonal_is_the_unsteered_model(model, data, grid) -> None:
         keep = labels != d
         assert grid.normal["loss"][d] == pytest.approx(float(F.cross_entropy(logits[keep], labels[keep])), abs=1e-6)
         assert grid.normal["accuracy_other"][d] == pytest.approx(
-            float((logits[keep].argmax(-1) == labels[keep]).float().mean()), abs=1e-7)
+            float((logits[keep].argmax(-1) == labels[keep]).float().mean()), abs=1e-7
+        )
 
 
 def test_grid_fields(model, grid) -> None:
@@ -115,7 +116,9 @@ def test_coeff_scales_the_vector(model, data, first_train_images) -> None:
         steered = seq[2:](seq[:2](images) - 0.5 * v)
     keep = labels != 1
     assert g.coeff == -0.5
-    assert g.cell(3, 1)["loss"] == pytest.approx(float(F.cross_entropy(steered[keep], labels[keep])), rel=1e-5, abs=1e-5)
+    assert g.cell(3, 1)["loss"] == pytest.approx(
+        float(F.cross_entropy(steered[keep], labels[keep])), rel=1e-5, abs=1e-5
+    )
 
 
 # -- distributions --------------------------------------------------------------------
@@ -158,7 +161,9 @@ def test_to_markdown(grid) -> None:
     assert flips.splitlines()[0].startswith("share of the test images of b classified as a (layer0.post, coeff 1")
     assert flips.splitlines()[-1] == "| Normal | " + " | ".join(f"{v:.4f}" for v in grid.normal["flip_rate"]) + " |"
     assert f"{grid.flip_rate[3, 1]:.3f}" in next(line for line in flips.splitlines() if line.startswith("| 3 |"))
-    with pytest.raises(ConfigError, match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', got 'bogus'"):
+    with pytest.raises(
+        ConfigError, match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', got 'bogus'"
+    ):
         grid.to_markdown("bogus")
 
 

@@ -34,8 +34,21 @@ def test_all_pairs_sweep_covers_every_hook(model, sweep) -> None:
         assert g.distributions is not None and g.distributions.shape == (len(DIGITS), len(DIGITS), 10, 10)
 
 
-@pytest.mark.parametrize("hook", ["layer0.pre", "layer0.post", "layer1.pre", "layer1.post", "layer2.pre",
-                                  "layer2.post", "layer3.pre", "layer3.post", "layer4.pre", "layer4.post"])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "layer0.pre",
+        "layer0.post",
+        "layer1.pre",
+        "layer1.post",
+        "layer2.pre",
+        "layer2.post",
+        "layer3.pre",
+        "layer3.post",
+        "layer4.pre",
+        "layer4.post",
+    ],
+)
 def test_all_pairs_sweep_equals_steering_grid(model, data, sweep, hook) -> None:
     images, labels = data
     ref = steering_grid(model, hook, test=(images, labels), digits=DIGITS, keep_distributions=True)
@@ -73,7 +86,11 @@ def test_layer_sweep_equal_pairs(lsweep) -> None:
             values = getattr(lsweep, name)
             assert values[at[f"layer{i}.post"]] == values[at[f"layer{i + 1}.pre"]], (i, name)
     # and a vector before a Linear equals its image after it (the study's equal pairs)
-    for before, after in [("layer0.pre", "layer0.post"), ("layer1.post", "layer2.post"), ("layer3.post", "layer4.post")]:
+    for before, after in [
+        ("layer0.pre", "layer0.post"),
+        ("layer1.post", "layer2.post"),
+        ("layer3.post", "layer4.post"),
+    ]:
         assert lsweep.loss[at[before]] == pytest.approx(lsweep.loss[at[after]], abs=1e-4)
         assert lsweep.flip_rate[at[before]] == pytest.approx(lsweep.flip_rate[at[after]], abs=0.02)  # at most one image
     # the values across the ReLUs differ (else the sweep would be meaningless)
@@ -85,8 +102,10 @@ def test_layer_sweep_markdown(lsweep) -> None:
     assert md.startswith("3 - 1 (coeff 1, method first)")
     assert f"unsteered loss without 1: {lsweep.normal['loss']:.3f}" in md.splitlines()[0]
     assert md.splitlines()[2] == "| hook | loss without b | flip rate | accuracy other | KL |"
-    assert (f"| layer0.post | {lsweep.loss[1]:.2f} | {lsweep.flip_rate[1]:.3f} | {lsweep.accuracy_other[1]:.3f} | "
-            f"{lsweep.kl[1]:.2f} |") in md
+    assert (
+        f"| layer0.post | {lsweep.loss[1]:.2f} | {lsweep.flip_rate[1]:.3f} | {lsweep.accuracy_other[1]:.3f} | "
+        f"{lsweep.kl[1]:.2f} |"
+    ) in md
     assert len([line for line in md.splitlines() if line.startswith("| layer")]) == 10
 
 
@@ -142,9 +161,15 @@ def test_coeff_sweep_equals_model_steer(model, data, csweep, pair) -> None:
         with torch.no_grad(), model.steer(vec, coeff=c):
             logits = model(images)
         logp = F.log_softmax(logits, -1)
-        assert csweep.loss[p, k] == pytest.approx(float(F.cross_entropy(logits[keep], labels[keep])), rel=1e-5, abs=1e-5), c
-        assert csweep.flip_rate[p, k] == pytest.approx(float((logits[is_b].argmax(-1) == a).float().mean()), abs=1e-7), c
-        assert csweep.accuracy_other[p, k] == pytest.approx(float((logits[keep].argmax(-1) == labels[keep]).float().mean()), abs=1e-7), c
+        assert csweep.loss[p, k] == pytest.approx(
+            float(F.cross_entropy(logits[keep], labels[keep])), rel=1e-5, abs=1e-5
+        ), c
+        assert csweep.flip_rate[p, k] == pytest.approx(
+            float((logits[is_b].argmax(-1) == a).float().mean()), abs=1e-7
+        ), c
+        assert csweep.accuracy_other[p, k] == pytest.approx(
+            float((logits[keep].argmax(-1) == labels[keep]).float().mean()), abs=1e-7
+        ), c
         kl = (base_logp.exp() * (base_logp - logp)).sum(-1)[keep].mean()
         assert csweep.kl[p, k] == pytest.approx(float(kl), rel=1e-5, abs=1e-5), c
     assert not model.attached_hooks()

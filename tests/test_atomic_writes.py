@@ -36,8 +36,13 @@ BIG = MLPConfig(d_in=784, d_hidden=(2048, 2048), d_out=10)  # ~23 MB per checkpo
 
 
 def _spawn(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _read_until(proc: subprocess.Popen, done, timeout: float = 90.0) -> list[str]:
@@ -251,18 +256,32 @@ def test_files_left_by_the_kill_load_as_their_first_versions(stalled):
 
 # -- permissions -------------------------------------------------------------------------------------
 
+
 def _writers(tmp_path):
     model = HookedMLP(MLPConfig(d_in=16, d_hidden=(8,), d_out=3))
     vec = SteeringVector({"layer0.post": torch.ones(8)})
     z = np.zeros((1, 1))
-    grid = GridResult(hook="layer0.post", coeff=1.0, method="first", digits=[0], metrics={"loss": z, "flip_rate": z},
-                      normal={"loss": np.zeros(1)}, n_test=1, model="m")
+    grid = GridResult(
+        hook="layer0.post",
+        coeff=1.0,
+        method="first",
+        digits=[0],
+        metrics={"loss": z, "flip_rate": z},
+        normal={"loss": np.zeros(1)},
+        n_test=1,
+        model="m",
+    )
 
     def text(path):
         with atomic_write(path, "w") as f:
             f.write("hello")
 
-    return {"atomic_write": text, "HookedMLP.save": model.save, "SteeringVector.save": vec.save, "GridResult.save": grid.save}
+    return {
+        "atomic_write": text,
+        "HookedMLP.save": model.save,
+        "SteeringVector.save": vec.save,
+        "GridResult.save": grid.save,
+    }
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
@@ -272,7 +291,9 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
         for what, write in _writers(tmp_path).items():
             path = tmp_path / f"{what}.out"
             write(path)
-            assert stat.S_IMODE(path.stat().st_mode) == mode, f"{what} wrote mode {oct(stat.S_IMODE(path.stat().st_mode))}"
+            assert stat.S_IMODE(path.stat().st_mode) == mode, (
+                f"{what} wrote mode {oct(stat.S_IMODE(path.stat().st_mode))}"
+            )
             write(path)  # replacing an existing file
             assert stat.S_IMODE(path.stat().st_mode) == mode, what
         assert os.umask(umask) == umask  # the writers left the process umask alone

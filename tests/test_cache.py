@@ -60,8 +60,10 @@ def test_cache_holds_detached_references_not_copies(tiny, tiny_x):
     # As in TransformerLens (``tensor.detach()``): an entry is the pass's own tensor, detached.
     # The modules' outputs are seen with PyTorch's own hooks, which are not hookedmlp hooks.
     outputs = {}
-    handles = [layer.module.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o))
-               for k, layer in enumerate(tiny._layers)]
+    handles = [
+        layer.module.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o))
+        for k, layer in enumerate(tiny._layers)
+    ]
     try:
         out, cache = tiny.run_with_cache(tiny_x)
     finally:
@@ -178,14 +180,18 @@ def test_run_with_cache_leaves_no_hooks_even_on_error(tiny, tiny_x):
 
 # -- names_filter ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("names_filter,expected", [
-    ("layer2.post", ["layer2.post"]),
-    (["layer3.post", "layer0.pre"], ["layer0.pre", "layer3.post"]),
-    ("*.post", [f"layer{i}.post" for i in range(5)]),
-    ("layer1.*", ["layer1.pre", "layer1.post"]),
-    (lambda name: name.endswith(".pre") and name != "layer0.pre", [f"layer{i}.pre" for i in range(1, 5)]),
-    (None, NAMES),
-])
+
+@pytest.mark.parametrize(
+    "names_filter,expected",
+    [
+        ("layer2.post", ["layer2.post"]),
+        (["layer3.post", "layer0.pre"], ["layer0.pre", "layer3.post"]),
+        ("*.post", [f"layer{i}.post" for i in range(5)]),
+        ("layer1.*", ["layer1.pre", "layer1.post"]),
+        (lambda name: name.endswith(".pre") and name != "layer0.pre", [f"layer{i}.pre" for i in range(1, 5)]),
+        (None, NAMES),
+    ],
+)
 def test_names_filter(tiny, tiny_seq, tiny_x, names_filter, expected):
     acts, _ = reference(tiny_seq, tiny_x)
     out, cache = tiny.run_with_cache(tiny_x, names_filter=names_filter)
@@ -195,12 +201,15 @@ def test_names_filter(tiny, tiny_seq, tiny_x, names_filter, expected):
     assert torch.equal(out, tiny_seq(tiny_x))
 
 
-@pytest.mark.parametrize("names_filter,message", [
-    ("layer0.pst", "unknown hook 'layer0.pst'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, "),
-    ("*.pst", "pattern '*.pst' matched no hook point; did you mean 'layer4.post'? (valid: layer0.pre, "),
-    (["layer1.post", "layer7.pre"], "unknown hook 'layer7.pre'; did you mean "),
-    ("hook_resid_pre", "unknown hook 'hook_resid_pre' (valid: layer0.pre, "),
-])
+@pytest.mark.parametrize(
+    "names_filter,message",
+    [
+        ("layer0.pst", "unknown hook 'layer0.pst'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, "),
+        ("*.pst", "pattern '*.pst' matched no hook point; did you mean 'layer4.post'? (valid: layer0.pre, "),
+        (["layer1.post", "layer7.pre"], "unknown hook 'layer7.pre'; did you mean "),
+        ("hook_resid_pre", "unknown hook 'hook_resid_pre' (valid: layer0.pre, "),
+    ],
+)
 def test_names_filter_matching_nothing(tiny, tiny_x, names_filter, message):
     with pytest.raises(HookNameError, match=re.escape(message)):
         tiny.run_with_cache(tiny_x, names_filter=names_filter)
@@ -210,8 +219,13 @@ def test_names_filter_matching_nothing(tiny, tiny_x, names_filter, message):
 def test_callable_filter_matching_nothing(tiny, tiny_x):
     def never(name):
         return False
-    with pytest.raises(HookNameError, match=re.escape(
-            "names filter 'never' matched no hook point; hook names are: layer0.pre, layer0.post, layer1.pre")):
+
+    with pytest.raises(
+        HookNameError,
+        match=re.escape(
+            "names filter 'never' matched no hook point; hook names are: layer0.pre, layer0.post, layer1.pre"
+        ),
+    ):
         tiny.run_with_cache(tiny_x, names_filter=never)
 
 
@@ -237,6 +251,7 @@ def test_device_cpu_from_cuda_model(tiny_seq, tiny_x):
 
 # -- gradients -----------------------------------------------------------------------------
 
+
 def test_incl_bwd_gradients_equal_autograd(tiny, tiny_seq, tiny_x):
     acts, grads = reference(tiny_seq, tiny_x)
     out, cache = tiny.run_with_cache(tiny_x, incl_bwd=True)
@@ -260,8 +275,12 @@ def test_incl_bwd_with_filter_and_loss_fn(tiny, tiny_seq, tiny_x):
     logits = tiny_seq[4](tiny_seq[3](h2))
     loss = logits.log_softmax(-1)[:, 1].mean()
     g0, g2 = torch.autograd.grad(loss, [h0, h2])
-    _, cache = tiny.run_with_cache(tiny_x, names_filter=["layer0.post", "layer2.post"], incl_bwd=True,
-                                   loss_fn=lambda out: out.log_softmax(-1)[:, 1].mean())
+    _, cache = tiny.run_with_cache(
+        tiny_x,
+        names_filter=["layer0.post", "layer2.post"],
+        incl_bwd=True,
+        loss_fn=lambda out: out.log_softmax(-1)[:, 1].mean(),
+    )
     assert list(cache) == ["layer0.post", "layer2.post", "layer0.post_grad", "layer2.post_grad"]
     assert torch.equal(cache["layer0.post_grad"], g0)
     assert torch.equal(cache["layer2.post_grad"], g2)
@@ -317,10 +336,16 @@ def test_default_model_cache(tiny_x):
 
 # -- ActivationCache -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def cache():
-    return ActivationCache({"layer0.pre": torch.arange(6.0).reshape(2, 3), "layer0.post": torch.ones(2, 3),
-                            "layer1.post": torch.zeros(2, 5)})
+    return ActivationCache(
+        {
+            "layer0.pre": torch.arange(6.0).reshape(2, 3),
+            "layer0.post": torch.ones(2, 3),
+            "layer1.post": torch.zeros(2, 5),
+        }
+    )
 
 
 def test_mapping_behaviour(cache):
@@ -334,8 +359,12 @@ def test_mapping_behaviour(cache):
 
 
 def test_unknown_key(cache):
-    with pytest.raises(HookNameError, match=re.escape(
-            "no activation cached for 'layer0.pots'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, layer1.post)")) as info:
+    with pytest.raises(
+        HookNameError,
+        match=re.escape(
+            "no activation cached for 'layer0.pots'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, layer1.post)"
+        ),
+    ) as info:
         cache["layer0.pots"]
     assert isinstance(info.value, KeyError)
     assert str(info.value).startswith("no activation cached")
@@ -373,9 +402,13 @@ def test_to_moves_in_place_and_returns_the_cache(cache):
 def test_stack(cache):
     s = cache.stack(["layer0.pre", "layer0.post"])
     assert torch.equal(s, torch.stack([torch.arange(6.0).reshape(2, 3), torch.ones(2, 3)]))
-    with pytest.raises(ShapeError, match=re.escape(
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
             "stack() needs activations of one shape; got layer0.pre: [2, 3], layer0.post: [2, 3], layer1.post: [2, 5]. "
-            "Pass names of equal shape")):
+            "Pass names of equal shape"
+        ),
+    ):
         cache.stack()
     with pytest.raises(ShapeError, match=re.escape("stack() needs at least one name; got none")):
         cache.stack([])
@@ -403,8 +436,10 @@ def test_remove_batch_dim(tiny, tiny_x, caplog):
     assert "Tried removing batch dimension after already having removed it." in caplog.text
     assert c["layer0.post"].shape == (8,)
     _, c5 = tiny.run_with_cache(tiny_x)
-    with pytest.raises(AssertionError, match=re.escape(
-            "Cannot remove batch dimension from cache with batch size 5; cache a single input")):
+    with pytest.raises(
+        AssertionError,
+        match=re.escape("Cannot remove batch dimension from cache with batch size 5; cache a single input"),
+    ):
         c5.remove_batch_dim()
     assert c5.has_batch_dim and c5["layer0.post"].shape == (5, 8)
 
@@ -416,4 +451,5 @@ def test_repr(cache):
         "  layer0.pre   [2, 3] float32 cpu\n"
         "  layer0.post  [2, 3] float32 cpu\n"
         "  layer1.post  [2, 5] float32 cpu\n"
-        ")")
+        ")"
+    )

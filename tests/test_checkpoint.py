@@ -35,8 +35,15 @@ class _CreatesFile:
 class LeNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 2, 5, padding=2), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(2, 3, 5), nn.ReLU(), nn.AvgPool2d(2))
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 2, 5, padding=2),
+            nn.BatchNorm2d(2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2, 3, 5),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+        )
         self.head = nn.Sequential(nn.Linear(75, 8), nn.ReLU(), nn.Linear(8, 10))
 
     def forward(self, x):
@@ -69,15 +76,23 @@ def _residual():
 
 MODELS = {
     "mlp": lambda: _mlp().eval(),
-    "mlp_dropout_no_bias": lambda: _mlp(MLPConfig(d_in=16, d_hidden=(8,), d_out=3, activation="leaky_relu", dropout=0.3,
-                                                  bias=False)).eval(),
-    "mlp_custom_input_shape": lambda: _mlp(MLPConfig(d_in=16, d_hidden=(8, 4, 6), d_out=2, activation="gelu"),
-                                           input_shape=(2, 8)).eval(),
-    "layernorm_mlp": lambda: _mlp(MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3, norm="layernorm", activation="silu")).eval(),
-    "batchnorm_mlp": lambda: HookedMLP.from_module(_trained_stats(_mlp(MLPConfig(d_in=16, d_hidden=(8,), d_out=3,
-                                                                                 norm="batchnorm")).to_sequential(), (16,))),
-    "sequential": lambda: HookedMLP.from_sequential(nn.Sequential(nn.Linear(16, 5), nn.GELU(approximate="tanh"),
-                                                                  nn.Linear(5, 4), nn.LeakyReLU(0.2), nn.Linear(4, 2))).eval(),
+    "mlp_dropout_no_bias": lambda: _mlp(
+        MLPConfig(d_in=16, d_hidden=(8,), d_out=3, activation="leaky_relu", dropout=0.3, bias=False)
+    ).eval(),
+    "mlp_custom_input_shape": lambda: _mlp(
+        MLPConfig(d_in=16, d_hidden=(8, 4, 6), d_out=2, activation="gelu"), input_shape=(2, 8)
+    ).eval(),
+    "layernorm_mlp": lambda: _mlp(
+        MLPConfig(d_in=16, d_hidden=(8, 8), d_out=3, norm="layernorm", activation="silu")
+    ).eval(),
+    "batchnorm_mlp": lambda: HookedMLP.from_module(
+        _trained_stats(_mlp(MLPConfig(d_in=16, d_hidden=(8,), d_out=3, norm="batchnorm")).to_sequential(), (16,))
+    ),
+    "sequential": lambda: HookedMLP.from_sequential(
+        nn.Sequential(
+            nn.Linear(16, 5), nn.GELU(approximate="tanh"), nn.Linear(5, 4), nn.LeakyReLU(0.2), nn.Linear(4, 2)
+        )
+    ).eval(),
     "cnn_batchnorm2d": _cnn,
     "lenet_config": lambda: _mlp(LeNetConfig(channels=(2, 3), d_hidden=(8, 6))).eval(),
     "residual": _residual,
@@ -90,8 +105,13 @@ def _input(model, seed=1):
 
 def _contents(model, meta=None):
     """What save_checkpoint writes."""
-    return {"format": FORMAT, "version": 2, "architecture": model.architecture, **model.to_checkpoint(),
-            "meta": dict(meta or {})}
+    return {
+        "format": FORMAT,
+        "version": 2,
+        "architecture": model.architecture,
+        **model.to_checkpoint(),
+        "meta": dict(meta or {}),
+    }
 
 
 def _files(d):
@@ -99,6 +119,7 @@ def _files(d):
 
 
 # -- round trips -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", MODELS)
 def test_round_trip(tmp_path, key):
@@ -113,7 +134,8 @@ def test_round_trip(tmp_path, key):
     assert [type(x) for x in loaded.modules()] == [type(x) for x in m.modules()]
     if isinstance(m, HookedMLP):
         assert [(layer.path, describe(layer.module, "")) for layer in loaded.layout.layers] == [
-            (layer.path, describe(layer.module, "")) for layer in m.layout.layers]
+            (layer.path, describe(layer.module, "")) for layer in m.layout.layers
+        ]
     a, b = m.state_dict(), loaded.state_dict()
     assert list(a) == list(b)  # buffers (batch norm's running statistics) included
     for k in a:
@@ -130,7 +152,11 @@ def test_round_trip(tmp_path, key):
 def test_batch_norm_statistics_travel_with_the_file(tmp_path):
     m = _cnn()
     bn = m.layer1.module
-    assert isinstance(bn, nn.BatchNorm2d) and int(bn.num_batches_tracked) == 3 and not torch.equal(bn.running_var, torch.ones(2))
+    assert (
+        isinstance(bn, nn.BatchNorm2d)
+        and int(bn.num_batches_tracked) == 3
+        and not torch.equal(bn.running_var, torch.ones(2))
+    )
     m.save(tmp_path / "cnn.pt")
     loaded = HookedMLP.load(tmp_path / "cnn.pt")
     assert torch.equal(loaded.layer1.module.running_mean, bn.running_mean)
@@ -141,12 +167,33 @@ def test_batch_norm_statistics_travel_with_the_file(tmp_path):
 
 def test_checkpoint_contents():
     c = _contents(_mlp())
-    assert set(c) == {"format", "version", "architecture", "layers", "input_shape", "first_shape", "config",
-                      "state_dict", "meta"}
+    assert set(c) == {
+        "format",
+        "version",
+        "architecture",
+        "layers",
+        "input_shape",
+        "first_shape",
+        "config",
+        "state_dict",
+        "meta",
+    }
     assert c["architecture"] == "chain" and c["input_shape"] == [1, 4, 4] and c["first_shape"] == [16]
-    assert c["config"] == {"kind": "mlp", "d_in": 16, "d_hidden": (8, 8), "d_out": 3, "activation": "relu",
-                           "dropout": 0.0, "norm": "none", "bias": True}
-    assert c["layers"][0] == {"type": "Linear", "args": {"in_features": 16, "out_features": 8, "bias": True}, "path": "0"}
+    assert c["config"] == {
+        "kind": "mlp",
+        "d_in": 16,
+        "d_hidden": (8, 8),
+        "d_out": 3,
+        "activation": "relu",
+        "dropout": 0.0,
+        "norm": "none",
+        "bias": True,
+    }
+    assert c["layers"][0] == {
+        "type": "Linear",
+        "args": {"in_features": 16, "out_features": 8, "bias": True},
+        "path": "0",
+    }
     assert c["layers"][1] == {"type": "ReLU", "args": {"inplace": False}, "path": "1"}
     assert all(not v.requires_grad and v.device.type == "cpu" for v in c["state_dict"].values())
     r = _contents(_residual())
@@ -166,8 +213,12 @@ def test_load_to_device_and_dtype(tmp_path):
 
 def test_load_checks_the_class(tmp_path):
     _residual().save(tmp_path / "r.pt")
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"{str(tmp_path / 'r.pt')!r} holds a ResidualMLP, not a HookedMLP; load it with ResidualMLP.load or hookedmlp.load")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"{str(tmp_path / 'r.pt')!r} holds a ResidualMLP, not a HookedMLP; load it with ResidualMLP.load or hookedmlp.load"
+        ),
+    ):
         HookedMLP.load(tmp_path / "r.pt")
     assert isinstance(ResidualMLP.load(tmp_path / "r.pt"), ResidualMLP)
 
@@ -183,7 +234,9 @@ def test_save_overwrites_and_creates_parents(tmp_path):
 
 
 def test_save_to_a_directory_raises(tmp_path):
-    with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
+    with pytest.raises(
+        FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")
+    ):
         _mlp().save(tmp_path)
 
 
@@ -194,14 +247,19 @@ class Custom(nn.Module):
 
 def test_a_model_with_an_opaque_module_refuses_to_save(tmp_path):
     m = HookedMLP.from_module(nn.Sequential(nn.Linear(16, 8), Custom(), nn.Linear(8, 3)))
-    with pytest.raises(UnsupportedNetworkError, match=re.escape(
+    with pytest.raises(
+        UnsupportedNetworkError,
+        match=re.escape(
             "cannot save layer1 (1) (Custom): hookedmlp can save only torch.nn's own modules; save your network's "
-            "state_dict, and rebuild the network and wrap it with HookedMLP.from_module")):
+            "state_dict, and rebuild the network and wrap it with HookedMLP.from_module"
+        ),
+    ):
         m.save(tmp_path / "m.pt")
     assert _files(tmp_path) == []
 
 
 # -- atomic writing -------------------------------------------------------------------------------
+
 
 def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
@@ -242,6 +300,7 @@ def test_saved_file_has_normal_permissions(tmp_path):
 
 # -- weights only, and checked before anything is allocated ---------------------------------------
 
+
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     probe = tmp_path / "probe"
     pickle.loads(pickle.dumps(_CreatesFile(probe))).close()
@@ -250,8 +309,10 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "payload": _CreatesFile(target)}, path)
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"checkpoint {str(path)!r} contains pickled objects other than tensors and plain containers")) as info:
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"checkpoint {str(path)!r} contains pickled objects other than tensors and plain containers"),
+    ) as info:
         HookedMLP.load(path)
     assert "refusing to load it (it could run code)" in str(info.value)
     assert not target.exists()
@@ -291,18 +352,22 @@ def _huge_linear_file(tmp_path, weight, bias):
 def test_a_tiny_file_describing_a_huge_model_allocates_nothing(tmp_path):
     path = _huge_linear_file(tmp_path, torch.zeros(8, 16), torch.zeros(8))
     message = _load_bounded(path)
-    assert message == (f"{str(path)!r} does not match the architecture it describes (missing [], unexpected [], shape "
-                       "mismatches ['layer0.module.weight: [8, 16] vs [100000, 1000000]', 'layer0.module.bias: [8] vs "
-                       "[100000]']); the file is corrupt or was edited")
+    assert message == (
+        f"{str(path)!r} does not match the architecture it describes (missing [], unexpected [], shape "
+        "mismatches ['layer0.module.weight: [8, 16] vs [100000, 1000000]', 'layer0.module.bias: [8] vs "
+        "[100000]']); the file is corrupt or was edited"
+    )
 
 
 def test_a_tiny_file_with_expanded_tensors_of_the_huge_shape_is_refused(tmp_path):
     """expand() makes a view of the right shape over one stored number: the file stays tiny, the model would not."""
     path = _huge_linear_file(tmp_path, torch.zeros(1).expand(10**5, 10**6), torch.zeros(1).expand(10**5))
     message = _load_bounded(path)
-    assert message == (f"{str(path)!r}: tensor 'layer0.module.weight' of shape [100000, 1000000] has 100000000000 "
-                       "elements but the file stores only 4 bytes for it (a view such as expand()); the file is corrupt "
-                       "or was edited, save the model with hookedmlp")
+    assert message == (
+        f"{str(path)!r}: tensor 'layer0.module.weight' of shape [100000, 1000000] has 100000000000 "
+        "elements but the file stores only 4 bytes for it (a view such as expand()); the file is corrupt "
+        "or was edited, save the model with hookedmlp"
+    )
 
 
 def test_a_huge_residual_config_with_small_weights_is_refused(tmp_path):
@@ -325,10 +390,17 @@ def test_a_parameterless_chain_of_huge_shapes_loads_without_allocating(tmp_path)
 
 # -- version 1 files (the first hookedmlp) ---------------------------------------------------------
 
+
 def _v1(specs, state_dict, input_shape, config=None, in_meta=False):
     """A version 1 checkpoint as the first hookedmlp wrote it (its ``HookedMLP.checkpoint``)."""
-    c = {"format": FORMAT, "version": 1, "specs": specs, "input_shape": input_shape, "state_dict": state_dict,
-         "meta": {"note": "v1"}}
+    c = {
+        "format": FORMAT,
+        "version": 1,
+        "specs": specs,
+        "input_shape": input_shape,
+        "state_dict": state_dict,
+        "meta": {"note": "v1"},
+    }
     if config is not None:
         if in_meta:  # the shipped model of that version kept it in meta
             c["meta"]["config"] = config
@@ -359,11 +431,30 @@ def test_version_1_files_still_load(tmp_path, in_meta):
 
 def test_version_1_activation_kinds(tmp_path):
     torch.manual_seed(0)
-    seq = nn.Sequential(nn.Linear(6, 5), nn.GELU(approximate="tanh"), nn.Linear(5, 5), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-                        nn.Linear(5, 4, bias=False), nn.Tanh(), nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2)).eval()
-    specs = [_spec("linear", 6, 5), _spec("gelu", 5, 5, param=1.0), _spec("linear", 5, 5),
-             _spec("leaky_relu", 5, 5, param=0.2), _spec("dropout", 5, 5, param=0.3), _spec("linear", 5, 4, bias=False),
-             _spec("tanh", 4, 4), _spec("linear", 4, 4), _spec("sigmoid", 4, 4), _spec("linear", 4, 2)]
+    seq = nn.Sequential(
+        nn.Linear(6, 5),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(5, 5),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(5, 4, bias=False),
+        nn.Tanh(),
+        nn.Linear(4, 4),
+        nn.Sigmoid(),
+        nn.Linear(4, 2),
+    ).eval()
+    specs = [
+        _spec("linear", 6, 5),
+        _spec("gelu", 5, 5, param=1.0),
+        _spec("linear", 5, 5),
+        _spec("leaky_relu", 5, 5, param=0.2),
+        _spec("dropout", 5, 5, param=0.3),
+        _spec("linear", 5, 4, bias=False),
+        _spec("tanh", 4, 4),
+        _spec("linear", 4, 4),
+        _spec("sigmoid", 4, 4),
+        _spec("linear", 4, 2),
+    ]
     sd = {f"layer{i}.module.{k}": v for i, m in enumerate(seq) for k, v in m.state_dict().items()}
     torch.save(_v1(specs, sd, [6]), tmp_path / "v1.pt")
     m = HookedMLP.load(tmp_path / "v1.pt")
@@ -374,16 +465,26 @@ def test_version_1_activation_kinds(tmp_path):
         assert torch.equal(m(x), seq(x))
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c.pop("specs"), "lacks a list 'specs'; the file is corrupt or was edited"),
-    (lambda c: c["specs"][1].__setitem__("kind", "swish"), "unknown layer kind 'swish' in a version 1 file"),
-    (lambda c: c["specs"][0].pop("d_in"), "malformed layer spec"),
-    (lambda c: c["specs"][1].__setitem__("d_out", 5),
-     "describes an impossible architecture: layer 1 (relu) reads 8 features and writes 5, after a layer writing 8"),
-    (lambda c: c["specs"][2].__setitem__("d_in", 7),
-     "describes an impossible architecture: layer 2 (linear) reads 7 features and writes 3, after a layer writing 8"),
-    (lambda c: c["state_dict"].pop("layer2.module.bias"), "(missing ['layer2.module.bias'], unexpected [], shape mismatches [])"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c.pop("specs"), "lacks a list 'specs'; the file is corrupt or was edited"),
+        (lambda c: c["specs"][1].__setitem__("kind", "swish"), "unknown layer kind 'swish' in a version 1 file"),
+        (lambda c: c["specs"][0].pop("d_in"), "malformed layer spec"),
+        (
+            lambda c: c["specs"][1].__setitem__("d_out", 5),
+            "describes an impossible architecture: layer 1 (relu) reads 8 features and writes 5, after a layer writing 8",
+        ),
+        (
+            lambda c: c["specs"][2].__setitem__("d_in", 7),
+            "describes an impossible architecture: layer 2 (linear) reads 7 features and writes 3, after a layer writing 8",
+        ),
+        (
+            lambda c: c["state_dict"].pop("layer2.module.bias"),
+            "(missing ['layer2.module.bias'], unexpected [], shape mismatches [])",
+        ),
+    ],
+)
 def test_corrupt_version_1_files(tmp_path, edit, message):
     seq = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     sd = {f"layer{i}.module.{k}": v for i, m in enumerate(seq) for k, v in m.state_dict().items()}
@@ -396,6 +497,7 @@ def test_corrupt_version_1_files(tmp_path, edit, message):
 
 # -- edited and corrupt files ------------------------------------------------------------------------
 
+
 def _edited(tmp_path, edit, model=None):
     c = _contents(model if model is not None else _mlp())
     edit(c)
@@ -404,15 +506,25 @@ def _edited(tmp_path, edit, model=None):
     return path
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["state_dict"].__setitem__("layer0.module.weight", torch.zeros(8, 15)),
-     "does not match the architecture it describes (missing [], unexpected [], shape mismatches "
-     "['layer0.module.weight: [8, 15] vs [8, 16]']); the file is corrupt or was edited"),
-    (lambda c: c["state_dict"].pop("layer4.module.bias"), "(missing ['layer4.module.bias'], unexpected [], shape mismatches [])"),
-    (lambda c: c["state_dict"].__setitem__("layer9.module.weight", torch.zeros(1)),
-     "(missing [], unexpected ['layer9.module.weight'], shape mismatches [])"),
-    (lambda c: c["layers"].pop(), "unexpected ['layer4.module.bias', 'layer4.module.weight']"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda c: c["state_dict"].__setitem__("layer0.module.weight", torch.zeros(8, 15)),
+            "does not match the architecture it describes (missing [], unexpected [], shape mismatches "
+            "['layer0.module.weight: [8, 15] vs [8, 16]']); the file is corrupt or was edited",
+        ),
+        (
+            lambda c: c["state_dict"].pop("layer4.module.bias"),
+            "(missing ['layer4.module.bias'], unexpected [], shape mismatches [])",
+        ),
+        (
+            lambda c: c["state_dict"].__setitem__("layer9.module.weight", torch.zeros(1)),
+            "(missing [], unexpected ['layer9.module.weight'], shape mismatches [])",
+        ),
+        (lambda c: c["layers"].pop(), "unexpected ['layer4.module.bias', 'layer4.module.weight']"),
+    ],
+)
 def test_state_dict_not_matching_the_layers(tmp_path, edit, message):
     path = _edited(tmp_path, edit)
     with pytest.raises(CheckpointError, match=re.escape(message)) as info:
@@ -420,24 +532,41 @@ def test_state_dict_not_matching_the_layers(tmp_path, edit, message):
     assert str(info.value).startswith(f"{str(path)!r} does not match the architecture it describes (")
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c.__setitem__("version", 3), "has checkpoint version 3; this hookedmlp reads versions 1 and 2"),
-    (lambda c: c.__setitem__("architecture", "transformer"),
-     "holds architecture 'transformer'; this hookedmlp reads 'chain', 'residual_mlp'"),
-    (lambda c: c.pop("layers"), "lacks a list of layers and positive input and first shapes; the file is corrupt or was edited"),
-    (lambda c: c.__setitem__("input_shape", [1, -4, 4]), "lacks a list of layers and positive input and first shapes"),
-    (lambda c: c.__setitem__("first_shape", [15]),
-     "describes an impossible architecture: first_shape [15] is neither input_shape [1, 4, 4] nor its flattening [16]"),
-    (lambda c: c["layers"][1].__setitem__("type", "Swish"),
-     "layer 1: unknown module type 'Swish'; the file is corrupt or from a newer hookedmlp"),
-    (lambda c: c["layers"][1]["args"].__setitem__("negative_slope", 0.1), "layer 1: malformed arguments for ReLU"),
-    (lambda c: c["layers"][2]["args"].__setitem__("in_features", 9),
-     "describes an impossible architecture: layer2 (Linear) reads 9 features, but its input has shape [8] per example"),
-    (lambda c: c["state_dict"].__setitem__("layer0.module.bias", [0.0] * 8), "lacks a state_dict of tensors"),
-    (lambda c: c.__setitem__("meta", [1]), "has meta of type list; expected a dict"),
-    (lambda c: c["config"].__setitem__("activation", "tanh"), "has a config that does not describe its layers"),
-    (lambda c: c["config"].__setitem__("d_in", "x"), "config: "),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c.__setitem__("version", 3), "has checkpoint version 3; this hookedmlp reads versions 1 and 2"),
+        (
+            lambda c: c.__setitem__("architecture", "transformer"),
+            "holds architecture 'transformer'; this hookedmlp reads 'chain', 'residual_mlp'",
+        ),
+        (
+            lambda c: c.pop("layers"),
+            "lacks a list of layers and positive input and first shapes; the file is corrupt or was edited",
+        ),
+        (
+            lambda c: c.__setitem__("input_shape", [1, -4, 4]),
+            "lacks a list of layers and positive input and first shapes",
+        ),
+        (
+            lambda c: c.__setitem__("first_shape", [15]),
+            "describes an impossible architecture: first_shape [15] is neither input_shape [1, 4, 4] nor its flattening [16]",
+        ),
+        (
+            lambda c: c["layers"][1].__setitem__("type", "Swish"),
+            "layer 1: unknown module type 'Swish'; the file is corrupt or from a newer hookedmlp",
+        ),
+        (lambda c: c["layers"][1]["args"].__setitem__("negative_slope", 0.1), "layer 1: malformed arguments for ReLU"),
+        (
+            lambda c: c["layers"][2]["args"].__setitem__("in_features", 9),
+            "describes an impossible architecture: layer2 (Linear) reads 9 features, but its input has shape [8] per example",
+        ),
+        (lambda c: c["state_dict"].__setitem__("layer0.module.bias", [0.0] * 8), "lacks a state_dict of tensors"),
+        (lambda c: c.__setitem__("meta", [1]), "has meta of type list; expected a dict"),
+        (lambda c: c["config"].__setitem__("activation", "tanh"), "has a config that does not describe its layers"),
+        (lambda c: c["config"].__setitem__("d_in", "x"), "config: "),
+    ],
+)
 def test_edited_headers(tmp_path, edit, message):
     with pytest.raises(CheckpointError, match=re.escape(message)):
         HookedMLP.load(_edited(tmp_path, edit))
@@ -445,7 +574,9 @@ def test_edited_headers(tmp_path, edit, message):
 
 def test_an_edited_residual_file(tmp_path):
     path = _edited(tmp_path, lambda c: c.__setitem__("config", None), _residual())
-    with pytest.raises(CheckpointError, match=re.escape("lacks a residual MLP config; the file is corrupt or was edited")):
+    with pytest.raises(
+        CheckpointError, match=re.escape("lacks a residual MLP config; the file is corrupt or was edited")
+    ):
         hookedmlp.load(path)
 
 
@@ -456,18 +587,28 @@ def test_truncated_and_garbage_files(tmp_path):
     for n in (len(data) // 2, 10, 0):
         bad = tmp_path / f"trunc{n}.pt"
         bad.write_bytes(data[:n])
-        with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(bad)!r} is truncated or corrupt (")) as info:
+        with pytest.raises(
+            CheckpointError, match=re.escape(f"checkpoint {str(bad)!r} is truncated or corrupt (")
+        ) as info:
             HookedMLP.load(bad)
         assert str(info.value).endswith("; re-create it")
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"this is not a checkpoint at all")
-    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(bad)!r} is not a file written by torch.save (it starts "
-                                                        "with b'this is '); pass a .pt file written by hookedmlp")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"checkpoint {str(bad)!r} is not a file written by torch.save (it starts "
+            "with b'this is '); pass a .pt file written by hookedmlp"
+        ),
+    ):
         HookedMLP.load(bad)
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(tmp_path)!r} is a directory; expected a file written by hookedmlp")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"checkpoint {str(tmp_path)!r} is a directory; expected a file written by hookedmlp"),
+    ):
         HookedMLP.load(tmp_path)
     path = tmp_path / "nope.pt"
     with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(path)!r} does not exist; check the path")):
@@ -477,9 +618,13 @@ def test_missing_file_and_directory(tmp_path):
 def test_plain_state_dict_is_not_a_checkpoint(tmp_path, tiny_seq):
     path = tmp_path / "model.pth"
     torch.save(tiny_seq.state_dict(), path)
-    with pytest.raises(CheckpointError, match=re.escape(
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
             f"{str(path)!r} is not a hookedmlp checkpoint (got ['0.bias', '0.weight', '2.bias', '2.weight']); "
-            "for a plain state dict use HookedMLP.from_state_dict(torch.load(path, weights_only=True))")):
+            "for a plain state dict use HookedMLP.from_state_dict(torch.load(path, weights_only=True))"
+        ),
+    ):
         HookedMLP.load(path)
     torch.save([1, 2], path)
     with pytest.raises(CheckpointError, match=re.escape("is not a hookedmlp checkpoint (got list)")):
@@ -487,6 +632,7 @@ def test_plain_state_dict_is_not_a_checkpoint(tmp_path, tiny_seq):
 
 
 # -- configs, and the CLI ------------------------------------------------------------------------------
+
 
 def test_model_without_config_loads_without_one(tmp_path, tiny):
     tiny.save(tmp_path / "m.pt")  # from_sequential: described by its layers only
@@ -515,10 +661,16 @@ def test_the_cli_lists_the_hooks_of_any_checkpoint(tmp_path, capsys):
     assert main(["hooks", "--checkpoint", str(tmp_path / "cnn.pt")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * 11
-    assert re.fullmatch(r"layer0\.post +\[batch, 2, 28, 28\] +output of Conv2d\(1, 2, kernel_size=\(5, 5\), stride=\(1, 1\), "
-                        r"padding=\(2, 2\)\)  \(from features\.0\)", lines[1])
-    assert re.fullmatch(r"layer7\.post +\[batch, 75\] +output of Reshape\(shape=\[75\]\)  \(from <reshape in forward, "
-                        r"before head\.0>\)", lines[15])
+    assert re.fullmatch(
+        r"layer0\.post +\[batch, 2, 28, 28\] +output of Conv2d\(1, 2, kernel_size=\(5, 5\), stride=\(1, 1\), "
+        r"padding=\(2, 2\)\)  \(from features\.0\)",
+        lines[1],
+    )
+    assert re.fullmatch(
+        r"layer7\.post +\[batch, 75\] +output of Reshape\(shape=\[75\]\)  \(from <reshape in forward, "
+        r"before head\.0>\)",
+        lines[15],
+    )
     assert main(["hooks", "--checkpoint", str(tmp_path / "res.pt")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"blocks\.1\.mlp\.hook_post +\[batch, 12\] +hook point in forward", lines[8])

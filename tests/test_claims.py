@@ -10,8 +10,17 @@ from analysis.grid import GridResult
 def _grid(dist: np.ndarray) -> GridResult:
     k = dist.shape[0]
     metrics = {m: np.zeros((k, k)) for m in ("loss", "flip_rate", "accuracy_other", "kl")}
-    return GridResult("layer0.post", 1.0, "first", list(range(k)), metrics, {m: np.zeros(k) for m in metrics}, 10,
-                      "model", distributions=dist)
+    return GridResult(
+        "layer0.post",
+        1.0,
+        "first",
+        list(range(k)),
+        metrics,
+        {m: np.zeros(k) for m in metrics},
+        10,
+        "model",
+        distributions=dist,
+    )
 
 
 def test_flips_as_the_study_says_reads_the_mean_logit_distributions():

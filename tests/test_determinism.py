@@ -74,7 +74,9 @@ def _additions(model: HookedMLP) -> list[Addition]:
         shape = model.activation_shape(hook)
         out.append(Addition(hook, torch.randn(shape, generator=g), i % 10, (i + 3) % 10))
         out.append(Addition(hook, torch.zeros(shape), 1, 2))  # a zero vector reuses the unsteered logits
-    out.append(Addition("layer1.pre", out[2].vector.clone(), out[2].a, out[2].b))  # = layer0.post's first: evaluated once
+    out.append(
+        Addition("layer1.pre", out[2].vector.clone(), out[2].a, out[2].b)
+    )  # = layer0.post's first: evaluated once
     return out
 
 

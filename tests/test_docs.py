@@ -30,12 +30,27 @@ from test_notebooks import executed_notebooks  # noqa: F401  (a fixture: the bui
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def build(site_dir: Path, config: Path = ROOT / "mkdocs.yml") -> subprocess.CompletedProcess:
     """``python -m mkdocs build --strict`` of ``config``, offline, into ``site_dir``."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's end-of-life banner
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(config),
+            "--site-dir",
+            str(site_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
@@ -113,11 +128,17 @@ def test_docs_build_strict(tmp_path: Path, executed_notebooks: dict) -> None:
 
 def test_docs_build_strict_fresh_clone(tmp_path: Path, executed_notebooks: dict) -> None:
     """The site without the generated files .gitignore keeps out of a clone (docs/figures/*.html...)."""
-    patterns = [line.strip()[len("docs/"):] for line in (ROOT / ".gitignore").read_text().splitlines()
-                if line.strip().startswith("docs/")]
+    patterns = [
+        line.strip()[len("docs/") :]
+        for line in (ROOT / ".gitignore").read_text().splitlines()
+        if line.strip().startswith("docs/")
+    ]
     docs = ROOT / "docs"
-    ignored = [p for p in docs.rglob("*") if p.is_file()
-               and any(fnmatch.fnmatch(p.relative_to(docs).as_posix(), pat) for pat in patterns)]
+    ignored = [
+        p
+        for p in docs.rglob("*")
+        if p.is_file() and any(fnmatch.fnmatch(p.relative_to(docs).as_posix(), pat) for pat in patterns)
+    ]
     if not ignored:
         pytest.skip("no generated files under docs/: test_docs_build_strict already built the fresh-clone site")
     copy = tmp_path / "docs"
@@ -131,8 +152,10 @@ def test_docs_build_strict_fresh_clone(tmp_path: Path, executed_notebooks: dict)
 def test_dead_links_are_found(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "index.html").write_text("<p>b</p>")
-    (tmp_path / "index.html").write_text('<a href="b/">b</a> <a href="#top">top</a> <a href="https://x.org/y.png">x</a>'
-                                         ' <img src="figures/x.png"> <a href="b/#c">c</a> <script src="gone.js"></script>')
+    (tmp_path / "index.html").write_text(
+        '<a href="b/">b</a> <a href="#top">top</a> <a href="https://x.org/y.png">x</a>'
+        ' <img src="figures/x.png"> <a href="b/#c">c</a> <script src="gone.js"></script>'
+    )
     assert dead_links(tmp_path) == ["index.html: figures/x.png", "index.html: gone.js"]
 
 
@@ -151,9 +174,16 @@ def test_generated_figure_patterns_are_gitignored() -> None:
 
 def test_nav_leaves_out_a_page_its_command_has_not_written(tmp_path: Path) -> None:
     hook = _load("pending_pages")
-    nav = [{"Home": "index.md"}, {"The study": [{"Reproduced": "reproduction.md"}, {"Which?": "study.md"}]},
-           {"Pending only": [{"Which?": "study.md"}]}, "study.md"]
-    assert hook.without_pending(nav, tmp_path) == [{"Home": "index.md"}, {"The study": [{"Reproduced": "reproduction.md"}]}]
+    nav = [
+        {"Home": "index.md"},
+        {"The study": [{"Reproduced": "reproduction.md"}, {"Which?": "study.md"}]},
+        {"Pending only": [{"Which?": "study.md"}]},
+        "study.md",
+    ]
+    assert hook.without_pending(nav, tmp_path) == [
+        {"Home": "index.md"},
+        {"The study": [{"Reproduced": "reproduction.md"}]},
+    ]
     (tmp_path / "study.md").write_text("# Which?\n")
     assert hook.without_pending(nav, tmp_path) == nav
 
@@ -162,12 +192,15 @@ def test_links_to_missing_interactive_figures_become_text(tmp_path: Path) -> Non
     """A fresh clone: a link to a generated figure not built becomes text; any other missing link stays, to fail."""
     hook = _load("interactive_figures")
     page = SimpleNamespace(file=SimpleNamespace(src_uri="reproduction.md"))
-    markdown = ("[![Grid](figures/grid.png)](figures/grid.png) ([interactive](figures/grid.html))\n"
-                "See [the grid](figures/grid.html), [a typo](figures/gird.html), [the study](study.html).\n")
+    markdown = (
+        "[![Grid](figures/grid.png)](figures/grid.png) ([interactive](figures/grid.html))\n"
+        "See [the grid](figures/grid.html), [a typo](figures/gird.html), [the study](study.html).\n"
+    )
     docs = [File(p, str(tmp_path), str(tmp_path / "site"), True) for p in ("reproduction.md", "figures/grid.png")]
     assert hook.on_page_markdown(markdown, page, None, Files(docs)) == (
         "[![Grid](figures/grid.png)](figures/grid.png)\n"
-        "See the grid, [a typo](figures/gird.html), [the study](study.html).\n")
+        "See the grid, [a typo](figures/gird.html), [the study](study.html).\n"
+    )
     built = Files(docs + [File("figures/grid.html", str(tmp_path), str(tmp_path / "site"), True)])
     assert hook.on_page_markdown(markdown, page, None, built) == markdown
 
@@ -176,7 +209,8 @@ def test_images_linked_to_themselves_open_in_the_lightbox() -> None:
     page = '<p><a href="../figures/x.png"><img alt="X" src="../figures/x.png" /></a> <a href="x.html">x</a></p>'
     assert _load("interactive_figures").on_page_content(page, None, None, None) == (
         '<p><a class="glightbox" data-type="image" href="../figures/x.png"><img alt="X" src="../figures/x.png" /></a>'
-        ' <a href="x.html">x</a></p>')
+        ' <a href="x.html">x</a></p>'
+    )
 
 
 def test_site_figures_share_one_plotly(tmp_path: Path) -> None:
@@ -201,15 +235,22 @@ def test_jaxtyping_shapes_keep_their_strings(tmp_path: Path) -> None:
     (tmp_path / "shapes.py").write_text(
         "from typing import Optional\nfrom jaxtyping import Float, Int\nfrom torch import Tensor\n\n\n"
         'def f(x: Float[Tensor, "batch *example"], n: "Optional[int]" = None, *rest: Int[Tensor, "batch"])'
-        ' -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]: ...\n')
+        ' -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]: ...\n'
+    )
 
     def annotations(extensions: griffe.Extensions) -> list[str]:
         f = griffe.load("shapes", search_paths=[str(tmp_path)], extensions=extensions)["f"]
         return [str(p.annotation) for p in f.parameters] + [str(f.returns)]
 
     assert annotations(griffe.load_extensions()) == [
-        "Float[Tensor, batch * example]", "Optional[int]", "Int[Tensor, batch]",
-        "tuple[Float[Tensor, 'batch d_in'], Int[Tensor, ' batch']]"]  # what does not parse stays a string
+        "Float[Tensor, batch * example]",
+        "Optional[int]",
+        "Int[Tensor, batch]",
+        "tuple[Float[Tensor, 'batch d_in'], Int[Tensor, ' batch']]",
+    ]  # what does not parse stays a string
     assert annotations(griffe.load_extensions(_load("griffe_jaxtyping").JaxtypingShapes)) == [
-        'Float[Tensor, "batch *example"]', "Optional[int]", 'Int[Tensor, "batch"]',
-        'tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]']
+        'Float[Tensor, "batch *example"]',
+        "Optional[int]",
+        'Int[Tensor, "batch"]',
+        'tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]',
+    ]

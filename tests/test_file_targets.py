@@ -40,6 +40,7 @@ def _small_model(seed: int = 0) -> HookedMLP:
 
 # -- symlinks are written through --------------------------------------------------------------
 
+
 def test_a_symlink_is_written_through_and_kept(tmp_path):
     (tmp_path / "run3.pt").write_text("old")
     (tmp_path / "latest.pt").symlink_to("run3.pt")
@@ -77,6 +78,7 @@ def test_a_symlink_to_a_directory_is_refused(tmp_path):
 
 
 # -- streams -----------------------------------------------------------------------------------
+
 
 def _reader(path: Path, got: list) -> threading.Thread:
     t = threading.Thread(target=lambda: got.append(open(path, "rb").read()), daemon=True)
@@ -133,6 +135,7 @@ def test_dash_is_standard_output(capsysbinary):
 
 # -- refused targets ---------------------------------------------------------------------------
 
+
 def test_a_read_only_file_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "m.pt"
     _small_model().save(path)
@@ -159,7 +162,9 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
 def test_a_parent_that_is_a_file_is_named(tmp_path, depth):
     (tmp_path / "notes.txt").write_text("a file, not a directory")
     path = tmp_path.joinpath("notes.txt", *["sub"] * (depth - 1), "m.pt")
-    expected = f"cannot write {str(path)!r}: {str(tmp_path / 'notes.txt')!r} is a file, not a directory; choose another path"
+    expected = (
+        f"cannot write {str(path)!r}: {str(tmp_path / 'notes.txt')!r} is a file, not a directory; choose another path"
+    )
     for attempt in (lambda: _write(path), lambda: check_writable(path)):
         with pytest.raises(FileWriteError) as info:
             attempt()
@@ -169,9 +174,16 @@ def test_a_parent_that_is_a_file_is_named(tmp_path, depth):
 
 def test_an_unwritable_directory_is_named(tmp_path):
     with readonly_dir(tmp_path / "ro") as ro:
-        for attempt in (lambda: _write(ro / "m.pt"), lambda: check_writable(ro / "m.pt"), lambda: check_writable(ro / "a" / "m.pt")):
-            with pytest.raises(FileWriteError, match=rf"cannot write '{ro}/.*m\.pt': the directory '{ro}' is not writable "
-                                                     r"\((Read-only file system|Permission denied)\); choose another path"):
+        for attempt in (
+            lambda: _write(ro / "m.pt"),
+            lambda: check_writable(ro / "m.pt"),
+            lambda: check_writable(ro / "a" / "m.pt"),
+        ):
+            with pytest.raises(
+                FileWriteError,
+                match=rf"cannot write '{ro}/.*m\.pt': the directory '{ro}' is not writable "
+                r"\((Read-only file system|Permission denied)\); choose another path",
+            ):
                 attempt()
         assert list(ro.iterdir()) == []
 
@@ -184,6 +196,7 @@ def test_check_writable_leaves_nothing_behind(tmp_path):
 
 # -- a full disk -------------------------------------------------------------------------------
 
+
 def test_a_full_disk_keeps_the_old_file_and_says_so(tmp_path):
     with full_dir(tmp_path / "disk", size="64k", fill=False) as disk:
         path = disk / "m.pt"
@@ -192,7 +205,9 @@ def test_a_full_disk_keeps_the_old_file_and_says_so(tmp_path):
         big = HookedMLP(MLPConfig(d_in=64, d_hidden=(256,), d_out=3))  # ~70 KB: more than the disk holds
         with pytest.raises(FileWriteError) as info:
             big.save(path)
-        assert str(info.value) == f"no space left writing {path} (old file kept); free some space or choose another path"
+        assert (
+            str(info.value) == f"no space left writing {path} (old file kept); free some space or choose another path"
+        )
         assert info.value.errno == errno.ENOSPC
         assert path.read_bytes() == before
         assert sorted(p.name for p in disk.iterdir()) == ["m.pt"]  # the temporary file was removed
@@ -223,11 +238,19 @@ def test_a_file_size_limit_gives_one_line_and_keeps_the_old_file(tmp_path):
     path = tmp_path / "m.pt"
     _small_model().save(path)
     before = path.read_bytes()
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SAVE_UNDER_LIMIT), str(path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, preexec_fn=file_size_limit(100_000))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SAVE_UNDER_LIMIT), str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=file_size_limit(100_000),
+    )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (f"no space left writing {path}: file size limit reached (ulimit -f, or the file system's largest "
-                           f"file) (old file kept); free some space or choose another path {errno.EFBIG}\n")
+    assert proc.stdout == (
+        f"no space left writing {path}: file size limit reached (ulimit -f, or the file system's largest "
+        f"file) (old file kept); free some space or choose another path {errno.EFBIG}\n"
+    )
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
     assert safe_load(path)["format"] == "hookedmlp.checkpoint"

@@ -32,7 +32,7 @@ def test_hook_returning_tensor_replaces_and_none_keeps(hp):
     try:
         out = hp(x)
         assert torch.equal(out, x * 2 + 1)
-        assert seen[0] is x            # the first hook saw the input
+        assert seen[0] is x  # the first hook saw the input
         assert torch.equal(seen[1], x * 2 + 1)  # the third saw the replaced activation
     finally:
         for h in (h1, h2, h3):
@@ -123,9 +123,13 @@ def test_remove_hooks_rejects_an_unknown_direction(hp):
 
 def test_wrong_shape_result_raises(hp):
     with hp.add_hook(lambda a, hook: a[:2]):
-        with pytest.raises(ValueError, match=re.escape(
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
                 "hook HookHandle('blocks.0.hook', fwd, fn=test_wrong_shape_result_raises.<locals>.<lambda>) "
-                "returned shape [2, 4], expected [3, 4] (the shape of the activation at 'blocks.0.hook')")):
+                "returned shape [2, 4], expected [3, 4] (the shape of the activation at 'blocks.0.hook')"
+            ),
+        ):
             hp(torch.zeros(3, 4))
 
 
@@ -150,7 +154,7 @@ def test_backward_hook_sees_and_replaces_gradient(hp):
     w = torch.tensor([0.5, -1.0, 2.0])
     seen = []
     with hp.add_hook(lambda g, hook: seen.append(g.clone()), dir="bwd"), hp.add_hook(lambda g, hook: g * 10, dir="bwd"):
-        y = hp(x)                   # x does not require grad: the hook point makes it a leaf that does
+        y = hp(x)  # x does not require grad: the hook point makes it a leaf that does
         assert y.requires_grad
         (y * w).sum().backward()
     assert len(seen) == 1 and torch.equal(seen[0], w)
@@ -198,7 +202,7 @@ def test_backward_hook_only_fires_for_gradients_through_the_hook_point(hp):
     with hp.add_hook(lambda g, hook: calls.append(g.clone()), dir="bwd"):
         hp(x)
         hp(x)
-        (x * 3).sum().backward()      # never went through the hook point
+        (x * 3).sum().backward()  # never went through the hook point
     assert calls == []
 
 

@@ -40,6 +40,7 @@ def reference_with_grads(seq, x, loss_fn=lambda out: out.sum()):
 
 # -- forward hooks ----------------------------------------------------------------------
 
+
 def test_hook_returning_tensor_replaces_activation(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
         out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, hook: a * 0.5 - 1)])
@@ -63,7 +64,9 @@ def test_hook_returning_none_keeps_activation(tiny, tiny_seq, tiny_x):
 
 def test_hooks_at_one_point_compose_in_order(tiny, tiny_seq, tiny_x):
     with torch.no_grad():
-        out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer0.post", lambda a, hook: a + 1), ("layer0.post", lambda a, hook: a * 2)])
+        out = tiny.run_with_hooks(
+            tiny_x, fwd_hooks=[("layer0.post", lambda a, hook: a + 1), ("layer0.post", lambda a, hook: a * 2)]
+        )
         assert torch.equal(out, manual(tiny_seq, tiny_x, {0: lambda a: (a + 1) * 2}))
 
 
@@ -116,29 +119,46 @@ def test_resolve_names(tiny):
     assert tiny.resolve_names("layer2.post") == ["layer2.post"]
     assert tiny.resolve_names(["layer4.post", "layer0.pre", "layer0.pre"]) == ["layer0.pre", "layer4.post"]
     assert tiny.resolve_names(["layer1.*", "*.post"]) == [
-        "layer0.post", "layer1.pre", "layer1.post", "layer2.post", "layer3.post", "layer4.post"]
+        "layer0.post",
+        "layer1.pre",
+        "layer1.post",
+        "layer2.post",
+        "layer3.post",
+        "layer4.post",
+    ]
     assert tiny.resolve_names(lambda n: n.endswith("pre") and "4" in n) == ["layer4.pre"]
     assert tiny.resolve_names("layer[13].pre") == ["layer1.pre", "layer3.pre"]
-    with pytest.raises(HookNameError, match=re.escape("names filter is an empty list; pass None for all hook points or some of: layer0.pre, ")):
+    with pytest.raises(
+        HookNameError,
+        match=re.escape("names filter is an empty list; pass None for all hook points or some of: layer0.pre, "),
+    ):
         tiny.resolve_names([])
     with pytest.raises(TypeError):  # the annotation check or resolve_names' own check
         tiny.resolve_names(["layer0.pre", 3])
 
 
 def test_add_hook_unknown_name(tiny):
-    with pytest.raises(HookNameError, match=re.escape(
-            "unknown hook 'layer0.pst'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, layer1.pre")):
+    with pytest.raises(
+        HookNameError,
+        match=re.escape(
+            "unknown hook 'layer0.pst'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, layer1.pre"
+        ),
+    ):
         tiny.add_hook("layer0.pst", noop)
     with pytest.raises(HookNameError, match=re.escape("pattern 'blocks.*' matched no hook point")):
         tiny.add_hook("blocks.*", noop)
-    with pytest.raises(HookNameError, match=re.escape("names filter '<lambda>' matched no hook point; hook names are: layer0.pre, ")):
+    with pytest.raises(
+        HookNameError, match=re.escape("names filter '<lambda>' matched no hook point; hook names are: layer0.pre, ")
+    ):
         tiny.add_hook(lambda n: False, noop)
     assert tiny.attached_hooks() == []
 
 
 def test_hook_arg_checks_own_messages():
     # the shared check behind add_hook, hooks() and HookPoint.add_hook (their annotations are also checked under pytest)
-    with pytest.raises(TypeError, match=re.escape("hook function must be callable as fn(activation, hook=...), got int")):
+    with pytest.raises(
+        TypeError, match=re.escape("hook function must be callable as fn(activation, hook=...), got int")
+    ):
         check_hook_args(5, "fwd")
     with pytest.raises(ValueError, match=re.escape("dir must be one of 'fwd', 'bwd', got 'up'")):
         check_hook_args(noop, "up")
@@ -153,7 +173,10 @@ def test_add_hook_bad_fn_or_dir_leaves_nothing(tiny):
 
 
 def test_wrong_shape_or_type_from_model_hook(tiny, tiny_x):
-    with pytest.raises(ValueError, match=re.escape("returned shape [5, 4], expected [5, 8] (the shape of the activation at 'layer2.post')")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("returned shape [5, 4], expected [5, 8] (the shape of the activation at 'layer2.post')"),
+    ):
         tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer2.post", lambda a, hook: a[:, :4])])
     with pytest.raises(ValueError, match=re.escape("returned shape [1, 8], expected [5, 8]")):
         tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.pre", lambda a, hook: a[:1])])
@@ -170,6 +193,7 @@ def test_hooks_on_one_model_do_not_affect_another(tiny, tiny_seq, tiny_x, small_
 
 
 # -- contexts and reset_hooks -----------------------------------------------------------
+
 
 def test_hooks_context_removes_exactly_its_own(tiny):
     user = tiny.add_hook("layer1.post", noop)
@@ -254,15 +278,18 @@ def test_exception_in_body_cleans_up(tiny):
     prev.remove()
 
 
-@pytest.mark.parametrize("fwd,bwd,exc", [
-    ([("layer0.post", noop), ("layer9.post", noop)], [], HookNameError),
-    ([("layer0.post", noop), ("*.pots", noop)], [], HookNameError),
-    ([("layer0.post", noop)], [("layer1.post", noop), ("nope", noop)], HookNameError),
-    ([("layer0.post", noop), ("layer1.post", 5)], [], TypeError),
-    ([("layer0.post", noop)], [("layer1.post", "not a function")], TypeError),
-    ([("layer0.post", noop), ("layer1.post",)], [], TypeError),
-    ([("layer0.post", noop), (3, noop)], [], TypeError),
-])
+@pytest.mark.parametrize(
+    "fwd,bwd,exc",
+    [
+        ([("layer0.post", noop), ("layer9.post", noop)], [], HookNameError),
+        ([("layer0.post", noop), ("*.pots", noop)], [], HookNameError),
+        ([("layer0.post", noop)], [("layer1.post", noop), ("nope", noop)], HookNameError),
+        ([("layer0.post", noop), ("layer1.post", 5)], [], TypeError),
+        ([("layer0.post", noop)], [("layer1.post", "not a function")], TypeError),
+        ([("layer0.post", noop), ("layer1.post",)], [], TypeError),
+        ([("layer0.post", noop), (3, noop)], [], TypeError),
+    ],
+)
 def test_bad_entry_half_way_registers_nothing(tiny, fwd, bwd, exc):
     prev = tiny.add_hook("layer3.post", noop)
     with pytest.raises(exc):
@@ -288,6 +315,7 @@ def test_run_with_hooks_passes_arguments(tiny, tiny_seq, tiny_x):
 
 
 # -- backward hooks -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", [f"layer{i}.{p}" for i in range(5) for p in ("pre", "post")])
 def test_backward_hook_sees_the_gradient(tiny, tiny_seq, tiny_x, name):
@@ -341,7 +369,9 @@ def test_backward_hook_sees_forward_hook_output_gradient(tiny, tiny_seq, tiny_x)
     # a fwd hook scaling layer2.post by 4 multiplies the gradient reaching layer2's output by 4
     _, ref_grads = reference_with_grads(tiny_seq, tiny_x)
     seen = []
-    with tiny.hooks(fwd_hooks=[("layer2.post", lambda a, hook: a * 4)], bwd_hooks=[("layer2.post", lambda g, hook: seen.append(g))]):
+    with tiny.hooks(
+        fwd_hooks=[("layer2.post", lambda a, hook: a * 4)], bwd_hooks=[("layer2.post", lambda g, hook: seen.append(g))]
+    ):
         tiny(tiny_x).sum().backward()
     # the bwd hook is registered on the activation as it enters the point, i.e. before the fwd hook
     assert torch.equal(seen[0], 4 * ref_grads["layer2.post"])

@@ -60,7 +60,7 @@ def run_from(seq, act, hook):
     layer, where = hook.split(".")
     i = int(layer.removeprefix("layer"))
     with torch.no_grad():
-        return seq[i if where == "pre" else i + 1:](act)
+        return seq[i if where == "pre" else i + 1 :](act)
 
 
 def assert_untouched(model, x, base):
@@ -73,6 +73,7 @@ def direction(seed, width=512):
 
 
 # -- ablate ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_ablate_equals_projection_by_hand(model, plain, x, base, hook):
@@ -113,7 +114,9 @@ def test_ablate_errors_leave_nothing(model, x, base):
         model.ablate(torch.zeros(512), "layer0.post").__enter__()
     with pytest.raises(SteeringError, match="direction must be finite, got nan"):
         model.ablate(torch.full((512,), math.nan), "layer0.post").__enter__()
-    with pytest.raises(ShapeError, match=r"direction at 'layer0.post' has shape \[10\].*expected a tensor of shape \[512\]"):
+    with pytest.raises(
+        ShapeError, match=r"direction at 'layer0.post' has shape \[10\].*expected a tensor of shape \[512\]"
+    ):
         model.ablate(torch.ones(10), "layer0.post").__enter__()
     with pytest.raises(ShapeError, match=r"expected a tensor of shape \[784\]"):
         model.ablate(torch.ones(512), "layer0.pre").__enter__()
@@ -129,6 +132,7 @@ def test_ablate_errors_leave_nothing(model, x, base):
 
 
 # -- patch ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_patch_same_batch(model, plain, x, base, hook):
@@ -147,7 +151,9 @@ def test_patch_single_activation_broadcasts(model, plain, x, base, shape):
         logits = model(x)
     assert logits.shape == (len(x), 10)
     assert torch.equal(logits, run_from(plain, one.expand(len(x), 512).clone(), "layer2.post"))
-    torch.testing.assert_close(logits, run_from(plain, one.unsqueeze(0), "layer2.post").expand(len(x), 10), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        logits, run_from(plain, one.unsqueeze(0), "layer2.post").expand(len(x), 10), rtol=1e-6, atol=1e-6
+    )
     assert_untouched(model, x, base)
 
 
@@ -177,7 +183,9 @@ def test_patch_wrong_batch_size(model, x, base):
         with model.patch("layer2.post", torch.zeros(3, 512)):
             model(x)
     assert_untouched(model, x, base)
-    with pytest.raises(ShapeError, match=r"shape \[100, 100\]; expected \[batch, 512\] or one example's \[512\] for 'layer2.post'"):
+    with pytest.raises(
+        ShapeError, match=r"shape \[100, 100\]; expected \[batch, 512\] or one example's \[512\] for 'layer2.post'"
+    ):
         model.patch("layer2.post", torch.zeros(len(x), 100)).__enter__()
     with pytest.raises(ShapeError, match=r"shape \[2, 3, 512\]"):
         model.patch("layer2.post", torch.zeros(2, 3, 512)).__enter__()
@@ -194,14 +202,18 @@ def test_patch_wrong_batch_size(model, x, base):
 
 # -- clamp ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("index, value, units", [
-    (5, 2.0, [5]),
-    (-1, 0.0, [511]),
-    ([1, 7, 300], 3.5, [1, 7, 300]),
-    (torch.tensor([4, 9]), torch.tensor([1.0, -2.0]), [4, 9]),
-    ([0, 2], torch.tensor([10.0, 20.0], dtype=torch.float64), [0, 2]),
-    ([2], torch.tensor(-3.0), [2]),
-])
+
+@pytest.mark.parametrize(
+    "index, value, units",
+    [
+        (5, 2.0, [5]),
+        (-1, 0.0, [511]),
+        ([1, 7, 300], 3.5, [1, 7, 300]),
+        (torch.tensor([4, 9]), torch.tensor([1.0, -2.0]), [4, 9]),
+        ([0, 2], torch.tensor([10.0, 20.0], dtype=torch.float64), [0, 2]),
+        ([2], torch.tensor(-3.0), [2]),
+    ],
+)
 def test_clamp_by_index(model, plain, x, base, index, value, units):
     act = acts_at(plain, x, "layer1.post")
     expected = act.clone()
@@ -237,8 +249,11 @@ def test_clamp_logits(model, x, base):
 
 @pytest.mark.parametrize("index", [512, -513, [0, 600], [-1000], 10**9])
 def test_clamp_out_of_range(model, x, base, index):
-    with pytest.raises(UnitIndexError, match=r"out of range for 'layer1.post' with 512 units: got .*; expected 0\.\.511 "
-                                             r"\(or -512\.\.-1\)$"):
+    with pytest.raises(
+        UnitIndexError,
+        match=r"out of range for 'layer1.post' with 512 units: got .*; expected 0\.\.511 "
+        r"\(or -512\.\.-1\)$",
+    ):
         model.clamp("layer1.post", index, 1.0).__enter__()
     assert_untouched(model, x, base)
 
@@ -260,6 +275,7 @@ def test_clamp_other_errors(model, x, base):
 
 
 # -- combined, and cleanup ------------------------------------------------------------------
+
 
 def test_interventions_compose_and_unwind(model, plain, x, base):
     v = model.steering_vector(3, 1, "layer0.post")
@@ -286,9 +302,11 @@ def test_exception_inside_leaves_user_hooks_only(model, x, base, kind):
     try:
         before = model.attached_hooks()
         with_user = model(x)
-        ctx = {"ablate": lambda: model.ablate(direction(7), "layer2.post"),
-               "patch": lambda: model.patch("layer2.post", torch.zeros(512)),
-               "clamp": lambda: model.clamp("layer2.post", [0, 1], 0.0)}[kind]
+        ctx = {
+            "ablate": lambda: model.ablate(direction(7), "layer2.post"),
+            "patch": lambda: model.patch("layer2.post", torch.zeros(512)),
+            "clamp": lambda: model.clamp("layer2.post", [0, 1], 0.0),
+        }[kind]
         with pytest.raises(ZeroDivisionError):
             with ctx():
                 assert len(model.attached_hooks()) == 3
@@ -331,7 +349,9 @@ def test_non_finite_values_are_refused_by_every_intervention(model, x, base, bad
 
 def test_values_beyond_a_half_models_range_are_refused():
     half = HookedMLP.from_pretrained("mnist-mlp").half()
-    with pytest.raises(SteeringError, match=r"values up to 1e\+05 do not fit the model's torch.float16 \(largest finite 6.55e\+04\)"):
+    with pytest.raises(
+        SteeringError, match=r"values up to 1e\+05 do not fit the model's torch.float16 \(largest finite 6.55e\+04\)"
+    ):
         half.patch("layer2.post", torch.full((512,), 1e5))
     with pytest.raises(SteeringError, match="do not fit the model's torch.float16"):
         half.clamp("layer2.post", 3, 1e5)

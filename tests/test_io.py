@@ -27,6 +27,7 @@ from hookedmlp.io import atomic_save, atomic_write, safe_load
 
 # -- atomic_write -------------------------------------------------------------------------------
 
+
 def test_atomic_write_text_and_binary(tmp_path):
     t = tmp_path / "a.txt"
     with atomic_write(t, "w") as f:
@@ -79,7 +80,9 @@ def test_atomic_write_bad_mode_and_directory(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("atomic_write mode must be 'w' or 'wb', got 'a'")):
         with atomic_write(tmp_path / "x", "a"):
             pass
-    with pytest.raises(FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")):
+    with pytest.raises(
+        FileWriteError, match=re.escape(f"cannot write {str(tmp_path)!r}: it is a directory; pass a file path")
+    ):
         with atomic_write(tmp_path, "w"):
             pass
     assert list(tmp_path.iterdir()) == []
@@ -96,7 +99,11 @@ def test_atomic_write_permissions(tmp_path):
 
 
 def test_atomic_save_and_safe_load(tmp_path):
-    obj = {"t": torch.arange(4.0), "l": [1, "two", 3.0, None, True], "nested": {"x": (torch.zeros(2, dtype=torch.long),)}}
+    obj = {
+        "t": torch.arange(4.0),
+        "l": [1, "two", 3.0, None, True],
+        "nested": {"x": (torch.zeros(2, dtype=torch.long),)},
+    }
     path = tmp_path / "obj.pt"
     atomic_save(obj, path)
     back = safe_load(path)
@@ -113,7 +120,9 @@ def test_safe_load_errors_name_the_file(tmp_path):
         safe_load(tmp_path)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=re.escape(f"file {str(bad)!r} is truncated or corrupt (the file is empty); re-create it")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"file {str(bad)!r} is truncated or corrupt (the file is empty); re-create it")
+    ):
         safe_load(bad)
 
 
@@ -124,12 +133,17 @@ class _Obj:
 def test_safe_load_refuses_other_objects(tmp_path):
     path = tmp_path / "obj.pt"
     torch.save({"x": _Obj()}, path)
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"file {str(path)!r} contains pickled objects other than tensors and plain containers (test_io._Obj)")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"file {str(path)!r} contains pickled objects other than tensors and plain containers (test_io._Obj)"
+        ),
+    ):
         safe_load(path)
 
 
 # -- errors ----------------------------------------------------------------------------------------
+
 
 def test_error_hierarchy():
     assert issubclass(HookNameError, HookedMLPError) and issubclass(HookNameError, KeyError)
@@ -150,7 +164,10 @@ def test_hook_name_error_str_has_no_extra_quotes():
 
 
 def test_did_you_mean():
-    assert did_you_mean("layer0.pst", ["layer0.pre", "layer0.post"]) == "; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post)"
+    assert (
+        did_you_mean("layer0.pst", ["layer0.pre", "layer0.post"])
+        == "; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post)"
+    )
     assert did_you_mean("zzz", ["a", "b"]) == " (valid: a, b)"
     names = [f"n{i}" for i in range(13)]
     assert did_you_mean("qqq", names) == " (valid: n0, n1, n2 ... n12)"
@@ -159,13 +176,18 @@ def test_did_you_mean():
 
 
 def test_closest():
-    assert closest("layer1.post", ["layer0.post", "layer1.pre", "layer1.post", "zzz"]) == ["layer1.post", "layer0.post", "layer1.pre"]
+    assert closest("layer1.post", ["layer0.post", "layer1.pre", "layer1.post", "zzz"]) == [
+        "layer1.post",
+        "layer0.post",
+        "layer1.pre",
+    ]
     assert closest("layer1.post", ["layer1.post", "layer1.pre"], n=1) == ["layer1.post"]
     assert closest("qqq", ["layer0.pre"]) == []
     assert set(errors.__all__) >= {"closest", "did_you_mean", "HookNameError"}
 
 
 # -- safe_load: why a file is refused, for every pickle protocol (issue 11, item 9) -----------------
+
 
 class _Marker:
     """Unpickling this would create the file named in its state: proof that no payload ran."""
@@ -185,7 +207,9 @@ def test_a_pickle_of_objects_is_refused_at_every_protocol(tmp_path, protocol):
     with pytest.raises(CheckpointError) as info:
         safe_load(path, what="checkpoint")
     message = str(info.value)
-    assert message.startswith(f"checkpoint {str(path)!r} contains pickled objects other than tensors and plain containers (")
+    assert message.startswith(
+        f"checkpoint {str(path)!r} contains pickled objects other than tensors and plain containers ("
+    )
     assert "open" in message and "refusing to load it (it could run code)" in message
     assert "weights_only=False" not in message and "truncated" not in message
     assert not marker.exists()
@@ -203,24 +227,38 @@ def test_a_plain_pickle_of_plain_data_is_not_called_corrupt(tmp_path):
     path = tmp_path / "plain.pkl"
     with open(path, "wb") as f:
         pickle.dump({"a": [1, 2]}, f, protocol=4)
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"file {str(path)!r} is a plain Python pickle (protocol 4), not a file written by torch.save; refusing to unpickle it")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"file {str(path)!r} is a plain Python pickle (protocol 4), not a file written by torch.save; refusing to unpickle it"
+        ),
+    ):
         safe_load(path)
 
 
 def test_a_torch_file_with_another_pickle_protocol_says_so(tmp_path):
     path = tmp_path / "p4.pt"
     torch.save({"x": torch.ones(2)}, path, pickle_protocol=4)
-    with pytest.raises(CheckpointError, match=re.escape(
-            "was saved with pickle protocol 4, which the safe loader cannot read; re-save it with torch.save's default protocol (2)")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            "was saved with pickle protocol 4, which the safe loader cannot read; re-save it with torch.save's default protocol (2)"
+        ),
+    ):
         safe_load(path)
 
 
-@pytest.mark.parametrize(("content", "why"), [
-    (b"", "is truncated or corrupt (the file is empty); re-create it"),
-    (b"PK\x03\x04 cut short", "is truncated or corrupt (an incomplete zip file); re-create it"),
-    (b'{"name": "m"}', "is not a file written by torch.save (it starts with b'{\"name\":'); pass a .pt file written by hookedmlp"),
-])
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "is truncated or corrupt (the file is empty); re-create it"),
+        (b"PK\x03\x04 cut short", "is truncated or corrupt (an incomplete zip file); re-create it"),
+        (
+            b'{"name": "m"}',
+            "is not a file written by torch.save (it starts with b'{\"name\":'); pass a .pt file written by hookedmlp",
+        ),
+    ],
+)
 def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, why):
     path = tmp_path / "f.pt"
     path.write_bytes(content)
@@ -241,9 +279,13 @@ def test_a_truncated_torch_file_is_corrupt(tmp_path):
 def test_a_missing_device_is_not_called_corruption(tmp_path):
     path = tmp_path / "v.pt"
     torch.save({"x": torch.ones(2)}, path)
-    with pytest.raises(UsageError, match=re.escape(
+    with pytest.raises(
+        UsageError,
+        match=re.escape(
             f"cannot load file {str(path)!r} onto 'cuda': this machine has no CUDA device (torch.cuda.is_available() is "
-            "False); load it with device='cpu'")):
+            "False); load it with device='cpu'"
+        ),
+    ):
         safe_load(path, map_location="cuda")
 
 
@@ -256,6 +298,7 @@ def test_memory_and_permission_errors_say_what_they_are(tmp_path, monkeypatch):
     def fail(exc):
         def call(*args, **kwargs):
             raise exc
+
         return call
 
     monkeypatch.setattr(torch, "load", fail(MemoryError()))
@@ -264,5 +307,7 @@ def test_memory_and_permission_errors_say_what_they_are(tmp_path, monkeypatch):
     # a file the process may not read (root reads every file, so the refusal is simulated)
     monkeypatch.setattr(torch, "load", fail(PermissionError(13, "Permission denied")))
     monkeypatch.setattr(hookedmlp.io, "open", fail(PermissionError(13, "Permission denied")), raising=False)
-    with pytest.raises(CheckpointError, match=re.escape(f"cannot read file {str(path)!r}: Permission denied; check its permissions")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"cannot read file {str(path)!r}: Permission denied; check its permissions")
+    ):
         safe_load(path)

@@ -80,6 +80,7 @@ def row(labels, cls, k=0):
 
 # -- (images, labels) and Datasets --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("k", [0, 1, 4])
 def test_first_with_exemplar_k_is_the_kth_example_of_each_class(net, seq, user_data, k):
     images, labels = user_data
@@ -99,9 +100,14 @@ def test_mean_streams_in_batches_and_equals_a_plain_mean(net, seq, user_data, mo
     seen = []
     real = net.clean_activations
     monkeypatch.setattr(net, "clean_activations", lambda x, names: seen.append(len(x)) or real(x, names))
-    acts, counts, name = class_activations(net, [0, 1, 2], ["layer0.post", "layer3.post"], "mean",
-                                           data=(images, labels), batch_size=7)
-    assert seen == [7, 7, 7, 7, 2] and counts == [int((labels == c).sum()) for c in range(3)] and name == f"given data (n={N})"
+    acts, counts, name = class_activations(
+        net, [0, 1, 2], ["layer0.post", "layer3.post"], "mean", data=(images, labels), batch_size=7
+    )
+    assert (
+        seen == [7, 7, 7, 7, 2]
+        and counts == [int((labels == c).sum()) for c in range(3)]
+        and name == f"given data (n={N})"
+    )
     for hook, index in (("layer0.post", 0), ("layer3.post", 3)):
         plain = torch.stack([torch_acts(seq, images[labels == c], index).mean(0) for c in range(3)])
         torch.testing.assert_close(acts[hook], plain, rtol=1e-6, atol=1e-7)
@@ -133,33 +139,55 @@ def test_a_dataset_gives_the_same_vectors(net, user_data, with_targets):
 def test_the_number_of_classes_comes_from_the_data(net, user_data):
     images, labels = user_data
     assert Labelled((images, labels)).n_classes == 3
-    with pytest.raises(ConfigError, match=re.escape(f"a (a class of given data (n={N}), or input tensors) must be from "
-                                                    "0 to 2, got 3")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"a (a class of given data (n={N}), or input tensors) must be from 0 to 2, got 3")
+    ):
         net.steering_vector(3, 0, "layer0.post", data=(images, labels))
     dataset = Items(images, labels, True)
     dataset.classes = ["cat", "dog", "bird", "fish"]  # a fourth class without examples
     assert Labelled(dataset).n_classes == 4
-    with pytest.raises(UsageError, match=re.escape(f"Items (n={N}) has 0 examples of class 3; exemplar 0 does not exist")):
+    with pytest.raises(
+        UsageError, match=re.escape(f"Items (n={N}) has 0 examples of class 3; exemplar 0 does not exist")
+    ):
         net.steering_vector(3, 0, "layer0.post", data=dataset)
-    with pytest.raises(UsageError, match=re.escape(f"Items (n={N}) has no example of class(es) [3]; the class mean is undefined")):
+    with pytest.raises(
+        UsageError, match=re.escape(f"Items (n={N}) has no example of class(es) [3]; the class mean is undefined")
+    ):
         net.steering_vector(3, 0, "layer0.post", method="mean", data=dataset)
-    with pytest.raises(UsageError, match=f"has {int((labels == 1).sum())} examples of class 1; exemplar 99 does not exist "
-                                         r"\(exemplars count from 0\)"):
+    with pytest.raises(
+        UsageError,
+        match=f"has {int((labels == 1).sum())} examples of class 1; exemplar 99 does not exist "
+        r"\(exemplars count from 0\)",
+    ):
         net.steering_vector(1, 0, "layer0.post", exemplar=99, data=(images, labels))
 
 
-@pytest.mark.parametrize("data, error, message", [
-    ((torch.zeros(4, 16, dtype=torch.uint8), torch.tensor([0, 1, 0, 1])), InputDtypeError,
-     r"images from given data \(n=4\) have dtype torch.uint8; expected floating point .* images.float\(\) / 255"),
-    ((torch.full((4, 16), float("nan")), torch.tensor([0, 1, 0, 1])), UsageError, "contain NaN or infinite values"),
-    ((torch.zeros(4, 16), torch.tensor([0.0, 1.0, 0.0, 1.0])), ShapeError, "labels must be a 1-D integer tensor"),
-    ((torch.zeros(4, 16), torch.tensor([0, 1, 0])), ShapeError, "one label per example .* got 4 examples, 3 labels"),
-    ((torch.zeros(4, 16), torch.tensor([0, -1, 0, 1])), ShapeError, r"class numbers >= 0, got \[-1\]"),
-    ((torch.zeros(4, 15), torch.tensor([0, 1, 0, 1])), ShapeError, r"expected input of shape \[batch, 16\]"),
-    ([("not an image", 0), ("x", 1)], ArgumentTypeError, "images must be tensors or arrays, got str at index 0"),
-    ([torch.zeros(16)], ArgumentTypeError, r"items must be \(image, label\) pairs, got Tensor at index 0"),
-    ("mnist", ArgumentTypeError, "labelled data must be an \\(images, labels\\) pair of tensors or a torch Dataset"),
-])
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        (
+            (torch.zeros(4, 16, dtype=torch.uint8), torch.tensor([0, 1, 0, 1])),
+            InputDtypeError,
+            r"images from given data \(n=4\) have dtype torch.uint8; expected floating point .* images.float\(\) / 255",
+        ),
+        ((torch.full((4, 16), float("nan")), torch.tensor([0, 1, 0, 1])), UsageError, "contain NaN or infinite values"),
+        ((torch.zeros(4, 16), torch.tensor([0.0, 1.0, 0.0, 1.0])), ShapeError, "labels must be a 1-D integer tensor"),
+        (
+            (torch.zeros(4, 16), torch.tensor([0, 1, 0])),
+            ShapeError,
+            "one label per example .* got 4 examples, 3 labels",
+        ),
+        ((torch.zeros(4, 16), torch.tensor([0, -1, 0, 1])), ShapeError, r"class numbers >= 0, got \[-1\]"),
+        ((torch.zeros(4, 15), torch.tensor([0, 1, 0, 1])), ShapeError, r"expected input of shape \[batch, 16\]"),
+        ([("not an image", 0), ("x", 1)], ArgumentTypeError, "images must be tensors or arrays, got str at index 0"),
+        ([torch.zeros(16)], ArgumentTypeError, r"items must be \(image, label\) pairs, got Tensor at index 0"),
+        (
+            "mnist",
+            ArgumentTypeError,
+            "labelled data must be an \\(images, labels\\) pair of tensors or a torch Dataset",
+        ),
+    ],
+)
 def test_bad_data_says_what_is_wrong(net, data, error, message):
     with pytest.raises(error, match=message):
         net.steering_vector(1, 0, "layer0.post", data=data)
@@ -168,9 +196,12 @@ def test_bad_data_says_what_is_wrong(net, data, error, message):
 
 # -- the MNIST default ---------------------------------------------------------------------------
 
+
 def test_a_model_not_shaped_like_mnist_needs_data(net):
-    expected = re.escape("class labels need labelled data: this model's input is [1, 4, 4], not MNIST's [1, 28, 28]; pass "
-                         "data=(images, labels) or a labelled Dataset")
+    expected = re.escape(
+        "class labels need labelled data: this model's input is [1, 4, 4], not MNIST's [1, 28, 28]; pass "
+        "data=(images, labels) or a labelled Dataset"
+    )
     with pytest.raises(UsageError, match=expected):
         net.steering_vector(3, 1, "layer0.post")
     with pytest.raises(UsageError, match=expected):
@@ -184,9 +215,16 @@ def test_a_model_not_shaped_like_mnist_needs_data(net):
 def test_an_mnist_shaped_model_not_recorded_as_mnist_warns_once(model):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        fashion = HookedMLP.from_module(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))).eval()
-    with pytest.warns(DataWarning, match=re.escape("class labels are resolved through MNIST's train images, but this "
-                                                   "model does not record being trained on MNIST; pass data=(images, labels)")):
+        fashion = HookedMLP.from_module(
+            nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+        ).eval()
+    with pytest.warns(
+        DataWarning,
+        match=re.escape(
+            "class labels are resolved through MNIST's train images, but this "
+            "model does not record being trained on MNIST; pass data=(images, labels)"
+        ),
+    ):
         v = fashion.steering_vector(3, 1, "layer0.post")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per model
@@ -194,7 +232,9 @@ def test_an_mnist_shaped_model_not_recorded_as_mnist_warns_once(model):
             pass
         assert model.meta["dataset"] == "mnist"
         model.steering_vector(3, 1, "layer0.post")  # the shipped model does not warn
-    assert torch.equal(v["layer0.post"], fashion.steering_vector(3, 1, "layer0.post", data=load_mnist("train"))["layer0.post"])
+    assert torch.equal(
+        v["layer0.post"], fashion.steering_vector(3, 1, "layer0.post", data=load_mnist("train"))["layer0.post"]
+    )
     assert v.meta["data"] == "MNIST train"
     confirmed = HookedMLP.from_module(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))).eval()
     confirmed.meta["dataset"] = "mnist"

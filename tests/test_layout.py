@@ -30,7 +30,12 @@ def test_sites_positions_and_shapes(chain):
     assert [s.shape for s in layout.sites] == [(6,), (5,), (5,), (5,), (5,), (4,), (4,), (4,), (4,), (3,)]
     assert layout.output_shape == (3,)
     assert [(layer.index, layer.path, layer.affine) for layer in layout.layers] == [
-        (0, "0", True), (1, "1", False), (2, "2", True), (3, "3", False), (4, "4", True)]
+        (0, "0", True),
+        (1, "1", False),
+        (2, "2", True),
+        (3, "3", False),
+        (4, "4", True),
+    ]
     assert layout is chain.layout  # rebuilt only when something changes
 
 
@@ -45,18 +50,21 @@ def test_navigation(chain):
         layout.site("layer1.pots")
 
 
-@pytest.mark.parametrize("kwargs,span", [
-    ({}, Span(0, 10, False)),
-    ({"stop_at": "layer1.post"}, Span(0, 4, False)),
-    ({"start_at": "layer1.post"}, Span(4, 10, True)),
-    ({"start_at": "layer2.pre", "stop_at": "layer2.pre"}, Span(5, 5, True)),
-    ({"start_at_layer": 0}, Span(0, 10, False)),
-    ({"start_at_layer": 2}, Span(4, 10, True)),
-    ({"start_at_layer": -1}, Span(8, 10, True)),
-    ({"stop_at_layer": 2}, Span(0, 4, False)),
-    ({"stop_at_layer": -1}, Span(0, 8, False)),
-    ({"stop_at_layer": 5}, Span(0, 10, False)),
-])
+@pytest.mark.parametrize(
+    "kwargs,span",
+    [
+        ({}, Span(0, 10, False)),
+        ({"stop_at": "layer1.post"}, Span(0, 4, False)),
+        ({"start_at": "layer1.post"}, Span(4, 10, True)),
+        ({"start_at": "layer2.pre", "stop_at": "layer2.pre"}, Span(5, 5, True)),
+        ({"start_at_layer": 0}, Span(0, 10, False)),
+        ({"start_at_layer": 2}, Span(4, 10, True)),
+        ({"start_at_layer": -1}, Span(8, 10, True)),
+        ({"stop_at_layer": 2}, Span(0, 4, False)),
+        ({"stop_at_layer": -1}, Span(0, 8, False)),
+        ({"stop_at_layer": 5}, Span(0, 10, False)),
+    ],
+)
 def test_spans(chain, kwargs, span):
     got = chain.layout.span(**kwargs)
     assert got == span
@@ -65,21 +73,32 @@ def test_spans(chain, kwargs, span):
 
 def test_span_refusals(chain):
     layout = chain.layout
-    with pytest.raises(UsageError, match=re.escape(
+    with pytest.raises(
+        UsageError,
+        match=re.escape(
             "stop_at='layer0.post' comes before start_at='layer1.post', so the pass would stop before it starts; hook "
-            "order is layer0.pre, layer0.post, layer1.pre")):
+            "order is layer0.pre, layer0.post, layer1.pre"
+        ),
+    ):
         layout.span(start_at="layer1.post", stop_at="layer0.post")
     with pytest.raises(UsageError, match=re.escape("stop_at_layer=1 comes before start_at_layer=3")):
         layout.span(start_at_layer=3, stop_at_layer=1)
-    with pytest.raises(UsageError, match=re.escape("pass start_at or start_at_layer (and stop_at or stop_at_layer), not both")):
+    with pytest.raises(
+        UsageError, match=re.escape("pass start_at or start_at_layer (and stop_at or stop_at_layer), not both")
+    ):
         layout.span(start_at="layer1.post", start_at_layer=1)
-    with pytest.raises(UsageError, match=re.escape("start_at_layer must be an int from -5 to 4 (this chain has 5 layers), got 5")):
+    with pytest.raises(
+        UsageError, match=re.escape("start_at_layer must be an int from -5 to 4 (this chain has 5 layers), got 5")
+    ):
         layout.span(start_at_layer=5)
-    with pytest.raises(UsageError, match=re.escape("stop_at_layer must be an int from -5 to 5 (this chain has 5 layers), got True")):
+    with pytest.raises(
+        UsageError, match=re.escape("stop_at_layer must be an int from -5 to 5 (this chain has 5 layers), got True")
+    ):
         layout.span(stop_at_layer=True)
 
 
 # -- the layout follows the live modules --------------------------------------------------------
+
 
 def test_swapping_a_module_is_reflected_everywhere(chain, x):
     before = chain.layout
@@ -95,8 +114,15 @@ def test_swapping_a_module_is_reflected_everywhere(chain, x):
         assert torch.equal(chain(x), expected)
         out, cache = chain.run_with_cache(x)
     assert torch.equal(out, expected) and cache["layer4.post"].shape == (4, 7)
-    assert ("layer4.post", "[batch, 7]", "output of Linear(in_features=4, out_features=7, bias=True)") in chain.hook_table()
-    assert "\n  layer4.post   [batch, 7]           output of Linear(in_features=4, out_features=7, bias=True)\n)" in repr(chain)
+    assert (
+        "layer4.post",
+        "[batch, 7]",
+        "output of Linear(in_features=4, out_features=7, bias=True)",
+    ) in chain.hook_table()
+    assert (
+        "\n  layer4.post   [batch, 7]           output of Linear(in_features=4, out_features=7, bias=True)\n)"
+        in repr(chain)
+    )
 
 
 def test_swapping_in_a_module_of_another_kind(chain, x):
@@ -104,14 +130,18 @@ def test_swapping_in_a_module_of_another_kind(chain, x):
     chain.layer1.module = block
     assert not chain.layout.layers[1].affine and chain.layout.sites[3].shape == (5,)
     with torch.no_grad():
-        assert torch.equal(chain(x), chain.layer4.module(torch.relu(chain.layer2.module(block(chain.layer0.module(x))))))
+        assert torch.equal(
+            chain(x), chain.layer4.module(torch.relu(chain.layer2.module(block(chain.layer0.module(x)))))
+        )
     assert chain.hook_table()[2] == ("layer1.pre", "[batch, 5]", "input of Sequential(...)")
 
 
 def test_swapping_in_a_module_that_does_not_fit(chain, x):
     chain.layer2.module = nn.Linear(4, 4)
-    message = ("layer2 (Linear) reads 4 features, but its input has shape [5] per example; replace it with a module that "
-               "takes [5], or fix the module before it")
+    message = (
+        "layer2 (Linear) reads 4 features, but its input has shape [5] per example; replace it with a module that "
+        "takes [5], or fix the module before it"
+    )
     with pytest.raises(ShapeError, match=re.escape(message)):
         chain.layout
     assert repr(chain) == f"HookedMLP(5 layers, not a working chain: {message})"
@@ -124,9 +154,13 @@ def test_replacing_a_whole_layer(chain, x):
     assert chain.hook_dict["layer1.post"] is chain.layer1.post and chain.layout.layers[1].path == "tanh"
     with torch.no_grad(), chain.hooks(fwd_hooks=[("layer1.post", lambda act, hook: act * 0)]):
         assert torch.equal(chain(x), chain.layer4.module(torch.relu(chain.layer2.module(torch.zeros(4, 5)))))
-    with pytest.raises(UsageError, match=re.escape(
+    with pytest.raises(
+        UsageError,
+        match=re.escape(
             "model.layer3 is the HookedLayer holding module layer3 between its two hook points; to swap the module, set "
-            "model.layer3.module = GELU(...) instead")):
+            "model.layer3.module = GELU(...) instead"
+        ),
+    ):
         chain.layer3 = nn.GELU()
 
 
@@ -144,11 +178,14 @@ def test_mode_changes_change_which_modules_are_affine():
 
 
 def test_layout_of_a_broken_chain_names_the_layer_and_its_path():
-    with pytest.raises(ShapeError, match=re.escape(
-            "layer1 (Linear, from fc) reads 4 features, but its input has shape [5] per example")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape("layer1 (Linear, from fc) reads 4 features, but its input has shape [5] per example"),
+    ):
         Layout([nn.Linear(6, 5), nn.Linear(4, 3)], ["0", "fc"], (6,))
-    with pytest.raises(ShapeError, match=re.escape(
-            "layer1 (Conv2d) cannot take an input of shape [5] per example (RuntimeError: ")):
+    with pytest.raises(
+        ShapeError, match=re.escape("layer1 (Conv2d) cannot take an input of shape [5] per example (RuntimeError: ")
+    ):
         Layout([nn.Linear(6, 5), nn.Conv2d(1, 1, 3)], ["0", "1"], (6,))
 
 
@@ -160,7 +197,9 @@ def test_layout_of_a_huge_parameterless_chain_allocates_nothing():
 
 def test_a_swapped_in_norm_must_fit_the_activation(chain):
     chain.layer1.module = nn.LayerNorm(7)
-    with pytest.raises(ShapeError, match=re.escape("layer1 (LayerNorm) cannot take an input of shape [5] per example (")):
+    with pytest.raises(
+        ShapeError, match=re.escape("layer1 (LayerNorm) cannot take an input of shape [5] per example (")
+    ):
         chain.layout
     chain.layer1.module = nn.PReLU(4)
     with pytest.raises(ShapeError, match=re.escape("layer1 (PReLU) cannot take an input of shape [5] per example (")):

@@ -81,4 +81,7 @@ def test_a_failing_cell_fails() -> None:
     with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
         _hook().run(nb)
     assert [[o.get("text") for o in c.outputs if o.output_type == "stream"] for c in nb.cells] == [
-        [sys.executable + "\n"], [], []]
+        [sys.executable + "\n"],
+        [],
+        [],
+    ]

@@ -7,16 +7,19 @@ import pytest
 from analysis.outputs import Outputs, same_to_precision
 
 
-@pytest.mark.parametrize("old, new, same", [
-    ("loss 6.79 at layer0.post", "loss 6.80 at layer0.post", True),  # one unit in the last digit
-    ("loss 6.79", "loss 6.81", False),
-    ("layer0.post", "layer1.post", False),  # digits in names are text
-    ("66 of 90 pairs", "67 of 90 pairs", False),  # integers exactly
-    ("rate 65.4%", "rate 65.5%", True),
-    ("a 1e-05", "a 1.1e-05", True),
-    ("x 0.5", "x 0.5 y", False),
-    ("| 0.06 | 7.71 |", "| 0.06 | 7.72 |", True),
-])
+@pytest.mark.parametrize(
+    "old, new, same",
+    [
+        ("loss 6.79 at layer0.post", "loss 6.80 at layer0.post", True),  # one unit in the last digit
+        ("loss 6.79", "loss 6.81", False),
+        ("layer0.post", "layer1.post", False),  # digits in names are text
+        ("66 of 90 pairs", "67 of 90 pairs", False),  # integers exactly
+        ("rate 65.4%", "rate 65.5%", True),
+        ("a 1e-05", "a 1.1e-05", True),
+        ("x 0.5", "x 0.5 y", False),
+        ("| 0.06 | 7.71 |", "| 0.06 | 7.72 |", True),
+    ],
+)
 def test_same_to_precision(old, new, same):
     assert same_to_precision(old, new) is same
 

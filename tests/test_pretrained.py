@@ -40,6 +40,7 @@ def test_logits(model):
 
 # -- quality, and agreement with the card ------------------------------------------------------
 
+
 def test_test_loss_is_at_most_0_09_and_matches_the_card(test_logits, card):
     logits, labels = test_logits
     loss = F.cross_entropy(logits, labels).item()
@@ -55,6 +56,7 @@ def test_accuracy_matches_the_card(test_logits, card):
 
 
 # -- the card ----------------------------------------------------------------------------------
+
 
 def test_card_records_how_the_model_was_made(card):
     assert card["name"] == "mnist-mlp"
@@ -85,11 +87,15 @@ def test_card_agrees_with_the_checkpoint_meta(model, card):
 
 # -- architecture ------------------------------------------------------------------------------
 
+
 def test_architecture_is_784_512_512_10_relu(model):
     layers = model.layout.layers
     assert [type(layer.module) for layer in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
     assert [(m.in_features, m.out_features) for m in model.to_sequential() if isinstance(m, nn.Linear)] == [
-        (784, 512), (512, 512), (512, 10)]
+        (784, 512),
+        (512, 512),
+        (512, 10),
+    ]
     assert model.config == MLPConfig(d_in=784, d_hidden=(512, 512), d_out=10, activation="relu")
     assert model.hook_names == HOOKS
     assert model.input_shape == (1, 28, 28)
@@ -108,6 +114,7 @@ def test_from_pretrained_equals_loading_the_file(model):
 
 
 # -- errors ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["mnist_mlp", "mnist-mpl", "mnist", "mnist-mlp.pt"])
 def test_unknown_name_suggests_the_right_one(name):

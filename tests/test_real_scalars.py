@@ -11,8 +11,21 @@ from hookedmlp.checks import check_coeff, check_finite, check_number
 from hookedmlp.errors import ConfigError
 
 
-@pytest.mark.parametrize("value", [2, 2.0, np.float16(2), np.float32(2), np.float64(2), np.int8(2), np.int64(2),
-                                   np.uint8(2), torch.tensor(2.0), torch.tensor([2])])
+@pytest.mark.parametrize(
+    "value",
+    [
+        2,
+        2.0,
+        np.float16(2),
+        np.float32(2),
+        np.float64(2),
+        np.int8(2),
+        np.int64(2),
+        np.uint8(2),
+        torch.tensor(2.0),
+        torch.tensor([2]),
+    ],
+)
 def test_every_real_scalar_is_a_coefficient(value):
     assert check_coeff(value) == 2.0 and isinstance(check_coeff(value), float)
     v = SteeringVector({"layer0.post": torch.arange(3.0)})
@@ -40,7 +53,9 @@ def test_check_number_takes_numpy_scalars_too():
 
 def test_check_finite_names_the_first_bad_value_and_the_count():
     assert check_finite(torch.ones(3), "x") is not None
-    with pytest.raises(SteeringError, match=r"^patch activations must be finite, got inf \(2 of 4 entries are NaN or infinite\)$"):
+    with pytest.raises(
+        SteeringError, match=r"^patch activations must be finite, got inf \(2 of 4 entries are NaN or infinite\)$"
+    ):
         check_finite(torch.tensor([1.0, math.inf, 2.0, -math.inf]), "patch activations")
     with pytest.raises(SteeringError, match=r"^clamp value must be finite, got nan$"):
         check_finite(torch.tensor(math.nan), "clamp value")

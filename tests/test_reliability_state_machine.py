@@ -81,6 +81,7 @@ def rand(seed, *shape):
 
 # -- hook functions: the library's fn, and the plain edit the reference applies ---------------
 
+
 def fwd_fn(kind):
     if kind == "noop":
         return (lambda act, hook: None), None
@@ -183,15 +184,19 @@ class HookMachine(RuleBasedStateMachine):
         return any(e.dir == "bwd" and e.edit == "boom" for e in self.expected.values())
 
     def _logits_patched(self):
-        return any(f.kind == "patch" and any(e.name == "layer4.post" and id(e.handle) in self.expected for e in f.entries)
-                   for f in self.frames)
+        return any(
+            f.kind == "patch" and any(e.name == "layer4.post" and id(e.handle) in self.expected for e in f.entries)
+            for f in self.frames
+        )
 
     def _snapshot(self):
         return [id(h) for h in self.model.attached_hooks()]
 
     def _reference(self, x):
         """The plain copy's forward with the attached forward edits applied by hand."""
-        edits = sorted((e for e in self.expected.values() if e.dir == "fwd" and e.edit is not None), key=lambda e: e.seq)
+        edits = sorted(
+            (e for e in self.expected.values() if e.dir == "fwd" and e.edit is not None), key=lambda e: e.seq
+        )
         h = x
         for i, m in enumerate(self.plain):
             for e in edits:
@@ -204,8 +209,12 @@ class HookMachine(RuleBasedStateMachine):
         return h
 
     # -- adding and removing hooks -------------------------------------------------------------
-    @rule(where=st.sampled_from(TARGETS), dir=st.sampled_from(["fwd", "bwd"]), permanent=st.booleans(),
-          kind=st.sampled_from(["noop", "scale", "shift", "boom"]))
+    @rule(
+        where=st.sampled_from(TARGETS),
+        dir=st.sampled_from(["fwd", "bwd"]),
+        permanent=st.booleans(),
+        kind=st.sampled_from(["noop", "scale", "shift", "boom"]),
+    )
     def add_hook(self, where, dir, permanent, kind):
         target = where
         if dir == "bwd" and kind == "shift":
@@ -222,7 +231,9 @@ class HookMachine(RuleBasedStateMachine):
         self._track(handles, names, dir, permanent, [edit] * len(names), owner=None)
         self.handles.append(out)
 
-    @rule(where=st.sampled_from(["layer9.post", "*.nope", "layer0.pst", "<nothing>"]), dir=st.sampled_from(["fwd", "bwd"]))
+    @rule(
+        where=st.sampled_from(["layer9.post", "*.nope", "layer0.pst", "<nothing>"]), dir=st.sampled_from(["fwd", "bwd"])
+    )
     def add_hook_unknown(self, where, dir):
         target = where
         before = self._snapshot()
@@ -264,7 +275,9 @@ class HookMachine(RuleBasedStateMachine):
     def enter_hooks(self, fwd, bwd):
         fwd_pairs = [(as_target(t), fwd_fn(k)) for t, k in fwd]
         bwd_pairs = [(as_target(t), bwd_fn(k)) for t, k in bwd]
-        ctx = self.model.hooks(fwd_hooks=[(t, f) for t, (f, _) in fwd_pairs], bwd_hooks=[(t, f) for t, (f, _) in bwd_pairs])
+        ctx = self.model.hooks(
+            fwd_hooks=[(t, f) for t, (f, _) in fwd_pairs], bwd_hooks=[(t, f) for t, (f, _) in bwd_pairs]
+        )
         before = set(self._snapshot())
         value = ctx.__enter__()
         assert value is self.model
@@ -276,8 +289,8 @@ class HookMachine(RuleBasedStateMachine):
         bwd_names = [n for t, _ in bwd for n in resolve(t)]
         bwd_edits = [bwd_fn(k)[1] for t, k in bwd for _ in resolve(t)]
         assert len(new) == len(fwd_names) + len(bwd_names)
-        frame.entries = self._track(new[:len(fwd_names)], fwd_names, "fwd", False, fwd_edits, frame)
-        frame.entries += self._track(new[len(fwd_names):], bwd_names, "bwd", False, bwd_edits, frame)
+        frame.entries = self._track(new[: len(fwd_names)], fwd_names, "fwd", False, fwd_edits, frame)
+        frame.entries += self._track(new[len(fwd_names) :], bwd_names, "bwd", False, bwd_edits, frame)
         self.handles.extend(new)
 
     @precondition(lambda self: len(self.frames) < MAX_DEPTH)
@@ -367,8 +380,13 @@ class HookMachine(RuleBasedStateMachine):
         assert self._snapshot() == before
 
     # -- registration faults -----------------------------------------------------------------
-    @rule(fwd=fwd_specs, bwd=bwd_specs, bad=st.sampled_from(["unknown", "no-match", "filter-none", "not-callable"]),
-          in_bwd=st.booleans(), how=st.sampled_from(["hooks", "run_with_hooks"]))
+    @rule(
+        fwd=fwd_specs,
+        bwd=bwd_specs,
+        bad=st.sampled_from(["unknown", "no-match", "filter-none", "not-callable"]),
+        in_bwd=st.booleans(),
+        how=st.sampled_from(["hooks", "run_with_hooks"]),
+    )
     def bad_entry_in_hook_list(self, fwd, bwd, bad, in_bwd, how):
         """A valid list whose last entry is bad: nothing may be attached, not even the valid ones."""
         before = self._snapshot()
@@ -389,8 +407,12 @@ class HookMachine(RuleBasedStateMachine):
                 self.model.run_with_hooks(X, fwd_hooks=fwd_list, bwd_hooks=bwd_list)
         assert self._snapshot() == before
 
-    @rule(fail_at=st.sampled_from(HOOKS), fwd=st.lists(st.sampled_from(TARGETS), min_size=1, max_size=3),
-          dir=st.sampled_from(["fwd", "bwd"]), via=st.sampled_from(["hooks", "add_hook", "steer"]))
+    @rule(
+        fail_at=st.sampled_from(HOOKS),
+        fwd=st.lists(st.sampled_from(TARGETS), min_size=1, max_size=3),
+        dir=st.sampled_from(["fwd", "bwd"]),
+        via=st.sampled_from(["hooks", "add_hook", "steer"]),
+    )
     def registration_fails_half_way(self, fail_at, fwd, dir, via):
         """``HookPoint.add_hook`` at ``fail_at`` raises: whatever the call registered before
         that point must be rolled back."""
@@ -410,8 +432,11 @@ class HookMachine(RuleBasedStateMachine):
                     with self.model.hooks(**kw):
                         raise AssertionError("entered")
                 elif via == "add_hook":
-                    self.model.add_hook(lambda n, ts=tuple(resolve(t) for t in targets): any(n in r for r in ts),
-                                        lambda a, hook: None, dir=dir)
+                    self.model.add_hook(
+                        lambda n, ts=tuple(resolve(t) for t in targets): any(n in r for r in ts),
+                        lambda a, hook: None,
+                        dir=dir,
+                    )
                 else:
                     vec = SteeringVector({h: torch.ones(WIDTHS[h]) for t in targets for h in resolve(t)})
                     with self.model.steer(vec):
@@ -436,7 +461,9 @@ class HookMachine(RuleBasedStateMachine):
         before = self._snapshot()
         names = HOOKS if target is None else resolve(target)
         try:
-            out, cache = self.model.run_with_cache(X, names_filter=None if target is None else as_target(target), incl_bwd=incl_bwd)
+            out, cache = self.model.run_with_cache(
+                X, names_filter=None if target is None else as_target(target), incl_bwd=incl_bwd
+            )
         except Boom as e:
             assert self._fwd_boom() or (incl_bwd and self._bwd_boom()), e
         else:
@@ -455,8 +482,11 @@ class HookMachine(RuleBasedStateMachine):
         temp_boom = any(k == "boom" for _, k in fwd)
         try:
             with torch.enable_grad():
-                out = self.model.run_with_hooks(X, fwd_hooks=[(as_target(t), fwd_fn(k)[0]) for t, k in fwd],
-                                                bwd_hooks=[(as_target(t), bwd_fn(k)[0]) for t, k in bwd])
+                out = self.model.run_with_hooks(
+                    X,
+                    fwd_hooks=[(as_target(t), fwd_fn(k)[0]) for t, k in fwd],
+                    bwd_hooks=[(as_target(t), bwd_fn(k)[0]) for t, k in bwd],
+                )
         except Boom:
             assert temp_boom or self._fwd_boom()
         else:
@@ -488,7 +518,7 @@ class HookMachine(RuleBasedStateMachine):
                 assert all(h._point is hp and h.dir == dir for h in hooks)
             assert hp.has_hooks() == bool(hp.fwd_hooks or hp.bwd_hooks), f"has_hooks() out of step at {name}"
         for obj in self.handles:
-            for h in (obj if isinstance(obj, HookGroup) else [obj]):
+            for h in obj if isinstance(obj, HookGroup) else [obj]:
                 if id(h) not in self.expected:
                     assert h._point is None, f"{h!r} is detached from the model but still thinks it is attached"
 
@@ -506,7 +536,9 @@ class HookMachine(RuleBasedStateMachine):
         Otherwise (checked whenever the attached set changed; a forward pass with hooks
         costs ~5 ms under the suite's runtime type checks): the hand-applied reference."""
         if not self.frames and not self.expected:
-            assert torch.equal(self.model(X), self.clean), "no context open and no hook attached, yet the logits changed"
+            assert torch.equal(self.model(X), self.clean), (
+                "no context open and no hook attached, yet the logits changed"
+            )
             self.last_checked = ()
             return
         state = tuple(sorted(self.expected))
@@ -530,7 +562,9 @@ class HookMachine(RuleBasedStateMachine):
 
 
 HookMachine.TestCase.settings = settings(
-    max_examples=250, stateful_step_count=8, deadline=None,
+    max_examples=250,
+    stateful_step_count=8,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestHookMachine = HookMachine.TestCase
@@ -548,11 +582,14 @@ def test_run_with_cache_incl_bwd_when_the_logits_are_patched(tiny, tiny_x):
     assert list(cache) == ["layer0.post"]  # the activation is cached; no gradient reaches it
 
 
-@pytest.mark.parametrize("names", [
-    None,  # a plain forward pass: the reference
-    "layer0.post",
-    "layer1.post",
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        None,  # a plain forward pass: the reference
+        "layer0.post",
+        "layer1.post",
+    ],
+)
 def test_run_with_cache_does_not_keep_the_uncopied_activation_alive(tiny, tiny_x, names):
     """The activation at layer0.post must be freed once the next module has read it, cached or not."""
     seen, alive = {}, []

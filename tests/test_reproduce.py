@@ -94,7 +94,9 @@ def test_spearman_matches_hand_computation_with_ties() -> None:
 
 @pytest.mark.parametrize("x, y", [(np.arange(3), np.arange(4)), (np.array([1.0]), np.array([2.0]))])
 def test_spearman_rejects_bad_lengths(x, y) -> None:
-    with pytest.raises(ShapeError, match=re.escape(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")):
+    with pytest.raises(
+        ShapeError, match=re.escape(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")
+    ):
         spearman(x, y)
 
 
@@ -136,7 +138,7 @@ def test_reproduce_writes_report_figures_and_data(repro) -> None:
         assert f"(figures/{stem}.png)" in text
     assert "(figures/distributions_all.html)" in text
     assert lines[-len(CLAIMS) - 1] == f"report: {out / 'reproduction.md'}"
-    assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS):]] == [c.key for c in CLAIMS]
+    assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS) :]] == [c.key for c in CLAIMS]
     assert any(line.startswith("spread: 2 models x 2 vector sources") for line in lines)
     back = Reproduction.from_dict(json.loads((figs / "reproduction.json").read_text()))
     assert same_to_precision(text, report_text(back)), "the saved data must render the same report"
@@ -168,7 +170,11 @@ def test_reproduce_results_are_consistent(repro) -> None:
     r, out, _ = repro
     model = HookedMLP.from_pretrained("mnist-mlp").eval()
     assert r.n_test == 1000 and r.grid.n_test == 1000 and list(r.grids) == model.hook_names
-    assert len(r.runs) == 4 and {run.model for run in r.runs} == {"mnist-mlp", "mnist-mlp-seed1"} and len(r.control_runs) == 2
+    assert (
+        len(r.runs) == 4
+        and {run.model for run in r.runs} == {"mnist-mlp", "mnist-mlp-seed1"}
+        and len(r.control_runs) == 2
+    )
     images, labels = load_mnist("test")
     with torch.no_grad():
         logits = model.to_sequential()(images)
@@ -188,10 +194,14 @@ def test_reproduce_results_are_consistent(repro) -> None:
 def test_a_second_run_leaves_every_tracked_file_alone(repro, tmp_path) -> None:
     """The main job on a clean checkout leaves it clean: only untracked HTML is rewritten."""
     shutil.copytree(repro[1], tmp_path, dirs_exist_ok=True, copy_function=shutil.copy2)
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".html"}
+    before = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".html"
+    }
     assert any(p.suffix == ".png" for p in before)
     reproduce(out_dir=tmp_path, quick=True, progress=False, log=lambda s: None)
-    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".html"}
+    after = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".html"
+    }
     assert after == before
 
 
@@ -238,16 +248,19 @@ def test_cli_missing_checkpoint(tmp_path, capsys) -> None:
     assert one_line(capsys.readouterr().err).startswith("hookedmlp grid: error:")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["grid", "--coeff", "nan"], "finite"),
-    (["sweep", "--coeff", "inf"], "finite"),
-    (["grid", "--coeff", "abc"], "expected a number"),
-    (["sweep", "--a", "12"], "expected a digit 0-9"),
-    (["sweep", "--b", "-1"], "expected a digit 0-9"),
-    (["grid", "--metric", "bogus"], "invalid choice"),
-    (["grid", "--method", "median"], "invalid choice"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["grid", "--coeff", "nan"], "finite"),
+        (["sweep", "--coeff", "inf"], "finite"),
+        (["grid", "--coeff", "abc"], "expected a number"),
+        (["sweep", "--a", "12"], "expected a digit 0-9"),
+        (["sweep", "--b", "-1"], "expected a digit 0-9"),
+        (["grid", "--metric", "bogus"], "invalid choice"),
+        (["grid", "--method", "median"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_cli_bad_flags_exit_2_one_line(argv, needle, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -271,7 +284,10 @@ def small_scoring_set(monkeypatch):
 def test_cli_grid_runs(small_scoring_set, tmp_path, capsys) -> None:
     assert main(["grid", "--coeff", "-0.5", "--metric", "flip_rate", "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
-    assert "share of the test images of b classified as a (layer0.post, coeff -0.5, first training image of each digit)" in out
+    assert (
+        "share of the test images of b classified as a (layer0.post, coeff -0.5, first training image of each digit)"
+        in out
+    )
     assert "| 3 |" in out
     assert "GridResult(layer0.post, coeff=-0.5" in out and "n_test=200" in out
     g = GridResult.load(tmp_path / "g.json")
@@ -301,5 +317,12 @@ def test_distribution_pairs_say_why_each_was_chosen(repro) -> None:
     assert flips[by_reason.get("the strongest flip", (3, 1))] == max(flips.values())
     assert flips[by_reason.get("the weakest flip", (3, 1))] == min(flips.values())
     assert losses[by_reason.get("the most damage", (3, 1))] == max(losses.values())
-    assert set(by_reason) <= {"the study's example", "the strongest flip", "the weakest flip", "a median flip",
-                              "the most damage", "the least damage", "a strong flip"}
+    assert set(by_reason) <= {
+        "the study's example",
+        "the strongest flip",
+        "the weakest flip",
+        "a median flip",
+        "the most damage",
+        "the least damage",
+        "a strong flip",
+    }

@@ -78,9 +78,13 @@ def reference_site(plain, name):
         return plain.unembed, "post"
     _, i, *rest = name.split(".")
     block = plain.blocks[int(i)]
-    return {"hook_resid_pre": (block, "pre"), "mlp.hook_pre": (block.mlp.W_in, "post"),
-            "mlp.hook_post": (block.mlp.act, "post"), "hook_mlp_out": (block.mlp, "post"),
-            "hook_resid_post": (block, "post")}[".".join(rest)]
+    return {
+        "hook_resid_pre": (block, "pre"),
+        "mlp.hook_pre": (block.mlp.W_in, "post"),
+        "mlp.hook_post": (block.mlp.act, "post"),
+        "hook_mlp_out": (block.mlp, "post"),
+        "hook_resid_post": (block, "post"),
+    }[".".join(rest)]
 
 
 def run_with_torch_hook(plain, x, module, side, fn):
@@ -149,9 +153,13 @@ def test_act_name():
     assert model.act_name("embed") == "hook_embed" and model.act_name("logits") == "hook_logits"
     _, cache = model.run_with_cache(torch.rand(2, 16))
     assert torch.equal(cache["mlp_out", 1], cache["blocks.1.hook_mlp_out"])
-    with pytest.raises(HookNameError, match=re.escape(
+    with pytest.raises(
+        HookNameError,
+        match=re.escape(
             "tuple keys of a ResidualMLP are ('embed',), ('logits',) or (name, layer) with name one of resid_pre, "
-            "resid_post, mlp_out, pre, post; got ('attn_out', 0)")):
+            "resid_post, mlp_out, pre, post; got ('attn_out', 0)"
+        ),
+    ):
         model.act_name("attn_out", 0)
 
 
@@ -165,9 +173,13 @@ def test_hook_table_lists_shapes():
 
 def test_from_module_refuses_the_plain_network_and_points_here():
     _, plain, _ = _pair("layernorm")
-    with pytest.raises(UnsupportedNetworkError, match=re.escape(
+    with pytest.raises(
+        UnsupportedNetworkError,
+        match=re.escape(
             "PlainResidual.forward changes the activation between module blocks.0.mlp.W_out and module blocks.1.ln "
             "(LayerNorm): a functional call such as F.relu, a skip connection, or arithmetic; the chain of its modules "
             "would compute something else, so it is refused; write it as a HookedRoot subclass with HookPoints placed in "
-            "forward (see docs/your-own-network.md, and hookedmlp.ResidualMLP for an example)")):
+            "forward (see docs/your-own-network.md, and hookedmlp.ResidualMLP for an example)"
+        ),
+    ):
         HookedMLP.from_module(plain)

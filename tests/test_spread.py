@@ -13,7 +13,11 @@ from hookedmlp.steering import class_activations
 def test_vector_sources_are_ten_exemplars_and_the_mean():
     sources = vector_sources(10)
     assert [s.exemplar for s in sources[:10]] == list(range(10)) and sources[-1] == VectorSource("mean")
-    assert [s.label for s in (sources[0], sources[3], sources[-1])] == ["first training image", "training image 4", "class mean"]
+    assert [s.label for s in (sources[0], sources[3], sources[-1])] == [
+        "first training image",
+        "training image 4",
+        "class mean",
+    ]
 
 
 def test_stratified_subset_takes_the_first_images_of_each_class():

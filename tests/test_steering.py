@@ -22,10 +22,13 @@ STUDY_HOOKS = ["layer0.post", "layer1.post", "layer2.pre", "layer3.post"]
 
 # -- fixtures and the plain-torch reference ---------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def plain(model) -> nn.Sequential:
     """A fresh Sequential (no module shared with ``model``) holding copies of its weights."""
-    seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    seq = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
     sd = model.state_dict()
     with torch.no_grad():
         for i, k in ((1, 0), (3, 2), (5, 4)):
@@ -102,6 +105,7 @@ def assert_untouched(model, x, base):
 
 # -- the study's method, bit for bit ------------------------------------------------------
 
+
 def test_first_exemplars_are_indices_7_and_3(train):
     _, labels = train
     assert first_index(labels, 3) == 7
@@ -164,6 +168,7 @@ def test_exemplar_k_takes_the_kth_training_image_of_each_digit(model, plain, tra
 
 # -- other ways to build a vector -------------------------------------------------------
 
+
 def test_mean_method_equals_class_means_by_hand(model, plain, train):
     imgs, labels = train
     hooks = ["layer0.post", "layer3.post"]
@@ -183,7 +188,9 @@ def test_single_image_tensor_inputs(model, train, shape):
     imgs, labels = train
     three, one = imgs[first_index(labels, 3)], imgs[first_index(labels, 1)]
     v = model.steering_vector(three.reshape(shape), one.reshape(shape), "layer0.post")
-    torch.testing.assert_close(v["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        v["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"], rtol=0, atol=1e-6
+    )
     assert v.meta["n_examples"] == [1, 1]
     assert v.label == "input(n=1) - input(n=1)"
 
@@ -199,7 +206,9 @@ def test_batch_tensor_inputs_are_averaged(model, plain, train):
         torch.testing.assert_close(v[hook], ref, rtol=1e-6, atol=1e-6)
     assert v.meta["n_examples"] == [7, 4]
     mixed = model.steering_vector(imgs[first_index(labels, 3)], 1, "layer0.post")
-    torch.testing.assert_close(mixed["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        mixed["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"], rtol=0, atol=1e-6
+    )
     assert mixed.label == "input(n=1) - 1"
 
 
@@ -257,14 +266,21 @@ def test_provenance_in_meta_and_repr(model):
     assert re.fullmatch(r"[0-9a-f]{12}", v.meta["model"])
     assert v.label == "3 - 1"
     r = repr(v)
-    for part in ("'3 - 1'", "layer0.post [512]", "method=first", "n_examples=[1, 1]",
-                 f"model={model_fingerprint(model)}", f"norm={norm:.4g}"):
+    for part in (
+        "'3 - 1'",
+        "layer0.post [512]",
+        "method=first",
+        "n_examples=[1, 1]",
+        f"model={model_fingerprint(model)}",
+        f"norm={norm:.4g}",
+    ):
         assert part in r, (part, r)
     m = model.steering_vector(4, 9, "layer3.post", method="mean", coeff=2.0)
     assert "method=mean" in repr(m) and "coeff=2.0" in repr(m) and "'4 - 9'" in repr(m)
 
 
 # -- applying -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def v1(model):
@@ -315,8 +331,9 @@ def test_nested_contexts_add_up_at_one_hook(model, v1, v2, x):
 def test_nested_contexts_at_different_hooks_exact(model, plain, x):
     a = model.steering_vector(3, 1, "layer0.post")
     b = model.steering_vector(7, 2, "layer3.post")
-    ref = plain_forward(plain, x, {"layer0.post": lambda h: h + a["layer0.post"],
-                                        "layer3.post": lambda h: h + b["layer3.post"]})
+    ref = plain_forward(
+        plain, x, {"layer0.post": lambda h: h + a["layer0.post"], "layer3.post": lambda h: h + b["layer3.post"]}
+    )
     with model.steer(a), model.steer(b):
         assert torch.equal(model(x), ref)
     with model.steer(b), model.steer(a):

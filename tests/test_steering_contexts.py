@@ -43,8 +43,13 @@ def contexts(tiny):
         return a
 
     return {
-        "steer": (lambda: tiny.steer(v, coeff=0.5), [("layer0.post", lambda a: a + 0.5 * v["layer0.post"]),
-                                                     ("layer2.post", lambda a: a + 0.5 * v["layer2.post"])]),
+        "steer": (
+            lambda: tiny.steer(v, coeff=0.5),
+            [
+                ("layer0.post", lambda a: a + 0.5 * v["layer0.post"]),
+                ("layer2.post", lambda a: a + 0.5 * v["layer2.post"]),
+            ],
+        ),
         "steer_ab": (lambda: tiny.steer(a=seeded(5, 16), b=seeded(6, 16), hook="layer1.post"), None),
         "ablate": (lambda: tiny.ablate(d, "layer1.post"), [("layer1.post", lambda a: a - (a @ u).unsqueeze(-1) * u)]),
         "patch": (lambda: tiny.patch("layer3.post", new), [("layer3.post", lambda a: new.expand_as(a).clone())]),
@@ -64,8 +69,11 @@ def test_a_context_can_be_entered_again_but_not_while_active(tiny, tiny_x, conte
         assert entered is tiny
         first = tiny(tiny_x)
         n = len(tiny.attached_hooks())
-        with pytest.raises(UsageError, match=r"this hook context is already active; make a new one \(e.g. call "
-                                             r"model.steer\(...\) again\) to nest"):
+        with pytest.raises(
+            UsageError,
+            match=r"this hook context is already active; make a new one \(e.g. call "
+            r"model.steer\(...\) again\) to nest",
+        ):
             ctx.__enter__()
         assert len(tiny.attached_hooks()) == n  # the refused entry attached nothing, removed nothing
         assert torch.equal(tiny(tiny_x), first)
@@ -87,8 +95,10 @@ def test_an_exception_inside_restores_exactly_and_user_hooks_survive(tiny, tiny_
     try:
         before = tiny.attached_hooks()
         with_user = tiny(tiny_x)
-        assert torch.equal(with_user, reference(tiny_seq, tiny_x, [("layer2.post", lambda a: a * 0.5),
-                                                                    ("layer3.pre", lambda a: a + 0.25)]))
+        assert torch.equal(
+            with_user,
+            reference(tiny_seq, tiny_x, [("layer2.post", lambda a: a * 0.5), ("layer3.pre", lambda a: a + 0.25)]),
+        )
         with pytest.raises(KeyError, match="inside"):
             with make():
                 assert len(tiny.attached_hooks()) > len(before)

@@ -39,11 +39,16 @@ def base(model, x):
     return model(x)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (10, "must be from 0 to 9, got 10"), (-1, "must be from 0 to 9, got -1"),
-    (True, r"must be an int from 0 to 9, got bool \(True\)"), (3.5, r"must be an int from 0 to 9, got float \(3.5\)"),
-    ("3", r"must be an int from 0 to 9, got str \('3'\)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (10, "must be from 0 to 9, got 10"),
+        (-1, "must be from 0 to 9, got -1"),
+        (True, r"must be an int from 0 to 9, got bool \(True\)"),
+        (3.5, r"must be an int from 0 to 9, got float \(3.5\)"),
+        ("3", r"must be an int from 0 to 9, got str \('3'\)"),
+    ],
+)
 @pytest.mark.parametrize("where", ["a", "b"])
 def test_bad_digit(model, x, base, bad, message, where):
     kwargs = {"a": 3, "b": 1, where: bad}
@@ -58,7 +63,9 @@ def test_bad_digit(model, x, base, bad, message, where):
 @pytest.mark.parametrize("where", ["a", "b"])
 def test_missing_side(model, x, base, where):
     kwargs = {"a": 3, "b": 1, where: None}
-    with pytest.raises(UsageError, match=f"steer\\(\\) needs a SteeringVector or all of a=, b=, hook=; missing {where}$"):
+    with pytest.raises(
+        UsageError, match=f"steer\\(\\) needs a SteeringVector or all of a=, b=, hook=; missing {where}$"
+    ):
         model.steer(**kwargs, hook="layer0.post")
     assert_untouched(model, x, base)
 
@@ -125,9 +132,13 @@ def test_unknown_method_and_exemplar_mistakes(model, x, base):
 
 def test_vector_of_wrong_width(model, x, base):
     v = SteeringVector({"layer0.post": torch.ones(100)})
-    with pytest.raises(ShapeError, match=re.escape(
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
             "steering vector at 'layer0.post' has shape [100], but one example's activation there is [512] (a batch is "
-            "[batch, 512]); expected a tensor of shape [512]")):
+            "[batch, 512]); expected a tensor of shape [512]"
+        ),
+    ):
         model.steer(v)
     w = SteeringVector({"layer0.post": torch.ones(512), "layer4.post": torch.ones(512)})  # second hook wrong
     with pytest.raises(ShapeError, match=r"'layer4.post' has shape \[512\].*expected a tensor of shape \[10\]"):
@@ -170,10 +181,13 @@ def test_steer_argument_mistakes(model, v1, x, base):
 
 # -- numbers that overflow the model's dtype: refused up front, naming the cause -------------
 
+
 def test_coeff_overflowing_float32_is_refused(model, v1, x, base):
     biggest = float(v1["layer0.post"].abs().max())
-    expected = re.escape(f"coeff=1e+38 times the vector's largest entry {biggest:.4g} is {1e38 * biggest:.4g}, beyond "
-                         "torch.float32's range (largest finite 3.403e+38); use a smaller coeff or a wider dtype")
+    expected = re.escape(
+        f"coeff=1e+38 times the vector's largest entry {biggest:.4g} is {1e38 * biggest:.4g}, beyond "
+        "torch.float32's range (largest finite 3.403e+38); use a smaller coeff or a wider dtype"
+    )
     with pytest.raises(SteeringError, match=expected):
         model.steer(v1, coeff=1e38)
     with pytest.raises(SteeringError, match=expected):
@@ -189,8 +203,11 @@ def test_coeff_overflowing_float16_is_refused(model):
     half = type(model).from_pretrained("mnist-mlp").half()
     v1 = half.steering_vector(3, 1, "layer0.post")
     assert v1["layer0.post"].dtype == torch.float16
-    with pytest.raises(SteeringError, match=r"coeff=100000 times the vector's largest entry .* beyond torch.float16's "
-                                            r"range \(largest finite 6.55e\+04\)"):
+    with pytest.raises(
+        SteeringError,
+        match=r"coeff=100000 times the vector's largest entry .* beyond torch.float16's "
+        r"range \(largest finite 6.55e\+04\)",
+    ):
         half.steer(v1, coeff=1e5)
     assert half.attached_hooks() == []
     with half.steer(v1, coeff=10.0):  # fits: applied in float16

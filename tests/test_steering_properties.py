@@ -72,6 +72,7 @@ def check(model, seq, x, edits):
 
 # -- strategies -----------------------------------------------------------------------------
 
+
 @st.composite
 def operations(draw):
     kind = draw(st.sampled_from(["steer", "steer_ab", "ablate", "patch", "clamp", "bad"]))
@@ -88,17 +89,26 @@ def operations(draw):
     if kind == "patch":
         return (kind, hook, draw(st.booleans()), seed)
     if kind == "clamp":
-        index = draw(st.one_of(st.integers(-width, width - 1),
-                               st.lists(st.integers(0, width - 1), min_size=1, max_size=width, unique=True),
-                               st.lists(st.booleans(), min_size=width, max_size=width)))
+        index = draw(
+            st.one_of(
+                st.integers(-width, width - 1),
+                st.lists(st.integers(0, width - 1), min_size=1, max_size=width, unique=True),
+                st.lists(st.booleans(), min_size=width, max_size=width),
+            )
+        )
         return (kind, hook, index, draw(finite))
-    return (kind, draw(st.sampled_from(["clamp_range", "patch_width", "steer_hook", "ablate_zero", "steer_nan", "steer_shape"])), hook)
+    return (
+        kind,
+        draw(st.sampled_from(["clamp_range", "patch_width", "steer_hook", "ablate_zero", "steer_nan", "steer_shape"])),
+        hook,
+    )
 
 
 levels = st.lists(st.tuples(operations(), st.booleans(), st.booleans()), max_size=6)
 
 
 # -- building contexts and their reference edits ---------------------------------------------
+
 
 def make(model, seq, op, xa, xb):
     """``(context manager, [(hook, reference fn)], number of hooks it attaches)``."""

@@ -19,15 +19,25 @@ from hookedmlp import (
     UnitIndexError,
 )
 
-CNN_HOOKS = {"layer0.pre": ("0", "pre"), "layer0.post": ("0", "post"), "layer1.post": ("1", "post"),
-             "layer2.pre": ("2", "pre"), "layer2.post": ("2", "post"), "layer3.post": ("3", "post")}
+CNN_HOOKS = {
+    "layer0.pre": ("0", "pre"),
+    "layer0.post": ("0", "post"),
+    "layer1.post": ("1", "post"),
+    "layer2.pre": ("2", "pre"),
+    "layer2.post": ("2", "post"),
+    "layer3.post": ("3", "post"),
+}
 RES_HOOKS = {"hook_embed": ("embed", "post"), "hook_logits": ("unembed", "post")}
 for _i in range(2):
-    RES_HOOKS.update({f"blocks.{_i}.hook_resid_pre": (f"blocks.{_i}", "pre"),
-                      f"blocks.{_i}.mlp.hook_pre": (f"blocks.{_i}.mlp.W_in", "post"),
-                      f"blocks.{_i}.mlp.hook_post": (f"blocks.{_i}.mlp.act", "post"),
-                      f"blocks.{_i}.hook_mlp_out": (f"blocks.{_i}.mlp", "post"),
-                      f"blocks.{_i}.hook_resid_post": (f"blocks.{_i}", "post")})
+    RES_HOOKS.update(
+        {
+            f"blocks.{_i}.hook_resid_pre": (f"blocks.{_i}", "pre"),
+            f"blocks.{_i}.mlp.hook_pre": (f"blocks.{_i}.mlp.W_in", "post"),
+            f"blocks.{_i}.mlp.hook_post": (f"blocks.{_i}.mlp.act", "post"),
+            f"blocks.{_i}.hook_mlp_out": (f"blocks.{_i}.mlp", "post"),
+            f"blocks.{_i}.hook_resid_post": (f"blocks.{_i}", "post"),
+        }
+    )
 
 
 def seeded(seed, *shape):
@@ -145,7 +155,9 @@ def test_patch(case):
             with hooked.patch(name, new):
                 out, cache = hooked.run_with_cache(x, names_filter=name)
             assert torch.equal(cache[name], new.expand(len(x), *shape))
-            assert torch.equal(out, reference(net, x, [(*hooks[name], lambda a, new=new: new.expand_as(a).clone())])[0]), name
+            assert torch.equal(
+                out, reference(net, x, [(*hooks[name], lambda a, new=new: new.expand_as(a).clone())])[0]
+            ), name
 
 
 @pytest.mark.parametrize("index, value", [([0, 2], 0.5), (1, -1.0), ([2, 0], torch.tensor([1.0, -1.0]))])
@@ -168,26 +180,55 @@ def test_clamp_fixes_units_of_the_first_dimension(case, index, value):
 
 # -- wrong shapes, in [C, H, W] terms -------------------------------------------------------------
 
+
 def test_wrong_shapes_say_expected_and_got_in_channel_terms(cnn):
     hooked = cnn[0]
-    with pytest.raises(ShapeError, match=re.escape(
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
             "steering vector at 'layer0.post' has shape [8], but one example's activation there is [C, H, W] = "
-            "[4, 6, 6] (a batch is [batch, 4, 6, 6]); expected a tensor of shape [4, 6, 6]")):
+            "[4, 6, 6] (a batch is [batch, 4, 6, 6]); expected a tensor of shape [4, 6, 6]"
+        ),
+    ):
         hooked.steer(SteeringVector({"layer0.post": torch.ones(8)}))
-    with pytest.raises(ShapeError, match=re.escape("steering vector at 'layer0.post' has shape [C, H, W] = [4, 3, 3], "
-                                                   "but one example's activation there is [C, H, W] = [4, 6, 6]")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
+            "steering vector at 'layer0.post' has shape [C, H, W] = [4, 3, 3], "
+            "but one example's activation there is [C, H, W] = [4, 6, 6]"
+        ),
+    ):
         hooked.steer(SteeringVector({"layer0.post": torch.ones(4, 3, 3)}))
-    with pytest.raises(ShapeError, match=re.escape("direction at 'layer2.post' has shape [36], but one example's "
-                                                   "activation there is [C, H, W] = [4, 3, 3]")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
+            "direction at 'layer2.post' has shape [36], but one example's activation there is [C, H, W] = [4, 3, 3]"
+        ),
+    ):
         hooked.ablate(torch.ones(36), "layer2.post")
-    with pytest.raises(ShapeError, match=re.escape("patch activations have shape [6, 4, 3, 3]; expected [batch, 4, 6, 6] "
-                                                   "or one example's [C, H, W] = [4, 6, 6] for 'layer1.post'")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
+            "patch activations have shape [6, 4, 3, 3]; expected [batch, 4, 6, 6] "
+            "or one example's [C, H, W] = [4, 6, 6] for 'layer1.post'"
+        ),
+    ):
         hooked.patch("layer1.post", torch.ones(6, 4, 3, 3))
-    with pytest.raises(UnitIndexError, match=re.escape("unit index out of range for 'layer1.post' with 4 units (the first "
-                                                       "dimension of its [C, H, W] = [4, 6, 6] activation): got [4]; "
-                                                       "expected 0..3 (or -4..-1)")):
+    with pytest.raises(
+        UnitIndexError,
+        match=re.escape(
+            "unit index out of range for 'layer1.post' with 4 units (the first "
+            "dimension of its [C, H, W] = [4, 6, 6] activation): got [4]; "
+            "expected 0..3 (or -4..-1)"
+        ),
+    ):
         hooked.clamp("layer1.post", 4, 0.0)
-    with pytest.raises(ShapeError, match=re.escape("has shape [4, 6, 6], but one example's activation there is [36] (a "
-                                                   "batch is [batch, 36]); expected a tensor of shape [36]")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape(
+            "has shape [4, 6, 6], but one example's activation there is [36] (a "
+            "batch is [batch, 36]); expected a tensor of shape [36]"
+        ),
+    ):
         hooked.steer(SteeringVector({"layer3.post": torch.ones(4, 6, 6)}))
     assert hooked.attached_hooks() == []

@@ -40,7 +40,9 @@ def test_add_unites_hooks_and_sums_shared(v1, v2, model):
     assert torch.equal(s["layer2.pre"], v2["layer2.pre"])
     assert s.label == "(3 - 1) + (4 - 9)"
     assert s.meta["model"] == model_fingerprint(model)
-    assert torch.equal(v1["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"])  # operands unchanged
+    assert torch.equal(
+        v1["layer0.post"], model.steering_vector(3, 1, "layer0.post")["layer0.post"]
+    )  # operands unchanged
 
 
 def test_sub(v1, v2):
@@ -93,10 +95,16 @@ def test_to_dtype_and_device(v2):
 def test_constructor_checks():
     with pytest.raises(SteeringError, match="at least one hook"):
         SteeringVector({})
-    for bad, desc in ((torch.tensor(1.0), r"shape \[\], dtype torch.float32"),
-                      (torch.ones(3, dtype=torch.int64), r"shape \[3\], dtype torch.int64"), ([1.0, 2.0], "list")):
-        with pytest.raises(ShapeError, match=r"'layer0.post' must be a floating-point tensor shaped like one example's "
-                                             r"activation \(e.g. \[512\] or \[C, H, W\]\), got " + desc):
+    for bad, desc in (
+        (torch.tensor(1.0), r"shape \[\], dtype torch.float32"),
+        (torch.ones(3, dtype=torch.int64), r"shape \[3\], dtype torch.int64"),
+        ([1.0, 2.0], "list"),
+    ):
+        with pytest.raises(
+            ShapeError,
+            match=r"'layer0.post' must be a floating-point tensor shaped like one example's "
+            r"activation \(e.g. \[512\] or \[C, H, W\]\), got " + desc,
+        ):
             SteeringVector({"layer0.post": bad})
     with pytest.raises(SteeringError, match="NaN or infinite"):
         SteeringVector({"layer0.post": torch.tensor([1.0, math.inf])})
@@ -108,8 +116,11 @@ def test_constructor_checks():
 
 def test_overflow_names_the_coefficient_and_the_range():
     v = SteeringVector({"layer0.post": torch.tensor([4.0, -2.0])})
-    with pytest.raises(SteeringError, match=r"^coeff=1e\+38 times the vector's largest entry 4 is 4e\+38, beyond "
-                                            r"torch.float32's range \(largest finite 3.403e\+38\)"):
+    with pytest.raises(
+        SteeringError,
+        match=r"^coeff=1e\+38 times the vector's largest entry 4 is 4e\+38, beyond "
+        r"torch.float32's range \(largest finite 3.403e\+38\)",
+    ):
         1e38 * v
     with pytest.raises(SteeringError, match=r"coeff=1e\+38 .*torch.float32's range"):
         v * 1e38
@@ -117,8 +128,11 @@ def test_overflow_names_the_coefficient_and_the_range():
     big = SteeringVector({"layer0.post": torch.tensor([3e38])})
     with pytest.raises(SteeringError, match=r"\(3e\+38\) \+ \(3e\+38\) overflows torch.float32 at 'layer0.post'"):
         SteeringVector({"layer0.post": torch.tensor([3e38])}, {"label": "3e+38"}) + SteeringVector(
-            {"layer0.post": torch.tensor([3e38])}, {"label": "3e+38"})
-    with pytest.raises(SteeringError, match=r"largest entry 3e\+38 .*torch.float16's range \(largest finite 6.55e\+04\)"):
+            {"layer0.post": torch.tensor([3e38])}, {"label": "3e+38"}
+        )
+    with pytest.raises(
+        SteeringError, match=r"largest entry 3e\+38 .*torch.float16's range \(largest finite 6.55e\+04\)"
+    ):
         big.to(torch.float16)
 
 
@@ -133,6 +147,7 @@ def test_sums_of_many_vectors_keep_flat_provenance_and_load(tmp_path):
 
 
 # -- files ----------------------------------------------------------------------------------
+
 
 def test_save_load_round_trip(tmp_path, v1, v2, model, images):
     for v in (v1, 2.5 * v1 + v2, v2.to(dtype=torch.float64)):
@@ -168,8 +183,15 @@ class _Payload:
 def test_load_refuses_pickled_code(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "hookedmlp.steering_vector", "version": 1,
-                "vectors": {"layer0.post": _Payload(str(marker))}, "meta": "{}"}, evil)
+    torch.save(
+        {
+            "format": "hookedmlp.steering_vector",
+            "version": 1,
+            "vectors": {"layer0.post": _Payload(str(marker))},
+            "meta": "{}",
+        },
+        evil,
+    )
     with pytest.raises(CheckpointError, match="refusing to load"):
         SteeringVector.load(evil)
     raw = tmp_path / "evil.pkl"
@@ -201,11 +223,15 @@ def test_load_truncated_or_foreign_files(tmp_path, v2):
         SteeringVector.load(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("payload", [
-    {"meta": "{}"},
-    {"meta": "[1, 2]", "vectors": {"layer0.post": torch.ones(3)}},
-    {"meta": "{}", "vectors": [torch.ones(3)]},
-], ids=["no-vectors", "meta-not-a-dict", "vectors-not-a-dict"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"meta": "{}"},
+        {"meta": "[1, 2]", "vectors": {"layer0.post": torch.ones(3)}},
+        {"meta": "{}", "vectors": [torch.ones(3)]},
+    ],
+    ids=["no-vectors", "meta-not-a-dict", "vectors-not-a-dict"],
+)
 def test_load_malformed_vector_file(tmp_path, payload):
     path = tmp_path / "malformed.pt"
     torch.save({"format": "hookedmlp.steering_vector", "version": 1, **payload}, path)
@@ -214,23 +240,33 @@ def test_load_malformed_vector_file(tmp_path, payload):
 
 
 def _write(path, meta, vectors=None):
-    torch.save({"format": "hookedmlp.steering_vector", "version": 1,
-                "vectors": vectors or {"layer0.post": torch.ones(3)}, "meta": meta}, path)
+    torch.save(
+        {
+            "format": "hookedmlp.steering_vector",
+            "version": 1,
+            "vectors": vectors or {"layer0.post": torch.ones(3)},
+            "meta": meta,
+        },
+        path,
+    )
     return path
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("coeff", "abc", "coeff='abc'; expected int or float"),
-    ("coeff", None, "coeff=None; expected int or float"),
-    ("coeff", [1, 2], r"coeff=\[1, 2\]; expected int or float"),
-    ("coeff", True, "coeff=True; expected int or float"),
-    ("coeff", math.nan, "coeff=nan; expected a finite number"),
-    ("label", 3, "label=3; expected str"),
-    ("exemplar", -1, "exemplar=-1; expected an int >= 0"),
-    ("n_examples", ["x"], r"n_examples=\['x'\]; expected a list of ints"),
-    ("terms", [{"coeff": "abc"}], "coeff='abc'; expected int or float"),
-    ("terms", ["abc"], "metadata of type str; expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("coeff", "abc", "coeff='abc'; expected int or float"),
+        ("coeff", None, "coeff=None; expected int or float"),
+        ("coeff", [1, 2], r"coeff=\[1, 2\]; expected int or float"),
+        ("coeff", True, "coeff=True; expected int or float"),
+        ("coeff", math.nan, "coeff=nan; expected a finite number"),
+        ("label", 3, "label=3; expected str"),
+        ("exemplar", -1, "exemplar=-1; expected an int >= 0"),
+        ("n_examples", ["x"], r"n_examples=\['x'\]; expected a list of ints"),
+        ("terms", [{"coeff": "abc"}], "coeff='abc'; expected int or float"),
+        ("terms", ["abc"], "metadata of type str; expected a JSON object"),
+    ],
+)
 def test_tampered_metadata_is_refused_at_load(tmp_path, key, value, expected):
     path = _write(tmp_path / "tampered.pt", json.dumps({"label": "x", key: value}))
     with pytest.raises(CheckpointError, match=r"'.*tampered.pt' has (metadata )?" + expected):
@@ -241,7 +277,9 @@ def test_tampered_metadata_is_refused_at_load(tmp_path, key, value, expected):
 def test_deeply_nested_metadata_is_refused_at_load(tmp_path, depth):
     nested = "[" * depth + "]" * depth
     path = _write(tmp_path / "deep.pt", '{"label": "x", "extra": ' + nested + "}")
-    with pytest.raises(CheckpointError, match="deep.pt' has (metadata nested deeper than 16 levels|unreadable metadata)"):
+    with pytest.raises(
+        CheckpointError, match="deep.pt' has (metadata nested deeper than 16 levels|unreadable metadata)"
+    ):
         SteeringVector.load(path)
     deep_terms = '{"label": "x", "terms": [' * 20 + '{"label": "y"}' + "]}" * 20
     with pytest.raises(CheckpointError, match="nested deeper than 16 levels"):

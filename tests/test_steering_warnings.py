@@ -42,8 +42,10 @@ def fresh_tiny() -> HookedMLP:
 
 # -- the fingerprint ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("build", [fresh_tiny, lambda: ResidualMLP(ResidualConfig(16, 8, 8, 2, 3)).eval()],
-                         ids=["chain", "residual"])
+
+@pytest.mark.parametrize(
+    "build", [fresh_tiny, lambda: ResidualMLP(ResidualConfig(16, 8, 8, 2, 3)).eval()], ids=["chain", "residual"]
+)
 def test_fingerprint_is_memoised_and_follows_every_edit(hashes, build):
     model = build()
     fp = model_fingerprint(model)
@@ -103,14 +105,16 @@ def test_vector_from_another_model_warns(model):
     other = HookedMLP.from_pretrained("mnist-mlp")
     with torch.no_grad():
         other.layer0.module.bias.add_(0.01)
-    with pytest.warns(SteeringWarning, match=f"built on model {v1.meta['model']}, applied to model "
-                                             f"{model_fingerprint(other)}"):
+    with pytest.warns(
+        SteeringWarning, match=f"built on model {v1.meta['model']}, applied to model {model_fingerprint(other)}"
+    ):
         with other.steer(v1):
             pass
     assert other.attached_hooks() == []
 
 
 # -- training mode ---------------------------------------------------------------------------------
+
 
 def test_plain_mlp_in_training_mode_does_not_warn(model):
     m = HookedMLP.from_pretrained("mnist-mlp").train()
@@ -125,18 +129,23 @@ def test_plain_mlp_in_training_mode_does_not_warn(model):
             pass
 
 
-@pytest.mark.parametrize("module, path, kind", [
-    (nn.Dropout(0.5), "layer2.module", "Dropout"),
-    (nn.BatchNorm1d(8), "layer2.module", "BatchNorm1d"),
-    (nn.Sequential(nn.Identity(), nn.Dropout(0.1)), "layer3.module", "Dropout"),  # nested: one layer each
-])
+@pytest.mark.parametrize(
+    "module, path, kind",
+    [
+        (nn.Dropout(0.5), "layer2.module", "Dropout"),
+        (nn.BatchNorm1d(8), "layer2.module", "BatchNorm1d"),
+        (nn.Sequential(nn.Identity(), nn.Dropout(0.1)), "layer3.module", "Dropout"),  # nested: one layer each
+    ],
+)
 def test_training_mode_warns_where_a_module_behaves_differently(module, path, kind):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         m = HookedMLP.from_module(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), module, nn.Linear(8, 3)))
     a, b = torch.rand(4, 16), torch.rand(4, 16)
-    expected = re.escape(f"a model in training mode: {path} ({kind}) compute something else there (dropout is random, "
-                         "batch norm uses the batch's statistics); call model.eval() first")
+    expected = re.escape(
+        f"a model in training mode: {path} ({kind}) compute something else there (dropout is random, "
+        "batch norm uses the batch's statistics); call model.eval() first"
+    )
     with pytest.warns(SteeringWarning, match="^building a steering vector on " + expected):
         v = m.steering_vector(a, b, "layer0.post")
     with pytest.warns(SteeringWarning, match="^steering " + expected):

@@ -41,8 +41,10 @@ def test_every_variant_trains_one_step_and_one_cell_equals_the_plain_loop(varian
 
 @pytest.mark.parametrize("recipe", [VARIANTS[-1].recipe, VARIANTS[-2].recipe], ids=["LeNet", "residual"])
 def test_seeds_reproduce_bit_for_bit(recipe, mnist):
-    a, b = (train_model(recipe, TrainSettings(epochs=1, batch_size=32, seed=5), data=mnist, progress=False).model
-            for _ in range(2))
+    a, b = (
+        train_model(recipe, TrainSettings(epochs=1, batch_size=32, seed=5), data=mnist, progress=False).model
+        for _ in range(2)
+    )
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
@@ -92,8 +94,22 @@ def test_study_quick_end_to_end(tmp_path: Path):
 def test_cli_study_quick(tmp_path: Path, capsys):
     from hookedmlp.cli import main
 
-    assert main(["study", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--variants", "baseline",
-                 "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--quick",
+                "--out",
+                str(tmp_path),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--variants",
+                "baseline",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "model 1/1: baseline, seed 0" in out and f"report: {tmp_path / 'study.md'}" in out
     assert "| baseline |" in (tmp_path / "study.md").read_text()

@@ -31,6 +31,7 @@ def run_threads(*targets):
                 fn()
             except BaseException as e:  # a failed assertion in a thread must fail the test
                 errors.append(e)
+
         return run
 
     threads = [threading.Thread(target=wrap(t)) for t in targets]
@@ -57,6 +58,7 @@ def test_two_threads_200_caches_each_hold_only_their_own_pass(tiny, tiny_seq, ti
                 _, cache = tiny.run_with_cache(inputs[k])
                 if list(cache) != tiny.hook_names or any(not torch.equal(cache[n], expected[k][n]) for n in cache):
                     wrong[k].append(i)
+
         return run
 
     run_threads(worker(0), worker(1))
@@ -138,6 +140,7 @@ def test_a_hook_that_caches_its_own_pass_from_inside(tiny, tiny_seq, tiny_x):
 
 
 # -- model-wide by design: hooks and steering reach every thread's passes ---------------------------------
+
 
 def test_steering_is_model_wide_across_threads(tiny, tiny_seq, tiny_x):
     vec = SteeringVector({"layer4.post": torch.tensor([1.0, 0.0, -1.0])})

@@ -36,6 +36,7 @@ def chain(seq, x, upto=None):
 
 # -- HookPoint -------------------------------------------------------------------------------
 
+
 def test_add_hook_fills_the_direction_lists_with_permanence_and_level():
     hp = HookPoint()
     a = hp.add_hook(identity)
@@ -60,18 +61,21 @@ def test_prepend_puts_the_hook_first_and_runs_it_first():
         first.remove(), second.remove()
 
 
-@pytest.mark.parametrize("dir,including_permanent,level,expected", [
-    ("both", True, None, True),
-    ("fwd", True, 0, True),
-    ("fwd", False, 0, False),   # the level-0 forward hook is permanent
-    ("fwd", False, 1, True),
-    ("bwd", False, 0, True),
-    ("bwd", False, 1, False),
-    ("bwd", True, 2, True),
-    ("bwd", False, 2, False),
-    ("both", True, 3, False),
-    ("both", True, -1, False),
-])
+@pytest.mark.parametrize(
+    "dir,including_permanent,level,expected",
+    [
+        ("both", True, None, True),
+        ("fwd", True, 0, True),
+        ("fwd", False, 0, False),  # the level-0 forward hook is permanent
+        ("fwd", False, 1, True),
+        ("bwd", False, 0, True),
+        ("bwd", False, 1, False),
+        ("bwd", True, 2, True),
+        ("bwd", False, 2, False),
+        ("both", True, 3, False),
+        ("both", True, -1, False),
+    ],
+)
 def test_has_hooks_filters_like_transformerlens(dir, including_permanent, level, expected):
     hp = HookPoint()
     hp.add_hook(identity, dir="fwd", level=0, is_permanent=True)
@@ -121,6 +125,7 @@ def test_default_name_repr_and_layer(tiny):
 
 
 # -- HookedRoot: hooks, contexts, permanence (TransformerLens' tests/integration/test_hooks.py) --------
+
 
 def test_run_with_hooks_with_a_filter_runs_once_and_leaves_nothing(tiny, tiny_x):
     c = Count()
@@ -239,7 +244,9 @@ def test_reset_hooks_arguments(tiny):
     perm = tiny.add_perma_hook("layer2.post", identity)
     tagged = tiny.add_hook("layer3.post", identity, level=7)
     tiny.hook_dict["layer0.post"].ctx["seen"] = 1
-    tiny.reset_hooks(False, "fwd", False, 7)  # TransformerLens' order: clear_contexts, direction, including_permanent, level
+    tiny.reset_hooks(
+        False, "fwd", False, 7
+    )  # TransformerLens' order: clear_contexts, direction, including_permanent, level
     assert not tagged.attached and len(tiny.attached_hooks()) == 3
     assert tiny.hook_dict["layer0.post"].ctx == {"seen": 1}
     tiny.reset_hooks(direction="fwd")
@@ -266,10 +273,12 @@ def test_list_hooks(tiny):
 
 # -- run_with_hooks' keywords -----------------------------------------------------------------------
 
+
 def test_run_with_hooks_reset_hooks_end_false_keeps_backward_hooks_for_a_later_backward(tiny, tiny_seq, tiny_x):
     seen = []
-    out = tiny.run_with_hooks(tiny_x, bwd_hooks=[("layer2.post", lambda grad, hook: seen.append(grad))],
-                              reset_hooks_end=False)
+    out = tiny.run_with_hooks(
+        tiny_x, bwd_hooks=[("layer2.post", lambda grad, hook: seen.append(grad))], reset_hooks_end=False
+    )
     assert len(tiny.hook_dict["layer2.post"].bwd_hooks) == 1  # still attached after the call
     out.sum().backward()
     leaf = chain(tiny_seq, tiny_x, 3).detach().requires_grad_(True)
@@ -305,12 +314,15 @@ def test_run_with_hooks_and_cache_pass_forward_keywords_and_reject_unknown_ones(
     assert torch.equal(out, chain(tiny_seq, tiny_x, 2) * 2)
     with pytest.raises(UsageError, match=re.escape("run_with_cache() got unexpected keyword argument(s) 'pos_slice'")):
         tiny.run_with_cache(tiny_x, pos_slice=-1)  # DIFFERENCE: TransformerLens' pos_slice (no position axis here)
-    with pytest.raises(UsageError, match=re.escape("run_with_hooks() got unexpected keyword argument(s) 'return_type'")):
+    with pytest.raises(
+        UsageError, match=re.escape("run_with_hooks() got unexpected keyword argument(s) 'return_type'")
+    ):
         tiny.run_with_hooks(tiny_x, return_type="loss")
     assert tiny.attached_hooks() == []
 
 
 # -- deliberate improvements over TransformerLens ------------------------------------------------------------
+
 
 def test_improvement_unknown_names_raise_with_did_you_mean(tiny, tiny_x):
     # TransformerLens: a KeyError from mod_dict (add_hook) or silently nothing (a filter, run_with_cache)
@@ -330,11 +342,17 @@ def test_improvement_unknown_names_raise_with_did_you_mean(tiny, tiny_x):
 
 def test_improvement_a_wrong_result_raises_at_the_hook(tiny, tiny_x):
     # TransformerLens: torch's error later, in whichever module next reads the activation
-    with pytest.raises(ShapeError, match=re.escape("returned shape [5, 7], expected [5, 8] (the shape of the "
-                                                   "activation at 'layer1.post')")):
+    with pytest.raises(
+        ShapeError,
+        match=re.escape("returned shape [5, 7], expected [5, 8] (the shape of the activation at 'layer1.post')"),
+    ):
         tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, hook: a[:, :7])])
-    with pytest.raises(TypeError, match=re.escape("returned a torch.float64 tensor on cpu, expected torch.float32 on "
-                                                  "cpu (the activation at 'layer1.post')")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "returned a torch.float64 tensor on cpu, expected torch.float32 on cpu (the activation at 'layer1.post')"
+        ),
+    ):
         tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, hook: a.double())])
     with pytest.raises(TypeError, match=re.escape("returned a torch.bool tensor")):
         tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer4.post", lambda a, hook: a > 0)])

@@ -22,6 +22,7 @@ def chain(seq, x, upto=None):
 
 # -- run_with_cache' keywords -----------------------------------------------------------------------
 
+
 def test_remove_batch_dim_equals_plain_torch_on_one_example(tiny, tiny_seq, tiny_x):
     _, grads = tiny.run_with_cache(tiny_x[:1], remove_batch_dim=True, incl_bwd=True, names_filter="layer4.post")
     assert torch.equal(grads["layer4.post_grad"], torch.ones(3))
@@ -66,8 +67,10 @@ def test_incl_bwd_gradients_equal_autograd_and_leave_param_grads(tiny, tiny_seq,
 
 
 def test_incl_bwd_with_a_non_scalar_loss_is_a_clear_usage_error(tiny, tiny_x):
-    with pytest.raises(UsageError, match=re.escape(
-            "incl_bwd needs a scalar loss, but loss_fn returned [5, 3]; reduce it, e.g. with .mean()")):
+    with pytest.raises(
+        UsageError,
+        match=re.escape("incl_bwd needs a scalar loss, but loss_fn returned [5, 3]; reduce it, e.g. with .mean()"),
+    ):
         tiny.run_with_cache(tiny_x, incl_bwd=True, loss_fn=lambda out: out * 2)
     with pytest.raises(UsageError, match=re.escape("loss_fn returned str")):
         tiny.run_with_cache(tiny_x, incl_bwd=True, loss_fn=lambda out: "loss")
@@ -78,7 +81,10 @@ def test_incl_bwd_with_a_non_scalar_loss_is_a_clear_usage_error(tiny, tiny_x):
 
 def test_caching_hooks_record_every_pass_and_remove_batch_dim(tiny, tiny_seq, tiny_x):
     store, fwd, bwd = tiny.get_caching_hooks(["layer0.post", "layer2.post"], incl_bwd=True, remove_batch_dim=True)
-    assert [n for n, _ in fwd] == ["layer0.post", "layer2.post"] and [n for n, _ in bwd] == ["layer0.post", "layer2.post"]
+    assert [n for n, _ in fwd] == ["layer0.post", "layer2.post"] and [n for n, _ in bwd] == [
+        "layer0.post",
+        "layer2.post",
+    ]
     assert tiny.is_caching
     with tiny.hooks(fwd, bwd):
         tiny(tiny_x[:1]).sum().backward()
@@ -93,6 +99,7 @@ def test_caching_hooks_record_every_pass_and_remove_batch_dim(tiny, tiny_seq, ti
 
 
 # -- ActivationCache ------------------------------------------------------------------------------
+
 
 def test_cache_dict_keys_values_items(tiny, tiny_x):
     _, cache = tiny.run_with_cache(tiny_x)
@@ -152,6 +159,7 @@ def test_apply_slice_to_batch_dim(tiny, tiny_x):
 
 # -- cfg, hook_points(), stop_at_layer / start_at_layer -----------------------------------------------------
 
+
 def test_cfg_and_hook_points(tiny):
     cfg = tiny.cfg
     assert (cfg.n_layers, cfg.d_in, cfg.d_out) == (5, 16, 3)
@@ -164,7 +172,9 @@ def test_cfg_and_hook_points(tiny):
 @pytest.mark.parametrize("layer", [0, 1, 2, 4, 5, -1, -4])
 def test_stop_at_layer_equals_the_first_modules(tiny, tiny_seq, tiny_x, layer):
     with torch.no_grad():
-        assert torch.equal(tiny(tiny_x, stop_at_layer=layer), chain(tiny_seq, tiny_x, layer % 5 if layer < 0 else layer))
+        assert torch.equal(
+            tiny(tiny_x, stop_at_layer=layer), chain(tiny_seq, tiny_x, layer % 5 if layer < 0 else layer)
+        )
 
 
 def test_stop_at_layer_runs_only_the_hooks_before_it(tiny, tiny_x):
@@ -184,7 +194,6 @@ def test_start_at_layer_resumes_and_runs_that_layers_hooks(tiny, tiny_seq, tiny_
         assert torch.equal(tiny(mid, start_at_layer=3, stop_at_layer=4), tiny_seq[3](mid))
     with pytest.raises(ShapeError, match=re.escape("start_at_layer=3 expects the activation at 'layer2.post'")):
         tiny(tiny_x, start_at_layer=3)
-
 
 
 def test_remove_batch_dim_with_reset_hooks_end_false_keeps_recording_into_the_cache(tiny, tiny_seq, tiny_x):

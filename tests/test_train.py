@@ -46,6 +46,7 @@ def _same_weights(a, b) -> bool:
 
 # -- learning ---------------------------------------------------------------------------------
 
+
 def test_loss_decreases_on_a_learnable_problem():
     data = _data(n_train=512)
     torch.manual_seed(0)  # train_model seeds the init the same way: this is its starting point
@@ -151,6 +152,7 @@ def test_different_seed_gives_different_weights(data):
 
 # -- checkpoints -------------------------------------------------------------------------------
 
+
 def test_checkpoint_is_written_with_its_metadata(data, tmp_path):
     path = tmp_path / "run" / "m.pt"  # missing parent directories are created
     result = _train(data, out=path, seed=3)
@@ -211,12 +213,27 @@ def test_card_is_written_with_the_checkpoint(data, tmp_path):
 
     from hookedmlp.checkpoint import sha256_file
 
-    result = train_model(CFG, TrainSettings(epochs=1, batch_size=64, seed=5), data=data, out=tmp_path / "m.pt",
-                         card=tmp_path / "m.json", progress=False, command="hookedmlp train --seed 5")
+    result = train_model(
+        CFG,
+        TrainSettings(epochs=1, batch_size=64, seed=5),
+        data=data,
+        out=tmp_path / "m.pt",
+        card=tmp_path / "m.json",
+        progress=False,
+        command="hookedmlp train --seed 5",
+    )
     card = json.loads((tmp_path / "m.json").read_text())
-    assert card == {"name": "m", "architecture": "16-8-3 MLP, relu", "recipe": json.loads(json.dumps(config_to_dict(CFG))), "settings": dataclasses.asdict(TrainSettings(epochs=1, batch_size=64, seed=5)),
-                    "dataset": "given tensors", "command": "hookedmlp train --seed 5", "test_loss": result.test_loss,
-                    "test_accuracy": result.test_accuracy, "sha256": sha256_file(tmp_path / "m.pt")}
+    assert card == {
+        "name": "m",
+        "architecture": "16-8-3 MLP, relu",
+        "recipe": json.loads(json.dumps(config_to_dict(CFG))),
+        "settings": dataclasses.asdict(TrainSettings(epochs=1, batch_size=64, seed=5)),
+        "dataset": "given tensors",
+        "command": "hookedmlp train --seed 5",
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+        "sha256": sha256_file(tmp_path / "m.pt"),
+    }
 
 
 def test_out_and_card_are_checked_before_training(data, tmp_path):
@@ -230,22 +247,26 @@ def test_out_and_card_are_checked_before_training(data, tmp_path):
 
 # -- TrainSettings validation ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(epochs=0), "epochs must be >= 1, got 0"),
-    (dict(epochs=-2), "epochs must be >= 1, got -2"),
-    (dict(epochs=True), "epochs must be an int, got bool (True)"),
-    (dict(batch_size=-1), "batch_size must be >= 1, got -1"),
-    (dict(batch_size=0), "batch_size must be >= 1, got 0"),
-    (dict(lr=0), "lr must be finite and in (0, 10], got 0"),
-    (dict(lr=-1e-3), "lr must be finite and in (0, 10], got -0.001"),
-    (dict(lr=float("nan")), "lr must be finite and in (0, 10], got nan"),
-    (dict(lr=float("inf")), "lr must be finite and in (0, 10], got inf"),
-    (dict(lr=1e300), "lr must be finite and in (0, 10], got 1e+300"),
-    (dict(weight_decay=-0.1), "weight_decay must be finite and in [0, 10000], got -0.1"),
-    (dict(lr=0.5, weight_decay=2.0), "lr * weight_decay must be below 1"),
-    (dict(seed=2**64), "seed must be in [0, 9223372036854775808), got 18446744073709551616"),
-    (dict(seed=True), "seed must be an int, got bool (True)"),
-])
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(epochs=0), "epochs must be >= 1, got 0"),
+        (dict(epochs=-2), "epochs must be >= 1, got -2"),
+        (dict(epochs=True), "epochs must be an int, got bool (True)"),
+        (dict(batch_size=-1), "batch_size must be >= 1, got -1"),
+        (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+        (dict(lr=0), "lr must be finite and in (0, 10], got 0"),
+        (dict(lr=-1e-3), "lr must be finite and in (0, 10], got -0.001"),
+        (dict(lr=float("nan")), "lr must be finite and in (0, 10], got nan"),
+        (dict(lr=float("inf")), "lr must be finite and in (0, 10], got inf"),
+        (dict(lr=1e300), "lr must be finite and in (0, 10], got 1e+300"),
+        (dict(weight_decay=-0.1), "weight_decay must be finite and in [0, 10000], got -0.1"),
+        (dict(lr=0.5, weight_decay=2.0), "lr * weight_decay must be below 1"),
+        (dict(seed=2**64), "seed must be in [0, 9223372036854775808), got 18446744073709551616"),
+        (dict(seed=True), "seed must be an int, got bool (True)"),
+    ],
+)
 def test_train_settings_validation(kwargs, message):
     with pytest.raises(ValueError) as info:
         TrainSettings(**kwargs)
@@ -253,12 +274,19 @@ def test_train_settings_validation(kwargs, message):
 
 
 def test_train_settings_defaults_are_the_study_recipe():
-    assert dataclasses.asdict(TrainSettings()) == {"epochs": 6, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 0}
+    assert dataclasses.asdict(TrainSettings()) == {
+        "epochs": 6,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "seed": 0,
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainSettings().epochs = 3
 
 
 # -- evaluate ----------------------------------------------------------------------------------
+
 
 def _hand_metrics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """Cross-entropy and accuracy written out: -log softmax of the true class, averaged."""

@@ -32,8 +32,15 @@ def _previous_run(tmp_path: Path) -> tuple[Path, Path, bytes, bytes]:
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 784, generator=g), torch.arange(64) % 10
     out, card = tmp_path / "m.pt", tmp_path / "m.json"
-    train_model(SMALL, TrainSettings(epochs=1, batch_size=64), out=out, card=card, data=(x, y, x, y), progress=False,
-                command="an earlier run")
+    train_model(
+        SMALL,
+        TrainSettings(epochs=1, batch_size=64),
+        out=out,
+        card=card,
+        data=(x, y, x, y),
+        progress=False,
+        command="an earlier run",
+    )
     return out, card, out.read_bytes(), card.read_bytes()
 
 
@@ -41,8 +48,22 @@ def _previous_run(tmp_path: Path) -> tuple[Path, Path, bytes, bytes]:
 def test_sigint_to_a_real_train_process_keeps_the_previous_checkpoint_and_card(tmp_path):
     out, card, out_before, card_before = _previous_run(tmp_path)
     partial = tmp_path / "m.partial.pt"
-    argv = [sys.executable, "-m", "hookedmlp", "train", "--hidden", "8", "--batch-size", "4096", "--epochs", "1000",
-            "--out", str(out), "--card", "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "hookedmlp",
+        "train",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "4096",
+        "--epochs",
+        "1000",
+        "--out",
+        str(out),
+        "--card",
+        "--quiet",
+    ]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -57,8 +78,11 @@ def test_sigint_to_a_real_train_process_keeps_the_previous_checkpoint_and_card(t
             proc.kill()
     assert proc.returncode == 130, stderr
     assert stdout == ""
-    found = re.fullmatch(rf"hookedmlp train: interrupted after (\d+) of 1000 epochs: {re.escape(str(out))} and "
-                         rf"{re.escape(str(card))} kept as they were; epoch (\d+) is in {re.escape(str(partial))}\n", stderr)
+    found = re.fullmatch(
+        rf"hookedmlp train: interrupted after (\d+) of 1000 epochs: {re.escape(str(out))} and "
+        rf"{re.escape(str(card))} kept as they were; epoch (\d+) is in {re.escape(str(partial))}\n",
+        stderr,
+    )
     assert found, stderr
     done, saved = int(found.group(1)), int(found.group(2))
     assert 1 <= saved <= done < 1000
@@ -66,7 +90,11 @@ def test_sigint_to_a_real_train_process_keeps_the_previous_checkpoint_and_card(t
     assert json.loads(card_before)["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # still agree
     progress = HookedMLP.load(partial)
     assert len(progress.meta["history"]) == saved and progress.meta["settings"]["epochs"] == 1000
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["m.json", "m.partial.pt", "m.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "m.json",
+        "m.partial.pt",
+        "m.pt",
+    ]
 
 
 def _interrupt_at(monkeypatch, calls: int) -> None:
@@ -92,9 +120,17 @@ def _data():
 def test_interrupt_in_the_first_epoch_writes_nothing(tmp_path, monkeypatch):
     _interrupt_at(monkeypatch, 1)
     with pytest.raises(TrainingInterrupted) as info:
-        train_model(SMALL, TrainSettings(epochs=3, batch_size=16), out=tmp_path / "m.pt", card=tmp_path / "m.json",
-                    data=_data(), progress=False)
-    assert str(info.value) == f"interrupted after 0 of 3 epochs: {tmp_path / 'm.pt'} and {tmp_path / 'm.json'} not written"
+        train_model(
+            SMALL,
+            TrainSettings(epochs=3, batch_size=16),
+            out=tmp_path / "m.pt",
+            card=tmp_path / "m.json",
+            data=_data(),
+            progress=False,
+        )
+    assert (
+        str(info.value) == f"interrupted after 0 of 3 epochs: {tmp_path / 'm.pt'} and {tmp_path / 'm.json'} not written"
+    )
     assert list(tmp_path.iterdir()) == []
     assert isinstance(info.value, KeyboardInterrupt)
 
@@ -104,8 +140,10 @@ def test_interrupt_later_names_the_kept_files_and_the_progress_file(tmp_path, mo
     _interrupt_at(monkeypatch, 3)
     with pytest.raises(TrainingInterrupted) as info:
         train_model(SMALL, TrainSettings(epochs=5, batch_size=16), out=out, card=card, data=_data(), progress=False)
-    assert str(info.value) == (f"interrupted after 2 of 5 epochs: {out} and {card} kept as they were; epoch 2 is in "
-                               f"{tmp_path / 'm.partial.pt'}")
+    assert str(info.value) == (
+        f"interrupted after 2 of 5 epochs: {out} and {card} kept as they were; epoch 2 is in "
+        f"{tmp_path / 'm.partial.pt'}"
+    )
     assert out.read_bytes() == out_before and card.read_bytes() == card_before
 
 
@@ -122,8 +160,10 @@ def test_the_cli_prints_what_was_kept_and_exits_130(tmp_path, monkeypatch, capsy
     assert main(["train", "--hidden", "8", "--batch-size", "16", "--out", str(out), "--card", "--quiet"]) == 130
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == (f"hookedmlp train: interrupted after 1 of 6 epochs: {out} and {card} kept as they were; "
-                            f"epoch 1 is in {tmp_path / 'm.partial.pt'}\n")
+    assert captured.err == (
+        f"hookedmlp train: interrupted after 1 of 6 epochs: {out} and {card} kept as they were; "
+        f"epoch 1 is in {tmp_path / 'm.partial.pt'}\n"
+    )
     assert out.read_bytes() == out_before and card.read_bytes() == card_before
 
 

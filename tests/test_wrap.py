@@ -16,8 +16,10 @@ from hookedmlp.wrap import chain_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions and matmuls: threads only contend
 
-ROUTE = ("write it as a HookedRoot subclass with HookPoints placed in forward (see docs/your-own-network.md, and "
-         "hookedmlp.ResidualMLP for an example)")
+ROUTE = (
+    "write it as a HookedRoot subclass with HookPoints placed in forward (see docs/your-own-network.md, and "
+    "hookedmlp.ResidualMLP for an example)"
+)
 
 
 class Scale(nn.Module):
@@ -35,7 +37,7 @@ class Cube(nn.Module):
     """An opaque leaf without parameters."""
 
     def forward(self, x):
-        return x ** 3 - x
+        return x**3 - x
 
 
 class NeuralNetwork(nn.Module):
@@ -45,7 +47,8 @@ class NeuralNetwork(nn.Module):
         super().__init__()
         self.flatten = nn.Flatten()
         self.linear_relu_stack = nn.Sequential(
-            nn.Linear(28 * 28, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+            nn.Linear(28 * 28, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+        )
 
     def forward(self, x):
         x = self.flatten(x)
@@ -123,29 +126,73 @@ CASES = {
     "logsoftmax": lambda: (nn.Sequential(_mlp(nn.Tanh()), nn.LogSoftmax(dim=1)), None, (6,)),
     "layernorm": lambda: (_randomise(_mlp(nn.LayerNorm(5), nn.ReLU())), None, (6,)),
     "batchnorm1d": lambda: (_randomise(_mlp(nn.BatchNorm1d(5), nn.ReLU())), None, (6,)),
-    "batchnorm2d": lambda: (_randomise(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
-                                                     nn.Linear(2 * 4 * 4, 3))), (1, 6, 6), (1, 6, 6)),
-    "groupnorm": lambda: (_randomise(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(),
-                                                   nn.Linear(4 * 4 * 4, 3))), (1, 6, 6), (1, 6, 6)),
+    "batchnorm2d": lambda: (
+        _randomise(
+            nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+        ),
+        (1, 6, 6),
+        (1, 6, 6),
+    ),
+    "groupnorm": lambda: (
+        _randomise(
+            nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+        ),
+        (1, 6, 6),
+        (1, 6, 6),
+    ),
     "identity": lambda: (_mlp(nn.Identity(), nn.ReLU(), nn.Identity()), None, (6,)),
     "dropout": lambda: (_mlp(nn.ReLU(), nn.Dropout(0.4)), None, (6,)),
-    "flatten_unflatten": lambda: (nn.Sequential(nn.Linear(6, 8), nn.Unflatten(1, (2, 4)), nn.Conv1d(2, 3, 2), nn.ReLU(),
-                                                nn.Flatten(), nn.Linear(9, 3)), None, (6,)),
-    "conv1d_maxpool1d": lambda: (nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(),
-                                               nn.Linear(12, 3)), (2, 10), (2, 10)),
-    "conv2d_pools": lambda: (nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                           nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1),
-                                           nn.Flatten(), nn.Linear(3, 3)), (1, 8, 8), (1, 8, 8)),
+    "flatten_unflatten": lambda: (
+        nn.Sequential(
+            nn.Linear(6, 8), nn.Unflatten(1, (2, 4)), nn.Conv1d(2, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(9, 3)
+        ),
+        None,
+        (6,),
+    ),
+    "conv1d_maxpool1d": lambda: (
+        nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(12, 3)),
+        (2, 10),
+        (2, 10),
+    ),
+    "conv2d_pools": lambda: (
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.AvgPool2d(2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(3, 3),
+        ),
+        (1, 8, 8),
+        (1, 8, 8),
+    ),
     "opaque_leaf": lambda: (_mlp(Scale(5), nn.Tanh()), None, (6,)),
     "opaque_leaf_no_params": lambda: (_mlp(Cube()), None, (6,)),
     "lenet": lambda: (LeNet(), None, (1, 28, 28)),
     "lenet_view": lambda: (LeNet(view=True), None, (1, 28, 28)),
     "quickstart": lambda: (NeuralNetwork(), None, (1, 28, 28)),
-    "nested": lambda: (nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.ReLU()),
-                                     nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.Tanh()), nn.Linear(4, 3))), None, (6,)),
+    "nested": lambda: (
+        nn.Sequential(
+            nn.Sequential(nn.Linear(6, 5), nn.ReLU()),
+            nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.Tanh()), nn.Linear(4, 3)),
+        ),
+        None,
+        (6,),
+    ),
     "module_list": lambda: (Looped(), (6,), (6,)),
-    "inplace": lambda: (_mlp(nn.ReLU(inplace=True), nn.Dropout(0.2, inplace=True), nn.Linear(5, 5),
-                             nn.Hardtanh(-0.2, 0.3, inplace=True), nn.ELU(inplace=True)), None, (6,)),
+    "inplace": lambda: (
+        _mlp(
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.2, inplace=True),
+            nn.Linear(5, 5),
+            nn.Hardtanh(-0.2, 0.3, inplace=True),
+            nn.ELU(inplace=True),
+        ),
+        None,
+        (6,),
+    ),
 }
 
 
@@ -160,7 +207,7 @@ def _case(name):
 
 def reference_site(net, model, name):
     """The original module whose input (``"pre"``) or output (``"post"``) hook point ``name`` carries."""
-    layer, side = int(name.split(".")[0][len("layer"):]), name.split(".")[1]
+    layer, side = int(name.split(".")[0][len("layer") :]), name.split(".")[1]
     path = getattr(model, f"layer{layer}").path
     if not path.startswith("<"):
         return net.get_submodule(path), side
@@ -175,8 +222,11 @@ def run_with_torch_hooks(net, x, hooks):
     handles = []
     for module, side, fn in hooks:
         if side == "pre":
-            handles.append(module.register_forward_pre_hook(
-                lambda m, args, fn=fn: None if (r := fn(args[0])) is None else (r, *args[1:])))
+            handles.append(
+                module.register_forward_pre_hook(
+                    lambda m, args, fn=fn: None if (r := fn(args[0])) is None else (r, *args[1:])
+                )
+            )
         else:
             handles.append(module.register_forward_hook(lambda m, args, out, fn=fn: fn(out)))
     try:
@@ -206,7 +256,9 @@ def test_every_cached_activation_equals_a_torch_forward_hook(case):
     hooks = []
     for name in model.hook_names:
         module, side = reference_site(net, model, name)
-        hooks.append((module, side, lambda t, name=name: expected.__setitem__(name, t.clone())))  # in-place modules edit it later
+        hooks.append(
+            (module, side, lambda t, name=name: expected.__setitem__(name, t.clone()))
+        )  # in-place modules edit it later
     out_ref = run_with_torch_hooks(net, x, hooks)
     with torch.no_grad():
         out, cache = model.run_with_cache(x)
@@ -301,6 +353,7 @@ def test_the_wrapped_model_starts_in_the_networks_mode():
 
 
 # -- refusals --------------------------------------------------------------------------------
+
 
 class Functional(nn.Module):
     def __init__(self):
@@ -400,63 +453,102 @@ def _refused(net, *fragments, input_shape=None):
 
 
 def test_functional_relu_is_refused_with_the_hookedroot_route():
-    _refused(Functional(), "Functional.forward changes the activation between module fc1 and module fc2 (Linear): a "
-             "functional call such as F.relu, a skip connection, or arithmetic; the chain of its modules would compute "
-             f"something else, so it is refused; {ROUTE}")
+    _refused(
+        Functional(),
+        "Functional.forward changes the activation between module fc1 and module fc2 (Linear): a "
+        "functional call such as F.relu, a skip connection, or arithmetic; the chain of its modules would compute "
+        f"something else, so it is refused; {ROUTE}",
+    )
 
 
 def test_skip_connections_are_refused():
     _refused(Skip(), "Skip.forward changes the activation between module fc2 and module head (Linear)", ROUTE)
-    _refused(Skip(at_end=True), "Skip.forward changes the output after its last module fc2 (a skip connection, a "
-             "functional call such as F.log_softmax, or arithmetic)", ROUTE)
+    _refused(
+        Skip(at_end=True),
+        "Skip.forward changes the output after its last module fc2 (a skip connection, a "
+        "functional call such as F.log_softmax, or arithmetic)",
+        ROUTE,
+    )
 
 
 def test_reused_modules_are_refused():
-    _refused(Reused(), f"module fc (Linear) runs 2 times in Reused.forward: a module used twice is not a chain; {ROUTE}")
+    _refused(
+        Reused(), f"module fc (Linear) runs 2 times in Reused.forward: a module used twice is not a chain; {ROUTE}"
+    )
     block = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
-    _refused(nn.Sequential(block, block), "module 1 (Sequential) is the same object as module 0: a module used twice is "
-             f"not a chain; {ROUTE}")
+    _refused(
+        nn.Sequential(block, block),
+        f"module 1 (Sequential) is the same object as module 0: a module used twice is not a chain; {ROUTE}",
+    )
 
 
 def test_a_module_that_never_runs_is_refused():
-    _refused(Unused(), "module spare (ReLU) never runs in Unused.forward, so the chain of its modules is not what forward "
-             f"computes; if it is unused, delete it (del net.spare) before wrapping; otherwise {ROUTE}")
+    _refused(
+        Unused(),
+        "module spare (ReLU) never runs in Unused.forward, so the chain of its modules is not what forward "
+        f"computes; if it is unused, delete it (del net.spare) before wrapping; otherwise {ROUTE}",
+    )
 
 
 def test_in_place_edits_without_a_switch_are_refused():
-    _refused(EditsBetween(), "EditsBetween.forward edits the activation in place between module fc1 and module fc2 "
-             "(Linear)", ROUTE)
-    _refused(_mlp(Doubler()), "module 1 (Doubler) edits its input in place, which would change what the hook point "
-             "before it recorded, and has no inplace=False switch; make its forward out of place, or", ROUTE)
+    _refused(
+        EditsBetween(),
+        "EditsBetween.forward edits the activation in place between module fc1 and module fc2 (Linear)",
+        ROUTE,
+    )
+    _refused(
+        _mlp(Doubler()),
+        "module 1 (Doubler) edits its input in place, which would change what the hook point "
+        "before it recorded, and has no inplace=False switch; make its forward out of place, or",
+        ROUTE,
+    )
 
 
 def test_modules_and_forwards_that_pass_other_things_than_one_tensor_are_refused():
     _refused(_mlp(Pair()), f"module 1 (Pair) returns tuple, not one tensor; {ROUTE}")
-    _refused(nn.Sequential(nn.Linear(6, 5), Pair()), f"module 1 (Pair) takes or returns something other than one tensor; {ROUTE}")
+    _refused(
+        nn.Sequential(nn.Linear(6, 5), Pair()),
+        f"module 1 (Pair) takes or returns something other than one tensor; {ROUTE}",
+    )
     _refused(TwoOutputs(), f"TwoOutputs.forward returns tuple, not one tensor; {ROUTE}")
 
 
 def test_a_network_that_changes_between_calls_fails_the_probe_check():
-    _refused(_mlp(Changes()), "the chain of Sequential's modules computes something else than the network on a probe "
-             "batch (max difference", ROUTE)
+    _refused(
+        _mlp(Changes()),
+        "the chain of Sequential's modules computes something else than the network on a probe batch (max difference",
+        ROUTE,
+    )
 
 
 def test_a_probe_the_network_cannot_take_names_the_module_that_failed():
-    message = _refused(nn.Sequential(nn.Linear(4, 3), nn.Conv2d(1, 1, 1)),
-                       "running Sequential on a probe batch of shape [3, 4]: module 1 (Conv2d) failed (RuntimeError: ",
-                       "if the network takes other inputs, pass input_shape=, the shape of one example")
+    message = _refused(
+        nn.Sequential(nn.Linear(4, 3), nn.Conv2d(1, 1, 1)),
+        "running Sequential on a probe batch of shape [3, 4]: module 1 (Conv2d) failed (RuntimeError: ",
+        "if the network takes other inputs, pass input_shape=, the shape of one example",
+    )
     assert "conv2d" in message
-    _refused(nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)),
-             "running Sequential on a probe batch of shape [3, 1, 28, 28]: module 2 (Linear) failed")
+    _refused(
+        nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)),
+        "running Sequential on a probe batch of shape [3, 1, 28, 28]: module 2 (Linear) failed",
+    )
 
 
 def test_input_shape_that_cannot_be_inferred_or_is_malformed():
-    _refused(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), "cannot infer Sequential's input shape from its first modules "
-             "(module 0 is a ReLU); pass input_shape=(C, H, W) or (features,), the shape of one example")
+    _refused(
+        nn.Sequential(nn.ReLU(), nn.Linear(4, 2)),
+        "cannot infer Sequential's input shape from its first modules "
+        "(module 0 is a ReLU); pass input_shape=(C, H, W) or (features,), the shape of one example",
+    )
     model = HookedMLP.from_module(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), input_shape=(4,))
     assert model.input_shape == (4,)
-    with pytest.raises(ValueError, match=re.escape("input_shape must be one example's shape, a sequence of positive ints "
-                                                   "such as (1, 28, 28) or (784,), got (4, 0)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "input_shape must be one example's shape, a sequence of positive ints "
+            "such as (1, 28, 28) or (784,), got (4, 0)"
+        ),
+    ):
         HookedMLP.from_module(nn.Sequential(nn.Linear(4, 2)), input_shape=(4, 0))
 
 
@@ -464,17 +556,23 @@ def test_not_a_network():
     _refused(nn.Sequential(), "Sequential has no modules to hook; a chain needs at least one")
     with pytest.raises(TypeError):  # the runtime type check, under pytest
         HookedMLP.from_module(42)
-    with pytest.raises(UnsupportedNetworkError, match=re.escape("expected an nn.Module (or a list of modules), got int")):
+    with pytest.raises(
+        UnsupportedNetworkError, match=re.escape("expected an nn.Module (or a list of modules), got int")
+    ):
         chain_of(42)
 
 
 def test_a_list_of_children_without_activations_warns():
     """``list(net.children())`` loses what forward does with F.relu; the list alone cannot show it, so say so."""
     net = Functional()
-    with pytest.warns(UserWarning, match=re.escape(
+    with pytest.warns(
+        UserWarning,
+        match=re.escape(
             "modules 0 and 1 are two Linear layers with no activation between them; if this list came from "
             "list(net.children()) of a network whose forward applies F.relu (or similar), wrap the network itself with "
-            "HookedMLP.from_module(net), which checks it")):
+            "HookedMLP.from_module(net), which checks it"
+        ),
+    ):
         model = HookedMLP.from_sequential(list(net.children()))
     assert model.n_layers == 2  # accepted (a low-rank factorisation is a real network), but never silently
 

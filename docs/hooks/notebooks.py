@@ -56,8 +56,12 @@ def kernel_manager(tmp: Path) -> KernelManager:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--InteractiveShell.colors=nocolor"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
     # IPC sockets beside the connection file in a temporary folder (TCP: a warning on every run)
-    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]),
-                         transport="ipc", connection_file=str(tmp / "connection.json"))
+    return KernelManager(
+        kernel_name=KERNEL,
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]),
+        transport="ipc",
+        connection_file=str(tmp / "connection.json"),
+    )
 
 
 def execute(path: Path) -> nbformat.NotebookNode:
@@ -77,8 +81,9 @@ def run(nb: nbformat.NotebookNode, timeout: int = 300) -> nbformat.NotebookNode:
     with tempfile.TemporaryDirectory(prefix="hookedmlp-nb-") as tmp:
         km = kernel_manager(Path(tmp))
         try:
-            NotebookClient(nb, km=km, timeout=timeout, allow_errors=False,
-                           resources={"metadata": {"path": tmp}}).execute(env=env)
+            NotebookClient(
+                nb, km=km, timeout=timeout, allow_errors=False, resources={"metadata": {"path": tmp}}
+            ).execute(env=env)
         finally:
             if km.has_kernel:
                 km.shutdown_kernel(now=True)  # the client does not own a kernel it was given
@@ -87,8 +92,15 @@ def run(nb: nbformat.NotebookNode, timeout: int = 300) -> nbformat.NotebookNode:
 
 def plotly_html(figure: dict) -> str:
     """A ``<div>`` drawing ``figure`` with the page's ``Plotly`` (no plotly.js or MathJax of its own)."""
-    return pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, validate=False,
-                       default_width="100%", config={"responsive": True})
+    return pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        full_html=False,
+        validate=False,
+        default_width="100%",
+        config={"responsive": True},
+    )
 
 
 def cache_key(path: Path) -> str:
