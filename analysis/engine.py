@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analysis.metrics import METRICS, ScoringSet
 from analysis.folding import batch_dependence, fold, hooked_positions
+from analysis.metrics import METRICS, ScoringSet
 from analysis.suffix import compile_suffix
 from hookedmlp import HookedMLP, HookedRoot, ShapeError, UsageError
 from hookedmlp.checks import check_int

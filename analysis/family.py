@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ from analysis.selectivity import COEFFS, selectivity
 from analysis.spread import stratified_subset
 from hookedmlp import HookedRoot, __version__
 from hookedmlp.checkpoint import sha256_file
-from hookedmlp.data import load_mnist
 from hookedmlp.config import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
+from hookedmlp.data import load_mnist
 from hookedmlp.io import atomic_write
 from hookedmlp.train import TrainSettings, evaluate, train_model
 

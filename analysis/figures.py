@@ -99,6 +99,7 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
     share = metric in ("flip_rate", "accuracy_other")
     zmax = 1.0 if share else float(max(np.nanmax(p[1]) for p in panels))
     labels = [str(d) for d in grid.digits]
+    value = ".1%" if share else ".3f"
     for i, (_, z) in enumerate(panels, start=1):
         fig.add_trace(
             go.Heatmap(
@@ -111,8 +112,7 @@ def grid_heatmap(grid: GridResult, study: Optional[StudyTables] = None, metric: 
                 texttemplate="%{z:.2f}" if share else "%{z:.1f}",
                 showscale=i == len(panels),
                 colorbar=dict(title=dict(text=m.axis, side="right"), tickformat=".0%" if share else ""),
-                hovertemplate=f"a = %{{y}} (added), b = %{{x}} (subtracted)<br>{m.axis}: %{{z:{'.1%' if share else '.3f'}}}"
-                "<extra></extra>",
+                hovertemplate=f"a = %{{y}} (added), b = %{{x}} (subtracted)<br>{m.axis}: %{{z:{value}}}<extra></extra>",
             ),
             row=1,
             col=i,
@@ -354,7 +354,8 @@ def spread_figure(runs: Sequence[Run], keys: Sequence[str]) -> go.Figure:
                     showlegend=n == 0,
                     marker=dict(color=SAFE[m % len(SAFE)], size=8),
                     customdata=[["holds" if run.claims[claim.key][0] else "fails"] for run in mine],
-                    hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})<extra></extra>",
+                    hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})"
+                    "<extra></extra>",
                 ),
                 row=r,
                 col=c,

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from analysis.additions import all_pairs, pair_additions, source_data
 from analysis.engine import CHUNK_ELEMENTS, Evaluation, evaluate_additions
-from analysis.metrics import METRICS, ByName, rounded
+from analysis.metrics import METRICS, ByName
 from hookedmlp import ConfigError, HookedRoot, UsageError
 from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
@@ -129,7 +129,7 @@ class GridResult(ByName):
 
 
 def scoring_set(test: Any = None) -> tuple[Tensor, Tensor]:
-    """The images and labels to score on: ``test`` (``(images, labels)`` or a labelled ``Dataset``), or MNIST's test set."""
+    """``test`` (``(images, labels)`` or a labelled ``Dataset``) to score on, or MNIST's test set."""
     if test is None:
         return load_mnist("test")
     data = as_labelled(test)

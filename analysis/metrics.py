@@ -216,7 +216,7 @@ def _plain(value: Any) -> Any:
 
 
 def _typed(annotation: Any, value: Any) -> Any:
-    """``value`` read back as ``annotation`` says: arrays for ``np.ndarray`` (also inside dicts), tuples in lists of tuples."""
+    """``value`` read back as ``annotation`` says: arrays for ``np.ndarray`` (in dicts too), tuples in lists."""
     if value is None:
         return None
     text = str(annotation)

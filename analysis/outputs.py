@@ -74,7 +74,7 @@ class Outputs:
         self.kept: list[Path] = []
 
     def text(self, relpath: str, text: str, rel: float = 0.0) -> Path:
-        """Write ``text`` to ``root/relpath`` unless the file there says the same to its precision (see ``same_to_precision``)."""
+        """Write ``text`` to ``root/relpath`` unless the file there says the same to its precision."""
         path = self.root / relpath
         if path.exists() and same_to_precision(path.read_text(), text, rel):
             self.kept.append(path)

@@ -63,8 +63,8 @@ def reproduce(
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
     About 1.5 minutes on 2 cores (seconds with ``quick``: the headline on 1,000 test images, 4
-    spread runs and 2 control runs on 100, vectors from the first two training images only). Progress and timings go to ``log``; it ends with where
-    the report is and each claim's verdict.
+    spread runs and 2 control runs on 100, vectors from the first two training images only).
+    Progress and timings go to ``log``; it ends with where the report is and each claim's verdict.
 
     Args:
         out_dir: where to write (``docs`` in the repository).
@@ -149,7 +149,8 @@ def reproduce(
     outputs.text("reproduction.md", report_text(result, figures=figures))
     outputs.close()
     log(
-        f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} unchanged "
+        f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} "
+        "unchanged "
         "(equal to their printed precision)"
     )
     log(f"report: {out / 'reproduction.md'}")

@@ -34,7 +34,7 @@ def off_diagonal_pairs(classes: Sequence[int]) -> list[tuple[int, int]]:
 
 @dataclasses.dataclass
 class Selectivity(ByName):
-    """One hook point: every metric as ``[pair, coeff]`` (``sel.flip_rate``...), and each pair's smallest selective coefficient."""
+    """One hook point: every metric as ``[pair, coeff]``, and each pair's smallest selective coefficient."""
 
     hook: str
     pairs: list[tuple[int, int]]
@@ -82,7 +82,8 @@ def selectivity(
     """``{hook: Selectivity}``: every pair's vector at every coefficient, at every hook, in one evaluation.
 
     Examples:
-        >>> sel = selectivity(model, ["layer0.post"], coeffs=[1.0, 4.0], pairs=[(3, 1)], test=(images[:300], labels[:300]))
+        >>> test = (images[:300], labels[:300])
+        >>> sel = selectivity(model, ["layer0.post"], coeffs=[1.0, 4.0], pairs=[(3, 1)], test=test)
         >>> sel["layer0.post"].flip_rate.shape
         (1, 2)
     """

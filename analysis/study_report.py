@@ -204,7 +204,7 @@ def study(
     figures: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[ModelResult]:
-    """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md`` and its figures.
+    """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md``.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
     scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4.
@@ -255,7 +255,8 @@ def study(
     train_s = sum(r.train_seconds for r in results)
     analysis_s = sum(r.analysis_seconds for r in results)
     log(
-        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this run); "
+        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this "
+        "run); "
         f"report: {out_dir / 'study.md'}"
     )
     return results

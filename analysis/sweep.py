@@ -9,7 +9,7 @@ import numpy as np
 from analysis.additions import all_pairs, pair_additions, source_data
 from analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
 from analysis.grid import GridResult, grids_from_evaluation, scoring_set
-from analysis.metrics import METRICS, ByName, rounded
+from analysis.metrics import METRICS, ByName
 from hookedmlp import ConfigError, HookedRoot
 from hookedmlp.checks import check_choice, check_coeff
 
@@ -162,7 +162,8 @@ def all_pairs_sweep(
     Vectors that fold to the same place run once, so this costs little more than one grid.
 
     Examples:
-        >>> grids = all_pairs_sweep(model, ["layer0.post", "layer3.post"], digits=(3, 1), test=(images[:100], labels[:100]))
+        >>> test = (images[:100], labels[:100])
+        >>> grids = all_pairs_sweep(model, ["layer0.post", "layer3.post"], digits=(3, 1), test=test)
         >>> list(grids), grids["layer3.post"].loss.shape
         (['layer0.post', 'layer3.post'], (2, 2))
     """

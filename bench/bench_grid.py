@@ -29,7 +29,6 @@ from analysis.sweep import all_pairs_sweep
 from hookedmlp import HookedMLP, LeNetConfig
 from hookedmlp.data import load_mnist
 
-
 CLOCK = [time.perf_counter]
 
 
@@ -109,7 +108,7 @@ def main() -> None:
     best: dict[tuple[str, str], float] = {}
     rates = []
     with torch.no_grad():
-        for name, (_, _, calls) in setups.items():  # warm-up
+        for _, _, calls in setups.values():  # warm-up
             for case, fn in calls.items():
                 if "batch" in case:
                     fn()
@@ -126,7 +125,7 @@ def main() -> None:
         f"rounds, sgemm rate {rate / 1e9:.1f} G multiply-adds/s"
     )
     for name, (model, n, _) in setups.items():
-        b = lambda case: best[name, case]  # noqa: E731
+        b = lambda case, name=name: best[name, case]
         print(f"{name}: {type(model.layer0.module).__name__} first, {model.n_layers} modules")
         for batch, target in (("1", 1.3), ("10000", 1.05)):
             ratio = b(f"hooked, batch {batch}") / b(f"bare, batch {batch}")

@@ -74,7 +74,8 @@ else:
     raise SystemExit(f"unknown case {case}")
 seconds = time.perf_counter() - t
 print(json.dumps({"case": case, "seconds": seconds, "baseline_mb": baseline, "hwm_mb": status("VmHWM"),
-                  "rss_after_mb": status("VmRSS"), "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_after_mb": status("VmRSS"),
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "hwm_reset": reset, "cache_mb": cache_mb, "entries": n_entries,
                   "data_mb": images.untyped_storage().nbytes() / 2**20}))
 """
@@ -110,7 +111,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {args.threads} threads, one fresh process per case; MB = 2**20 bytes")
     print(
-        f"loaded data: 60,000 x 784 float32 images = {rows[0]['data_mb']:.0f} MB (+ the model and torch itself: the baseline)"
+        f"loaded data: 60,000 x 784 float32 images = {rows[0]['data_mb']:.0f} MB (+ the model and torch itself: the "
+        "baseline)"
     )
     head = (
         f"{'case':<19}{'entries':>8}{'theory':>9}{'cache':>9}{'baseline':>10}{'peak':>9}{'above data':>12}"

@@ -136,10 +136,12 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; sgemm burst rate {rate['wall'] / 1e9:.1f} G "
         f"multiply-adds per wall second, {rate['cpu'] / 1e9:.1f} per CPU second; one epoch = {len(train_y):,} training "
-        f"images, batch {settings.batch_size}, then {len(test_y):,} test images; best of {args.rounds} interleaved rounds"
+        f"images, batch {settings.batch_size}, then {len(test_y):,} test images; best of {args.rounds} interleaved "
+        "rounds"
     )
     print(
-        f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} {'measured':>8} {'ratio':>6}"
+        f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
+        f"{'measured':>8} {'ratio':>6}"
     )
     for name in [*names, "before"]:
         macs = epoch_macs(RECIPES["baseline" if name == "before" else name], len(train_y), len(test_y))
@@ -150,7 +152,8 @@ def main() -> None:
         print(f"{name:<11} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
     if "baseline" in names:
         print(
-            f"before -> now (baseline): {min(s['wall'] for s in seconds['before']) / min(s['wall'] for s in seconds['baseline']):.2f}x "
+            "before -> now (baseline): "
+            f"{min(s['wall'] for s in seconds['before']) / min(s['wall'] for s in seconds['baseline']):.2f}x "
             "faster in wall time"
         )
 

@@ -67,7 +67,7 @@ class Recorder(Observer):
         self._shared: dict[int, list[str]] = {}  # storage -> names holding a tensor on it, uncopied
         # (a weak reference to the last activation seen, what was kept of it): weak, so the
         # recorder never keeps a pass's tensor (and its graph) alive past its use.
-        self._last: tuple[Optional["weakref.ref[Tensor]"], Optional[Tensor]] = (None, None)
+        self._last: tuple[Optional[weakref.ref[Tensor]], Optional[Tensor]] = (None, None)
 
     def __call__(self, act: Tensor, hook: HookPoint) -> Optional[Tensor]:
         if self.pass_id is not None and PASS.get() is not self.pass_id:

@@ -12,9 +12,9 @@ Version 1 files (the first hookedmlp's Linear stacks) are read too.
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ Device = Union[str, torch.device, None]
 
 
 def register_architecture(name: str) -> Callable[[type], type]:
-    """Class decorator: ``cls.to_checkpoint(meta)`` writes files with ``"architecture": name``, ``cls.from_checkpoint`` reads them."""
+    """Class decorator: ``cls.to_checkpoint`` writes ``"architecture": name``, ``cls.from_checkpoint`` reads it."""
 
     def register(cls: type) -> type:
         _ARCHITECTURES[name] = cls

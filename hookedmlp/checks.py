@@ -79,7 +79,7 @@ def check_number(
 
 
 def check_coeff(coeff: Any) -> float:
-    """A finite real coefficient (any real scalar, numpy's included, or a one-element tensor; not a bool), as a float."""
+    """A finite real coefficient (a real scalar, numpy's too, or a one-element tensor; not a bool), as a float."""
     if not (_is_real(coeff) or (isinstance(coeff, Tensor) and coeff.numel() == 1 and coeff.dtype != torch.bool)):
         raise SteeringError(f"coeff must be a real number, got {type(coeff).__name__} ({coeff!r})")
     value = float(coeff)

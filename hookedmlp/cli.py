@@ -50,7 +50,7 @@ _ONLY = {  # flag: the architectures it applies to
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    """The ``hookedmlp.config`` recipe ``train``'s architecture flags describe; ``_CliError`` for a combination that is not one."""
+    """The recipe ``train``'s architecture flags describe; ``_CliError`` for a combination that is not one."""
     arch = args.arch
     if args.residual:
         if arch not in ("mlp", "residual"):
@@ -60,7 +60,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
             )
         arch = "residual"
     given = {k: getattr(args, k) for k in _ONLY if getattr(args, k) is not None}
-    for flag, value in given.items():
+    for flag in given:
         if arch not in _ONLY[flag]:
             name = "--" + flag.replace("_", "-")
             raise _CliError(
@@ -110,7 +110,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     extra = f" and {card}" if card is not None else ""
     print(
-        f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {args.out}{extra}"
+        f"test loss {result.test_loss:.4f}, accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> "
+        f"{args.out}{extra}"
     )
     return 0
 
@@ -119,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def figure_target(path: Path) -> tuple[Path, tuple[str, ...]]:
-    """``(stem, formats)`` for ``--figure``: ``x.html`` means x.html only; a path without a figure extension means html and png."""
+    """``(stem, formats)`` for ``--figure``: ``x.html`` means html only; no figure extension means html and png."""
     suffix = path.suffix.lower().lstrip(".")
     if suffix in FIGURE_FORMATS:
         return path.with_suffix(""), (suffix,)

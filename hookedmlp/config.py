@@ -187,7 +187,8 @@ class ResidualConfig:
 
     @property
     def summary(self) -> str:
-        return f"residual MLP, d_model {self.d_model}, {self.n_blocks} blocks of d_mlp {self.d_mlp}, {self.activation}, {self.norm}"
+        blocks = f"{self.n_blocks} blocks of d_mlp {self.d_mlp}"
+        return f"residual MLP, d_model {self.d_model}, {blocks}, {self.activation}, {self.norm}"
 
     @property
     def input_shape(self) -> tuple[int, ...]:

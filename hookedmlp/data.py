@@ -291,7 +291,7 @@ def _load_cached(root: Path, split: str) -> tuple[Tensor, Tensor]:
 
 def load_mnist(
     split: str = "train", root: _Root = None, device: str | torch.device | None = None
-) -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, "batch"]]:
+) -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]:
     """One whole MNIST split as tensors, pixel-identical to torchvision's ``ToTensor``.
 
     Read once per process, root and split; later calls return the *same* cached

@@ -495,7 +495,7 @@ class HookedRoot(nn.Module):
         return x
 
     def prepare_input(self, x: Any) -> Tensor:
-        """Check a batch ``[batch, *shape]`` (``shape`` one of ``accepted_input_shapes()``); reshape it to ``input_shape``."""
+        """Check a batch ``[batch, *shape]`` (``shape`` in ``accepted_input_shapes()``), reshaped to ``input_shape``."""
         shapes = self.accepted_input_shapes()
         tail = tuple(x.shape[1:]) if isinstance(x, Tensor) and x.ndim >= 2 else None
         if isinstance(x, Tensor) and tail not in shapes:

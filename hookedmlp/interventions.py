@@ -26,7 +26,7 @@ __all__ = ["ablate", "patch", "clamp"]
 
 
 def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str, Tensor, tuple[int, ...]]:
-    """The checked hook, ``value`` as a finite tensor (from a mapping if it holds ``hook``), and the activation shape."""
+    """The checked hook, ``value`` as a finite tensor (from a mapping holding ``hook``), and the activation shape."""
     hook = model.resolve_name(hook)
     if isinstance(value, Mapping):
         value = value[hook]

@@ -234,7 +234,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_writable(path: "str | os.PathLike[str]") -> None:
-    """Raise ``FileWriteError`` unless ``atomic_write(path)`` could write (before a long computation that ends by writing it).
+    """Raise ``FileWriteError`` unless ``atomic_write(path)`` could write (before a long computation that writes it).
 
     Applies ``atomic_write``'s rule, then creates and removes a temporary file in the nearest
     existing directory, so read-only mounts, permissions and ACLs are tested as they are

@@ -35,7 +35,7 @@ class Site:
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """One module of the chain: its index, the module, where it sat in the original network, and whether it is affine."""
+    """One module of the chain: its index, the module, its path in the original network, and whether it is affine."""
 
     index: int
     module: nn.Module

@@ -369,13 +369,13 @@ class HookedMLP(HookedRoot):
     # -- forward -----------------------------------------------------------------------
     def forward(
         self,
-        x: Shaped[Tensor, "batch *example"],
+        x: Shaped[Tensor, "batch *example"],  # noqa: F821 (a jaxtyping shape)
         start_at: Optional[str] = None,
         stop_at: Optional[str] = None,
         *,
         start_at_layer: Optional[int] = None,
         stop_at_layer: Optional[int] = None,
-    ) -> Float[Tensor, "batch *out"]:
+    ) -> Float[Tensor, "batch *out"]:  # noqa: F821 (a jaxtyping shape)
         """Run the network, or the part of it between two hook points.
 
         ``forward(forward(x, stop_at=h), start_at=h)`` equals ``forward(x)``.

@@ -97,7 +97,7 @@ class ResidualMLP(HookedRoot):
         return self.hook_logits(self.unembed(self.ln_final(h)))
 
     def act_name(self, name: str, layer: Optional[int] = None, *rest: Any) -> str:
-        """TransformerLens' names: ``("resid_post", 0)`` -> ``"blocks.0.hook_resid_post"``, ``("embed",)`` -> ``"hook_embed"``."""
+        """TL names: ``("resid_post", 0)`` -> ``"blocks.0.hook_resid_post"``, ``("embed",)`` -> ``"hook_embed"``."""
         if layer is None and name in ("embed", "logits") and not rest:
             return f"hook_{name}"
         if name not in _BLOCK_NAMES or layer is None or rest:

@@ -6,8 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from hookedmlp.config import ACTIVATIONS, activation_module, check_activation
-from hookedmlp.checks import check_choice
+from hookedmlp.config import activation_module, check_activation
 from hookedmlp.errors import CheckpointError, warn
 
 __all__ = ["sequential_from_state_dict"]
@@ -71,7 +70,7 @@ def sequential_from_state_dict(state_dict: Mapping[str, Tensor], activation: Opt
         )
     modules: list[nn.Module] = [nn.Flatten()] if indices[0] == 1 else []
     width = None
-    for n, idx in enumerate(indices):
+    for idx in indices:
         w, bias = params[idx]["weight"], params[idx].get("bias")
         if width is not None and w.shape[1] != width:
             raise CheckpointError(f"Linear at index {idx} takes {w.shape[1]} inputs but the previous one gives {width}")

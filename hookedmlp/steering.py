@@ -301,7 +301,8 @@ class SteeringVector(Mapping[str, Tensor]):
         for name, v in self._vectors.items():
             if name not in model.hook_dict:
                 raise HookNameError(
-                    f"steering vector has hook {name!r}, which this model lacks{did_you_mean(name, list(model.hook_dict))}"
+                    f"steering vector has hook {name!r}, which this model "
+                    f"lacks{did_you_mean(name, list(model.hook_dict))}"
                 )
             check_example_shape(v, model, name, "steering vector")
             if dtype is not None:

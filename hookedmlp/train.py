@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from hookedmlp.checkpoint import load_checkpoint, sha256_file
 from hookedmlp.checks import check_int, check_number
-from hookedmlp.config import config_from_dict, MLPConfig, Recipe, ResidualConfig, config_to_dict
+from hookedmlp.config import MLPConfig, Recipe, ResidualConfig, config_from_dict, config_to_dict
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import UsageError
 from hookedmlp.hooked import HookedRoot
@@ -87,7 +87,7 @@ class TrainResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: ``out`` and ``card`` were left as they were; ``partial`` holds epoch ``saved``, if any."""
+    """Ctrl-C during training: ``out`` and ``card`` were left as they were; ``partial`` holds epoch ``saved``."""
 
     def __init__(
         self,
@@ -109,7 +109,8 @@ class TrainingInterrupted(KeyboardInterrupt):
         said = [f"{' and '.join(kept)} kept as {'it was' if len(kept) == 1 else 'they were'}"] if kept else []
         said += [f"{' and '.join(new)} not written"] if new else []
         part = f"; epoch {self.saved} is in {self.partial}" if self.partial is not None and self.saved else ""
-        return f"interrupted after {self.epochs_done} of {self.epochs} epochs: {', '.join(said) or 'nothing was written'}{part}"
+        written = ", ".join(said) or "nothing was written"
+        return f"interrupted after {self.epochs_done} of {self.epochs} epochs: {written}{part}"
 
 
 @contextlib.contextmanager
@@ -138,7 +139,10 @@ def build_model(recipe: Optional[Recipe] = None) -> HookedRoot:
 
 @torch.no_grad()
 def evaluate(
-    model: HookedRoot, images: Float[Tensor, "batch *example"], labels: Int[Tensor, " batch"], batch_size: int = 10_000
+    model: HookedRoot,
+    images: Float[Tensor, "batch *example"],  # noqa: F821 (a jaxtyping shape)
+    labels: Int[Tensor, " batch"],
+    batch_size: int = 10_000,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode (the model's mode is restored afterwards)."""
     if len(images) == 0 or len(images) != len(labels):

@@ -8,9 +8,9 @@ import pytest
 
 from analysis import figures
 from analysis.grid import GridResult
+from analysis.metrics import METRICS
 from analysis.published import study_tables
 from analysis.sweep import CoeffSweep, LayerSweep
-from analysis.metrics import METRICS
 from hookedmlp import ConfigError, UsageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

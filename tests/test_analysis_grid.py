@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from analysis.distributions import steered_distributions
-from analysis.metrics import METRICS
 from analysis.grid import GridResult, steering_grid
+from analysis.metrics import METRICS
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError, HookedMLPError, HookNameError
@@ -25,7 +25,7 @@ def grid(model, data) -> GridResult:
 
 @pytest.fixture(scope="module")
 def first_train_images() -> torch.Tensor:
-    """The first training image of each digit, found from the training labels (independently of hookedmlp.data.first_example)."""
+    """The first training image of each digit, found from the training labels (not via first_example)."""
     images, labels = load_mnist("train")
     rows = []
     for d in range(10):

@@ -1,12 +1,12 @@
-"""analysis.sweep: all_pairs_sweep against steering_grid, layer_sweep against the grids, coeff_sweep against model.steer."""
+"""analysis.sweep: all_pairs_sweep vs steering_grid, layer_sweep vs the grids, coeff_sweep vs model.steer."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.metrics import METRICS
 from analysis.grid import GridResult, steering_grid
+from analysis.metrics import METRICS
 from analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp.errors import SteeringError
 
@@ -139,7 +139,7 @@ def test_coeff_zero_is_unsteered(model, data, csweep) -> None:
     with torch.no_grad():
         logits = model.to_sequential()(images)
     k = COEFFS.index(0.0)
-    for p, (a, b) in enumerate(PAIRS):
+    for p, (_, b) in enumerate(PAIRS):
         keep = labels != b
         normal = float(F.cross_entropy(logits[keep], labels[keep]))
         assert csweep.normal["loss"][p] == pytest.approx(normal, abs=1e-6)

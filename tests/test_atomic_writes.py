@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -145,13 +144,15 @@ STALL_WRITER = """
         return HookedMLP(MLPConfig(d_in=784, d_hidden=(512,), d_out=10))
 
     def vector(seed):
-        return SteeringVector({"layer0.post": torch.randn(4096, generator=torch.Generator().manual_seed(seed))}, {"label": f"v{seed}"})
+        values = torch.randn(4096, generator=torch.Generator().manual_seed(seed))
+        return SteeringVector({"layer0.post": values}, {"label": f"v{seed}"})
 
     def grid(seed):
         r = np.random.default_rng(seed)
         metrics = {name: r.random((10, 10)) for name in ("loss", "flip_rate", "accuracy_other", "kl")}
         return GridResult(hook="layer0.post", coeff=1.0, method="first", digits=list(range(10)), metrics=metrics,
-                          normal={"loss": r.random(10), "accuracy_other": r.random(10)}, n_test=10_000, model=f"m{seed}",
+                          normal={"loss": r.random(10), "accuracy_other": r.random(10)}, n_test=10_000,
+                          model=f"m{seed}",
                           distributions=r.random((10, 10, 10, 10)))
 
     def figure(seed):

@@ -26,9 +26,9 @@ from unittest import mock
 
 import pytest
 import torch
+from _fs import full_dir, readonly_dir
 from jaxtyping import TypeCheckError
 
-from _fs import full_dir, readonly_dir
 from analysis.grid import steering_grid
 from hookedmlp import (
     CheckpointError,
@@ -248,7 +248,8 @@ CASES = [
         "forward-uint8-images",
         lambda e: e.mnist((torch.rand(4, 1, 28, 28) * 255).to(torch.uint8)),
         InputDtypeError,
-        r"expected a floating-point input \(pixels in \[0, 1\]\), got dtype torch\.uint8; convert with x\.float\(\) / 255",
+        r"expected a floating-point input \(pixels in \[0, 1\]\), got dtype torch\.uint8; convert with x\.float\(\) "
+        r"/ 255",
     ),
     Case(
         "forward-int64",
@@ -316,7 +317,8 @@ CASES = [
         "steer-coeff-overflowing-float32",
         lambda e: _enter(e.mnist.steer(SteeringVector({"layer0.post": torch.full((512,), 10.0)}), coeff=1e38)),
         SteeringError,
-        r"coeff=1e\+38 times the vector's largest entry 10 is 1e\+39, beyond torch\.float32's range \(largest finite 3\.403e\+38\)",
+        r"coeff=1e\+38 times the vector's largest entry 10 is 1e\+39, beyond torch\.float32's range \(largest finite "
+        r"3\.403e\+38\)",
     ),
     Case(
         "vector-times-nan",
@@ -440,7 +442,8 @@ CASES = [
         "stop_at-before-start_at",
         lambda e: e.mnist(torch.rand(4, 512), start_at="layer2.post", stop_at="layer0.post"),
         UsageError,
-        r"stop_at='layer0\.post' comes before start_at='layer2\.post', so the pass would stop before it starts; hook order is "
+        r"stop_at='layer0\.post' comes before start_at='layer2\.post', so the pass would stop before it starts; hook "
+        r"order is "
         r"layer0\.pre, ",
     ),
     Case(
@@ -454,7 +457,8 @@ CASES = [
         "vector-wrong-size",
         lambda e: _enter(SteeringVector({"layer0.post": torch.zeros(5)}).apply(e.mnist)),
         ShapeError,
-        r"steering vector at 'layer0\.post' has shape \[5\], but one example's activation there is \[512\] \(a batch is "
+        r"steering vector at 'layer0\.post' has shape \[5\], but one example's activation there is \[512\] \(a batch "
+        r"is "
         r"\[batch, 512\]\); expected a tensor of shape \[512\]",
     ),
     Case(
@@ -467,7 +471,8 @@ CASES = [
         "mnist-vector-on-tiny-model",
         lambda e: _enter(e.tiny.steer(SteeringVector({"layer1.post": torch.ones(512)}))),
         ShapeError,
-        r"has shape \[512\], but one example's activation there is \[8\] \(a batch is \[batch, 8\]\); expected a tensor of shape \[8\]",
+        r"has shape \[512\], but one example's activation there is \[8\] \(a batch is \[batch, 8\]\); expected a "
+        r"tensor of shape \[8\]",
     ),
     Case(
         "ablate-zero-direction",
@@ -513,7 +518,8 @@ CASES = [
         "load-weights-of-another-architecture",
         lambda e: HookedMLP.load(_mnist_checkpoint_with_tiny_layers(e)),
         CheckpointError,
-        r"does not match the architecture it describes .*shape mismatches \['layer0\.module\.weight: \[512, 784\] vs \[8, 16\]'",
+        r"does not match the architecture it describes .*shape mismatches \['layer0\.module\.weight: \[512, 784\] vs "
+        r"\[8, 16\]'",
     ),
     Case(
         "load-missing-file",
@@ -579,7 +585,8 @@ CASES = [
         "load-a-protocol-4-pickle-of-objects",
         lambda e: HookedMLP.load(_pickle_file(e, {"config": MLPConfig()}, 4)),
         CheckpointError,
-        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\); refusing to "
+        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\); "
+        r"refusing to "
         r"load it \(it could run code\)\. Re-save it with hookedmlp from code you trust\.$",
     ),
     Case(
@@ -599,7 +606,8 @@ CASES = [
         "save-over-a-read-only-file",
         lambda e: e.tiny.save(_read_only(e)),
         FileWriteError,
-        r"cannot write '.*ro\.pt': the file is read-only \(mode 444\); make it writable \(chmod u\+w\) or choose another path$",
+        r"cannot write '.*ro\.pt': the file is read-only \(mode 444\); make it writable \(chmod u\+w\) or choose "
+        r"another path$",
     ),
     Case(
         "save-under-a-regular-file",
@@ -637,7 +645,8 @@ CASES = [
         "steer-in-training-mode",
         _train_mode_steer,
         SteeringWarning,
-        r"steering a model in training mode: layer2\.module \(Dropout\) compute something else there \(dropout is random",
+        r"steering a model in training mode: layer2\.module \(Dropout\) compute something else there \(dropout is "
+        r"random",
         kind="warns",
     ),
     # -- the command line ---------------------------------------------------------------------------------
@@ -652,7 +661,8 @@ CASES = [
         "cli-grid-coeff-beyond-float32",
         lambda e: ["grid", "--coeff", "1e308"],
         "status 2",
-        r"--coeff 1e\+308 is beyond the model's torch\.float32 range \(largest finite 3\.403e\+38\); use a smaller --coeff",
+        r"--coeff 1e\+308 is beyond the model's torch\.float32 range \(largest finite 3\.403e\+38\); use a smaller "
+        r"--coeff",
         kind="cli",
     ),
     Case(
@@ -708,7 +718,8 @@ CASES = [
         "cli-train-residual-with-lenet",
         lambda e: ["train", "--residual", "--arch", "lenet", "--out", str(e.tmp / "m.pt")],
         "status 2",
-        r"--residual means --arch residual, but --arch is lenet; pick one architecture \(valid --arch: mlp, lenet, residual\)",
+        r"--residual means --arch residual, but --arch is lenet; pick one architecture \(valid --arch: mlp, lenet, "
+        r"residual\)",
         kind="cli",
     ),
     Case(

@@ -362,7 +362,8 @@ def test_unknown_key(cache):
     with pytest.raises(
         HookNameError,
         match=re.escape(
-            "no activation cached for 'layer0.pots'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, layer1.post)"
+            "no activation cached for 'layer0.pots'; did you mean 'layer0.post'? (valid: layer0.pre, layer0.post, "
+            "layer1.post)"
         ),
     ) as info:
         cache["layer0.pots"]

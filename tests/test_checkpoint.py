@@ -13,8 +13,16 @@ import torch
 from torch import nn
 
 import hookedmlp
-from hookedmlp import CheckpointError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP
-from hookedmlp import FileWriteError, UnsupportedNetworkError
+from hookedmlp import (
+    CheckpointError,
+    FileWriteError,
+    HookedMLP,
+    LeNetConfig,
+    MLPConfig,
+    ResidualConfig,
+    ResidualMLP,
+    UnsupportedNetworkError,
+)
 from hookedmlp.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from hookedmlp.cli import main
 from hookedmlp.modules import describe
@@ -216,7 +224,8 @@ def test_load_checks_the_class(tmp_path):
     with pytest.raises(
         CheckpointError,
         match=re.escape(
-            f"{str(tmp_path / 'r.pt')!r} holds a ResidualMLP, not a HookedMLP; load it with ResidualMLP.load or hookedmlp.load"
+            f"{str(tmp_path / 'r.pt')!r} holds a ResidualMLP, not a HookedMLP; load it with ResidualMLP.load or "
+            "hookedmlp.load"
         ),
     ):
         HookedMLP.load(tmp_path / "r.pt")
@@ -473,11 +482,13 @@ def test_version_1_activation_kinds(tmp_path):
         (lambda c: c["specs"][0].pop("d_in"), "malformed layer spec"),
         (
             lambda c: c["specs"][1].__setitem__("d_out", 5),
-            "describes an impossible architecture: layer 1 (relu) reads 8 features and writes 5, after a layer writing 8",
+            "describes an impossible architecture: layer 1 (relu) reads 8 features and writes 5, after a layer "
+            "writing 8",
         ),
         (
             lambda c: c["specs"][2].__setitem__("d_in", 7),
-            "describes an impossible architecture: layer 2 (linear) reads 7 features and writes 3, after a layer writing 8",
+            "describes an impossible architecture: layer 2 (linear) reads 7 features and writes 3, after a layer "
+            "writing 8",
         ),
         (
             lambda c: c["state_dict"].pop("layer2.module.bias"),
@@ -550,7 +561,8 @@ def test_state_dict_not_matching_the_layers(tmp_path, edit, message):
         ),
         (
             lambda c: c.__setitem__("first_shape", [15]),
-            "describes an impossible architecture: first_shape [15] is neither input_shape [1, 4, 4] nor its flattening [16]",
+            "describes an impossible architecture: first_shape [15] is neither input_shape [1, 4, 4] nor its "
+            "flattening [16]",
         ),
         (
             lambda c: c["layers"][1].__setitem__("type", "Swish"),
@@ -559,7 +571,8 @@ def test_state_dict_not_matching_the_layers(tmp_path, edit, message):
         (lambda c: c["layers"][1]["args"].__setitem__("negative_slope", 0.1), "layer 1: malformed arguments for ReLU"),
         (
             lambda c: c["layers"][2]["args"].__setitem__("in_features", 9),
-            "describes an impossible architecture: layer2 (Linear) reads 9 features, but its input has shape [8] per example",
+            "describes an impossible architecture: layer2 (Linear) reads 9 features, but its input has shape [8] per "
+            "example",
         ),
         (lambda c: c["state_dict"].__setitem__("layer0.module.bias", [0.0] * 8), "lacks a state_dict of tensors"),
         (lambda c: c.__setitem__("meta", [1]), "has meta of type list; expected a dict"),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fs import full_dir, readonly_dir
 
 import hookedmlp
 import hookedmlp.train
-from _fs import full_dir, readonly_dir
 from hookedmlp import HookedMLP, MLPConfig
 from hookedmlp.cli import figure_target, main
 from hookedmlp.data import load_mnist
@@ -427,10 +427,8 @@ def test_train_on_a_full_disk_says_no_space_and_keeps_the_old_file(capsys, tmp_p
         HookedMLP(MLPConfig(d_in=784, d_hidden=(8,), d_out=10)).save(out)  # a small earlier run (~26 KB)
         before = out.read_bytes()
         line = _user_error(capsys, ["train", "--epochs", "1", "--batch-size", "512", "--quiet", "--out", str(out)])
-        assert (
-            line
-            == f"hookedmlp train: error: no space left writing {out} (old file kept); free some space or choose another path"
-        )
+        fix = "free some space or choose another path"
+        assert line == f"hookedmlp train: error: no space left writing {out} (old file kept); {fix}"
         assert out.read_bytes() == before
         assert sorted(p.name for p in disk.iterdir()) == ["m.pt"]
     assert tiny_mnist == ["train", "test"]  # it trained, then the 2.7 MB checkpoint did not fit

@@ -128,7 +128,8 @@ def test_the_same_flags_and_seed_give_the_same_checkpoint_bit_for_bit(tmp_path, 
     [
         (
             ["--residual", "--arch", "lenet"],
-            "--residual means --arch residual, but --arch is lenet; pick one architecture (valid --arch: mlp, lenet, residual)",
+            "--residual means --arch residual, but --arch is lenet; pick one architecture (valid --arch: mlp, lenet, "
+            "residual)",
         ),
         (
             ["--arch", "lenet", "--dropout", "0.1"],

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _fs import full_dir, readonly_dir
 from torchvision.transforms import ToTensor
 
 from hookedmlp import data
 from hookedmlp.data import MNIST_MD5, default_root, first_example, load_mnist, mnist_dataset, prepare_mnist
 from hookedmlp.errors import ConfigError, DataError
-
-from _fs import full_dir, readonly_dir
 
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",

@@ -25,7 +25,6 @@ import griffe
 import plotly.graph_objects as go
 import pytest
 from mkdocs.structure.files import File, Files
-
 from test_notebooks import executed_notebooks  # noqa: F401  (a fixture: the builds render these, run once)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,14 +118,16 @@ def check_site(site: Path, docs: Path) -> None:
     assert '<script src="../../figures/plotly.min.js"></script>' in tour
 
 
-def test_docs_build_strict(tmp_path: Path, executed_notebooks: dict) -> None:
+@pytest.mark.usefixtures("executed_notebooks")
+def test_docs_build_strict(tmp_path: Path) -> None:
     """The site as it is in this checkout (with docs/figures/*.html if `hookedmlp reproduce` wrote them)."""
     proc = build(tmp_path / "site")
     check_build(proc)
     check_site(tmp_path / "site", ROOT / "docs")
 
 
-def test_docs_build_strict_fresh_clone(tmp_path: Path, executed_notebooks: dict) -> None:
+@pytest.mark.usefixtures("executed_notebooks")
+def test_docs_build_strict_fresh_clone(tmp_path: Path) -> None:
     """The site without the generated files .gitignore keeps out of a clone (docs/figures/*.html...)."""
     patterns = [
         line.strip()[len("docs/") :]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _fs import IS_ROOT, file_size_limit, full_dir, readonly_dir
+
 from hookedmlp import FileWriteError, HookedMLP, MLPConfig, SteeringVector
 from hookedmlp.io import atomic_save, atomic_write, check_writable, safe_load
 
@@ -141,7 +141,10 @@ def test_a_read_only_file_is_refused_and_left_alone(tmp_path):
     _small_model().save(path)
     before = path.read_bytes()
     path.chmod(0o444)
-    message = f"cannot write {str(path)!r}: the file is read-only (mode 444); make it writable (chmod u+w) or choose another path"
+    message = (
+        f"cannot write {str(path)!r}: the file is read-only (mode 444); make it writable (chmod u+w) "
+        "or choose another path"
+    )
     for attempt in (lambda: _small_model(1).save(path), lambda: _write(path), lambda: check_writable(path)):
         with pytest.raises(FileWriteError, match="^" + re.escape(message) + "$") as info:
             attempt()

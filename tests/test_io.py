@@ -24,7 +24,6 @@ from hookedmlp.errors import (
 )
 from hookedmlp.io import atomic_save, atomic_write, safe_load
 
-
 # -- atomic_write -------------------------------------------------------------------------------
 
 
@@ -230,7 +229,8 @@ def test_a_plain_pickle_of_plain_data_is_not_called_corrupt(tmp_path):
     with pytest.raises(
         CheckpointError,
         match=re.escape(
-            f"file {str(path)!r} is a plain Python pickle (protocol 4), not a file written by torch.save; refusing to unpickle it"
+            f"file {str(path)!r} is a plain Python pickle (protocol 4), not a file written by torch.save; refusing "
+            "to unpickle it"
         ),
     ):
         safe_load(path)
@@ -242,7 +242,8 @@ def test_a_torch_file_with_another_pickle_protocol_says_so(tmp_path):
     with pytest.raises(
         CheckpointError,
         match=re.escape(
-            "was saved with pickle protocol 4, which the safe loader cannot read; re-save it with torch.save's default protocol (2)"
+            "was saved with pickle protocol 4, which the safe loader cannot read; re-save it with torch.save's "
+            "default protocol (2)"
         ),
     ):
         safe_load(path)
@@ -282,7 +283,8 @@ def test_a_missing_device_is_not_called_corruption(tmp_path):
     with pytest.raises(
         UsageError,
         match=re.escape(
-            f"cannot load file {str(path)!r} onto 'cuda': this machine has no CUDA device (torch.cuda.is_available() is "
+            f"cannot load file {str(path)!r} onto 'cuda': this machine has no CUDA device (torch.cuda.is_available() "
+            "is "
             "False); load it with device='cpu'"
         ),
     ):

@@ -408,7 +408,8 @@ def test_integer_input_raises(tiny, dtype):
     with pytest.raises(
         InputDtypeError,
         match=re.escape(
-            f"expected a floating-point input (pixels in [0, 1]), got dtype {dtype}; convert with x.float() / 255 for uint8 images"
+            f"expected a floating-point input (pixels in [0, 1]), got dtype {dtype}; convert with x.float() / 255 "
+            "for uint8 images"
         ),
     ):
         tiny(torch.zeros(5, 16, dtype=dtype))
@@ -418,7 +419,8 @@ def test_float64_input_raises(tiny):
     with pytest.raises(
         InputDtypeError,
         match=re.escape(
-            "input dtype torch.float64 does not match the model's torch.float32; use x.to(torch.float32) or model.to(torch.float64)"
+            "input dtype torch.float64 does not match the model's torch.float32; use x.to(torch.float32) or "
+            "model.to(torch.float64)"
         ),
     ):
         tiny(torch.zeros(5, 16, dtype=torch.float64))

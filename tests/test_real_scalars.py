@@ -1,4 +1,4 @@
-"""Every real scalar is a coefficient (numpy's float32 and int64 too); non-finite tensors are one rule (issue 11, item 7)."""
+"""Every real scalar is a coefficient (numpy's float32 and int64 too); non-finite tensors are one rule."""
 
 import math
 

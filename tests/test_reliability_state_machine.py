@@ -433,7 +433,7 @@ class HookMachine(RuleBasedStateMachine):
                         raise AssertionError("entered")
                 elif via == "add_hook":
                     self.model.add_hook(
-                        lambda n, ts=tuple(resolve(t) for t in targets): any(n in r for r in ts),
+                        lambda n, ts=tuple(resolve(t) for t in targets): any(n in r for r in ts),  # noqa: B008 (bound now, on purpose)
                         lambda a, hook: None,
                         dir=dir,
                     )

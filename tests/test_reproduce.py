@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from analysis.claims import CLAIMS, summarise
 from analysis.grid import GridResult
 from analysis.outputs import same_to_precision
+from analysis.published import StudyTables, spearman, study_tables
 from analysis.report import Reproduction, report_text
 from analysis.reproduce import distribution_pairs, reproduce
-from analysis.published import StudyTables, spearman, study_tables
 from hookedmlp import HookedMLP, ShapeError
 from hookedmlp.cli import main
 from hookedmlp.data import load_mnist
@@ -105,7 +105,7 @@ def test_spearman_rejects_bad_lengths(x, y) -> None:
 
 @pytest.fixture
 def small_test_set(monkeypatch):
-    """Make ``reproduce`` see a 200-image test set (so quick scores 200 images and 10 per digit), to keep the suite fast."""
+    """Make ``reproduce`` see a 200-image test set (quick then scores 200 images, 10 per digit)."""
     real = load_mnist
 
     def small(split="train", *args, **kwargs):

@@ -1,4 +1,4 @@
-"""The network-properties study: every variant trains and steers; the run is cached, resumable and keyed on the recipe."""
+"""The network-properties study: every variant trains and steers; runs are cached, resumable, keyed on the recipe."""
 
 import dataclasses
 import json
@@ -11,8 +11,8 @@ import torch
 from analysis.additions import pair_additions
 from analysis.engine import evaluate_additions, evaluate_plain
 from analysis.family import VARIANTS, Variant, study_model
-from analysis.spread import stratified_subset
 from analysis.outputs import same_to_precision
+from analysis.spread import stratified_subset
 from analysis.study_report import results_from_dict, study, study_text
 from hookedmlp import MLPConfig
 from hookedmlp.data import load_mnist

@@ -332,7 +332,7 @@ def test_in_place_activations_get_out_of_place_copies():
 
 
 def test_training_mode_equals_the_original_too():
-    """Dropout draws the same mask from the same RNG state; batch norm uses batch statistics and updates the same buffers."""
+    """Dropout draws the same mask from one RNG state; batch norm uses batch statistics and updates the same buffers."""
     torch.manual_seed(0)
     net = _randomise(nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3)))
     twin = copy.deepcopy(net)
