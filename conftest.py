@@ -6,7 +6,8 @@ import pytest
 @pytest.fixture(autouse=True)
 def _doctest_names(request: pytest.FixtureRequest) -> None:
     """The names every docstring example may use: torch, nn, the shipped ``model``, MNIST test ``images``/``labels``,
-    a seeded ``tiny`` model (16-8-8-3) with inputs ``tiny_x``, and the main classes and functions."""
+    a seeded ``tiny`` model (16-8-8-3) with inputs ``tiny_x``, ``load_mnist``, ``first_example``, and the
+    main classes and functions."""
     if not isinstance(request.node, pytest.DoctestItem):
         return
     import torch
@@ -14,7 +15,8 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
 
     import analysis
     import hookedmlp
-    from hookedmlp.data import load_mnist
+    from analysis.published import study_tables
+    from hookedmlp.data import first_example, load_mnist
     from hookedmlp.train import TrainSettings, train_model
 
     namespace = request.getfixturevalue("doctest_namespace")
@@ -31,6 +33,9 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
         model=_shipped(),
         images=images,
         labels=labels,
+        load_mnist=load_mnist,
+        first_example=first_example,
+        study_tables=study_tables,
         TrainSettings=TrainSettings,
         train_model=train_model,
         **{name: getattr(hookedmlp, name) for name in hookedmlp.__all__ if name[0].isupper()},

