@@ -9,8 +9,8 @@ copies whatever is there into the site. This hook
   reference to it, so the site carries exactly one copy (notebook pages use it too);
 - on a site built without the generated figures (a fresh clone, before ``hookedmlp
   reproduce``), turns each link to a missing generated ``figures/NAME.html`` into plain text,
-  logged at INFO. Only targets matching ``GENERATED`` whose PNG is committed beside them are
-  treated so: any other missing link still fails the strict build;
+  logged at INFO. Only targets matching ``GENERATED`` whose PNG is committed beside them (or
+  named in ``HTML_ONLY``) are treated so: any other missing link still fails the strict build;
 - opens an image that links to itself (``[![alt](figures/x.png)](figures/x.png)``) in the
   lightbox, like the bare images mkdocs-glightbox wraps.
 """
@@ -28,6 +28,7 @@ from mkdocs.structure.pages import Page
 
 PLOTLY_JS = "figures/plotly.min.js"
 GENERATED = ("figures/*.html",)  # what `hookedmlp reproduce` writes and .gitignore keeps out of a clone
+HTML_ONLY = ("figures/distributions_all.html",)  # generated figures with no static PNG beside them
 log = logging.getLogger("mkdocs.hooks.interactive_figures")
 
 # [text](target.html), with the parentheses around it when the link is all they hold: " ([interactive](x.html))"
@@ -43,11 +44,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def missing_generated_figure(target: str, page: Page, files: Files) -> bool:
-    """``target`` (a link on ``page``) is a generated figure absent from this build, its PNG present."""
+    """``target`` (a link on ``page``) is a generated figure absent from this build (its PNG there, or none made)."""
     path = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), target))
     if files.get_file_from_path(path) is not None or not any(fnmatch.fnmatch(path, p) for p in GENERATED):
         return False
-    return files.get_file_from_path(path[: -len(".html")] + ".png") is not None
+    return path in HTML_ONLY or files.get_file_from_path(path[: -len(".html")] + ".png") is not None
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
