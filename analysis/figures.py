@@ -8,6 +8,7 @@ names its hook point, coefficient and how the vectors were made; categorical col
 colour-blind safe (Paul Tol's muted palette).
 """
 
+import hashlib
 import html
 import warnings
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "study_tradeoff_figure",
     "study_layers_figure",
     "write_figure",
+    "code_version",
     "FORMATS",
     "SAFE",
 ]
@@ -64,6 +66,11 @@ _B_AXIS = {
     "b": "b: the digit whose image is subtracted (its test images are the ones scored)",
     "other": "b: the digit whose image is subtracted (its test images are left out of the score)",
 }
+
+
+def code_version() -> str:
+    """12 hex digits of this module's source: the version of the drawing code, for ``Outputs(code=...)``."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def _layout(fig: go.Figure, title: str, width: int, height: int, top: int = 110) -> go.Figure:

@@ -60,8 +60,10 @@ def same_to_precision(old: str, new: str, rel: float = 0.0) -> bool:
 class Outputs:
     """The files one run writes under ``root``; ``written`` and ``kept`` list what was (re)written or left alone."""
 
-    def __init__(self, root: Path, manifest: str = "figures/manifest.json") -> None:
+    def __init__(self, root: Path, manifest: str = "figures/manifest.json", code: str = "") -> None:
+        """``code`` names the version of the code that draws the figures: a new one redraws every PNG."""
         self.root = Path(root)
+        self.code = code
         self.manifest_path = self.root / manifest
         self.manifest: dict[str, str] = {}
         if self.manifest_path.exists():
@@ -96,9 +98,11 @@ class Outputs:
         png = self.root / f"{stem}.png"
         old = self.manifest.get(stem)
         formats = ["html"]
-        if old is None or not png.exists() or not same_to_precision(old, summary):
+        redraw = self.manifest.get(f"{stem}@code", "") != self.code
+        if redraw or old is None or not png.exists() or not same_to_precision(old, summary):
             formats.append("png")
             self.manifest[stem] = summary
+            self.manifest[f"{stem}@code"] = self.code
             self._manifest_changed = True
         else:
             self.kept.append(png)

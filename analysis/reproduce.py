@@ -139,7 +139,7 @@ def reproduce(
         seeds_note,
         evaluate_claims(grids, study),
     )
-    outputs = Outputs(out)
+    outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)
     outputs.text("figures/reproduction.json", json.dumps(result.to_dict(), indent=1), rel=JSON_REL)
     if figures:

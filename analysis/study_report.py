@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult, run_study
-from analysis.figures import study_layers_figure, study_tradeoff_figure, write_figure
+from analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
 from analysis.outputs import JSON_REL, Outputs
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
@@ -237,7 +237,7 @@ def study(
     else:
         results = run_study(cache, chosen, seeds, log=log)
         n_test = 10 * TEST_PER_CLASS
-    outputs = Outputs(out_dir)
+    outputs = Outputs(out_dir, code=code_version())
     if figures:
         outputs.figure(
             "figures/study_tradeoff",

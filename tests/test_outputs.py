@@ -58,3 +58,9 @@ def test_figure_png_only_when_its_numbers_change(tmp_path: Path):
     third.figure("figures/f", [1.3, 2.0], writer)
     assert third.close() is not None
     assert calls == [["html", "png"], ["html"], ["html", "png"]]
+    redrawn = Outputs(tmp_path, code="v2")
+    redrawn.figure("figures/f", [1.3, 2.0], writer)  # the drawing code changed: redraw
+    assert redrawn.close() is not None
+    again = Outputs(tmp_path, code="v2")
+    again.figure("figures/f", [1.3, 2.0], writer)
+    assert again.close() is None and calls[3:] == [["html", "png"], ["html"]]
