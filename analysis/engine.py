@@ -210,7 +210,10 @@ def _grouped(
     where: list[tuple[str, int]] = [("", 0)] * len(additions)
     for hook, idx in at_hook.items():  # the vectors added at one hook fold in one batch
         vectors = torch.stack([additions[i].vector for i in idx])
-        folded, vectors = fold(model, hook, vectors, hooked) if hooked is not None else (hook, vectors)  # type: ignore[arg-type]
+        if hooked is not None:
+            folded, vectors = fold(model, hook, vectors, hooked)  # type: ignore[arg-type]
+        else:
+            folded = hook
         group = groups.setdefault(folded, _Group(folded))
         for i, v in zip(idx, vectors):
             where[i] = (folded, group.add(v, additions[i].a, additions[i].b))

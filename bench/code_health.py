@@ -3,7 +3,7 @@
     python bench/code_health.py [--per-file]
 
 Docstring lines are the lines of module, class and function docstrings; code lines are the
-other non-blank, non-comment lines. Also counted: docstring examples (``>>>`` lines), raises
+other non-blank, non-comment lines. Also counted: docstring example lines (``>>>``), raises
 of a bare built-in exception (user mistakes raise ``HookedMLPError`` subclasses), ``assert``
 statements, and lines over 100 and 120 characters.
 """
@@ -28,7 +28,7 @@ def measure(path: Path) -> dict[str, int]:
         if isinstance(node, documented) and ast.get_docstring(node):
             expr = node.body[0]
             doc_lines.update(range(expr.lineno, expr.end_lineno + 1))
-            examples += len(re.findall(r"^\s*>>> ", ast.get_docstring(node), re.M))
+            examples += len(re.findall(r"^[ \t]*>>> ", ast.get_docstring(node), re.M))
     lines = source.splitlines()
     code = sum(
         1 for i, line in enumerate(lines, 1) if i not in doc_lines and line.strip() and not line.strip().startswith("#")
@@ -64,7 +64,7 @@ def main() -> None:
             print(f"{name:32} doc {m['doc']:4}  code {m['code']:4}  ratio {m['doc'] / max(m['code'], 1):.2f}")
     print(
         f"{len(files)} files: {total['doc']} docstring lines, {total['code']} code lines (ratio "
-        f"{total['doc'] / total['code']:.2f}), {total['examples']} docstring examples, "
+        f"{total['doc'] / total['code']:.2f}), {total['examples']} docstring example lines (>>>), "
         f"{total['builtin_raises']} raises of a bare built-in, {total['asserts']} asserts, "
         f"{total['over_100']} lines over 100 characters, {total['over_120']} over 120"
     )

@@ -154,7 +154,8 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td><td>{str(v.dtype).removeprefix('torch.')}</td>"
+            f"<tr><td><code>{html.escape(k)}</code></td><td>{list(v.shape)}</td>"
+            f"<td>{str(v.dtype).removeprefix('torch.')}</td>"
             f"<td>{v.device}</td><td>{float(v.float().abs().mean()) if v.numel() else 0.0:.4g}</td></tr>"
             for k, v in self.cache_dict.items()
         )
