@@ -13,6 +13,12 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
   alike; the ratio is measured / bound (target <= 1.3x). Both clocks are reported: wall time,
   and the process's CPU time (both threads), which other processes on a shared machine do
   not inflate.
+- "matmuls only" (MLP recipes): the epoch's own matrix products at its shapes (batch 128: the
+  forward product, the input gradient and the weight gradient of every Linear, then the
+  evaluation's forwards), run bare with preallocated outputs and nothing else. Small
+  matrices run below the burst rate, so this is the floor any training loop of this recipe
+  can reach on this machine; its ratio to the bound shows how much of the target the shapes
+  alone use up.
 - "before": the redesign's loop for the baseline (hook points in every training step,
   AdamW's default per-tensor update), to show what training the bare modules with the fused
   AdamW saved.
@@ -20,6 +26,7 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,6 +86,36 @@ def before_epoch(data: tuple, settings: TrainSettings) -> None:
     evaluate(model, test_x, test_y)
 
 
+def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int) -> Callable[[], None]:
+    """The epoch's matrix products of an MLP recipe at its own shapes, bare (see the module docstring)."""
+    layers = [m for m in build_model(recipe).modules() if isinstance(m, nn.Linear)]
+    steps = []
+    for i, layer in enumerate(layers):
+        x = torch.rand(batch_size, layer.in_features)
+        g = torch.rand(batch_size, layer.out_features)
+        w = layer.weight.detach().clone()
+        out, grad_w, grad_x = torch.empty_like(g), torch.empty_like(w), torch.empty_like(x)
+        steps.append(lambda x=x, w=w, out=out: torch.mm(x, w.T, out=out))
+        steps.append(lambda g=g, x=x, grad_w=grad_w: torch.mm(g.T, x, out=grad_w))
+        if i > 0:  # the first layer's input needs no gradient
+            steps.append(lambda g=g, w=w, grad_x=grad_x: torch.mm(g, w, out=grad_x))
+    evals = []
+    for layer in layers:
+        x, w = torch.rand(n_test, layer.in_features), layer.weight.detach().clone()
+        out = torch.empty(n_test, layer.out_features)
+        evals.append(lambda x=x, w=w, out=out: torch.mm(x, w.T, out=out))
+    n_steps = (n_train + batch_size - 1) // batch_size
+
+    def run() -> None:
+        for _ in range(n_steps):
+            for step in steps:
+                step()
+        for step in evals:
+            step()
+
+    return run
+
+
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
     """Multiply-adds per example of each Linear and Conv2d, in forward order (a probe pass with hooks)."""
     macs: list[int] = []
@@ -126,6 +163,11 @@ def main() -> None:
     runs = {
         **{name: (lambda name=name: train_model(RECIPES[name], settings, data=data, progress=False)) for name in names},
         "before": lambda: before_epoch(data, settings),
+        **{
+            f"{name} matmuls only": matmul_floor(RECIPES[name], len(train_y), len(test_y), settings.batch_size)
+            for name in names
+            if isinstance(RECIPES[name], MLPConfig)
+        },
     }
     rates, seconds = [], {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -140,16 +182,17 @@ def main() -> None:
         "rounds"
     )
     print(
-        f"{'recipe':<11} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
+        f"{'recipe':<24} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
         f"{'measured':>8} {'ratio':>6}"
     )
-    for name in [*names, "before"]:
-        macs = epoch_macs(RECIPES["baseline" if name == "before" else name], len(train_y), len(test_y))
+    for name in runs:
+        recipe = name.removesuffix(" matmuls only")
+        macs = epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
         cells = []
         for clock in CLOCKS:
             bound, best = macs / rate[clock], min(s[clock] for s in seconds[name])
             cells.append(f"{bound:>10.2f}s {best:>7.2f}s {best / bound:>5.2f}x")
-        print(f"{name:<11} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+        print(f"{name:<24} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
     if "baseline" in names:
         print(
             "before -> now (baseline): "
