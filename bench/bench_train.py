@@ -18,7 +18,8 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
   evaluation's forwards), run bare with preallocated outputs and nothing else. Small
   matrices run below the burst rate, so this is the floor any training loop of this recipe
   can reach on this machine; its ratio to the bound shows how much of the target the shapes
-  alone use up.
+  alone use up. "optimizer only": the fused AdamW steps of the epoch on the recipe's
+  parameters, nothing else. The two floors added are a lower bound on the epoch.
 - "before": the redesign's loop for the baseline (hook points in every training step,
   AdamW's default per-tensor update), to show what training the bare modules with the fused
   AdamW saved.
@@ -116,6 +117,21 @@ def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int) -> Callable
     return run
 
 
+def optimizer_floor(recipe, n_train: int, batch_size: int) -> Callable[[], None]:
+    """The epoch's fused AdamW steps on the recipe's parameters (random gradients), nothing else."""
+    params = list(build_model(recipe).parameters())
+    for p in params:
+        p.grad = torch.rand_like(p)
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    n_steps = (n_train + batch_size - 1) // batch_size
+
+    def run() -> None:
+        for _ in range(n_steps):
+            opt.step()
+
+    return run
+
+
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
     """Multiply-adds per example of each Linear and Conv2d, in forward order (a probe pass with hooks)."""
     macs: list[int] = []
@@ -168,6 +184,11 @@ def main() -> None:
             for name in names
             if isinstance(RECIPES[name], MLPConfig)
         },
+        **{
+            f"{name} optimizer only": optimizer_floor(RECIPES[name], len(train_y), settings.batch_size)
+            for name in names
+            if isinstance(RECIPES[name], MLPConfig)
+        },
     }
     rates, seconds = [], {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -186,7 +207,7 @@ def main() -> None:
         f"{'measured':>8} {'ratio':>6}"
     )
     for name in runs:
-        recipe = name.removesuffix(" matmuls only")
+        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only")
         macs = epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
         cells = []
         for clock in CLOCKS:
