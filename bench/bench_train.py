@@ -13,13 +13,13 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
   alike; the ratio is measured / bound (target <= 1.3x). Both clocks are reported: wall time,
   and the process's CPU time (both threads), which other processes on a shared machine do
   not inflate.
-- "matmuls only" (MLP recipes): the epoch's own matrix products at its shapes (batch 128: the
-  forward product, the input gradient and the weight gradient of every Linear, then the
-  evaluation's forwards), run bare with preallocated outputs and nothing else. Small
-  matrices run below the burst rate, so this is the floor any training loop of this recipe
-  can reach on this machine; its ratio to the bound shows how much of the target the shapes
-  alone use up. "optimizer only": the fused AdamW steps of the epoch on the recipe's
-  parameters, nothing else. The two floors added are a lower bound on the epoch.
+- "matmuls only" (recipes of Linear layers: all but LeNet): the epoch's own matrix products at
+  its shapes (batch 128: the forward product, the input gradient and the weight gradient of
+  every Linear, then the evaluation's forwards), run bare with preallocated outputs and
+  nothing else. Small matrices run below the burst rate, so this is the floor any training
+  loop of this recipe can reach on this machine; its ratio to the bound shows how much of the
+  target the shapes alone use up. "optimizer only": the epoch's fused AdamW steps on the
+  recipe's parameters, nothing else. The two floors added are a lower bound on the epoch.
 - "before": the redesign's loop for the baseline (hook points in every training step,
   AdamW's default per-tensor update), to show what training the bare modules with the fused
   AdamW saved.
@@ -88,7 +88,7 @@ def before_epoch(data: tuple, settings: TrainSettings) -> None:
 
 
 def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int) -> Callable[[], None]:
-    """The epoch's matrix products of an MLP recipe at its own shapes, bare (see the module docstring)."""
+    """The epoch's matrix products of a recipe of Linear layers at its own shapes, bare (see the module docstring)."""
     layers = [m for m in build_model(recipe).modules() if isinstance(m, nn.Linear)]
     steps = []
     for i, layer in enumerate(layers):
@@ -182,7 +182,7 @@ def main() -> None:
         **{
             f"{name} matmuls only": matmul_floor(RECIPES[name], len(train_y), len(test_y), settings.batch_size)
             for name in names
-            if isinstance(RECIPES[name], MLPConfig)
+            if not isinstance(RECIPES[name], LeNetConfig)  # Linear layers only
         },
         **{
             f"{name} optimizer only": optimizer_floor(RECIPES[name], len(train_y), settings.batch_size)
