@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from analysis.folding import batch_dependence, fold, hooked_positions
 from analysis.metrics import METRICS, ScoringSet
 from analysis.suffix import compile_suffix
-from hookedmlp import HookedMLP, HookedRoot, ShapeError, UsageError
+from hookedmlp import HookedMLP, HookedRoot, ShapeError, SteeringError, UsageError
 from hookedmlp.checks import check_int
 
 __all__ = ["Addition", "Evaluation", "CHUNK_ELEMENTS", "fold", "evaluate_additions", "evaluate_plain", "unsteered"]
@@ -128,6 +128,14 @@ class _Results:
             logits = logits.expand(len(rows), -1, -1)
         elif pick != list(range(len(rows))):
             logits = logits[torch.tensor(pick, device=logits.device)]
+        finite = torch.isfinite(logits).flatten(1).all(1)
+        if not bool(finite.all()):
+            _, a, b = keys[rows[int((~finite).nonzero()[0, 0])]]
+            raise SteeringError(
+                f"the vector for {a} - {b} added at {self.group.hook} makes the logits overflow {logits.dtype} "
+                "(inf or NaN): its activations grow past the dtype's range after that hook point; use a smaller "
+                "coefficient"
+            )
         vals, mean = self.data.score(logits, [keys[r][1] for r in rows], [keys[r][2] for r in rows])
         index = torch.tensor(rows, device=self.data.device)
         for m in METRICS:

@@ -5,6 +5,8 @@ addition) or with a plain-torch computation, on a subset of MNIST test images. O
 networks (CNNs, norms, the residual MLP) are in test_analysis_networks.py.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 from analysis import engine
 from analysis.engine import Addition, Evaluation, evaluate_additions, evaluate_plain, fold, unsteered
 from analysis.metrics import METRICS
-from hookedmlp import ConfigError, HookedMLP, MLPConfig, ShapeError, UsageError
+from hookedmlp import ConfigError, HookedMLP, MLPConfig, ShapeError, SteeringError, UsageError
 from hookedmlp.data import load_mnist
 
 N = 200
@@ -432,3 +434,21 @@ def test_a_float64_model_scores_float32_images(model, data, exemplars) -> None:
     fast = evaluate_additions(wide, images, labels, adds)  # images and vectors are moved to the model's dtype
     assert fast.values["loss"].dtype == np.float64
     assert_same(fast, evaluate_additions(model, images, labels, adds), 1e-5)
+
+
+@pytest.mark.parametrize("hook", ["layer0.post", "layer2.pre"])
+def test_logits_that_overflow_are_refused_not_scored(tiny, tiny_x, hook):
+    """A finite vector whose effect overflows the dtype downstream gives inf logits: one clear error, not inf cells."""
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    ok = Addition(hook, torch.ones(8), 2, 0)
+    huge = Addition(hook, torch.full((8,), 3e38), 1, 0)
+    assert torch.isinf(tiny.run_with_hooks(tiny_x, fwd_hooks=[(hook, lambda act, hook: act + huge.vector)])).any()
+    with pytest.raises(
+        SteeringError,
+        match=re.escape(
+            f"the vector for 1 - 0 added at {fold(tiny, hook, huge.vector[None])[0]} makes the logits overflow "
+            "torch.float32 (inf or NaN): its activations grow past the dtype's range after that hook point; use a "
+            "smaller coefficient"
+        ),
+    ):
+        evaluate_additions(tiny, tiny_x, labels, [ok, huge])
