@@ -9,28 +9,13 @@ point at batch 10,000 <= 1.05x (issue 10).
 """
 
 import argparse
-import gc
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import per_call
 
 from hookedmlp import HookedMLP
-
-
-def per_call(fn: Callable[[], Any], inner: int) -> float:
-    """Mean seconds per call over ``inner`` calls, with the garbage collector off (as timeit does)."""
-    gc.collect()
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t) / inner
-    finally:
-        gc.enable()
 
 
 def main() -> None:

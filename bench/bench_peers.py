@@ -18,13 +18,13 @@ reason and left out.
 """
 
 import argparse
-import gc
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import per_call
 from torch import nn
 
 from analysis import steering_grid
@@ -106,19 +106,6 @@ def available() -> dict[str, str]:
 
 
 # -- timing ----------------------------------------------------------------------------------------
-
-
-def per_call(fn: Callable[[], Any], inner: int) -> float:
-    """Mean seconds per call over ``inner`` calls, with the garbage collector off (as timeit does)."""
-    gc.collect()
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t) / inner
-    finally:
-        gc.enable()
 
 
 def table(cases: dict[str, dict[str, tuple[Callable[[], Any], int]]], rounds: int) -> dict[str, dict[str, list[float]]]:

@@ -10,14 +10,13 @@ Run: python bench/bench_steering.py [--rounds 21]
 """
 
 import argparse
-import gc
 import json
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from _timing import per_call
 
 from hookedmlp import HookedMLP
 
@@ -39,19 +38,6 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_mb": max(peak, peak_before),
                   "peak_above_data_mb": max(0.0, peak - before), "n_examples": v.meta["n_examples"]}))
 """
-
-
-def per_call(fn, inner: int) -> float:
-    """Mean seconds per call over ``inner`` calls, with the garbage collector off (as timeit does)."""
-    gc.collect()
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t) / inner
-    finally:
-        gc.enable()
 
 
 def main() -> None:
