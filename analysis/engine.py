@@ -128,14 +128,6 @@ class _Results:
             logits = logits.expand(len(rows), -1, -1)
         elif pick != list(range(len(rows))):
             logits = logits[torch.tensor(pick, device=logits.device)]
-        finite = torch.isfinite(logits).flatten(1).all(1)
-        if not bool(finite.all()):
-            _, a, b = keys[rows[int((~finite).nonzero()[0, 0])]]
-            raise SteeringError(
-                f"the vector for {a} - {b} added at {self.group.hook} makes the logits overflow {logits.dtype} "
-                "(inf or NaN): its activations grow past the dtype's range after that hook point; use a smaller "
-                "coefficient"
-            )
         vals, mean = self.data.score(logits, [keys[r][1] for r in rows], [keys[r][2] for r in rows])
         index = torch.tensor(rows, device=self.data.device)
         for m in METRICS:
@@ -143,6 +135,15 @@ class _Results:
         self.means[index] = mean
 
     def numpy(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        # every image's logits enter its class's mean, so one non-finite logit makes a mean non-finite
+        finite = torch.isfinite(self.means).flatten(1).all(1)
+        if not bool(finite.all()):
+            _, a, b = self.group.keys[int((~finite).nonzero()[0, 0])]
+            raise SteeringError(
+                f"the vector for {a} - {b} added at {self.group.hook} makes the logits overflow {self.means.dtype} "
+                "(inf or NaN): its activations grow past the dtype's range after that hook point; use a smaller "
+                "coefficient"
+            )
         return {m: v.cpu().numpy() for m, v in self.values.items()}, F.softmax(self.means, -1).cpu().numpy()
 
 
