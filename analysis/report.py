@@ -134,8 +134,7 @@ def _header(r: Reproduction) -> str:
         '"just after layer i". The grid is at `layer0.post`, the first Linear\'s output.\n'
         f"- Spread: {len(r.runs)} runs = {r.seeds_note} x {len(sources)} ways of making the vectors (training images "
         f"1 to {sum(s.method == 'first' for s in sources)} of each digit, and the class mean), each scored on the "
-        "first "
-        f"{r.spread_n_test // 10} test images of each digit ({r.spread_n_test} images).\n"
+        f"first {r.spread_n_test // 10} test images of each digit ({r.spread_n_test} images).\n"
     )
 
 
@@ -178,24 +177,17 @@ def _claim_notes(r: Reproduction, summaries: Sequence[ClaimSummary]) -> str:
             f"- Claim 1, headline: {flips.mean():.1%} of b's test images are read as a on average over the 90 pairs "
             f"(median {np.median(flips):.1%}; {int((flips > 0.5).sum())} of 90 pairs flip more than half; strongest "
             f"{pairs[hi][0]} - {pairs[hi][1]} at {flips[hi]:.1%}, weakest {pairs[lo][0]} - {pairs[lo][1]} at "
-            f"{flips[lo]:.1%}). "
-            '"More likely a, less likely b" is judged, as the study did, on the softmax of the mean logits over b\'s '
-            "images.",
+            f'{flips[lo]:.1%}). "More likely a, less likely b" is judged, as the study did, on the softmax of the '
+            "mean logits over b's images.",
             f"- Claim 3, generalization: the loss on the other digits goes from {g.normal['loss'].mean():.3f} "
-            "unsteered "
-            f"(the study: {st.normal.mean():.3f}) to {g.loss.mean():.2f} averaged over all 100 cells "
-            f"({g.loss[_OFF].mean():.2f} "
-            'off-diagonal). The study\'s "~7.4" is likewise the mean over all 100 cells of its table '
-            f"({st.grid.mean():.2f}; "
-            f"{st.grid[_OFF].mean():.2f} off-diagonal). The verdict asks for at least {DAMAGE_FACTOR:g} times the "
-            "unsteered loss. "
-            f"Accuracy on the other digits falls from {g.normal['accuracy_other'].mean():.3f} to "
-            f"{g.accuracy_other[_OFF].mean():.3f}.",
+            f"unsteered (the study: {st.normal.mean():.3f}) to {g.loss.mean():.2f} averaged over all 100 cells "
+            f'({g.loss[_OFF].mean():.2f} off-diagonal). The study\'s "~7.4" is likewise the mean over all 100 cells '
+            f"of its table ({st.grid.mean():.2f}; {st.grid[_OFF].mean():.2f} off-diagonal). The verdict asks for at "
+            f"least {DAMAGE_FACTOR:g} times the unsteered loss. Accuracy on the other digits falls from "
+            f"{g.normal['accuracy_other'].mean():.3f} to {g.accuracy_other[_OFF].mean():.3f}.",
             f"- Claim 6: Spearman's rho between our grid and the study's is {spearman(g.loss, st.grid):.3f} over all "
-            "100 cells "
-            f"and {spearman(g.loss[_OFF], st.grid[_OFF]):.3f} over the 90 off-diagonal cells; its p-value counts "
-            "random "
-            "pairings of the cells at least as correlated (10,000, seeded).",
+            f"100 cells and {spearman(g.loss[_OFF], st.grid[_OFF]):.3f} over the 90 off-diagonal cells; its p-value "
+            "counts random pairings of the cells at least as correlated (10,000, seeded).",
         ]
     )
 

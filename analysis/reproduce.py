@@ -150,8 +150,7 @@ def reproduce(
     outputs.close()
     log(
         f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} "
-        "unchanged "
-        "(equal to their printed precision)"
+        "unchanged (equal to their printed precision)"
     )
     log(f"report: {out / 'reproduction.md'}")
     for s in summarise([r.claims for r in runs]):

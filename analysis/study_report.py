@@ -154,9 +154,8 @@ def study_text(
         "# Which network properties make activation additions work?\n",
         "Written by `hookedmlp study`; every number on this page comes from that run. The study this project "
         "reproduces asked: *what is the minimal set of properties a network must have for activation additions to "
-        "work?* Here each variant changes one property of its network, is trained with several seeds, and is "
-        "steered with the study's vectors (the first training image of each digit, coefficient 1) at every hook "
-        "point.\n",
+        "work?* Here each variant changes one property of its network, is trained with several seeds, and is steered "
+        "with the study's vectors (the first training image of each digit, coefficient 1) at every hook point.\n",
         f"- Training: {training}.",
         f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images).",
         f"- Selectivity: for each of the 90 pairs, the coefficients {', '.join(f'{c:g}' for c in COEFFS)} are tried; "
@@ -256,7 +255,6 @@ def study(
     analysis_s = sum(r.analysis_seconds for r in results)
     log(
         f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this "
-        "run); "
-        f"report: {out_dir / 'study.md'}"
+        f"run); report: {out_dir / 'study.md'}"
     )
     return results

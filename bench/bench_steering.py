@@ -79,9 +79,9 @@ def main() -> None:
     out = subprocess.run([sys.executable, "-c", MEAN_CHILD], capture_output=True, text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(
-        f"mean vector 3 - 1 over {sum(r['n_examples'])} training images of 3s and 1s: {r['seconds']:.2f} s (target < "
-        "3 s), "
-        f"peak RSS {r['peak_mb']:.0f} MB, {r['peak_above_data_mb']:.0f} MB above the loaded data (target < 500 MB)"
+        f"mean vector 3 - 1 over {sum(r['n_examples'])} training images of 3s and 1s: {r['seconds']:.2f} s "
+        f"(target < 3 s), peak RSS {r['peak_mb']:.0f} MB, {r['peak_above_data_mb']:.0f} MB above the loaded data "
+        "(target < 500 MB)"
     )
 
 

@@ -85,9 +85,8 @@ def _upgrade_v1(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
             raise CheckpointError(f"{source}: malformed layer spec {dict(d)!r}: {e}") from None
         if width is not None and d_in != width or kind != "linear" and d_in != d_out:
             raise CheckpointError(
-                f"{source} describes an impossible architecture: layer {i} ({kind}) reads {d_in} "
-                f"features and writes {d_out}, after a layer writing {width}; the file is corrupt or "
-                "was edited"
+                f"{source} describes an impossible architecture: layer {i} ({kind}) reads {d_in} features and writes "
+                f"{d_out}, after a layer writing {width}; the file is corrupt or was edited"
             )
         width = d_out
         if kind == "linear":

@@ -198,8 +198,7 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
         if ran.count(path) > 1:
             raise UnsupportedNetworkError(
                 f"module {path} ({type(module).__name__}) runs {ran.count(path)} times in {name}.forward: a module "
-                "used "
-                f"twice is not a chain; {HOOKEDROOT_ROUTE}"
+                f"used twice is not a chain; {HOOKEDROOT_ROUTE}"
             )
     modules: list[nn.Module] = []
     paths: list[str] = []
@@ -222,8 +221,7 @@ def chain_of(net: Any, input_shape: Optional[Sequence[int]] = None) -> Chain:
             raise UnsupportedNetworkError(
                 f"{name}.forward edits the activation in place between {previous_path} and module {path} "
                 f"({type(module).__name__}) (e.g. x.mul_(2) or F.relu(x, inplace=True)); the chain of its modules "
-                "would "
-                f"compute something else, so it is refused; {HOOKEDROOT_ROUTE}"
+                f"would compute something else, so it is refused; {HOOKEDROOT_ROUTE}"
             )
         if inp is not previous and inp.shape != previous.shape:
             modules.append(Reshape(inp.shape[1:]))  # a pure reshape in forward, such as x.view(len(x), -1)

@@ -443,8 +443,7 @@ CASES = [
         lambda e: e.mnist(torch.rand(4, 512), start_at="layer2.post", stop_at="layer0.post"),
         UsageError,
         r"stop_at='layer0\.post' comes before start_at='layer2\.post', so the pass would stop before it starts; hook "
-        r"order is "
-        r"layer0\.pre, ",
+        r"order is layer0\.pre, ",
     ),
     Case(
         "context-entered-twice",
@@ -458,8 +457,7 @@ CASES = [
         lambda e: _enter(SteeringVector({"layer0.post": torch.zeros(5)}).apply(e.mnist)),
         ShapeError,
         r"steering vector at 'layer0\.post' has shape \[5\], but one example's activation there is \[512\] \(a batch "
-        r"is "
-        r"\[batch, 512\]\); expected a tensor of shape \[512\]",
+        r"is \[batch, 512\]\); expected a tensor of shape \[512\]",
     ),
     Case(
         "vector-for-missing-hook",
@@ -585,9 +583,8 @@ CASES = [
         "load-a-protocol-4-pickle-of-objects",
         lambda e: HookedMLP.load(_pickle_file(e, {"config": MLPConfig()}, 4)),
         CheckpointError,
-        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\); "
-        r"refusing to "
-        r"load it \(it could run code\)\. Re-save it with hookedmlp from code you trust\.$",
+        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\); refusing "
+        r"to load it \(it could run code\)\. Re-save it with hookedmlp from code you trust\.$",
     ),
     Case(
         "load-a-protocol-5-pickle-of-plain-data",

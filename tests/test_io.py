@@ -284,8 +284,7 @@ def test_a_missing_device_is_not_called_corruption(tmp_path):
         UsageError,
         match=re.escape(
             f"cannot load file {str(path)!r} onto 'cuda': this machine has no CUDA device (torch.cuda.is_available() "
-            "is "
-            "False); load it with device='cpu'"
+            "is False); load it with device='cpu'"
         ),
     ):
         safe_load(path, map_location="cuda")

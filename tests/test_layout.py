@@ -158,8 +158,7 @@ def test_replacing_a_whole_layer(chain, x):
         UsageError,
         match=re.escape(
             "model.layer3 is the HookedLayer holding module layer3 between its two hook points; to swap the module, "
-            "set "
-            "model.layer3.module = GELU(...) instead"
+            "set model.layer3.module = GELU(...) instead"
         ),
     ):
         chain.layer3 = nn.GELU()

@@ -177,10 +177,9 @@ def test_from_module_refuses_the_plain_network_and_points_here():
         UnsupportedNetworkError,
         match=re.escape(
             "PlainResidual.forward changes the activation between module blocks.0.mlp.W_out and module blocks.1.ln "
-            "(LayerNorm): a functional call such as F.relu, a skip connection, or arithmetic; the chain of its modules "
-            "would compute something else, so it is refused; write it as a HookedRoot subclass with HookPoints "
-            "placed in "
-            "forward (see docs/your-own-network.md, and hookedmlp.ResidualMLP for an example)"
+            "(LayerNorm): a functional call such as F.relu, a skip connection, or arithmetic; the chain of its "
+            "modules would compute something else, so it is refused; write it as a HookedRoot subclass with "
+            "HookPoints placed in forward (see docs/your-own-network.md, and hookedmlp.ResidualMLP for an example)"
         ),
     ):
         HookedMLP.from_module(plain)

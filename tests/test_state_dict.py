@@ -82,8 +82,7 @@ def test_batch_norm_buffers_are_refused_naming_from_module():
         CheckpointError,
         match=re.escape(
             "unexpected key '1.running_mean' (batch norm statistics); from_state_dict reads only Linear stacks with "
-            "keys "
-            f"like 'linear_relu_stack.0.weight'. For other networks, {FROM_MODULE}"
+            f"keys like 'linear_relu_stack.0.weight'. For other networks, {FROM_MODULE}"
         ),
     ):
         HookedMLP.from_state_dict(sd, activation="relu")
@@ -132,8 +131,7 @@ def test_no_warning_for_a_state_dict_that_is_refused():
         (
             {"0.weight": torch.zeros(3, 4), "4.weight": torch.zeros(2, 3)},
             "Linear layers at indices [0, 4]; expected them at every other index (0, 2, 4, ...: Linear, activation, "
-            "Linear, "
-            f"...). For other stacks, {FROM_MODULE}",
+            f"Linear, ...). For other stacks, {FROM_MODULE}",
         ),
         ({"2.weight": torch.zeros(3, 4), "4.weight": torch.zeros(2, 3)}, "Linear layers at indices [2, 4]"),
         (
