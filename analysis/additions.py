@@ -9,7 +9,7 @@ from torch import Tensor
 from analysis.engine import Addition
 from hookedmlp import HookedRoot
 from hookedmlp.checks import check_coeff, check_scale_fits
-from hookedmlp.labelled import Labelled, as_labelled, default_data
+from hookedmlp.data.labelled import Labelled, as_labelled, default_data
 from hookedmlp.steering import class_activations
 
 __all__ = ["class_vectors", "pair_additions", "source_data", "all_pairs"]

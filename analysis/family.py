@@ -24,10 +24,10 @@ from torch import Tensor
 from analysis.selectivity import COEFFS, selectivity
 from analysis.spread import stratified_subset
 from hookedmlp import HookedRoot, __version__
-from hookedmlp.checkpoint import sha256_file
-from hookedmlp.config import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.data import load_mnist
-from hookedmlp.io import atomic_write
+from hookedmlp.files.atomic import atomic_write
+from hookedmlp.files.checkpoint import sha256_file
+from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.train import TrainSettings, evaluate, train_model
 
 __all__ = ["Variant", "VARIANTS", "QUICK", "SEEDS", "STUDY_SETTINGS", "ModelResult", "study_model", "run_study"]

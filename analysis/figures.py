@@ -28,7 +28,7 @@ from analysis.spread import Run
 from analysis.sweep import CoeffSweep, LayerSweep
 from hookedmlp import ConfigError
 from hookedmlp.checks import check_choice
-from hookedmlp.io import atomic_write
+from hookedmlp.files.atomic import atomic_write
 
 __all__ = [
     "grid_heatmap",

@@ -16,7 +16,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from hookedmlp import HookedMLP
-from hookedmlp.modules import fold as fold_module
+from hookedmlp.models.modules import fold as fold_module
 
 __all__ = ["fold", "hooked_positions", "batch_dependence"]
 

@@ -17,8 +17,8 @@ from analysis.metrics import METRICS, ByName
 from hookedmlp import ConfigError, HookedRoot, UsageError
 from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
-from hookedmlp.io import atomic_write
-from hookedmlp.labelled import as_labelled
+from hookedmlp.data.labelled import as_labelled
+from hookedmlp.files.atomic import atomic_write
 from hookedmlp.steering import model_fingerprint
 
 __all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation"]

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hookedmlp.io import atomic_write
+from hookedmlp.files.atomic import atomic_write
 
 __all__ = ["same_to_precision", "Outputs", "numbers_of", "JSON_REL"]
 

@@ -30,7 +30,7 @@ from analysis.spread import spread, stratified_subset, vector_sources
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
-from hookedmlp.io import check_writable
+from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import evaluate, train_model
 
 __all__ = ["Reproduction", "reproduce", "distribution_pairs", "DOSE_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]

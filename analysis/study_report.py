@@ -18,7 +18,7 @@ from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
-from hookedmlp.io import check_writable
+from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
 
 __all__ = [

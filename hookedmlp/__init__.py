@@ -1,9 +1,7 @@
 """hookedmlp: hook points, activation caching and steering for small networks, the TransformerLens way."""
 
-from hookedmlp.cache import ActivationCache
-from hookedmlp.checkpoint import load_checkpoint as load
-from hookedmlp.config import LeNetConfig, MLPConfig, ResidualConfig
-from hookedmlp.context import HookContext
+from hookedmlp import _moved
+from hookedmlp.data.labelled import DataWarning
 from hookedmlp.errors import (
     ArgumentTypeError,
     BatchDimError,
@@ -20,17 +18,22 @@ from hookedmlp.errors import (
     UnsupportedNetworkError,
     UsageError,
 )
-from hookedmlp.hook_points import HookHandle, HookPoint
-from hookedmlp.hooked import HookedRoot, HookGroup
-from hookedmlp.interface import HookedModel
-from hookedmlp.labelled import DataWarning
-from hookedmlp.layout import Layout
-from hookedmlp.model import HookedLayer, HookedMLP
-from hookedmlp.modules import Reshape
-from hookedmlp.residual import ResidualMLP
-from hookedmlp.steering import SteeringVector, SteeringWarning
+from hookedmlp.files.checkpoint import load_checkpoint as load
+from hookedmlp.hooks.cache import ActivationCache
+from hookedmlp.hooks.context import HookContext
+from hookedmlp.hooks.point import HookHandle, HookPoint
+from hookedmlp.hooks.root import HookedRoot, HookGroup
+from hookedmlp.hooks.shapes import HookedModel
+from hookedmlp.models.chain import HookedLayer, HookedMLP
+from hookedmlp.models.configs import LeNetConfig, MLPConfig, ResidualConfig
+from hookedmlp.models.layout import Layout
+from hookedmlp.models.modules import Reshape
+from hookedmlp.models.residual import ResidualMLP
+from hookedmlp.steering.vector import SteeringVector, SteeringWarning
 
 __version__ = "0.2.0"
+
+_moved.install()  # the module paths before the split into folders, as deprecated aliases
 
 __all__ = [
     "ActivationCache",

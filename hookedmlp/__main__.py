@@ -2,7 +2,7 @@
 
 import sys
 
-from hookedmlp.cli import main
+from hookedmlp_cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

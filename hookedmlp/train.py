@@ -3,7 +3,7 @@
 The data are held as whole tensors and batches drawn by index, never item by item. The
 defaults train the study's quickstart network (784-512-512-10, ReLU, pixels in [0, 1] as
 ``ToTensor`` gives them) to about 0.055 mean test cross-entropy in six epochs. Every recipe
-in ``hookedmlp.config`` trains the same way.
+in ``hookedmlp.models.configs`` trains the same way.
 """
 
 import contextlib
@@ -25,15 +25,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hookedmlp.checkpoint import load_checkpoint, sha256_file
 from hookedmlp.checks import check_int, check_number
-from hookedmlp.config import MLPConfig, Recipe, ResidualConfig, config_from_dict, config_to_dict
-from hookedmlp.data import load_mnist
+from hookedmlp.data.mnist import load_mnist
 from hookedmlp.errors import UsageError
-from hookedmlp.hooked import HookedRoot
-from hookedmlp.io import atomic_write, check_writable
-from hookedmlp.model import HookedMLP
-from hookedmlp.residual import ResidualMLP
+from hookedmlp.files.atomic import atomic_write, check_writable
+from hookedmlp.files.checkpoint import load_checkpoint, sha256_file
+from hookedmlp.hooks.root import HookedRoot
+from hookedmlp.models.chain import HookedMLP
+from hookedmlp.models.configs import MLPConfig, Recipe, ResidualConfig, config_from_dict, config_to_dict
+from hookedmlp.models.residual import ResidualMLP
 
 __all__ = [
     "TrainSettings",

@@ -2,5 +2,5 @@
 
 Importing ``hookedmlp`` imports torch (about 2 s); this package imports neither, so
 ``hookedmlp --help`` and ``hookedmlp --version`` answer at once. ``hookedmlp_cli.main``
-parses the arguments, then hands them to ``hookedmlp.cli``, which runs the command.
+parses the arguments, then hands them to ``hookedmlp_cli.commands``, which runs the command.
 """

@@ -1,4 +1,4 @@
-"""The console script: parse without torch, then run the command in ``hookedmlp.cli``."""
+"""The console script: parse without torch, then run the command in ``hookedmlp_cli.commands``."""
 
 import sys
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``hookedmlp`` console script: ``--help``, ``--version`` and argument errors exit here."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from hookedmlp.cli import run  # torch is imported only once there is a command to run
+    from hookedmlp_cli.commands import run  # torch is imported only once there is a command to run
 
     return run(args, argv)
 

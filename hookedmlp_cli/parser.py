@@ -1,6 +1,6 @@
 """The ``hookedmlp`` command's arguments: every flag with its help text and default; no torch import.
 
-The choices of ``--activation``, ``--norm`` and ``--metric`` mirror ``hookedmlp.config`` and
+The choices of ``--activation``, ``--norm`` and ``--metric`` mirror ``hookedmlp.models.configs`` and
 ``analysis.metrics`` (written out here so that ``--help`` need not import torch;
 tests/test_cli.py checks that they agree).
 """

@@ -6,7 +6,7 @@ from torch import nn
 
 from hookedmlp import HookedMLP, MLPConfig
 from hookedmlp.data import load_mnist
-from hookedmlp.hook_points import HookPoint
+from hookedmlp.hooks.point import HookPoint
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ import torch
 
 from analysis.grid import GridResult
 from hookedmlp import HookedMLP, MLPConfig, SteeringVector
-from hookedmlp.io import atomic_write
+from hookedmlp.files.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc/self/fd are Linux features")

@@ -46,9 +46,9 @@ from hookedmlp import (
     UnitIndexError,
     UsageError,
 )
-from hookedmlp.cli import main
 from hookedmlp.data import prepare_mnist
 from hookedmlp.steering import build_steering_vector
+from hookedmlp_cli.commands import main
 
 # True when pytest's --jaxtyping-packages instrumented the library (the default here).
 TYPECHECKED = hasattr(build_steering_vector, "__wrapped__")
@@ -583,7 +583,8 @@ CASES = [
         "load-a-protocol-4-pickle-of-objects",
         lambda e: HookedMLP.load(_pickle_file(e, {"config": MLPConfig()}, 4)),
         CheckpointError,
-        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\); refusing "
+        r"contains pickled objects other than tensors and plain containers "
+        r"\(hookedmlp\.models\.configs\.MLPConfig\); refusing "
         r"to load it \(it could run code\)\. Re-save it with hookedmlp from code you trust\.$",
     ),
     Case(
@@ -783,7 +784,7 @@ CASES = [
         "cli-hooks-pickle-payload",
         lambda e: ["hooks", "--checkpoint", str(_pickle_file(e, {"c": MLPConfig()}, 4))],
         "status 2",
-        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.config\.MLPConfig\)",
+        r"contains pickled objects other than tensors and plain containers \(hookedmlp\.models\.configs\.MLPConfig\)",
         kind="cli",
     ),
 ]

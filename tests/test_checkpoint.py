@@ -23,9 +23,9 @@ from hookedmlp import (
     ResidualMLP,
     UnsupportedNetworkError,
 )
-from hookedmlp.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from hookedmlp.cli import main
-from hookedmlp.modules import describe
+from hookedmlp.files.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from hookedmlp.models.modules import describe
+from hookedmlp_cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""The ``hookedmlp`` command line, called in-process through ``hookedmlp.cli.main`` (plus runs of the installed
+"""The ``hookedmlp`` command line, called in-process through ``hookedmlp_cli.commands.main`` (plus runs of the installed
 console script and ``python -m hookedmlp``). User mistakes must give exit status 2 and one line on stderr, never a
 traceback, and everything a command writes is checked before it computes."""
 
@@ -17,9 +17,10 @@ from _fs import full_dir, readonly_dir
 
 import hookedmlp
 import hookedmlp.train
+import hookedmlp_cli.commands
 from hookedmlp import HookedMLP, MLPConfig
-from hookedmlp.cli import figure_target, main
 from hookedmlp.data import load_mnist
+from hookedmlp_cli.commands import figure_target, main
 
 HOOKS = [f"layer{i}.{side}" for i in range(5) for side in ("pre", "post")]
 SHAPES = {"layer0.pre": "[batch, 784]", "layer4.post": "[batch, 10]", **{h: "[batch, 512]" for h in HOOKS[1:-1]}}
@@ -208,7 +209,7 @@ def test_help_lists_every_command_and_explains_the_metrics(capsys):
 
 def test_the_parser_choices_mirror_the_library():
     from analysis.metrics import METRICS
-    from hookedmlp.config import ACTIVATIONS, NORMS
+    from hookedmlp.models.configs import ACTIVATIONS, NORMS
     from hookedmlp_cli import parser
 
     assert parser.ACTIVATIONS == tuple(ACTIVATIONS)
@@ -343,9 +344,8 @@ def test_a_float64_checkpoint_works_in_every_command(capsys, f64_ckpt, tmp_path)
 
 
 def test_grid_refuses_a_coefficient_beyond_the_dtype_before_computing(capsys, monkeypatch):
-    import analysis.grid
 
-    monkeypatch.setattr(analysis.grid, "steering_grid", lambda *a, **k: pytest.fail("the grid was computed"))
+    monkeypatch.setattr(hookedmlp_cli.commands, "steering_grid", lambda *a, **k: pytest.fail("the grid was computed"))
     _user_error(
         capsys,
         ["grid", "--coeff", "1e308"],
@@ -384,9 +384,8 @@ def test_grid_with_an_unknown_hook(capsys):
 
 
 def test_reproduce_into_a_read_only_directory_fails_before_computing(capsys, tmp_path, monkeypatch):
-    import analysis.reproduce
 
-    monkeypatch.setattr(analysis.reproduce, "reproduce", lambda **k: pytest.fail("the study was run"))
+    monkeypatch.setattr(hookedmlp_cli.commands, "reproduce", lambda **k: pytest.fail("the study was run"))
     with readonly_dir(tmp_path / "ro") as ro:
         _user_error(capsys, ["reproduce", "--out", str(ro)], f"the directory '{ro}' is not writable")
         _user_error(capsys, ["reproduce", "--out", str(ro / "new")], f"the directory '{ro}' is not writable")
@@ -406,9 +405,8 @@ def test_train_into_a_read_only_directory_fails_before_loading_data(capsys, tmp_
 
 
 def test_grid_and_sweep_outputs_are_checked_before_computing(capsys, tmp_path, monkeypatch):
-    import analysis.sweep
 
-    monkeypatch.setattr(analysis.sweep, "layer_sweep", lambda *a, **k: pytest.fail("the sweep was computed"))
+    monkeypatch.setattr(hookedmlp_cli.commands, "layer_sweep", lambda *a, **k: pytest.fail("the sweep was computed"))
     (tmp_path / "notes.txt").write_text("a file")
     _user_error(
         capsys,
@@ -533,12 +531,12 @@ def test_train_to_a_directory_is_a_user_error(capsys, tmp_path, tiny_mnist):
 
 
 def test_train_interrupted_before_training_exits_130(capsys, tmp_path, monkeypatch):
-    import hookedmlp.cli
+    import hookedmlp_cli.commands
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hookedmlp.cli, "train_model", interrupted)
+    monkeypatch.setattr(hookedmlp_cli.commands, "train_model", interrupted)
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 130
     assert capsys.readouterr().err == "hookedmlp train: interrupted; no file was left half-written\n"
     assert not (tmp_path / "m.pt").exists()

@@ -1,6 +1,6 @@
 """``hookedmlp train`` builds every variant of the network-properties study from flags (issue 12, point 3).
 
-Each flag maps to a ``hookedmlp.config`` recipe (or ``TrainSettings``), trains one step on
+Each flag maps to a ``hookedmlp.models.configs`` recipe (or ``TrainSettings``), trains one step on
 512 MNIST images, and is recorded in the checkpoint; combinations that describe no
 network are refused before any data is loaded, with the valid choices.
 """
@@ -10,9 +10,9 @@ import torch
 
 import hookedmlp.train
 from hookedmlp import LeNetConfig, MLPConfig, ResidualConfig, load
-from hookedmlp.cli import main, recipe_from_args
-from hookedmlp.config import config_to_dict
 from hookedmlp.data import load_mnist
+from hookedmlp.models.configs import config_to_dict
+from hookedmlp_cli.commands import main, recipe_from_args
 from hookedmlp_cli.parser import parse_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hookedmlp import ConfigError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig
-from hookedmlp.config import ACTIVATIONS, NORMS, activation_module, config_from_dict, config_to_dict, image_shape
+from hookedmlp.models.configs import (
+    ACTIVATIONS,
+    NORMS,
+    activation_module,
+    config_from_dict,
+    config_to_dict,
+    image_shape,
+)
 
 FUNCTIONAL = {
     "relu": F.relu,

@@ -18,8 +18,8 @@ import torchvision
 from _fs import full_dir, readonly_dir
 from torchvision.transforms import ToTensor
 
-from hookedmlp import data
 from hookedmlp.data import MNIST_MD5, default_root, first_example, load_mnist, mnist_dataset, prepare_mnist
+from hookedmlp.data import mnist as data
 from hookedmlp.errors import ConfigError, DataError
 
 OFFICIAL_MD5 = {

@@ -22,7 +22,8 @@ import torch
 from _fs import IS_ROOT, file_size_limit, full_dir, readonly_dir
 
 from hookedmlp import FileWriteError, HookedMLP, MLPConfig, SteeringVector
-from hookedmlp.io import atomic_save, atomic_write, check_writable, safe_load
+from hookedmlp.files.atomic import atomic_save, atomic_write, check_writable
+from hookedmlp.files.safe_load import safe_load
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -235,7 +235,7 @@ def test_handle_fields(hp):
 
 
 def test_hooks_suppressed_runs_only_observers_and_can_be_entered_again(hp):
-    from hookedmlp.hook_points import Observer, hooks_suppressed
+    from hookedmlp.hooks.point import Observer, hooks_suppressed
 
     class Reader(Observer):
         def __init__(self):

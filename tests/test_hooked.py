@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hookedmlp import HookedMLP, HookGroup, HookHandle, HookNameError
-from hookedmlp.hook_points import check_hook_args
+from hookedmlp.hooks.point import check_hook_args
 
 
 def noop(act, hook):

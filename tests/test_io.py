@@ -22,7 +22,8 @@ from hookedmlp.errors import (
     closest,
     did_you_mean,
 )
-from hookedmlp.io import atomic_save, atomic_write, safe_load
+from hookedmlp.files.atomic import atomic_save, atomic_write
+from hookedmlp.files.safe_load import safe_load
 
 # -- atomic_write -------------------------------------------------------------------------------
 
@@ -291,7 +292,7 @@ def test_a_missing_device_is_not_called_corruption(tmp_path):
 
 
 def test_memory_and_permission_errors_say_what_they_are(tmp_path, monkeypatch):
-    import hookedmlp.io
+    import hookedmlp.files.safe_load
 
     path = tmp_path / "m.pt"
     torch.save({"x": torch.ones(2)}, path)
@@ -307,7 +308,9 @@ def test_memory_and_permission_errors_say_what_they_are(tmp_path, monkeypatch):
         safe_load(path)
     # a file the process may not read (root reads every file, so the refusal is simulated)
     monkeypatch.setattr(torch, "load", fail(PermissionError(13, "Permission denied")))
-    monkeypatch.setattr(hookedmlp.io, "open", fail(PermissionError(13, "Permission denied")), raising=False)
+    monkeypatch.setattr(
+        hookedmlp.files.safe_load, "open", fail(PermissionError(13, "Permission denied")), raising=False
+    )
     with pytest.raises(
         CheckpointError, match=re.escape(f"cannot read file {str(path)!r}: Permission denied; check its permissions")
     ):

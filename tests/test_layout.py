@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hookedmlp import HookedLayer, HookedMLP, HookNameError, Layout, ShapeError, UsageError
-from hookedmlp.layout import Site, Span
+from hookedmlp.models.layout import Site, Span
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hookedmlp import (
     ShapeError,
     UsageError,
 )
-from hookedmlp.modules import describe
+from hookedmlp.models.modules import describe
 
 TINY_NAMES = [f"layer{i}.{p}" for i in range(5) for p in ("pre", "post")]
 

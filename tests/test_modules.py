@@ -1,4 +1,4 @@
-"""hookedmlp.modules: describing torch.nn modules as plain data and rebuilding them (never by unpickling), which
+"""hookedmlp.models.modules: describing torch.nn modules as plain data and rebuilding them (never by unpickling), which
 modules are affine in their current mode, folding a vector through one, and Reshape."""
 
 import re
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hookedmlp import CheckpointError, Reshape, UnsupportedNetworkError
-from hookedmlp.modules import DESCRIBABLE, build, describe, fold, is_affine
+from hookedmlp.models.modules import DESCRIBABLE, build, describe, fold, is_affine
 
 MODULES = [
     nn.Linear(3, 2, bias=False),

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import hookedmlp.checkpoint as ckpt_mod
+import hookedmlp.files.checkpoint as ckpt_mod
 from hookedmlp import CheckpointError, HookedMLP, MLPConfig
-from hookedmlp.checkpoint import load_pretrained, pretrained_card
 from hookedmlp.data import load_mnist
+from hookedmlp.files.checkpoint import load_pretrained, pretrained_card
 
 HOOKS = [f"layer{i}.{side}" for i in range(5) for side in ("pre", "post")]
 

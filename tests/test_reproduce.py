@@ -18,8 +18,8 @@ from analysis.published import StudyTables, spearman, study_tables
 from analysis.report import Reproduction, report_text
 from analysis.reproduce import distribution_pairs, reproduce
 from hookedmlp import HookedMLP, ShapeError
-from hookedmlp.cli import main
 from hookedmlp.data import load_mnist
+from hookedmlp_cli.commands import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("grid_loss", "grid_flip_rate", "layer_sweep_3_1", "distributions", "dose_response", "spread")

@@ -16,8 +16,8 @@ from hookedmlp import (
     SteeringVector,
     SteeringWarning,
 )
-from hookedmlp import steering as steering_module
 from hookedmlp.steering import model_fingerprint
+from hookedmlp.steering import vector as steering_module
 
 
 @pytest.fixture

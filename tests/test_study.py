@@ -92,7 +92,7 @@ def test_study_quick_end_to_end(tmp_path: Path):
 
 
 def test_cli_study_quick(tmp_path: Path, capsys):
-    from hookedmlp.cli import main
+    from hookedmlp_cli.commands import main
 
     assert (
         main(
@@ -116,7 +116,7 @@ def test_cli_study_quick(tmp_path: Path, capsys):
 
 
 def test_cli_study_unknown_variant(capsys):
-    from hookedmlp.cli import main
+    from hookedmlp_cli.commands import main
 
     with pytest.raises(SystemExit) as exc:
         main(["study", "--variants", "giant"])

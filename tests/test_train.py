@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hookedmlp import FileWriteError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP
-from hookedmlp.config import config_to_dict
+from hookedmlp.models.configs import config_to_dict
 from hookedmlp.train import TrainResult, TrainSettings, build_model, evaluate, train_model
 
 CFG = MLPConfig(d_in=16, d_hidden=(8,), d_out=3)
@@ -211,7 +211,7 @@ def test_out_is_replaced_only_by_a_finished_run(data, tmp_path, monkeypatch):
 def test_card_is_written_with_the_checkpoint(data, tmp_path):
     import json
 
-    from hookedmlp.checkpoint import sha256_file
+    from hookedmlp.files.checkpoint import sha256_file
 
     result = train_model(
         CFG,

@@ -20,8 +20,8 @@ import torch
 
 import hookedmlp.train
 from hookedmlp import HookedMLP, MLPConfig
-from hookedmlp.cli import main
 from hookedmlp.train import TrainingInterrupted, TrainSettings, train_model
+from hookedmlp_cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = MLPConfig(d_in=784, d_hidden=(8,), d_out=10)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hookedmlp import HookedMLP, SteeringVector, UnsupportedNetworkError
-from hookedmlp.modules import Reshape
-from hookedmlp.wrap import chain_of
+from hookedmlp.models.modules import Reshape
+from hookedmlp.models.wrap import chain_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions and matmuls: threads only contend
 

@@ -17,13 +17,20 @@ from typing import Any, Optional
 
 import torch
 
-from hookedmlp.checkpoint import load_checkpoint
-from hookedmlp.config import LeNetConfig, MLPConfig, Recipe, ResidualConfig
+from analysis.family import VARIANTS
+from analysis.figures import grid_heatmap, layer_sweep_figure, write_figure
+from analysis.grid import steering_grid
+from analysis.published import study_tables
+from analysis.reproduce import reproduce
+from analysis.study_report import study
+from analysis.sweep import layer_sweep
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import HookedMLPError
-from hookedmlp.hooked import HookedRoot
-from hookedmlp.io import atomic_write, check_writable
-from hookedmlp.model import HookedMLP
+from hookedmlp.files.atomic import atomic_write, check_writable
+from hookedmlp.files.checkpoint import load_checkpoint
+from hookedmlp.hooks.root import HookedRoot
+from hookedmlp.models.chain import HookedMLP
+from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig
 from hookedmlp.train import TrainingInterrupted, TrainSettings, train_model
 from hookedmlp_cli.parser import ARCHS, FIGURE_FORMATS, build_parser, parse_args
 
@@ -180,7 +187,6 @@ def _write_json(data: Any, path: Path) -> None:
 
 
 def _write_figures(fig: Any, path: Path) -> None:
-    from analysis.figures import write_figure
 
     stem, formats = figure_target(path)
     for written in write_figure(fig, stem, formats):
@@ -188,7 +194,6 @@ def _write_figures(fig: Any, path: Path) -> None:
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
-    from analysis.grid import steering_grid
 
     _check_outputs(args)
     model = _load_model(args)
@@ -203,9 +208,6 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(grid.to_dict(), args.json)
     if args.figure:
-        from analysis.figures import grid_heatmap
-        from analysis.published import study_tables
-
         study = (
             study_tables()
             if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss")
@@ -216,7 +218,6 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from analysis.sweep import layer_sweep
 
     if args.a == args.b:
         raise _CliError(f"--a and --b are both {args.a}: the vector would be zero; pick two different digits")
@@ -230,16 +231,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(sweep.to_dict(), args.json)
     if args.figure:
-        from analysis.figures import layer_sweep_figure
-        from analysis.published import study_tables
-
         _write_figures(layer_sweep_figure(sweep, study_tables()), args.figure)
     return 0
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from analysis.family import VARIANTS
-    from analysis.study_report import study
 
     by_slug = {v.slug: v.name for v in VARIANTS}
     names = [by_slug[s] for s in args.variants] if args.variants else None
@@ -256,7 +252,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from analysis.reproduce import reproduce
 
     if args.train and args.checkpoint:
         raise _CliError("--train and --checkpoint exclude each other; pick one")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from hookedmlp.checks import check_choice, check_class, check_int
-from hookedmlp.data import load_mnist
+from hookedmlp.data.mnist import load_mnist
 from hookedmlp.errors import (
     ArgumentTypeError,
     InputDtypeError,
@@ -24,7 +24,7 @@ from hookedmlp.errors import (
     UsageError,
     warn,
 )
-from hookedmlp.interface import HookedModel
+from hookedmlp.hooks.shapes import HookedModel
 
 __all__ = ["Labelled", "as_labelled", "default_data", "class_activations", "METHODS", "MNIST_SHAPE", "DataWarning"]
 

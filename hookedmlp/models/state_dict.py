@@ -6,8 +6,8 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from hookedmlp.config import activation_module, check_activation
 from hookedmlp.errors import CheckpointError, warn
+from hookedmlp.models.configs import activation_module, check_activation
 
 __all__ = ["sequential_from_state_dict"]
 

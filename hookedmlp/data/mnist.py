@@ -23,7 +23,7 @@ from torch import Tensor
 
 from hookedmlp.checks import check_choice, check_class
 from hookedmlp.errors import DataError, FileWriteError
-from hookedmlp.io import atomic_write
+from hookedmlp.files.atomic import atomic_write
 
 __all__ = ["MNIST_MD5", "default_root", "prepare_mnist", "mnist_dataset", "load_mnist", "first_example"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hookedmlp.errors import UsageError
-from hookedmlp.hook_points import HookPoint, Observer
+from hookedmlp.hooks.point import HookPoint, Observer
 
 __all__ = ["Recorder", "PASS", "CLAIM"]
 

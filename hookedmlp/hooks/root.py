@@ -21,12 +21,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from hookedmlp import interventions, steering
-from hookedmlp.cache import ActivationCache
-from hookedmlp.caching import CLAIM, PASS, Device, Recorder
-from hookedmlp.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from hookedmlp.checks import check_choice
-from hookedmlp.context import HookContext, HookSpec, attach_all
 from hookedmlp.errors import (
     ArgumentTypeError,
     BatchDimError,
@@ -38,7 +33,10 @@ from hookedmlp.errors import (
     did_you_mean,
     warn,
 )
-from hookedmlp.hook_points import (
+from hookedmlp.files.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from hookedmlp.hooks.cache import ActivationCache
+from hookedmlp.hooks.context import HookContext, HookSpec, attach_all
+from hookedmlp.hooks.point import (
     SELECTIONS,
     Direction,
     HookFn,
@@ -48,6 +46,9 @@ from hookedmlp.hook_points import (
     guarding,
     hooks_suppressed,
 )
+from hookedmlp.hooks.recording import CLAIM, PASS, Device, Recorder
+from hookedmlp.steering import interventions
+from hookedmlp.steering import vector as steering
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 

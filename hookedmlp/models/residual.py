@@ -13,11 +13,11 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from hookedmlp.checkpoint import check_state, register_architecture
-from hookedmlp.config import ResidualConfig, activation_module, config_from_dict, config_to_dict
 from hookedmlp.errors import CheckpointError, ConfigError, HookNameError
-from hookedmlp.hook_points import HookPoint
-from hookedmlp.hooked import HookedRoot, shape_variants
+from hookedmlp.files.checkpoint import check_state, register_architecture
+from hookedmlp.hooks.point import HookPoint
+from hookedmlp.hooks.root import HookedRoot, shape_variants
+from hookedmlp.models.configs import ResidualConfig, activation_module, config_from_dict, config_to_dict
 
 __all__ = ["ResidualMLP", "ResidualBlock"]
 

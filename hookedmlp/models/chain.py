@@ -15,8 +15,6 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor, nn
 
-from hookedmlp.checkpoint import check_state, register_architecture
-from hookedmlp.config import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
 from hookedmlp.errors import (
     CheckpointError,
     ConfigError,
@@ -26,12 +24,14 @@ from hookedmlp.errors import (
     UnsupportedNetworkError,
     UsageError,
 )
-from hookedmlp.hook_points import HookPoint, hooks_suppressed
-from hookedmlp.hooked import _TRAINING_DEPENDENT, HookedRoot, shape_variants
-from hookedmlp.layout import Layout, Site
-from hookedmlp.modules import build, describe
-from hookedmlp.state_dict import sequential_from_state_dict
-from hookedmlp.wrap import HOOKEDROOT_ROUTE, chain_of
+from hookedmlp.files.checkpoint import check_state, register_architecture
+from hookedmlp.hooks.point import HookPoint, hooks_suppressed
+from hookedmlp.hooks.root import _TRAINING_DEPENDENT, HookedRoot, shape_variants
+from hookedmlp.models.configs import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
+from hookedmlp.models.layout import Layout, Site
+from hookedmlp.models.modules import build, describe
+from hookedmlp.models.state_dict import sequential_from_state_dict
+from hookedmlp.models.wrap import HOOKEDROOT_ROUTE, chain_of
 
 __all__ = ["HookedLayer", "HookedMLP", "ChainConfig"]
 

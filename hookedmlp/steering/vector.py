@@ -1,6 +1,6 @@
 """Steering vectors (activation additions): ``coeff * (act(a) - act(b))`` at one or more hook points.
 
-A side of the contrast is a class label of some labelled data (see ``hookedmlp.labelled``:
+A side of the contrast is a class label of some labelled data (see ``hookedmlp.data.labelled``:
 the ``exemplar``-th example of the class, or its mean) or input tensors (averaged). The
 tensors may have any shape per example: ``[512]`` after a Linear, ``[C, H, W]`` in a CNN.
 Activations come from a pass where no hook runs, so active steering never leaks into a new
@@ -25,7 +25,13 @@ from hookedmlp.checks import (
     check_int,
     check_scale_fits,
 )
-from hookedmlp.context import HookContext
+from hookedmlp.data.labelled import (
+    METHODS,
+    Labelled,
+    as_labelled,
+    class_activations,
+    default_data,
+)
 from hookedmlp.errors import (
     CheckpointError,
     HookNameError,
@@ -34,15 +40,10 @@ from hookedmlp.errors import (
     did_you_mean,
     warn,
 )
-from hookedmlp.interface import HookedModel, check_example_shape
-from hookedmlp.io import atomic_save, safe_load
-from hookedmlp.labelled import (
-    METHODS,
-    Labelled,
-    as_labelled,
-    class_activations,
-    default_data,
-)
+from hookedmlp.files.atomic import atomic_save
+from hookedmlp.files.safe_load import safe_load
+from hookedmlp.hooks.context import HookContext
+from hookedmlp.hooks.shapes import HookedModel, check_example_shape
 
 __all__ = [
     "SteeringVector",

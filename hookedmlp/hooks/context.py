@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 from hookedmlp.errors import ArgumentTypeError, UsageError
-from hookedmlp.hook_points import Direction, HookFn, HookHandle, check_hook_args
+from hookedmlp.hooks.point import Direction, HookFn, HookHandle, check_hook_args
 
 __all__ = ["HookContext", "HookSpec", "attach_all", "expand_specs"]
 

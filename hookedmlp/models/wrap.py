@@ -19,9 +19,9 @@ from typing import Any, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from hookedmlp.config import image_shape
 from hookedmlp.errors import ShapeError, UnsupportedNetworkError, warn
-from hookedmlp.modules import Reshape
+from hookedmlp.models.configs import image_shape
+from hookedmlp.models.modules import Reshape
 
 __all__ = ["Chain", "chain_of", "probe_batch", "HOOKEDROOT_ROUTE"]
 

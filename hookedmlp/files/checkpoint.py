@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from hookedmlp.errors import CheckpointError, closest
-from hookedmlp.io import atomic_save, safe_load
+from hookedmlp.files.atomic import atomic_save
+from hookedmlp.files.safe_load import safe_load
 
 __all__ = [
     "save_checkpoint",

@@ -13,14 +13,14 @@ import torch
 from torch import Tensor
 
 from hookedmlp.checks import check_finite
-from hookedmlp.context import HookContext
 from hookedmlp.errors import (
     ArgumentTypeError,
     ShapeError,
     SteeringError,
     UnitIndexError,
 )
-from hookedmlp.interface import HookedModel, check_example_shape, example_shape
+from hookedmlp.hooks.context import HookContext
+from hookedmlp.hooks.shapes import HookedModel, check_example_shape, example_shape
 
 __all__ = ["ablate", "patch", "clamp"]
 

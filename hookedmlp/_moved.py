@@ -1,0 +1,72 @@
+"""Deprecated aliases: each module's path before the package was split into folders, and where it lives now.
+
+``import hookedmlp.hook_points`` still works and warns (``DeprecationWarning``) with the new
+path; the alias holds the new module's names, so its classes and functions are the same objects.
+"""
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+from typing import Any, Optional
+
+__all__ = ["MOVED", "install"]
+
+MOVED = {
+    "hookedmlp.hook_points": "hookedmlp.hooks.point",
+    "hookedmlp.context": "hookedmlp.hooks.context",
+    "hookedmlp.caching": "hookedmlp.hooks.recording",
+    "hookedmlp.cache": "hookedmlp.hooks.cache",
+    "hookedmlp.hooked": "hookedmlp.hooks.root",
+    "hookedmlp.interface": "hookedmlp.hooks.shapes",
+    "hookedmlp.model": "hookedmlp.models.chain",
+    "hookedmlp.layout": "hookedmlp.models.layout",
+    "hookedmlp.wrap": "hookedmlp.models.wrap",
+    "hookedmlp.modules": "hookedmlp.models.modules",
+    "hookedmlp.residual": "hookedmlp.models.residual",
+    "hookedmlp.config": "hookedmlp.models.configs",
+    "hookedmlp.state_dict": "hookedmlp.models.state_dict",
+    "hookedmlp.interventions": "hookedmlp.steering.interventions",
+    "hookedmlp.labelled": "hookedmlp.data.labelled",
+    "hookedmlp.io": "hookedmlp.files.atomic",
+    "hookedmlp.load_errors": "hookedmlp.files.load_errors",
+    "hookedmlp.checkpoint": "hookedmlp.files.checkpoint",
+    "hookedmlp.cli": "hookedmlp_cli.commands",
+}
+# io held both writing and reading; its readers moved to a file of their own
+_EXTRA = {"hookedmlp.io": ("hookedmlp.files.safe_load",)}
+
+
+class _Alias(importlib.abc.Loader):
+    def __init__(self, old: str) -> None:
+        self.old = old
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return types.ModuleType(self.old)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        new = MOVED[self.old]
+        warnings.warn(f"{self.old} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
+        names: list[str] = []
+        for source in (new, *_EXTRA.get(self.old, ())):
+            target = importlib.import_module(source)
+            public = getattr(target, "__all__", [n for n in vars(target) if not n.startswith("__")])
+            names += public
+            module.__dict__.update({k: v for k, v in vars(target).items() if not k.startswith("__")})
+        module.__all__ = names
+        module.__doc__ = f"Deprecated alias of ``{new}``."
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _Alias(fullname))
+
+
+def install() -> None:
+    """Put the alias finder on ``sys.meta_path`` (once)."""
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.append(_Finder())

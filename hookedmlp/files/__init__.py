@@ -1,0 +1,1 @@
+"""Files: atomic writes, loading that never unpickles code, checkpoints."""
