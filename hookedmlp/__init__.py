@@ -29,7 +29,8 @@ from hookedmlp.models.configs import LeNetConfig, MLPConfig, ResidualConfig
 from hookedmlp.models.layout import Layout
 from hookedmlp.models.modules import Reshape
 from hookedmlp.models.residual import ResidualMLP
-from hookedmlp.steering.vector import SteeringVector, SteeringWarning
+from hookedmlp.steering.provenance import SteeringWarning
+from hookedmlp.steering.vector import SteeringVector
 
 __version__ = "0.2.0"
 

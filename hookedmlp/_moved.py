@@ -35,8 +35,8 @@ MOVED = {
     "hookedmlp.checkpoint": "hookedmlp.files.checkpoint",
     "hookedmlp.cli": "hookedmlp_cli.commands",
 }
-# io held both writing and reading; its readers moved to a file of their own
-_EXTRA = {"hookedmlp.io": ("hookedmlp.files.safe_load",)}
+# modules whose parts moved to more than one place: io's readers, labelled's class_activations
+_EXTRA = {"hookedmlp.io": ("hookedmlp.files.safe_load",), "hookedmlp.labelled": ("hookedmlp.steering.classes",)}
 
 
 class _Alias(importlib.abc.Loader):

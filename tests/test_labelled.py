@@ -25,7 +25,8 @@ from hookedmlp import (
     UsageError,
 )
 from hookedmlp.data import load_mnist
-from hookedmlp.data.labelled import Labelled, class_activations
+from hookedmlp.data.labelled import Labelled
+from hookedmlp.steering import class_activations
 
 N = 30  # examples in the user's data set: classes 0, 1, 2
 

@@ -17,7 +17,7 @@ from hookedmlp import (
     SteeringWarning,
 )
 from hookedmlp.steering import model_fingerprint
-from hookedmlp.steering import vector as steering_module
+from hookedmlp.steering import provenance as steering_module
 
 
 @pytest.fixture

@@ -47,8 +47,8 @@ from hookedmlp.hooks.point import (
     hooks_suppressed,
 )
 from hookedmlp.hooks.recording import CLAIM, PASS, Device, Recorder
-from hookedmlp.steering import interventions
-from hookedmlp.steering import vector as steering
+from hookedmlp.steering import contrast, interventions
+from hookedmlp.steering.vector import SteeringVector
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 
@@ -611,7 +611,7 @@ class HookedRoot(nn.Module):
         method: str = "first",
         exemplar: int = 0,
         data: Any = None,
-    ) -> "steering.SteeringVector":
+    ) -> "SteeringVector":
         """``coeff * (act_hook(a) - act_hook(b))`` as a ``SteeringVector``, computed with no hook running.
 
         Args:
@@ -629,13 +629,13 @@ class HookedRoot(nn.Module):
             >>> model.steering_vector(3, 1, "layer0.post").label
             '3 - 1'
         """
-        return steering.build_steering_vector(
+        return contrast.build_steering_vector(
             self, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data
         )
 
     def steer(
         self,
-        vector: Optional["steering.SteeringVector"] = None,
+        vector: Optional["SteeringVector"] = None,
         *,
         a: Any = None,
         b: Any = None,
@@ -657,7 +657,7 @@ class HookedRoot(nn.Module):
             [3, 3, 3, 3, 3]
         """
         if vector is not None:
-            if not isinstance(vector, steering.SteeringVector):
+            if not isinstance(vector, SteeringVector):
                 raise ArgumentTypeError(
                     f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook="
                 )
