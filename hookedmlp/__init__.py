@@ -25,6 +25,7 @@ from hookedmlp.hooks.point import HookHandle, HookPoint
 from hookedmlp.hooks.root import HookedRoot, HookGroup
 from hookedmlp.hooks.shapes import HookedModel
 from hookedmlp.models.chain import HookedLayer, HookedMLP
+from hookedmlp.models.graph import HookedGraph, capture
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, ResidualConfig
 from hookedmlp.models.layout import Layout
 from hookedmlp.models.modules import Reshape
@@ -46,6 +47,7 @@ __all__ = [
     "DataWarning",
     "FileWriteError",
     "HookContext",
+    "HookedGraph",
     "HookedLayer",
     "HookedMLP",
     "HookedMLPError",
@@ -70,5 +72,6 @@ __all__ = [
     "UnsupportedNetworkError",
     "UsageError",
     "load",
+    "capture",
     "__version__",
 ]

@@ -29,6 +29,8 @@ SELECTIONS = ("fwd", "bwd", "both")  # what a method that lists or removes hooks
 
 # Callables run before a hook that may edit an activation in place (caches copy what they hold).
 _GUARDS: contextvars.ContextVar[tuple[Callable[[Tensor], None], ...]] = contextvars.ContextVar("guards", default=())
+# Bumped by every add and remove of a hook on any HookPoint: a model skips its hook points while it stays put.
+HOOK_EPOCH = [0]
 # Inside ``hooks_suppressed()`` only Observer hooks run: a clean pass of the bare network.
 _SUPPRESSED: contextvars.ContextVar[bool] = contextvars.ContextVar("suppressed", default=False)
 
@@ -144,6 +146,7 @@ class HookPoint(nn.Module):
         self.fwd_hooks: list[HookHandle] = []
         self.bwd_hooks: list[HookHandle] = []
         self.ctx: dict[Any, Any] = {}
+        self.volatile = False  # an in-place op later in the pass edits this activation: a cache must copy it
 
     def add_hook(
         self,
@@ -158,6 +161,7 @@ class HookPoint(nn.Module):
         handle = HookHandle(self, hook, dir, is_permanent, level)
         hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
         hooks.insert(0, handle) if prepend else hooks.append(handle)
+        HOOK_EPOCH[0] += 1
         return handle
 
     def add_perma_hook(self, hook: HookFn, dir: Direction = "fwd") -> HookHandle:
@@ -169,6 +173,7 @@ class HookPoint(nn.Module):
         for i, h in enumerate(hooks):
             if h is handle:
                 del hooks[i]
+                HOOK_EPOCH[0] += 1
                 return
 
     def _selected(self, dir: str) -> list[list[HookHandle]]:

@@ -80,7 +80,7 @@ class Recorder(Observer):
             kept = act.detach()
             if self.device is not None:
                 kept = kept.to(self.device)
-            if _storage(kept) is None:
+            if _storage(kept) is None or hook.volatile:  # (volatile: the pass edits it in place later)
                 kept = kept.clone()
             if self.drop_batch and kept.ndim and kept.shape[0] == 1:
                 kept = kept[0]

@@ -1,0 +1,101 @@
+"""Python code from captured graphs: the whole pass, the pass with hook points, and parts of it.
+
+``compile_graph`` turns a graph into ``fn(owner, *inputs)`` with torch.fx's own code generator,
+so a pass costs what the network's own ``forward`` costs: no interpreter. The code looks up
+every module and parameter on ``owner`` when it runs (``self.fc1(x)``, ``self.logit_scale``), so
+it always uses the network's live modules and weights. ``with_runners`` inserts a call after
+each hook point's node; ``sub_graph`` keeps the nodes between given values and wanted ones (the
+graph cut of the analysis engine and of patching, and a chain's partial passes).
+"""
+
+import hashlib
+import linecache
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch.fx as fx
+
+__all__ = ["compile_graph", "with_runners", "sub_graph", "Runner"]
+
+_CODE: dict[str, Any] = {}  # source -> compiled code object: models of one architecture share it
+
+
+class Runner:
+    """A callable inserted into a graph: fx's code generator names it by ``__name__`` and ``__module__``."""
+
+    __module__ = "hookedmlp_graph"
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name.replace(".", "_")
+
+
+def compile_graph(graph: fx.Graph) -> Callable[..., Any]:
+    """``forward(owner, *inputs)`` running ``graph``; tracebacks show the generated lines."""
+    code = graph.python_code(root_module="self")
+    key = hashlib.sha1(code.src.encode()).hexdigest()[:16]
+    compiled = _CODE.get(key)
+    if compiled is None:
+        filename = f"<hookedmlp graph {key}>"
+        linecache.cache[filename] = (len(code.src), None, code.src.splitlines(True), filename)
+        compiled = _CODE[key] = compile(code.src, filename, "exec")
+    namespace = dict(code.globals)
+    exec(compiled, namespace)
+    return namespace["forward"]
+
+
+def with_runners(graph: fx.Graph, runners: Mapping[str, Runner]) -> tuple[fx.Graph, dict[str, str]]:
+    """A copy of ``graph`` where each node named in ``runners`` passes its value through its runner.
+
+    Returns the copy and, for each such node, the name of the runner's node (whose value the
+    node's users now take).
+    """
+    out = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    after: dict[str, str] = {}
+    for node in graph.nodes:
+        new = out.node_copy(node, lambda n: env[n])
+        runner = runners.get(node.name)
+        if runner is not None:
+            new = out.call_function(runner, (new,))
+            after[node.name] = new.name
+        env[node] = new
+    return out, after
+
+
+def _needed(wanted: Iterable[fx.Node], given: set[fx.Node]) -> set[fx.Node]:
+    """The nodes that computing ``wanted`` from ``given`` runs (given ones excluded)."""
+    seen: set[fx.Node] = set()
+    todo = [n for n in wanted if n not in given]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        todo.extend(a for a in n.all_input_nodes if a not in given and a not in seen)
+    return seen
+
+
+def sub_graph(graph: fx.Graph, given: Sequence[str], wanted: Sequence[str], single: bool = False) -> fx.Graph:
+    """A graph taking the values of the nodes ``given`` (in order) and returning those of ``wanted``.
+
+    Only the nodes between them run. Returns a tuple of ``wanted``'s values, or the value itself
+    with ``single``. A wanted node that depends on an input placeholder not given is computed
+    from it only if that placeholder is given too (``ValueError`` otherwise).
+    """
+    by_name = {n.name: n for n in graph.nodes}
+    given_nodes = [by_name[g] for g in given]
+    wanted_nodes = [by_name[w] for w in wanted]
+    run = _needed(wanted_nodes, set(given_nodes))
+    missing = [n.name for n in run if n.op == "placeholder"]
+    if missing:
+        raise ValueError(f"the values wanted need the inputs {missing}, which are not given")
+    out = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for g in given_nodes:
+        env[g] = out.placeholder(f"given_{g.name}")
+    for node in graph.nodes:  # graph order keeps every input before its use
+        if node in run:
+            env[node] = out.node_copy(node, lambda n: env[n])
+    results = [env[w] for w in wanted_nodes]
+    out.output(results[0] if single else tuple(results))
+    return out
