@@ -25,8 +25,8 @@ from hookedmlp.hooks.point import HookHandle, HookPoint
 from hookedmlp.hooks.root import HookedRoot, HookGroup
 from hookedmlp.hooks.shapes import HookedModel
 from hookedmlp.models.chain import HookedLayer, HookedMLP
-from hookedmlp.models.graph import HookedGraph, capture
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, ResidualConfig
+from hookedmlp.models.graph import HookedGraph, capture
 from hookedmlp.models.layout import Layout
 from hookedmlp.models.modules import Reshape
 from hookedmlp.models.residual import ResidualMLP

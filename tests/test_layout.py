@@ -133,7 +133,11 @@ def test_swapping_in_a_module_of_another_kind(chain, x):
         assert torch.equal(
             chain(x), chain.layer4.module(torch.relu(chain.layer2.module(block(chain.layer0.module(x)))))
         )
-    assert chain.hook_table()[2] == ("layer1.pre", "[batch, 5]", "input of Sequential(...)")
+    assert chain.hook_table()[2] == (
+        "layer1.pre",
+        "[batch, 5]",
+        "input of Sequential(...); the same tensor as layer0.post",
+    )
 
 
 def test_swapping_in_a_module_that_does_not_fit(chain, x):

@@ -202,21 +202,30 @@ def test_hook_table_of_a_cnn():
             "[batch, 2, 28, 28]",
             "output of Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))  (from features.0)",
         ),
-        ("layer1.pre", "[batch, 2, 28, 28]", "input of ReLU()  (from features.1)"),
+        ("layer1.pre", "[batch, 2, 28, 28]", "input of ReLU()  (from features.1); the same tensor as layer0.post"),
         ("layer1.post", "[batch, 2, 28, 28]", "output of ReLU()  (from features.1)"),
         (
             "layer2.pre",
             "[batch, 2, 28, 28]",
-            "input of MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)  (from features.2)",
+            "input of MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)  (from features.2); "
+            "the same tensor as layer1.post",
         ),
         (
             "layer2.post",
             "[batch, 2, 14, 14]",
             "output of MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)  (from features.2)",
         ),
-        ("layer3.pre", "[batch, 2, 14, 14]", "input of Reshape(shape=[392])  (from <reshape in forward, before head>)"),
+        (
+            "layer3.pre",
+            "[batch, 2, 14, 14]",
+            "input of Reshape(shape=[392])  (from <reshape in forward, before head>); the same tensor as layer2.post",
+        ),
         ("layer3.post", "[batch, 392]", "output of Reshape(shape=[392])  (from <reshape in forward, before head>)"),
-        ("layer4.pre", "[batch, 392]", "input of Linear(in_features=392, out_features=10, bias=True)  (from head)"),
+        (
+            "layer4.pre",
+            "[batch, 392]",
+            "input of Linear(in_features=392, out_features=10, bias=True)  (from head); the same tensor as layer3.post",
+        ),
         ("layer4.post", "[batch, 10]", "output of Linear(in_features=392, out_features=10, bias=True)  (from head)"),
     ]
 
@@ -568,7 +577,7 @@ def test_from_sequential_with_inplace_relu(tiny_x):
         assert torch.equal(cache["layer0.post"], pre_relu)
         assert torch.equal(cache["layer1.post"], torch.relu(pre_relu))
         assert torch.equal(out, seq(tiny_x))
-    assert not m.layer1.module.inplace and not m.layer3.module.inplace
+    assert m.layer1.module is seq[2] and m.layer3.module is seq[4]  # the network's own in-place modules, shared
 
 
 def test_from_sequential_other_activations(tiny_x):

@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from hookedmlp import HookedMLP, HookNameError, ResidualConfig, ResidualMLP, SteeringVector, UnsupportedNetworkError
+from hookedmlp import (
+    HookedMLP,
+    HookNameError,
+    ResidualConfig,
+    ResidualMLP,
+    SteeringVector,
+    UnsupportedNetworkError,
+    capture,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions and matmuls: threads only contend
 
@@ -171,15 +179,20 @@ def test_hook_table_lists_shapes():
     assert table[-1] == ("hook_logits", "[batch, 3]", "hook point in forward")
 
 
-def test_from_module_refuses_the_plain_network_and_points_here():
+def test_from_module_refuses_the_plain_network_and_capture_opens_it():
     _, plain, _ = _pair("layernorm")
     with pytest.raises(
         UnsupportedNetworkError,
         match=re.escape(
-            "PlainResidual.forward changes the activation between module blocks.0.mlp.W_out and module blocks.1.ln "
-            "(LayerNorm): a functional call such as F.relu, a skip connection, or arithmetic; the chain of its "
-            "modules would compute something else, so it is refused; write it as a HookedRoot subclass with "
+            "PlainResidual.forward is not a chain of modules: it applies + at test_residual.py:47: return h + "
+            "self.mlp(self.ln(h)), an operation outside any module (named 'blocks.0.add' in its graph); open it with "
+            "hookedmlp.capture(net), which hooks every module and op, or write it as a HookedRoot subclass with "
             "HookPoints placed in forward (see docs/your-own-network.md, and hookedmlp.ResidualMLP for an example)"
         ),
     ):
         HookedMLP.from_module(plain)
+    hooked = capture(plain, (16,))
+    x = torch.rand(3, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(hooked(x), plain(x))
+    assert "blocks.0.add" in hooked.hook_names and "blocks.1.mlp.W_out" in hooked.hook_names

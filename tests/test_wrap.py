@@ -1,6 +1,7 @@
 """from_module on every kind of chain: the hooked model computes what the original computes, bit for bit; every cached
 activation equals a PyTorch forward hook on the original's modules; steering at every hook point equals a forward
-hook adding the same vector to the original. Networks that are not chains are refused with the place and the way out."""
+hook adding the same vector to the original. Networks that are not chains of modules are refused with the place (the
+line of forward) and the way out, hookedmlp.capture, which opens them exactly."""
 
 import copy
 import re
@@ -10,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hookedmlp import HookedMLP, SteeringVector, UnsupportedNetworkError
+from hookedmlp import HookedMLP, SteeringVector, UnsupportedNetworkError, capture
 from hookedmlp.models.modules import Reshape
-from hookedmlp.models.wrap import chain_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions and matmuls: threads only contend
 
@@ -321,10 +321,10 @@ def test_modules_are_shared_not_copied():
     assert {id(p) for p in model.parameters()} == {id(p) for p in net.parameters()}
 
 
-def test_in_place_activations_get_out_of_place_copies():
+def test_in_place_activations_keep_the_cache_right():
+    """The network's own in-place modules run (shared, as they are); the cache copies what they edit later."""
     net, model, x = _case("inplace")
-    assert all(not getattr(layer.module, "inplace", False) for layer in model.layout.layers)
-    assert all(m.inplace for m in net if hasattr(m, "inplace"))  # the original is left as it was
+    assert all(layer.module is m for layer, m in zip(model.layout.layers, net))
     with torch.no_grad():
         _, cache = model.run_with_cache(x, names_filter=["layer0.post", "layer1.post"])
     assert (cache["layer0.post"] < 0).any()  # the Linear's output, not overwritten by the ReLU after it
@@ -452,86 +452,116 @@ def _refused(net, *fragments, input_shape=None):
     return str(info.value)
 
 
-def test_functional_relu_is_refused_with_the_hookedroot_route():
+CAPTURE = "open it with hookedmlp.capture(net), which hooks every module and op, or " + ROUTE
+
+
+def _opens_exactly(net, shape=(6,)):
+    """What from_module refuses, capture opens: the same outputs, bit for bit."""
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(capture(net.eval(), shape)(x), net(x))
+
+
+def _line(cls, text):
+    """``test_wrap.py:N: text`` for the line of ``cls``'s source holding ``text``."""
+    import inspect
+
+    lines, start = inspect.getsourcelines(cls)
+    n = next(i for i, line in enumerate(lines) if text in line)
+    return f"test_wrap.py:{start + n}: {lines[n].strip()}"
+
+
+def test_a_functional_relu_is_refused_with_its_line_and_opened_by_capture():
     _refused(
         Functional(),
-        "Functional.forward changes the activation between module fc1 and module fc2 (Linear): a "
-        "functional call such as F.relu, a skip connection, or arithmetic; the chain of its modules would compute "
-        f"something else, so it is refused; {ROUTE}",
+        "Functional.forward is not a chain of modules: it applies F.relu at "
+        f"{_line(Functional, 'F.relu')}, an operation outside any module (named 'relu' in its graph); {CAPTURE}",
     )
+    _opens_exactly(Functional())
 
 
-def test_skip_connections_are_refused():
-    _refused(Skip(), "Skip.forward changes the activation between module fc2 and module head (Linear)", ROUTE)
+def test_skip_connections_are_refused_and_opened_by_capture():
     _refused(
-        Skip(at_end=True),
-        "Skip.forward changes the output after its last module fc2 (a skip connection, a "
-        "functional call such as F.log_softmax, or arithmetic)",
-        ROUTE,
+        Skip(),
+        f"Skip.forward is not a chain of modules: it applies + at {_line(Skip, '+ h')}, an operation outside any "
+        f"module (named 'add' in its graph); {CAPTURE}",
     )
+    _refused(Skip(at_end=True), "Skip.forward is not a chain of modules: it applies + at", CAPTURE)
+    _opens_exactly(Skip())
+    _opens_exactly(Skip(at_end=True))
 
 
-def test_reused_modules_are_refused():
-    _refused(
-        Reused(), f"module fc (Linear) runs 2 times in Reused.forward: a module used twice is not a chain; {ROUTE}"
-    )
+def test_a_reused_module_is_a_chain_when_forward_runs_it_in_turn():
+    net = Reused()
+    model = HookedMLP.from_module(net)
+    assert [layer.path for layer in model.layout.layers] == ["fc", "act", "fc"]
+    assert model.layer0.module is model.layer2.module is net.fc
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
     block = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
-    _refused(
-        nn.Sequential(block, block),
-        f"module 1 (Sequential) is the same object as module 0: a module used twice is not a chain; {ROUTE}",
-    )
+    twice = nn.Sequential(block, block)
+    model = HookedMLP.from_module(twice)
+    assert model.n_layers == 4
+    with torch.no_grad():
+        assert torch.equal(model(x), twice(x))
 
 
-def test_a_module_that_never_runs_is_refused():
-    _refused(
-        Unused(),
-        "module spare (ReLU) never runs in Unused.forward, so the chain of its modules is not what forward "
-        f"computes; if it is unused, delete it (del net.spare) before wrapping; otherwise {ROUTE}",
-    )
+def test_a_module_that_never_runs_is_not_part_of_the_chain():
+    model = HookedMLP.from_module(Unused())
+    assert [layer.path for layer in model.layout.layers] == ["fc"]
 
 
-def test_in_place_edits_without_a_switch_are_refused():
+def test_in_place_edits_in_forward_are_refused_and_in_modules_kept_right():
     _refused(
         EditsBetween(),
-        "EditsBetween.forward edits the activation in place between module fc1 and module fc2 (Linear)",
-        ROUTE,
+        f"EditsBetween.forward is not a chain of modules: it applies Tensor.mul_ at {_line(EditsBetween, 'mul_')}",
+        CAPTURE,
     )
-    _refused(
-        _mlp(Doubler()),
-        "module 1 (Doubler) edits its input in place, which would change what the hook point "
-        "before it recorded, and has no inplace=False switch; make its forward out of place, or",
-        ROUTE,
-    )
+    _opens_exactly(EditsBetween())
+    net = _mlp(Doubler())  # a module editing its input in place: it runs as it is, and the cache copies first
+    model = HookedMLP.from_module(net)
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x, names_filter=["layer0.post", "layer1.post"])
+        assert torch.equal(cache["layer1.post"], cache["layer0.post"] * 2)
+        assert torch.equal(cache["layer0.post"], net[0](x))
 
 
 def test_modules_and_forwards_that_pass_other_things_than_one_tensor_are_refused():
-    _refused(_mlp(Pair()), f"module 1 (Pair) returns tuple, not one tensor; {ROUTE}")
-    _refused(
-        nn.Sequential(nn.Linear(6, 5), Pair()),
-        f"module 1 (Pair) takes or returns something other than one tensor; {ROUTE}",
-    )
-    _refused(TwoOutputs(), f"TwoOutputs.forward returns tuple, not one tensor; {ROUTE}")
+    _refused(_mlp(Pair()), "module 2 (Linear) failed (TypeError: ")  # the network itself cannot run
+    _refused(nn.Sequential(nn.Linear(6, 5), Pair()), "Sequential.forward is not a chain: its output is not", CAPTURE)
+    _refused(TwoOutputs(), f"it applies Tensor.sum at {_line(TwoOutputs, 'y.sum()')}", CAPTURE)
+    pair = nn.Sequential(nn.Linear(6, 6), nn.Sequential(Pair()))  # traced through: forward returns (x, x)
+    _refused(pair, "Sequential.forward is not a chain: its output is not its last value alone", CAPTURE)
+    model = capture(TwoOutputs(), (6,), output=0)
+    assert model.output_node == "fc"
 
 
-def test_a_network_that_changes_between_calls_fails_the_probe_check():
+def test_a_network_that_changes_between_calls_is_refused():
+    # as a module of a chain, kept whole: the check against the network catches it
     _refused(
         _mlp(Changes()),
-        "the chain of Sequential's modules computes something else than the network on a probe batch (max difference",
-        ROUTE,
+        "the captured graph of Sequential gives other outputs than Sequential.forward on a check input in eval mode; "
+        f"its forward reads something the trace cannot see; {ROUTE}",
     )
+    with pytest.raises(UnsupportedNetworkError) as info:  # traced through: capture sees the assignment
+        capture(_mlp(nn.Sequential(Changes())), (6,))
+    assert f"it assigns self.calls (module 1.0) at {_line(Changes, 'self.calls += 1')}" in str(info.value)
 
 
 def test_a_probe_the_network_cannot_take_names_the_module_that_failed():
     message = _refused(
         nn.Sequential(nn.Linear(4, 3), nn.Conv2d(1, 1, 1)),
-        "running Sequential on a probe batch of shape [3, 4]: module 1 (Conv2d) failed (RuntimeError: ",
+        "running Sequential on an example batch of shape [2, 4]: module 1 (Conv2d) failed (RuntimeError: ",
         "if the network takes other inputs, pass input_shape=, the shape of one example",
     )
     assert "conv2d" in message
-    _refused(
-        nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)),
-        "running Sequential on a probe batch of shape [3, 1, 28, 28]: module 2 (Linear) failed",
-    )
+    with pytest.warns(UserWarning, match=re.escape("taking MNIST-sized inputs [1, 28, 28]; pass input_shape=")):
+        _refused(
+            nn.Sequential(nn.Conv2d(1, 2, 5), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)),
+            "running Sequential on an example batch of shape [2, 1, 28, 28]: module 2 (Linear) failed",
+        )
 
 
 def test_input_shape_that_cannot_be_inferred_or_is_malformed():
@@ -556,10 +586,8 @@ def test_not_a_network():
     _refused(nn.Sequential(), "Sequential has no modules to hook; a chain needs at least one")
     with pytest.raises(TypeError):  # the runtime type check, under pytest
         HookedMLP.from_module(42)
-    with pytest.raises(
-        UnsupportedNetworkError, match=re.escape("expected an nn.Module (or a list of modules), got int")
-    ):
-        chain_of(42)
+    with pytest.raises(TypeError):
+        capture(42)
 
 
 def test_a_list_of_children_without_activations_warns():
@@ -577,13 +605,10 @@ def test_a_list_of_children_without_activations_warns():
     assert model.n_layers == 2  # accepted (a low-rank factorisation is a real network), but never silently
 
 
-def test_an_out_of_place_copy_shares_no_hooks_with_the_original():
+def test_hooks_on_the_networks_own_modules_keep_firing():
     relu = nn.ReLU(inplace=True)
     model = HookedMLP.from_module(_mlp(relu))
     calls = []
-    handle = model.layer1.module.register_forward_hook(lambda m, args, out: calls.append(1))
-    try:
-        relu(torch.zeros(2, 5))
-        assert calls == []
-    finally:
-        handle.remove()
+    with model.layer1.module.register_forward_hook(lambda m, args, out: calls.append(1)):
+        model(torch.zeros(2, 6))
+    assert calls == [1] and model.layer1.module is relu

@@ -18,7 +18,9 @@ class Quickstart(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
-        self.linear_relu_stack = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3))
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3)
+        )
 
     def forward(self, x):
         return self.linear_relu_stack(self.flatten(x))
@@ -44,7 +46,9 @@ class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Linear(16, 8)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 12), nn.GELU(), nn.Linear(12, 8)) for _ in range(2))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 12), nn.GELU(), nn.Linear(12, 8)) for _ in range(2)
+        )
         self.unembed = nn.Linear(8, 3)
 
     def forward(self, x):
@@ -151,7 +155,12 @@ def _bn_dropout() -> nn.Module:
 
 def _identity_unflatten() -> nn.Module:
     return nn.Sequential(
-        nn.Flatten(), nn.Identity(), nn.Linear(16, 16), nn.Unflatten(1, (1, 4, 4)), nn.Conv2d(1, 2, 3), nn.Flatten(),
+        nn.Flatten(),
+        nn.Identity(),
+        nn.Linear(16, 16),
+        nn.Unflatten(1, (1, 4, 4)),
+        nn.Conv2d(1, 2, 3),
+        nn.Flatten(),
         nn.Linear(8, 3),
     )
 

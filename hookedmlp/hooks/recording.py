@@ -80,12 +80,14 @@ class Recorder(Observer):
             kept = act.detach()
             if self.device is not None:
                 kept = kept.to(self.device)
-            if _storage(kept) is None or hook.volatile:  # (volatile: the pass edits it in place later)
+            if _storage(kept) is None:
                 kept = kept.clone()
             if self.drop_batch and kept.ndim and kept.shape[0] == 1:
                 kept = kept[0]
             self._last = (weakref.ref(act), kept)
         self.store[name] = kept
+        if hook.volatile:  # the pass edits this tensor in place later: every entry on its storage keeps a copy
+            self._copy_entries(_storage(act))
         where = _storage(kept) if self.pass_id is not None else None  # only a pass-bound recorder is guarded
         if where is not None and where == _storage(act):
             self._shared.setdefault(where, []).append(name)
@@ -96,6 +98,16 @@ class Recorder(Observer):
                 return act
             self.live[name] = act
         return None
+
+    def _copy_entries(self, where: Optional[int]) -> None:
+        copies: dict[int, Tensor] = {}
+        for name, t in self.store.items():
+            if where is not None and _storage(t) == where:
+                if id(t) not in copies:
+                    copies[id(t)] = t.clone()
+                self.store[name] = copies[id(t)]
+        self._shared.pop(where, None)  # type: ignore[arg-type]
+        self._last = (None, None)
 
     def guard(self, x: Tensor) -> None:
         """Copy the entries that share ``x``'s storage: a hook is about to get ``x`` and may edit it."""

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import torch
 import torch.fx as fx
+from torch.fx import _symbolic_trace
 from torch import nn
 
 from hookedmlp.errors import UnsupportedNetworkError
@@ -39,6 +40,12 @@ HOOKEDROOT_ROUTE = (
 )
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # hookedmlp/
+# frames of torch, of hookedmlp, and of the runtime type checkers that wrap hookedmlp's functions in its tests
+_NOT_USER = tuple(
+    os.path.dirname(m.__file__) + os.sep
+    for m in (torch, sys.modules.get("jaxtyping"), sys.modules.get("typeguard"))
+    if m is not None and getattr(m, "__file__", None)
+) + (_THIS_DIR,)
 _PLAIN = (bool, int, float, str, type(None))
 
 
@@ -52,7 +59,7 @@ def user_line() -> str:
     frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
-        if not name.startswith((_TORCH_DIR, _THIS_DIR)) and not name.startswith("<"):
+        if not name.startswith(_NOT_USER) and not name.startswith("<"):
             code = linecache.getline(name, frame.f_lineno).strip()
             return f"{os.path.basename(name)}:{frame.f_lineno}: {code}"
         frame = frame.f_back
@@ -122,8 +129,16 @@ def _spy_class(cls: type, log: _Log) -> type:
         log.writes.append(f"self.{name}{f' (module {path})' if path else ''} at {user_line()}")
         cls.__setattr__(self, name, value)
 
-    return type(cls.__name__, (cls,), {"__getattribute__": __getattribute__, "__setattr__": __setattr__,
-                                      "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "__getattribute__": __getattribute__,
+            "__setattr__": __setattr__,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        },
+    )
 
 
 class _Tracer(fx.Tracer):
@@ -142,6 +157,12 @@ class _Tracer(fx.Tracer):
         return node
 
 
+def _forward_globals(modules: list[nn.Module]) -> list[dict[str, Any]]:
+    """The global namespaces of the modules' ``forward`` functions (where ``len`` is looked up)."""
+    found = (getattr(type(m).forward, "__globals__", None) for m in modules)
+    return [g for g in found if isinstance(g, dict)]
+
+
 def _trace(net: nn.Module, leaf: Callable[[nn.Module], bool], training: bool) -> tuple[fx.Graph, _Log]:
     """One fx trace of ``net`` with every module in mode ``training``, spying on traced-through modules."""
     tracer = _Tracer(leaf)
@@ -150,7 +171,13 @@ def _trace(net: nn.Module, leaf: Callable[[nn.Module], bool], training: bool) ->
     log = _Log(paths)
     modes = {m: m.training for m in net.modules()}
     swapped: list[tuple[nn.Module, type]] = []
+    # len(x) on a traced value is recorded as a call, as torch.fx.wrap("len") would at each forward's module scope
+    wrapped = [(id(g), "len") for g in {id(g): g for g in _forward_globals(inner)}.values()]
+    wrapped = [k for k in wrapped if k not in _symbolic_trace._wrapped_fns_to_patch]
+    globals_by_id = {id(g): g for g in _forward_globals(inner)}
     try:
+        for key in wrapped:
+            _symbolic_trace._wrapped_fns_to_patch[key] = globals_by_id[key[0]]
         for m in modes:
             m.training = training
         for m in inner:
@@ -162,6 +189,8 @@ def _trace(net: nn.Module, leaf: Callable[[nn.Module], bool], training: bool) ->
                 pass
         graph = tracer.trace(net)
     finally:
+        for key in wrapped:
+            _symbolic_trace._wrapped_fns_to_patch.pop(key, None)
         for m, cls in swapped:
             object.__setattr__(m, "__class__", cls)
         for m, mode in modes.items():
@@ -179,7 +208,7 @@ def _where(e: BaseException) -> str:
     tb, found = e.__traceback__, "(unknown line)"
     while tb is not None:
         name = tb.tb_frame.f_code.co_filename
-        if not name.startswith((_TORCH_DIR, _THIS_DIR)) and not name.startswith("<"):
+        if not name.startswith(_NOT_USER) and not name.startswith("<"):
             found = f"{os.path.basename(name)}:{tb.tb_lineno}: {linecache.getline(name, tb.tb_lineno).strip()}"
         tb = tb.tb_next
     return found
@@ -208,7 +237,9 @@ def _export(net: nn.Module, example: tuple[Any, ...]) -> Optional[Captured]:
             net.train(training)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 ep = torch.export.export(net, example, dynamic_shapes=dims, strict=False)
-            batch = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs)
+            batch = next(
+                n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs
+            )
             if isinstance(batch.meta["val"].shape[0], int):
                 return None  # the batch size was frozen into the graph
             owners[training] = ep.module()

@@ -1,43 +1,34 @@
-"""HookedMLP: any chain of modules, with a hook point before and after every module.
+"""HookedMLP: a chain of modules, the graph of a chain, with a hook point before and after every module.
 
-Module ``i`` of the chain is ``model.layer{i}`` (the module itself is ``model.layer{i}.module``,
-and may be swapped); ``layer{i}.pre`` sees its input, ``layer{i}.post`` its output. For the
-study's Linear-ReLU-Linear-ReLU-Linear network ``layer0.post`` is the first Linear's output and
-``layer4.post`` the logits. ``model.layout`` describes every hook point (see ``Layout``).
+Module ``i`` of the chain is ``model.layer{i}.module`` (it may be swapped); ``layer{i}.pre``
+sees its input, ``layer{i}.post`` its output. For the study's Linear-ReLU-Linear-ReLU-Linear
+network ``layer0.post`` is the first Linear's output and ``layer4.post`` the logits. The chain
+is a network like any other: its graph is captured (``HookPoint`` calls included) and run as a
+``HookedGraph``; ``model.layout`` describes every hook point (see ``Layout``).
 """
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import torch
+import torch.fx as fx
 from jaxtyping import Float, Shaped
 from torch import Tensor, nn
 
-from hookedmlp.errors import (
-    CheckpointError,
-    ConfigError,
-    HookedMLPError,
-    HookNameError,
-    ShapeError,
-    UnsupportedNetworkError,
-    UsageError,
-)
-from hookedmlp.files.checkpoint import check_state, register_architecture
+from hookedmlp.errors import ConfigError, HookNameError, ShapeError, UsageError
+from hookedmlp.files.checkpoint import register_architecture
 from hookedmlp.hooks.point import HookPoint, hooks_suppressed
-from hookedmlp.hooks.root import _TRAINING_DEPENDENT, HookedRoot, shape_variants
-from hookedmlp.models.configs import LeNetConfig, MLPConfig, config_from_dict, config_to_dict
+from hookedmlp.hooks.root import _TRAINING_DEPENDENT, shape_variants
+from hookedmlp.models.capture import Captured, capture_graph
+from hookedmlp.models.chain_build import ChainBuilders
+from hookedmlp.models.configs import LeNetConfig, MLPConfig
+from hookedmlp.models.graph import HookedGraph
 from hookedmlp.models.layout import Layout, Site
-from hookedmlp.models.modules import build, describe
-from hookedmlp.models.state_dict import sequential_from_state_dict
-from hookedmlp.models.wrap import HOOKEDROOT_ROUTE, chain_of
+from hookedmlp.models.sites import Site as GraphSite
 
-__all__ = ["HookedLayer", "HookedMLP", "ChainConfig"]
-
-
-# Bumped whenever any HookedLayer's module is replaced: what HookedMLP derives from its modules is then rebuilt.
-_EPOCH = [0]
+__all__ = ["HookedLayer", "HookedMLP", "ChainConfig", "Chain"]
 
 
 class HookedLayer(nn.Module):
@@ -49,28 +40,51 @@ class HookedLayer(nn.Module):
     def __init__(self, module: nn.Module, path: str = "") -> None:
         super().__init__()
         self.pre = HookPoint()
-        self.module = module
         self.post = HookPoint()
+        self.module = module
         self.path = path
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name == "module":
-            _EPOCH[0] += 1
+        if name == "module":  # a module editing its input in place edits what the hook points before it hold
+            self.pre.volatile = getattr(value, "inplace", False) is True
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Any) -> Any:  # (Any: torch.fx traces it with a proxy for x)
         return self.post(self.module(self.pre(x)))
 
 
-@dataclasses.dataclass
-class _Derived:
-    """What depends only on which modules the chain holds (rebuilt when one is replaced)."""
+class Chain(nn.Module):
+    """The network a HookedMLP hooks: its input reshaped to ``first_shape`` per example, then each layer in turn."""
 
-    epoch: int
-    modules: list[nn.Module]
-    holders: list[nn.Module]  # the modules owning parameters or buffers, in order
-    mode_dependent: list[nn.Module]  # modules whose result depends on training mode
-    layout: Optional[tuple[Any, Layout]] = None
+    def __init__(self, layers: Sequence[HookedLayer], first_shape: Sequence[int]) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            self.add_module(f"layer{i}", layer)
+        self.first_shape = tuple(first_shape)
+
+    def forward(self, x: Any) -> Any:  # (Any: torch.fx traces it with a proxy for x)
+        x = x.reshape(x.shape[0], *self.first_shape)
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+
+_GRAPHS: dict[tuple[int, tuple[int, ...]], fx.Graph] = {}  # chains of one length and input shape share a graph
+
+
+def _node(site: Site) -> str:
+    """The graph node of a chain's hook point (``layer1.post`` -> ``layer1_post``)."""
+    return f"layer{site.layer}_{site.side}"
+
+
+def _captured(chain: Chain) -> Captured:
+    """The chain's graph, traced once per (length, first shape): its nodes name modules by path, not by object."""
+    key = (len(chain._modules), chain.first_shape)
+    graph = _GRAPHS.get(key)
+    if graph is None:  # traced on a stand-in of Identity layers: each layer's module is called, never looked into
+        stand_in = Chain([HookedLayer(nn.Identity()) for _ in range(key[0])], chain.first_shape)
+        graph = _GRAPHS[key] = capture_graph(stand_in, (), lambda m: isinstance(m, HookPoint)).graphs[False]
+    return Captured(chain, {False: graph, True: graph}, chain, "fx", (), tuple(chain.named_children()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +100,8 @@ class ChainConfig:
 
 
 @register_architecture("chain")
-class HookedMLP(HookedRoot):
-    """A hooked chain of modules: the study's MLP by default, or any network ``from_module`` accepts.
+class HookedMLP(ChainBuilders, HookedGraph):
+    """A hooked chain of modules: the study's MLP by default, or any chain ``from_module`` accepts.
 
     Args:
         config: an ``MLPConfig`` (default: the study's 784-512-512-10 ReLU net) or
@@ -113,7 +127,7 @@ class HookedMLP(HookedRoot):
         paths: Optional[Sequence[str]] = None,
         first_shape: Optional[Sequence[int]] = None,
     ) -> None:
-        super().__init__()
+        HookedGraph.__base__.__init__(self)  # HookedRoot's: the graph is the chain's, made here
         if modules is None:
             config = MLPConfig() if config is None else config
             if not isinstance(config, (MLPConfig, LeNetConfig)):
@@ -152,22 +166,33 @@ class HookedMLP(HookedRoot):
         paths = list(paths) if paths is not None else [str(i) for i in range(len(modules))]
         if len(paths) != len(modules):
             raise ConfigError(f"got {len(modules)} modules but {len(paths)} paths; pass one path per module")
+        chain = Chain([HookedLayer(m, p) for m, p in zip(modules, paths)], first)
+        self._open(chain, _captured(chain), self._chain_sites(chain), tuple(shape))
         self.config = config
-        self.input_shape = tuple(shape)
-        self._first_shape = first
         self.n_layers = len(modules)
-        for i, (module, path) in enumerate(zip(modules, paths)):
-            self.add_module(f"layer{i}", HookedLayer(module, path))
-        self._index_layers()
         _ = self.layout  # the chain's shapes are checked now
 
-    def _index_layers(self) -> None:
-        self.setup()
-        self._layers: list[HookedLayer] = [getattr(self, f"layer{i}") for i in range(self.n_layers)]
-        self._points: list[HookPoint] = [hp for layer in self._layers for hp in (layer.pre, layer.post)]
+    @staticmethod
+    def _chain_sites(chain: Chain) -> list[GraphSite]:
+        """The hook points' sites, in order (their shapes are the layout's, read live)."""
+        return [
+            GraphSite(
+                f"layer{i}_{side}",
+                f"layer{i}.{side}",
+                2 * i + (side == "post"),
+                f"layer{i}.{side}",
+                "",
+                "",
+                (),
+                torch.float32,
+                False,
+            )
+            for i in range(len(chain._modules))
+            for side in ("pre", "post")
+        ]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        replacing = "_layers" in self.__dict__ and name in self._modules and name.startswith("layer")
+        replacing = "_layers_set" in self.__dict__ and name in self._modules and name.startswith("layer")
         if replacing and not isinstance(value, HookedLayer):
             raise UsageError(
                 f"model.{name} is the HookedLayer holding module {name} between its two hook points; to swap "
@@ -175,156 +200,40 @@ class HookedMLP(HookedRoot):
             )
         super().__setattr__(name, value)
         if replacing:  # a whole HookedLayer replaced: its hook points are new
-            self._index_layers()
-            _EPOCH[0] += 1
+            self.setup()
 
-    # -- construction -------------------------------------------------------------
-    @classmethod
-    def from_module(
-        cls, net: Union[nn.Module, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None
-    ) -> "HookedMLP":
-        """Wrap an existing network whose ``forward`` runs its modules one after another.
-
-        Works on an ``nn.Sequential`` (nested or not), a list of modules, or a module class
-        such as the PyTorch quickstart's ``NeuralNetwork`` (``flatten`` + ``linear_relu_stack``;
-        a leading Flatten is absorbed, so ``layer0`` is ``linear_relu_stack.0``). Modules are
-        shared, not copied (in-place activations get an out-of-place copy). The network is
-        run on a probe batch to prove the hooked model computes the same thing; a network that
-        does anything else between its modules (``F.relu`` in ``forward``, a skip connection,
-        a reused module) is refused with the place it happens.
-
-        Args:
-            net: the network.
-            input_shape: one example's shape (default: inferred from the first Linear or Conv2d).
-
-        Returns:
-            The hooked model, in the network's training mode.
-
-        Raises:
-            UnsupportedNetworkError: the network is not such a chain (the message names the module
-                and the place, and points to writing a ``HookedRoot`` subclass), or cannot run on
-                the probe (pass ``input_shape``).
-
-        Examples:
-            >>> seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.SiLU(), nn.Linear(32, 10))
-            >>> wrapped = HookedMLP.from_module(seq)
-            >>> wrapped.layer0.path, wrapped.activation_shape("layer1.post")
-            ('1', (32,))
-        """
-        chain = chain_of(net, input_shape)
-        model = cls(
-            modules=chain.modules, paths=chain.paths, input_shape=chain.input_shape, first_shape=chain.first_shape
-        )
-        model.training = net.training if isinstance(net, nn.Module) else True
-        modes = {m: m.training for m in model.modules()}
-        try:
-            for m in model.modules():
-                m.training = False
-            with torch.no_grad():
-                got = model(chain.probe)
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-        if got.shape != chain.expected.shape or not torch.allclose(got, chain.expected, rtol=1e-6, atol=1e-6):
-            diff = (
-                f"max difference {float((got - chain.expected).abs().max()):.3g}"
-                if got.shape == chain.expected.shape
-                else f"shape {list(got.shape)} instead of {list(chain.expected.shape)}"
-            )
-            raise UnsupportedNetworkError(
-                f"the chain of {type(net).__name__}'s modules computes something else than the "
-                f"network on a probe batch ({diff}); {HOOKEDROOT_ROUTE}"
-            )
-        return model
-
-    @classmethod
-    def from_sequential(
-        cls, seq: Union[nn.Sequential, Sequence[nn.Module]], input_shape: Optional[Sequence[int]] = None
-    ) -> "HookedMLP":
-        """``from_module`` for an ``nn.Sequential`` or a list of modules."""
-        return cls.from_module(seq, input_shape)
-
-    @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor], activation: Optional[str] = None) -> "HookedMLP":
-        """Load a plain state dict of a Linear-activation stack (e.g. the PyTorch quickstart's ``model.pth``).
-
-        The sizes come from the ``<prefix>{i}.weight`` / ``.bias`` keys (Linear layers at every
-        other index). The activation between them cannot be read from the file: ``activation``
-        (default ``"relu"``, with a warning saying so) names it. Keys of anything else (batch norm
-        buffers, conv weights) are refused: build that network and use ``from_module``.
-
-        Examples:
-            >>> seq = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
-            >>> HookedMLP.from_state_dict(seq.state_dict(), activation="relu").d_out
-            10
-        """
-        return cls.from_module(sequential_from_state_dict(state_dict, activation))
-
-    def to_sequential(self) -> nn.Sequential:
-        """A plain ``nn.Sequential`` sharing this model's modules (with a leading Flatten where the model flattens)."""
-        flatten = [nn.Flatten()] if self._first_shape != self.input_shape and len(self._first_shape) == 1 else []
-        return nn.Sequential(*flatten, *(layer.module for layer in self._layers))
+    def setup(self) -> None:
+        super().setup()
+        for layer in self._layers:  # the layers' own record of in-place modules (set when one is swapped in)
+            layer.pre.volatile = getattr(layer.module, "inplace", False) is True
+        self.__dict__["_layers_set"] = True
 
     # -- the layout ------------------------------------------------------------------
-    def _derived(self) -> _Derived:
-        d = self.__dict__.get("_derived_memo")
-        if d is None or d.epoch != _EPOCH[0]:
-            modules = [layer._modules["module"] for layer in self._layers]
-            inner = [m for top in modules for m in top.modules()]
-            d = _Derived(
-                _EPOCH[0],
-                modules,
-                [m for m in inner if m._parameters or m._buffers],
-                [m for m in inner if isinstance(m, _TRAINING_DEPENDENT)],
-            )
-            self.__dict__["_derived_memo"] = d
-        return d
+    @property
+    def _layers(self) -> list[HookedLayer]:
+        return list(self._modules.values())  # type: ignore[arg-type]
 
     def structure_key(self) -> tuple[Any, ...]:
-        d = self._derived()
-        return (d.epoch, *(m.training for m in d.mode_dependent))
-
-    def reference_tensor(self) -> Optional[Tensor]:
-        for holder in self._derived().holders:
-            for t in holder._parameters.values():
-                if t is not None:
-                    return t
-        return super().reference_tensor()
-
-    def state_tensors(self) -> list[tuple[str, Tensor]]:
-        return [
-            (f"layer{i}.module.{k}", t)
-            for i, m in enumerate(self._derived().modules)
-            for k, t in m.state_dict(keep_vars=True).items()
-        ]
-
-    def state_version(self) -> tuple[Any, ...]:
-        # a list comprehension, not a generator: this runs at every steering entry (model_fingerprint's memo key)
-        return tuple(
-            [
-                (id(t), t._version, t.data_ptr())
-                for m in self._derived().holders
-                for d in (m._parameters, m._buffers)
-                for t in d.values()
-                if t is not None
-            ]
+        """Changes when a module is swapped or changes mode (what the layout depends on)."""
+        layers = self._layers
+        mods = [layer._modules["module"] for layer in layers]
+        return (
+            tuple(map(id, layers)),
+            tuple(map(id, mods)),
+            tuple(m.training for top in mods for m in top.modules() if isinstance(m, _TRAINING_DEPENDENT)),
         )
-
-    def training_mode_modules(self) -> list[str]:
-        mode_dependent = {id(m) for m in self._derived().mode_dependent}
-        return [name for name, m in self.named_modules() if id(m) in mode_dependent]
 
     @property
     def layout(self) -> Layout:
         """The hook points' positions and shapes and the modules' paths, rebuilt when a module changes."""
-        d = self._derived()
         key = self.structure_key()
-        if d.layout is None or d.layout[0] != key:
-            d.layout = (
-                key,
-                Layout(d.modules, [layer.path for layer in self._layers], self._first_shape, self.reference_tensor()),
-            )
-        return d.layout[1]
+        memo = self.__dict__.get("_layout")
+        if memo is None or memo[0] != key:
+            layers = self._layers
+            modules, paths = [la.module for la in layers], [la.path for la in layers]
+            layout = Layout(modules, paths, self._net.first_shape, self.reference_tensor())
+            memo = self.__dict__["_layout"] = (key, layout)
+        return memo[1]
 
     @property
     def d_in(self) -> int:
@@ -355,9 +264,8 @@ class HookedMLP(HookedRoot):
     def accepted_input_shapes(self) -> list[tuple[int, ...]]:
         shapes = self.__dict__.get("_accepted")
         if shapes is None:
-            shapes = self.__dict__["_accepted"] = list(
-                dict.fromkeys([self._first_shape, *shape_variants(self.input_shape)])
-            )
+            first = self._net.first_shape
+            shapes = self.__dict__["_accepted"] = list(dict.fromkeys([first, *shape_variants(self.input_shape)]))
         return shapes
 
     def act_name(self, name: str, layer: Optional[int] = None, *rest: Any) -> str:
@@ -395,37 +303,24 @@ class HookedMLP(HookedRoot):
             >>> torch.equal(tiny(h, start_at="layer1.post"), tiny(tiny_x))
             True
         """
-        modules = self._derived().modules
         if start_at is None and stop_at is None and start_at_layer is None and stop_at_layer is None:
-            first, last = 0, 2 * self.n_layers
-            x = self.prepare_input(x)
+            return super().forward(self.prepare_input(x))
+        layout = self.layout
+        for name in (start_at, stop_at):
+            if name is not None:
+                self.resolve_name(name)
+        span = layout.span(start_at, stop_at, start_at_layer, stop_at_layer)
+        if span.resumes:  # x is the value at the hook point before the first that runs, after its hooks
+            site = layout.input_site(span)
+            x, given = self._resumed(x, site, start_at), _node(site)
         else:
-            layout = self.layout
-            if start_at is not None:
-                self.resolve_name(start_at)
-            if stop_at is not None:
-                self.resolve_name(stop_at)
-            span = layout.span(start_at, stop_at, start_at_layer, stop_at_layer)
-            first, last = span.first, span.last
-            x = self._resumed(x, layout.input_site(span), start_at) if span.resumes else self.prepare_input(x)
-        points = self._points
-        # One scan for the points with hooks; module i runs at position 2i + 1 (see Layout).
-        active = [
-            p
-            for p in range(first, last)
-            if (hp := points[p]).fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks
-        ]
-        done = first  # the positions before `done` have run
-        for p in active:
-            for i in range(done // 2, (p + 1) // 2):
-                x = modules[i](x)
-            hp = points[p]
-            # PyTorch's own hooks on a hook point need its __call__; hookedmlp's run in forward
-            x = hp(x) if hp._forward_hooks or hp._forward_pre_hooks else hp.forward(x)
-            done = p + 1
-        for i in range(done // 2, last // 2):
-            x = modules[i](x)
-        return x
+            x, given = self.prepare_input(x), "x"
+        if span.last <= span.first:  # nothing runs
+            return x
+        wanted = _node(layout.sites[span.last - 1])
+        if given == "x" and span.last == 2 * self.n_layers:
+            return super().forward(x)
+        return self._programs.part(self._net.training, [given], [wanted], self._any_hook())(self._net, x)
 
     def _resumed(self, x: Any, site: Site, start_at: Optional[str]) -> Tensor:
         what = f"start_at={start_at!r}" if start_at else f"start_at_layer={site.layer + (site.side == 'post')}"
@@ -442,83 +337,3 @@ class HookedMLP(HookedRoot):
         with torch.no_grad(), hooks_suppressed():
             _, cache = self.run_with_cache(x, names_filter=names, stop_at=self.layout.sites[last].name)
         return dict(cache.cache_dict)
-
-    # -- checkpoints ----------------------------------------------------------------------
-    def to_checkpoint(self) -> dict[str, Any]:
-        layers = [
-            {**describe(layer.module, f"layer{i} ({layer.path})"), "path": layer.path}
-            for i, layer in enumerate(self._layers)
-        ]
-        return {
-            "layers": layers,
-            "input_shape": list(self.input_shape),
-            "first_shape": list(self._first_shape),
-            "config": config_to_dict(self.config) if self.config is not None else None,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], source: str) -> "HookedMLP":
-        layers, shape, first = ckpt.get("layers"), ckpt.get("input_shape"), ckpt.get("first_shape")
-        if (
-            not isinstance(layers, list)
-            or not layers
-            or not all(isinstance(s, list) and all(isinstance(n, int) and n > 0 for n in s) for s in (shape, first))
-        ):
-            raise CheckpointError(
-                f"{source} lacks a list of layers and positive input and first shapes; the file is "
-                "corrupt or was edited"
-            )
-        modules = [build(d, f"{source} layer {i}", device="meta") for i, d in enumerate(layers)]
-        paths = [str(d.get("path", i)) for i, d in enumerate(layers)]
-        try:
-            model = cls(modules=modules, paths=paths, input_shape=shape, first_shape=first)
-        except (ShapeError, ConfigError) as e:
-            raise CheckpointError(f"{source} describes an impossible architecture: {e}") from None
-        check_state(model, ckpt["state_dict"], source)
-        model.load_state_dict(ckpt["state_dict"], assign=True)
-        try:
-            model.config = config_from_dict(ckpt.get("config"), f"{source} config")
-        except ConfigError as e:
-            raise CheckpointError(f"{e}; the file is corrupt or was edited") from None
-        if model.config is not None:
-            with torch.device("meta"):
-                expected = [describe(m, "") for m in model.config.modules()]
-            if expected != [describe(layer.module, "") for layer in model._layers]:
-                raise CheckpointError(
-                    f"{source} has a config that does not describe its layers ({model.config}); the "
-                    "file is corrupt or was edited"
-                )
-        return model
-
-    # -- display ---------------------------------------------------------------------------
-    def hook_table(self) -> list[tuple[str, str, str]]:
-        """``(hook name, [batch, *shape], what it is)`` for every hook point; ``hookedmlp hooks`` prints it.
-
-        "What it is" names the module and, where it differs from the layer's index, its path
-        in the original network (``(from linear_relu_stack.0)``).
-        """
-        rows = []
-        for site in self.layout.sites:
-            layer = self.layout.layers[site.layer]
-            where = "input of" if site.side == "pre" else "output of"
-            shape = "[" + ", ".join(["batch", *map(str, site.shape)]) + "]"
-            origin = f"  (from {layer.path})" if layer.path != str(layer.index) else ""
-            rows.append((site.name, shape, f"{where} {_one_line(layer.module)}{origin}"))
-        return rows
-
-    def __repr__(self) -> str:
-        try:
-            rows = self.hook_table()
-        except HookedMLPError as e:  # a swapped-in module that does not fit: say so rather than fail to print
-            return f"HookedMLP({self.n_layers} layers, not a working chain: {e})"
-        head = (
-            f"HookedMLP(input {list(self.input_shape)} -> output {list(self.layout.output_shape)}; {self.n_layers} "
-            f"layers, {len(self.hook_dict)} hook points, {len(self.attached_hooks())} hooks attached"
-        )
-        return "\n".join([head, *(f"  {name:<13} {shape:<20} {what}" for name, shape, what in rows), ")"])
-
-
-def _one_line(module: nn.Module) -> str:
-    text = repr(module)
-    return text if "\n" not in text else f"{type(module).__name__}(...)"

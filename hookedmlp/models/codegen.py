@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.fx as fx
 
-__all__ = ["compile_graph", "with_runners", "sub_graph", "Runner"]
+__all__ = ["compile_graph", "with_runners", "strip", "sub_graph", "Runner"]
 
 _CODE: dict[str, Any] = {}  # source -> compiled code object: models of one architecture share it
 
@@ -43,23 +43,40 @@ def compile_graph(graph: fx.Graph) -> Callable[..., Any]:
     return namespace["forward"]
 
 
-def with_runners(graph: fx.Graph, runners: Mapping[str, Runner]) -> tuple[fx.Graph, dict[str, str]]:
-    """A copy of ``graph`` where each node named in ``runners`` passes its value through its runner.
+def with_runners(
+    graph: fx.Graph, runners: Mapping[str, Runner], replace: bool = False
+) -> tuple[fx.Graph, dict[str, str]]:
+    """A copy of ``graph`` where the value of each node named in ``runners`` passes through its runner.
 
-    Returns the copy and, for each such node, the name of the runner's node (whose value the
-    node's users now take).
+    With ``replace`` the runner takes the node's place (the node is a ``HookPoint`` call: the
+    runner gets its input instead). Returns the copy and, for each such node, the name of the
+    runner's node (whose value the node's users now take).
     """
     out = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     after: dict[str, str] = {}
     for node in graph.nodes:
-        new = out.node_copy(node, lambda n: env[n])
         runner = runners.get(node.name)
+        if runner is not None and replace:
+            new = out.call_function(runner, (env[node.args[0]],))
+        else:
+            new = out.node_copy(node, lambda n: env[n])
+            if runner is not None:
+                new = out.call_function(runner, (new,))
         if runner is not None:
-            new = out.call_function(runner, (new,))
             after[node.name] = new.name
         env[node] = new
     return out, after
+
+
+def strip(graph: fx.Graph, names: Iterable[str]) -> fx.Graph:
+    """A copy of ``graph`` without the nodes ``names`` (identity calls: their users take their input)."""
+    drop = set(names)
+    out = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        env[node] = env[node.args[0]] if node.name in drop else out.node_copy(node, lambda n: env[n])
+    return out
 
 
 def _needed(wanted: Iterable[fx.Node], given: set[fx.Node]) -> set[fx.Node]:

@@ -2,8 +2,8 @@
 
 An example batch comes from ``example=`` (inputs with a batch dimension), from ``input_shape=``,
 or, for a network whose first module is a Linear, from its ``in_features``. Nothing else is
-guessed: a network starting with a convolution must say its input shape (one with a single
-input channel is taken to be MNIST-sized, 1 x 28 x 28, with a warning saying so).
+guessed silently: a network starting with a convolution is taken to read MNIST-sized images
+(C x 28 x 28) with a warning saying so, and anything else must say its input shape.
 """
 
 import math
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from hookedmlp.errors import ShapeError, UnsupportedNetworkError, UsageError, warn
 from hookedmlp.models.configs import image_shape
 
-__all__ = ["example_inputs", "output_node", "check_input_shape", "reference"]
+__all__ = ["example_inputs", "output_node", "check_input_shape", "guess_input_shape", "reference"]
 
 _PASS_THROUGH = (nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
 
@@ -43,28 +43,40 @@ def reference(net: nn.Module) -> Optional[Tensor]:
     return param if param is not None else next((b for b in net.buffers() if b.is_floating_point()), None)
 
 
-def _guess(net: nn.Module) -> tuple[int, ...]:
+def guess_input_shape(net: nn.Module, image: bool = False) -> tuple[int, ...]:
+    """One example's shape, read from the network's first module with weights (see the module's docs).
+
+    With ``image``, a first Linear of ``s * s`` inputs is taken to read flattened ``1 x s x s``
+    images (``HookedMLP``'s habit: it accepts both).
+    """
     flattened = False
     for path, m in net.named_modules():
-        if m is net or next(m.children(), None) is not None and not (m._parameters or m._buffers):
+        if (
+            m is net
+            and next(m.children(), None) is not None
+            or next(m.children(), None) is not None
+            and not (m._parameters or m._buffers)
+        ):
             continue  # containers: their first leaf decides
         if isinstance(m, nn.Linear):
-            return image_shape(m.in_features) if flattened else (m.in_features,)
-        if isinstance(m, nn.Conv2d) and m.in_channels == 1:
+            return image_shape(m.in_features) if flattened or image else (m.in_features,)
+        if isinstance(m, nn.Conv2d):
             warn(
-                f"{type(net).__name__} starts with {path} (Conv2d with 1 input channel): taking MNIST-sized inputs "
-                "[1, 28, 28]; pass input_shape=(C, H, W) if they are not",
+                f"{type(net).__name__} starts with {path or 'a'} Conv2d: taking MNIST-sized inputs "
+                f"[{m.in_channels}, 28, 28]; pass input_shape=(C, H, W) if they are not",
                 UserWarning,
             )
-            return (1, 28, 28)
+            return (m.in_channels, 28, 28)
         if not isinstance(m, _PASS_THROUGH):
             raise UnsupportedNetworkError(
-                f"cannot tell {type(net).__name__}'s input shape from its first module ({path or 'the network'}, a "
-                f"{type(m).__name__}); pass input_shape=(C, H, W) or (features,), the shape of one example"
+                f"cannot infer {type(net).__name__}'s input shape from its first modules (module {path or '(the '}"
+                f"{'network)' if not path else ''} is a {type(m).__name__}); pass input_shape=(C, H, W) or "
+                "(features,), the shape of one example"
             )
         flattened = flattened or isinstance(m, nn.Flatten)
     raise UnsupportedNetworkError(
-        f"cannot tell {type(net).__name__}'s input shape from its modules; pass input_shape=, the shape of one example"
+        f"cannot infer {type(net).__name__}'s input shape from its modules; pass input_shape=(C, H, W) or "
+        "(features,), the shape of one example"
     )
 
 
@@ -85,7 +97,7 @@ def example_inputs(
         if not example or not isinstance(example[0], Tensor) or example[0].ndim == 0:
             raise ShapeError("example= must be the forward pass's inputs, the first a tensor with a batch dimension")
         return example
-    shape = check_input_shape(input_shape) if input_shape is not None else _guess(net)
+    shape = check_input_shape(input_shape) if input_shape is not None else guess_input_shape(net)
     g = torch.Generator().manual_seed(20240607)
     x = torch.rand(2, *shape, generator=g)
     if ref is not None:

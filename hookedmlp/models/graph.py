@@ -13,17 +13,19 @@ parameter up when it runs, so replacing ``net.fc`` replaces it for the hooked mo
 """
 
 import linecache
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 import torch
+import torch.fx as fx
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from hookedmlp.errors import HookNameError, UnsupportedNetworkError, UsageError
+from hookedmlp.errors import UnsupportedNetworkError, UsageError
 from hookedmlp.hooks.point import HOOK_EPOCH, HookPoint
 from hookedmlp.hooks.root import HookedRoot
 from hookedmlp.models.capture import Captured, capture_graph, has_torch_hooks
+from hookedmlp.models.chains import chain_aliases
 from hookedmlp.models.example import example_inputs, output_node
 from hookedmlp.models.programs import Programs
 from hookedmlp.models.sites import Site, find_sites
@@ -70,44 +72,60 @@ class HookedGraph(HookedRoot):
         example: Optional[Sequence[Any]] = None,
         output: OutputKey = None,
         check: bool = True,
-        leaf: Any = None,
+        leaf: Optional[Callable[[nn.Module], bool]] = None,
+        captured: Optional[Captured] = None,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module) or isinstance(net, HookedRoot):
             what = "already a hooked model" if isinstance(net, HookedRoot) else type(net).__name__
             raise UnsupportedNetworkError(f"capture() takes a torch nn.Module, got {what}")
         inputs = example_inputs(net, input_shape, example)
-        captured = capture_graph(net, inputs, leaf or (lambda m: isinstance(m, HookPoint)))
-        sites = find_sites(captured.owner, captured.graphs[False], inputs, captured.kind == "export")
-        # The network's own dicts: the hooked model's modules, parameters and buffers are the network's.
-        for name in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
-            object.__setattr__(self, name, getattr(net, name))
-        self.__dict__.update(_net=net, _captured=captured, _sites=sites, _active=(None, False))
+        points_in_forward = any(isinstance(m, HookPoint) for m in net.modules())
+        with torch.random.fork_rng(devices=[]):  # capture leaves the global RNG as it was, also when it refuses
+            if captured is None:
+                captured = capture_graph(net, inputs, leaf or (lambda m: isinstance(m, HookPoint)))
+            sites = find_sites(
+                captured.owner, captured.graphs[False], inputs, captured.kind == "export", points_in_forward
+            )
+        self._open(net, captured, sites, tuple(inputs[0].shape[1:]))
         self.__dict__["_output"] = output_node(captured.graphs[False], inputs, net, output)
         self.output = output
-        self.input_shape = tuple(inputs[0].shape[1:]) if isinstance(inputs[0], Tensor) else ()
+        if check:
+            with torch.random.fork_rng(devices=[]):
+                verify(self, net, inputs)
+
+    def _open(self, net: nn.Module, captured: Captured, sites: list[Site], input_shape: tuple[int, ...]) -> None:
+        """Become the hooked ``net``: share its modules, parameters and buffers, and make the hook points."""
+        for name in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+            object.__setattr__(self, name, getattr(net, name))
+        in_forward = any(isinstance(m, HookPoint) for m in net.modules())
+        self.__dict__.update(_net=net, _captured=captured, _sites=sites, _active=(None, False), _in_forward=in_forward)
+        out = next(n for n in captured.graphs[False].nodes if n.op == "output").args[0]
+        self.__dict__["_output"] = out.name if isinstance(out, fx.Node) else ""
+        self.output = None
+        self.input_shape = input_shape
         self.training = net.training
         self.setup()
-        if check:
-            verify(self, net, inputs)
 
     # -- hook points ---------------------------------------------------------------------
-    def point_names(self, sites: Sequence[Site]) -> tuple[list[list[str]], dict[str, str]]:
-        """Each site's hook names (in run order) and the aliases (another name -> hook name): one per site here."""
-        return [[s.name] for s in sites], {}
-
     def setup(self) -> None:
-        """Make the hook points from the graph's sites (see ``point_names``)."""
-        names, aliases = self.point_names(self._sites)
-        self.hook_dict, self.mod_dict = {}, {n: m for n, m in self.named_modules() if n}
-        by_node: dict[str, list[HookPoint]] = {}
-        for site, site_names in zip(self._sites, names):
-            for name in site_names:
-                hp = HookPoint()
-                hp.name, hp.volatile = name, site.volatile
-                self.hook_dict[name] = by_node.setdefault(site.node, []).append(hp) or hp
-        self.__dict__.update(_aliases=aliases, _programs=Programs(self._captured.graphs, by_node))
-        self.__dict__["_site_of"] = {n: s for s, ns in zip(self._sites, names) for n in ns}
+        """Make (or, for HookPoints placed in ``forward``, find) the hook points of the graph's sites."""
+        sites = self._sites
+        self.mod_dict = {n: m for n, m in self.named_modules() if n}
+        if self._in_forward:
+            super().setup()  # the HookPoints are the network's own modules, named by their paths
+            by_node = {s.node: self.hook_dict[s.name] for s in sites}
+            aliases: dict[str, str] = {}
+        else:
+            self.hook_dict, by_node = {}, {}
+            for site in sites:
+                by_node[site.node] = self.hook_dict[site.name] = HookPoint()
+                self.hook_dict[site.name].name = site.name
+            aliases = chain_aliases(self._captured.graphs[False], sites)
+        for site in sites:
+            by_node[site.node].volatile = site.volatile
+        self.__dict__.update(_aliases=aliases, _site_of={s.name: s for s in sites})
+        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward)
 
     def resolve_names(self, names_filter: Any) -> list[str]:
         """As ``HookedRoot.resolve_names``; another name of a hook point (an alias) resolves to it."""
@@ -119,7 +137,8 @@ class HookedGraph(HookedRoot):
         return super().resolve_names(names_filter)
 
     def resolve_name(self, name: str) -> str:
-        return self.__dict__["_aliases"].get(name, name) if isinstance(name, str) else super().resolve_name(name)
+        aliases = self.__dict__["_aliases"]
+        return aliases[name] if isinstance(name, str) and name in aliases else super().resolve_name(name)
 
     @property
     def sites(self) -> list[Site]:
@@ -128,10 +147,12 @@ class HookedGraph(HookedRoot):
 
     def site(self, name: str) -> Site:
         """The site of hook point (or alias) ``name``."""
-        hook = self.resolve_name(name)
+        hook = self.resolve_name(name)  # unknown: the did-you-mean error
         if hook not in self._site_of:
-            super().resolve_name(hook)  # the did-you-mean error
-            raise HookNameError(f"unknown hook {name!r}")
+            raise UsageError(
+                f"hook point {hook!r} never runs: {type(self._net).__name__}.forward does not call it, so it has no "
+                "activation; call it in forward, or remove it"
+            )
         return self._site_of[hook]
 
     def activation_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -233,10 +254,8 @@ class HookedGraph(HookedRoot):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        by_node: dict[str, list[HookPoint]] = {}
-        for name, hp in self.hook_dict.items():
-            by_node.setdefault(self._site_of[name].node, []).append(hp)
-        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node)
+        by_node = {s.node: self.hook_dict[s.name] for s in self._sites}
+        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward)
 
 
 def _explain(model: HookedGraph, e: Exception, args: tuple[Any, ...]) -> None:
@@ -250,6 +269,8 @@ def _explain(model: HookedGraph, e: Exception, args: tuple[Any, ...]) -> None:
         return
     text = linecache.getline(*line).strip()
     node = text.split(" = ", 1)[0].strip() if " = " in text else ""
+    if node.startswith("point_"):  # raised by a hook (or a check of what it returned): the user's own code
+        return
     site = next((s for s in model._sites if s.node == node), None)
     got = ", ".join(str(list(a.shape)) for a in args if isinstance(a, Tensor))
     what = f"{site.name} ({site.producer}{', ' + site.source if site.source else ''})" if site else node or "a node"

@@ -1,87 +1,92 @@
-"""The compiled passes of a hooked graph, made once and kept until the model's structure changes.
+"""The compiled passes of a hooked graph, made once per mode and kind and kept with the model.
 
-A hooked graph runs one of a few programs, each generated from the captured graph:
+A hooked graph runs one of a few programs, each generated from its captured graph:
 
-- the *bare* pass: the graph as captured, used whenever no hook point has a hook (it costs what
-  the network's own forward costs);
-- the *hooked* pass: the same graph with a runner after every hook point's node, which runs the
-  hook points there in order;
-- *parts*: from given node values to wanted ones (partial passes, the engine's graph cut).
+- the *bare* pass, used whenever no hook point has a hook: the graph as captured (without its
+  ``HookPoint`` calls, for a network that has them), costing what the network's own forward costs;
+- the *hooked* pass: each hook point's runner at its node (after a node whose value it is, or in
+  place of a ``HookPoint`` call);
+- *parts* of either, from given values to wanted ones: partial passes, and the graph cut of the
+  analysis engine and of patching.
 
-Programs are keyed by the training mode (each mode may have its own graph), by what they run,
-and by whether runners are in them.
+Names of given and wanted nodes are those of the captured graph; a value at a hook point is
+the value after its hooks ran.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import torch.fx as fx
 
 from hookedmlp.hooks.point import HookPoint
-from hookedmlp.models.codegen import Runner, compile_graph, sub_graph, with_runners
+from hookedmlp.models.codegen import Runner, compile_graph, strip, sub_graph, with_runners
 
 __all__ = ["PointRunner", "Programs"]
 
 
 class PointRunner(Runner):
-    """Runs the hook points of one node in order; each sees the previous one's result."""
+    """Runs one hook point on the value passing its node."""
 
-    def __init__(self, name: str, points: Sequence[HookPoint]) -> None:
-        super().__init__(name)
-        self.points = tuple(points)
+    def __init__(self, node: str, point: HookPoint) -> None:
+        super().__init__(f"point_{node}")
+        self.point = point
 
     def __call__(self, x: Any) -> Any:
-        for hp in self.points:
-            # PyTorch's own hooks on a hook point need its __call__; hookedmlp's run in forward
-            x = hp(x) if hp._forward_hooks or hp._forward_pre_hooks else hp.forward(x)
-        return x
+        hp = self.point
+        # PyTorch's own hooks on a hook point need its __call__; hookedmlp's run in forward
+        return hp(x) if hp._forward_hooks or hp._forward_pre_hooks else hp.forward(x)
 
 
 class Programs:
-    """Compiled programs of a captured graph per (mode, kind): see the module's docs."""
+    """Compiled programs of a captured graph (see the module's docs).
 
-    def __init__(self, graphs: dict[bool, fx.Graph], points: dict[str, list[HookPoint]]) -> None:
-        self.graphs = graphs
-        self.points = points  # node name -> its hook points, in run order
+    Args:
+        graphs: the graph of each training mode.
+        points: node name -> the hook point whose value that node is.
+        replace: the nodes are ``HookPoint`` calls (a network with hook points in its
+            forward), not values computed by the network.
+    """
+
+    def __init__(self, graphs: dict[bool, fx.Graph], points: dict[str, HookPoint], replace: bool) -> None:
+        self.graphs, self.points, self.replace = graphs, points, replace
+        self._graphs: dict[tuple[bool, bool], tuple[fx.Graph, dict[str, str]]] = {}
         self._made: dict[Any, Callable[..., Any]] = {}
 
+    def _variant(self, training: bool, hooked: bool) -> tuple[fx.Graph, dict[str, str]]:
+        """The graph to compile from, and what each node name of the captured graph is called in it."""
+        key = (training, hooked)
+        if key not in self._graphs:
+            graph, rename = self.graphs[training], {}
+            if hooked:
+                runners = {n: PointRunner(n, hp) for n, hp in self.points.items()}
+                graph, rename = with_runners(graph, runners, self.replace)
+            elif self.replace:
+                by_name = {n.name: n for n in graph.nodes}
+                for name in self.points:  # a stripped HookPoint call's value is its input's
+                    source = by_name[name].args[0]
+                    while source.name in self.points:
+                        source = source.args[0]
+                    rename[name] = source.name
+                graph = strip(graph, self.points)
+            self._graphs[key] = (graph, rename)
+        return self._graphs[key]
+
     def whole(self, training: bool, hooked: bool) -> Callable[..., Any]:
-        """The whole pass in ``training`` mode, with runners at every hook point if ``hooked``."""
+        """``fn(owner, *inputs)``: the whole pass in ``training`` mode, with the hook points if ``hooked``."""
         key = (training, hooked)
         fn = self._made.get(key)
         if fn is None:
-            graph = self.graphs[training]
-            if hooked:
-                graph, _ = with_runners(graph, {n: PointRunner(n, ps) for n, ps in self.points.items()})
-            fn = self._made[key] = compile_graph(graph)
+            fn = self._made[key] = compile_graph(self._variant(training, hooked)[0])
         return fn
 
     def part(
-        self,
-        training: bool,
-        given: Sequence[str],
-        wanted: Sequence[str],
-        points: Optional[dict[str, Sequence[HookPoint]]] = None,
-        single: bool = True,
+        self, training: bool, given: Sequence[str], wanted: Sequence[str], hooked: bool, single: bool = True
     ) -> Callable[..., Any]:
-        """``fn(owner, *given values)`` computing the values of ``wanted`` (see ``codegen.sub_graph``).
-
-        ``points`` (node name -> hook points) puts runners in the part: a wanted node among them
-        is returned after its hook points ran; a given node must not be among them (its value is
-        taken as it is). None gives a bare part.
-        """
-        key = (
-            training,
-            tuple(given),
-            tuple(wanted),
-            None if points is None else tuple((n, tuple(map(id, ps))) for n, ps in points.items()),
-            single,
-        )
+        """``fn(owner, *given values)``: the values of ``wanted`` (one, with ``single``; else a tuple)."""
+        key = (training, tuple(given), tuple(wanted), hooked, single)
         fn = self._made.get(key)
         if fn is None:
-            graph = self.graphs[training]
-            if points:
-                graph, after = with_runners(graph, {n: PointRunner(n, ps) for n, ps in points.items() if ps})
-                wanted = [after.get(w, w) for w in wanted]
-            fn = self._made[key] = compile_graph(sub_graph(graph, given, wanted, single))
+            graph, rename = self._variant(training, hooked)
+            names = [rename.get(n, n) for n in given], [rename.get(n, n) for n in wanted]
+            fn = self._made[key] = compile_graph(sub_graph(graph, *names, single))
         return fn

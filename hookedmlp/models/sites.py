@@ -19,12 +19,25 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from hookedmlp.errors import UnsupportedNetworkError
+from hookedmlp.hooks.point import HookPoint
+
 __all__ = ["Site", "find_sites", "probe_inputs"]
 
 _OPERATORS = {
-    operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.matmul: "@",
-    operator.neg: "unary -", operator.getitem: "[...]", operator.floordiv: "//", operator.pow: "**",
-    operator.iadd: "+=", operator.isub: "-=", operator.imul: "*=", operator.itruediv: "/=",
+    operator.add: "+",
+    operator.sub: "-",
+    operator.mul: "*",
+    operator.truediv: "/",
+    operator.matmul: "@",
+    operator.neg: "unary -",
+    operator.getitem: "[...]",
+    operator.floordiv: "//",
+    operator.pow: "**",
+    operator.iadd: "+=",
+    operator.isub: "-=",
+    operator.imul: "*=",
+    operator.itruediv: "/=",
 }
 
 
@@ -142,28 +155,77 @@ def probe_inputs(example: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(a.clone() if isinstance(a, Tensor) else a for a in example)
 
 
-def find_sites(owner: nn.Module, graph: fx.Graph, example: Sequence[Any], export: bool) -> list[Site]:
-    """Every hook point of ``graph``, in graph order, from one eval-mode probe pass on ``example`` (batch first)."""
+def _failed(owner: nn.Module, graph: fx.Graph, probe: "_Probe", e: Exception, example: Sequence[Any]) -> Exception:
+    """The error for an example batch the network cannot take: which node failed, and how to pass other inputs."""
+    done = set(probe.values)
+    node = next((n for n in graph.nodes if n not in done), None)
+    what = "its forward"
+    if node is not None and node.op == "call_module":
+        what = f"module {node.target} ({type(owner.get_submodule(str(node.target))).__name__})"
+    elif node is not None:
+        what = f"{_op_label(node)} at {node.meta.get('source', '?')}"
+    shape = list(example[0].shape) if example and isinstance(example[0], Tensor) else "?"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return UnsupportedNetworkError(
+        f"running {type(owner).__name__} on an example batch of shape {shape}: {what} failed "
+        f"({type(e).__name__}: {first}); if the network takes other inputs, pass input_shape=, the shape of one "
+        "example (or example=, its inputs)"
+    )
+
+
+def find_sites(
+    owner: nn.Module, graph: fx.Graph, example: Sequence[Any], export: bool, points_only: bool = False
+) -> list[Site]:
+    """Every hook point of ``graph``, in graph order, from one eval-mode probe pass on ``example`` (batch first).
+
+    With ``points_only`` (a network with ``HookPoint`` modules in its forward), the hook points
+    are those calls alone, named by the HookPoints' paths.
+    """
     probe = _Probe(owner, graph)
-    with torch.no_grad():
-        probe.run(*probe_inputs(example))
+    modes = {m: m.training for m in owner.modules()}
+    try:
+        for m in modes:  # eval mode: a batch norm learns nothing from the probe
+            m.training = False
+        with torch.no_grad():
+            probe.run(*probe_inputs(example))
+    except Exception as e:
+        raise _failed(owner, graph, probe, e, example) from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
     names = _names(graph, export)
     sites = []
     for index, node in enumerate(graph.nodes):
         value = probe.values.get(node)
-        if node not in names or not isinstance(value, Tensor) or node not in probe.dependent:
+        if node not in names or not isinstance(value, Tensor):
             continue
-        if node.op == "call_module":
-            module: Optional[str] = str(node.target)
-            producer = _one_line(owner.get_submodule(module))
-        elif node.op == "placeholder":
-            module, producer = None, "input"
+        module: Optional[str] = str(node.target) if node.op == "call_module" else None
+        if points_only:
+            if module is None or not isinstance(owner.get_submodule(module), HookPoint):
+                continue
+            name, producer = module, "hook point in forward"
+        elif node not in probe.dependent:
+            continue
         else:
-            module, producer = None, _op_label(node)
+            name = names[node]
+            producer = (
+                _one_line(owner.get_submodule(module))
+                if module
+                else "input"
+                if node.op == "placeholder"
+                else _op_label(node)
+            )
         sites.append(
             Site(
-                node.name, names[node], index, module, producer, node.meta.get("source", ""),
-                tuple(value.shape[1:]), value.dtype, node in probe.volatile,
+                node.name,
+                name,
+                index,
+                module,
+                producer,
+                node.meta.get("source", ""),
+                tuple(value.shape[1:]),
+                value.dtype,
+                node in probe.volatile,
             )
         )
     return sites

@@ -44,23 +44,32 @@ def _check_inputs(inputs: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 def _run(fn: Any, inputs: tuple[Any, ...], params: list[Tensor], seed: int) -> tuple[list[Tensor], list[Any]]:
     """Outputs and gradients (w.r.t. floating inputs and ``params``) of one run from RNG state ``seed``."""
-    xs = tuple(a.detach().clone().requires_grad_(True) if isinstance(a, Tensor) and a.is_floating_point() else a
-               for a in inputs)
+    xs = tuple(
+        a.detach().clone().requires_grad_(True) if isinstance(a, Tensor) and a.is_floating_point() else a
+        for a in inputs
+    )
     torch.manual_seed(seed)
     outs = _tensors(fn(*xs))
     leaves = [a for a in xs if isinstance(a, Tensor) and a.requires_grad] + params
     floats = [o for o in outs if o.is_floating_point() and o.requires_grad]
     if not floats:
         return [o.detach() for o in outs], []
-    grads = torch.autograd.grad(sum(o.double().sum() for o in floats), leaves, allow_unused=True)
+    try:
+        grads = torch.autograd.grad(sum(o.double().sum() for o in floats), leaves, allow_unused=True)
+    except RuntimeError as e:  # e.g. in-place modules in training mode: the network itself cannot backpropagate
+        return [o.detach() for o in outs], [type(e).__name__]
     return [o.detach() for o in outs], list(grads)
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
-    return len(a) == len(b) and all(
-        (x is None and y is None) or (x is not None and y is not None and x.shape == y.shape and torch.equal(x, y))
-        for x, y in zip(a, b)
-    )
+    """Equal lists of tensors (bit for bit), of None where a gradient is unused, or of the same error's name."""
+
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, Tensor) and isinstance(y, Tensor):
+            return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
+        return not isinstance(x, Tensor) and not isinstance(y, Tensor) and x == y
+
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def verify(model: nn.Module, net: nn.Module, inputs: Sequence[Any]) -> None:
