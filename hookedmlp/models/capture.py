@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 import torch
 import torch.fx as fx
-from torch.fx import _symbolic_trace
 from torch import nn
+from torch.fx import _symbolic_trace
 
 from hookedmlp.errors import UnsupportedNetworkError
 
