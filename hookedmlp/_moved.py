@@ -23,7 +23,7 @@ MOVED = {
     "hookedmlp.interface": "hookedmlp.hooks.shapes",
     "hookedmlp.model": "hookedmlp.models.chain",
     "hookedmlp.layout": "hookedmlp.models.layout",
-    "hookedmlp.wrap": "hookedmlp.models.wrap",
+    "hookedmlp.wrap": "hookedmlp.models.capture",
     "hookedmlp.modules": "hookedmlp.models.modules",
     "hookedmlp.residual": "hookedmlp.models.residual",
     "hookedmlp.config": "hookedmlp.models.configs",

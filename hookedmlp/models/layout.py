@@ -17,7 +17,7 @@ from torch import nn
 
 from hookedmlp.errors import HookNameError, ShapeError, UsageError, did_you_mean
 from hookedmlp.models.modules import DESCRIBABLE, is_affine, keeps_shape
-from hookedmlp.models.wrap import HOOKEDROOT_ROUTE
+from hookedmlp.models.capture import HOOKEDROOT_ROUTE
 
 __all__ = ["Site", "Layer", "Layout", "Span"]
 
