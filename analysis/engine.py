@@ -1,24 +1,27 @@
 """Evaluating many activation additions on one labelled set, fast, and the plain way to check it against.
 
-The plain way (``evaluate_plain``) runs one full hooked forward pass per addition. On a
-``HookedMLP`` (any chain of modules) ``evaluate_additions`` gives the same numbers faster:
+The plain way (``evaluate_plain``) runs one full hooked forward pass per addition. On any model
+whose graph can be captured (``hookedmlp.models.cut.graph_view``: every ``HookedGraph``, so every
+``HookedMLP``, and any hand-written ``HookedRoot`` whose forward traces) ``evaluate_additions``
+gives the same numbers faster:
 
-1. *Folding* (``analysis.folding``). Adding ``v`` before an affine module ``L`` (Linear, Conv,
-   eval-mode BatchNorm, Flatten, AvgPool...) equals adding ``L(v) - L(0)`` after it, so each
-   vector is carried forward to the next nonlinearity or the logits (where it costs one add).
-   It is never carried past a hook point (or module) with hooks attached.
-2. *Prefix once.* The activation at each folded hook is computed once, for the whole set, each
-   prefix continuing the previous one; only the suffix runs per vector, over chunks of images
-   of at most ``chunk_elements`` activation entries (small enough to stay in cache), several
-   vectors stacked into one batch when the set is small, through an exact compiled suffix
-   (``analysis.suffix``). Where the suffix could depend on the batch (hooks attached after the
-   hook, a training-mode batch norm, a module from outside ``torch.nn``), each vector instead
-   runs alone on the whole set through ``forward(start_at=...)``, exactly as in its full pass.
+1. *Folding* (``hookedmlp.models.cut.fold``). Adding ``v`` before an affine module ``L``
+   (Linear, Conv, eval-mode BatchNorm, Flatten, AvgPool...) equals adding ``L(v) - L(0)`` after
+   it, so each vector is carried forward to the next nonlinearity or the logits (where it costs
+   one add). It is never carried past a hook point (or module) with hooks attached.
+2. *The graph cut* (``hookedmlp.models.cut.Cut``). The prefix (the value at the folded hook point,
+   and every other value the part after it reads, such as a skip connection's input) runs once
+   over the whole set; only the suffix runs per vector, over chunks of images of at most
+   ``chunk_elements`` activation entries, several vectors stacked into one batch when the set is
+   small. Where the suffix may mix the examples of a batch (hooks attached after the hook point,
+   a training-mode batch norm, a module or op not known to be per-example), each vector instead
+   runs alone on the whole set, exactly as in its full pass. On a chain of torch.nn modules the
+   stacked suffix runs through ``analysis.suffix`` (in-place ReLUs, tiled max pools).
 3. *No repeats.* Additions that fold to the same place with the same values run once (their
    metrics are still computed for each ``a``, ``b``); zero vectors reuse the unsteered logits.
 
-Any other ``HookedRoot`` (e.g. ``ResidualMLP``) has no prefix/suffix split: each distinct
-addition gets one full pass, which is correct and says so in ``Evaluation.engine``.
+A model whose graph cannot be captured gets one full pass per distinct addition, which is
+correct and says so in ``Evaluation.engine``.
 """
 
 import dataclasses
@@ -32,11 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analysis.folding import batch_dependence, fold, hooked_positions
 from analysis.metrics import METRICS, ScoringSet
 from analysis.suffix import compile_suffix
 from hookedmlp import HookedMLP, HookedRoot, ShapeError, SteeringError, UsageError
 from hookedmlp.checks import check_int
+from hookedmlp.models import facts
+from hookedmlp.models.cut import Cut, GraphView, graph_view
+from hookedmlp.models.cut import fold as fold_node
 
 __all__ = ["Addition", "Evaluation", "CHUNK_ELEMENTS", "fold", "evaluate_additions", "evaluate_plain", "unsteered"]
 
@@ -76,8 +81,8 @@ def _shape(t: Any) -> str:
 class _Group:
     """The distinct vectors added at one hook, and the distinct ``(vector, a, b)`` rows scored for them."""
 
-    def __init__(self, hook: str) -> None:
-        self.hook = hook
+    def __init__(self, node: str, hook: str) -> None:
+        self.node, self.hook = node, hook  # where the vectors are added: the graph's node, its hook point's name
         self.vectors: list[Tensor] = []
         self.norms: list[float] = []
         self.rows: dict[tuple[int, int, int], int] = {}
@@ -147,10 +152,29 @@ class _Results:
         return {m: v.cpu().numpy() for m, v in self.values.items()}, F.softmax(self.means, -1).cpu().numpy()
 
 
-def _chain_logits(
-    model: HookedMLP, data: ScoringSet, group: _Group, acts: Optional[Tensor], per_vector: bool, chunk: int
+def _stacked(
+    cut: Cut, suffix: Any, data: ScoringSet, vecs: Tensor, acts: Tensor, ext: list[Any], chunk: int
+) -> Iterator[tuple[slice, Tensor]]:
+    """``(vector slice, logits [k, n, classes])``: several vectors per suffix pass, over chunks of images."""
+    shape = acts.shape[1:]
+    width = math.prod(shape)
+    images = min(data.n, max(1, chunk // width))
+    k = 1 if images < data.n else max(1, chunk // (width * data.n))
+    for j in range(0, len(vecs), k):
+        v = vecs[j : j + k]
+        logits = torch.empty(len(v), data.n, data.n_classes, device=data.device, dtype=data.base.dtype)
+        for s in range(0, data.n, images):
+            part = acts[s : s + images]
+            x = (part.unsqueeze(0) + v.unsqueeze(1)).reshape(len(v) * len(part), *shape)  # a fresh tensor: ours
+            rest = cut.repeat([e[s : s + images] if isinstance(e, Tensor) else e for e in ext], len(v))
+            logits[:, s : s + len(part)] = suffix(x, *rest).view(len(v), len(part), -1)
+        yield slice(j, j + len(v)), logits
+
+
+def _cut_logits(
+    model: Any, view: GraphView, data: ScoringSet, group: _Group, hooked: bool, chunk: int, reasons: dict[str, str]
 ) -> Iterator[tuple[list[int], Tensor]]:
-    """``(vector indices, their logits [k, n, classes])`` for every vector of ``group``."""
+    """``(vector indices, their logits [k, n, classes])`` for every vector of ``group`` (added at its node)."""
     todo = [i for i, v in enumerate(group.vectors) if bool(v.any())]
     zeros = [i for i in range(len(group.vectors)) if i not in todo]
     if zeros:
@@ -158,27 +182,34 @@ def _chain_logits(
     if not todo:
         return
     vecs = torch.stack([group.vectors[i] for i in todo])
-    if acts is None:  # folded onto the logits
+    if group.node == view.output:  # folded onto the logits: one add per vector
         k = max(1, chunk // (data.n * data.n_classes))
         for j in range(0, len(todo), k):
             yield todo[j : j + k], data.base.unsqueeze(0) + vecs[j : j + k].unsqueeze(1)
         return
-    shape = acts.shape[1:]
-    width = math.prod(shape)
-    images = data.n if per_vector else min(data.n, max(1, chunk // width))
-    k = 1 if per_vector or images < data.n else max(1, chunk // (width * data.n))
-    if per_vector:
-        suffix = lambda x: model(x, start_at=group.hook)  # noqa: E731 (through the hooks)
-    else:
-        suffix = compile_suffix([layer.module for layer in model.layout.layers[model.layout.next_layer(group.hook) :]])
-    for j in range(0, len(todo), k):
-        v = vecs[j : j + k]
-        logits = torch.empty(len(v), data.n, data.n_classes, device=data.device, dtype=data.base.dtype)
-        for s in range(0, data.n, images):
-            part = acts[s : s + images]
-            x = (part.unsqueeze(0) + v.unsqueeze(1)).reshape(len(v) * len(part), *shape)  # a fresh tensor: ours
-            logits[:, s : s + len(part)] = suffix(x).view(len(v), len(part), -1)
-        yield todo[j : j + k], logits
+    cut = Cut(view, group.node, hooked)
+    acts, *ext = cut.prefix(*data.inputs(model))
+    if not cut.stackable:
+        reasons[group.hook] = cut.why_not_stackable  # type: ignore[assignment]
+        for j, i in enumerate(todo):
+            yield [i], cut.suffix(acts + vecs[j], *ext).unsqueeze(0)
+        return
+    suffix = cut.suffix
+    modules = _chain_modules(model, view, group.node) if not hooked and not ext else None
+    if modules is not None:  # a chain of torch.nn modules after the hook point: its shortcuts
+        run = compile_suffix(modules)
+        suffix = lambda x: run(x)  # noqa: E731
+    for where, logits in _stacked(cut, suffix, data, vecs, acts, ext, chunk):
+        yield todo[where], logits
+
+
+def _chain_modules(model: Any, view: GraphView, node: str) -> Optional[list[Any]]:
+    """The torch.nn modules after ``node`` of a chain (None for any other model or module)."""
+    if not isinstance(model, HookedMLP):
+        return None
+    site = model.layout.site(view.hook_of(node))
+    modules = [layer.module for layer in model.layout.layers[model.layout.next_layer(site.name) :]]
+    return modules if all(type(m).__module__.startswith("torch.nn.") for m in modules) else None
 
 
 def _full_logits(model: HookedRoot, data: ScoringSet, group: _Group) -> Iterator[tuple[list[int], Tensor]]:
@@ -187,7 +218,7 @@ def _full_logits(model: HookedRoot, data: ScoringSet, group: _Group) -> Iterator
             yield [i], data.base.unsqueeze(0)
             continue
         with model.hooks(fwd_hooks=[(group.hook, lambda act, hook, v=v: act + v)]):
-            logits = model(data.images)
+            logits = data.logits(model(data.images))
         yield [i], logits.unsqueeze(0)
 
 
@@ -197,7 +228,7 @@ def _checked(model: HookedRoot, data: ScoringSet, additions: Sequence[Addition])
     out, shapes = [], {}
     for add in additions:
         if add.hook not in shapes:
-            shapes[add.hook] = model.activation_shape(add.hook)
+            shapes[add.hook] = facts.activation_shape(model, add.hook)
         shape = shapes[add.hook]
         if not isinstance(add.vector, Tensor) or tuple(add.vector.shape) != shape:
             raise ShapeError(
@@ -208,10 +239,28 @@ def _checked(model: HookedRoot, data: ScoringSet, additions: Sequence[Addition])
     return out
 
 
+def fold(model: HookedRoot, hook: str, vectors: Tensor) -> tuple[str, Tensor]:
+    """Carry ``vectors`` ``[k, *shape]`` added at ``hook`` forward through the affine modules after it.
+
+    Returns the hook point reached and the equivalent vectors there; the result always equals
+    adding the vectors at ``hook`` itself (``hookedmlp.models.cut.fold``, named by hook point).
+
+    Examples:
+        >>> hook, v = fold(tiny, "layer1.post", torch.ones(1, 8))
+        >>> hook, torch.allclose(v, torch.ones(1, 8) @ tiny.layer2.module.weight.T)
+        ('layer2.post', True)
+    """
+    view = graph_view(model)
+    if view is None:
+        return model.resolve_name(hook), vectors
+    node, vectors = fold_node(view, view.node_of[model.resolve_name(hook)], vectors)
+    return view.hook_of(node), vectors
+
+
 def _grouped(
-    model: HookedRoot, additions: list[Addition], hooked: Optional[list[bool]]
+    model: HookedRoot, additions: list[Addition], view: Optional[GraphView]
 ) -> tuple[dict[str, _Group], list[tuple[str, int]]]:
-    """The additions by folded hook (folded when ``hooked`` is given), and where each one's row is."""
+    """The additions by folded node (when the graph is known), and where each one's row is."""
     at_hook: dict[str, list[int]] = {}
     for i, add in enumerate(additions):
         at_hook.setdefault(add.hook, []).append(i)
@@ -219,40 +268,16 @@ def _grouped(
     where: list[tuple[str, int]] = [("", 0)] * len(additions)
     for hook, idx in at_hook.items():  # the vectors added at one hook fold in one batch
         vectors = torch.stack([additions[i].vector for i in idx])
-        if hooked is not None:
-            folded, vectors = fold(model, hook, vectors, hooked)  # type: ignore[arg-type]
-        else:
-            folded = hook
-        group = groups.setdefault(folded, _Group(folded))
+        node = hook
+        if view is not None:
+            node, vectors = fold_node(view, view.node_of[hook], vectors)
+        group = groups.setdefault(node, _Group(node, view.hook_of(node) if view is not None else hook))
         for i, v in zip(idx, vectors):
-            where[i] = (folded, group.add(v, additions[i].a, additions[i].b))
+            where[i] = (node, group.add(v, additions[i].a, additions[i].b))
+    order = {n.name: i for i, n in enumerate(view.graph().nodes)} if view is not None else None
     names = model.hook_names
-    return {h: groups[h] for h in sorted(groups, key=names.index)}, where
-
-
-def _chain_batches(
-    model: HookedMLP,
-    data: ScoringSet,
-    groups: dict[str, _Group],
-    hooked: list[bool],
-    chunk: int,
-    reasons: dict[str, str],
-) -> Iterator[tuple[str, list[int], Tensor]]:
-    """``(hook, vector indices, logits)`` for every group in hook order, each prefix continuing the previous one."""
-    acts, at, last = None, None, model.hook_names[-1]
-    for hook, group in groups.items():
-        if hook == last:  # folded onto the logits: one add per vector
-            batches = _chain_logits(model, data, group, None, False, chunk)
-        else:
-            if any(bool(v.any()) for v in group.vectors):
-                acts = model(acts, start_at=at, stop_at=hook) if at is not None else model(data.images, stop_at=hook)
-                at = hook
-            reason = batch_dependence(model, hook, hooked)
-            if reason is not None:
-                reasons[hook] = reason
-            batches = _chain_logits(model, data, group, acts, reason is not None, chunk)
-        for idx, logits in batches:
-            yield hook, idx, logits
+    key = (lambda n: order[n]) if order is not None else names.index
+    return {n: groups[n] for n in sorted(groups, key=key)}, where
 
 
 def evaluate_additions(
@@ -268,7 +293,7 @@ def evaluate_additions(
     Each result equals ``evaluate_plain``'s (one full hooked pass per addition) to float rounding.
 
     Args:
-        model: a ``HookedMLP`` (folded prefix/suffix) or any other ``HookedRoot`` (full passes).
+        model: any hooked model (folded graph cut where its graph is known, else full passes).
         images: the scoring set's inputs ``[n, ...]`` (moved to the model's device).
         labels: their classes ``[n]``, from 0 to the model's number of outputs.
         additions: what to evaluate, each on its own.
@@ -285,30 +310,34 @@ def evaluate_additions(
         ((2,), 1, 1)
     """
     check_int(chunk_elements, "chunk_elements", low=1)
-    chain = isinstance(model, HookedMLP)
+    view = graph_view(model)
+    hooked = bool(model.attached_hooks()) or any(hp._forward_hooks for hp in model.hook_dict.values())
     with torch.no_grad():
         data = ScoringSet(model, images, labels)
-        hooked = hooked_positions(model) if chain else None
-        groups, where = _grouped(model, _checked(model, data, additions), hooked)
-        results = {h: _Results(g, data) for h, g in groups.items()}
+        groups, where = _grouped(model, _checked(model, data, additions), view)
+        results = {n: _Results(g, data) for n, g in groups.items()}
         distinct = sum(len(g.vectors) for g in groups.values())
-        passes = sum(
-            bool(v.any()) for h, g in groups.items() for v in g.vectors if not chain or h != model.hook_names[-1]
-        )
+        output = view.output if view is not None else None
+        passes = sum(bool(v.any()) for n, g in groups.items() for v in g.vectors if n != output)
         reasons: dict[str, str] = {}
-        if chain:
-            batches = _chain_batches(model, data, groups, hooked, chunk_elements, reasons)  # type: ignore[arg-type]
-        else:
-            batches = ((h, idx, logits) for h, g in groups.items() for idx, logits in _full_logits(model, data, g))
+        batches = (
+            (n, idx, logits)
+            for n, g in groups.items()
+            for idx, logits in (
+                _cut_logits(model, view, data, g, hooked, chunk_elements, reasons)
+                if view is not None
+                else _full_logits(model, data, g)
+            )
+        )
         with tqdm(total=distinct, desc="steering", unit="vector", disable=not progress) as bar:
-            for hook, idx, logits in batches:
-                results[hook].add(idx, logits)
+            for node, idx, logits in batches:
+                results[node].add(idx, logits)
                 bar.update(len(idx))
-    done = {h: r.numpy() for h, r in results.items()}
-    out = {m: np.stack([done[h][0][m][r] for h, r in where]) for m in METRICS}
-    dists = np.stack([done[h][1][r] for h, r in where])
-    if not chain:
-        how = f"full passes, one per distinct addition ({type(model).__name__} has no prefix/suffix split)"
+    done = {n: r.numpy() for n, r in results.items()}
+    out = {m: np.stack([done[n][0][m][r] for n, r in where]) for m in METRICS}
+    dists = np.stack([done[n][1][r] for n, r in where])
+    if view is None:
+        how = f"full passes, one per distinct addition ({type(model).__name__}'s forward could not be captured)"
     elif reasons:
         how = "folded prefix/suffix, per vector on the whole set at " + "; ".join(
             f"{h} ({r})" for h, r in reasons.items()
@@ -335,7 +364,7 @@ def evaluate_plain(model: HookedRoot, images: Tensor, labels: Tensor, additions:
         dists = []
         for add in _checked(model, data, additions):
             with model.hooks(fwd_hooks=[(add.hook, lambda act, hook, v=add.vector: act + v)]):
-                logits = model(data.images)
+                logits = data.logits(model(data.images))
             vals, mean = data.score(logits.unsqueeze(0), [add.a], [add.b])
             for m in METRICS:
                 values[m].append(vals[m])

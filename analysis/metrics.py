@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hookedmlp import HookedRoot, ShapeError, UsageError
+from hookedmlp.models import facts
 
 __all__ = ["Metric", "Scored", "METRICS", "ByName", "ScoringSet", "score", "rounded", "DECIMALS"]
 
@@ -139,7 +140,8 @@ class ScoringSet:
     """A labelled scoring set on the model's device, with the unsteered model's outputs on it; scores steered ones."""
 
     def __init__(self, model: HookedRoot, images: Tensor, labels: Tensor) -> None:
-        ref = model.reference_tensor()
+        self._model = model
+        ref = facts.reference_tensor(model)
         self.device = ref.device if ref is not None else images.device
         self.dtype = ref.dtype if ref is not None else images.dtype
         if (
@@ -154,7 +156,7 @@ class ScoringSet:
         floating = images.is_floating_point()  # (integer images stay, for the model to refuse with its own message)
         self.images = images.to(self.device, self.dtype) if floating else images.to(self.device)
         self.labels = labels.to(self.device).long()
-        self.base = model(self.images)
+        self.base = self.logits(model(self.images))
         if self.base.ndim != 2:
             raise UsageError(
                 f"the model's output is {list(self.base.shape)}; scoring needs class logits [batch, classes]"
@@ -167,6 +169,15 @@ class ScoringSet:
             )
         self.base_logp = F.log_softmax(self.base, -1)
         self.onehot = F.one_hot(self.labels, self.n_classes).to(self.base.dtype)
+
+    def logits(self, out: Any) -> Tensor:
+        """The class logits in what the model returned (its chosen output, for a tuple or dict)."""
+        pick = getattr(self._model, "select_output", None)
+        return pick(out) if pick is not None else out
+
+    def inputs(self, model: Any) -> tuple[Tensor]:
+        """The images as the model's graph takes them (checked and reshaped as a forward pass would)."""
+        return (facts.prepare_input(model, self.images),)
 
     def score(self, logits: Tensor, a: Sequence[int], b: Sequence[int]) -> tuple[dict[str, Tensor], Tensor]:
         ab = torch.tensor([list(a), list(b)], device=self.device)

@@ -23,13 +23,16 @@ from hookedmlp.hooks.cache import ActivationCache
 from hookedmlp.hooks.context import HookContext
 from hookedmlp.hooks.point import HookHandle, HookPoint
 from hookedmlp.hooks.root import HookedRoot, HookGroup
-from hookedmlp.hooks.shapes import HookedModel
+from hookedmlp.models.api import HookedModel
 from hookedmlp.models.chain import HookedLayer, HookedMLP
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, ResidualConfig
 from hookedmlp.models.graph import HookedGraph, capture
 from hookedmlp.models.layout import Layout
 from hookedmlp.models.modules import Reshape
 from hookedmlp.models.residual import ResidualMLP
+from hookedmlp.steering.contrast import build_steering_vector as steering_vector
+from hookedmlp.steering.contrast import steer
+from hookedmlp.steering.interventions import ablate, clamp, patch
 from hookedmlp.steering.provenance import SteeringWarning
 from hookedmlp.steering.vector import SteeringVector
 
@@ -72,6 +75,11 @@ __all__ = [
     "UnsupportedNetworkError",
     "UsageError",
     "load",
+    "ablate",
     "capture",
+    "clamp",
+    "patch",
+    "steer",
+    "steering_vector",
     "__version__",
 ]

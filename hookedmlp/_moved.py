@@ -12,6 +12,9 @@ import types
 import warnings
 from typing import Any, Optional
 
+from hookedmlp.hooks.root import HookedRoot
+from hookedmlp.models.api import HookedModel
+
 __all__ = ["MOVED", "install"]
 
 MOVED = {
@@ -20,7 +23,7 @@ MOVED = {
     "hookedmlp.caching": "hookedmlp.hooks.recording",
     "hookedmlp.cache": "hookedmlp.hooks.cache",
     "hookedmlp.hooked": "hookedmlp.hooks.root",
-    "hookedmlp.interface": "hookedmlp.hooks.shapes",
+    "hookedmlp.interface": "hookedmlp.models.facts",
     "hookedmlp.model": "hookedmlp.models.chain",
     "hookedmlp.layout": "hookedmlp.models.layout",
     "hookedmlp.wrap": "hookedmlp.models.capture",
@@ -36,7 +39,11 @@ MOVED = {
     "hookedmlp.cli": "hookedmlp_cli.commands",
 }
 # modules whose parts moved to more than one place: io's readers, labelled's class_activations
-_EXTRA = {"hookedmlp.io": ("hookedmlp.files.safe_load",), "hookedmlp.labelled": ("hookedmlp.steering.classes",)}
+_EXTRA = {
+    "hookedmlp.io": ("hookedmlp.files.safe_load",),
+    "hookedmlp.labelled": ("hookedmlp.steering.classes",),
+    "hookedmlp.interface": ("hookedmlp.models.api",),
+}
 
 
 class _Alias(importlib.abc.Loader):
@@ -66,7 +73,33 @@ class _Finder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _Alias(fullname))
 
 
+# HookedRoot's methods before it became TransformerLens' hook surface alone: HookedModel has them now
+_METHODS = ("steering_vector", "steer", "ablate", "patch", "clamp", "save", "hook_table")
+_CLASS_METHODS = ("load", "from_pretrained")
+
+
+def _deprecated_method(name: str, impl: Any) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        warnings.warn(
+            f"HookedRoot.{name} moved to hookedmlp.HookedModel (subclass it instead of HookedRoot), or call "
+            f"hookedmlp.{name}(model, ...)"
+            if name not in ("save", "hook_table")
+            else f"HookedRoot.{name} moved to hookedmlp.HookedModel; subclass it instead of HookedRoot",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return impl(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Deprecated: ``HookedModel.{name}``."
+    return method
+
+
 def install() -> None:
-    """Put the alias finder on ``sys.meta_path`` (once)."""
+    """Put the alias finder on ``sys.meta_path`` (once), and the moved methods on ``HookedRoot``."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())
+    for name in _METHODS:
+        setattr(HookedRoot, name, _deprecated_method(name, getattr(HookedModel, name)))
+    for name in _CLASS_METHODS:
+        setattr(HookedRoot, name, classmethod(_deprecated_method(name, getattr(HookedModel, name).__func__)))

@@ -390,7 +390,7 @@ def test_fast_equals_plain_with_an_intervention_attached(model, data, exemplars)
         fast = evaluate_additions(model, images, labels, adds)
         plain = evaluate_plain(model, images, labels, adds)
     assert_same(fast, plain, 1e-4)
-    assert "layer0.pre (hooks are attached after it)" in fast.engine and "layer2.post" not in fast.engine
+    assert "layer0.pre (hooks are attached at layer0.post)" in fast.engine and "layer2.post" not in fast.engine
 
 
 def test_evaluation_leaves_model_unchanged(model, data, exemplars) -> None:

@@ -130,10 +130,7 @@ def test_all_pairs_sweep_equals_plain_at_every_hook(net, plain) -> None:
         assert grid.digits == list(range(CLASSES)) and grid.n_test == 45
         assert_grid(grid, plain[hook])
     engine = grids[model.hook_names[0]].engine
-    assert ("full passes, one per distinct addition (ResidualMLP has no prefix/suffix split)" in engine) == (
-        name == "residual"
-    )
-    assert ("folded prefix/suffix, stacked" in engine) == (name != "residual")
+    assert "folded prefix/suffix, stacked" in engine  # the residual MLP too: its graph is captured
 
 
 def test_steering_grid_equals_plain_at_every_hook(net, plain) -> None:
@@ -229,7 +226,7 @@ def test_batch_dependent_hook_gives_the_plain_results(net, plain) -> None:
     first = grids[model.hook_names[0]]
     assert not np.allclose(first.loss, plain[model.hook_names[0]]["loss"], atol=1e-3)  # the hook does change things
     if isinstance(model, HookedMLP):
-        assert "per vector on the whole set at" in first.engine and "(hooks are attached after it)" in first.engine
+        assert "per vector on the whole set at" in first.engine and "(hooks are attached at " in first.engine
 
 
 def test_open_patch_holding_a_batch_gives_the_plain_results(net) -> None:
@@ -251,7 +248,10 @@ def test_training_mode_batch_norm_runs_per_vector() -> None:
     adds = pair_additions(model, ["layer0.pre"], all_pairs(range(CLASSES)), data=train)
     model.layer1.module.train()  # normalises with the batch's statistics: not affine, and batch-dependent
     fast = evaluate_additions(model, *test, adds)
-    assert "per vector on the whole set at layer0.post (module 1 (BatchNorm2d) is in training mode)" in fast.engine
+    assert (
+        "per vector on the whole set at layer0.post (module layer1.module (BatchNorm2d) is in training mode)"
+        in fast.engine
+    )
     reference = evaluate_plain(model, *test, adds)
     for m in METRICS:
         np.testing.assert_allclose(fast.values[m], reference.values[m], rtol=0, atol=1e-4)

@@ -23,7 +23,6 @@ from hookedmlp.errors import (
     UsageError,
     warn,
 )
-from hookedmlp.hooks.shapes import HookedModel
 
 __all__ = ["Labelled", "as_labelled", "default_data", "METHODS", "MNIST_SHAPE", "DataWarning"]
 
@@ -145,15 +144,15 @@ def as_labelled(data: Any) -> Labelled:
     return data if isinstance(data, Labelled) else Labelled(data)
 
 
-def default_data(model: HookedModel, split: str = "train") -> Labelled:
+def default_data(model: Any, split: str = "train") -> Labelled:
     """MNIST's ``split`` for an MNIST-shaped model (warning once unless ``model.meta["dataset"]`` is ``"mnist"``)."""
-    shape = tuple(model.input_shape)
+    shape = tuple(getattr(model, "input_shape", None) or ())
     if math.prod(shape) != math.prod(MNIST_SHAPE) or shape not in (MNIST_SHAPE, (784,), (28, 28)):
         raise UsageError(
             f"class labels need labelled data: this model's input is {list(shape)}, not MNIST's "
             "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset"
         )
-    if model.meta.get("dataset") != "mnist" and model not in _WARNED:
+    if getattr(model, "meta", {}).get("dataset") != "mnist" and model not in _WARNED:
         warn(
             f"class labels are resolved through MNIST's {split} images, but this model does not record being "
             "trained on MNIST; pass data=(images, labels) for other data, or set model.meta['dataset'] = "

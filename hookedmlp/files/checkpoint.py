@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from hookedmlp.errors import CheckpointError, closest
+from hookedmlp.errors import CheckpointError, UnsupportedNetworkError, closest
 from hookedmlp.files.atomic import atomic_save
 from hookedmlp.files.safe_load import safe_load
 
@@ -56,6 +56,12 @@ def register_architecture(name: str) -> Callable[[type], type]:
 
 def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
     """Write ``model``'s checkpoint (architecture, weights, buffers, ``meta``) atomically to ``path``."""
+    if getattr(type(model), "architecture", None) is None:
+        raise UnsupportedNetworkError(
+            f"cannot save a {type(model).__name__} as a hookedmlp checkpoint: hookedmlp can rebuild only its own "
+            "architectures (HookedMLP, ResidualMLP); save the network's state_dict with torch.save, and open the "
+            "rebuilt network again"
+        )
     atomic_save(
         {
             "format": FORMAT,

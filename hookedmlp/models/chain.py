@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from hookedmlp.errors import ConfigError, HookNameError, ShapeError, UsageError
 from hookedmlp.files.checkpoint import register_architecture
 from hookedmlp.hooks.point import HookPoint, hooks_suppressed
-from hookedmlp.hooks.root import _TRAINING_DEPENDENT, shape_variants
+from hookedmlp.models.api import HookedModel
 from hookedmlp.models.capture import Captured, capture_graph
 from hookedmlp.models.chain_build import ChainBuilders
 from hookedmlp.models.configs import LeNetConfig, MLPConfig
+from hookedmlp.models.facts import TRAINING_DEPENDENT, shape_variants
 from hookedmlp.models.graph import HookedGraph
 from hookedmlp.models.layout import Layout, Site
 from hookedmlp.models.sites import Site as GraphSite
@@ -127,7 +128,7 @@ class HookedMLP(ChainBuilders, HookedGraph):
         paths: Optional[Sequence[str]] = None,
         first_shape: Optional[Sequence[int]] = None,
     ) -> None:
-        HookedGraph.__base__.__init__(self)  # HookedRoot's: the graph is the chain's, made here
+        HookedModel.__init__(self)  # not HookedGraph's: the graph is the chain's, made here
         if modules is None:
             config = MLPConfig() if config is None else config
             if not isinstance(config, (MLPConfig, LeNetConfig)):
@@ -220,7 +221,7 @@ class HookedMLP(ChainBuilders, HookedGraph):
         return (
             tuple(map(id, layers)),
             tuple(map(id, mods)),
-            tuple(m.training for top in mods for m in top.modules() if isinstance(m, _TRAINING_DEPENDENT)),
+            tuple(m.training for top in mods for m in top.modules() if isinstance(m, TRAINING_DEPENDENT)),
         )
 
     @property
@@ -260,6 +261,10 @@ class HookedMLP(ChainBuilders, HookedGraph):
 
     def activation_shape(self, name: str) -> tuple[int, ...]:
         return self.layout.site(self.resolve_name(name)).shape
+
+    # a chain takes its examples in any of their views (flattened, or without the channel): checked and reshaped
+    prepare_input = HookedModel.prepare_input
+    as_batch = HookedModel.as_batch
 
     def accepted_input_shapes(self) -> list[tuple[int, ...]]:
         shapes = self.__dict__.get("_accepted")

@@ -24,8 +24,10 @@ from torch.utils.hooks import RemovableHandle
 from hookedmlp.errors import UnsupportedNetworkError, UsageError
 from hookedmlp.hooks.point import HOOK_EPOCH, HookPoint
 from hookedmlp.hooks.root import HookedRoot
+from hookedmlp.models.api import HookedModel
 from hookedmlp.models.capture import Captured, capture_graph, has_torch_hooks
 from hookedmlp.models.chains import chain_aliases
+from hookedmlp.models.cut import GraphView
 from hookedmlp.models.example import example_inputs, output_node
 from hookedmlp.models.programs import Programs
 from hookedmlp.models.sites import Site, find_sites
@@ -36,7 +38,7 @@ __all__ = ["HookedGraph", "capture"]
 OutputKey = Union[int, str, None]
 
 
-class HookedGraph(HookedRoot):
+class HookedGraph(HookedModel):
     """A network opened by capturing its graph: every module call and every op is a hook point.
 
     Args:
@@ -158,6 +160,16 @@ class HookedGraph(HookedRoot):
     def activation_shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: s.shape for n, s in self._site_of.items()}
 
+    def prepare_input(self, x: Any) -> Tensor:
+        """``x`` checked (a non-empty floating-point batch on the model's dtype and device), as the network takes it."""
+        return self.check_tensor(x)
+
+    def as_batch(self, x: Any) -> Tensor:
+        """Like ``prepare_input``; one example of the captured input shape becomes a batch of one."""
+        if isinstance(x, Tensor) and tuple(x.shape) == self.input_shape:
+            x = x.unsqueeze(0)
+        return self.prepare_input(x)
+
     def activation_shape(self, name: str) -> tuple[int, ...]:
         return self.site(name).shape
 
@@ -216,6 +228,19 @@ class HookedGraph(HookedRoot):
     def select_output(self, out: Any) -> Tensor:
         """The logits in what ``forward`` returned (``out[output]`` for a tuple or dict output)."""
         return out if self.output is None else out[self.output]
+
+    def graph_view(self) -> GraphView:
+        """The graph as the cut (``hookedmlp.models.cut``) uses it: programs, hook points' nodes, the logits' node."""
+        programs = self._programs
+        memo = self.__dict__.get("_view")
+        if memo is None or memo.programs is not programs:
+            node_of = {n: s.node for n, s in self._site_of.items()}
+            node_of.update({a: node_of[n] for a, n in self._aliases.items()})
+            net = self._net
+            memo = self.__dict__["_view"] = GraphView(
+                self._captured.owner, programs, node_of, self.output_node, lambda: net.training
+            )
+        return memo
 
     @property
     def output_node(self) -> str:

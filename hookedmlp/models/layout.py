@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from hookedmlp.errors import HookNameError, ShapeError, UsageError, did_you_mean
-from hookedmlp.models.modules import DESCRIBABLE, is_affine, keeps_shape
 from hookedmlp.models.capture import HOOKEDROOT_ROUTE
+from hookedmlp.models.modules import DESCRIBABLE, is_affine, keeps_shape
 
 __all__ = ["Site", "Layer", "Layout", "Span"]
 

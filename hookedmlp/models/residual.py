@@ -11,13 +11,14 @@ TransformerLens' names (``hook_embed``, ``blocks.{i}.hook_resid_pre``, ``blocks.
 from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hookedmlp.errors import CheckpointError, ConfigError, HookNameError
 from hookedmlp.files.checkpoint import check_state, register_architecture
 from hookedmlp.hooks.point import HookPoint
-from hookedmlp.hooks.root import HookedRoot, shape_variants
+from hookedmlp.models.api import HookedModel
 from hookedmlp.models.configs import ResidualConfig, activation_module, config_from_dict, config_to_dict
+from hookedmlp.models.facts import shape_variants
 
 __all__ = ["ResidualMLP", "ResidualBlock"]
 
@@ -39,7 +40,7 @@ class _MLP(nn.Module):
         self.hook_post = HookPoint()
         self.W_out = nn.Linear(cfg.d_mlp, cfg.d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Any) -> Any:  # (Any: torch.fx traces it with a proxy for x)
         return self.W_out(self.hook_post(self.act(self.hook_pre(self.W_in(x)))))
 
 
@@ -54,13 +55,13 @@ class ResidualBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Any) -> Any:  # (Any: torch.fx traces it with a proxy for h)
         h = self.hook_resid_pre(h)
         return self.hook_resid_post(h + self.hook_mlp_out(self.mlp(self.ln(h))))
 
 
 @register_architecture("residual_mlp")
-class ResidualMLP(HookedRoot):
+class ResidualMLP(HookedModel):
     """A residual MLP (see the module's docs), hooked.
 
     Examples:
@@ -90,8 +91,12 @@ class ResidualMLP(HookedRoot):
     def accepted_input_shapes(self) -> list[tuple[int, ...]]:
         return list(dict.fromkeys([(self.config.d_in,), *shape_variants(self.input_shape)]))
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.hook_embed(self.embed(self.prepare_input(x)))
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        # the input is checked here, not in forward: forward stays a pure computation torch.fx can capture
+        return super().__call__(self.prepare_input(x), *args, **kwargs)
+
+    def forward(self, x: Any) -> Any:  # (Any: torch.fx traces it with a proxy for x)
+        h = self.hook_embed(self.embed(x))
         for block in self.blocks:
             h = block(h)
         return self.hook_logits(self.unembed(self.ln_final(h)))

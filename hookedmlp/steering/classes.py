@@ -9,12 +9,12 @@ from torch import Tensor
 from hookedmlp.checks import check_choice, check_class, check_int
 from hookedmlp.data.labelled import METHODS, as_labelled, default_data
 from hookedmlp.errors import InputDtypeError, UsageError
-from hookedmlp.hooks.shapes import HookedModel
+from hookedmlp.models import facts
 
 __all__ = ["class_activations"]
 
 
-def _on_model(model: HookedModel, images: Tensor, name: str) -> Tensor:
+def _on_model(model: Any, images: Tensor, name: str) -> Tensor:
     """``images`` as a checked batch on the model's device and floating dtype (integer pixels are refused)."""
     if not images.is_floating_point():
         raise InputDtypeError(
@@ -23,12 +23,12 @@ def _on_model(model: HookedModel, images: Tensor, name: str) -> Tensor:
         )
     if not bool(torch.isfinite(images).all()):
         raise UsageError(f"images from {name} contain NaN or infinite values; a class contrast needs finite inputs")
-    ref = model.reference_tensor()
-    return model.prepare_input(images.to(ref.device, ref.dtype) if ref is not None else images)
+    ref = facts.reference_tensor(model)
+    return facts.prepare_input(model, images.to(ref.device, ref.dtype) if ref is not None else images)
 
 
 def class_activations(
-    model: HookedModel,
+    model: Any,
     classes: Sequence[int],
     hooks: Sequence[str],
     method: str = "first",
@@ -69,7 +69,8 @@ def class_activations(
     classes = [check_class(c, source.n_classes, f"class (of {source.name})") for c in classes]
     if method == "first":
         images = torch.cat([source.exemplar(c, exemplar)[0] for c in classes])
-        return model.clean_activations(_on_model(model, images, source.name), hooks), [1] * len(classes), source.name
+        acts = facts.clean_activations(model, _on_model(model, images, source.name), hooks)
+        return acts, [1] * len(classes), source.name
     wanted = torch.tensor(classes)
     sums: dict[str, Tensor] = {}
     counts = torch.zeros(len(classes), dtype=torch.long)
@@ -77,7 +78,7 @@ def class_activations(
         batch = _on_model(model, images, source.name)
         onehot = labels.unsqueeze(1) == wanted
         counts += onehot.sum(0)
-        for k, v in model.clean_activations(batch, hooks).items():
+        for k, v in facts.clean_activations(model, batch, hooks).items():
             part = torch.einsum("nc,n...->c...", onehot.to(v.device, v.dtype), v)
             sums[k] = sums[k] + part if k in sums else part
     empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]

@@ -14,24 +14,25 @@ from torch import Tensor
 
 from hookedmlp.checks import check_choice, check_class, check_coeff, check_int, check_scale_fits
 from hookedmlp.data.labelled import METHODS, Labelled, as_labelled, default_data
-from hookedmlp.errors import SteeringError
-from hookedmlp.hooks.shapes import HookedModel
+from hookedmlp.errors import ArgumentTypeError, SteeringError, UsageError
+from hookedmlp.hooks.context import HookContext
+from hookedmlp.models import facts
 from hookedmlp.steering.classes import class_activations
 from hookedmlp.steering.provenance import model_fingerprint, warn_training_mode
 from hookedmlp.steering.vector import SteeringVector
 
-__all__ = ["build_steering_vector"]
+__all__ = ["build_steering_vector", "steer"]
 
 
 def _side(
-    model: HookedModel, x: Any, which: str, hooks: list[str], method: str, exemplar: int, source: Optional[Labelled]
+    model: Any, x: Any, which: str, hooks: list[str], method: str, exemplar: int, source: Optional[Labelled]
 ) -> tuple[dict[str, Tensor], int, str]:
     """Mean activation at each hook for a class label (of ``source``) or inputs, with its example count and label."""
     if isinstance(x, Tensor):
-        batch = model.as_batch(x)
+        batch = facts.as_batch(model, x)
         if not bool(torch.isfinite(batch).all()):
             raise SteeringError(f"contrast input {which} contains NaN or infinite values; pass finite inputs")
-        acts = model.clean_activations(batch, hooks)
+        acts = facts.clean_activations(model, batch, hooks)
         return {k: v.mean(0) for k, v in acts.items()}, batch.shape[0], f"input(n={batch.shape[0]})"
     source = source if source is not None else default_data(model)
     check_class(x, source.n_classes, f"{which} (a class of {source.name}, or input tensors)")
@@ -40,7 +41,7 @@ def _side(
 
 
 def build_steering_vector(
-    model: HookedModel,
+    model: Any,
     a: Any,
     b: Any,
     hook: Union[str, Sequence[str]],
@@ -78,3 +79,42 @@ def build_steering_vector(
             meta["exemplar"] = exemplar
     meta.update(n_examples=[n_a, n_b], coeff=c, model=model_fingerprint(model))
     return SteeringVector({k: c * v for k, v in diffs.items()}, meta)
+
+
+def steer(
+    model: Any,
+    vector: Optional[SteeringVector] = None,
+    *,
+    a: Any = None,
+    b: Any = None,
+    hook: Union[str, Sequence[str], None] = None,
+    coeff: float = 1.0,
+    method: str = "first",
+    exemplar: int = 0,
+    data: Any = None,
+) -> HookContext:
+    """Context manager adding a steering vector to ``model``: ``with steer(model, a=3, b=1, hook="layer0.post"):``.
+
+    Pass a ``SteeringVector`` (scaled by ``coeff``), or ``a``, ``b`` and ``hook`` to build one
+    (see ``build_steering_vector``). Nested contexts add up; leaving one removes exactly its
+    hooks. Works on any ``HookedRoot``; ``model.steer(...)`` is the same.
+
+    Examples:
+        >>> ones = images[labels == 1][:5]
+        >>> with steer(model, a=3, b=1, hook="layer0.post"):
+        ...     model(ones).argmax(-1).tolist()
+        [3, 3, 3, 3, 3]
+    """
+    if vector is not None:
+        if not isinstance(vector, SteeringVector):
+            raise ArgumentTypeError(
+                f"steer() takes a SteeringVector, got {type(vector).__name__}; or pass a=, b=, hook="
+            )
+        if a is not None or b is not None or hook is not None:
+            raise UsageError("pass either a SteeringVector or a=, b=, hook=, not both")
+        return vector.apply(model, coeff=coeff)
+    missing = [k for k, v in (("a", a), ("b", b), ("hook", hook)) if v is None]
+    if missing:
+        raise UsageError(f"steer() needs a SteeringVector or all of a=, b=, hook=; missing {', '.join(missing)}")
+    built = build_steering_vector(model, a, b, hook, coeff=coeff, method=method, exemplar=exemplar, data=data)
+    return built.apply(model)

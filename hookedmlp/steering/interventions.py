@@ -20,12 +20,13 @@ from hookedmlp.errors import (
     UnitIndexError,
 )
 from hookedmlp.hooks.context import HookContext
-from hookedmlp.hooks.shapes import HookedModel, check_example_shape, example_shape
+from hookedmlp.models import facts
+from hookedmlp.models.facts import check_example_shape, example_shape
 
 __all__ = ["ablate", "patch", "clamp"]
 
 
-def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str, Tensor, tuple[int, ...]]:
+def _for_hook(model: Any, hook: str, value: Any, what: str) -> tuple[str, Tensor, tuple[int, ...]]:
     """The checked hook, ``value`` as a finite tensor (from a mapping holding ``hook``), and the activation shape."""
     hook = model.resolve_name(hook)
     if isinstance(value, Mapping):
@@ -36,11 +37,11 @@ def _for_hook(model: HookedModel, hook: str, value: Any, what: str) -> tuple[str
             f"{hook!r}, got {type(value).__name__}"
         )
     check_finite(value, what)  # one rule for every intervention: the values written into an activation are finite
-    return hook, value, model.activation_shape(hook)
+    return hook, value, facts.activation_shape(model, hook)
 
 
-def _on_model(model: HookedModel, t: Tensor) -> Tensor:
-    ref = model.reference_tensor()
+def _on_model(model: Any, t: Tensor) -> Tensor:
+    ref = facts.reference_tensor(model)
     t = t.detach() if t.is_floating_point() else t.detach().float()
     if ref is None:
         return t
@@ -54,7 +55,7 @@ def _on_model(model: HookedModel, t: Tensor) -> Tensor:
     return t.to(device=ref.device, dtype=ref.dtype)
 
 
-def ablate(model: HookedModel, direction: Union[Tensor, Mapping[str, Tensor]], hook: str) -> HookContext:
+def ablate(model: Any, direction: Union[Tensor, Mapping[str, Tensor]], hook: str) -> HookContext:
     """Project ``direction`` out of the activation at ``hook``: ``act - (act . u) u`` with ``u = d / |d|``.
 
     ``direction`` has the shape of one example's activation (or is a steering vector holding
@@ -83,7 +84,7 @@ def ablate(model: HookedModel, direction: Union[Tensor, Mapping[str, Tensor]], h
     return HookContext(model, [(hook, project_out)])
 
 
-def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str, Tensor]]) -> HookContext:
+def patch(model: Any, hook: str, activations: Union[Tensor, Mapping[str, Tensor]]) -> HookContext:
     """Replace the activation at ``hook`` with ``activations`` (e.g. another run's cache).
 
     ``activations`` is ``[batch, *shape]`` (the run's batch must then match), or ``shape`` or
@@ -116,9 +117,7 @@ def patch(model: HookedModel, hook: str, activations: Union[Tensor, Mapping[str,
     return HookContext(model, [(hook, replace)])
 
 
-def clamp(
-    model: HookedModel, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]
-) -> HookContext:
+def clamp(model: Any, hook: str, index: Union[int, Sequence[int], Tensor], value: Union[float, Tensor]) -> HookContext:
     """Fix units ``index`` (of the activation's first dimension) at ``hook`` to ``value`` for every example.
 
     ``index`` is a unit, a list of units, or a boolean mask over the first dimension;
@@ -131,7 +130,7 @@ def clamp(
         [5.0, 5.0, 5.0, 5.0, 5.0]
     """
     hook = model.resolve_name(hook)
-    shape = model.activation_shape(hook)
+    shape = facts.activation_shape(model, hook)
     if not shape:
         raise ShapeError(
             f"clamp fixes units of the activation's first dimension, but {hook!r} holds one number per example"

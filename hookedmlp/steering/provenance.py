@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from hookedmlp.errors import warn
-from hookedmlp.hooks.shapes import HookedModel
+from hookedmlp.models import facts
 
 __all__ = ["SteeringWarning", "model_fingerprint", "warn_training_mode"]
 
@@ -19,19 +19,19 @@ class SteeringWarning(UserWarning):
 _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
-def model_fingerprint(model: HookedModel) -> str:
+def model_fingerprint(model: Any) -> str:
     """12 hex digits of the SHA-256 of the parameters' names, shapes and values (as float64, so dtype-free).
 
     Memoised on the tensors' identities, storages and version counters: free until a weight is
     replaced or edited in place (an optimizer step, ``with torch.no_grad(): w.add_(1)``). An edit
     through ``w.data`` bypasses the version counter and is not seen.
     """
-    key = model.state_version()
+    key = facts.state_version(model)
     memo = _FINGERPRINTS.get(model)
     if memo is not None and memo[0] == key:
         return memo[1]
     h = hashlib.sha256()
-    for name, p in model.state_tensors():
+    for name, p in facts.state_tensors(model):
         h.update(f"{name}:{tuple(p.shape)}".encode())
         values = p.detach().cpu()
         values = values.double() if values.is_floating_point() else values
@@ -44,12 +44,12 @@ def model_fingerprint(model: HookedModel) -> str:
 _TRAINING: "weakref.WeakKeyDictionary[Any, tuple[tuple, list[str]]]" = weakref.WeakKeyDictionary()
 
 
-def warn_training_mode(model: HookedModel, doing: str) -> None:
+def warn_training_mode(model: Any, doing: str) -> None:
     """``SteeringWarning`` if a module that computes something else in training mode is in training mode."""
-    key = model.structure_key()  # changes with every module's mode: the scan below runs once per change
+    key = facts.structure_key(model)  # changes with every module's mode: the scan below runs once per change
     memo = _TRAINING.get(model)
     if memo is None or memo[0] != key:
-        memo = (key, [n for n in model.training_mode_modules() if model.get_submodule(n).training])
+        memo = (key, [n for n in facts.training_mode_modules(model) if model.get_submodule(n).training])
         _TRAINING[model] = memo
     active = memo[1]
     if active:

@@ -15,7 +15,8 @@ from hookedmlp.checks import check_coeff, check_scale_fits
 from hookedmlp.errors import CheckpointError, HookNameError, ShapeError, SteeringError, did_you_mean, warn
 from hookedmlp.files.vector_file import read_vector_file, write_vector_file
 from hookedmlp.hooks.context import HookContext
-from hookedmlp.hooks.shapes import HookedModel, check_example_shape
+from hookedmlp.models import facts
+from hookedmlp.models.facts import check_example_shape
 from hookedmlp.steering.provenance import SteeringWarning, model_fingerprint, warn_training_mode
 
 __all__ = ["SteeringVector"]
@@ -148,11 +149,11 @@ class SteeringVector(Mapping[str, Tensor]):
             raise CheckpointError(f"{str(path)!r} holds an invalid steering vector: {e}") from None
 
     # -- applying ----------------------------------------------------------------------
-    def check(self, model: HookedModel, coeff: float = 1.0) -> dict[str, Tensor]:
+    def check(self, model: Any, coeff: float = 1.0) -> dict[str, Tensor]:
         """The tensors on ``model``'s device and dtype, checked against its hook points; scaled by ``coeff``."""
-        ref = model.reference_tensor()
+        ref = facts.reference_tensor(model)
         device, dtype = (ref.device, ref.dtype) if ref is not None else (None, None)
-        key = (weakref.ref(model), model.structure_key(), device, dtype, coeff)
+        key = (weakref.ref(model), facts.structure_key(model), device, dtype, coeff)
         if self._on_model and self._on_model[0] == key:
             return self._on_model[1]
         moved: dict[str, Tensor] = {}
@@ -170,7 +171,7 @@ class SteeringVector(Mapping[str, Tensor]):
         self._on_model = (key, moved)
         return moved
 
-    def apply(self, model: HookedModel, coeff: float = 1.0) -> HookContext:
+    def apply(self, model: Any, coeff: float = 1.0) -> HookContext:
         """Context manager adding ``coeff * self`` at its hooks; leaving it removes exactly these hooks.
 
         Warns (``SteeringWarning``) on entry when a module that computes something else in
@@ -238,4 +239,9 @@ class _Adder:
         self.v = v
 
     def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        if act.shape[1:] != self.v.shape:  # (a model that knows its shapes was checked before; this is for the rest)
+            raise ShapeError(
+                f"steering vector at {hook.name!r} has shape {list(self.v.shape)}, but one example's activation "
+                f"there is {list(act.shape[1:])}; build the vector on this model"
+            )
         return act + self.v
