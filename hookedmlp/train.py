@@ -25,9 +25,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hookedmlp.checks import check_int, check_number
+from hookedmlp.checks import check_int, check_json, check_number
 from hookedmlp.data.mnist import load_mnist
-from hookedmlp.errors import UsageError
+from hookedmlp.errors import CheckpointError, UsageError
 from hookedmlp.files.atomic import atomic_write, check_writable
 from hookedmlp.files.checkpoint import load_checkpoint, sha256_file
 from hookedmlp.hooks.root import HookedRoot
@@ -316,6 +316,7 @@ def write_card(checkpoint: Union[str, "os.PathLike[str]"], card: Union[str, "os.
         "test_accuracy": meta.get("test_accuracy"),
         "sha256": sha256_file(checkpoint),
     }
+    check_json(data, "a card", CheckpointError)
     with atomic_write(card, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
