@@ -182,7 +182,7 @@ def train_model(
     *,
     out: Union[str, "os.PathLike[str]", None] = None,
     card: Union[str, "os.PathLike[str]", None] = None,
-    data: Optional[tuple[Any, Any, Any, Any]] = None,
+    data: Any = None,
     root: Union[str, "os.PathLike[str]", None] = None,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
