@@ -149,8 +149,10 @@ def _cached_result(path: Path, key: dict[str, object], log: Callable[[str], None
         cached = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(cached, dict) or not isinstance(cached.get("result"), dict):
             raise ValueError("not a cache entry")
-        if any(cached.get(k) != v for k, v in key.items()):
-            return None  # another model or other settings: recompute, silently (not damage)
+        if any(cached.get(k) != v for k, v in key.items()) or "digest" not in cached:
+            return None  # another model, other settings or an older format: recompute, silently (not damage)
+        if cached["digest"] != _digest(cached["result"]):
+            raise ValueError("its digest does not match its numbers")
         fields = {f.name for f in dataclasses.fields(ModelResult)}
         if set(cached["result"]) != fields:
             raise ValueError(f"fields {sorted(set(cached['result']) ^ fields)} missing or extra")
@@ -161,6 +163,11 @@ def _cached_result(path: Path, key: dict[str, object], log: Callable[[str], None
     except (ValueError, TypeError, KeyError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         log(f"  cache: {path.name} is unreadable ({type(e).__name__}: {str(e)[:60]}); recomputing it")
         return None
+
+
+def _digest(result: object) -> str:
+    """A checksum of a result's numbers: a flipped digit inside well-formed JSON is damage too."""
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
 def _unique(values: Sequence[object], what: str) -> None:
@@ -226,7 +233,8 @@ def study_model(
         time.perf_counter() - start,
     )
     with atomic_write(result_path, "w") as f:
-        json.dump({**key, "result": dataclasses.asdict(result)}, f)
+        numbers = dataclasses.asdict(result)
+        json.dump({**key, "result": numbers, "digest": _digest(numbers)}, f)
     return result
 
 
