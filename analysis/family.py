@@ -141,28 +141,28 @@ def _train(
     return result.model, time.perf_counter() - start
 
 
+def _miss(path: Path, why: str, log: Callable[[str], None]) -> None:
+    log(f"  cache: {path.name} is unreadable ({why}); recomputing it")
+
+
 def _cached_result(path: Path, key: dict[str, object], log: Callable[[str], None]) -> Optional[ModelResult]:
     """The result cached at ``path`` if it is a well-formed entry for ``key``; None (a miss) otherwise."""
     if not path.exists():
         return None
     try:
         cached = json.loads(path.read_bytes().decode("utf-8"))
-        if not isinstance(cached, dict) or not isinstance(cached.get("result"), dict):
-            raise ValueError("not a cache entry")
-        if any(cached.get(k) != v for k, v in key.items()) or "digest" not in cached:
-            return None  # another model, other settings or an older format: recompute, silently (not damage)
-        if cached["digest"] != _digest(cached["result"]):
-            raise ValueError("its digest does not match its numbers")
-        fields = {f.name for f in dataclasses.fields(ModelResult)}
-        if set(cached["result"]) != fields:
-            raise ValueError(f"fields {sorted(set(cached['result']) ^ fields)} missing or extra")
-        result = ModelResult(**cached["result"])
-        if not isinstance(result.hooks, list) or not set(result.share) == set(result.hooks) == set(result.at_one):
-            raise ValueError("inconsistent hooks")
-        return result
-    except (ValueError, TypeError, KeyError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        log(f"  cache: {path.name} is unreadable ({type(e).__name__}: {str(e)[:60]}); recomputing it")
-        return None
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _miss(path, f"{type(e).__name__}: {str(e)[:60]}", log)
+    if not isinstance(cached, dict) or not isinstance(cached.get("result"), dict):
+        return _miss(path, "not a cache entry", log)
+    if any(cached.get(k) != v for k, v in key.items()) or "digest" not in cached:
+        return None  # another model, other settings or an older format: recompute, silently (not damage)
+    if cached["digest"] != _digest(cached["result"]):
+        return _miss(path, "its digest does not match its numbers", log)
+    fields = {f.name for f in dataclasses.fields(ModelResult)}
+    if set(cached["result"]) != fields:  # a whole entry of another version of ModelResult
+        return _miss(path, f"fields {sorted(set(cached['result']) ^ fields)} missing or extra", log)
+    return ModelResult(**cached["result"])
 
 
 def _digest(result: object) -> str:

@@ -83,9 +83,7 @@ DAMAGE = {
     "a missing key": lambda text: json.dumps(
         {**json.loads(text), "result": {k: v for k, v in json.loads(text)["result"].items() if k != "share"}}
     ),
-    "inconsistent hooks": lambda text: json.dumps(
-        {**json.loads(text), "result": {**json.loads(text)["result"], "share": {"nowhere": 1.0}}}
-    ),
+    "a changed number": lambda text: text.replace('"test_loss": ', '"test_loss": 1'),
     "empty": lambda text: "",
 }
 
@@ -106,6 +104,20 @@ def test_a_damaged_result_is_recomputed_saying_so_in_one_line(filled, tmp_path, 
     assert lines[0].endswith("; recomputing it")
     assert json.loads(entry.read_text())["result"]["test_loss"] == filled[1].test_loss  # rewritten whole
     assert _run(cache, mnist, test_set)[1] == []  # and read back silently
+
+
+def test_a_whole_entry_of_another_result_format_is_recomputed(filled, tmp_path, mnist, test_set):
+    """A consistent entry (its digest matches) whose fields are another version's: a miss, not a TypeError."""
+    from analysis.family import _digest
+
+    cache, model, entry = _copy(filled, tmp_path)
+    data = json.loads(entry.read_text())
+    data["result"]["added_later"] = 1
+    data["digest"] = _digest(data["result"])
+    entry.write_text(json.dumps(data))
+    result, lines = _run(cache, mnist, test_set)
+    assert lines == [f"  cache: {entry.name} is unreadable (fields ['added_later'] missing or extra); recomputing it"]
+    assert _same_numbers(result, filled[1])
 
 
 def test_a_truncated_cached_model_is_retrained(filled, tmp_path, mnist, test_set):
