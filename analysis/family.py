@@ -6,7 +6,8 @@ activation, dropout, weight decay, LayerNorm, a residual stream, convolutions); 
 with several seeds under one recipe, and analysed at every hook point: the flip rate and the
 damage to the other digits at coefficient 1, and the selectivity (``analysis.selectivity``).
 Trained models and per-model results are cached under a directory, keyed by the full recipe,
-so an interrupted study resumes where it stopped.
+so an interrupted study resumes where it stopped. A cache entry that cannot be read (a
+truncated model, a damaged result JSON) is a miss: it is recomputed, and one line says so.
 """
 
 import dataclasses
@@ -23,12 +24,13 @@ from torch import Tensor
 
 from analysis.selectivity import COEFFS, selectivity
 from analysis.spread import stratified_subset
-from hookedmlp import HookedRoot, __version__
+from hookedmlp import ConfigError, HookedMLPError, HookedRoot, __version__
 from hookedmlp.data import load_mnist
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.files.checkpoint import sha256_file
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.train import TrainSettings, evaluate, train_model
+from hookedmlp.train_files import partial_path
 
 __all__ = ["Variant", "VARIANTS", "QUICK", "SEEDS", "STUDY_SETTINGS", "ModelResult", "study_model", "run_study"]
 
@@ -100,15 +102,33 @@ class ModelResult:
         return max(self.hooks, key=lambda h: (self.share[h], -self.hooks.index(h)))
 
 
+def _cached_model(path: Path, expected: dict[str, object], log: Callable[[str], None]) -> Optional[HookedRoot]:
+    """The model cached at ``path`` if it loads and was trained from ``expected``; None (a miss) otherwise."""
+    if not path.exists():
+        return None
+    try:
+        model = HookedRoot.load(path)
+    except (HookedMLPError, OSError) as e:  # truncated, corrupt, edited: retrain it
+        log(f"  cache: {path.name} cannot be loaded ({type(e).__name__}); retraining it")
+        return None
+    found = {k: model.meta.get(k) for k in expected}
+    same = json.dumps(found, sort_keys=True, default=list) == json.dumps(expected, sort_keys=True, default=list)
+    return model if same else None
+
+
 def _train(
-    variant: Variant, seed: int, path: Path, data: Optional[tuple[Tensor, ...]], settings: TrainSettings
+    variant: Variant,
+    seed: int,
+    path: Path,
+    data: Optional[tuple[Tensor, ...]],
+    settings: TrainSettings,
+    log: Callable[[str], None] = print,
 ) -> tuple[HookedRoot, float]:
     expected = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings)}
-    if path.exists():
-        model = HookedRoot.load(path)
-        found = {k: model.meta.get(k) for k in expected}
-        if json.dumps(found, sort_keys=True, default=list) == json.dumps(expected, sort_keys=True, default=list):
-            return model, 0.0
+    cached = _cached_model(path, expected, log)
+    if cached is not None:
+        return cached, 0.0
+    partial_path(path).unlink(missing_ok=True)  # the cache's own: an interrupted study's last epoch
     start = time.perf_counter()
     result = train_model(
         variant.recipe,
@@ -121,6 +141,45 @@ def _train(
     return result.model, time.perf_counter() - start
 
 
+def _miss(path: Path, why: str, log: Callable[[str], None]) -> None:
+    log(f"  cache: {path.name} is unreadable ({why}); recomputing it")
+
+
+def _cached_result(path: Path, key: dict[str, object], log: Callable[[str], None]) -> Optional[ModelResult]:
+    """The result cached at ``path`` if it is a well-formed entry for ``key``; None (a miss) otherwise."""
+    if not path.exists():
+        return None
+    try:
+        cached = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _miss(path, f"{type(e).__name__}: {str(e)[:60]}", log)
+    if not isinstance(cached, dict) or not isinstance(cached.get("result"), dict):
+        return _miss(path, "not a cache entry", log)
+    if any(cached.get(k) != v for k, v in key.items()) or "digest" not in cached:
+        return None  # another model, other settings or an older format: recompute, silently (not damage)
+    if cached["digest"] != _digest(cached["result"]):
+        return _miss(path, "its digest does not match its numbers", log)
+    fields = {f.name for f in dataclasses.fields(ModelResult)}
+    if set(cached["result"]) != fields:  # a whole entry of another version of ModelResult
+        return _miss(path, f"fields {sorted(set(cached['result']) ^ fields)} missing or extra", log)
+    return ModelResult(**cached["result"])
+
+
+def _digest(result: object) -> str:
+    """A checksum of a result's numbers: a flipped digit inside well-formed JSON is damage too."""
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+
+def _unique(values: Sequence[object], what: str) -> None:
+    """``ConfigError`` if ``values`` repeat: a repeated seed is the same model twice, counted as two."""
+    repeated = sorted({repr(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{what} repeat ({', '.join(repeated)}); give each once: repeats would be analysed as independent runs "
+            "of one model"
+        )
+
+
 def study_model(
     variant: Variant,
     seed: int,
@@ -130,23 +189,23 @@ def study_model(
     train_data: Optional[tuple[Tensor, ...]] = None,
     settings: TrainSettings = STUDY_SETTINGS,
     pairs: Optional[Sequence[tuple[int, int]]] = None,
+    log: Callable[[str], None] = print,
 ) -> ModelResult:
     """Train (or load from ``cache``) one model of the family and analyse it at every hook point."""
     settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
     dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
     stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
     model_path, result_path = cache / f"{stem}.pt", cache / f"{stem}.json"
-    model, train_seconds = _train(variant, seed, model_path, train_data, settings)
-    digest = sha256_file(model_path)
-    if result_path.exists():
-        cached = json.loads(result_path.read_text())
-        if (
-            cached.get("sha256") == digest
-            and cached.get("coeffs") == list(coeffs)
-            and cached.get("n_test") == len(test[1])
-            and cached.get("pairs") == (None if pairs is None else [list(p) for p in pairs])
-        ):
-            return ModelResult(**cached["result"])
+    model, train_seconds = _train(variant, seed, model_path, train_data, settings, log)
+    key = {
+        "sha256": sha256_file(model_path),
+        "coeffs": list(coeffs),
+        "n_test": len(test[1]),
+        "pairs": None if pairs is None else [list(p) for p in pairs],
+    }
+    cached = _cached_result(result_path, key, log)
+    if cached is not None:
+        return cached
     start = time.perf_counter()
     model.eval()
     model.meta["dataset"] = "mnist"  # the family is trained on MNIST (all of it, or a subset for quick runs)
@@ -174,16 +233,8 @@ def study_model(
         time.perf_counter() - start,
     )
     with atomic_write(result_path, "w") as f:
-        json.dump(
-            {
-                "sha256": digest,
-                "coeffs": list(coeffs),
-                "n_test": len(test[1]),
-                "pairs": None if pairs is None else [list(p) for p in pairs],
-                "result": dataclasses.asdict(result),
-            },
-            f,
-        )
+        numbers = dataclasses.asdict(result)
+        json.dump({**key, "result": numbers, "digest": _digest(numbers)}, f)
     return result
 
 
@@ -199,13 +250,15 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model."""
+    _unique([v.name for v in variants], "variants")
+    _unique(list(seeds), "seeds")
     if test is None:
         test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
     results = []
     total = len(variants) * len(seeds)
     for variant in variants:
         for seed in seeds:
-            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs)
+            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs, log)
             results.append(r)
             log(
                 f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, best "

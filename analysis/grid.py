@@ -12,16 +12,16 @@ import torch
 from torch import Tensor
 
 from analysis.additions import all_pairs, pair_additions, source_data
-from analysis.engine import CHUNK_ELEMENTS, Evaluation, evaluate_additions
+from analysis.engine import CHUNK_ELEMENTS, Addition, Evaluation, evaluate_additions
 from analysis.metrics import METRICS, ByName
-from hookedmlp import ConfigError, HookedRoot, UsageError
+from hookedmlp import ConfigError, HookedRoot, SteeringError, UsageError
 from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
 from hookedmlp.data.labelled import as_labelled
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.steering import model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation"]
+__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow"]
 
 
 @dataclasses.dataclass
@@ -182,6 +182,38 @@ def grids_from_evaluation(
     return grids
 
 
+@torch.no_grad()
+def check_overflow(
+    model: HookedRoot, additions: Sequence[Addition], images: Tensor, labels: Tensor, coeff: float
+) -> None:
+    """``SteeringError`` naming the addition's own hook if it makes the logits of a probe image inf or NaN.
+
+    The probe is the first test image of each class, steered by every addition in one batched pass
+    per hook. (The evaluation checks every image again, but reports where a vector was carried
+    to, a later hook point, not where it was added.)
+    """
+    classes = sorted(set(labels.tolist()))
+    probe = images[[int((labels == c).nonzero()[0, 0]) for c in classes]]
+    ref = model.reference_tensor()
+    probe = model.prepare_input(probe.to(ref.device, ref.dtype) if ref is not None else probe)
+    for hook in dict.fromkeys(a.hook for a in additions):
+        group = [a for a in additions if a.hook == hook]
+        vectors = torch.stack([a.vector for a in group]).repeat_interleave(len(probe), 0)
+        batch = probe.repeat(len(group), *[1] * (probe.ndim - 1))
+        logits = model.run_with_hooks(
+            batch, fwd_hooks=[(hook, lambda act, hook, v=vectors: act + v.to(act.device, act.dtype))]
+        )
+        bad = ~torch.isfinite(logits).all(1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            add, cls = group[row // len(probe)], classes[row % len(probe)]
+            raise SteeringError(
+                f"the vector for {add.a} - {add.b} added at {hook} with coeff {coeff:g} makes the logits overflow "
+                f"{logits.dtype} (inf or NaN) on the first test image of class {cls}: the activations grow past the "
+                f"dtype's range after {hook}; use a smaller coeff"
+            )
+
+
 def steering_grid(
     model: HookedRoot,
     hook: str = "layer0.post",
@@ -227,6 +259,7 @@ def steering_grid(
     if not digits:
         raise ConfigError("digits is empty; pass at least one class")
     additions = pair_additions(model, [hook], all_pairs(digits), [coeff], method, exemplar, source)
+    check_overflow(model, additions, images, labels, coeff)
     result = evaluate_additions(model, images, labels, additions, chunk_elements, progress)
     return grids_from_evaluation(
         model, [hook], digits, coeff, method, exemplar, result, len(labels), keep_distributions

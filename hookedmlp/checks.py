@@ -1,5 +1,6 @@
 """Argument checks shared by the library, the analysis and the CLI: each check is written once here."""
 
+import json
 import math
 import numbers
 from collections.abc import Sequence
@@ -8,7 +9,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from hookedmlp.errors import ArgumentTypeError, ConfigError, SteeringError, closest
+from hookedmlp.errors import ArgumentTypeError, ConfigError, HookedMLPError, SteeringError, closest
 
 __all__ = [
     "check_choice",
@@ -18,6 +19,7 @@ __all__ = [
     "check_coeff",
     "check_scale_fits",
     "check_finite",
+    "check_json",
 ]
 
 
@@ -109,3 +111,14 @@ def check_finite(t: Tensor, what: str) -> Tensor:
         count = f" ({int(bad.sum())} of {t.numel()} entries are NaN or infinite)" if t.numel() > 1 else ""
         raise SteeringError(f"{what} must be finite, got {first}{count}")
     return t
+
+
+def check_json(value: Any, what: str, error: type[HookedMLPError] = ConfigError) -> str:
+    """``value`` as JSON text (str, finite numbers, bools, None, lists, dicts with str keys), else ``error``."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise error(
+            f"{what} must be JSON data (str, finite numbers, bools, None, lists, dicts): {e}; convert "
+            "tensors and arrays with .tolist() and numpy numbers with float() or int()"
+        ) from None

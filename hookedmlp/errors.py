@@ -26,7 +26,9 @@ __all__ = [
     "SteeringError",
     "UnitIndexError",
     "FileWriteError",
+    "SizeError",
     "closest",
+    "capped",
     "did_you_mean",
     "warn",
 ]
@@ -91,6 +93,10 @@ class FileWriteError(HookedMLPError, OSError):
     """A file that cannot be written: read-only, no space left, a parent that is a file..."""
 
 
+class SizeError(HookedMLPError, MemoryError):
+    """A network, activation or file whose memory estimate is above the budget (``hookedmlp.sizes``)."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Up to ``n`` candidates similar to ``name`` (ratio at least 0.5), best first."""
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
@@ -103,6 +109,12 @@ def did_you_mean(name: str, candidates: Sequence[str]) -> str:
     shown = list(candidates)
     listing = ", ".join(shown) if len(shown) <= 12 else ", ".join(shown[:3]) + " ... " + shown[-1]
     return f"{hint} (valid: {listing})"
+
+
+def capped(items: Sequence[object], n: int = 4) -> str:
+    """``repr`` of the first ``n`` items as a list, plus ``" and N more"``: an error message stays one short line."""
+    shown = repr(list(items[:n]))
+    return shown if len(items) <= n else f"{shown} and {len(items) - n} more"
 
 
 def warn(message: str, category: type[Warning]) -> None:

@@ -1,22 +1,27 @@
-"""Seeded training on MNIST (or given tensors), with checkpoints that are replaced only by a finished run.
+"""Seeded training on MNIST (or given tensors), with checkpoints that are replaced only by a good, finished run.
 
 The data are held as whole tensors and batches drawn by index, never item by item. The
 defaults train the study's quickstart network (784-512-512-10, ReLU, pixels in [0, 1] as
 ``ToTensor`` gives them) to about 0.055 mean test cross-entropy in six epochs. Every recipe
-in ``hookedmlp.models.configs`` trains the same way.
+in ``hookedmlp.models.configs`` trains the same way. What a run writes, and when, is
+``hookedmlp.train_files``' rule.
+
+Reproducibility: the weights are a function of the recipe, the settings (seed and
+``threads`` included), the data, the torch build and the CPU's kernels. Training runs with
+``settings.threads`` intra-op threads (default 1) whatever the machine or the caller set, so
+the number of cores does not change a bit; the CPU's vector instructions (torch's
+``get_cpu_capability()``: AVX2, AVX512...) and the BLAS kernels chosen for that CPU still do,
+so another kind of machine can differ in the last bits. ``meta["platform"]`` records them.
 """
 
 import contextlib
 import dataclasses
-import json
+import math
 import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -26,35 +31,43 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hookedmlp.checks import check_int, check_number
+from hookedmlp.data.labelled import check_examples, check_images
 from hookedmlp.data.mnist import load_mnist
-from hookedmlp.errors import UsageError
-from hookedmlp.files.atomic import atomic_write, check_writable
-from hookedmlp.files.checkpoint import load_checkpoint, sha256_file
+from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
 from hookedmlp.hooks.root import HookedRoot
 from hookedmlp.models.chain import HookedMLP
-from hookedmlp.models.configs import MLPConfig, Recipe, ResidualConfig, config_from_dict, config_to_dict
+from hookedmlp.models.configs import MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.models.residual import ResidualMLP
+from hookedmlp.sizes import check_bytes, recipe_bytes
+from hookedmlp.train_files import RunFiles, TrainingDiverged, TrainingInterrupted, non_finite, write_card
 
 __all__ = [
     "TrainSettings",
     "TrainResult",
     "TrainingInterrupted",
+    "TrainingDiverged",
     "train_model",
     "build_model",
     "evaluate",
     "write_card",
+    "platform",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """AdamW with cosine decay to zero; ``seed`` seeds the initial weights, dropout and the batch order."""
+    """AdamW with cosine decay to zero; ``seed`` seeds the initial weights, dropout and the batch order.
+
+    ``threads`` is the number of intra-op threads training runs with: the weights depend on it
+    (BLAS and torch split sums by thread), so it is a setting, recorded with the others.
+    """
 
     epochs: int = 6
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", low=1)
@@ -67,6 +80,7 @@ class TrainSettings:
                 f"step), got {self.lr} * {self.weight_decay}"
             )
         check_int(self.seed, "seed", low=0, high=2**63)
+        check_int(self.threads, "threads", low=1)
 
 
 @dataclasses.dataclass
@@ -84,51 +98,6 @@ class TrainResult:
             f"TrainResult(test_loss={self.test_loss:.4f}, test_accuracy={self.test_accuracy:.4f}, "
             f"epochs={len(self.history)}, seconds={self.seconds:.1f})"
         )
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: ``out`` and ``card`` were left as they were; ``partial`` holds epoch ``saved``."""
-
-    def __init__(
-        self,
-        epochs_done: int,
-        epochs: int,
-        out: Optional[Path],
-        partial: Optional[Path],
-        card: Optional[Path] = None,
-        existed: tuple[bool, bool] = (False, False),
-        saved: int = 0,
-    ) -> None:
-        super().__init__(epochs_done, epochs)
-        self.epochs_done, self.epochs, self.out, self.partial, self.card = epochs_done, epochs, out, partial, card
-        self.existed, self.saved = existed, saved
-
-    def __str__(self) -> str:
-        files = [(str(p), e) for p, e in zip((self.out, self.card), self.existed) if p is not None]
-        kept, new = [p for p, e in files if e], [p for p, e in files if not e]
-        said = [f"{' and '.join(kept)} kept as {'it was' if len(kept) == 1 else 'they were'}"] if kept else []
-        said += [f"{' and '.join(new)} not written"] if new else []
-        part = f"; epoch {self.saved} is in {self.partial}" if self.partial is not None and self.saved else ""
-        written = ", ".join(said) or "nothing was written"
-        return f"interrupted after {self.epochs_done} of {self.epochs} epochs: {written}{part}"
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[list[int]]:
-    """Hold Ctrl-C while the checkpoint and its card are replaced, so they never describe different runs.
-
-    Only the main thread can install signal handlers; elsewhere this does nothing. A
-    Ctrl-C held here is dropped: the run has finished and its files are complete.
-    """
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield caught
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def build_model(recipe: Optional[Recipe] = None) -> HookedRoot:
@@ -164,17 +133,47 @@ def evaluate(
     return total / len(images), correct / len(images)
 
 
-def _partial_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.partial{out.suffix or '.pt'}")
-
-
 def _plain(model: HookedRoot) -> torch.nn.Module:
     """The bare modules to train (sharing the model's parameters): no hook point costs a call per step."""
     return model.to_sequential() if isinstance(model, HookedMLP) else model
 
 
-def _same_path(a: Path, b: Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+def platform() -> dict[str, Any]:
+    """What the bits of a training run depend on besides its settings: torch's build and the CPU's kernels."""
+    return {
+        "torch": str(torch.__version__),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": "mkl" if torch.backends.mkl.is_available() else "other",
+    }
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads (process-wide, as torch's setting is), restoring the caller's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _given_data(data: Any, recipe: Recipe) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``data`` checked as training and test examples for ``recipe``, with the labelled API's one check."""
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        got = f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
+        raise ArgumentTypeError(f"data must be (train_x, train_y, test_x, test_y), got {got}")
+    train_x, train_y = check_examples(data[0], data[1], "training data", n_classes=recipe.d_out)
+    test_x, test_y = check_examples(data[2], data[3], "test data", n_classes=recipe.d_out)
+    return check_images(train_x, "training images"), train_y, check_images(test_x, "test images"), test_y
+
+
+def _fitted(model: HookedRoot, x: Tensor, what: str) -> Tensor:
+    """``x`` in the shape the model's bare modules take, or the model's shape error naming ``what``."""
+    try:
+        return model.prepare_input(x)
+    except (ShapeError, InputDtypeError) as e:
+        raise type(e)(f"{what}: {e}") from None
 
 
 def train_model(
@@ -183,7 +182,7 @@ def train_model(
     *,
     out: Union[str, "os.PathLike[str]", None] = None,
     card: Union[str, "os.PathLike[str]", None] = None,
-    data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None,
+    data: Any = None,
     root: Union[str, "os.PathLike[str]", None] = None,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
@@ -191,18 +190,25 @@ def train_model(
 ) -> TrainResult:
     """Train a seeded model of ``recipe`` on MNIST (or ``data``) and optionally save it to ``out``.
 
-    ``out`` (and ``card``) are checked to be writable before training starts and written only
-    when training completes, together (Ctrl-C is held while they are replaced); each finished
-    epoch goes to ``<stem>.partial<suffix>`` beside ``out``, removed at the end. On Ctrl-C,
-    ``TrainingInterrupted`` says what was kept. The same seed gives the same weights, bit for
-    bit, on one machine with the same number of threads.
+    Everything is checked before training starts: ``data`` (shapes, integer labels below the
+    recipe's ``d_out``, finite images), the memory the run needs (``hookedmlp.sizes``), and
+    every file it will write. Each finished epoch goes to ``<stem>.partial<suffix>`` beside
+    ``out`` (refused if that file exists: it may be an interrupted run's last epoch); ``out``
+    and ``card`` are replaced together at the end, only if the final loss and weights are
+    finite, and the partial file is then removed. On Ctrl-C, ``TrainingInterrupted`` says what
+    was kept; on NaN or infinity, ``TrainingDiverged`` does (with the diverged run as its
+    ``result``) and nothing is replaced.
+
+    The same recipe, settings, data and torch build give the same weights, bit for bit, on
+    any machine whose CPU has the same kernels (``platform()``, recorded in ``meta``), however
+    many cores it has: training runs with ``settings.threads`` intra-op threads.
 
     Args:
         recipe: the architecture (default: the study's 784-512-512-10 ReLU net).
-        settings: optimiser settings and seed.
-        out: checkpoint path (its ``meta`` records the recipe, settings, data, command and metrics).
+        settings: optimiser settings, seed and threads.
+        out: checkpoint path (its ``meta`` records the recipe, settings, data, command, platform and metrics).
         card: also write the JSON card of ``out`` here (see ``write_card``).
-        data: ``(train_x, train_y, test_x, test_y)`` instead of MNIST.
+        data: ``(train_x, train_y, test_x, test_y)`` instead of MNIST: tensors, arrays or lists.
         root: MNIST directory (see ``hookedmlp.data.prepare_mnist``).
         device: where to train.
         progress: show a progress bar.
@@ -217,34 +223,51 @@ def train_model(
     """
     recipe = MLPConfig() if recipe is None else recipe
     settings = settings or TrainSettings()
-    out_path = Path(out) if out is not None else None
-    card_path = Path(card) if card is not None else None
-    if card_path is not None and (out_path is None or _same_path(card_path, out_path)):
-        raise UsageError(f"card {str(card_path)!r} needs a checkpoint path (out) other than itself")
-    for path in (out_path, card_path):
-        if path is not None:
-            check_writable(path)
-    existed = (out_path is not None and out_path.exists(), card_path is not None and card_path.exists())
+    files = RunFiles.check(out, card)
+    check_bytes(
+        recipe_bytes(recipe, settings.batch_size, training=True),
+        f"training a {recipe.summary} in batches of {settings.batch_size}",
+        "use a smaller recipe or batch size",
+    )
     dataset = "mnist" if data is None else "given tensors"
     if data is None:
         data = (*load_mnist("train", root=root), *load_mnist("test", root=root))
-    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
+    else:
+        data = _given_data(data, recipe)
+    with _threads(settings.threads):
+        model, history, seconds = _train(recipe, settings, files, data, device, progress, command, dataset)
+    model.meta = _meta(recipe, settings, history, command, dataset)
+    files.finish(model)
+    return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, seconds)
+
+
+def _train(
+    recipe: Recipe,
+    settings: TrainSettings,
+    files: RunFiles,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    device: Union[str, torch.device],
+    progress: bool,
+    command: Optional[str],
+    dataset: str,
+) -> tuple[HookedRoot, list[dict[str, float]], float]:
+    """The seeded loop: the trained model (in eval mode), its per-epoch history and the seconds it took."""
     torch.manual_seed(settings.seed)
     model = build_model(recipe).to(device)
     net = _plain(model)
-    train_x = model.prepare_input(train_x)  # the shape the bare modules take (LeNet: [N, 1, 28, 28])
+    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
+    train_x = _fitted(model, train_x, "training images")  # the shape the bare modules take (LeNet: [N, 1, 28, 28])
+    test_x = _fitted(model, test_x, "test images")
     gen = torch.Generator().manual_seed(settings.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     n, bs = len(train_x), settings.batch_size
     steps = settings.epochs * ((n + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict[str, float]] = []
-    partial = _partial_path(out_path) if out_path is not None else None
-    saved = 0  # the last epoch the partial file holds
     start = time.perf_counter()
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
     try:
-        for epoch in range(settings.epochs):
+        for epoch in range(1, settings.epochs + 1):
             model.train()
             order = torch.randperm(n, generator=gen).to(device)
             for i in range(0, n, bs):
@@ -258,32 +281,34 @@ def train_model(
             test_loss, test_acc = evaluate(model, test_x, test_y)
             history.append(
                 {
-                    "epoch": epoch + 1,
+                    "epoch": epoch,
                     "train_loss_last_batch": loss.item(),
                     "test_loss": test_loss,
                     "test_accuracy": test_acc,
                 }
             )
             bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
-            if partial is not None and epoch + 1 < settings.epochs:
-                model.save(partial, meta=_meta(recipe, settings, history, command, dataset))
-                saved = epoch + 1
+            _check_finite(model, history, settings, files, time.perf_counter() - start)
+            if epoch < settings.epochs:
+                files.save_epoch(model, _meta(recipe, settings, history, command, dataset), epoch, test_loss)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(len(history), settings.epochs, out_path, partial, card_path, existed, saved) from None
+        raise TrainingInterrupted(len(history), settings.epochs, files) from None
     finally:
         bar.close()
-    model.eval()
-    model.meta = _meta(recipe, settings, history, command, dataset)
-    if out_path is not None:
-        with _interrupts_deferred():
-            model.save(out_path)
-            if card_path is not None:
-                write_card(out_path, card_path)
-            if partial is not None and partial.exists():
-                partial.unlink()
-    return TrainResult(
-        model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, time.perf_counter() - start
-    )
+    return model.eval(), history, time.perf_counter() - start
+
+
+def _check_finite(
+    model: HookedRoot, history: list[dict[str, float]], settings: TrainSettings, files: RunFiles, seconds: float
+) -> None:
+    """``TrainingDiverged`` once the test loss or any weight is NaN or infinite: nothing of it is ever saved."""
+    last = history[-1]
+    bad = non_finite(model)
+    if math.isfinite(last["test_loss"]) and not bad:
+        return
+    why = f"test loss {last['test_loss']}" + (f", {bad} weights NaN or infinite" if bad else "")
+    result = TrainResult(model.eval(), last["test_loss"], last["test_accuracy"], history, seconds)
+    raise files.diverged(why, int(last["epoch"]), settings.epochs, settings.lr, result)
 
 
 def _meta(
@@ -295,28 +320,8 @@ def _meta(
         "dataset": dataset,
         "command": command or shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "torch": str(torch.__version__),
+        "platform": platform(),
         "history": history,
         "test_loss": history[-1]["test_loss"],
         "test_accuracy": history[-1]["test_accuracy"],
     }
-
-
-def write_card(checkpoint: Union[str, "os.PathLike[str]"], card: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
-    """Write the JSON card of a trained checkpoint (recipe, settings, command, metrics, sha256) atomically."""
-    meta = load_checkpoint(checkpoint).meta
-    recipe = config_from_dict(meta.get("recipe"), f"{checkpoint} recipe")
-    data = {
-        "name": Path(checkpoint).stem,
-        "architecture": recipe.summary if recipe is not None else None,
-        "recipe": meta.get("recipe"),
-        "settings": meta.get("settings"),
-        "dataset": meta.get("dataset"),
-        "command": meta.get("command"),
-        "test_loss": meta.get("test_loss"),
-        "test_accuracy": meta.get("test_accuracy"),
-        "sha256": sha256_file(checkpoint),
-    }
-    with atomic_write(card, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    return data

@@ -7,11 +7,13 @@ command's own inputs (MNIST images) follow the model's dtype, so a float64 check
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -99,7 +101,12 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 def _cmd_train(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        threads=args.threads,
     )
     card = args.out.with_suffix(".json") if args.card else None
     if card is not None and card == args.out:
@@ -298,16 +305,45 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's allocator failing (CPU or CUDA), as opposed to any other RuntimeError."""
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Print each warning as one line, ``hookedmlp CMD: warning: ...``, without its source line."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"hookedmlp {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed command; returns the exit status (0, 2 for a user mistake, 130 on Ctrl-C, 141 on a closed pipe)."""
     args.command_line = shlex.join(["hookedmlp", *argv])
     try:
-        return _COMMANDS[args.command](args)
+        with _one_line_warnings(args.command):
+            return _COMMANDS[args.command](args)
     except BrokenPipeError:  # `hookedmlp hooks | head -1`: the reader has what it wanted
         _quiet_stdout()
         return _BROKEN_PIPE
     except (HookedMLPError, _CliError, OSError) as e:
         print(f"hookedmlp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _out_of_memory(e):
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(
+            f"hookedmlp {args.command}: error: out of memory ({first}); use smaller sizes, or lower "
+            f"HOOKEDMLP_MAX_BYTES so that hookedmlp refuses such sizes before allocating",
+            file=sys.stderr,
+        )
         return 2
     except TrainingInterrupted as e:
         print(f"hookedmlp {args.command}: {e}", file=sys.stderr)

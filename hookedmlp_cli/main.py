@@ -13,8 +13,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``hookedmlp`` console script: ``--help``, ``--version`` and argument errors exit here."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from hookedmlp_cli.commands import run  # torch is imported only once there is a command to run
-
+    try:
+        from hookedmlp_cli.commands import run  # torch is imported only once there is a command to run
+    except KeyboardInterrupt:  # Ctrl-C during the slow torch import: nothing has started
+        print(f"hookedmlp {args.command}: interrupted before it started; nothing was written", file=sys.stderr)
+        return 130
     return run(args, argv)
 
 

@@ -82,6 +82,13 @@ _seed = _checked(int, lambda v: 0 <= v < 2**63, "an integer seed", "a seed in [0
 _finite_float = _checked(float, math.isfinite, "a number", "a finite number")
 
 
+def _named_path(text: str) -> Path:
+    """A path that is not empty: ``Path('')`` would silently mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty one; pass e.g. runs/study")
+    return Path(text)
+
+
 def _digit(text: str) -> int:
     if text not in tuple("0123456789"):
         raise argparse.ArgumentTypeError(f"expected a digit 0-9, got {text!r}")
@@ -164,8 +171,16 @@ def _add_train(sub: Any) -> None:
         "--seed",
         type=_seed,
         default=0,
-        help="seeds the initial weights, dropout and the batch order: the same seed gives the same "
-        "weights, bit for bit (default: %(default)s)",
+        help="seeds the initial weights, dropout and the batch order: the same seed and --threads give the "
+        "same weights, bit for bit, on any machine with the same CPU kernels (docs/reliability.md) "
+        "(default: %(default)s)",
+    )
+    opt.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="intra-op threads while training; the weights depend on it, so it is recorded with the "
+        "settings (default: %(default)s)",
     )
     files = train.add_argument_group("files")
     files.add_argument(
@@ -252,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
     study.add_argument(
         "--cache",
-        type=Path,
+        type=_named_path,
         default=Path("runs/study"),
         help="trained models and per-model results, reused by later runs (default: %(default)s)",
     )

@@ -21,10 +21,12 @@ from hookedmlp import (
     MLPConfig,
     ResidualConfig,
     ResidualMLP,
+    SizeError,
     UnsupportedNetworkError,
 )
 from hookedmlp.files.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from hookedmlp.models.modules import describe
+from hookedmlp.sizes import memory_budget
 from hookedmlp_cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -335,12 +337,12 @@ def _rss_mb():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _load_bounded(path, margin_mb=200):
-    """Load ``path`` expecting CheckpointError, and check the process's peak memory grew by less than ``margin_mb``."""
+def _load_bounded(path, margin_mb=200, error=CheckpointError):
+    """Load ``path`` expecting ``error``, and check the process's peak memory grew by less than ``margin_mb``."""
     if not Path("/proc/self/statm").exists():
         pytest.skip("needs Linux's /proc to read the resident set size")
     base = max(_peak_mb(), _rss_mb())
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(error) as info:
         hookedmlp.load(path)
     assert _peak_mb() < base + margin_mb
     return str(info.value)
@@ -373,9 +375,9 @@ def test_a_tiny_file_with_expanded_tensors_of_the_huge_shape_is_refused(tmp_path
     path = _huge_linear_file(tmp_path, torch.zeros(1).expand(10**5, 10**6), torch.zeros(1).expand(10**5))
     message = _load_bounded(path)
     assert message == (
-        f"{str(path)!r}: tensor 'layer0.module.weight' of shape [100000, 1000000] has 100000000000 "
-        "elements but the file stores only 4 bytes for it (a view such as expand()); the file is corrupt "
-        "or was edited, save the model with hookedmlp"
+        f"checkpoint {str(path)!r}: tensor 'state_dict/layer0.module.weight' of shape [100000, 1000000] declares "
+        "100,000,000,000 elements but the file stores only 4 bytes for it (a view such as expand()); the file is "
+        "corrupt or was edited, re-save it with hookedmlp"
     )
 
 
@@ -383,18 +385,27 @@ def test_a_huge_residual_config_with_small_weights_is_refused(tmp_path):
     c = _contents(_residual())
     c["config"].update(d_model=10**5, d_mlp=10**5)
     torch.save(c, tmp_path / "r.pt")
-    assert "does not match the architecture it describes" in _load_bounded(tmp_path / "r.pt")
+    with memory_budget(2**30):
+        message = _load_bounded(tmp_path / "r.pt", error=SizeError)
+    assert message.startswith(
+        "a residual MLP, d_model 100000, 2 blocks of d_mlp 100000, relu, layernorm needs 149.0 GiB (160,016,400,024 "
+        "bytes), above hookedmlp's memory budget of 1.0 GiB (set by memory_budget()); use smaller widths"
+    )
 
 
-def test_a_parameterless_chain_of_huge_shapes_loads_without_allocating(tmp_path):
+def test_a_parameterless_chain_of_huge_activations_is_refused_before_allocating(tmp_path):
+    """No weights to declare, but one example's activations would take 149 GiB: refused on the estimate."""
     c = _contents(HookedMLP.from_sequential([nn.Unflatten(1, (2, 2)), nn.Flatten()], input_shape=(4,)))
     c["layers"][0]["args"]["unflattened_size"] = [10**5, 10**5]
     c["input_shape"] = c["first_shape"] = [10**10]
     torch.save(c, tmp_path / "p.pt")
-    base = max(_peak_mb(), _rss_mb())
-    model = hookedmlp.load(tmp_path / "p.pt")
-    assert _peak_mb() < base + 200
-    assert model.activation_shape("layer0.post") == (10**5, 10**5)
+    with memory_budget(2**30):
+        message = _load_bounded(tmp_path / "p.pt", error=SizeError)
+    assert message == (
+        f"one example's activations in {str(tmp_path / 'p.pt')!r} needs 149.0 GiB (160,000,000,000 bytes), above "
+        "hookedmlp's memory budget of 1.0 GiB (set by memory_budget()); the file is corrupt or describes too big a "
+        "network, or pass a larger memory_budget()"
+    )
 
 
 # -- version 1 files (the first hookedmlp) ---------------------------------------------------------

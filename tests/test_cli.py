@@ -500,7 +500,14 @@ def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monk
         "norm": "none",
         "bias": True,
     }
-    assert card["settings"] == {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 5}
+    assert card["settings"] == {
+        "epochs": 1,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "seed": 5,
+        "threads": 1,
+    }
     assert card["command"] == shlex.join(["hookedmlp", *argv])
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     model = HookedMLP.load(out)

@@ -95,7 +95,14 @@ def test_each_variant_trains_one_step_and_records_its_recipe(flags, recipe, tmp_
     model = load(out)
     assert model.config == recipe
     assert model.meta["recipe"] == config_to_dict(recipe)
-    assert model.meta["settings"] == {"epochs": 1, "batch_size": 512, "lr": 1e-3, "weight_decay": 0.01, "seed": 3}
+    assert model.meta["settings"] == {
+        "epochs": 1,
+        "batch_size": 512,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "seed": 3,
+        "threads": 1,
+    }
     assert len(model.meta["history"]) == 1
     with torch.no_grad():
         assert model(load_mnist("test")[0][:4]).shape == (4, 10)

@@ -195,6 +195,42 @@ def test_bad_data_says_what_is_wrong(net, data, error, message):
     assert net.attached_hooks() == []
 
 
+def test_python_lists_of_images_and_labels_are_a_pair_not_a_two_item_dataset(net, user_data):
+    """Issue 21, item 10: ``([image, ...], [label, ...])`` used to be read as a Dataset of two items."""
+    images, labels = user_data
+    as_lists = Labelled((list(images), labels.tolist()))
+    assert len(as_lists) == N and as_lists.name == f"given data (n={N})"
+    assert torch.equal(as_lists.rows(torch.arange(N)), images) and torch.equal(as_lists.labels, labels)
+    v = net.steering_vector(1, 0, "layer0.post", data=(list(images), labels.tolist()))
+    assert torch.equal(v["layer0.post"], net.steering_vector(1, 0, "layer0.post", data=user_data)["layer0.post"])
+    items = [(images[0], int(labels[0])), (images[1], int(labels[1]))]  # two (image, label) items: a Dataset
+    assert len(Labelled(items)) == 2 and Labelled(items).name == "list (n=2)"
+
+
+def test_a_list_of_images_of_different_shapes_says_which(user_data):
+    images, labels = user_data
+    with pytest.raises(ShapeError, match=r"every image must have one shape, got \[16\] at 0 and \[15\] at 2"):
+        Labelled(([images[0], images[1], images[2, :15]], [0, 1, 2]))
+
+
+class OneHot(torch.utils.data.Dataset):
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return torch.zeros(16), torch.nn.functional.one_hot(torch.tensor(i), 3)[:2]
+
+
+def test_a_dataset_whose_label_is_a_two_element_tensor_says_so():
+    """Before: a raw ValueError from int() of a 2-element tensor."""
+    with pytest.raises(ArgumentTypeError) as info:
+        Labelled(OneHot())
+    assert str(info.value) == (
+        "OneHot (n=3)'s labels must be single integers, got a Tensor of shape [2] at index 0; for one-hot labels "
+        "give the Dataset a target_transform returning label.argmax()"
+    )
+
+
 # -- the MNIST default ---------------------------------------------------------------------------
 
 

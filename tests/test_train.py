@@ -280,6 +280,7 @@ def test_train_settings_defaults_are_the_study_recipe():
         "lr": 1e-3,
         "weight_decay": 0.0,
         "seed": 0,
+        "threads": 1,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainSettings().epochs = 3

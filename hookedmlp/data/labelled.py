@@ -8,6 +8,7 @@ activations that stand for them: the ``exemplar``-th example of each, or the cla
 """
 
 import math
+import numbers
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
@@ -19,12 +20,22 @@ from hookedmlp.checks import check_class, check_int
 from hookedmlp.data.mnist import load_mnist
 from hookedmlp.errors import (
     ArgumentTypeError,
+    InputDtypeError,
     ShapeError,
     UsageError,
     warn,
 )
 
-__all__ = ["Labelled", "as_labelled", "default_data", "METHODS", "MNIST_SHAPE", "DataWarning"]
+__all__ = [
+    "Labelled",
+    "as_labelled",
+    "check_examples",
+    "check_images",
+    "default_data",
+    "METHODS",
+    "MNIST_SHAPE",
+    "DataWarning",
+]
 
 METHODS = ("first", "mean")
 MNIST_SHAPE = (1, 28, 28)
@@ -50,16 +61,16 @@ class Labelled:
             return
         self._images: Optional[Tensor] = None
         self._dataset: Any = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(t, "shape") for t in data):
-            images, labels = (torch.as_tensor(t) for t in data)  # tensors, or arrays such as numpy's
-            self._images, self.labels = images, _labels(labels, len(images))
+        if _is_pair(data):
+            images, self.labels = check_examples(data[0], data[1], "labelled data")
+            self._images = images
             self.name = name or f"given data (n={len(images)})"
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Tensor, str)):
             self._dataset = data
             self.name = name or f"{type(data).__name__} (n={len(data)})"
             targets = getattr(data, "targets", None)
             labels = targets if targets is not None else [_item(data, i, self.name)[1] for i in range(len(data))]
-            self.labels = _labels(labels, len(data))
+            self.labels = _labels(labels, len(data), self.name)
         else:
             raise ArgumentTypeError(
                 f"labelled data must be an (images, labels) pair of tensors or a torch Dataset of "
@@ -104,6 +115,18 @@ class Labelled:
             yield self.rows(part), self.labels[part]
 
 
+def _is_pair(data: Any) -> bool:
+    """``(images, labels)``, as opposed to a Dataset of two ``(image, label)`` items: the second is a label column."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return False
+    labels = data[1]
+    if hasattr(labels, "shape"):
+        return len(labels.shape) >= 1
+    return isinstance(labels, (list, tuple)) and all(
+        isinstance(v, numbers.Number) or (hasattr(v, "shape") and len(v.shape) == 0) for v in labels
+    )
+
+
 def _item(dataset: Any, i: int, name: str) -> tuple[Tensor, int]:
     """Item ``i`` of a Dataset as ``(image tensor, int label)``, or a clear error about what the items are."""
     item = dataset[i]
@@ -117,26 +140,101 @@ def _item(dataset: Any, i: int, name: str) -> tuple[Tensor, int]:
             f"{name}'s images must be tensors or arrays, got {type(image).__name__} at index {i}; "
             "give the Dataset a transform such as torchvision's ToTensor()"
         ) from None
+    if hasattr(label, "shape") and math.prod(label.shape) != 1:
+        raise ArgumentTypeError(
+            f"{name}'s labels must be single integers, got a {type(label).__name__} of shape {list(label.shape)} at "
+            f"index {i}; for one-hot labels give the Dataset a target_transform returning label.argmax()"
+        )
     if isinstance(label, bool) or not isinstance(label, (int, Tensor)) and not hasattr(label, "__index__"):
         raise ArgumentTypeError(
             f"{name}'s labels must be integers, got {type(label).__name__} ({label!r}) at index {i}"
         )
+    if isinstance(label, Tensor) and (label.is_floating_point() or label.dtype == torch.bool):
+        raise ArgumentTypeError(f"{name}'s labels must be integers, got a {label.dtype} tensor at index {i}")
     return image, int(label)
 
 
-def _labels(labels: Any, n: int) -> Tensor:
-    labels = torch.as_tensor(labels)
-    if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
-        raise ShapeError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype}, shape {list(labels.shape)}")
+def _as_images(images: Any, what: str) -> Tensor:
+    """A tensor of examples from a tensor, an array, or a list of equally shaped tensors or arrays."""
+    if isinstance(images, Tensor):
+        return images
+    if isinstance(images, (list, tuple)) and images and all(hasattr(x, "shape") for x in images):
+        rows = [torch.as_tensor(x) for x in images]
+        shapes = [tuple(r.shape) for r in rows]
+        odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
+        if odd is not None:
+            raise ShapeError(
+                f"{what}: every image must have one shape, got {list(shapes[0])} at 0 and {list(shapes[odd])} at {odd}"
+            )
+        return torch.stack(rows)
+    try:
+        return torch.as_tensor(images)
+    except (TypeError, RuntimeError, ValueError):
+        raise ArgumentTypeError(
+            f"{what}: images must be a tensor, an array or a list of them, got {type(images).__name__}"
+        ) from None
+
+
+def _labels(labels: Any, n: int, what: str, n_classes: Optional[int] = None) -> Tensor:
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, RuntimeError, ValueError):
+        raise ArgumentTypeError(
+            f"{what}: labels must be a 1-D integer tensor, array or list, got {type(labels).__name__}"
+        ) from None
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
+        hint = (
+            "; for one-hot labels pass labels.argmax(1)"
+            if labels.ndim == 2
+            else "; convert whole-number labels with labels.long()"
+            if labels.is_floating_point()
+            else ""
+        )
+        raise ShapeError(
+            f"labels must be a 1-D integer tensor of class numbers, got dtype {labels.dtype}, shape "
+            f"{list(labels.shape)}{hint}"
+        )
     if len(labels) != n or n == 0:
         raise ShapeError(
-            f"labelled data needs one label per example and at least one example; got {n} examples, "
-            f"{len(labels)} labels"
+            f"{what} needs one label per example and at least one example; got {n} examples, {len(labels)} labels"
         )
     if int(labels.min()) < 0:
         bad = sorted(set(labels[labels < 0].tolist()))[:5]
         raise ShapeError(f"labels must be class numbers >= 0, got {bad}")
+    if n_classes is not None and int(labels.max()) >= n_classes:
+        bad = sorted(set(labels[labels >= n_classes].tolist()))[:5]
+        raise ShapeError(
+            f"{what}: labels must be class numbers below {n_classes} (the model's {n_classes} outputs), got {bad}"
+        )
     return labels.long()
+
+
+def check_examples(images: Any, labels: Any, what: str, n_classes: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` as tensors, or the error that says what is wrong; the one check of labelled pairs.
+
+    ``images``: a tensor, an array, or a list of equally shaped tensors or arrays. ``labels``: 1-D
+    integer class numbers from 0 (below ``n_classes`` when given), one per image, at least one.
+    """
+    images = _as_images(images, what)
+    if images.ndim == 0:
+        raise ShapeError(f"{what}: images must have a batch dimension, got a scalar")
+    return images, _labels(labels, len(images), what, n_classes)
+
+
+def check_images(images: Tensor, what: str) -> Tensor:
+    """``images`` if they are floating point and finite (the pixels a model takes), else the error saying so."""
+    if not images.is_floating_point():
+        raise InputDtypeError(
+            f"{what} have dtype {images.dtype}; expected floating point (pixels in [0, 1]): convert with "
+            "images.float() / 255"
+        )
+    bad = ~torch.isfinite(images.reshape(len(images), -1)).all(1)
+    if bool(bad.any()):
+        raise UsageError(
+            f"{what} contain NaN or infinite values (in {int(bad.sum())} of {len(images)} examples, the first at row "
+            f"{int(bad.nonzero()[0, 0])}); drop or fix those rows"
+        )
+    return images
 
 
 def as_labelled(data: Any) -> Labelled:

@@ -6,6 +6,10 @@ A checkpoint is a ``torch.save`` of plain data, loaded with ``weights_only=True`
 registers the class that writes and reads its fields. Loading builds the architecture on the
 ``meta`` device first and checks every tensor's name and shape against it, so a file that
 describes a huge network never allocates it; the file's own tensors then become the weights.
+Then one example's activations are estimated against the memory budget (``hookedmlp.sizes``),
+and one example of zeros is run, so a file that loads also runs. Saving and loading check the
+weights by one rule (``check_weights``): floating point where the architecture has floats,
+one floating dtype, finite, no two sharing storage; ``meta`` must be JSON data, as the card is.
 Version 1 files (the first hookedmlp's Linear stacks) are read too.
 """
 
@@ -17,17 +21,20 @@ from importlib import resources
 from typing import Any, Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from hookedmlp.errors import CheckpointError, UnsupportedNetworkError, closest
+from hookedmlp.checks import check_json
+from hookedmlp.errors import CheckpointError, UnsupportedNetworkError, capped, closest
 from hookedmlp.files.atomic import atomic_save
 from hookedmlp.files.safe_load import safe_load
+from hookedmlp.sizes import activation_bytes, check_bytes
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
     "check_state",
+    "check_weights",
     "register_architecture",
     "load_pretrained",
     "pretrained_card",
@@ -55,22 +62,23 @@ def register_architecture(name: str) -> Callable[[type], type]:
 
 
 def save_checkpoint(model: Any, path: "str | os.PathLike[str]", meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Write ``model``'s checkpoint (architecture, weights, buffers, ``meta``) atomically to ``path``."""
+    """Write ``model``'s checkpoint (architecture, weights, buffers, ``meta``) atomically to ``path``.
+
+    Only a file that ``load_checkpoint`` reads back is written: ``CheckpointError`` for weights
+    ``check_weights`` refuses or a ``meta`` that is not JSON data; ``path`` is then untouched.
+    """
     if getattr(type(model), "architecture", None) is None:
         raise UnsupportedNetworkError(
             f"cannot save a {type(model).__name__} as a hookedmlp checkpoint: hookedmlp can rebuild only its own "
             "architectures (HookedMLP, ResidualMLP); save the network's state_dict with torch.save, and open the "
             "rebuilt network again"
         )
+    meta = dict(meta if meta is not None else model.meta)
+    check_json(meta, "a checkpoint's meta", CheckpointError)
+    contents = model.to_checkpoint()
+    check_weights(contents["state_dict"], f"cannot save {type(model).__name__} to {str(path)!r}", saving=True)
     atomic_save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "architecture": model.architecture,
-            **model.to_checkpoint(),
-            "meta": dict(meta if meta is not None else model.meta),
-        },
-        path,
+        {"format": FORMAT, "version": VERSION, "architecture": model.architecture, **contents, "meta": meta}, path
     )
 
 
@@ -150,16 +158,40 @@ def read_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> di
     return ckpt
 
 
-def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise unless ``state`` has exactly ``model``'s tensor names and shapes (``model`` may be on ``meta``)."""
-    expected = model.state_dict()
-    for k, t in state.items():  # a tensor may claim more elements than the file holds (a stride-0 view, expand())
-        if t.numel() and t.untyped_storage().nbytes() < t.numel() * t.element_size():
+def check_weights(state: Mapping[str, Tensor], source: str, saving: bool = False) -> None:
+    """Raise unless ``state`` can be a model's weights: one floating dtype, every entry finite, no shared storage."""
+    fix = "the model is not saved; fix or retrain it" if saving else "the file is corrupt or was edited"
+    floats = {str(t.dtype) for t in state.values() if t.is_floating_point()}
+    if len(floats) > 1:
+        by_dtype = {d: [k for k, t in state.items() if str(t.dtype) == d] for d in sorted(floats)}
+        listed = "; ".join(f"{d}: {capped(ks, 2)}" for d, ks in by_dtype.items())
+        raise CheckpointError(
+            f"{source}: its weights mix floating dtypes ({listed}); a model has one dtype, so no input could match "
+            f"every layer; {fix} (or convert it with model.to(torch.float32))"
+        )
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{source}: tensor {k!r} has {bad} NaN or infinite entries of {t.numel()}; {fix}")
+    owners: dict[tuple[int, str], str] = {}
+    for k, t in state.items():
+        if t.untyped_storage().nbytes() == 0:
+            continue
+        key = (t.untyped_storage().data_ptr(), str(t.device))
+        if key in owners:
             raise CheckpointError(
-                f"{source}: tensor {k!r} of shape {list(t.shape)} has {t.numel()} elements but the file "
-                f"stores only {t.untyped_storage().nbytes()} bytes for it (a view such as expand()); "
-                "the file is corrupt or was edited, save the model with hookedmlp"
+                f"{source}: tensors {owners[key]!r} and {k!r} share one storage (tied or aliased weights), so "
+                f"editing one would edit the other; a checkpoint holds each weight on its own; {fix}"
             )
+        owners[key] = k
+
+
+def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise unless ``state`` has exactly ``model``'s tensor names, shapes and kinds (``model`` may be on ``meta``).
+
+    Then ``check_weights``. (``safe_load`` has already refused tensors declaring more elements than stored.)
+    """
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong = [
@@ -169,9 +201,39 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     ]
     if missing or extra or wrong:
         raise CheckpointError(
-            f"{source} does not match the architecture it describes (missing {missing}, unexpected "
-            f"{extra}, shape mismatches {wrong}); the file is corrupt or was edited"
+            f"{source} does not match the architecture it describes (missing {capped(missing)}, unexpected "
+            f"{capped(extra)}, shape mismatches {capped(wrong)}); the file is corrupt or was edited"
         )
+    kinds = [
+        f"{k}: {state[k].dtype}"
+        for k, v in expected.items()
+        if state[k].is_floating_point() != v.is_floating_point() or state[k].is_complex()
+    ]
+    if kinds:
+        raise CheckpointError(
+            f"{source} holds tensors of the wrong kind ({capped(kinds)}): weights must be floating point and "
+            "counters integers; the file is corrupt or was edited"
+        )
+    check_weights(state, source)
+
+
+def _check_runs(model: Any, source: str) -> None:
+    """One example's activations fit the memory budget, and one example of zeros runs through the model."""
+    shapes = model.activation_shapes()
+    ref = model.reference_tensor()
+    dtype = ref.dtype if ref is not None else torch.float32
+    total = sum(activation_bytes(shape, 1, dtype) for shape in shapes.values())
+    check_bytes(total, f"one example's activations in {source}", "the file is corrupt or describes too big a network")
+    x = torch.zeros(1, *model.accepted_input_shapes()[0], dtype=dtype, device=ref.device if ref is not None else None)
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, IndexError, ValueError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"{source} describes a network that fails on one example of shape {list(x.shape[1:])} "
+            f"({type(e).__name__}: {first}); the file is corrupt or was edited"
+        ) from None
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> Any:
@@ -181,7 +243,9 @@ def load_checkpoint(path: "str | os.PathLike[str]", device: Device = None) -> An
     model.meta = dict(ckpt.get("meta", {}))
     if device is not None:
         model.to(device)
-    return model.eval()
+    model.eval()
+    _check_runs(model, repr(str(path)))
+    return model
 
 
 def sha256_file(path: "str | os.PathLike[str]") -> str:

@@ -33,6 +33,7 @@ _OBJECT_OPS = {
     "EXT4",
 }
 _TORCH_PROTOCOL = 2  # what torch.save writes; its safe unpickler reads no other
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch.save(..., _use_new_zipfile_serialization=False)
 
 
 def _pickle_bytes(p: Path) -> tuple[Optional[bytes], str]:
@@ -53,10 +54,15 @@ def _pickle_bytes(p: Path) -> tuple[Optional[bytes], str]:
 
 
 def _pickled_objects(payload: bytes) -> tuple[Optional[int], list[str], bool]:
-    """Read a pickle's opcodes without running it: (protocol, the globals it names, whether it is complete)."""
+    """Read a pickle's opcodes without running it: (protocol, the globals it names, whether it is complete).
+
+    torch's legacy format shows as the name ``"torch.legacy_format"``.
+    """
     protocol, names, strings = None, [], []
     try:
         for op, arg, _ in pickletools.genops(payload):
+            if op.name in ("LONG1", "LONG4") and arg == _LEGACY_MAGIC:
+                names.append("torch.legacy_format")
             if op.name == "PROTO":
                 protocol = arg
             elif op.name in (
@@ -81,9 +87,9 @@ def _pickled_objects(payload: bytes) -> tuple[Optional[int], list[str], bool]:
     return protocol, names, False
 
 
-def why_not_loadable(p: Path, what: str, error: Exception) -> Exception:
-    """The error to raise for a file ``torch.load(weights_only=True)`` refused with ``error``."""
-    text = str(error)
+def why_not_loadable(p: Path, what: str, error: Optional[Exception]) -> Exception:
+    """The error to raise for a file ``torch.load(weights_only=True)`` refused with ``error`` (None: not tried)."""
+    text = str(error) if error is not None else ""
     if "CUDA" in text and not torch.cuda.is_available():
         return UsageError(
             f"cannot load {what} {str(p)!r}: it holds CUDA tensors and this machine has no CUDA device; "
@@ -105,6 +111,11 @@ def why_not_loadable(p: Path, what: str, error: Exception) -> Exception:
             "to load it (it could run code). Re-save it with hookedmlp from code you trust."
         )
     is_zip = zipfile.is_zipfile(p)
+    if "torch.legacy_format" in names and not is_zip:
+        return CheckpointError(
+            f"{what} {str(p)!r} was written in torch's legacy format (_use_new_zipfile_serialization=False), "
+            "whose storage sizes cannot be checked before they are allocated; re-save it with torch.save's default"
+        )
     if not complete and not is_zip and payload[:1] != b"\x80":
         return CheckpointError(
             f"{what} {str(p)!r} is not a file written by torch.save (it starts with {payload[:8]!r}); "

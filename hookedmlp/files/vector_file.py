@@ -13,6 +13,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from hookedmlp.checks import check_json
 from hookedmlp.errors import CheckpointError, SteeringError
 from hookedmlp.files.atomic import atomic_save
 from hookedmlp.files.safe_load import safe_load
@@ -73,10 +74,7 @@ def check_meta(meta: Any, source: str, top: bool = True) -> dict[str, Any]:
 
 def write_vector_file(vectors: Mapping[str, Tensor], meta: Mapping[str, Any], path: Any) -> None:
     """Write ``vectors`` (moved to the CPU) and ``meta`` (as JSON) atomically to ``path``."""
-    try:
-        text = json.dumps(dict(meta), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise SteeringError(f"steering vector metadata must be JSON (str, numbers, lists, dicts): {e}") from None
+    text = check_json(dict(meta), "steering vector metadata", SteeringError)
     atomic_save(
         {"format": FORMAT, "version": 1, "vectors": {k: v.cpu() for k, v in vectors.items()}, "meta": text}, path
     )

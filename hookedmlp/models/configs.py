@@ -14,6 +14,7 @@ from torch import nn
 
 from hookedmlp.checks import check_choice, check_int, check_number
 from hookedmlp.errors import ConfigError
+from hookedmlp.sizes import check_bytes, recipe_bytes
 
 __all__ = [
     "MLPConfig",
@@ -59,6 +60,15 @@ def activation_module(name: str) -> nn.Module:
     return ACTIVATIONS[check_activation(name)]()
 
 
+def _fits(recipe: Any) -> None:
+    """``SizeError`` unless the recipe's weights and one example's activations fit the memory budget."""
+    check_bytes(recipe_bytes(recipe), f"a {recipe.summary}", "use smaller widths or fewer layers")
+
+
+def _linear(a: int, b: int, bias: bool = True) -> int:
+    return a * b + (b if bias else 0)
+
+
 def _widths(**widths: Any) -> None:
     for name, w in widths.items():
         if isinstance(w, tuple):
@@ -93,10 +103,27 @@ class MLPConfig:
         check_choice(self.norm, NORMS, "norm")
         if not isinstance(self.bias, bool):
             raise ConfigError(f"bias must be True or False, got {self.bias!r}")
+        _fits(self)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return image_shape(self.d_in)
+
+    @property
+    def state_elements(self) -> int:
+        """Entries of the state dict: weights, biases, norms' parameters and batch norms' statistics."""
+        widths = (self.d_in, *self.d_hidden, self.d_out)
+        norm = {"none": 0, "layernorm": 2, "batchnorm": 4}[self.norm]  # batch norm: + running mean and variance
+        counted = sum(_linear(a, b, self.bias) for a, b in zip(widths[:-1], widths[1:]))
+        return counted + sum(norm * b + (self.norm == "batchnorm") for b in self.d_hidden)
+
+    @property
+    def activation_elements(self) -> int:
+        """Entries of one example's activations at every hook point (each module's input and output)."""
+        per_block = 1 + (self.norm != "none") + 1 + (self.dropout > 0)  # Linear, norm, activation, dropout
+        inputs = self.d_in + sum(b * (per_block - 1) + b for b in self.d_hidden)  # each module's input
+        outputs = sum(b * per_block for b in self.d_hidden) + self.d_out
+        return inputs + outputs
 
     @property
     def summary(self) -> str:
@@ -140,10 +167,24 @@ class LeNetConfig:
             )
         _widths(channels=self.channels, d_hidden=self.d_hidden, d_out=self.d_out, in_channels=self.in_channels)
         check_activation(self.activation)
+        _fits(self)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_channels, 28, 28)
+
+    @property
+    def state_elements(self) -> int:
+        (c1, c2), (h1, h2) = self.channels, self.d_hidden
+        convs = self.in_channels * c1 * 25 + c1 + c1 * c2 * 25 + c2
+        return convs + _linear(c2 * 25, h1) + _linear(h1, h2) + _linear(h2, self.d_out)
+
+    @property
+    def activation_elements(self) -> int:
+        (c1, c2), (h1, h2) = self.channels, self.d_hidden
+        # outputs of conv, act, pool, conv, act, pool, flatten, linear, act, linear, act, linear
+        outputs = [c1 * 784, c1 * 784, c1 * 196, c2 * 100, c2 * 100, c2 * 25, c2 * 25, h1, h1, h2, h2, self.d_out]
+        return self.in_channels * 784 + sum(outputs[:-1]) + sum(outputs)
 
     @property
     def summary(self) -> str:
@@ -184,6 +225,18 @@ class ResidualConfig:
         _widths(d_in=self.d_in, d_model=self.d_model, d_mlp=self.d_mlp, n_blocks=self.n_blocks, d_out=self.d_out)
         check_activation(self.activation)
         check_choice(self.norm, ("none", "layernorm"), "norm")
+        _fits(self)
+
+    @property
+    def state_elements(self) -> int:
+        norm = 2 * self.d_model if self.norm == "layernorm" else 0
+        block = norm + _linear(self.d_model, self.d_mlp) + _linear(self.d_mlp, self.d_model)
+        return _linear(self.d_in, self.d_model) + self.n_blocks * block + norm + _linear(self.d_model, self.d_out)
+
+    @property
+    def activation_elements(self) -> int:
+        """hook_embed, each block's resid_pre, pre, post, mlp_out and resid_post, and hook_logits."""
+        return self.d_model + self.n_blocks * (3 * self.d_model + 2 * self.d_mlp) + self.d_out
 
     @property
     def summary(self) -> str:

@@ -6,7 +6,6 @@ guessed silently: a network starting with a convolution is taken to read MNIST-s
 (C x 28 x 28) with a warning saying so, and anything else must say its input shape.
 """
 
-import math
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from hookedmlp.errors import ShapeError, UnsupportedNetworkError, UsageError, warn
 from hookedmlp.models.configs import image_shape
+from hookedmlp.sizes import activation_bytes, check_bytes
 
 __all__ = ["example_inputs", "output_node", "check_input_shape", "guess_input_shape", "reference"]
 
@@ -98,13 +98,15 @@ def example_inputs(
             raise ShapeError("example= must be the forward pass's inputs, the first a tensor with a batch dimension")
         return example
     shape = check_input_shape(input_shape) if input_shape is not None else guess_input_shape(net)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    check_bytes(
+        activation_bytes(shape, 2, dtype),
+        f"an example batch of input_shape {list(shape)}",
+        "pass input_shape=, the shape of one example (not of a batch)",
+    )
     g = torch.Generator().manual_seed(20240607)
     x = torch.rand(2, *shape, generator=g)
-    if ref is not None:
-        x = x.to(ref.device, ref.dtype if ref.is_floating_point() else x.dtype)
-    if math.prod(shape) > 1 << 26:
-        raise ShapeError(f"input_shape {list(shape)} has {math.prod(shape):,} values per example; is it right?")
-    return (x,)
+    return (x.to(ref.device, dtype) if ref is not None else x,)
 
 
 def output_node(graph: fx.Graph, inputs: tuple[Any, ...], net: nn.Module, output: Union[int, str, None]) -> str:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
 from hookedmlp.hooks.point import hooks_suppressed
+from hookedmlp.sizes import activation_bytes, check_bytes
 
 __all__ = [
     "TRAINING_DEPENDENT",
@@ -192,12 +193,11 @@ def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
     if memo is not None and memo[0] == key:
         return memo[1]
     ref = reference_tensor(model)
-    probe = torch.zeros(
-        2,
-        *shapes[0],
-        dtype=ref.dtype if ref is not None else torch.float32,
-        device=ref.device if ref is not None else None,
+    dtype = ref.dtype if ref is not None else torch.float32
+    check_bytes(
+        activation_bytes(shapes[0], 2, dtype), f"a probe batch of input_shape {list(shapes[0])}", "fix input_shape"
     )
+    probe = torch.zeros(2, *shapes[0], dtype=dtype, device=ref.device if ref is not None else None)
     found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, probe, model.hook_names).items()}
     model.__dict__["_shapes_memo"] = (key, found)
     return found
