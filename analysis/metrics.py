@@ -172,8 +172,7 @@ class ScoringSet:
 
     def logits(self, out: Any) -> Tensor:
         """The class logits in what the model returned (its chosen output, for a tuple or dict)."""
-        pick = getattr(self._model, "select_output", None)
-        return pick(out) if pick is not None else out
+        return facts.select_logits(self._model, out)
 
     def inputs(self, model: Any) -> tuple[Tensor]:
         """The images as the model's graph takes them (checked and reshaped as a forward pass would)."""

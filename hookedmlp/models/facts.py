@@ -35,6 +35,7 @@ __all__ = [
     "check_hook_names",
     "clean_activations",
     "example_shape",
+    "select_logits",
     "check_example_shape",
 ]
 
@@ -134,6 +135,12 @@ def as_batch(model: nn.Module, x: Any) -> Tensor:
     if shapes is not None and isinstance(x, Tensor) and tuple(x.shape) in shapes:
         x = x.unsqueeze(0)
     return prepare_input(model, x)
+
+
+def select_logits(model: Any, out: Any) -> Tensor:
+    """The class logits in what ``model`` returned: its chosen output for a tuple or dict (``capture(output=)``)."""
+    pick = getattr(model, "select_output", None)
+    return pick(out) if pick is not None else out
 
 
 @_own_first
