@@ -307,8 +307,8 @@ def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
         if here.name in named:
             kept = (here, vectors)
     here, vectors = kept
-    # a HookPoint right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post)
-    while here.op == "call_module" and isinstance(view.point(here.name), HookPoint):
+    # a HookPoint call right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post)
+    while view.programs.replace and here.op == "call_module" and isinstance(view.point(here.name), HookPoint):
         before = here.args[0]
         if not isinstance(before, fx.Node) or not isinstance(view.point(before.name), HookPoint):
             break
