@@ -164,6 +164,43 @@ def test_help_and_version_answer_without_importing_torch():
     assert f"hookedmlp {hookedmlp.__version__}\n" in proc.stdout
 
 
+def _console_script() -> str:
+    script = shutil.which(
+        "hookedmlp", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    assert script, "the hookedmlp console script is not installed"
+    return script
+
+
+@pytest.mark.parametrize("entry", ["python -m hookedmlp", "hookedmlp"])
+def test_both_entry_points_answer_help_without_importing_torch(entry, tmp_path):
+    """``python -m hookedmlp`` imports the package ``hookedmlp`` first: its ``__init__`` must not import torch.
+
+    ``-X importtime`` lists every module the real entry point imported (not a simulation of it).
+    """
+    argv = [sys.executable, "-m", "hookedmlp"] if entry.startswith("python") else [sys.executable, _console_script()]
+    argv[1:1] = ["-X", "importtime"]
+    proc = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: hookedmlp"), proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "hookedmlp_cli.parser" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "numpy", "plotly", "analysis")}
+
+
+def test_the_package_imports_its_names_on_first_use():
+    """``import hookedmlp`` is light; ``from hookedmlp import X``, ``__all__`` and ``dir`` still list every name."""
+    code = (
+        "import sys, hookedmlp; before = 'torch' in sys.modules; from hookedmlp import HookedMLP, load; "
+        "print(before, HookedMLP.__module__, load.__name__, hookedmlp.data.load_mnist.__name__, "
+        "set(hookedmlp.__all__) <= set(dir(hookedmlp)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.stdout.split() == ["False", "hookedmlp.models.chain", "load_checkpoint", "load_mnist", "True"]
+    assert [getattr(hookedmlp, name) for name in hookedmlp.__all__]  # every exported name resolves
+    with pytest.raises(AttributeError, match="has no attribute 'HookedMPL'"):
+        hookedmlp.HookedMPL
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
