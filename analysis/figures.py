@@ -1,11 +1,11 @@
 """Plotly figures of the study, written as standalone interactive HTML and static PNG, offline.
 
 The only module of hookedmlp and analysis that imports plotly. Static export uses kaleido 0.2.1,
-which needs no browser. Each HTML file carries plotly.js itself, a doctype and a title, and
-resizes with its window, so a copied file works on its own; the documentation site swaps the
-inline copy for one shared ``plotly.min.js`` (docs/hooks/interactive_figures.py). Every figure
-names its hook point, coefficient and how the vectors were made; categorical colours are
-colour-blind safe (Paul Tol's muted palette).
+which needs no browser. Each HTML file has a doctype and a title, resizes with its window, and
+loads plotly.js from ``plotly.min.js`` beside it: one copy per folder (4.6 MB), written from the
+installed plotly package, so the pages work offline. Every figure names its hook point,
+coefficient and how the vectors were made; categorical colours are colour-blind safe (Paul Tol's
+muted palette).
 """
 
 import hashlib
@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from analysis.claims import CLAIMS
@@ -43,9 +44,11 @@ __all__ = [
     "code_version",
     "FORMATS",
     "SAFE",
+    "PLOTLY_JS",
 ]
 
 FORMATS = ("html", "png", "svg")
+PLOTLY_JS = "plotly.min.js"  # beside the HTML figures, one per folder
 SAFE = (
     "#332288",
     "#88CCEE",
@@ -441,11 +444,15 @@ def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
 
 
 def _standalone_html(fig: go.Figure) -> bytes:
-    """A page that works on its own: doctype, title, plotly.js inline, resizing with the window."""
+    """A page with a doctype and a title, resizing with the window, drawn by the ``plotly.min.js`` beside it."""
     title = html.escape((fig.layout.title.text or "hookedmlp figure").split("<br>")[0])
     sized = go.Figure(fig).update_layout(width=None, height=None, autosize=True)
     page = sized.to_html(
-        include_plotlyjs=True, full_html=True, config={"responsive": True}, default_width="100%", default_height="100vh"
+        include_plotlyjs="directory",
+        full_html=True,
+        config={"responsive": True},
+        default_width="100%",
+        default_height="100vh",
     )
     page = page.replace("<html>", '<!DOCTYPE html>\n<html lang="en">', 1).replace(
         "<head>", f"<head>\n<title>{title}</title>", 1
@@ -453,11 +460,23 @@ def _standalone_html(fig: go.Figure) -> bytes:
     return page.encode()
 
 
+def _plotly_js(folder: Path) -> list[Path]:
+    """Write ``folder/plotly.min.js`` unless it is already this plotly's; returns it if written."""
+    target = folder / PLOTLY_JS
+    script = get_plotlyjs().encode()
+    if target.is_file() and target.read_bytes() == script:
+        return []
+    with atomic_write(target, "wb") as f:
+        f.write(script)
+    return [target]
+
+
 def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] = ("html", "png")) -> list[Path]:
     """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written.
 
     A dot in the stem stays (``grid_layer0.post.png``). PNG and SVG use kaleido offline (about
-    a second per figure).
+    a second per figure). HTML also writes ``plotly.min.js`` into its folder when that folder
+    has none (or another plotly's).
     """
     stem = Path(stem)
     bad = [f for f in formats if f not in FORMATS]
@@ -468,6 +487,7 @@ def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] 
         target = stem.with_name(f"{stem.name}.{fmt}")
         if fmt == "html":
             data = _standalone_html(fig)
+            written += _plotly_js(target.parent)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter(

@@ -21,7 +21,11 @@ from hookedmlp.data.labelled import as_labelled
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.steering import model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation"]
+__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "NORMAL_ROW"]
+
+NORMAL_ROW = (
+    "Normal (the study's name): the unsteered model, no vector added, scored on the same test images as each column."
+)
 
 
 @dataclasses.dataclass
@@ -82,7 +86,7 @@ class GridResult(ByName):
         )
 
     def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
-        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row."""
+        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row and what it is."""
         values = self.metric(metric)
         title = METRICS[metric].title if metric in METRICS else metric
         lines = [
@@ -95,6 +99,7 @@ class GridResult(ByName):
             lines.append(f"| {a} | " + " | ".join(f"{v:.{precision}f}" for v in values[i]) + " |")
         if metric in self.normal:
             lines.append("| Normal | " + " | ".join(f"{v:.{precision + 1}f}" for v in self.normal[metric]) + " |")
+            lines += ["", NORMAL_ROW]
         return "\n".join(lines)
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:

@@ -1,10 +1,13 @@
 """analysis.figures on synthetic results (no model needed); write_figure to HTML and one PNG."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 import pytest
+from plotly.offline import get_plotlyjs
 
 from analysis import figures
 from analysis.grid import GridResult
@@ -250,7 +253,7 @@ def test_dose_response_figure(csweep) -> None:
 def test_write_figure_html_and_png(grid, tmp_path) -> None:
     fig = figures.grid_heatmap(grid, study_tables())
     paths = figures.write_figure(fig, tmp_path / "grid_loss")
-    assert paths == [tmp_path / "grid_loss.html", tmp_path / "grid_loss.png"]
+    assert paths == [tmp_path / "plotly.min.js", tmp_path / "grid_loss.html", tmp_path / "grid_loss.png"]
     png = (tmp_path / "grid_loss.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     page = (tmp_path / "grid_loss.html").read_text()
@@ -258,12 +261,16 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>Mean cross-entropy on the test set '
         "without digit b after adding a - b</title>"
     )
-    assert "* plotly.js v" in page and len(page) > 1_000_000  # works on its own, offline
+    assert '<script charset="utf-8" src="plotly.min.js"></script>' in page and len(page) < 100_000
+    assert "* plotly.js v" not in page  # plotly.js once per folder, from the installed plotly: offline
+    assert (tmp_path / "plotly.min.js").read_bytes() == (
+        Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    ).read_bytes()
     call = page[page.rindex("Plotly.newPlot(") :]
     assert (
         '"responsive": true' in call and '"autosize":true' in call and '"width":1200' not in call
     )  # resizes with its window
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png", "plotly.min.js"]
     zeros = CoeffSweep(
         "layer0.post",
         "first",
@@ -278,6 +285,24 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
     assert not (tmp_path / "dose.png").exists()
 
 
+def test_a_folder_gets_one_plotly_js_replaced_only_when_it_is_another_plotlys(grid, tmp_path) -> None:
+    js = tmp_path / "plotly.min.js"
+    figures.write_figure(figures.grid_heatmap(grid), tmp_path / "a", formats=("html",))
+    first = js.stat().st_mtime_ns
+    assert figures.write_figure(figures.grid_heatmap(grid), tmp_path / "b", formats=("html",)) == [tmp_path / "b.html"]
+    assert js.stat().st_mtime_ns == first and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.html",
+        "b.html",
+        "plotly.min.js",
+    ]
+    js.write_text("/* plotly.js v1.0.0 */")  # another plotly's copy: the pages would break
+    assert figures.write_figure(figures.grid_heatmap(grid), tmp_path / "a", formats=("html",)) == [
+        js,
+        tmp_path / "a.html",
+    ]
+    assert js.read_text() == get_plotlyjs()
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "PNG", "pdf", ""])
 def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
     with pytest.raises(ConfigError, match=rf"unknown figure format\(s\) \['{fmt}'\]; expected some of html, png, svg"):
@@ -287,4 +312,4 @@ def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
 
 def test_write_figure_stem_with_dot(grid, tmp_path) -> None:
     paths = figures.write_figure(figures.grid_heatmap(grid), tmp_path / "grid_layer0.post", formats=("html",))
-    assert paths == [tmp_path / "grid_layer0.post.html"]
+    assert paths == [tmp_path / "plotly.min.js", tmp_path / "grid_layer0.post.html"]

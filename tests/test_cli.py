@@ -495,8 +495,11 @@ def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, forma
 
 def test_figure_html_writes_that_file_only(capsys, tmp_path):
     assert main(["sweep", "--figure", str(tmp_path / "x.html")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'x.html'}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html"]  # standalone: plotly.js inside
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {tmp_path / 'plotly.min.js'}",
+        f"wrote {tmp_path / 'x.html'}",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js", "x.html"]  # plotly.js once per folder
 
 
 # -- train ---------------------------------------------------------------------------------------
