@@ -3,6 +3,7 @@
 Imports no torch: the ``hookedmlp`` command shows it before it imports anything heavy.
 """
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,14 @@ from tqdm import tqdm
 __all__ = ["JobProgress"]
 
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left{postfix}"
+
+
+def _size(stream: TextIO) -> tuple[int, int]:
+    """The terminal's columns and rows (0, 0 if it does not say)."""
+    try:
+        return tuple(os.get_terminal_size(stream.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
 
 
 class JobProgress:
@@ -41,8 +50,18 @@ class JobProgress:
         self._printed_at: Optional[float] = None
         self._bar: Any = None
         if self.live:  # drawn at once; erased by close(), so a one-line error stays one line
+            sized = min(_size(self.stream)) > 0  # a terminal that reports no size (some ptys): 100 x 24
             self._bar = tqdm(
-                total=1.0, desc=desc, file=self.stream, bar_format=_BAR, smoothing=0, leave=False, dynamic_ncols=True
+                total=1.0,
+                desc=desc,
+                file=self.stream,
+                bar_format=_BAR,
+                smoothing=0,
+                leave=False,
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 24,  # tqdm hides a bar below row 0 of a 0-row screen
+                delay=1e-9,  # drawn first by update() below, with what runs
             )
             self.update(0.0, 1.0, what)
 

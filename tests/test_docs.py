@@ -150,6 +150,23 @@ def test_docs_build_strict_fresh_clone(tmp_path: Path) -> None:
     check_site(tmp_path / "site", copy)
 
 
+CODE_WIDTH = 88  # what a page's code block shows without scrolling; docs/ruff.toml formats them so
+
+
+def test_code_examples_fit_the_page() -> None:
+    """Every line of every ```python example, comments included (ruff wraps code, never comments)."""
+    long = [
+        f"{page.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 2 + i}: {line}"
+        for page in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+        for text in [page.read_text()]
+        for m in re.finditer(r"```python[^\n]*\n(.*?)```", text, re.S)
+        for i, line in enumerate(m[1].splitlines())
+        if len(line) > CODE_WIDTH
+    ]
+    assert long == []
+    assert f"line-length = {CODE_WIDTH}" in (ROOT / "docs" / "ruff.toml").read_text()
+
+
 def test_dead_links_are_found(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "index.html").write_text("<p>b</p>")
@@ -170,7 +187,8 @@ def _load(name: str):
 def test_generated_figure_patterns_are_gitignored() -> None:
     """The hook leaves out links only to what `hookedmlp reproduce` writes and a clone lacks."""
     ignored = (ROOT / ".gitignore").read_text().splitlines()
-    assert all(f"docs/{pattern}" in ignored for pattern in _load("interactive_figures").GENERATED)
+    patterns = _load("interactive_figures").GENERATED
+    assert all(any(fnmatch.fnmatch(f"docs/{pattern}", line) for line in ignored) for pattern in patterns)
 
 
 def test_nav_leaves_out_a_page_its_command_has_not_written(tmp_path: Path) -> None:
@@ -204,6 +222,19 @@ def test_links_to_missing_interactive_figures_become_text(tmp_path: Path) -> Non
     )
     built = Files(docs + [File("figures/grid.html", str(tmp_path), str(tmp_path / "site"), True)])
     assert hook.on_page_markdown(markdown, page, None, built) == markdown
+
+
+def test_a_missing_figure_names_the_command_that_writes_it(tmp_path: Path, caplog) -> None:
+    hook = _load("interactive_figures")
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="study.md"))
+    pngs = ("study.md", "figures/study_layers.png", "figures/grid_loss.png")
+    files = Files([File(p, str(tmp_path), str(tmp_path / "site"), True) for p in pngs])
+    with caplog.at_level("INFO", logger="mkdocs.hooks.interactive_figures"):
+        hook.on_page_markdown("[a](figures/study_layers.html) [b](figures/grid_loss.html)", page, None, files)
+    assert [r.getMessage() for r in caplog.records] == [
+        "study.md: figures/study_layers.html not built (run `hookedmlp study`): link left out",
+        "study.md: figures/grid_loss.html not built (run `hookedmlp reproduce`): link left out",
+    ]
 
 
 def test_images_linked_to_themselves_open_in_the_lightbox() -> None:
