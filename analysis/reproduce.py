@@ -256,5 +256,5 @@ def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None])
     outputs.figure(
         "figures/spread",
         numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
-        writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])),
+        writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS], r.study)),
     )

@@ -313,3 +313,50 @@ def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
 def test_write_figure_stem_with_dot(grid, tmp_path) -> None:
     paths = figures.write_figure(figures.grid_heatmap(grid), tmp_path / "grid_layer0.post", formats=("html",))
     assert paths == [tmp_path / "plotly.min.js", tmp_path / "grid_layer0.post.html"]
+
+
+def _runs(n_models: int = 2) -> list:
+    from analysis.claims import CLAIMS
+    from analysis.spread import Run, vector_sources
+
+    rng = np.random.default_rng(0)
+    return [
+        Run(f"m{m}", source, {c.key: (bool(rng.random() < 0.5), float(rng.random())) for c in CLAIMS}, 1.0, 0.0)
+        for m in range(n_models)
+        for source in vector_sources(3)
+    ]
+
+
+def test_spread_figure_titles_fit_their_panels_and_never_overlap() -> None:
+    """A title line is at most half an em per character wide (Helvetica's lower case is narrower)."""
+    from analysis.claims import CLAIMS
+
+    fig = figures.spread_figure(_runs(), [c.key for c in CLAIMS], study_tables())
+    plot_width = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    titles = [a for a in fig.layout.annotations if a.yref == "paper" and a.text[:2] in {f"{i}." for i in range(1, 7)}]
+    assert len(titles) == len(CLAIMS)
+    spans = []
+    for title in titles:
+        axis = fig.layout[f"xaxis{titles.index(title) + 1 if titles.index(title) else ''}"]
+        width = max(len(line) for line in title.text.split("<br>")) * 0.5 * title.font.size
+        panel = (axis.domain[1] - axis.domain[0]) * plot_width
+        assert width <= panel, (title.text, width, panel)
+        spans.append((round(title.y, 6), title.x * plot_width - width / 2, title.x * plot_width + width / 2))
+    for row in {y for y, *_ in spans}:
+        edges = sorted((left, right) for y, left, right in spans if y == row)
+        assert all(a[1] < b[0] for a, b in zip(edges, edges[1:])), edges
+
+
+def test_spread_figure_marks_verdicts_and_thresholds() -> None:
+    from analysis.claims import CLAIMS, rank_threshold
+
+    runs = _runs()
+    fig = figures.spread_figure(runs, [c.key for c in CLAIMS], study_tables())
+    points = [t for t in fig.data if t.showlegend is False]
+    first = points[0]  # model m0, claim 1
+    holds = [run.claims["flip"][0] for run in runs if run.model == "m0"]
+    assert list(first.marker.symbol) == ["circle" if h else "circle-open" for h in holds]
+    assert list(first.x) == ["1", "2", "3", "mean"]
+    lines = sorted(round(s.y0, 6) for s in fig.layout.shapes)
+    assert lines == sorted([1.0, 0.9, round(rank_threshold(study_tables()), 6)])
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["m0", "m1", "holds", "fails"]

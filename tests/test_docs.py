@@ -118,12 +118,20 @@ def check_site(site: Path, docs: Path) -> None:
     assert '<script src="../../figures/plotly.min.js"></script>' in tour
 
 
-@pytest.mark.usefixtures("executed_notebooks")
-def test_docs_build_strict(tmp_path: Path) -> None:
-    """The site as it is in this checkout (with docs/figures/*.html if `hookedmlp reproduce` wrote them)."""
-    proc = build(tmp_path / "site")
+@pytest.fixture(scope="session")
+def built_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """The site as it is in this checkout (with docs/figures/*.html if `hookedmlp reproduce` wrote them), built once."""
+    request.getfixturevalue("executed_notebooks")  # the build renders them from the cache
+    site = tmp_path_factory.mktemp("built") / "site"
+    return build(site), site
+
+
+def test_docs_build_strict(built_site: tuple[subprocess.CompletedProcess, Path]) -> None:
+    proc, site = built_site
     check_build(proc)
-    check_site(tmp_path / "site", ROOT / "docs")
+    check_site(site, ROOT / "docs")
 
 
 @pytest.mark.usefixtures("executed_notebooks")
@@ -260,6 +268,19 @@ def test_site_figures_share_one_plotly(tmp_path: Path) -> None:
     (figures / "b.html").write_text(shared)
     hook.on_post_build(SimpleNamespace(site_dir=str(tmp_path)))
     assert (figures / "a.html").read_text() == (figures / "b.html").read_text() == shared
+
+
+def test_the_api_pages_see_hookedmlps_lazy_exports() -> None:
+    """hookedmlp imports its names on first use (no import statements): the griffe extension reads the same table."""
+    import hookedmlp
+
+    extension = _load("griffe_exports").LazyExports
+    package = griffe.load("hookedmlp", search_paths=[str(ROOT)], extensions=griffe.load_extensions(extension))
+    names = [n for n in hookedmlp.__all__ if n != "__version__"]
+    assert names and all(package[n].is_alias for n in names)
+    assert package["HookedRoot"].target_path == "hookedmlp.hooks.root.HookedRoot"
+    assert package["load"].target_path == "hookedmlp.files.checkpoint.load_checkpoint"
+    assert package["HookedMLP"].docstring.value.startswith(hookedmlp.HookedMLP.__doc__.strip()[:40])
 
 
 def test_jaxtyping_shapes_keep_their_strings(tmp_path: Path) -> None:
