@@ -183,11 +183,11 @@ def _torchvision_download(root: Path) -> str:
     """Try torchvision's own download; returns what went wrong."""
     try:
         _torchvision().datasets.MNIST(str(root), train=True, download=True)
-        return "it did not replace the bad files"
+        return "torchvision's download did not replace the bad files"
     except DataError:
-        return "torchvision is not installed"
+        return "torchvision is not installed, so no download was tried"
     except Exception as e:
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return f"torchvision's download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 def prepare_mnist(root: _Root = None) -> Path:
@@ -213,7 +213,7 @@ def prepare_mnist(root: _Root = None) -> Path:
             why = [str(e)]
         bad = _bad_files(raw)
     if bad:
-        why.append(f"torchvision's download failed ({_torchvision_download(root)})")
+        why.append(_torchvision_download(root))
         bad = _bad_files(raw)
     if not bad:
         return root
