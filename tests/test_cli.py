@@ -493,6 +493,47 @@ def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, forma
     assert figure_target(Path(given)) == (Path(stem), formats)
 
 
+def test_grid_digits_and_n_test_choose_the_cells_and_the_scoring_set(capsys, tmp_path):
+    argv = ["grid", "--digits", "3", "1", "7", "--n-test", "300", "--metric", "flip_rate"]
+    assert main([*argv, "--json", str(tmp_path / "g.json")]) == 0
+    out, err = capsys.readouterr()
+    assert err == "hookedmlp grid: scoring 6 a - b vectors at layer0.post on 300 test images\n"
+    lines = out.splitlines()
+    assert lines[2] == "| a \\ b | 3 | 1 | 7 |" and lines[-2].startswith("Normal (the study's name): the unsteered")
+    grid = json.loads((tmp_path / "g.json").read_text())
+    assert (grid["digits"], grid["n_test"]) == ([3, 1, 7], 300)
+    # cell (3, 1) in plain torch: the first Linear's output of the first training 3 minus the first 1's, added
+    seq = HookedMLP.from_pretrained("mnist-mlp").to_sequential().eval()
+    train_x, train_y = load_mnist("train")
+    first = {d: train_x[int((train_y == d).nonzero()[0, 0])] for d in (3, 1)}
+    images, labels = load_mnist("test")
+    with torch.no_grad():
+        linear, rest = seq[1], seq[2:]  # seq[0] flattens
+        steered = rest(linear(images[:300]) + linear(first[3]) - linear(first[1]))
+    ones = labels[:300] == 1
+    expected = float((steered[ones].argmax(-1) == 3).float().mean())
+    assert grid["metrics"]["flip_rate"][0][1] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--digits", "3", "3"], "--digits takes at least two different digits, each once; got 3 3"),
+        (["--digits", "3"], "--digits takes at least two different digits, each once; got 3"),
+        (["--n-test", "0"], "argument --n-test: expected a number of test images, 1 to 10000, got 0"),
+        (["--n-test", "10001"], "argument --n-test: expected a number of test images, 1 to 10000, got 10001"),
+    ],
+)
+def test_grid_refuses_bad_digits_and_n_test_in_one_line(capsys, argv, message):
+    try:
+        status = main(["grid", *argv])
+    except SystemExit as e:  # argparse's own errors
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
 def test_figure_html_writes_that_file_only(capsys, tmp_path):
     assert main(["sweep", "--figure", str(tmp_path / "x.html")]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == [
