@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
-from analysis.grid import GridResult
+from analysis.grid import NORMAL_ROW, GridResult
 from analysis.published import StudyTables, spearman, study_tables
 from analysis.spread import Run, VectorSource
 from analysis.sweep import CoeffSweep, LayerSweep
@@ -280,6 +280,7 @@ def _grid(r: Reproduction, figures: bool) -> str:
         '<div class="wide-table" markdown>\n',
         _grid_table(st.grid, st.normal, ".1f"),
         "\n</div>\n",
+        NORMAL_ROW + "\n",
         "What the study did not report, ours: share of b's images classified as a (last row: the unsteered "
         "accuracy on the other digits).\n",
         '<div class="wide-table" markdown>\n',
