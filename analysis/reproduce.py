@@ -41,9 +41,9 @@ COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SEED_MODELS = ("mnist-mlp", "mnist-mlp-seed1", "mnist-mlp-seed2", "mnist-mlp-seed3", "mnist-mlp-seed4")
 CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
-# The job's steps in units of one spread run, from a full run on 2 cores (headline 46 s, 55 spread runs
-# 520 s, control 199 s of which 104 s its 11 runs, figures 5 s): the progress bar's ETA weighs them so.
-COST = {"headline": 5.0, "run": 1.0, "control grid": 4.0, "figure": 0.1, "training": 3.0}
+# The job's steps in units of one spread run, from full runs on 2 busy cores (headline 46 and 118 s; a spread
+# run 9.5 and 20.6 s; the control's grid about 30 s; the 7 figures 3 to 5 s): the ETA weighs them so.
+COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "figure": 0.05, "training": 3.0}
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
