@@ -23,8 +23,9 @@ import pytest
 from test_progress import screen
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("hookedmlp", "hookedmlp_cli", "analysis")  # the folders of the checkout that the wheel installs
-DATA = {"hookedmlp": ["pretrained/*", "py.typed"], "analysis": ["seed_data/*"]}  # files that are not Python
+# The checkout's folders that the wheel installs, and the name each is installed under (pyproject's packages)
+PACKAGES = {"hookedmlp": "hookedmlp", "hookedmlp_cli": "hookedmlp_cli", "analysis": "analysis"}
+DATA = {"hookedmlp": ["pretrained/*", "py.typed"], "analysis": ["seed_data/*"]}  # by folder: files that are not Python
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a pty and a venv layout of Linux")
 
@@ -52,11 +53,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_packages_their_data_and_ranges(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     tops = {n.split("/")[0] for n in names}
-    assert tops - {n for n in tops if n.endswith(".dist-info")} == set(PACKAGES)
-    for package, patterns in DATA.items():
-        wanted = {p.relative_to(ROOT).as_posix() for pattern in patterns for p in (ROOT / package).glob(pattern)}
+    assert tops - {n for n in tops if n.endswith(".dist-info")} == set(PACKAGES.values())
+
+    def installed(path: Path) -> str:  # a checkout file's path in the wheel
+        folder, *rest = path.relative_to(ROOT).parts
+        return "/".join([PACKAGES[folder], *rest])
+
+    for folder, patterns in DATA.items():
+        wanted = {installed(p) for pattern in patterns for p in (ROOT / folder).glob(pattern)}
         assert wanted and wanted <= names, sorted(wanted - names)
-    modules = {p.relative_to(ROOT).as_posix() for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    modules = {installed(p) for folder in PACKAGES for p in (ROOT / folder).rglob("*.py")}
     assert modules <= names, sorted(modules - names)
     (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
     meta = Parser().parsestr(zipfile.ZipFile(wheel).read(metadata).decode())
@@ -112,7 +118,7 @@ def test_the_installed_wheel_reproduces_outside_the_repository(wheel: Path, tmp_
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     where = subprocess.run(
-        [str(python), "-c", "import hookedmlp, hookedmlp_cli, analysis; print(hookedmlp.__file__, analysis.__file__)"],
+        [str(python), "-c", f"import {', '.join(PACKAGES.values())} as last; print(hookedmlp.__file__, last.__file__)"],
         cwd=home,
         env=env,
         capture_output=True,
