@@ -22,7 +22,11 @@ from hookedmlp.files.atomic import atomic_write
 from hookedmlp.models import facts
 from hookedmlp.steering import model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow"]
+__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow", "NORMAL_ROW"]
+
+NORMAL_ROW = (
+    "Normal (the study's name): the unsteered model, no vector added, scored on the same test images as each column."
+)
 
 
 @dataclasses.dataclass
@@ -83,7 +87,7 @@ class GridResult(ByName):
         )
 
     def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
-        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row."""
+        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row and what it is."""
         values = self.metric(metric)
         title = METRICS[metric].title if metric in METRICS else metric
         lines = [
@@ -96,6 +100,7 @@ class GridResult(ByName):
             lines.append(f"| {a} | " + " | ".join(f"{v:.{precision}f}" for v in values[i]) + " |")
         if metric in self.normal:
             lines.append("| Normal | " + " | ".join(f"{v:.{precision + 1}f}" for v in self.normal[metric]) + " |")
+            lines += ["", NORMAL_ROW]
         return "\n".join(lines)
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:

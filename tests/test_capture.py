@@ -245,3 +245,17 @@ def test_a_tuple_or_dict_output_names_its_logits_for_the_analysis():
     assert grid.metrics["loss"].shape == (3, 3)
     with pytest.raises(UsageError, match=r"output='features' picks a value that is not a tensor the graph|not one"):
         capture(zoo.KINDS["tuple_out"][0](), (16,), output="features")
+
+
+def test_the_hooks_command_lists_any_network(capsys):
+    from hookedmlp_cli.commands import main
+
+    assert main(["hooks", "--network", "torchvision.models:resnet18", "--input-shape", "3", "32", "32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["x", "[batch,", "3,", "32,", "32]", "input"]
+    add = next(line for line in lines if line.startswith("layer1.0.add "))
+    assert "[batch, 64, 8, 8]" in add and "+, resnet.py:" in add
+    assert main(["hooks", "--network", "torchvision.models:no_such_net"]) == 2
+    assert "cannot find no_such_net in torchvision.models" in capsys.readouterr().err
+    assert main(["hooks", "--input-shape", "4"]) == 2
+    assert "--input-shape applies to --network only" in capsys.readouterr().err

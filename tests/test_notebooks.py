@@ -4,6 +4,7 @@ Each runs once per test session (``executed_notebooks``, also used by tests/test
 site builds then render the same executed copies from the cache instead of running them again).
 """
 
+import base64
 import importlib.util
 import json
 import sys
@@ -14,6 +15,7 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOKS = sorted((ROOT / "docs" / "notebooks").glob("*.ipynb"))
 
 
@@ -69,6 +71,11 @@ def test_tour_runs(executed_notebooks: dict) -> None:
     figures = [h for h in outputs(nb, "text/html") if "Plotly.newPlot" in h]
     assert len(figures) == 1 and "<script src" not in figures[0]  # drawn with the page's one plotly.js
     assert not outputs(nb, _hook().PLOTLY_MIME)
+    # each figure carries a static image too, for renderers that run no JavaScript (GitHub, nbconvert, a PDF)
+    bundles = [
+        o["data"] for c in code for o in c.outputs if "Plotly.newPlot" in str(o.get("data", {}).get("text/html"))
+    ]
+    assert len(bundles) == len(figures) and all(base64.b64decode(b["image/png"])[:8] == PNG_MAGIC for b in bundles)
     text = "\n".join(outputs(nb, "text/plain") + [o.get("text", "") for c in code for o in c.outputs])
     assert "read as 3 steered" in text and "patched 1s read as 3" in text
     assert "layer0.post   [batch, 4, 26, 26]" in text  # the CNN's hook table

@@ -31,6 +31,7 @@ __all__ = [
     "state_version",
     "training_mode_modules",
     "activation_shapes",
+    "observed_shapes",
     "activation_shape",
     "check_hook_names",
     "clean_activations",
@@ -186,19 +187,31 @@ def clean_activations(model: Any, x: Tensor, names: Sequence[str]) -> dict[str, 
     return dict(cache.cache_dict)
 
 
+def observed_shapes(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """The shapes of one example's activations, from a clean pass on the first two examples of ``x`` (memoised).
+
+    For a model that does not say its input shape, the analysis learns its shapes this way from
+    the data it is given; ``activation_shapes`` then knows them too.
+    """
+    key = structure_key(model)
+    found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, x[:2], model.hook_names).items()}
+    model.__dict__["_shapes_memo"] = (key, found)
+    return found
+
+
 @_own_first
 def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
     """The shape of one example's activation at every hook point (from a clean probe pass, memoised)."""
+    key = structure_key(model)
+    memo = model.__dict__.get("_shapes_memo")
+    if memo is not None and memo[0] == key:
+        return memo[1]
     shapes = accepted_input_shapes(model)
     if shapes is None:
         raise UsageError(
             f"{type(model).__name__} does not say its input shape, so its activations' shapes are known only "
             "from a pass; set model.input_shape (one example's shape), or run a batch first"
         )
-    key = structure_key(model)
-    memo = model.__dict__.get("_shapes_memo")
-    if memo is not None and memo[0] == key:
-        return memo[1]
     ref = reference_tensor(model)
     dtype = ref.dtype if ref is not None else torch.float32
     check_bytes(
