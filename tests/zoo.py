@@ -287,3 +287,19 @@ REFUSED = {
     "python_state": (_seeded(Counter), (16,), "assigns self.calls"),
     "training_branch": (_seeded(TrainingBranch), (16,), "branches on self.training"),
 }
+
+
+class ShapeBranch(nn.Module):
+    """Control flow on a shape: torch.fx cannot trace it, torch.export can (specialised to the captured shapes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.drop = nn.Linear(16, 8), nn.Linear(8, 3), nn.Dropout(0.5)
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x.flatten(1)
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+
+EXPORTED = {"shape_branch": (_seeded(ShapeBranch), (1, 4, 4))}
