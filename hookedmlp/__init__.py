@@ -22,7 +22,7 @@ from hookedmlp.errors import (
 from hookedmlp.files.checkpoint import load_checkpoint as load
 from hookedmlp.hooks.cache import ActivationCache
 from hookedmlp.hooks.context import HookContext
-from hookedmlp.hooks.point import HookHandle, HookPoint
+from hookedmlp.hooks.point import HookHandle, HookPoint, HookWarning
 from hookedmlp.hooks.root import HookedRoot, HookGroup
 from hookedmlp.models.api import HookedModel
 from hookedmlp.models.chain import HookedLayer, HookedMLP
@@ -61,6 +61,7 @@ __all__ = [
     "HookHandle",
     "HookNameError",
     "HookPoint",
+    "HookWarning",
     "InputDtypeError",
     "Layout",
     "LeNetConfig",

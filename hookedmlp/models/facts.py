@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
+from hookedmlp.hooks.names import not_run_error
 from hookedmlp.hooks.point import hooks_suppressed
 from hookedmlp.sizes import activation_bytes, check_bytes
 
@@ -181,7 +182,7 @@ def clean_activations(model: Any, x: Tensor, names: Sequence[str]) -> dict[str, 
 
 @_own_first
 def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """The shape of one example's activation at every hook point (from a clean probe pass, memoised)."""
+    """The shape of one example's activation at every hook point that runs (from a clean probe pass, memoised)."""
     shapes = accepted_input_shapes(model)
     if shapes is None:
         raise UsageError(
@@ -198,15 +199,20 @@ def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
         activation_bytes(shapes[0], 2, dtype), f"a probe batch of input_shape {list(shapes[0])}", "fix input_shape"
     )
     probe = torch.zeros(2, *shapes[0], dtype=dtype, device=ref.device if ref is not None else None)
-    found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, probe, model.hook_names).items()}
+    with torch.no_grad(), hooks_suppressed():  # every hook point that runs (one never called has no shape)
+        _, cache = model.run_with_cache(probe)
+    found = {k: tuple(v.shape[1:]) for k, v in cache.cache_dict.items()}
     model.__dict__["_shapes_memo"] = (key, found)
     return found
 
 
 @_own_first
 def activation_shape(model: Any, name: str) -> tuple[int, ...]:
-    """The shape of one example's activation at hook point ``name``."""
-    return activation_shapes(model)[model.resolve_name(name)]
+    """The shape of one example's activation at hook point ``name`` (``HookNameError`` if it never runs)."""
+    shapes, name = activation_shapes(model), model.resolve_name(name)
+    if name not in shapes:
+        raise not_run_error(model, [name], list(shapes))
+    return shapes[name]
 
 
 _AXES = {2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}
