@@ -4,7 +4,7 @@ Source: TransformerLensOrg/TransformerLens (the tests as of the 4.x line; hooked
 4.3.0 release). Every test of these files that concerns the hook surface and the cache is here,
 under its own name, with its assertions as written; what had to change says so in a comment:
 
-- tests/unit/test_hook_points.py (31 tests)
+- tests/unit/test_hook_points.py (30 tests)
 - tests/unit/test_hook_introspection.py (12)
 - tests/unit/test_hooked_root_module.py (6)
 - tests/integration/test_hooks.py (14; run on two models, see below)
