@@ -32,6 +32,7 @@ __all__ = [
     "state_version",
     "training_mode_modules",
     "activation_shapes",
+    "shapes_from_pass",
     "activation_shape",
     "check_hook_names",
     "clean_activations",
@@ -199,11 +200,17 @@ def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
         activation_bytes(shapes[0], 2, dtype), f"a probe batch of input_shape {list(shapes[0])}", "fix input_shape"
     )
     probe = torch.zeros(2, *shapes[0], dtype=dtype, device=ref.device if ref is not None else None)
-    with torch.no_grad(), hooks_suppressed():  # every hook point that runs (one never called has no shape)
-        _, cache = model.run_with_cache(probe)
-    found = {k: tuple(v.shape[1:]) for k, v in cache.cache_dict.items()}
+    found = shapes_from_pass(model, probe)
     model.__dict__["_shapes_memo"] = (key, found)
     return found
+
+
+def shapes_from_pass(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """One example's activation shape at every hook point that runs in a clean pass on ``x`` (one never called
+    has none: ``activation_shape`` then says it did not run)."""
+    with torch.no_grad(), hooks_suppressed():
+        _, cache = model.run_with_cache(x)
+    return {k: tuple(v.shape[1:]) for k, v in cache.cache_dict.items()}
 
 
 @_own_first
