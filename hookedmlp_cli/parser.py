@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         default=None,
         help="instead of a checkpoint, any network: the callable FACTORY of MODULE builds it (e.g. "
-        "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed",
+        "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed "
+        "(default: %(default)s, the checkpoint)",
     )
     hooks.add_argument(
         "--input-shape",
@@ -340,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="N",
-        help="with --network: one example's shape, e.g. 3 32 32 (default: read from a first Linear)",
+        help="with --network: one example's shape, e.g. 3 32 32 (default: %(default)s, read from a first Linear)",
     )
     return parser
 
