@@ -115,8 +115,10 @@ def split_halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the extra image of an odd class).
 
     Examples:
-        >>> split_halves(np.array([3, 1, 3, 3, 1]))
-        (array([ True,  True, False,  True, False]), array([False, False,  True, False,  True]))
+        >>> labels[:6].tolist()
+        [7, 2, 1, 0, 4, 1]
+        >>> split_halves(labels[:6].numpy())
+        (array([ True,  True,  True,  True,  True, False]), array([False, False, False, False, False,  True]))
     """
     labels = np.asarray(labels)
     tune = np.zeros(len(labels), dtype=bool)

@@ -7,6 +7,8 @@
    making vectors (training images 1-10 of each digit, and the class mean) = 55 runs, on a
    stratified subset of the test set (``analysis.spread``).
 3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
+4. The headline model's steerability without thresholds, at every hook class, with its controls
+   (``analysis.steerability``), on the first 100 test images of each digit.
 Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
 where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
@@ -27,6 +29,7 @@ from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
 from analysis.report import Reproduction, report_text
 from analysis.spread import spread, stratified_subset, vector_sources
+from analysis.steerability import steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
@@ -40,6 +43,7 @@ COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SEED_MODELS = ("mnist-mlp", "mnist-mlp-seed1", "mnist-mlp-seed2", "mnist-mlp-seed3", "mnist-mlp-seed4")
 CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
+STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 test images of each digit
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
@@ -122,6 +126,12 @@ def reproduce(
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
     step("control", start)
 
+    start = time.perf_counter()
+    steer_test = stratified_subset(images, labels, 10 if quick else STEER_PER_CLASS)
+    with torch.no_grad():
+        steer = steerability(model, steer_test, progress=progress)
+    step(f"steerability: {steer.engine}", start)
+
     result = Reproduction(
         name,
         test_loss,
@@ -138,6 +148,8 @@ def reproduce(
         len(subset[1]),
         seeds_note,
         evaluate_claims(grids, study),
+        steer.summary(),
+        len(steer_test[1]),
     )
     outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)

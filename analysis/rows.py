@@ -37,9 +37,13 @@ class Site:
     """Vectors ``[k, *shape]`` added where ``base`` ``[n, *shape]`` is the unsteered value; ``suffix`` finishes."""
 
     def __init__(self, name: str, base: Tensor, vectors: Tensor, suffix: Suffix, width: int) -> None:
-        self.name, self.base, self.vectors, self._suffix = name, base, vectors, suffix
+        self.name, self.base, self.vectors, self._suffix, self._width = name, base, vectors, suffix, width
         self.n, self.k = len(base), len(vectors)
         self.rows_per_batch = max(1, ROW_ELEMENTS // max(1, width))
+
+    def with_vectors(self, vectors: Tensor) -> "Site":
+        """The same place with other vectors (the unsteered values and the suffix are shared, not recomputed)."""
+        return Site(self.name, self.base, vectors, self._suffix, self._width)
 
     def _batches(self) -> Iterator[tuple[slice, slice]]:
         per = max(1, self.rows_per_batch // self.n)

@@ -108,9 +108,8 @@ def steer_section(summary: dict[str, Any], model: str, n_test: int) -> str:
     return "\n".join(
         [
             "## Steerability without thresholds, with controls\n",
-            f"{model}, the first training image of each digit, all 90 pairs, scored on {n_test} test images. "
-            + method_note(summary)
-            + " Each number is the mean over the pairs.\n",
+            f"Model: {model}; vectors from the first training image of each digit; all {summary['pairs']} pairs, "
+            f"scored on {n_test} test images. " + method_note(summary) + " Each number is the mean over the pairs.\n",
             table,
             "",
         ]

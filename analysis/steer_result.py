@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.metrics import DECIMALS, ByName, check_level, check_score, rounded
+from analysis.metrics import DECIMALS, ByName, check_axis, check_level, check_score, rounded
 from analysis.selectivity import COEFFS, FLIP, KEEP
 from hookedmlp.checks import check_int, check_number
 from hookedmlp.errors import ConfigError, UsageError
@@ -46,8 +46,9 @@ class SteerSettings:
     """How finely curves are traced, and the levels scores are read at.
 
     Args:
-        c_min, c_max: the coefficient range; the grid doubles from ``c_min`` (ending at ``c_max``);
-            the default grid is the old selectivity's coefficients, 0.125 to 8.
+        c_min: the smallest coefficient; the grid doubles from it (the default grid is the old
+            selectivity's coefficients, 0.125 to 8).
+        c_max: the largest coefficient, where the grid ends.
         steps: bisection steps per grid interval (6: switches located to 2^(1/64), 1.1%).
         draws: random vectors per hook class (seeded by ``seed``).
         pauc_level: the collateral level the primary score's area runs up to.
@@ -179,6 +180,17 @@ class Steerability:
     def sensitivity(self, site: SiteResult) -> np.ndarray:
         """``[flip, keep]``: the share of selective pairs at each pair of ``SENSITIVITY`` thresholds."""
         return np.array([[float(self.binary(site, f, k).mean()) for k in SENSITIVITY[1]] for f in SENSITIVITY[0]])
+
+    def curve(self, site: SiteResult, pair: tuple[int, int], axis: str = "coeff") -> tuple[np.ndarray, ...]:
+        """``(x, flip rate, collateral)`` of one pair at ``site``, at ``SteerSettings.samples``, against ``axis``:
+        ``"coeff"`` (the coefficient), ``"relative"`` (``||c v|| / E||h||``) or ``"kl"`` (mean KL on the other digits).
+        """
+        if tuple(pair) not in self.pairs:
+            raise UsageError(f"no pair {tuple(pair)}; the pairs are {self.pairs}")
+        p = self.pairs.index(tuple(pair))
+        samples = SteerSettings(**self.settings).samples
+        x = {"coeff": samples, "relative": samples * site.rel_scale[p], "kl": site.curves["kl"][p]}[check_axis(axis)]
+        return x, site.curves["flip"][p], site.curves["collateral"][p]
 
     def table(self) -> list[dict[str, Any]]:
         """One row per (site, pair): the site's description, the pair, and every score."""

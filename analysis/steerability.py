@@ -94,12 +94,12 @@ def _scored_region(ctx: _Context, pred: Tensor, base: Tensor) -> Tensor:
     """
     k, n, g = len(ctx.pairs), len(ctx.labels), pred.shape[1]
     other = (ctx.data.labels.unsqueeze(0) != ctx.b.unsqueeze(1)).unsqueeze(2)  # [k, n, 1]
-    changed_ = (pred.view(k, n, g) != base.view(k, n, 1)) & other
+    moved = (pred.view(k, n, g) != base.view(k, n, 1)) & other
     level = max(ctx.settings.pauc_level, ctx.settings.heldout_level)
     above = torch.ones(k, g, dtype=torch.bool, device=pred.device)
     for half in (ctx.tune, ctx.score):
         mask = torch.as_tensor(half, device=pred.device).view(1, n, 1)
-        share = (changed_ & mask).sum(1) / (other & mask).sum(1).clamp(min=1)
+        share = (moved & mask).sum(1) / (other & mask).sum(1).clamp(min=1)
         above &= share > level
     stays = above.flip(1).cumprod(1).flip(1).bool()  # above at this grid point and every later one
     first = torch.where(stays.any(1), stays.int().argmax(1), torch.full((k,), g, device=pred.device))
@@ -127,14 +127,13 @@ def _pair_site(ctx: _Context, site: Site, rel_scale: np.ndarray, **about: Any) -
     )
     ctx.rows, ctx.passes = ctx.rows + paths.rows_run, ctx.passes + paths.passes
     metrics, curves = _scores(ctx, paths, lambda p: range(p * n, (p + 1) * n), np.ones(k))
-    result = SiteResult(metrics=metrics, rel_scale=rel_scale, curves=curves, grid=grid_values, **about)
-    return result
+    return SiteResult(metrics=metrics, rel_scale=rel_scale, curves=curves, grid=grid_values, **about)
 
 
 def _random_site(ctx: _Context, site: Site, norms: np.ndarray, rel_scale: np.ndarray, **about: Any) -> SiteResult:
     """A site with one unit direction shared by every pair, scaled to each pair's norm: image rows only."""
     st, n = ctx.settings, len(ctx.labels)
-    positive = norms[norms > 0]
+    positive = norms[norms > 0] if (norms > 0).any() else np.ones(1)  # (all zero: every curve is flat)
     lo, hi = st.c_min * positive.min(), st.c_max * positive.max()
     grid = lo * 2.0 ** np.arange(int(np.ceil(np.log2(hi / lo) - 1e-9)) + 1)
     paths = prediction_paths(site, ctx.data, grid, st.steps)
@@ -162,7 +161,9 @@ def _input_vectors(model: HookedRoot, digits: list[int], method: str, exemplar: 
     return acts.to(ref.device, ref.dtype) if ref is not None else acts
 
 
-def _class_sites(ctx: _Context, model: HookedRoot, cls: HookClass, acts: dict[str, Tensor], index: Any) -> list:
+def _class_sites(
+    ctx: _Context, model: HookedRoot, cls: HookClass, acts: dict[str, Tensor], index: Any
+) -> list[SiteResult]:
     """The class's own site and its random controls."""
     data, st = ctx.data, ctx.settings
     ia, ib = index
@@ -172,17 +173,15 @@ def _class_sites(ctx: _Context, model: HookedRoot, cls: HookClass, acts: dict[st
     norms = v_rep.flatten(1).norm(dim=1).cpu().numpy().astype(np.float64)
     rel = norms / scale
     about = dict(role=cls.role, hooks=list(cls.hooks), depth=cls.depth)
-    out = [
-        _pair_site(ctx, hook_site(model, data, cls.last, v_last), rel, name=cls.label, kind="class", draw=-1, **about)
-    ]
+    site = hook_site(model, data, cls.last, v_last)
+    out = [_pair_site(ctx, site, rel, name=cls.label, kind="class", draw=-1, **about)]
     shape = tuple(rep.shape[1:])
     for draw in range(st.draws):
         g = torch.Generator().manual_seed(st.seed * 1_000_003 + 1_009 * cls.index + draw)
         r = torch.randn(1, *shape, generator=g, dtype=torch.float64).to(rep.device, rep.dtype)
-        unit = fold_between(model, cls.representative, cls.last, r / r.norm())
-        site = hook_site(model, data, cls.last, unit)
+        unit = site.with_vectors(fold_between(model, cls.representative, cls.last, r / r.norm()))
         name = f"random {draw} @ {cls.label}"
-        out.append(_random_site(ctx, site, norms, rel, name=name, kind="random", draw=draw, **about))
+        out.append(_random_site(ctx, unit, norms, rel, name=name, kind="random", draw=draw, **about))
     return out
 
 
@@ -204,7 +203,9 @@ def steerability(
             It is split into two halves, alternating within each class: the tuning half chooses,
             the scoring half reports.
         pairs: ``(a, b)`` pairs, ``a != b`` (default: every ordered pair of the data's classes).
-        method, exemplar, data: how each digit becomes an activation (see ``steering_grid``).
+        method: ``"first"`` (the ``exemplar``-th training image of each digit) or ``"mean"``.
+        exemplar: which training image ``"first"`` takes.
+        data: where exemplars come from (default: MNIST's training set).
         settings: the coefficient range, bisection steps, random draws and score levels
             (default: ``SteerSettings()``).
         progress: show a progress bar over the sites.
