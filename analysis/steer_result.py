@@ -97,7 +97,10 @@ class SiteResult(ByName):
 
     ``curves`` holds ``flip``, ``collateral`` and ``kl`` ``[pair, sample]`` at ``SteerSettings.samples``
     and ``frontier`` ``[pair, level]`` at ``FRONTIER``; ``grid`` holds each metric of ``METRICS``
-    ``[pair, coefficient]`` at ``SteerSettings.grid`` (not for random vectors).
+    ``[pair, coefficient]`` at ``SteerSettings.grid`` (not for random vectors). For a pair's own
+    vector, switches are located by bisection up to the grid point from which the collateral stays above both score
+    levels on both halves; beyond it, where no score reads the curve, ``flip`` and ``collateral``
+    are exact at grid points and held between them.
     """
 
     name: str

@@ -72,9 +72,10 @@ def main() -> None:
     totals = [0.0, 0.0]
     for variant in variants:
         model, where = model_of(variant, Path(args.cache), args.seed)
+        model.meta["dataset"] = "mnist"  # (as the study sets it: vectors from MNIST's training images)
         with torch.no_grad():
-            old, _ = best_of(args.rounds, lambda: selectivity(model, model.hook_names, coeffs, pairs=pairs, test=test))
-            new, steer = best_of(args.rounds, lambda: steerability(model, test, pairs=pairs, settings=settings))
+            old, _ = best_of(args.rounds, lambda m=model: selectivity(m, m.hook_names, coeffs, pairs=pairs, test=test))
+            new, steer = best_of(args.rounds, lambda m=model: steerability(m, test, pairs=pairs, settings=settings))
         totals[0] += old
         totals[1] += new
         print(
