@@ -104,6 +104,8 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert text.startswith("# Which network properties make activation additions work?")
     for name in ("baseline", "residual", "LeNet"):
         assert f"| {name} |" in text
+    assert "| baseline | `layer1.post..layer3.pre` |" in text  # its one internal hook class, never the logits'
+    assert all(h not in results[0].logit_hooks for h in (results[0].best_hook, "layer1.post"))
     assert (tmp_path / "figures" / "study_layers.png").exists()
     saved = results_from_dict(json.loads((tmp_path / "figures" / "study.json").read_text()))
     assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page
