@@ -7,6 +7,8 @@
    making vectors (training images 1-10 of each digit, and the class mean) = 55 runs, on a
    stratified subset of the test set (``analysis.spread``).
 3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
+4. The headline model's steerability without thresholds, at every hook class, with its controls
+   (``analysis.steerability``), on the first 100 test images of each digit.
 Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
 where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
@@ -27,6 +29,7 @@ from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
 from analysis.report import Reproduction, report_text
 from analysis.spread import spread, stratified_subset, vector_sources
+from analysis.steerability import steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
@@ -43,7 +46,8 @@ CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
 # The job's steps in units of one spread run, from full runs on 2 busy cores (headline 46 and 118 s; a spread
 # run 9.5 and 20.6 s; the control's grid about 30 s; the 7 figures 3 to 5 s): the ETA weighs them so.
-COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "figure": 0.05, "training": 3.0}
+COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "steerability": 2.0, "figure": 0.05, "training": 3.0}
+STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 test images of each digit
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
@@ -94,6 +98,7 @@ def reproduce(
         + COST["headline"]
         + COST["run"] * (n_models + 1) * n_sources
         + COST["control grid"]
+        + COST["steerability"]
         + COST["figure"] * 7 * figures
     )
     done = 0.0
@@ -161,8 +166,15 @@ def reproduce(
     tick(0, "control: its grid")
     with torch.no_grad():
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
-    tick(COST["control grid"], "figures" if figures else "report")
+    tick(COST["control grid"], "steerability")
     step("control", start)
+
+    start = time.perf_counter()
+    steer_test = stratified_subset(images, labels, 10 if quick else STEER_PER_CLASS)
+    with torch.no_grad():
+        steer = steerability(model, steer_test)  # the job's one bar (tick) shows its progress
+    tick(COST["steerability"], "figures" if figures else "report")
+    step(f"steerability: {steer.engine}", start)
 
     result = Reproduction(
         name,
@@ -180,6 +192,8 @@ def reproduce(
         len(subset[1]),
         seeds_note,
         evaluate_claims(grids, study),
+        steer.summary(),
+        len(steer_test[1]),
     )
     outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)

@@ -33,6 +33,7 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "flip_rate": "share of the test images of b classified as a",
     "accuracy_other": "accuracy on the test images of the other digits",
     "kl": "mean KL(unsteered || steered) on the other digits",
+    "collateral": "share of the test images of the other digits whose prediction changes",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
 N_TEST = 10_000  # MNIST's test images

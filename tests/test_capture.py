@@ -22,6 +22,12 @@ from hookedmlp import HookedGraph, ShapeError, UnsupportedNetworkError, UsageErr
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL = {**zoo.KINDS, **zoo.SILENTLY_WRONG, **zoo.EXPORTED}
+needs_torchvision = pytest.mark.skipif(zoo.torchvision is None, reason="torchvision is not installed")
+
+
+@needs_torchvision
+def test_the_zoo_holds_all_fifteen_kinds():
+    assert len(zoo.KINDS) == 15
 
 
 def _flat(out):
@@ -187,6 +193,7 @@ def test_a_python_value_changed_after_capture_is_refused_not_ignored():
         model(torch.rand(1, 4))
 
 
+@needs_torchvision
 def test_names_follow_torchvision_and_the_hook_table_names_the_producer():
     from torchvision.models.feature_extraction import get_graph_node_names
 
@@ -251,6 +258,7 @@ def test_a_tuple_or_dict_output_names_its_logits_for_the_analysis():
         capture(zoo.KINDS["tuple_out"][0](), (16,), output="features")
 
 
+@needs_torchvision
 def test_the_hooks_command_lists_any_network(capsys):
     from hookedmlp_cli.commands import main
 

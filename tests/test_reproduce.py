@@ -156,6 +156,9 @@ def test_reproduce_writes_report_figures_and_data(repro) -> None:
     assert lines[-1] == f"report: {out / 'reproduction.md'}"  # the last line, where a glance finds it
     assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS) - 1 : -1]] == [c.key for c in CLAIMS]
     assert any(line.startswith("spread: 2 models x 2 vector sources") for line in lines)
+    bias = next(s for s in r.steer["sites"] if s["kind"] == "bias")
+    assert r.steer_n_test == 100 and f"| bias | bias | 1.00 | {bias['pauc']:.3f} |" in text
+    assert "| `layer1.post..layer3.pre` | class (internal) | 0.50 |" in text  # a hook class, reported once
     back = Reproduction.from_dict(json.loads((figs / "reproduction.json").read_text()))
     assert same_to_precision(text, report_text(back)), "the saved data must render the same report"
 

@@ -8,8 +8,12 @@ must read.
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
+
+try:  # optional (hookedmlp[torchvision]); .ci/run's oldest-torch run has no torchvision
+    import torchvision
+except ImportError:
+    torchvision = None
 
 
 class Quickstart(nn.Module):
@@ -192,8 +196,6 @@ KINDS = {
     "bn_dropout": (_seeded(_bn_dropout), (1, 4, 4)),
     "functional": (_seeded(Functional), (16,)),
     "residual": (_seeded(Residual), (16,)),
-    "resnet18": (_seeded(_resnet18), (3, 32, 32)),
-    "mobilenet": (_seeded(_mobilenet), (3, 32, 32)),
     "adaptive_cnn": (_seeded(AdaptiveCNN), (1, 8, 8)),
     "looped": (_seeded(Looped), (16,)),
     "twice": (_seeded(Twice), (16,)),
@@ -204,6 +206,9 @@ KINDS = {
     "identity_unflatten": (_seeded(_identity_unflatten), (1, 4, 4)),
     "hooked_by_user": (_seeded(_hooked_by_user), (1, 4, 4)),
 }
+if torchvision is not None:
+    KINDS["resnet18"] = (_seeded(_resnet18), (3, 32, 32))
+    KINDS["mobilenet"] = (_seeded(_mobilenet), (3, 32, 32))
 # the kinds whose output is not one tensor: which output is the logits
 OUTPUTS = {"tuple_out": 0, "dict_out": "logits"}
 
