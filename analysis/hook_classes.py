@@ -10,8 +10,9 @@ over exactly (``L(h + c v) = L(h) + c (L(h_a) - L(h_b))``). So each class is com
 - The class holding the model's input is the *input class*: steering there is pixel arithmetic.
 - Classes are indexed by relative depth: 0 for the first, 1 for the last, evenly between.
 
-The one thing this module knows about a network's structure is ``affine_next``; the graph
-version of the model core replaces that function and nothing else.
+The one thing this module knows about a network's structure is ``affine_next``: a chain's
+layout, or any other model's graph (``hookedmlp.models.cut.graph_view``), walked along the
+single-user steps through affine modules that ``hookedmlp.models.cut.fold`` also takes.
 """
 
 import dataclasses
@@ -21,6 +22,9 @@ import torch
 
 from hookedmlp import HookedMLP, HookedRoot, UsageError
 from hookedmlp.hooks.point import HookPoint
+from hookedmlp.models.chains import shape_only
+from hookedmlp.models.cut import GraphView, graph_view
+from hookedmlp.models.modules import is_affine
 
 __all__ = ["INPUT", "OUTPUT", "HookClass", "affine_next", "hook_classes", "fold_between"]
 
@@ -53,8 +57,9 @@ def affine_next(model: HookedRoot, name: str) -> Optional[str]:
     ``OUTPUT`` when ``name``'s activation is the model's output itself; ``name`` may be ``INPUT``
     (the first hook point the input reaches unchanged but for affine maps). On a ``HookedMLP``
     this reads the layout (each module's ``affine`` flag; ``layer{i}.post`` and
-    ``layer{i+1}.pre`` are one tensor); on any other ``HookedRoot`` nothing is known but which
-    hook point is the output.
+    ``layer{i+1}.pre`` are one tensor); on any other model it walks the graph: a step is taken
+    only where the value has one user and that user is a hook point or an affine module in its
+    current mode. Where no graph can be captured, only the output is known.
 
     Examples:
         >>> affine_next(tiny, "layer0.pre"), affine_next(tiny, "layer1.pre"), affine_next(tiny, "layer0.post")
@@ -68,9 +73,37 @@ def affine_next(model: HookedRoot, name: str) -> Optional[str]:
         if site.side == "pre":
             return layout.post(site.layer) if layout.layers[site.layer].affine else None
         return OUTPUT if site.layer == len(layout.layers) - 1 else layout.sites[site.position + 1].name
+    view = graph_view(model)
+    if view is not None:
+        return _graph_next(view, model.hook_names, name)
     if name == INPUT:
         return None
     return OUTPUT if model.resolve_name(name) in _output_hooks(model) else None
+
+
+def _graph_next(view: GraphView, names: list[str], name: str) -> Optional[str]:
+    """``affine_next`` on a graph: the next named node along single-user affine steps."""
+    nodes = {n.name: n for n in view.graph().nodes}
+    if name == INPUT:
+        here = next(n for n in nodes.values() if n.op == "placeholder")
+    else:
+        here = nodes[view.node_of[name]]
+        aliases = [n for n in names if view.node_of.get(n) == here.name]
+        if aliases.index(name) + 1 < len(aliases):  # two names of one tensor (a chain's .post and next .pre)
+            return aliases[aliases.index(name) + 1]
+        if here.name == view.output:
+            return OUTPUT
+    named = {node: hook for hook, node in reversed(view.node_of.items())}  # a node's first name
+    while True:
+        users = [u for u in here.users if not shape_only(u)]
+        if len(users) != 1 or users[0].op != "call_module":
+            return None
+        here = users[0]
+        module = view.owner.get_submodule(str(here.target))
+        if not isinstance(module, HookPoint) and not is_affine(module):
+            return None
+        if here.name in named:
+            return named[here.name]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,11 @@ Rows are vector-major: row ``r`` is vector ``r // n`` on image ``r % n``.
 
 Rows run in batches of at most ``ROW_ELEMENTS`` activation entries. On a ``HookedMLP`` the
 suffix runs only the modules after the hook point (``model(x, start_at=hook)``); on any other
-``HookedRoot`` it is the full pass with the hook's activation replaced; at a hook point whose
-activation is the output, and for the bias, a row is ``logits + c v``.
+model whose graph is known it is the graph cut's suffix (``hookedmlp.models.cut.Cut``), given
+each row's image's externals (a skip connection's input), where every op after the hook point
+treats examples on their own; otherwise it is the full pass with the hook's activation
+replaced. At a hook point whose activation is the output, and for the bias, a row is
+``logits + c v``.
 """
 
 import math
@@ -24,6 +27,7 @@ from torch import Tensor
 from analysis.hook_classes import OUTPUT, affine_next
 from analysis.metrics import ScoringSet
 from hookedmlp import HookedMLP, HookedRoot
+from hookedmlp.models.cut import Cut, graph_view
 
 __all__ = ["Site", "hook_site", "input_site", "output_site", "ROW_ELEMENTS"]
 
@@ -89,6 +93,17 @@ def hook_site(model: HookedRoot, data: ScoringSet, hook: str, vectors: Tensor) -
     if isinstance(model, HookedMLP):
         acts = model(data.images, stop_at=hook)
         return Site(hook, acts, vectors, lambda i, x: model(x, start_at=hook), _width(model))
+    view = graph_view(model)
+    if view is not None:
+        hooked = bool(model.attached_hooks()) or any(hp._forward_hooks for hp in model.hook_dict.values())
+        cut = Cut(view, model.resolve_name(hook), hooked)
+        if cut.stackable:  # rows of different images and vectors may share a suffix pass
+            acts, *ext = cut.prefix(*data.inputs(model))
+
+            def suffix(i: Tensor, x: Tensor) -> Tensor:
+                return cut.suffix(x, *[e[i] if isinstance(e, Tensor) else e for e in ext])
+
+            return Site(hook, acts, vectors, suffix, _width(model))
     acts = model.clean_activations(data.images, [hook])[hook]
 
     def full(i: Tensor, x: Tensor) -> Tensor:

@@ -1,5 +1,7 @@
 """analysis.hook_classes: affine-equivalent hook points give equal results, on every kind of study network."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -82,13 +84,42 @@ def test_a_training_mode_dropout_is_not_affine() -> None:
     ]
 
 
-def test_any_other_hookedroot_knows_only_its_output() -> None:
+def test_any_other_model_is_read_from_its_graph() -> None:
+    res = build("residual")  # embed -> blocks (x + mlp(ln(x))) -> ln_final -> unembed
+    assert [affine_next(res, h) for h in res.hook_names] == [
+        "blocks.0.hook_resid_pre",  # one tensor, two hook points
+        None,  # two users: the LayerNorm and the skip connection
+        None,  # a ReLU follows
+        "blocks.0.hook_mlp_out",  # through W_out, a Linear
+        None,  # added to the skip connection
+        "blocks.1.hook_resid_pre",
+        None,
+        None,
+        "blocks.1.hook_mlp_out",
+        None,
+        None,  # a LayerNorm follows
+        OUTPUT,
+    ]
+    assert affine_next(res, INPUT) == "hook_embed"  # through embed, a Linear
+    classes = hook_classes(res)
+    assert [c.label for c in classes] == [
+        "hook_embed..blocks.0.hook_resid_pre",
+        "blocks.0.mlp.hook_pre",
+        "blocks.0.mlp.hook_post..blocks.0.hook_mlp_out",
+        "blocks.0.hook_resid_post..blocks.1.hook_resid_pre",
+        "blocks.1.mlp.hook_pre",
+        "blocks.1.mlp.hook_post..blocks.1.hook_mlp_out",
+        "blocks.1.hook_resid_post",
+        "hook_logits",
+    ]
+    assert [c.role for c in classes] == ["input"] + ["internal"] * 6 + ["logits"]
+
+
+def test_without_a_graph_only_the_output_is_known(monkeypatch) -> None:
     res = build("residual")
+    monkeypatch.setattr(sys.modules["analysis.hook_classes"], "graph_view", lambda model: None)
     assert [affine_next(res, h) for h in res.hook_names] == [None] * 11 + [OUTPUT]
     assert affine_next(res, INPUT) is None
-    classes = hook_classes(res)
-    assert [c.hooks for c in classes] == [(h,) for h in res.hook_names]
-    assert [c.role for c in classes] == ["internal"] * 11 + ["logits"]  # no hook point holds the input
 
 
 def test_affine_next_on_a_chain(tiny) -> None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,10 @@ def test_steering_at_layer0_post_is_adding_the_pixel_difference(kind: str) -> No
     torch.testing.assert_close(steered, shifted, rtol=1e-4, atol=1e-4)
 
 
-def test_pixel_arithmetic_is_the_input_class_or_a_control_of_its_own() -> None:
+@pytest.mark.parametrize("graph", [True, False])
+def test_pixel_arithmetic_is_the_input_class_or_a_control_of_its_own(graph: bool, monkeypatch) -> None:
+    if not graph:  # nothing known of the structure: no hook class holds the input, so a control of its own
+        monkeypatch.setattr(sys.modules["analysis.hook_classes"], "graph_view", lambda model: None)
     torch.manual_seed(0)
     res = ResidualMLP(ResidualConfig(d_in=16, d_model=8, d_mlp=8, n_blocks=1, d_out=3)).eval()
     g = torch.Generator().manual_seed(1)
@@ -198,8 +202,10 @@ def test_pixel_arithmetic_is_the_input_class_or_a_control_of_its_own() -> None:
     with torch.no_grad():
         steer = steerability(res, (x, y), pairs=[(2, 1)], data=(x, y), settings=settings)
         shifted = [res(x + float(c) * (x[2] - x[1])) for c in settings.grid]  # the first images of 2 and of 1
-    assert steer.pixel.kind == "pixel" and steer.pixel.role == "input"
-    assert steer.logit_class.hooks == ["hook_logits"]
+    assert steer.pixel.role == "input" and steer.logit_class.hooks == ["hook_logits"]
+    assert (steer.pixel.kind, steer.pixel.name) == (
+        ("class", "hook_embed..blocks.0.hook_resid_pre") if graph else ("pixel", "pixel")
+    )
     flips = [float((s[y == 1].argmax(-1) == 2).float().mean()) for s in shifted]
     collateral = [float((s[y != 1].argmax(-1) != res(x[y != 1]).argmax(-1)).float().mean()) for s in shifted]
     np.testing.assert_allclose(steer.pixel.grid["flip_rate"][0], flips)
