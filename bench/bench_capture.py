@@ -17,7 +17,7 @@ round of each case kept (timings on a shared machine vary by +-15% and more).
    layer0.post (its bound is 2.78x; target >= 2.6x), and resnet18 at a hook point in its third
    stage.
 3. Opening a network (``capture``) and one forward pass through what is opened, beside nnsight
-   (``NNsight(net)``, and a ``trace`` reading the output) and torchlens (``log_forward_pass``,
+   (``NNsight(net)``, and a ``trace`` reading the output) and torchlens (``trace``,
    which opens and runs in one call), on the same three networks at batch 1. Peers that cannot be
    imported are left out with the reason.
 """
@@ -173,7 +173,7 @@ def peer_cases(net: nn.Module, shape: tuple[int, ...], have: dict[str, Any]) -> 
         cases["nnsight open"], cases["nnsight trace"] = (lambda: have["nnsight"].NNsight(net)), nn_trace
         inner.update({"nnsight open": 20, "nnsight trace": 5})
     if "torchlens" in have:
-        cases["torchlens"] = lambda: have["torchlens"].log_forward_pass(net, x)
+        cases["torchlens"] = lambda: have["torchlens"].trace(net, x)
         inner["torchlens"] = 1
     return cases, inner
 
