@@ -22,6 +22,7 @@ _EXPORTS = {
     "ConfigError": "hookedmlp.errors",
     "DataError": "hookedmlp.errors",
     "DataWarning": "hookedmlp.data.labelled",
+    "DeviceError": "hookedmlp.errors",
     "FileWriteError": "hookedmlp.errors",
     "HookContext": "hookedmlp.hooks.context",
     "HookedLayer": "hookedmlp.models.chain",

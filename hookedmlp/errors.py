@@ -27,6 +27,7 @@ __all__ = [
     "UnitIndexError",
     "FileWriteError",
     "SizeError",
+    "DeviceError",
     "closest",
     "capped",
     "did_you_mean",
@@ -91,6 +92,10 @@ class UnitIndexError(HookedMLPError, IndexError):
 
 class FileWriteError(HookedMLPError, OSError):
     """A file that cannot be written: read-only, no space left, a parent that is a file..."""
+
+
+class DeviceError(HookedMLPError, RuntimeError):
+    """A device this machine does not have (``--device cuda`` without CUDA)."""
 
 
 class SizeError(HookedMLPError, MemoryError):

@@ -27,7 +27,9 @@ from analysis.published import study_tables
 from analysis.reproduce import reproduce
 from analysis.study_report import study
 from analysis.sweep import layer_sweep
+from hookedmlp.cores import pick_threads
 from hookedmlp.data import load_mnist
+from hookedmlp.devices import resolve_device
 from hookedmlp.errors import HookedMLPError
 from hookedmlp.files.atomic import atomic_write, check_writable
 from hookedmlp.files.checkpoint import load_checkpoint
@@ -122,6 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         card=card,
         root=args.data_root,
+        device=resolve_device(args.device),
         progress=not args.quiet,
         command=args.command_line,
     )
@@ -156,8 +159,17 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _load_model(args: argparse.Namespace) -> HookedRoot:
+    """The model to analyse, in eval mode, on ``--device`` (the analysis then runs there)."""
+    device = resolve_device(getattr(args, "device", "cpu"))  # hooks lists names: no --device
     model = load_checkpoint(args.checkpoint) if args.checkpoint else HookedMLP.from_pretrained("mnist-mlp")
-    return model.eval()
+    return model.eval().to(device)
+
+
+def _analysis_threads(args: argparse.Namespace) -> int:
+    """Set torch's intra-op threads from ``--threads`` (``auto``: the cores free now); the count set."""
+    n = pick_threads(args.threads if args.threads == "auto" else int(args.threads))
+    torch.set_num_threads(n)
+    return n
 
 
 def _check_mnist_model(model: HookedRoot, args: argparse.Namespace) -> None:
@@ -215,6 +227,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
     digits = _grid_digits(args.digits)
     _check_outputs(args)
+    _analysis_threads(args)
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)
@@ -259,6 +272,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.a == args.b:
         raise _CliError(f"--a and --b are both {args.a}: the vector would be zero; pick two different digits")
     _check_outputs(args)
+    _analysis_threads(args)
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)

@@ -23,6 +23,7 @@ __all__ = [
     "FIGURE_FORMATS",
     "VARIANTS",
     "N_TEST",
+    "DEVICES",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
@@ -35,6 +36,7 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "kl": "mean KL(unsteered || steered) on the other digits",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
+DEVICES = ("auto", "cpu", "cuda")  # hookedmlp.devices.DEVICES (cuda:N too)
 N_TEST = 10_000  # MNIST's test images
 VARIANTS = (
     "baseline",
@@ -85,6 +87,39 @@ _finite_float = _checked(float, math.isfinite, "a number", "a finite number")
 _n_test = _checked(
     int, lambda v: 1 <= v <= N_TEST, "a number of test images", f"a number of test images, 1 to {N_TEST}"
 )
+
+
+def _device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine has it is checked when the command runs)."""
+    kind, colon, index = text.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DEVICES)} or cuda:N, got {text!r}")
+    return text
+
+
+def _threads(text: str) -> Any:
+    """A positive count of threads, or ``auto``: the cores free when the command starts."""
+    return text if text == "auto" else _positive_int(text)
+
+
+def _add_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        metavar="{auto,cpu,cuda}",
+        help=f"where {what} runs: cpu, cuda (or cuda:N), or auto, CUDA when this machine has it (default: %(default)s)",
+    )
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        help="intra-op threads: a count, or auto, the cores free when the command starts (a busy neighbour then "
+        "costs no more than its share); the last bits of the numbers depend on it (default: %(default)s)",
+    )
 
 
 def _named_path(text: str) -> Path:
@@ -187,6 +222,7 @@ def _add_train(sub: Any) -> None:
         help="intra-op threads while training; the weights depend on it, so it is recorded with the "
         "settings (default: %(default)s)",
     )
+    _add_device(opt, "training")
     files = train.add_argument_group("files")
     files.add_argument(
         "--out", type=Path, default=Path("runs/mnist-mlp.pt"), help="checkpoint path (default: %(default)s)"
@@ -228,6 +264,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)"
     )
+    _add_device(p, "the model and the test images")
+    _add_threads(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
     )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    _add_device(repro, "every model and the test images")
+    _add_threads(repro)
     repro.set_defaults(job=True)  # one progress bar over the whole run, shown before torch is imported
 
     study = sub.add_parser(
@@ -332,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         default=None,
         help="instead of a checkpoint, any network: the callable FACTORY of MODULE builds it (e.g. "
-        "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed",
+        "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed "
+        "(default: none)",
     )
     hooks.add_argument(
         "--input-shape",
