@@ -15,13 +15,15 @@ printed: training fixes its own count (``TrainSettings.threads``) for that reaso
 import math
 import os
 import time
-from typing import Union
+from typing import Any
 
 from hookedmlp.errors import ConfigError
 
 __all__ = ["free_cores", "allowed_cores", "pick_threads", "AUTO"]
 
 AUTO = "auto"
+CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" in microseconds, or "max <period>"
+PROC_STAT = "/proc/stat"
 _SLACK = 0.25  # a core counts as free when at least 75% of it idled in the window
 
 
@@ -32,7 +34,7 @@ def allowed_cores() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
+        with open(CPU_MAX) as f:
             quota, period = f.read().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, math.floor(int(quota) / int(period))))
@@ -44,7 +46,7 @@ def allowed_cores() -> int:
 def _cpu_times() -> dict[str, tuple[int, int]]:
     """Per core (``cpu0``...): (idle ticks, total ticks) since boot, from ``/proc/stat``."""
     out = {}
-    with open("/proc/stat") as f:
+    with open(PROC_STAT) as f:
         for line in f:
             name, *fields = line.split()
             if name.startswith("cpu") and name != "cpu":
@@ -69,7 +71,7 @@ def free_cores(window: float = 0.1) -> float:
     return free
 
 
-def pick_threads(spec: Union[int, str] = AUTO) -> int:
+def pick_threads(spec: Any = AUTO) -> int:
     """``spec`` itself for a count, or for ``"auto"`` the free cores (at least 1, at most ``allowed_cores()``).
 
     Examples:

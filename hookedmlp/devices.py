@@ -4,7 +4,7 @@ One check for every command that takes ``--device``: an explicit ``cuda`` on a m
 CUDA is refused in one line that says why (no GPU seen, or a torch built without CUDA) and the fix.
 """
 
-from typing import Union
+from typing import Any
 
 import torch
 
@@ -15,7 +15,7 @@ __all__ = ["DEVICES", "resolve_device"]
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(spec: Union[str, torch.device] = "auto") -> torch.device:
+def resolve_device(spec: Any = "auto") -> torch.device:
     """The ``torch.device`` for ``spec``: ``auto`` is CUDA's first device when available, else the CPU.
 
     Examples:

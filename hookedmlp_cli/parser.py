@@ -301,8 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
     )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
-    _add_device(repro, "every model and the test images")
-    _add_threads(repro)
     repro.set_defaults(job=True)  # one progress bar over the whole run, shown before torch is imported
 
     study = sub.add_parser(
