@@ -28,6 +28,8 @@ __all__ = [
     "FileWriteError",
     "SizeError",
     "DeviceError",
+    "ClusterError",
+    "MissingExtraError",
     "closest",
     "capped",
     "did_you_mean",
@@ -96,6 +98,14 @@ class FileWriteError(HookedMLPError, OSError):
 
 class DeviceError(HookedMLPError, RuntimeError):
     """A device this machine does not have (``--device cuda`` without CUDA)."""
+
+
+class ClusterError(HookedMLPError, ConnectionError):
+    """A cluster (Ray) that cannot be reached, or workers that were lost."""
+
+
+class MissingExtraError(HookedMLPError, ImportError):
+    """An optional extra that is not installed (``pip install -e ".[ray]"``)."""
 
 
 class SizeError(HookedMLPError, MemoryError):
