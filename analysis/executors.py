@@ -75,9 +75,7 @@ class ExecutorSettings:
         return f"{self.kind}{'' if self.kind == 'serial' else where}, {self.threads} thread(s) per task"
 
 
-def run_tasks(
-    fn: Callable[[Any], Any], tasks: Sequence[Any], settings: ExecutorSettings = ExecutorSettings()
-) -> Iterator[tuple[int, Any]]:
+def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], settings: ExecutorSettings) -> Iterator[tuple[int, Any]]:
     """``(index, fn(tasks[index]))`` for every task as it finishes (``Lost`` for one whose worker kept dying)."""
     if not tasks:
         return iter(())

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from analysis.executors import ExecutorSettings
 from analysis.family import VARIANTS
 from analysis.figures import grid_heatmap, layer_sweep_figure, write_figure
 from analysis.grid import steering_grid
@@ -298,8 +299,16 @@ def _cmd_study(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         figures=not args.no_figures,
         log=print,
+        executor=_executor(args),
+        device=str(resolve_device(args.device)),
+        together=not args.seeds_apart,
     )
     return 0
+
+
+def _executor(args: argparse.Namespace) -> ExecutorSettings:
+    """``--executor``, ``--workers``, ``--ray-address`` and ``--threads``, checked together."""
+    return ExecutorSettings(args.executor, args.workers, args.ray_address, args.threads)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "VARIANTS",
     "N_TEST",
     "DEVICES",
+    "EXECUTORS",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
@@ -37,6 +38,7 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
 }
 FIGURE_FORMATS = ("html", "png", "svg")
 DEVICES = ("auto", "cpu", "cuda")  # hookedmlp.devices.DEVICES (cuda:N too)
+EXECUTORS = ("serial", "process", "ray")  # analysis.executors.EXECUTORS
 N_TEST = 10_000  # MNIST's test images
 VARIANTS = (
     "baseline",
@@ -119,6 +121,36 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="intra-op threads: a count, or auto, the cores free when the command starts (a busy neighbour then "
         "costs no more than its share); the last bits of the numbers depend on it (default: %(default)s)",
+    )
+
+
+def _add_executor(p: Any, default: str, what: str) -> None:
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=default,
+        help=f"where the {what} run: serial (this process), process (a pool of local processes), or ray (a local Ray "
+        'instance, or the cluster at --ray-address; pip install -e ".[ray]") (default: %(default)s)',
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="local processes (process), or a local Ray instance's CPUs (ray) (default: this machine's cores)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="join the Ray cluster at host:port, or auto for the one this machine is part of (default: none, a "
+        "local instance)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help=f"intra-op threads of each of the {what}: the last bits of the numbers depend on it, so every executor "
+        "gives the same numbers for the same count (default: %(default)s)",
     )
 
 
@@ -332,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)",
     )
     study.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    run = study.add_argument_group("where it runs")
+    _add_executor(run, "process", "models")
+    run.add_argument(
+        "--seeds-apart",
+        action="store_true",
+        help="one task per (variant, seed), each model trained alone, instead of a variant's seeds trained together "
+        "(the same weights, bit for bit, at the study's one training thread) (default: together)",
+    )
+    _add_device(run, "training and analysis")
 
     grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
     grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")
