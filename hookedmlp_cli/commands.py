@@ -311,6 +311,15 @@ def _executor(args: argparse.Namespace) -> ExecutorSettings:
     return ExecutorSettings(args.executor, args.workers, args.ray_address, args.threads)
 
 
+def _spread_executor(args: argparse.Namespace) -> Optional[ExecutorSettings]:
+    """``None`` (here, at ``--threads``) for the serial executor; else the workers, each at ``--threads`` (auto: 1)."""
+    threads = _analysis_threads(args)
+    if args.executor == "serial" and args.workers is None and args.ray_address is None:
+        return None
+    per_task = 1 if args.threads == "auto" else threads
+    return ExecutorSettings(args.executor, args.workers, args.ray_address, per_task)
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.train and args.checkpoint:
@@ -325,6 +334,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         log=args.job.log(print),
         progress=args.job,
+        executor=_spread_executor(args),
+        device=resolve_device(args.device),
     )
     return 0
 

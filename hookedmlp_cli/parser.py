@@ -124,7 +124,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_executor(p: Any, default: str, what: str) -> None:
+def _add_executor(p: Any, default: str, what: str, threads: bool = True) -> None:
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
@@ -145,6 +145,8 @@ def _add_executor(p: Any, default: str, what: str) -> None:
         help="join the Ray cluster at host:port, or auto for the one this machine is part of (default: none, a "
         "local instance)",
     )
+    if not threads:
+        return  # the command's own --threads (auto) then applies
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -333,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
     )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    run = repro.add_argument_group("where it runs")
+    _add_executor(run, "serial", "spread runs", threads=False)
+    _add_threads(run)
+    _add_device(run, "the models and the analysis")
     repro.set_defaults(job=True)  # one progress bar over the whole run, shown before torch is imported
 
     study = sub.add_parser(
