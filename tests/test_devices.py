@@ -43,6 +43,8 @@ def test_cuda_without_cuda_says_why_in_one_line(monkeypatch):
         ["train", "--epochs", "1", "--out", "{tmp}/m.pt"],
         ["grid", "--json", "{tmp}/g.json"],
         ["sweep", "--json", "{tmp}/s.json"],
+        ["study", "--quick", "--out", "{tmp}/out", "--cache", "{tmp}/cache"],
+        ["reproduce", "--quick", "--out", "{tmp}/out"],
     ],
 )
 def test_each_command_refuses_cuda_without_cuda_in_one_line_before_it_computes(capsys, tmp_path, argv):
