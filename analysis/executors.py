@@ -70,8 +70,15 @@ class ExecutorSettings:
         check_int(self.retries, "retries", low=0)
 
     @property
+    def slots(self) -> Optional[int]:
+        """How many tasks run at once: 1 (serial), the local workers, or None (a cluster's size is not known here)."""
+        if self.kind == "serial":
+            return 1
+        return None if self.address is not None else self.workers or allowed_cores()
+
+    @property
     def label(self) -> str:
-        where = f" at {self.address}" if self.address else f", {self.workers or allowed_cores()} workers"
+        where = f" at {self.address}" if self.address else f", {self.slots} workers"
         return f"{self.kind}{'' if self.kind == 'serial' else where}, {self.threads} thread(s) per task"
 
 

@@ -42,7 +42,7 @@ from hookedmlp.train import TrainSettings
 from hookedmlp.train_files import partial_path
 from hookedmlp.train_seeds import train_seeds
 
-__all__ = ["CellTask", "CellOutcome", "run_cell_task", "merge", "run_study"]
+__all__ = ["CellTask", "CellOutcome", "run_cell_task", "merge", "seed_groups", "run_study"]
 
 SERIAL = ExecutorSettings()
 
@@ -158,6 +158,17 @@ def merge(outcome: CellOutcome, cache: Path) -> int:
     return written
 
 
+def seed_groups(seeds: Sequence[int], n_variants: int, slots: Optional[int], together: bool) -> list[tuple[int, ...]]:
+    """A variant's seeds split into tasks: as few as keep every worker busy (``slots`` of them; ``None``, a cluster
+    of unknown size: one seed per task), each group trained together; one seed per task unless ``together``."""
+    if not together or slots is None:
+        return [(s,) for s in seeds]
+    n = min(len(seeds), max(1, -(-slots // n_variants)))
+    size, longer = divmod(len(seeds), n)  # n groups, their sizes at most one apart
+    ends = [(k + 1) * size + min(k + 1, longer) for k in range(n)]
+    return [tuple(seeds[start:end]) for start, end in zip([0, *ends], ends)]
+
+
 def _line(done: int, total: int, r: ModelResult) -> str:
     return (
         f"  model {done}/{total}: {r.variant}, seed {r.seed}: test loss {r.test_loss:.3f}, best selectivity "
@@ -182,7 +193,8 @@ def run_study(
 ) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
 
-    The cells run on ``executor`` (one task per variant, its missing seeds trained ``together``; or one per cell),
+    The cells run on ``executor`` (a task per group of a variant's seeds, its missing seeds trained ``together``, as
+    few groups as keep the workers busy: ``seed_groups``; or one task per cell),
     each with ``executor.threads`` intra-op threads, and come back in the order they finish; the results are
     returned in the study's order (variants, then seeds), whichever executor ran them. A cell whose worker died
     on every try is reported and the others kept in the cache: ``ClusterError`` at the end names it, and a second
@@ -192,7 +204,7 @@ def run_study(
     unique(list(seeds), "seeds")
     if test is None:
         test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
-    groups = [tuple(seeds)] if together else [(s,) for s in seeds]
+    groups = seed_groups(list(seeds), len(variants), executor.slots, together)
     tasks = [
         CellTask(
             v,

@@ -271,7 +271,7 @@ def study(
     train_s = sum(r.train_seconds for r in results)
     analysis_s = sum(r.analysis_seconds for r in results)
     log(
-        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this "
-        f"run); report: {out_dir / 'study.md'}"
+        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s: summed "
+        f"over the models, in parallel on the workers, as the cache recorded them); report: {out_dir / 'study.md'}"
     )
     return results

@@ -140,6 +140,23 @@ def test_two_studies_on_one_cache_compute_each_model_once(tmp_path, setup, monke
 
 
 @pytest.mark.parametrize(
+    "seeds, variants, slots, together, groups",
+    [
+        ([0, 1, 2], 13, 1, True, [(0, 1, 2)]),  # serial: one task per variant
+        ([0, 1, 2], 2, 2, True, [(0, 1, 2)]),  # 2 workers, 2 variants: each a task
+        ([0, 1, 2], 1, 2, True, [(0, 1), (2,)]),  # 2 workers, 1 variant: its seeds split in 2
+        ([0, 1, 2, 3, 4], 2, 8, True, [(0, 1), (2,), (3,), (4,)]),  # 8 workers, 2 variants: 4 groups each
+        ([0, 1, 2, 3, 4, 5, 6], 3, 7, True, [(0, 1, 2), (3, 4), (5, 6)]),  # ceil(7 / 3) = 3 groups
+        ([0, 1], 1, 16, True, [(0,), (1,)]),  # more workers than cells
+        ([0, 1, 2], 2, None, True, [(0,), (1,), (2,)]),  # a cluster of unknown size: one cell per task
+        ([0, 1, 2], 13, 1, False, [(0,), (1,), (2,)]),  # --seeds-apart
+    ],
+)
+def test_seed_groups_keep_every_worker_busy_with_as_few_tasks_as_that_takes(seeds, variants, slots, together, groups):
+    assert study_cells.seed_groups(seeds, variants, slots, together) == groups
+
+
+@pytest.mark.parametrize(
     "flags, message",
     [
         (["--workers", "0"], "argument --workers: expected a positive integer, got 0"),
