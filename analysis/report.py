@@ -6,14 +6,16 @@ the ``Reproduction`` (what ``reproduce`` computed) and writes nothing by hand.
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
+from analysis.explain_report import explain_section
 from analysis.grid import NORMAL_ROW, GridResult
 from analysis.published import StudyTables, spearman, study_tables
 from analysis.spread import Run, VectorSource
+from analysis.steer_report import steer_section
 from analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = ["Reproduction", "report_text"]
@@ -40,6 +42,9 @@ class Reproduction:
     spread_n_test: int
     seeds_note: str  # which models the spread covers
     headline_claims: dict[str, tuple[bool, float]]
+    steer: Optional[dict[str, Any]] = None  # the headline model's Steerability.summary()
+    steer_n_test: int = 0
+    explained: Optional[dict[str, Any]] = None  # analysis.explain.explain_summary on the headline model
 
     @property
     def grid(self) -> GridResult:
@@ -75,6 +80,9 @@ class Reproduction:
             "spread_n_test": self.spread_n_test,
             "seeds_note": self.seeds_note,
             "headline_claims": self.headline_claims,
+            "steer": self.steer,
+            "steer_n_test": self.steer_n_test,
+            "explained": self.explained,
         }
 
     @classmethod
@@ -104,6 +112,9 @@ class Reproduction:
             data["spread_n_test"],
             data["seeds_note"],
             {k: (bool(v[0]), float(v[1])) for k, v in data["headline_claims"].items()},
+            data.get("steer"),
+            data.get("steer_n_test", 0),
+            data.get("explained"),
         )
 
 
@@ -350,6 +361,8 @@ def report_text(r: Reproduction, figures: bool = True) -> str:
     sections = [
         _header(r),
         _claims(r),
+        steer_section(r.steer, r.model_name, r.steer_n_test) if r.steer else "",
+        explain_section(r.explained, r.model_name, figures) if r.explained else "",
         _spread(r) if figures else _spread(r).split("\n\n![")[0] + "\n",
         _control(r),
         _inconsistency(r),

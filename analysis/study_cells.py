@@ -30,6 +30,7 @@ from analysis.family import (
     Variant,
     cached_model,
     cell_files,
+    headline,
     study_model,
     unique,
 )
@@ -171,9 +172,8 @@ def seed_groups(seeds: Sequence[int], n_variants: int, slots: Optional[int], tog
 
 def _line(done: int, total: int, r: ModelResult) -> str:
     return (
-        f"  model {done}/{total}: {r.variant}, seed {r.seed}: test loss {r.test_loss:.3f}, best selectivity "
-        f"{r.share[r.best_hook]:.2f} at {r.best_hook} (train {r.train_seconds:.0f} s, analysis "
-        f"{r.analysis_seconds:.0f} s)"
+        f"  model {done}/{total}: {r.variant}, seed {r.seed}: test loss {r.test_loss:.3f}, {headline(r)} (train "
+        f"{r.train_seconds:.0f} s, analysis {r.analysis_seconds:.0f} s)"
     )
 
 

@@ -17,6 +17,7 @@ from analysis.figures import code_version, study_layers_figure, study_tradeoff_f
 from analysis.outputs import JSON_REL, Outputs
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
+from analysis.steer_report import method_note, study_steer_table
 from analysis.study_cells import SERIAL, run_study
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
@@ -184,6 +185,15 @@ def study_text(
             "![Selectivity per layer](figures/study_layers.png)\n",
             "Interactive: [flip rate against damage](figures/study_tradeoff.html), "
             "[selectivity per layer](figures/study_layers.html).\n",
+        ]
+    if results and results[0].steer:
+        s += [
+            "## Steerability without thresholds, with controls\n",
+            method_note(results[0].steer)
+            + " Per variant, the median over seeds [range] of the mean over pairs; the best internal class is "
+            "chosen on the tuning half, and every column is scored on the scoring half.\n",
+            study_steer_table(results),
+            "",
         ]
     s += [
         "## Conclusions\n",

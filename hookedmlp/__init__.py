@@ -36,6 +36,7 @@ _EXPORTS = {
     "HookHandle": "hookedmlp.hooks.point",
     "HookNameError": "hookedmlp.errors",
     "HookPoint": "hookedmlp.hooks.point",
+    "HookWarning": "hookedmlp.hooks.point",
     "InputDtypeError": "hookedmlp.errors",
     "Layout": "hookedmlp.models.layout",
     "LeNetConfig": "hookedmlp.models.configs",

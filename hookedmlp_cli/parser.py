@@ -35,6 +35,7 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "flip_rate": "share of the test images of b classified as a",
     "accuracy_other": "accuracy on the test images of the other digits",
     "kl": "mean KL(unsteered || steered) on the other digits",
+    "collateral": "share of the test images of the other digits whose prediction changes",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
 DEVICES = ("auto", "cpu", "cuda")  # hookedmlp.devices.DEVICES (cuda:N too)
@@ -418,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="instead of a checkpoint, any network: the callable FACTORY of MODULE builds it (e.g. "
         "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed "
-        "(default: none)",
+        "(default: %(default)s, the checkpoint)",
     )
     hooks.add_argument(
         "--input-shape",
@@ -426,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="N",
-        help="with --network: one example's shape, e.g. 3 32 32 (default: read from a first Linear)",
+        help="with --network: one example's shape, e.g. 3 32 32 (default: %(default)s, read from a first Linear)",
     )
     return parser
 

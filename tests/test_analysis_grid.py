@@ -50,6 +50,7 @@ def reference_cell(model: HookedMLP, images, labels, first, a: int, b: int) -> d
         "flip_rate": float((steered[is_b].argmax(-1) == a).double().mean()),
         "accuracy_other": float((steered[other].argmax(-1) == labels[other]).double().mean()),
         "kl": float(kl[other].mean()),
+        "collateral": float((steered[other].argmax(-1) != base[other].argmax(-1)).double().mean()),
     }
 
 
@@ -163,7 +164,8 @@ def test_to_markdown(grid) -> None:
     assert flips.splitlines()[-3] == "| Normal | " + " | ".join(f"{v:.4f}" for v in grid.normal["flip_rate"]) + " |"
     assert f"{grid.flip_rate[3, 1]:.3f}" in next(line for line in flips.splitlines() if line.startswith("| 3 |"))
     with pytest.raises(
-        ConfigError, match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', got 'bogus'"
+        ConfigError,
+        match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', 'collateral', got 'bogus'",
     ):
         grid.to_markdown("bogus")
 

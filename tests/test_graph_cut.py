@@ -8,7 +8,6 @@ torchvision's resnet18.
 
 import pytest
 import torch
-import torchvision
 import zoo
 
 from analysis.additions import all_pairs, pair_additions
@@ -22,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def resnet():
+    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     return capture(torchvision.models.resnet18(num_classes=10).eval(), (3, 32, 32))
 

@@ -40,7 +40,7 @@ def setup():
     data = (train_x[:96], train_y[:96], test_x[:64], test_y[:64])
     return {
         "test": stratified_subset(test_x, test_y, 3),
-        "coeffs": (1.0,),
+        "coeffs": (0.5, 1.0),
         "train_data": data,
         "settings": TrainSettings(epochs=1, batch_size=32),
         "pairs": [(3, 1), (1, 3)],
@@ -116,7 +116,7 @@ def test_a_killed_worker_loses_its_models_only_and_the_resumed_study_is_the_same
 
 def test_two_studies_on_one_cache_compute_each_model_once(tmp_path, setup, monkeypatch):
     calls = []
-    for module, name in [(study_cells, "train_seeds"), (family, "selectivity")]:
+    for module, name in [(study_cells, "train_seeds"), (family, "steerability")]:
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
     found, errors = [], []
@@ -133,7 +133,7 @@ def test_two_studies_on_one_cache_compute_each_model_once(tmp_path, setup, monke
     for t in threads:
         t.join(timeout=300)
     assert errors == []
-    assert sorted(calls) == ["selectivity"] * 4 + ["train_seeds"] * 2  # 2 variants' seeds trained, 4 analysed
+    assert sorted(calls) == ["steerability"] * 4 + ["train_seeds"] * 2  # 2 variants' seeds trained, 4 analysed
     assert _numbers(found[0]) == _numbers(found[1])
     assert len(list(tmp_path.glob("*.pt"))) == len(list(tmp_path.glob("*.json"))) == 4
     assert not list(tmp_path.glob("*.partial.pt"))

@@ -92,7 +92,7 @@ def with_runners(
     runner gets its input instead). Returns the copy and, for each such node, the name of the
     runner's node (whose value the node's users now take).
     """
-    out = fx.Graph()
+    out = _like(graph)
     env: dict[fx.Node, fx.Node] = {}
     after: dict[str, str] = {}
     for node in graph.nodes:
@@ -109,10 +109,17 @@ def with_runners(
     return out, after
 
 
+def _like(graph: fx.Graph) -> fx.Graph:
+    """An empty graph generating code the way ``graph`` does (torch.export's graphs pack inputs and outputs)."""
+    out = fx.Graph()
+    out.set_codegen(graph._codegen)
+    return out
+
+
 def strip(graph: fx.Graph, names: Iterable[str]) -> fx.Graph:
     """A copy of ``graph`` without the nodes ``names`` (identity calls: their users take their input)."""
     drop = set(names)
-    out = fx.Graph()
+    out = _like(graph)
     env: dict[fx.Node, fx.Node] = {}
     for node in graph.nodes:
         env[node] = env[node.args[0]] if node.name in drop else out.node_copy(node, lambda n: env[n])

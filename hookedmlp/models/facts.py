@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
+from hookedmlp.hooks.names import not_run_error
 from hookedmlp.hooks.point import hooks_suppressed
 from hookedmlp.sizes import activation_bytes, check_bytes
 
@@ -32,6 +33,7 @@ __all__ = [
     "training_mode_modules",
     "activation_shapes",
     "observed_shapes",
+    "shapes_from_pass",
     "activation_shape",
     "check_hook_names",
     "clean_activations",
@@ -194,14 +196,14 @@ def observed_shapes(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
     the data it is given; ``activation_shapes`` then knows them too.
     """
     key = structure_key(model)
-    found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, x[:2], model.hook_names).items()}
+    found = shapes_from_pass(model, x[:2])
     model.__dict__["_shapes_memo"] = (key, found)
     return found
 
 
 @_own_first
 def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """The shape of one example's activation at every hook point (from a clean probe pass, memoised)."""
+    """The shape of one example's activation at every hook point that runs (from a clean probe pass, memoised)."""
     key = structure_key(model)
     memo = model.__dict__.get("_shapes_memo")
     if memo is not None and memo[0] == key:
@@ -218,15 +220,26 @@ def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
         activation_bytes(shapes[0], 2, dtype), f"a probe batch of input_shape {list(shapes[0])}", "fix input_shape"
     )
     probe = torch.zeros(2, *shapes[0], dtype=dtype, device=ref.device if ref is not None else None)
-    found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, probe, model.hook_names).items()}
+    found = shapes_from_pass(model, probe)
     model.__dict__["_shapes_memo"] = (key, found)
     return found
 
 
+def shapes_from_pass(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """One example's activation shape at every hook point that runs in a clean pass on ``x`` (one never called
+    has none: ``activation_shape`` then says it did not run)."""
+    with torch.no_grad(), hooks_suppressed():
+        _, cache = model.run_with_cache(x)
+    return {k: tuple(v.shape[1:]) for k, v in cache.cache_dict.items()}
+
+
 @_own_first
 def activation_shape(model: Any, name: str) -> tuple[int, ...]:
-    """The shape of one example's activation at hook point ``name``."""
-    return activation_shapes(model)[model.resolve_name(name)]
+    """The shape of one example's activation at hook point ``name`` (``HookNameError`` if it never runs)."""
+    shapes, name = activation_shapes(model), model.resolve_name(name)
+    if name not in shapes:
+        raise not_run_error(model, [name], list(shapes))
+    return shapes[name]
 
 
 _AXES = {2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}

@@ -103,6 +103,8 @@ class HookedGraph(HookedModel):
         in_forward = any(isinstance(m, HookPoint) for m in net.modules())
         self.__dict__.update(_net=net, _captured=captured, _sites=sites, _active=(None, False), _in_forward=in_forward)
         out = next(n for n in captured.graphs[False].nodes if n.op == "output").args[0]
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]  # one output, packed (torch.export's graphs return their outputs flattened)
         self.__dict__["_output"] = out.name if isinstance(out, fx.Node) else ""
         self.output = None
         self.input_shape = input_shape
