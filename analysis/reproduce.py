@@ -26,6 +26,7 @@ import torch
 
 from analysis import figures as fig
 from analysis.claims import CLAIMS, evaluate_claims, summarise
+from analysis.executors import ExecutorSettings
 from analysis.explain import explain_summary
 from analysis.grid import GridResult
 from analysis.outputs import JSON_REL, Outputs, numbers_of
@@ -36,6 +37,7 @@ from analysis.steerability import steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
+from hookedmlp.errors import UsageError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.progress import JobProgress
 from hookedmlp.train import evaluate, train_model
@@ -62,6 +64,12 @@ STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 te
 EXPLAIN_HOOKS = ("layer0.post", "layer1.post", "layer3.post")  # one per hook class past the input
 
 
+def _on(model: HookedRoot, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test set in the model's dtype (a float64 model too) and on its device."""
+    ref = model.reference_tensor()
+    return images.to(ref.device, ref.dtype), labels.to(ref.device)
+
+
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
     if train:
         trained = train_model(out=out / "figures" / "trained.pt", progress=progress).model
@@ -79,6 +87,8 @@ def reproduce(
     figures: bool = True,
     log: Callable[[str], None] = print,
     progress: Union[bool, JobProgress] = True,
+    executor: Optional[ExecutorSettings] = None,
+    device: Union[str, torch.device] = "cpu",
 ) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
@@ -96,8 +106,16 @@ def reproduce(
         log: where progress lines go.
         progress: show one progress bar, with an ETA, over the whole job; or the ``JobProgress``
             to move (the command line starts it before importing torch).
+        executor: where the spread's runs go (``analysis.executors``), each with its own threads; ``None``:
+            here, one after another, at torch's current threads.
+        device: where the models and the analysis run (a GPU with the serial executor only: a run's model
+            travels to its worker on the CPU).
     """
     out = Path(out_dir)
+    if torch.device(device).type != "cpu" and executor is not None and executor.kind != "serial":
+        raise UsageError(
+            f"the spread's runs go to {executor.kind} workers on the CPU; on {device} use the serial executor"
+        )
     check_writable(out / "reproduction.md")
     t0 = time.perf_counter()
     job = progress if isinstance(progress, JobProgress) else JobProgress("reproduce") if progress else None
@@ -128,10 +146,10 @@ def reproduce(
     tick(0, "training a model" if train else "headline: all pairs at every hook point")
     start = time.perf_counter()
     model, name = _headline_model(Path(checkpoint) if checkpoint is not None else None, train, out, False)
-    model.eval()
+    model.eval().to(device)
     tick(COST["training"] * train, "headline: all pairs at every hook point")
     images, labels = load_mnist("test")
-    test_loss, test_acc = evaluate(model, images.to(model.reference_tensor().dtype), labels)  # a float64 model too
+    test_loss, test_acc = evaluate(model, *_on(model, images, labels))
     head = (images[:1000], labels[:1000]) if quick else (images, labels)
     log(
         f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images"
@@ -149,7 +167,7 @@ def reproduce(
     sources = vector_sources(2)[:quick_sources] if quick else vector_sources(10)
     if checkpoint is None and not train:
         names = SEED_MODELS[:n_models]
-        models = {n: HookedMLP.from_pretrained(n).eval() for n in names}
+        models = {n: HookedMLP.from_pretrained(n).eval().to(device) for n in names}
         seeds_note = f"{len(models)} models of the study's recipe, seeds 0-{len(models) - 1} (shipped with hookedmlp)"
     else:
         models = {name: model}
@@ -168,14 +186,14 @@ def reproduce(
 
     start = time.perf_counter()
     log(f"spread: {len(models)} models x {len(sources)} vector sources on {len(subset[1])} test images")
-    runs = spread(models, sources, subset, study, run_done("spread", len(models) * len(sources)))
+    runs = spread(models, sources, subset, study, run_done("spread", len(models) * len(sources)), executor)
     step("spread", start)
 
     start = time.perf_counter()
-    control = HookedMLP.from_pretrained(CONTROL_MODEL).eval()
-    control_loss, _ = evaluate(control, images.to(control.reference_tensor().dtype), labels)
+    control = HookedMLP.from_pretrained(CONTROL_MODEL).eval().to(device)
+    control_loss, _ = evaluate(control, *_on(control, images, labels))
     log(f"control: {CONTROL_MODEL}, test loss {control_loss:.4f}")
-    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, run_done("control", len(sources)))
+    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, run_done("control", len(sources)), executor)
     tick(0, "control: its grid")
     with torch.no_grad():
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
