@@ -277,6 +277,11 @@ def _hooked(hp: Optional[HookPoint]) -> bool:
     return hp is not None and bool(hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks)
 
 
+def _point_call(view: GraphView, node: fx.Node) -> bool:
+    """Whether ``node`` calls a ``HookPoint`` module (an identity), not a module or op whose value has a hook point."""
+    return node.op == "call_module" and isinstance(view.owner.get_submodule(str(node.target)), HookPoint)
+
+
 def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
     """Carry ``vectors`` ``[k, *shape]`` added at ``node`` forward through the affine modules after it.
 
@@ -306,10 +311,11 @@ def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
         if here.name in named:
             kept = (here, vectors)
     here, vectors = kept
-    # a HookPoint right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post)
-    while here.op == "call_module" and isinstance(view.point(here.name), HookPoint):
+    # a HookPoint call right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post);
+    # (in a captured graph every node has a hook point, but only HookPoint calls pass their input on unchanged)
+    while _point_call(view, here):
         before = here.args[0]
-        if not isinstance(before, fx.Node) or not isinstance(view.point(before.name), HookPoint):
+        if not isinstance(before, fx.Node) or not _point_call(view, before):
             break
         if _hooked(view.point(before.name)) or _hooked(view.point(here.name)):
             break

@@ -36,6 +36,7 @@ __all__ = [
     "clean_activations",
     "example_shape",
     "check_example_shape",
+    "select_output",
 ]
 
 TRAINING_DEPENDENT = (
@@ -177,6 +178,12 @@ def clean_activations(model: Any, x: Tensor, names: Sequence[str]) -> dict[str, 
     with torch.no_grad(), hooks_suppressed():
         _, cache = model.run_with_cache(x, names_filter=names)
     return dict(cache.cache_dict)
+
+
+@_own_first
+def select_output(model: Any, out: Any) -> Any:
+    """The logits in what ``forward`` returned (a captured graph picks its chosen output of a tuple or dict)."""
+    return out
 
 
 @_own_first
