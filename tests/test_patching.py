@@ -14,9 +14,24 @@ import torch.nn.functional as F
 from torch import nn
 from zoo import Functional
 
-from hookedmlp import HookedMLP, HookedRoot, HookPoint, ResidualConfig, ResidualMLP, capture
+from hookedmlp import (
+    ArgumentTypeError,
+    ConfigError,
+    HookedMLP,
+    HookedRoot,
+    HookNameError,
+    HookPoint,
+    ResidualConfig,
+    ResidualMLP,
+    ShapeError,
+    SizeError,
+    SteeringError,
+    UsageError,
+    capture,
+)
 from hookedmlp.models.cut import graph_view
-from hookedmlp.patching import PER, activation_patch, plain_activation_patch
+from hookedmlp.patching import PER, activation_patch, attribution_patch, plain_activation_patch
+from hookedmlp.sizes import human, memory_budget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -230,3 +245,96 @@ def test_the_result_is_labelled(net) -> None:
     assert torch.equal(matrix[0, : result.grids[0][0]], result.by_hook(first))
     assert result.summary(2).splitlines()[0].startswith(f"activation patching, per unit, denoise, {N} pairs")
     torch.testing.assert_close(result.normalized(), result.effect / (result.source - result.base))
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+
+
+def test_clean_and_corrupt_of_different_shapes_are_refused() -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    with pytest.raises(ShapeError, match=r"clean has shape \[6, 1, 4, 4\] and corrupt \[5, 1, 4, 4\]; patching pairs"):
+        activation_patch(model, clean, corrupt[:5], diff01)
+    with pytest.raises(ShapeError, match=r"clean has shape \[6, 1, 4, 4\] and corrupt list"):
+        attribution_patch(model, clean, [1.0], diff01)
+
+
+@pytest.mark.parametrize(
+    "metric, error, message",
+    [
+        (lambda logits: logits[:, 0], ShapeError, r"must return one number for a batch of logits, got shape \[6\]"),
+        (lambda logits: logits.sum() / 0 * 0, SteeringError, "the metric's value on the unpatched base run must be"),
+        (lambda logits: "high", ArgumentTypeError, "must return a number or a tensor, got str"),
+    ],
+    ids=["not-a-scalar", "not-finite", "not-a-number"],
+)
+def test_a_metric_that_is_not_one_finite_number_is_refused(metric, error, message) -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    for patch in (activation_patch, attribution_patch):
+        with pytest.raises(error, match=message):
+            patch(model, clean, corrupt, metric)
+
+
+def test_a_metric_that_turns_non_finite_only_when_patched_names_the_hook() -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    with torch.no_grad():
+        unpatched = [float(diff01(model(x))) for x in (clean, corrupt)]
+
+    def metric(logits):  # finite on the unpatched runs only
+        value = diff01(logits)
+        return value if min(abs(float(value) - u) for u in unpatched) < 1e-6 else value / 0
+
+    with pytest.raises(SteeringError, match=r"the metric's value with layer\d.\w+ patched must be finite, got -?inf"):
+        activation_patch(model, clean, corrupt, metric, per="unit")
+
+
+def test_an_unknown_hook_name_says_did_you_mean() -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    with pytest.raises(HookNameError, match="did you mean 'layer1.post'"):
+        activation_patch(model, clean, corrupt, diff01, hooks="layer1.pots")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(per="neuron"), ConfigError, "per must be one of 'hook', 'unit', 'position', got 'neuron'"),
+        (dict(direction="denoising"), ConfigError, "did you mean 'denoise'"),
+        (dict(chunk_elements=0), ConfigError, "chunk_elements must be >= 1, got 0"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, error, message) -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    with pytest.raises(error, match=message):
+        activation_patch(model, clean, corrupt, diff01, **kwargs)
+
+
+def test_named_metrics_need_labels_that_fit() -> None:
+    model = build("mlp")
+    clean, corrupt = inputs(model)
+    with pytest.raises(UsageError, match=r"metric 'loss' needs labels=\(clean_labels, corrupt_labels\)"):
+        activation_patch(model, clean, corrupt, "loss")
+    with pytest.raises(ConfigError, match="metric must be one of 'logit_diff', 'loss', 'flip_rate', got 'logit_dif'"):
+        activation_patch(model, clean, corrupt, "logit_dif", labels=(0, 1))
+    with pytest.raises(UsageError, match=r"clean labels must be classes 0 to 2 \(the model has 3 outputs\)"):
+        activation_patch(model, clean, corrupt, "logit_diff", labels=(3, 1))
+    with pytest.raises(ShapeError, match=r"corrupt labels has shape \[2\]; expected one label per pair, \[6\]"):
+        activation_patch(model, clean, corrupt, "logit_diff", labels=(0, torch.tensor([1, 2])))
+
+
+def test_pairs_whose_activations_exceed_the_budget_are_refused_up_front_with_the_estimate() -> None:
+    model = HookedMLP.from_module(nn.Sequential(nn.Linear(16, 4096), nn.ReLU(), nn.Linear(4096, 3))).eval()
+    clean, corrupt = inputs(model)
+    units = 16 + 4 * 4096 + 3  # layer0.pre, layer0.post = layer1.pre, layer1.post = layer2.pre, layer2.post
+    needed = 3 * 4 * 6 * units + 8 * units  # 3 float32 copies (source, base, one patched) of 6 pairs; the results
+    with memory_budget(needed - 1), pytest.raises(SizeError) as info:
+        activation_patch(model, clean, corrupt, diff01, per="unit")
+    assert str(info.value).startswith(
+        f"activation patching of 6 pairs at 6 hook point(s) needs {human(needed)} ({needed:,} bytes), above"
+    )
+    assert "patch fewer pairs or hook points at a time" in str(info.value)
+    with memory_budget(needed):
+        assert activation_patch(model, clean, corrupt, diff01, per="unit").values.shape == (units,)

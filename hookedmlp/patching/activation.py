@@ -79,7 +79,9 @@ def activation_patch(
     runs = start_runs(model, clean, corrupt, metric, hooks, per, direction, labels, "activation patching")
     view = graph_view(model)
     hooked = any_hook_attached(model)
-    values, hows, done = [], [], {}
+    values: list[torch.Tensor] = []
+    hows: dict[str, list[str]] = {}
+    done: dict[str, tuple[torch.Tensor, str]] = {}
     with torch.no_grad():
         for hook in runs.names:
             node = view.node_of.get(hook) if view is not None else None
@@ -93,9 +95,14 @@ def activation_patch(
                     chunk_elements,
                 )  # fmt: skip
             values.append(got[0])
-            hows.append(f"{hook}: {got[1]}")
-    engine = ("graph cut; " if view is not None else f"no graph of {type(model).__name__}; ") + "; ".join(hows)
+            hows.setdefault(got[1], []).append(hook)
+    where = "graph cut" if view is not None else f"no graph of {type(model).__name__}"
+    engine = f"{where}; " + "; ".join(f"{how} ({_listed(hooks)})" for how, hooks in hows.items())
     return PatchResult(torch.cat(values), kind="activation", engine=engine, **runs.result_fields())
+
+
+def _listed(hooks: list[str]) -> str:
+    return ", ".join(hooks) if len(hooks) <= 3 else f"{len(hooks)} hook points"
 
 
 def plain_activation_patch(

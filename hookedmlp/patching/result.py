@@ -198,7 +198,7 @@ def _checked_fields(meta: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"field {f} is {meta.get(f, 'missing')!r:.60}")
     for f, choices in (("per", PER), ("kind", KINDS), ("direction", DIRECTIONS)):
         check_choice(meta[f], choices, f)
-    return {f: meta[f] for f in _FIELDS}
+    return {f: [tuple(g) for g in meta[f]] if f == "grids" else meta[f] for f in _FIELDS}
 
 
 def _is_grid(g: Any) -> bool:

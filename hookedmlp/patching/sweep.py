@@ -82,7 +82,7 @@ def _stacked(
             y = cut.suffix(x.reshape(-1, *shape), *rest)
             parts.append(y.view(len(masks), -1, *y.shape[1:]))
         out[j : j + len(masks)] = _score(metric, torch.cat(parts, 1), hook)
-    return out, f"suffix passes, {k} entries x {images} pairs per pass"
+    return out, f"suffix passes of {k} entries x {images} pairs"
 
 
 def _folded(
@@ -100,8 +100,8 @@ def _folded(
     """Per-unit patches of a ``[d]`` activation as rank-one updates after the affine modules that follow it."""
     n, d = base.shape
     probe = torch.zeros(1, d, dtype=base.dtype, device=base.device)
-    reached, _ = fold(view, node, probe)
-    if reached == node:
+    reached, moved = fold(view, node, probe)
+    if moved is probe:  # no affine module to fold through (at most another name of the same tensor)
         return None
     if reached == view.output:
         after, ext, cut = base_logits, [], None
@@ -125,7 +125,7 @@ def _folded(
             y = cut.suffix(logits.reshape(-1, *after.shape[1:]), *cut.repeat(ext, len(units)))
             logits = y.view(len(units), n, *y.shape[1:])
         out[j : j + len(units)] = _score(metric, logits, hook)
-    return out, f"units folded to {view.hook_of(reached)}, then suffix passes of {k} units x {n} pairs"
+    return out, f"units folded to {view.hook_of(reached)}, suffix passes of {k} units x {n} pairs"
 
 
 def full_values(model: Any, hook: str, metric: PatchMetric, base_x: Tensor, source: Tensor, per: str) -> Values:
