@@ -1,6 +1,6 @@
 """hookedmlp: hook points, activation caching and steering for small networks, the TransformerLens way."""
 
-from hookedmlp import _moved
+from hookedmlp import _moved, patching
 from hookedmlp.data.labelled import DataWarning
 from hookedmlp.errors import (
     ArgumentTypeError,
@@ -78,6 +78,7 @@ __all__ = [
     "UsageError",
     "load",
     "ablate",
+    "patching",
     "capture",
     "clamp",
     "patch",

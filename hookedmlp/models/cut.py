@@ -34,7 +34,7 @@ from hookedmlp.models.modules import fold as fold_module
 from hookedmlp.models.modules import is_affine, keeps_shape
 from hookedmlp.models.programs import Programs
 
-__all__ = ["GraphView", "graph_view", "Cut", "fold"]
+__all__ = ["GraphView", "graph_view", "Cut", "fold", "first_name"]
 
 
 @dataclasses.dataclass
@@ -311,8 +311,16 @@ def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
         if here.name in named:
             kept = (here, vectors)
     here, vectors = kept
-    # a HookPoint call right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post);
-    # (in a captured graph every node has a hook point, but only HookPoint calls pass their input on unchanged)
+    return first_name(view, here.name), vectors
+
+
+def first_name(view: GraphView, node: str) -> str:
+    """The first of the HookPoint calls that carry ``node``'s tensor unchanged (``layer1.pre`` -> ``layer0.post``).
+
+    In a captured graph every node has a hook point, but only a call of a ``HookPoint`` module
+    (with no hook attached) passes its input on unchanged.
+    """
+    here = next(n for n in view.graph().nodes if n.name == node)
     while _point_call(view, here):
         before = here.args[0]
         if not isinstance(before, fx.Node) or not _point_call(view, before):
@@ -320,4 +328,4 @@ def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
         if _hooked(view.point(before.name)) or _hooked(view.point(here.name)):
             break
         here = before
-    return here.name, vectors
+    return here.name

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 
 from hookedmlp.checks import check_int
-from hookedmlp.models.cut import graph_view
+from hookedmlp.models.cut import first_name, graph_view
 from hookedmlp.patching.metrics import Labels
 from hookedmlp.patching.pairs import any_hook_attached
 from hookedmlp.patching.result import PatchResult
@@ -68,12 +68,13 @@ def activation_patch(
         SizeError: the activations of the pairs would exceed the memory budget.
 
     Examples:
+        >>> from hookedmlp.patching import activation_patch, attribution_patch, compare
         >>> threes, ones = images[labels == 3][:50], images[labels == 1][:50]
-        >>> result = activation_patch(model, threes, ones, "logit_diff", labels=(3, 1), hooks="*.post")
-        >>> result.base < 0 < result.source
-        True
-        >>> [e.hook for e in result.top(2)]
-        ['layer4.post', 'layer3.post']
+        >>> result = activation_patch(model, threes, ones, "logit_diff", labels=(3, 1), hooks="layer1.post", per="unit")
+        >>> result.base < 0 < result.source, result.values.shape
+        (True, torch.Size([512]))
+        >>> result.top(1)[0].hook, result.top(1)[0].effect > 0
+        ('layer1.post', True)
     """
     check_int(chunk_elements, "chunk_elements", low=1)
     runs = start_runs(model, clean, corrupt, metric, hooks, per, direction, labels, "activation patching")
@@ -84,7 +85,7 @@ def activation_patch(
     done: dict[str, tuple[torch.Tensor, str]] = {}
     with torch.no_grad():
         for hook in runs.names:
-            node = view.node_of.get(hook) if view is not None else None
+            node = first_name(view, view.node_of[hook]) if view is not None and hook in view.node_of else None
             if node is None:
                 got = full_values(model, hook, runs.metric, runs.pair.base, runs.source_acts[hook], per)
             elif node in done:  # another name of the same tensor
@@ -119,6 +120,7 @@ def plain_activation_patch(
     """``activation_patch`` the plain way, for reference and benchmarks: one full hooked forward pass per entry.
 
     Examples:
+        >>> from hookedmlp.patching import plain_activation_patch
         >>> plain = plain_activation_patch(tiny, tiny_x, tiny_x.flip(0), "logit_diff", labels=(0, 1), per="unit",
         ...                                hooks="layer1.post")
         >>> plain.values.shape, plain.engine

@@ -62,6 +62,7 @@ def compare(exact: PatchResult, estimate: PatchResult, k: int = 10) -> Agreement
     Both must patch the same hooks, with the same ``per``, direction and metric.
 
     Examples:
+        >>> from hookedmlp.patching import activation_patch, attribution_patch, compare
         >>> threes, ones = images[labels == 3][:50], images[labels == 1][:50]
         >>> args = dict(labels=(3, 1), hooks="layer1.post", per="unit")
         >>> exact = activation_patch(model, threes, ones, "logit_diff", **args)

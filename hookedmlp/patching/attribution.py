@@ -69,6 +69,7 @@ def attribution_patch(
             depend on the logits through autograd.
 
     Examples:
+        >>> from hookedmlp.patching import activation_patch, attribution_patch, compare
         >>> threes, ones = images[labels == 3][:50], images[labels == 1][:50]
         >>> estimate = attribution_patch(model, threes, ones, "logit_diff", labels=(3, 1), hooks="layer1.post",
         ...                              per="unit")

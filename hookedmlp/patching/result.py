@@ -3,7 +3,8 @@
 import dataclasses
 import itertools
 import math
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Union
 
 import torch
 from jaxtyping import Float
@@ -101,6 +102,17 @@ class PatchResult:
         start, end = self._span(hook)
         chosen = getattr(self, check_choice(what, ("effect", "values"), "what"))
         return chosen[start:end].view(self.grids[self.hooks.index(hook)])
+
+    def select(self, hooks: Union[str, Sequence[str]]) -> "PatchResult":
+        """The result at ``hooks`` only (a hook name, or a list of them in any order)."""
+        names = [hooks] if isinstance(hooks, str) else list(hooks)
+        spans = [self._span(h) for h in names]
+        return dataclasses.replace(
+            self,
+            values=torch.cat([self.values[a:b] for a, b in spans]),
+            hooks=names,
+            grids=[self.grids[self.hooks.index(h)] for h in names],
+        )
 
     @property
     def index(self) -> list[tuple[str, tuple[int, ...]]]:
