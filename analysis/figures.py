@@ -453,9 +453,10 @@ def _patched(r: PatchResult) -> str:
 
 
 def patching_heatmap(result: PatchResult) -> go.Figure:
-    """Hook points x entries: how far patching each entry moves the metric (blue up, red down; grey: no entry)."""
+    """Hook points x entries: how far patching each entry moves the metric (blue up, red down; blank: no entry)."""
     z = result.matrix().numpy()
-    bound = float(np.nanmax(np.abs(z))) or 1.0
+    # the 99th percentile: a few logits' effects would wash out the rest
+    bound = float(np.nanquantile(np.abs(z), 0.99)) or float(np.nanmax(np.abs(z))) or 1.0
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -469,7 +470,8 @@ def patching_heatmap(result: PatchResult) -> go.Figure:
     )
     fig.update_xaxes(title_text=f"{result.per} (index within the hook point's activation, row-major)")
     fig.update_yaxes(title_text="hook point", autorange="reversed", type="category")
-    title = _patched(result) + f"unpatched {result.base:.3g}, fully patched run {result.source:.3g}</sup>"
+    title = _patched(result) + f"unpatched {result.base:.3g}, fully patched {result.source:.3g}"
+    title += f"<br>colours stop at ±{bound:.2g} (99th percentile)</sup>"
     return _layout(fig, title, 1000, 240 + 26 * len(result.hooks), top=120)
 
 

@@ -278,6 +278,11 @@ def _cmd_patch(args: argparse.Namespace) -> int:
     _check_mnist_model(model, args)
     test = _test_set(model)
     sizes = [len(v[1]) for v in (args.clean, args.corrupt) if v[0] == "images"]
+    if len(set(sizes)) > 1:
+        raise _CliError(
+            f"--clean names {sizes[0]} test images and --corrupt {sizes[1]}; patching pairs them image by image, "
+            "so name as many of each"
+        )
     count = sizes[0] if sizes else args.pairs
     clean, clean_labels = _patch_images(args.clean, test, count, "--clean")
     corrupt, corrupt_labels = _patch_images(args.corrupt, test, count, "--corrupt")
