@@ -54,7 +54,7 @@ class PatchResult:
         model: the fingerprint of the model's weights.
     """
 
-    values: Float[Tensor, " entries"]
+    values: Tensor  # [entries] float64
     hooks: list[str]
     grids: list[tuple[int, ...]]
     per: str
@@ -78,8 +78,8 @@ class PatchResult:
 
     # -- reading it -----------------------------------------------------------------------
     @property
-    def effect(self) -> Float[Tensor, " entries"]:
-        """``values - base``: how far each patch moves the metric."""
+    def effect(self) -> Tensor:
+        """``values - base`` (``[entries]``): how far each patch moves the metric."""
         return self.values - self.base
 
     def normalized(self) -> Float[Tensor, " entries"]:

@@ -31,6 +31,10 @@ __all__ = ["cut_values", "full_values"]
 Values = tuple[Tensor, str]
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _score(metric: PatchMetric, logits: Tensor, hook: str) -> Tensor:
     return metric(logits, f"with {hook} patched").detach().double().cpu()
 
@@ -82,7 +86,7 @@ def _stacked(
             y = cut.suffix(x.reshape(-1, *shape), *rest)
             parts.append(y.view(len(masks), -1, *y.shape[1:]))
         out[j : j + len(masks)] = _score(metric, torch.cat(parts, 1), hook)
-    return out, f"suffix passes of {k} entries x {images} pairs"
+    return out, f"suffix passes of {_count(k, 'entry', 'entries')} x {_count(images, 'pair', 'pairs')}"
 
 
 def _folded(
@@ -125,7 +129,7 @@ def _folded(
             y = cut.suffix(logits.reshape(-1, *after.shape[1:]), *cut.repeat(ext, len(units)))
             logits = y.view(len(units), n, *y.shape[1:])
         out[j : j + len(units)] = _score(metric, logits, hook)
-    return out, f"units folded to {view.hook_of(reached)}, suffix passes of {k} units x {n} pairs"
+    return out, f"units folded to {view.hook_of(reached)}, suffix passes of {_count(k, 'unit', 'units')} x {n} pairs"
 
 
 def full_values(model: Any, hook: str, metric: PatchMetric, base_x: Tensor, source: Tensor, per: str) -> Values:
