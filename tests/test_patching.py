@@ -263,7 +263,11 @@ def test_clean_and_corrupt_of_different_shapes_are_refused() -> None:
     "metric, error, message",
     [
         (lambda logits: logits[:, 0], ShapeError, r"must return one number for a batch of logits, got shape \[6\]"),
-        (lambda logits: logits.sum() / 0 * 0, SteeringError, "the metric's value on the unpatched base run must be"),
+        (
+            lambda logits: logits.sum() / 0 * 0,
+            SteeringError,
+            "the metric's value on the unpatched (base|source) run must",
+        ),
         (lambda logits: "high", ArgumentTypeError, "must return a number or a tensor, got str"),
     ],
     ids=["not-a-scalar", "not-finite", "not-a-number"],

@@ -173,3 +173,30 @@ def test_the_header_key_is_not_a_tensor_name(tmp_path) -> None:
         write_safetensors({"__metadata__": torch.ones(1)}, {}, tmp_path / "x.safetensors")
     with pytest.raises(UsageError, match="has dtype torch.complex64, which hookedmlp's safetensors files do not"):
         write_safetensors({"z": torch.ones(1, dtype=torch.complex64)}, {}, tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(per="neuron"), "has metadata per='neuron', which a patch result never has"),
+        (lambda m: m.pop("hooks"), "has metadata hooks='missing'"),
+        (lambda m: m.update(grids=[[3]]), r"needs values \[3\], got \[9\] values"),
+        (lambda m: m.update(base=float("inf")), "has metadata base=inf"),
+    ],
+    ids=["per", "no-hooks", "grids", "base"],
+)
+def test_an_edited_patching_result_is_refused(tmp_path, tiny, tiny_x, edit, message) -> None:
+    result = activation_patch(
+        tiny, tiny_x, tiny_x.flip(0), "logit_diff", labels=(0, 1), hooks="layer1.post", per="unit"
+    )
+    result.values = torch.cat([result.values, torch.zeros(1, dtype=torch.float64)])  # 9 values for 8 + 1 units
+    result.grids = [(9,)]
+    result.save(tmp_path / "r.safetensors")
+    tensors, meta = safetensors.torch.load_file(tmp_path / "r.safetensors"), None
+    with safetensors.safe_open(tmp_path / "r.safetensors", "pt") as f:
+        meta = f.metadata()
+    fields = json.loads(meta["meta"])
+    edit(fields)
+    safetensors.torch.save_file(tensors, tmp_path / "e.safetensors", metadata={**meta, "meta": json.dumps(fields)})
+    with pytest.raises(CheckpointError, match=message):
+        PatchResult.load(tmp_path / "e.safetensors")

@@ -79,17 +79,20 @@ def attribution_patch(
     check_choice(method, METHODS, "method")
     check_int(steps, "steps", low=1)
     check_int(chunk_elements, "chunk_elements", low=1)
-    runs = start_runs(model, clean, corrupt, metric, hooks, per, direction, labels, "attribution patching")
+    gradient = method == "gradient"  # its gradient pass gives the base run's logits
+    runs = start_runs(
+        model, clean, corrupt, metric, hooks, per, direction, labels, "attribution patching", not gradient
+    )
     if not runs.metric.differentiable:
         raise UsageError(
             f"metric {runs.metric.name!r} is a step function: its gradient is zero wherever it is defined, so "
             "attribution patching cannot estimate it; use 'logit_diff' or 'loss', or activation_patch"
         )
-    if method == "gradient":
+    if gradient:
         effects, engine = _first_order(model, runs), "one forward and backward pass of the base run (gradient cache)"
     else:
         effects, engine = _integrated(model, runs, steps, chunk_elements)
-    kind = "attribution" if method == "gradient" else "integrated_gradients"
+    kind = "attribution" if gradient else "integrated_gradients"
     return PatchResult(runs.base + effects, kind=kind, engine=engine, **runs.result_fields())
 
 
@@ -105,9 +108,11 @@ def _scalar(model: Any, metric: PatchMetric, out: Any) -> Tensor:
 
 def _first_order(model: Any, runs: Runs) -> Tensor:
     """``(source - base) . grad`` summed per entry, the gradient from the gradient cache of the base run."""
-    _, cache = model.run_with_cache(
+    out, cache = model.run_with_cache(
         runs.pair.base, names_filter=runs.names, incl_bwd=True, loss_fn=lambda out: _scalar(model, runs.metric, out)
     )
+    with torch.no_grad():
+        runs.score_base(facts.select_output(model, out))
     parts = []
     for h in runs.names:
         base = cache[h]

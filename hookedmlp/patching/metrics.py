@@ -75,15 +75,14 @@ class PatchMetric:
 
     name: str
     differentiable: bool
-    _batched: Optional[Callable[[Tensor], Tensor]]
-    _single: Optional[Callable[[Tensor], Any]]
+    fn: Callable[[Tensor], Any]
+    batched: bool  # fn scores [k, n, classes] at once; else one batch [n, classes] per call
 
     def __call__(self, logits: Tensor, where: str = "") -> Tensor:
         """``[k]`` values (each checked) for the logits ``[k, n, ...]`` of ``k`` patched batches."""
-        if self._batched is not None:
-            return check_finite(self._batched(logits), f"the metric's value {where}")
-        assert self._single is not None
-        return torch.stack([check_value(self._single(x), where).to(logits.dtype) for x in logits])
+        if self.batched:
+            return check_finite(self.fn(logits), f"the metric's value {where}")
+        return torch.stack([check_value(self.fn(x), where).to(logits.dtype) for x in logits])
 
 
 def _labels(value: Labels, n: int, classes: int, what: str) -> Tensor:
@@ -103,7 +102,7 @@ def resolve_metric(
 ) -> PatchMetric:
     """The ``PatchMetric`` of a callable or a name of ``METRICS`` (with the pairs' labels)."""
     if callable(metric) and not isinstance(metric, str):
-        return PatchMetric(getattr(metric, "__name__", type(metric).__name__), True, None, metric)
+        return PatchMetric(getattr(metric, "__name__", type(metric).__name__), True, metric, False)
     name = check_choice(metric, tuple(METRICS), "metric")
     if labels is None or not isinstance(labels, (tuple, list)) or len(labels) != 2:
         raise UsageError(
@@ -112,4 +111,4 @@ def resolve_metric(
         )
     clean, corrupt = (_labels(v, n, classes, w).to(device) for v, w in zip(labels, ("clean labels", "corrupt labels")))
     fn, differentiable = METRICS[name]
-    return PatchMetric(name, differentiable, lambda logits: fn(logits, clean, corrupt), None)
+    return PatchMetric(name, differentiable, lambda logits: fn(logits, clean, corrupt), True)

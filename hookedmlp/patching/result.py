@@ -174,13 +174,16 @@ class PatchResult:
         """A result ``save`` wrote (sizes checked before anything is read); ``CheckpointError`` for anything else."""
         source = f"patch result {str(path)!r}"
         tensors, header = read_safetensors(path, "patch result")
-        meta = format_meta(header, FORMAT, source)
+        fields = _checked_fields(format_meta(header, FORMAT, source), source)
+        values = tensors.get("values")
+        if set(tensors) != {"values"} or values.dtype != torch.float64 or values.ndim != 1:
+            raise CheckpointError(
+                f"{source} holds the tensors {sorted(tensors)[:4]}; expected one float64 vector 'values'; the file is "
+                "corrupt or was edited"
+            )
         try:
-            values = tensors["values"]
-            if set(tensors) != {"values"} or values.dtype != torch.float64 or values.ndim != 1:
-                raise ValueError(f"expected one float64 vector 'values', got {sorted(tensors)}")
-            return cls(values, **_checked_fields(meta))
-        except (KeyError, TypeError, ValueError) as e:
+            return cls(values, **fields)
+        except UsageError as e:  # the values do not fit the grids
             raise CheckpointError(
                 f"{source} holds an invalid result ({e}); the file is corrupt or was edited"
             ) from None
@@ -194,8 +197,8 @@ def _plain(value: Any) -> Any:
     return [list(g) for g in value] if isinstance(value, list) and value and isinstance(value[0], tuple) else value
 
 
-def _checked_fields(meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata's fields, each of the type and value ``PatchResult`` takes (``ValueError`` naming the first not)."""
+def _checked_fields(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """The metadata's fields, each of the type and value ``PatchResult`` takes (``CheckpointError`` naming one not)."""
     strings = ("per", "kind", "direction", "metric", "engine", "model")
     checks: dict[str, Any] = {
         "hooks": lambda v: isinstance(v, list) and all(isinstance(h, str) for h in v),
@@ -205,11 +208,13 @@ def _checked_fields(meta: dict[str, Any]) -> dict[str, Any]:
         **{f: lambda v: isinstance(v, str) for f in strings},
     }
     checks["source"] = checks["base"]
+    choices = {"per": PER, "kind": KINDS, "direction": DIRECTIONS}
     for f in _FIELDS:
-        if f not in meta or not checks[f](meta[f]):
-            raise ValueError(f"field {f} is {meta.get(f, 'missing')!r:.60}")
-    for f, choices in (("per", PER), ("kind", KINDS), ("direction", DIRECTIONS)):
-        check_choice(meta[f], choices, f)
+        if f not in meta or not checks[f](meta[f]) or meta[f] not in choices.get(f, (meta[f],)):
+            raise CheckpointError(
+                f"{source} has metadata {f}={meta.get(f, 'missing')!r:.60}, which a patch result never has; the file "
+                "is corrupt or was edited"
+            )
     return {f: [tuple(g) for g in meta[f]] if f == "grids" else meta[f] for f in _FIELDS}
 
 

@@ -30,11 +30,16 @@ class Runs:
     shapes: dict[str, tuple[int, ...]]
     per: str
     metric: PatchMetric
-    base_logits: Tensor
+    base_logits: Optional[Tensor]  # None until scored (attribution takes them from its gradient pass)
     base: float
     source: float
     source_acts: dict[str, Tensor]
     model: str
+
+    def score_base(self, logits: Tensor) -> None:
+        """Keep the unpatched base run's logits and score them."""
+        self.base_logits = logits.detach()
+        self.base = float(self.metric(self.base_logits.unsqueeze(0), "on the unpatched base run")[0])
 
     @property
     def grids(self) -> list[tuple[int, ...]]:
@@ -74,8 +79,9 @@ def start_runs(
     direction: str,
     labels: Optional[tuple[Labels, Labels]],
     what: str,
+    base_pass: bool = True,
 ) -> Runs:
-    """Check everything, estimate the memory, run the base and source passes (without grad) and score them."""
+    """Check everything, estimate the memory, run the source (and with ``base_pass`` the base) pass and score them."""
     check_choice(per, PER, "per")
     pair = prepare_pair(model, clean, corrupt, direction)
     names = model.resolve_names(hooks)
@@ -89,12 +95,13 @@ def start_runs(
     )
     warn_training_mode(model, what)
     with torch.no_grad():
-        base_logits = facts.select_output(model, model(pair.base))
         out, cache = model.run_with_cache(pair.source, names_filter=names)
         source_logits = facts.select_output(model, out)
-    scorer = resolve_metric(metric, labels, pair.n, base_logits.shape[-1], base_logits.device)
-    with torch.no_grad():
-        base = float(scorer(base_logits.unsqueeze(0), "on the unpatched base run")[0])
-        source = float(scorer(source_logits.unsqueeze(0), "on the unpatched source run")[0])
+    scorer = resolve_metric(metric, labels, pair.n, source_logits.shape[-1], source_logits.device)
     acts = {h: cache[h] for h in names}
-    return Runs(pair, names, shapes, per, scorer, base_logits, base, source, acts, model_fingerprint(model))
+    runs = Runs(pair, names, shapes, per, scorer, None, math.nan, math.nan, acts, model_fingerprint(model))
+    with torch.no_grad():
+        if base_pass:
+            runs.score_base(facts.select_output(model, model(pair.base)))
+        runs.source = float(scorer(source_logits.unsqueeze(0), "on the unpatched source run")[0])
+    return runs
