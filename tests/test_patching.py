@@ -330,9 +330,9 @@ def test_named_metrics_need_labels_that_fit() -> None:
 
 
 def test_pairs_whose_activations_exceed_the_budget_are_refused_up_front_with_the_estimate() -> None:
-    model = HookedMLP.from_module(nn.Sequential(nn.Linear(16, 4096), nn.ReLU(), nn.Linear(4096, 3))).eval()
+    model = HookedMLP.from_module(nn.Sequential(nn.Linear(16, 512), nn.ReLU(), nn.Linear(512, 3))).eval()
     clean, corrupt = inputs(model)
-    units = 16 + 4 * 4096 + 3  # layer0.pre, layer0.post = layer1.pre, layer1.post = layer2.pre, layer2.post
+    units = 16 + 4 * 512 + 3  # layer0.pre, layer0.post = layer1.pre, layer1.post = layer2.pre, layer2.post
     needed = 3 * 4 * 6 * units + 8 * units  # 3 float32 copies (source, base, one patched) of 6 pairs; the results
     with memory_budget(needed - 1), pytest.raises(SizeError) as info:
         activation_patch(model, clean, corrupt, diff01, per="unit")
