@@ -1,7 +1,7 @@
 """The numbers and figures of docs/patching.md: which units carry "this is a 3 and not a 1"?
 
-Run ``python -m analysis.patching_example`` (about a minute on 2 cores): it prints the page's
-tables as Markdown and writes ``docs/figures/patching.json`` and the figures
+Run ``python -m analysis.patching_example`` (280 s of CPU time, 11.5 minutes on the shared 2-core
+machine): it prints the page's tables as Markdown and writes ``docs/figures/patching.json`` and the figures
 ``docs/figures/patching_{map,hooks,agreement}.{png,html}``.
 
 1. Locate: on 1,000 pairs of training images (a 3 and a 1), the logit difference
