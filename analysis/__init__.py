@@ -6,7 +6,9 @@ Figures live in ``analysis.figures`` (the only module that imports plotly); impo
 from analysis.distributions import steered_distributions
 from analysis.engine import Addition, evaluate_additions
 from analysis.grid import GridResult, steering_grid
+from analysis.hook_classes import hook_classes
 from analysis.metrics import METRICS
+from analysis.steerability import Steerability, SteerSettings, steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
 __all__ = [
@@ -19,4 +21,8 @@ __all__ = [
     "coeff_sweep",
     "all_pairs_sweep",
     "steered_distributions",
+    "steerability",
+    "Steerability",
+    "SteerSettings",
+    "hook_classes",
 ]

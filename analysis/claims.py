@@ -8,6 +8,7 @@ the numbers given as median and range (``summarise``).
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -25,6 +26,7 @@ __all__ = [
     "DAMAGE_FACTOR",
     "BEST_LAYER_SHARE",
     "RANK_P",
+    "rank_threshold",
 ]
 
 DAMAGE_FACTOR = 10.0  # "generalization destroyed": loss on the other digits at least this many times the unsteered
@@ -51,15 +53,27 @@ def flips_as_the_study_says(grid: GridResult) -> np.ndarray:
     return np.array(out)
 
 
-def permutation_p(x: np.ndarray, y: np.ndarray, n: int = 10_000, seed: int = 0) -> float:
-    """One-sided p-value of Spearman's rho between ``x`` and ``y`` against ``n`` random pairings (seeded)."""
+def _permuted(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[float, np.ndarray]:
+    """Spearman's rho of ``x`` and ``y``, and its ``n`` values under random pairings of the cells (seeded)."""
     rx, ry = ranks(np.asarray(x, float).ravel()), ranks(np.asarray(y, float).ravel())
     rx, ry = rx - rx.mean(), ry - ry.mean()
     perms = np.argsort(np.random.default_rng(seed).random((n, len(ry))), axis=1)
     shuffled = ry[perms]
     rho = (shuffled @ rx) / (np.linalg.norm(rx) * np.linalg.norm(shuffled, axis=1))
-    observed = float(rx @ ry / (np.linalg.norm(rx) * np.linalg.norm(ry)))
+    return float(rx @ ry / (np.linalg.norm(rx) * np.linalg.norm(ry))), rho
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray, n: int = 10_000, seed: int = 0) -> float:
+    """One-sided p-value of Spearman's rho between ``x`` and ``y`` against ``n`` random pairings (seeded)."""
+    observed, rho = _permuted(x, y, n, seed)
     return float((np.sum(rho >= observed - 1e-12) + 1) / (n + 1))
+
+
+def rank_threshold(study: StudyTables, n: int = 10_000, seed: int = 0) -> float:
+    """The rho of claim "ranks" at which p reaches ``RANK_P``, for a grid without ties; it holds above it."""
+    off = ~np.eye(study.grid.shape[0], dtype=bool)
+    _, rho = _permuted(np.arange(int(off.sum())), study.grid[off], n, seed)
+    return float(np.sort(rho)[-int(np.ceil(RANK_P * (n + 1)))])
 
 
 def _best_layer_share(grids: dict[str, GridResult]) -> float:
@@ -103,13 +117,24 @@ def _claim_ranks(grids: dict[str, GridResult], study: StudyTables) -> tuple[bool
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """A claim of the study: what it says, what number stands for it, and how a run decides it."""
+    """A claim of the study: what it says, what number stands for it, and how a run decides it.
+
+    ``rule`` says in words when a run's verdict is "holds"; ``line`` gives the number's value
+    where the verdict switches, when the verdict is a threshold on the number itself (else None).
+    """
 
     key: str
     statement: str
     number: str
     study_value: str
     decide: Callable[[dict[str, GridResult], StudyTables], tuple[bool, float]]
+    rule: str = ""
+    line: Callable[[StudyTables], Optional[float]] = lambda study: None
+
+    def holds_when(self, study: StudyTables) -> str:
+        """``rule``, with the threshold for ``study``'s tables written in."""
+        line = self.line(study)
+        return self.rule.format(line=line) if line is not None else self.rule
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -120,6 +145,7 @@ CLAIMS: tuple[Claim, ...] = (
         "mean flip rate (share of b's images read as a)",
         "not reported",
         _claim_flip,
+        "every one of the 90 pairs flips (a more likely, b less likely); not a threshold on the number",
     ),
     Claim(
         "any_layer",
@@ -127,6 +153,8 @@ CLAIMS: tuple[Claim, ...] = (
         "smallest share of pairs that flip, over the four hidden layers",
         "all pairs (claimed)",
         _claim_any_layer,
+        "the number is 1: every pair flips at every hidden layer",
+        lambda study: 1.0,
     ),
     Claim(
         "damage",
@@ -134,6 +162,7 @@ CLAIMS: tuple[Claim, ...] = (
         "mean loss over the 100 cells",
         "~7.4 (from ~0.089)",
         _claim_damage,
+        f"the mean loss off the diagonal is at least {DAMAGE_FACTOR:g} times the unsteered loss",
     ),
     Claim(
         "3_1",
@@ -141,6 +170,7 @@ CLAIMS: tuple[Claim, ...] = (
         "loss of 3 - 1 at layer 0",
         "7.80",
         _claim_3_1,
+        "layer 0 gives the lowest of the five layers' losses",
     ),
     Claim(
         "best_layer",
@@ -149,6 +179,8 @@ CLAIMS: tuple[Claim, ...] = (
         "share of pairs best at layer 0",
         "assumed 100%",
         _claim_best_layer,
+        f"the number is at least {BEST_LAYER_SHARE:g}",
+        lambda study: BEST_LAYER_SHARE,
     ),
     Claim(
         "ranks",
@@ -156,6 +188,8 @@ CLAIMS: tuple[Claim, ...] = (
         "Spearman rho over the 90 off-diagonal cells",
         "1 (itself)",
         _claim_ranks,
+        f"the permutation p-value is below {RANK_P:g}: the number above about {{line:.2f}}",
+        rank_threshold,
     ),
 )
 

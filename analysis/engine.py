@@ -227,6 +227,8 @@ def _checked(model: HookedRoot, data: ScoringSet, additions: Sequence[Addition])
         raise UsageError("no additions to evaluate; pass at least one Addition")
     out, shapes = [], {}
     for add in additions:
+        if not shapes and facts.accepted_input_shapes(model) is None:  # shapes known only from a pass
+            shapes.update(facts.observed_shapes(model, data.images))
         if add.hook not in shapes:
             shapes[add.hook] = facts.activation_shape(model, add.hook)
         shape = shapes[add.hook]

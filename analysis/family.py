@@ -3,11 +3,14 @@
 The study asked "what is the minimal set of properties a network must have for activation
 additions to work?". Each ``Variant`` changes one property of the study's network (depth, width,
 activation, dropout, weight decay, LayerNorm, a residual stream, convolutions); each is trained
-with several seeds under one recipe, and analysed at every hook point: the flip rate and the
-damage to the other digits at coefficient 1, and the selectivity (``analysis.selectivity``).
-Trained models and per-model results are cached under a directory, keyed by the full recipe,
-so an interrupted study resumes where it stopped. A cache entry that cannot be read (a
-truncated model, a damaged result JSON) is a miss: it is recomputed, and one line says so.
+with several seeds under one recipe, and analysed at every hook class with its controls
+(``analysis.steerability``): the threshold-free scores, the metrics at every coefficient of the
+grid (coefficient 1 is the study's setting), and the old binary selectivity derived from them.
+Trained models and per-model results are cached under a directory, keyed by the full recipe;
+a result is reused only if it was measured by the same analysis code (``analysis_version``)
+with the same settings, so an interrupted study resumes where it stopped.
+A cache entry that cannot be read (a truncated model, a damaged result JSON) is a miss: it is
+recomputed, and one line says so.
 """
 
 import dataclasses
@@ -16,16 +19,20 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.selectivity import COEFFS, selectivity
+from analysis.selectivity import COEFFS
 from analysis.spread import stratified_subset
-from hookedmlp import ConfigError, HookedMLPError, HookedRoot, __version__
+from analysis.steer_report import best_internal, controls
+from analysis.steer_result import analysis_version
+from analysis.steerability import Steerability, SteerSettings, steerability
+from hookedmlp import HookedMLPError, HookedRoot, __version__
 from hookedmlp.data import load_mnist
+from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.files.checkpoint import sha256_file
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
@@ -84,7 +91,8 @@ def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
 
 @dataclasses.dataclass
 class ModelResult:
-    """One trained model's numbers: test metrics, and per hook the coefficient-1 metrics and the selectivity."""
+    """One trained model's numbers: test metrics, per hook the coefficient-1 metrics and the derived binary selectivity
+    (each hook point has its hook class's numbers), and ``steer``: ``Steerability.summary()``, every site's scores."""
 
     variant: str
     seed: int
@@ -96,10 +104,19 @@ class ModelResult:
     best_coeff: dict[str, Optional[float]]  # hook -> median smallest selective coefficient (None: none)
     train_seconds: float
     analysis_seconds: float
+    steer: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def logit_hooks(self) -> list[str]:
+        """The hook points of the logit class (a control: steering there is adding a constant to the logits)."""
+        sites = self.steer.get("sites", [])
+        return [h for s in sites if s["kind"] == "class" and s["role"] == "logits" for h in s["hooks"]]
 
     @property
     def best_hook(self) -> str:
-        return max(self.hooks, key=lambda h: (self.share[h], -self.hooks.index(h)))
+        """The hook point (outside the logit class) with the highest binary selectivity."""
+        inside = [h for h in self.hooks if h not in self.logit_hooks] or self.hooks
+        return max(inside, key=lambda h: (self.share[h], -self.hooks.index(h)))
 
 
 def _cached_model(path: Path, expected: dict[str, object], log: Callable[[str], None]) -> Optional[HookedRoot]:
@@ -197,9 +214,11 @@ def study_model(
     stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
     model_path, result_path = cache / f"{stem}.pt", cache / f"{stem}.json"
     model, train_seconds = _train(variant, seed, model_path, train_data, settings, log)
+    steer_settings = SteerSettings(c_min=min(coeffs), c_max=max(coeffs))
     key = {
         "sha256": sha256_file(model_path),
-        "coeffs": list(coeffs),
+        "analysis": analysis_version(),  # measured by this code: never another definition
+        "steer_settings": dataclasses.asdict(steer_settings),
         "n_test": len(test[1]),
         "pairs": None if pairs is None else [list(p) for p in pairs],
     }
@@ -211,31 +230,46 @@ def study_model(
     model.meta["dataset"] = "mnist"  # the family is trained on MNIST (all of it, or a subset for quick runs)
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
-        sel = selectivity(model, model.hook_names, coeffs, pairs=pairs, test=test)
-    one = list(coeffs).index(1.0)
+        steer = steerability(model, test, pairs=pairs, settings=steer_settings)
     result = ModelResult(
         variant.name,
         seed,
         test_loss,
         test_acc,
-        list(sel),
-        {h: {m: float(v[:, one].mean()) for m, v in s.metrics.items()} for h, s in sel.items()},
-        {h: s.share for h, s in sel.items()},
-        {
-            h: (
-                float(np.median([c for c in s.best_coeff if c is not None]))
-                if any(c is not None for c in s.best_coeff)
-                else None
-            )
-            for h, s in sel.items()
-        },
+        model.hook_names,
+        *_per_hook(steer),
         train_seconds,
         time.perf_counter() - start,
+        steer.summary(),
     )
     with atomic_write(result_path, "w") as f:
         numbers = dataclasses.asdict(result)
-        json.dump({**key, "result": numbers, "digest": _digest(numbers)}, f)
+        # the full steerability (every site and pair): what later measurements join on
+        json.dump({**key, "result": numbers, "digest": _digest(numbers), "steerability": steer.to_dict()}, f)
     return result
+
+
+def _per_hook(steer: Steerability) -> tuple[dict, dict, dict]:
+    """``at_one``, ``share`` and ``best_coeff`` per hook point, each from its hook class."""
+    grid = list(SteerSettings(**steer.settings).grid)
+    if 1.0 not in grid:
+        raise ConfigError(f"the coefficient grid {grid} lacks 1.0, the study's setting; use c_min = 2 ** -k")
+    one = grid.index(1.0)
+    at_one, share, best = {}, {}, {}
+    for s in steer.classes:
+        first = [grid[int(np.argmax(row))] for row in steer.selective(s) if row.any()]
+        for h in s.hooks:
+            at_one[h] = {m: float(v[:, one].mean()) for m, v in s.grid.items()}
+            share[h] = float(s.metrics["selective"].mean())
+            best[h] = float(np.median(first)) if first else None
+    return at_one, share, best
+
+
+def _headline(r: ModelResult) -> str:
+    """The best internal class's pAUC (scoring half) beside the controls', for the progress line."""
+    best, ctl = best_internal(r.steer), controls(r.steer, "pauc_score")
+    where = f"pAUC {best['pauc_score']:.2f} at {best['name']}" if best is not None else "no internal class"
+    return f"{where} (logit class {ctl['logit class']:.2f}, bias {ctl['bias']:.2f}, pixel {ctl['pixel']:.2f})"
 
 
 def run_study(
@@ -261,8 +295,7 @@ def run_study(
             r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs, log)
             results.append(r)
             log(
-                f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, best "
-                f"selectivity {r.share[r.best_hook]:.2f} at {r.best_hook} (train {r.train_seconds:.0f} s, "
-                f"analysis {r.analysis_seconds:.0f} s)"
+                f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, "
+                f"{_headline(r)} (train {r.train_seconds:.0f} s, analysis {r.analysis_seconds:.0f} s)"
             )
     return results

@@ -1,11 +1,11 @@
 """Plotly figures of the study, written as standalone interactive HTML and static PNG, offline.
 
 The only module of hookedmlp and analysis that imports plotly. Static export uses kaleido 0.2.1,
-which needs no browser. Each HTML file carries plotly.js itself, a doctype and a title, and
-resizes with its window, so a copied file works on its own; the documentation site swaps the
-inline copy for one shared ``plotly.min.js`` (docs/hooks/interactive_figures.py). Every figure
-names its hook point, coefficient and how the vectors were made; categorical colours are
-colour-blind safe (Paul Tol's muted palette).
+which needs no browser. Each HTML file has a doctype and a title, resizes with its window, and
+loads plotly.js from ``plotly.min.js`` beside it: one copy per folder (4.6 MB), written from the
+installed plotly package, so the pages work offline. Every figure names its hook point,
+coefficient and how the vectors were made; categorical colours are colour-blind safe (Paul Tol's
+muted palette).
 """
 
 import hashlib
@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from analysis.claims import CLAIMS
@@ -47,9 +48,11 @@ __all__ = [
     "code_version",
     "FORMATS",
     "SAFE",
+    "PLOTLY_JS",
 ]
 
 FORMATS = ("html", "png", "svg")
+PLOTLY_JS = "plotly.min.js"  # beside the HTML figures, one per folder
 SAFE = (
     "#332288",
     "#88CCEE",
@@ -344,40 +347,110 @@ def dose_response_figure(sweep: CoeffSweep) -> go.Figure:
     )
 
 
-def spread_figure(runs: Sequence[Run], keys: Sequence[str]) -> go.Figure:
-    """Each claim's number over the spread's runs: one panel per claim, one point per run, grouped by vector source."""
+def _wrap(text: str, width: int) -> str:
+    """``text`` broken at spaces into lines of at most ``width`` characters, joined by ``<br>``."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _short_source(label: str) -> str:
+    """A vector source's tick label: ``1`` for the first training image, ``k``, ``mean``."""
+    if label == "class mean":
+        return "mean"
+    return "1" if label == "first training image" else label.rsplit(" ", 1)[-1]
+
+
+SPREAD_COLUMNS = 2
+SPREAD_TITLE_CHARS = 44  # a subplot title's line, in characters, at SPREAD_TITLE_SIZE px: it fits a panel
+SPREAD_TITLE_SIZE = 14
+
+
+def spread_figure(runs: Sequence[Run], keys: Sequence[str], study: Optional[StudyTables] = None) -> go.Figure:
+    """Each claim's number over the spread's runs: one panel per claim, one point per run, grouped by vector source.
+
+    A filled point is a run where the claim holds, an open one where it fails; a dashed line marks
+    the threshold of claims decided by their number (given ``study``, for the rank claim's).
+    """
     claims = [c for c in CLAIMS if c.key in keys]
-    cols = 3
+    cols = SPREAD_COLUMNS
     rows = (len(claims) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[c.number for c in claims], vertical_spacing=0.2)
+    titles = [_wrap(f"{CLAIMS.index(c) + 1}. {c.number}", SPREAD_TITLE_CHARS) for c in claims]
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=0.32 / rows, horizontal_spacing=0.12
+    )
+    fig.update_annotations(font_size=SPREAD_TITLE_SIZE)  # the titles: SPREAD_TITLE_CHARS of them fit a panel
     models = list(dict.fromkeys(run.model for run in runs))
+    legend = [(model, SAFE[m % len(SAFE)], "circle") for m, model in enumerate(models)]
+    legend += [("holds", SAFE[11], "circle"), ("fails", SAFE[11], "circle-open")]
+    for name, colour, symbol in legend:  # models by colour, verdicts by symbol
+        marker = dict(color=colour, symbol=symbol, size=8, line=dict(width=1.5, color=colour))
+        entry = go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name, marker=marker)
+        fig.add_trace(entry, row=1, col=1)  # clicking a model's entry hides its points in every panel
     for n, claim in enumerate(claims):
         r, c = n // cols + 1, n % cols + 1
+        values = [run.claims[claim.key][1] for run in runs]
         for m, model in enumerate(models):
             mine = [run for run in runs if run.model == model]
             fig.add_trace(
                 go.Scatter(
-                    x=[run.source.label for run in mine],
+                    x=[_short_source(run.source.label) for run in mine],
                     y=[run.claims[claim.key][1] for run in mine],
                     mode="markers",
                     name=model,
                     legendgroup=model,
-                    showlegend=n == 0,
-                    marker=dict(color=SAFE[m % len(SAFE)], size=8),
-                    customdata=[["holds" if run.claims[claim.key][0] else "fails"] for run in mine],
-                    hovertemplate=f"{model}<br>%{{x}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[0]}})"
+                    showlegend=False,
+                    marker=dict(
+                        color=SAFE[m % len(SAFE)],
+                        size=8,
+                        symbol=["circle" if run.claims[claim.key][0] else "circle-open" for run in mine],
+                        line=dict(width=1.5, color=SAFE[m % len(SAFE)]),
+                    ),
+                    customdata=[[run.source.label, "holds" if run.claims[claim.key][0] else "fails"] for run in mine],
+                    hovertemplate=f"{model}<br>%{{customdata[0]}}<br>{claim.number}: %{{y:.3f}} (%{{customdata[1]}})"
                     "<extra></extra>",
                 ),
                 row=r,
                 col=c,
             )
-        fig.update_xaxes(tickangle=45, row=r, col=c)
+        line = claim.line(study) if study is not None or claim.key != "ranks" else None
+        low, high = min(values + [line] * (line is not None)), max(values + [line] * (line is not None))
+        pad = 0.08 * (high - low or 1.0)
+        fig.update_yaxes(range=[low - pad, high + pad], row=r, col=c)
+        if line is not None:
+            fig.add_hline(
+                y=line,
+                line=dict(color=SAFE[11], dash="dash", width=1.5),
+                annotation=dict(text=f"holds {'at' if line == 1.0 else 'above'} {line:.2g}", font=dict(size=11)),
+                annotation_position="bottom right",
+                row=r,
+                col=c,
+            )
+        fig.update_xaxes(type="category", row=r, col=c)
+    fig.add_annotation(
+        text="vectors from training image k of each digit (k = 1 ... 10), or the class mean",
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=-0.2 / rows,
+        yanchor="top",
+        showarrow=False,
+        font=dict(size=14),
+    )
+    legend = dict(orientation="h", traceorder="normal", y=-0.3 / rows, x=0.5, xanchor="center", yanchor="top")
+    fig.update_layout(legend=legend)
     return _layout(
         fig,
-        "Each claim's number over the spread's runs<br><sup>one point per model and way of making the "
-        "vectors, all at layer0.post and coefficient 1 unless the claim says otherwise</sup>",
-        1250,
-        440 * rows + 160,
+        "Each claim's number over the spread's runs<br><sup>one point per model and way of making the vectors; "
+        "filled: the claim holds in that run, open: it fails<br>dashed: the threshold, for claims decided by "
+        "their number</sup>",
+        860,
+        290 * rows + 260,
+        top=175,
     )
 
 
@@ -526,11 +599,15 @@ def attribution_scatter(exact: PatchResult, estimate: PatchResult) -> go.Figure:
 
 
 def _standalone_html(fig: go.Figure) -> bytes:
-    """A page that works on its own: doctype, title, plotly.js inline, resizing with the window."""
+    """A page with a doctype and a title, resizing with the window, drawn by the ``plotly.min.js`` beside it."""
     title = html.escape((fig.layout.title.text or "hookedmlp figure").split("<br>")[0])
     sized = go.Figure(fig).update_layout(width=None, height=None, autosize=True)
     page = sized.to_html(
-        include_plotlyjs=True, full_html=True, config={"responsive": True}, default_width="100%", default_height="100vh"
+        include_plotlyjs="directory",
+        full_html=True,
+        config={"responsive": True},
+        default_width="100%",
+        default_height="100vh",
     )
     page = page.replace("<html>", '<!DOCTYPE html>\n<html lang="en">', 1).replace(
         "<head>", f"<head>\n<title>{title}</title>", 1
@@ -538,11 +615,23 @@ def _standalone_html(fig: go.Figure) -> bytes:
     return page.encode()
 
 
+def _plotly_js(folder: Path) -> list[Path]:
+    """Write ``folder/plotly.min.js`` unless it is already this plotly's; returns it if written."""
+    target = folder / PLOTLY_JS
+    script = get_plotlyjs().encode()
+    if target.is_file() and target.read_bytes() == script:
+        return []
+    with atomic_write(target, "wb") as f:
+        f.write(script)
+    return [target]
+
+
 def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] = ("html", "png")) -> list[Path]:
     """Write ``stem.html`` and/or ``stem.png`` (or ``.svg``) atomically; returns the paths written.
 
     A dot in the stem stays (``grid_layer0.post.png``). PNG and SVG use kaleido offline (about
-    a second per figure).
+    a second per figure). HTML also writes ``plotly.min.js`` into its folder when that folder
+    has none (or another plotly's).
     """
     stem = Path(stem)
     bad = [f for f in formats if f not in FORMATS]
@@ -553,6 +642,7 @@ def write_figure(fig: go.Figure, stem: Union[str, Path], formats: Sequence[str] 
         target = stem.with_name(f"{stem.name}.{fmt}")
         if fmt == "html":
             data = _standalone_html(fig)
+            written += _plotly_js(target.parent)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter(

@@ -19,9 +19,14 @@ from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
 from hookedmlp.data.labelled import as_labelled
 from hookedmlp.files.atomic import atomic_write
+from hookedmlp.models import facts
 from hookedmlp.steering import model_fingerprint
 
-__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow"]
+__all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow", "NORMAL_ROW"]
+
+NORMAL_ROW = (
+    "Normal (the study's name): the unsteered model, no vector added, scored on the same test images as each column."
+)
 
 
 @dataclasses.dataclass
@@ -82,7 +87,7 @@ class GridResult(ByName):
         )
 
     def to_markdown(self, metric: str = "loss", precision: int = 2) -> str:
-        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row."""
+        """A Markdown table, rows ``a``, columns ``b``, ending with the unsteered ("Normal") row and what it is."""
         values = self.metric(metric)
         title = METRICS[metric].title if metric in METRICS else metric
         lines = [
@@ -95,6 +100,7 @@ class GridResult(ByName):
             lines.append(f"| {a} | " + " | ".join(f"{v:.{precision}f}" for v in values[i]) + " |")
         if metric in self.normal:
             lines.append("| Normal | " + " | ".join(f"{v:.{precision + 1}f}" for v in self.normal[metric]) + " |")
+            lines += ["", NORMAL_ROW]
         return "\n".join(lines)
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
@@ -194,15 +200,16 @@ def check_overflow(
     """
     classes = sorted(set(labels.tolist()))
     probe = images[[int((labels == c).nonzero()[0, 0]) for c in classes]]
-    ref = model.reference_tensor()
-    probe = model.prepare_input(probe.to(ref.device, ref.dtype) if ref is not None else probe)
+    ref = facts.reference_tensor(model)
+    probe = facts.prepare_input(model, probe.to(ref.device, ref.dtype) if ref is not None else probe)
     for hook in dict.fromkeys(a.hook for a in additions):
         group = [a for a in additions if a.hook == hook]
         vectors = torch.stack([a.vector for a in group]).repeat_interleave(len(probe), 0)
         batch = probe.repeat(len(group), *[1] * (probe.ndim - 1))
-        logits = model.run_with_hooks(
+        out = model.run_with_hooks(
             batch, fwd_hooks=[(hook, lambda act, hook, v=vectors: act + v.to(act.device, act.dtype))]
         )
+        logits = facts.select_logits(model, out)
         bad = ~torch.isfinite(logits).all(1)
         if bool(bad.any()):
             row = int(bad.nonzero()[0, 0])

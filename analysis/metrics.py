@@ -5,6 +5,12 @@ cross-entropy over the images that are *not* of class ``b``; the flip rate is th
 the images of ``b`` classified as ``a``. Every metric is such a mean, so ``score`` computes
 ``sum(value * mask) / sum(mask)`` for all of them from one set of steered logits. Adding a
 metric is one entry in ``METRICS``: grids, sweeps and their tables pick it up by name.
+
+The two per-image events the steerability curves trace (``analysis.curves``) are written here
+too: an image of ``b`` *flips* when it is read as ``a``; an image of another digit is
+*collateral* when its prediction changes from the unsteered one. ``SCORES`` names the numbers
+read off those curves and ``AXES`` the units they can be drawn against; ``check_*`` refuse an
+unknown name or a level outside (0, 1), naming the valid values.
 """
 
 import dataclasses
@@ -18,9 +24,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hookedmlp import HookedRoot, ShapeError, UsageError
+from hookedmlp.checks import check_choice, check_number
 from hookedmlp.models import facts
 
-__all__ = ["Metric", "Scored", "METRICS", "ByName", "ScoringSet", "score", "rounded", "DECIMALS"]
+__all__ = [
+    "Metric",
+    "Scored",
+    "METRICS",
+    "ByName",
+    "ScoringSet",
+    "score",
+    "rounded",
+    "DECIMALS",
+    "flipped",
+    "changed",
+    "CurveScore",
+    "SCORES",
+    "AXES",
+    "check_metric",
+    "check_score",
+    "check_axis",
+    "check_level",
+]
 
 DECIMALS = 6  # saved results: far below the precision any report shows, above float32 noise
 
@@ -42,6 +67,10 @@ class Scored:
     @functools.cached_property
     def predicted(self) -> Tensor:
         return self.logits.argmax(-1)  # [k, n]
+
+    @functools.cached_property
+    def base_predicted(self) -> Tensor:
+        return self.base_logp.argmax(-1)  # [n]
 
     @functools.cached_property
     def is_b(self) -> Tensor:
@@ -78,6 +107,16 @@ def _kl(s: Scored) -> Tensor:
     return (s.base_logp.exp() * (s.base_logp - s.logp)).sum(-1)
 
 
+def flipped(predicted: Tensor, a: Tensor) -> Tensor:
+    """The flip event: the image is read as ``a`` (``a`` broadcast against ``predicted``)."""
+    return predicted == a
+
+
+def changed(predicted: Tensor, base_predicted: Tensor) -> Tensor:
+    """The collateral event: the prediction differs from the unsteered one."""
+    return predicted != base_predicted
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -96,7 +135,7 @@ METRICS: dict[str, Metric] = {
             "share of the test images of b classified as a",
             "flip rate (share of b's images read as a)",
             "b",
-            lambda s: (s.predicted == s.a.unsqueeze(1)).to(s.logits.dtype),
+            lambda s: flipped(s.predicted, s.a.unsqueeze(1)).to(s.logits.dtype),
             "success",
             "flip rate",
         ),
@@ -119,8 +158,83 @@ METRICS: dict[str, Metric] = {
             "KL",
             ".2f",
         ),
+        Metric(
+            "collateral",
+            "share of the test images of the other digits whose prediction changes",
+            "collateral (share of the other digits' images whose prediction changes)",
+            "other",
+            lambda s: changed(s.predicted, s.base_predicted.unsqueeze(0)).to(s.logits.dtype),
+            "damage",
+            "collateral",
+        ),
     )
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveScore:
+    """A number read off one pair's curve of flip rate against collateral (see ``analysis.curves``)."""
+
+    name: str
+    title: str
+    column: str
+    fmt: str = ".3f"
+
+
+SCORES: dict[str, CurveScore] = {
+    s.name: s
+    for s in (
+        CurveScore(
+            "pauc",
+            "partial area under flip rate against collateral, up to the collateral level, over that level "
+            "(0 to 1; the primary score), on every scoring image",
+            "pAUC",
+        ),
+        CurveScore("pauc_tune", "the pAUC on the tuning half of the scoring images", "pAUC (tuning half)"),
+        CurveScore("pauc_score", "the pAUC on the scoring half of the scoring images", "pAUC (scoring half)"),
+        CurveScore(
+            "heldout_flip",
+            "flip rate on the scoring half at the coefficient chosen on the tuning half: the one with the "
+            "highest flip rate there whose collateral stays at most the held-out level",
+            "held-out flip",
+        ),
+        CurveScore("heldout_collateral", "collateral on the scoring half at that coefficient", "held-out collateral"),
+        CurveScore("heldout_coeff", "the coefficient chosen on the tuning half", "coefficient", ".3g"),
+        CurveScore(
+            "selective",
+            "derived, the old binary selectivity: 1 when some coefficient of the old grid reads at least FLIP of "
+            "b's images as a and keeps at least KEEP of the unsteered accuracy on the other digits",
+            "selective (binary)",
+            ".2f",
+        ),
+    )
+}
+
+AXES: dict[str, str] = {
+    "coeff": "coefficient c",
+    "relative": "relative perturbation ||c v|| / E||h|| (h: the activation at the hook class's first hook point)",
+    "kl": "mean KL(unsteered || steered) on the other digits (nats)",
+}
+
+
+def check_metric(name: Any) -> str:
+    """``name`` if it is a metric of ``METRICS``, else ``ConfigError`` naming them."""
+    return check_choice(name, tuple(METRICS), "metric")
+
+
+def check_score(name: Any) -> str:
+    """``name`` if it is a score of ``SCORES``, else ``ConfigError`` naming them."""
+    return check_choice(name, tuple(SCORES), "score")
+
+
+def check_axis(name: Any) -> str:
+    """``name`` if it is an axis of ``AXES``, else ``ConfigError`` naming them."""
+    return check_choice(name, tuple(AXES), "axis")
+
+
+def check_level(value: Any, what: str) -> float:
+    """A threshold or level strictly between 0 and 1, else ``ConfigError``."""
+    return check_number(value, what, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def score(s: Scored, onehot: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -172,8 +286,7 @@ class ScoringSet:
 
     def logits(self, out: Any) -> Tensor:
         """The class logits in what the model returned (its chosen output, for a tuple or dict)."""
-        pick = getattr(self._model, "select_output", None)
-        return pick(out) if pick is not None else out
+        return facts.select_logits(self._model, out)
 
     def inputs(self, model: Any) -> tuple[Tensor]:
         """The images as the model's graph takes them (checked and reshaped as a forward pass would)."""

@@ -6,14 +6,15 @@ the ``Reproduction`` (what ``reproduce`` computed) and writes nothing by hand.
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
-from analysis.grid import GridResult
+from analysis.grid import NORMAL_ROW, GridResult
 from analysis.published import StudyTables, spearman, study_tables
 from analysis.spread import Run, VectorSource
+from analysis.steer_report import steer_section
 from analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = ["Reproduction", "report_text"]
@@ -40,6 +41,8 @@ class Reproduction:
     spread_n_test: int
     seeds_note: str  # which models the spread covers
     headline_claims: dict[str, tuple[bool, float]]
+    steer: Optional[dict[str, Any]] = None  # the headline model's Steerability.summary()
+    steer_n_test: int = 0
 
     @property
     def grid(self) -> GridResult:
@@ -75,6 +78,8 @@ class Reproduction:
             "spread_n_test": self.spread_n_test,
             "seeds_note": self.seeds_note,
             "headline_claims": self.headline_claims,
+            "steer": self.steer,
+            "steer_n_test": self.steer_n_test,
         }
 
     @classmethod
@@ -104,6 +109,8 @@ class Reproduction:
             data["spread_n_test"],
             data["seeds_note"],
             {k: (bool(v[0]), float(v[1])) for k, v in data["headline_claims"].items()},
+            data.get("steer"),
+            data.get("steer_n_test", 0),
         )
 
 
@@ -145,6 +152,7 @@ def _claims(r: Reproduction) -> str:
         [
             f"{i + 1}. {s.claim.statement}",
             s.claim.number,
+            s.claim.holds_when(r.study),
             s.claim.study_value,
             _value(headline[s.claim.key]),
             f"**{s.verdict}**",
@@ -152,14 +160,16 @@ def _claims(r: Reproduction) -> str:
         ]
         for i, s in enumerate(summaries)
     ]
+    head = ["claim", "number", "holds when", "the study", "headline", "verdict over the runs", "median [range]"]
+    other = [str(i + 1) for i, s in enumerate(summaries) if s.claim.line(r.study) is None]
+    others = " and ".join([", ".join(other[:-1]), other[-1]] if len(other) > 1 else other)
     return (
         "## Claims checked\n\n"
-        "The headline column is the study's own setting (first training image, our shipped model, all test images); "
-        "the last two columns count the verdict over the spread's runs and give the median and range of the number.\n\n"
-        + _table(["claim", "number", "the study", "headline", "verdict over the runs", "median [range]"], rows)
-        + "\n\n"
-        + _claim_notes(r, summaries)
-        + "\n"
+        f"A run's verdict follows the rule in the third column, which for claim{'s' * (len(other) > 1)} {others} is "
+        "not a threshold on the number beside it. The headline column is the study's own setting (first training "
+        "image, our shipped model, all test images); the last two columns count the verdict over the spread's runs "
+        "and give the median and range of the number. The spread's figure draws each rule's threshold where it has "
+        "one.\n\n" + _table(head, rows) + "\n\n" + _claim_notes(r, summaries) + "\n"
     )
 
 
@@ -277,6 +287,7 @@ def _grid(r: Reproduction, figures: bool) -> str:
         '<div class="wide-table" markdown>\n',
         _grid_table(st.grid, st.normal, ".1f"),
         "\n</div>\n",
+        NORMAL_ROW + "\n",
         "What the study did not report, ours: share of b's images classified as a (last row: the unsteered "
         "accuracy on the other digits).\n",
         '<div class="wide-table" markdown>\n',
@@ -346,6 +357,7 @@ def report_text(r: Reproduction, figures: bool = True) -> str:
     sections = [
         _header(r),
         _claims(r),
+        steer_section(r.steer, r.model_name, r.steer_n_test) if r.steer else "",
         _spread(r) if figures else _spread(r).split("\n\n![")[0] + "\n",
         _control(r),
         _inconsistency(r),

@@ -7,6 +7,8 @@
    making vectors (training images 1-10 of each digit, and the class mean) = 55 runs, on a
    stratified subset of the test set (``analysis.spread``).
 3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
+4. The headline model's steerability without thresholds, at every hook class, with its controls
+   (``analysis.steerability``), on the first 100 test images of each digit.
 Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
 where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
@@ -27,10 +29,12 @@ from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
 from analysis.report import Reproduction, report_text
 from analysis.spread import spread, stratified_subset, vector_sources
+from analysis.steerability import steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
 from hookedmlp.files.atomic import check_writable
+from hookedmlp.progress import JobProgress
 from hookedmlp.train import evaluate, train_model
 
 __all__ = ["Reproduction", "reproduce", "distribution_pairs", "DOSE_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]
@@ -40,6 +44,10 @@ COEFFS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SEED_MODELS = ("mnist-mlp", "mnist-mlp-seed1", "mnist-mlp-seed2", "mnist-mlp-seed3", "mnist-mlp-seed4")
 CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
+# The job's steps in units of one spread run, from full runs on 2 busy cores (headline 46 and 118 s; a spread
+# run 9.5 and 20.6 s; the control's grid about 30 s; the 7 figures 3 to 5 s): the ETA weighs them so.
+COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "steerability": 2.0, "figure": 0.05, "training": 3.0}
+STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 test images of each digit
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
@@ -58,13 +66,13 @@ def reproduce(
     quick: bool = False,
     figures: bool = True,
     log: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: Union[bool, JobProgress] = True,
 ) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
     About 1.5 minutes on 2 cores (seconds with ``quick``: the headline on 1,000 test images, 4
     spread runs and 2 control runs on 100, vectors from the first two training images only).
-    Progress and timings go to ``log``; it ends with where the report is and each claim's verdict.
+    Progress and timings go to ``log``; it ends with each claim's verdict, then where the report is.
 
     Args:
         out_dir: where to write (``docs`` in the repository).
@@ -74,18 +82,41 @@ def reproduce(
         quick: a smoke test: fewer images, runs and sources.
         figures: write the figures (HTML, and PNG where their numbers changed).
         log: where progress lines go.
-        progress: show progress bars.
+        progress: show one progress bar, with an ETA, over the whole job; or the ``JobProgress``
+            to move (the command line starts it before importing torch).
     """
     out = Path(out_dir)
     check_writable(out / "reproduction.md")
     t0 = time.perf_counter()
+    job = progress if isinstance(progress, JobProgress) else JobProgress("reproduce") if progress else None
+    log = job.log(log) if job is not None else log
+    quick_sources = 2
+    n_models = (2 if quick else len(SEED_MODELS)) if checkpoint is None and not train else 1
+    n_sources = quick_sources if quick else len(vector_sources(10))
+    total = (
+        COST["training"] * train
+        + COST["headline"]
+        + COST["run"] * (n_models + 1) * n_sources
+        + COST["control grid"]
+        + COST["steerability"]
+        + COST["figure"] * 7 * figures
+    )
+    done = 0.0
+
+    def tick(cost: float, what: str) -> None:
+        nonlocal done
+        done += cost
+        if job is not None:
+            job.update(done, total, what)
 
     def step(name: str, start: float) -> None:
         log(f"  {name}: {time.perf_counter() - start:.1f} s")
 
+    tick(0, "training a model" if train else "headline: all pairs at every hook point")
     start = time.perf_counter()
-    model, name = _headline_model(Path(checkpoint) if checkpoint is not None else None, train, out, progress)
+    model, name = _headline_model(Path(checkpoint) if checkpoint is not None else None, train, out, False)
     model.eval()
+    tick(COST["training"] * train, "headline: all pairs at every hook point")
     images, labels = load_mnist("test")
     test_loss, test_acc = evaluate(model, images.to(model.reference_tensor().dtype), labels)  # a float64 model too
     head = (images[:1000], labels[:1000]) if quick else (images, labels)
@@ -93,34 +124,57 @@ def reproduce(
         f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images"
     )
     with torch.no_grad():
-        grids = all_pairs_sweep(model, test=head, keep_distributions=True, progress=progress)
+        grids = all_pairs_sweep(model, test=head, keep_distributions=True)
         sweep = layer_sweep(model, 3, 1, test=head)
         dose = coeff_sweep(model, DOSE_PAIRS, COEFFS, test=head)
     step("headline: all pairs at every hook point, 3 - 1 sweep, dose-response", start)
+    tick(COST["headline"], "spread: run 1")
 
     study = study_tables()
     subset = stratified_subset(images, labels, 10 if quick else SPREAD_PER_CLASS)
-    sources = vector_sources(2)[:2] if quick else vector_sources(10)  # quick: no class means (a pass over 60,000)
+    # quick: no class means (a pass over 60,000)
+    sources = vector_sources(2)[:quick_sources] if quick else vector_sources(10)
     if checkpoint is None and not train:
-        names = SEED_MODELS[:2] if quick else SEED_MODELS
+        names = SEED_MODELS[:n_models]
         models = {n: HookedMLP.from_pretrained(n).eval() for n in names}
         seeds_note = f"{len(models)} models of the study's recipe, seeds 0-{len(models) - 1} (shipped with hookedmlp)"
     else:
         models = {name: model}
         seeds_note = f"the studied model only ({name}): the other seeds are of the shipped recipe, not this one"
+
+    def run_done(stage: str, n: int) -> Callable[[str], None]:
+        finished = 0
+
+        def done_line(line: str) -> None:  # spread() logs one line per finished run
+            nonlocal finished
+            finished += 1
+            log(line)
+            tick(COST["run"], f"{stage}: run {finished + 1} of {n}" if finished < n else stage)
+
+        return done_line
+
     start = time.perf_counter()
     log(f"spread: {len(models)} models x {len(sources)} vector sources on {len(subset[1])} test images")
-    runs = spread(models, sources, subset, study, log)
+    runs = spread(models, sources, subset, study, run_done("spread", len(models) * len(sources)))
     step("spread", start)
 
     start = time.perf_counter()
     control = HookedMLP.from_pretrained(CONTROL_MODEL).eval()
     control_loss, _ = evaluate(control, images.to(control.reference_tensor().dtype), labels)
     log(f"control: {CONTROL_MODEL}, test loss {control_loss:.4f}")
-    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, log)
+    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, run_done("control", len(sources)))
+    tick(0, "control: its grid")
     with torch.no_grad():
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
+    tick(COST["control grid"], "steerability")
     step("control", start)
+
+    start = time.perf_counter()
+    steer_test = stratified_subset(images, labels, 10 if quick else STEER_PER_CLASS)
+    with torch.no_grad():
+        steer = steerability(model, steer_test)  # the job's one bar (tick) shows its progress
+    tick(COST["steerability"], "figures" if figures else "report")
+    step(f"steerability: {steer.engine}", start)
 
     result = Reproduction(
         name,
@@ -138,23 +192,28 @@ def reproduce(
         len(subset[1]),
         seeds_note,
         evaluate_claims(grids, study),
+        steer.summary(),
+        len(steer_test[1]),
     )
     outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)
     outputs.text("figures/reproduction.json", json.dumps(result.to_dict(), indent=1), rel=JSON_REL)
     if figures:
         start = time.perf_counter()
-        _write_figures(result, outputs)
+        _write_figures(result, outputs, lambda: tick(COST["figure"], "figures"))
         step("figures", start)
     outputs.text("reproduction.md", report_text(result, figures=figures))
     outputs.close()
+    tick(0, "done")
     log(
         f"done in {time.perf_counter() - t0:.1f} s: {len(outputs.written)} files written, {len(outputs.kept)} "
         "unchanged (equal to their printed precision)"
     )
-    log(f"report: {out / 'reproduction.md'}")
     for s in summarise([r.claims for r in runs]):
         log(f"  {s.claim.key}: {s.verdict}; {s.claim.number} median {s.median:.3g} [{s.low:.3g}, {s.high:.3g}]")
+    if job is not None and job is not progress:
+        job.close()  # our own bar: erased, so that the report's path below is the last line
+    log(f"report: {out / 'reproduction.md'}")
     return result
 
 
@@ -179,9 +238,16 @@ def distribution_pairs(grid: GridResult) -> list[tuple[tuple[int, int], str]]:
     return list(chosen.items())[:6]
 
 
-def _write_figures(r: Reproduction, outputs: Outputs) -> None:
+def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None]) -> None:
+    """The seven figures; ``drawn()`` after each."""
+
     def writer(figure: fig.go.Figure) -> Callable[[Path, list[str]], list[Path]]:
-        return lambda stem, formats: fig.write_figure(figure, stem, formats)
+        def write(stem: Path, formats: list[str]) -> list[Path]:
+            paths = fig.write_figure(figure, stem, formats)
+            drawn()
+            return paths
+
+        return write
 
     g = r.grid
     outputs.figure("figures/grid_loss", numbers_of(g.loss, r.study.grid), writer(fig.grid_heatmap(g, r.study)))
@@ -197,14 +263,12 @@ def _write_figures(r: Reproduction, outputs: Outputs) -> None:
         numbers_of(g.distributions) + [v for p, _ in pairs for v in p],
         writer(fig.distributions_figure(g, pairs)),
     )
-    outputs.written += fig.write_figure(
-        fig.distributions_explorer(g), outputs.root / "figures" / "distributions_all", ["html"]
-    )
+    outputs.written += writer(fig.distributions_explorer(g))(outputs.root / "figures" / "distributions_all", ["html"])
     outputs.figure(
         "figures/dose_response", numbers_of(r.dose.flip_rate, r.dose.loss), writer(fig.dose_response_figure(r.dose))
     )
     outputs.figure(
         "figures/spread",
         numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
-        writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS])),
+        writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS], r.study)),
     )

@@ -16,6 +16,7 @@ from analysis.figures import code_version, study_layers_figure, study_tradeoff_f
 from analysis.outputs import JSON_REL, Outputs
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
+from analysis.steer_report import method_note, study_steer_table
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import check_writable
@@ -97,18 +98,26 @@ def summarise_variants(results: Sequence[ModelResult]) -> list[VariantSummary]:
     return out
 
 
-def _table(summaries: Sequence[VariantSummary]) -> str:
-    head = (
-        "| variant | what changes | test loss | selective pairs (best hook) | best hook | coefficient | "
-        "flip rate at 1 | loss at 1 | accuracy at 1 | KL at 1 |"
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
     )
-    rows = [head, "|" + "---|" * 10]
-    for s in summaries:
-        rows.append(
-            f"| {s.name} | {s.changes} | {s.test_loss.fmt('.3f')} | {s.share.fmt()} | `{s.best_hook}` | "
-            f"{s.coeff} | {s.flip.fmt()} | {s.loss.fmt()} | {s.accuracy.fmt()} | {s.kl.fmt()} |"
-        )
-    return "\n".join(rows)
+
+
+def _tables(summaries: Sequence[VariantSummary]) -> str:
+    """Two tables, each narrow enough for the page: selectivity at the best hook, then coefficient 1 everywhere."""
+    best = _table(
+        ["variant", "what changes", "test loss", "selective pairs", "best hook", "coefficient"],
+        [
+            [s.name, s.changes, s.test_loss.fmt(".3f"), s.share.fmt(), f"`{s.best_hook}`", str(s.coeff)]
+            for s in summaries
+        ],
+    )
+    at_one = _table(
+        ["variant", "flip rate", "loss", "accuracy", "KL"],
+        [[s.name, s.flip.fmt(), s.loss.fmt(), s.accuracy.fmt(), s.kl.fmt()] for s in summaries],
+    )
+    return f"{best}\n\nAt coefficient 1, the study's setting: the mean over all hook points and pairs.\n\n{at_one}"
 
 
 def _conclusions(summaries: Sequence[VariantSummary]) -> list[str]:
@@ -160,12 +169,12 @@ def study_text(
         f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images).",
         f"- Selectivity: for each of the 90 pairs, the coefficients {', '.join(f'{c:g}' for c in COEFFS)} are tried; "
         f"a pair is selective at a coefficient when at least {FLIP:.0%} of b's images are read as a and the accuracy "
-        f"on the other digits stays at least {KEEP:.0%} of the unsteered accuracy. The table gives the share of "
+        f"on the other digits stays at least {KEEP:.0%} of the unsteered accuracy. The first table gives the share of "
         "selective pairs at each variant's best hook point, and the median smallest selective coefficient there.",
-        '- Columns "at 1": the mean over all hook points and pairs at coefficient 1 (the study\'s setting).',
+        "- The second table: the mean over all hook points and pairs at coefficient 1 (the study's setting).",
         "- Numbers are the median over seeds, with the range in brackets.\n",
         "## The variants\n",
-        _table(summaries),
+        _tables(summaries),
         "",
     ]
     if figures:
@@ -174,6 +183,15 @@ def study_text(
             "![Selectivity per layer](figures/study_layers.png)\n",
             "Interactive: [flip rate against damage](figures/study_tradeoff.html), "
             "[selectivity per layer](figures/study_layers.html).\n",
+        ]
+    if results and results[0].steer:
+        s += [
+            "## Steerability without thresholds, with controls\n",
+            method_note(results[0].steer)
+            + " Per variant, the median over seeds [range] of the mean over pairs; the best internal class is "
+            "chosen on the tuning half, and every column is scored on the scoring half.\n",
+            study_steer_table(results),
+            "",
         ]
     s += [
         "## Conclusions\n",

@@ -5,12 +5,13 @@ Run: python bench/bench_study.py [--cache runs/study] [--seed 0]
 For one model of each variant (``--seed``), in one run:
 
 - "analysis": the study's own analysis of that model, recorded in the cache when the study ran
-  it (selectivity: 90 pairs x 7 coefficients at every hook point, on 1,000 test images).
+  it (``analysis.steerability``: every hook class and control, 90 pairs, on 1,000 test images;
+  ``bench/bench_steerability.py`` compares its cost with the old selectivity's).
 - "one plain grid": the 10 x 10 grid at the model's first hidden hook point, the plain way
   (``evaluate_plain``: one full hooked forward pass per cell), on the same 1,000 images, timed
   here (best of ``--rounds``).
-- "plain analysis": what the analysis would cost the plain way, that grid's time per cell
-  times the analysis's number of additions.
+- "plain analysis": what the old selectivity would cost the plain way, that grid's time per cell
+  times its number of additions (90 pairs x 7 coefficients at every hook point).
 
 The ratio "analysis / one plain grid" is how many plain grids one model's analysis costs.
 Training time per model is in the cache too, and the study's log prints both.

@@ -12,9 +12,6 @@ import types
 import warnings
 from typing import Any, Optional
 
-from hookedmlp.hooks.root import HookedRoot
-from hookedmlp.models.api import HookedModel
-
 __all__ = ["MOVED", "install"]
 
 MOVED = {
@@ -96,10 +93,17 @@ def _deprecated_method(name: str, impl: Any) -> Any:
 
 
 def install() -> None:
-    """Put the alias finder on ``sys.meta_path`` (once), and the moved methods on ``HookedRoot``."""
+    """Put the alias finder on ``sys.meta_path`` (once); imports nothing else (``--help`` must stay fast)."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())
+
+
+def install_methods(root: type, model: type) -> None:
+    """Put the methods ``HookedRoot`` had before it became TransformerLens' hook surface on it, deprecated.
+
+    Called by ``hookedmlp.models.api`` once ``HookedModel`` (``model``), which has them now, exists.
+    """
     for name in _METHODS:
-        setattr(HookedRoot, name, _deprecated_method(name, getattr(HookedModel, name)))
+        setattr(root, name, _deprecated_method(name, getattr(model, name)))
     for name in _CLASS_METHODS:
-        setattr(HookedRoot, name, classmethod(_deprecated_method(name, getattr(HookedModel, name).__func__)))
+        setattr(root, name, classmethod(_deprecated_method(name, getattr(model, name).__func__)))

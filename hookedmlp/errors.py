@@ -117,9 +117,14 @@ def capped(items: Sequence[object], n: int = 4) -> str:
     return shown if len(items) <= n else f"{shown} and {len(items) - n} more"
 
 
+# Packages whose frames a warning skips: hookedmlp's own, and those between a user's line and hookedmlp's code
+# (torch's Module.__call__ around a hook point's forward; the type checkers wrapping functions in the tests).
+_NOT_THE_CALLER = ("hookedmlp", "analysis", "torch", "jaxtyping", "typeguard")
+
+
 def warn(message: str, category: type[Warning]) -> None:
-    """``warnings.warn`` pointing at the first caller outside hookedmlp (and its analysis package)."""
+    """``warnings.warn`` pointing at the first caller outside hookedmlp (and its analysis package, and torch)."""
     level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("hookedmlp", "analysis"):
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _NOT_THE_CALLER:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

@@ -9,6 +9,7 @@ command's own inputs (MNIST images) follow the model's dtype, so a float64 check
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import shlex
@@ -41,7 +42,9 @@ from hookedmlp.files.checkpoint import load_checkpoint
 from hookedmlp.hooks.root import HookedRoot
 from hookedmlp.models.chain import HookedMLP
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig
+from hookedmlp.models.graph import capture
 from hookedmlp.patching import activation_patch, attribution_patch, compare
+from hookedmlp.progress import JobProgress
 from hookedmlp.train import TrainingInterrupted, TrainSettings, train_model
 from hookedmlp_cli.parser import ARCHS, FIGURE_FORMATS, build_parser, parse_args
 
@@ -209,14 +212,38 @@ def _write_figures(fig: Any, path: Path) -> None:
         print(f"wrote {written}")
 
 
+def _grid_digits(digits: Optional[list[int]]) -> list[int]:
+    if digits is None:
+        return list(range(10))
+    if len(set(digits)) != len(digits) or len(digits) < 2:
+        raise _CliError(f"--digits takes at least two different digits, each once; got {' '.join(map(str, digits))}")
+    return digits
+
+
 def _cmd_grid(args: argparse.Namespace) -> int:
 
+    digits = _grid_digits(args.digits)
     _check_outputs(args)
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)
+    model.resolve_name(args.hook)  # a typo fails here, before the status line below
+    images, labels = _test_set(model)
+    test = (images[: args.n_test], labels[: args.n_test])
+    pairs = len(digits) * (len(digits) - 1)
+    print(
+        f"hookedmlp grid: scoring {pairs} a - b vectors at {args.hook} on {args.n_test} test images",
+        file=sys.stderr,
+        flush=True,
+    )
     grid = steering_grid(
-        model, hook=args.hook, coeff=args.coeff, method=args.method, test=_test_set(model), progress=sys.stderr.isatty()
+        model,
+        hook=args.hook,
+        coeff=args.coeff,
+        method=args.method,
+        test=test,
+        digits=digits,
+        progress=sys.stderr.isatty(),
     )
     if str(args.json) != "-":
         print(grid.to_markdown(args.metric))
@@ -224,12 +251,15 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(grid.to_dict(), args.json)
     if args.figure:
-        study = (
-            study_tables()
-            if (args.hook, args.coeff, args.method, args.metric) == ("layer0.post", 1.0, "first", "loss")
-            else None
+        study_setting = (args.hook, args.coeff, args.method, args.metric, digits) == (
+            "layer0.post",
+            1.0,
+            "first",
+            "loss",
+            list(range(10)),
         )
-        _write_figures(grid_heatmap(grid, study, metric=args.metric), args.figure)
+        print(f"hookedmlp grid: drawing {args.figure}", file=sys.stderr, flush=True)
+        _write_figures(grid_heatmap(grid, study_tables() if study_setting else None, metric=args.metric), args.figure)
     return 0
 
 
@@ -354,13 +384,34 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         train=args.train,
         quick=args.quick,
         figures=not args.no_figures,
-        progress=sys.stderr.isatty(),
+        log=args.job.log(print),
+        progress=args.job,
     )
     return 0
 
 
+def _network(spec: str) -> torch.nn.Module:
+    """The network ``MODULE:FACTORY`` builds (``FACTORY()``, in eval mode)."""
+    module, _, factory = spec.partition(":")
+    if not module or not factory:
+        raise _CliError(f"--network takes MODULE:FACTORY, e.g. torchvision.models:resnet18; got {spec!r}")
+    try:
+        build = getattr(importlib.import_module(module), factory)
+    except (ImportError, AttributeError) as e:
+        raise _CliError(f"--network {spec}: cannot find {factory} in {module} ({type(e).__name__}: {e})") from None
+    net = build()
+    if not isinstance(net, torch.nn.Module):
+        raise _CliError(f"--network {spec} built a {type(net).__name__}, not a torch nn.Module")
+    return net.eval()
+
+
 def _cmd_hooks(args: argparse.Namespace) -> int:
-    rows = _load_model(args).hook_table()
+    if args.network and args.checkpoint:
+        raise _CliError("--network and --checkpoint exclude each other; pick one")
+    if args.input_shape and not args.network:
+        raise _CliError("--input-shape applies to --network only (a checkpoint records its input shape)")
+    model = capture(_network(args.network), args.input_shape) if args.network else _load_model(args)
+    rows = model.hook_table()
     width = max(len(r[0]) for r in rows) + 2
     shape_width = max(len(r[1]) for r in rows) + 2
     for name, shape, what in rows:
@@ -408,12 +459,23 @@ def _one_line_warnings(command: str) -> Iterator[None]:
         yield
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; a long job's progress bar is erased when it ends, however it ends."""
+    if getattr(args, "job", False) is True:  # parsed here, not by hookedmlp_cli.main, which starts it earlier
+        args.job = JobProgress(f"hookedmlp {args.command}")
+    try:
+        return _COMMANDS[args.command](args)
+    finally:
+        if isinstance(getattr(args, "job", None), JobProgress):
+            args.job.close()
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed command; returns the exit status (0, 2 for a user mistake, 130 on Ctrl-C, 141 on a closed pipe)."""
     args.command_line = shlex.join(["hookedmlp", *argv])
     try:
         with _one_line_warnings(args.command):
-            return _COMMANDS[args.command](args)
+            return _dispatch(args)
     except BrokenPipeError:  # `hookedmlp hooks | head -1`: the reader has what it wanted
         _quiet_stdout()
         return _BROKEN_PIPE

@@ -26,6 +26,7 @@ __all__ = [
     "PATCH_PER",
     "DIRECTIONS",
     "ATTRIBUTIONS",
+    "N_TEST",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
@@ -36,6 +37,7 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "flip_rate": "share of the test images of b classified as a",
     "accuracy_other": "accuracy on the test images of the other digits",
     "kl": "mean KL(unsteered || steered) on the other digits",
+    "collateral": "share of the test images of the other digits whose prediction changes",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
 PATCH_METRICS = {  # name: what it measures (hookedmlp.patching.METRICS)
@@ -46,6 +48,7 @@ PATCH_METRICS = {  # name: what it measures (hookedmlp.patching.METRICS)
 PATCH_PER = ("hook", "unit", "position")  # hookedmlp.patching.PER
 DIRECTIONS = ("denoise", "noise")  # hookedmlp.patching.DIRECTIONS
 ATTRIBUTIONS = ("none", "gradient", "integrated_gradients")  # "none", then hookedmlp.patching.METHODS
+N_TEST = 10_000  # MNIST's test images
 VARIANTS = (
     "baseline",
     "depth-1",
@@ -92,6 +95,9 @@ _non_negative = _checked(float, lambda v: 0 <= v < math.inf, "a number", "a fini
 _probability = _checked(float, lambda v: 0 <= v < 1, "a number", "a number in [0, 1)")
 _seed = _checked(int, lambda v: 0 <= v < 2**63, "an integer seed", "a seed in [0, 2**63)")
 _finite_float = _checked(float, math.isfinite, "a number", "a finite number")
+_n_test = _checked(
+    int, lambda v: 1 <= v <= N_TEST, "a number of test images", f"a number of test images, 1 to {N_TEST}"
+)
 
 
 def _named_path(text: str) -> Path:
@@ -355,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
     )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    repro.set_defaults(job=True)  # one progress bar over the whole run, shown before torch is imported
 
     study = sub.add_parser(
         "study",
@@ -394,6 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="loss",
         help="what each cell shows: " + "; ".join(f"{k}: {v}" for k, v in METRICS.items()) + " (default: %(default)s)",
     )
+    grid.add_argument(
+        "--digits",
+        type=_digit,
+        nargs="+",
+        default=None,
+        metavar="D",
+        help="the grid's rows and columns, at least two different digits (default: all ten)",
+    )
+    grid.add_argument(
+        "--n-test",
+        type=_n_test,
+        default=N_TEST,
+        metavar="N",
+        help=f"score on the first N of MNIST's {N_TEST:,} test images (default: %(default)s)",
+    )
     _add_model_args(grid)
 
     sweep = sub.add_parser("sweep", help="one a - b vector at every hook point (the study's layer sweep)")
@@ -405,6 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     hooks = sub.add_parser("hooks", help="list a model's hook points with their shapes")
     hooks.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (default: the shipped mnist-mlp)")
+    hooks.add_argument(
+        "--network",
+        metavar="MODULE:FACTORY",
+        default=None,
+        help="instead of a checkpoint, any network: the callable FACTORY of MODULE builds it (e.g. "
+        "torchvision.models:resnet18), and hookedmlp.capture opens it; every module call and op is listed "
+        "(default: %(default)s, the checkpoint)",
+    )
+    hooks.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="with --network: one example's shape, e.g. 3 32 32 (default: %(default)s, read from a first Linear)",
+    )
     return parser
 
 

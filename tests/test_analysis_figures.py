@@ -1,10 +1,13 @@
 """analysis.figures on synthetic results (no model needed); write_figure to HTML and one PNG."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 import pytest
+from plotly.offline import get_plotlyjs
 
 from analysis import figures
 from analysis.grid import GridResult
@@ -250,7 +253,7 @@ def test_dose_response_figure(csweep) -> None:
 def test_write_figure_html_and_png(grid, tmp_path) -> None:
     fig = figures.grid_heatmap(grid, study_tables())
     paths = figures.write_figure(fig, tmp_path / "grid_loss")
-    assert paths == [tmp_path / "grid_loss.html", tmp_path / "grid_loss.png"]
+    assert paths == [tmp_path / "plotly.min.js", tmp_path / "grid_loss.html", tmp_path / "grid_loss.png"]
     png = (tmp_path / "grid_loss.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     page = (tmp_path / "grid_loss.html").read_text()
@@ -258,12 +261,16 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>Mean cross-entropy on the test set '
         "without digit b after adding a - b</title>"
     )
-    assert "* plotly.js v" in page and len(page) > 1_000_000  # works on its own, offline
+    assert '<script charset="utf-8" src="plotly.min.js"></script>' in page and len(page) < 100_000
+    assert "* plotly.js v" not in page  # plotly.js once per folder, from the installed plotly: offline
+    assert (tmp_path / "plotly.min.js").read_bytes() == (
+        Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    ).read_bytes()
     call = page[page.rindex("Plotly.newPlot(") :]
     assert (
         '"responsive": true' in call and '"autosize":true' in call and '"width":1200' not in call
     )  # resizes with its window
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid_loss.html", "grid_loss.png", "plotly.min.js"]
     zeros = CoeffSweep(
         "layer0.post",
         "first",
@@ -278,6 +285,24 @@ def test_write_figure_html_and_png(grid, tmp_path) -> None:
     assert not (tmp_path / "dose.png").exists()
 
 
+def test_a_folder_gets_one_plotly_js_replaced_only_when_it_is_another_plotlys(grid, tmp_path) -> None:
+    js = tmp_path / "plotly.min.js"
+    figures.write_figure(figures.grid_heatmap(grid), tmp_path / "a", formats=("html",))
+    first = js.stat().st_mtime_ns
+    assert figures.write_figure(figures.grid_heatmap(grid), tmp_path / "b", formats=("html",)) == [tmp_path / "b.html"]
+    assert js.stat().st_mtime_ns == first and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.html",
+        "b.html",
+        "plotly.min.js",
+    ]
+    js.write_text("/* plotly.js v1.0.0 */")  # another plotly's copy: the pages would break
+    assert figures.write_figure(figures.grid_heatmap(grid), tmp_path / "a", formats=("html",)) == [
+        js,
+        tmp_path / "a.html",
+    ]
+    assert js.read_text() == get_plotlyjs()
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "PNG", "pdf", ""])
 def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
     with pytest.raises(ConfigError, match=rf"unknown figure format\(s\) \['{fmt}'\]; expected some of html, png, svg"):
@@ -287,4 +312,51 @@ def test_write_figure_bad_format(grid, tmp_path, fmt) -> None:
 
 def test_write_figure_stem_with_dot(grid, tmp_path) -> None:
     paths = figures.write_figure(figures.grid_heatmap(grid), tmp_path / "grid_layer0.post", formats=("html",))
-    assert paths == [tmp_path / "grid_layer0.post.html"]
+    assert paths == [tmp_path / "plotly.min.js", tmp_path / "grid_layer0.post.html"]
+
+
+def _runs(n_models: int = 2) -> list:
+    from analysis.claims import CLAIMS
+    from analysis.spread import Run, vector_sources
+
+    rng = np.random.default_rng(0)
+    return [
+        Run(f"m{m}", source, {c.key: (bool(rng.random() < 0.5), float(rng.random())) for c in CLAIMS}, 1.0, 0.0)
+        for m in range(n_models)
+        for source in vector_sources(3)
+    ]
+
+
+def test_spread_figure_titles_fit_their_panels_and_never_overlap() -> None:
+    """A title line is at most half an em per character wide (Helvetica's lower case is narrower)."""
+    from analysis.claims import CLAIMS
+
+    fig = figures.spread_figure(_runs(), [c.key for c in CLAIMS], study_tables())
+    plot_width = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    titles = [a for a in fig.layout.annotations if a.yref == "paper" and a.text[:2] in {f"{i}." for i in range(1, 7)}]
+    assert len(titles) == len(CLAIMS)
+    spans = []
+    for title in titles:
+        axis = fig.layout[f"xaxis{titles.index(title) + 1 if titles.index(title) else ''}"]
+        width = max(len(line) for line in title.text.split("<br>")) * 0.5 * title.font.size
+        panel = (axis.domain[1] - axis.domain[0]) * plot_width
+        assert width <= panel, (title.text, width, panel)
+        spans.append((round(title.y, 6), title.x * plot_width - width / 2, title.x * plot_width + width / 2))
+    for row in {y for y, *_ in spans}:
+        edges = sorted((left, right) for y, left, right in spans if y == row)
+        assert all(a[1] < b[0] for a, b in zip(edges, edges[1:])), edges
+
+
+def test_spread_figure_marks_verdicts_and_thresholds() -> None:
+    from analysis.claims import CLAIMS, rank_threshold
+
+    runs = _runs()
+    fig = figures.spread_figure(runs, [c.key for c in CLAIMS], study_tables())
+    points = [t for t in fig.data if t.showlegend is False]
+    first = points[0]  # model m0, claim 1
+    holds = [run.claims["flip"][0] for run in runs if run.model == "m0"]
+    assert list(first.marker.symbol) == ["circle" if h else "circle-open" for h in holds]
+    assert list(first.x) == ["1", "2", "3", "mean"]
+    lines = sorted(round(s.y0, 6) for s in fig.layout.shapes)
+    assert lines == sorted([1.0, 0.9, round(rank_threshold(study_tables()), 6)])
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["m0", "m1", "holds", "fails"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.distributions import steered_distributions
-from analysis.grid import GridResult, steering_grid
+from analysis.grid import NORMAL_ROW, GridResult, steering_grid
 from analysis.metrics import METRICS
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
@@ -50,6 +50,7 @@ def reference_cell(model: HookedMLP, images, labels, first, a: int, b: int) -> d
         "flip_rate": float((steered[is_b].argmax(-1) == a).double().mean()),
         "accuracy_other": float((steered[other].argmax(-1) == labels[other]).double().mean()),
         "kl": float(kl[other].mean()),
+        "collateral": float((steered[other].argmax(-1) != base[other].argmax(-1)).double().mean()),
     }
 
 
@@ -154,15 +155,17 @@ def test_to_markdown(grid) -> None:
     cells = [c.strip() for c in row3.strip("|").split("|")][1:]
     assert cells == [f"{v:.2f}" for v in grid.loss[3]]
     assert cells[1] == f"{grid.loss[3, 1]:.2f}"
-    normal = lines[-1]
-    assert normal.startswith("| Normal |")
+    normal = lines[-3]
+    assert normal.startswith("| Normal |") and lines[-2:] == ["", NORMAL_ROW]
+    assert NORMAL_ROW.startswith("Normal (the study's name): the unsteered model, no vector added")
     assert [c.strip() for c in normal.strip("|").split("|")][1:] == [f"{v:.3f}" for v in grid.normal["loss"]]
     flips = grid.to_markdown("flip_rate", precision=3)
     assert flips.splitlines()[0].startswith("share of the test images of b classified as a (layer0.post, coeff 1")
-    assert flips.splitlines()[-1] == "| Normal | " + " | ".join(f"{v:.4f}" for v in grid.normal["flip_rate"]) + " |"
+    assert flips.splitlines()[-3] == "| Normal | " + " | ".join(f"{v:.4f}" for v in grid.normal["flip_rate"]) + " |"
     assert f"{grid.flip_rate[3, 1]:.3f}" in next(line for line in flips.splitlines() if line.startswith("| 3 |"))
     with pytest.raises(
-        ConfigError, match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', got 'bogus'"
+        ConfigError,
+        match="metric must be one of 'loss', 'flip_rate', 'accuracy_other', 'kl', 'collateral', got 'bogus'",
     ):
         grid.to_markdown("bogus")
 

@@ -57,7 +57,10 @@ def test_a_registered_metric_flows_into_every_result(model, data, margin, tmp_pa
 
     sweep = layer_sweep(model, 3, 1, hooks=["layer0.post", "layer2.post"], test=test)
     assert sweep.margin[1] == pytest.approx(hand_margin(model, images, labels, 3, 1, "layer2.post"), abs=1e-4)
-    assert sweep.to_markdown().splitlines()[2] == "| hook | loss without b | flip rate | accuracy other | KL | margin |"
+    assert (
+        sweep.to_markdown().splitlines()[2]
+        == "| hook | loss without b | flip rate | accuracy other | KL | collateral | margin |"
+    )
     assert f"| {sweep.margin[0]:.4f} |" in sweep.to_markdown()
     assert "margin" in sweep.to_dict()["metrics"]
 
@@ -71,4 +74,4 @@ def test_a_registered_metric_flows_into_every_result(model, data, margin, tmp_pa
 
 
 def test_metrics_are_not_kept_after_the_test() -> None:
-    assert list(METRICS) == ["loss", "flip_rate", "accuracy_other", "kl"]
+    assert list(METRICS) == ["loss", "flip_rate", "accuracy_other", "kl", "collateral"]

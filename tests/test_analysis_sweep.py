@@ -101,10 +101,10 @@ def test_layer_sweep_markdown(lsweep) -> None:
     md = lsweep.to_markdown()
     assert md.startswith("3 - 1 (coeff 1, method first)")
     assert f"unsteered loss without 1: {lsweep.normal['loss']:.3f}" in md.splitlines()[0]
-    assert md.splitlines()[2] == "| hook | loss without b | flip rate | accuracy other | KL |"
+    assert md.splitlines()[2] == "| hook | loss without b | flip rate | accuracy other | KL | collateral |"
     assert (
         f"| layer0.post | {lsweep.loss[1]:.2f} | {lsweep.flip_rate[1]:.3f} | {lsweep.accuracy_other[1]:.3f} | "
-        f"{lsweep.kl[1]:.2f} |"
+        f"{lsweep.kl[1]:.2f} | {lsweep.collateral[1]:.3f} |"
     ) in md
     assert len([line for line in md.splitlines() if line.startswith("| layer")]) == 10
 

@@ -60,3 +60,24 @@ def test_summarise_counts_verdicts_and_spreads_numbers():
     assert summarise([{c.key: (True, 1.0) for c in CLAIMS}] * 2)[0].verdict == "holds in all 2 runs"
     assert summarise([{c.key: (False, 1.0) for c in CLAIMS}] * 2)[0].verdict == "fails in all 2 runs"
     assert summarise([{c.key: (True, 1.0) for c in CLAIMS}])[0].verdict == "holds in its one run"
+
+
+def test_rank_threshold_is_where_the_permutation_p_crosses_rank_p() -> None:
+    """Grids whose rho lies clearly above the drawn line hold, clearly below it fail (Monte Carlo: near it, either)."""
+    from analysis.claims import RANK_P, rank_threshold
+    from analysis.published import spearman, study_tables
+
+    study = study_tables()
+    line = rank_threshold(study)
+    assert 0.2 < line < 0.3  # about 2.33 / sqrt(89), the normal approximation's
+    off = ~np.eye(10, dtype=bool)
+    rng = np.random.default_rng(1)
+    theirs = study.grid[off]
+    checked = 0
+    for _ in range(60):
+        ours = theirs + rng.normal(0, rng.uniform(2, 30), size=90)  # from strongly to barely correlated
+        rho = spearman(ours, theirs)
+        if abs(rho - line) > 0.03:
+            checked += 1
+            assert (permutation_p(ours, theirs) < RANK_P) == (rho > line), (rho, line)
+    assert checked > 30

@@ -164,6 +164,43 @@ def test_help_and_version_answer_without_importing_torch():
     assert f"hookedmlp {hookedmlp.__version__}\n" in proc.stdout
 
 
+def _console_script() -> str:
+    script = shutil.which(
+        "hookedmlp", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
+    assert script, "the hookedmlp console script is not installed"
+    return script
+
+
+@pytest.mark.parametrize("entry", ["python -m hookedmlp", "hookedmlp"])
+def test_both_entry_points_answer_help_without_importing_torch(entry, tmp_path):
+    """``python -m hookedmlp`` imports the package ``hookedmlp`` first: its ``__init__`` must not import torch.
+
+    ``-X importtime`` lists every module the real entry point imported (not a simulation of it).
+    """
+    argv = [sys.executable, "-m", "hookedmlp"] if entry.startswith("python") else [sys.executable, _console_script()]
+    argv[1:1] = ["-X", "importtime"]
+    proc = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: hookedmlp"), proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "hookedmlp_cli.parser" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "numpy", "plotly", "analysis")}
+
+
+def test_the_package_imports_its_names_on_first_use():
+    """``import hookedmlp`` is light; ``from hookedmlp import X``, ``__all__`` and ``dir`` still list every name."""
+    code = (
+        "import sys, hookedmlp; before = 'torch' in sys.modules; from hookedmlp import HookedMLP, load; "
+        "print(before, HookedMLP.__module__, load.__name__, hookedmlp.data.load_mnist.__name__, "
+        "set(hookedmlp.__all__) <= set(dir(hookedmlp)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.stdout.split() == ["False", "hookedmlp.models.chain", "load_checkpoint", "load_mnist", "True"]
+    assert [getattr(hookedmlp, name) for name in hookedmlp.__all__]  # every exported name resolves
+    with pytest.raises(AttributeError, match="has no attribute 'HookedMPL'"):
+        hookedmlp.HookedMPL
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -456,10 +493,54 @@ def test_figure_paths_with_a_known_extension_mean_that_format(given, stem, forma
     assert figure_target(Path(given)) == (Path(stem), formats)
 
 
+def test_grid_digits_and_n_test_choose_the_cells_and_the_scoring_set(capsys, tmp_path):
+    argv = ["grid", "--digits", "3", "1", "7", "--n-test", "300", "--metric", "flip_rate"]
+    assert main([*argv, "--json", str(tmp_path / "g.json")]) == 0
+    out, err = capsys.readouterr()
+    assert err == "hookedmlp grid: scoring 6 a - b vectors at layer0.post on 300 test images\n"
+    lines = out.splitlines()
+    assert lines[2] == "| a \\ b | 3 | 1 | 7 |" and lines[-2].startswith("Normal (the study's name): the unsteered")
+    grid = json.loads((tmp_path / "g.json").read_text())
+    assert (grid["digits"], grid["n_test"]) == ([3, 1, 7], 300)
+    # cell (3, 1) in plain torch: the first Linear's output of the first training 3 minus the first 1's, added
+    seq = HookedMLP.from_pretrained("mnist-mlp").to_sequential().eval()
+    train_x, train_y = load_mnist("train")
+    first = {d: train_x[int((train_y == d).nonzero()[0, 0])] for d in (3, 1)}
+    images, labels = load_mnist("test")
+    with torch.no_grad():
+        linear, rest = seq[1], seq[2:]  # seq[0] flattens
+        steered = rest(linear(images[:300]) + linear(first[3]) - linear(first[1]))
+    ones = labels[:300] == 1
+    expected = float((steered[ones].argmax(-1) == 3).float().mean())
+    assert grid["metrics"]["flip_rate"][0][1] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--digits", "3", "3"], "--digits takes at least two different digits, each once; got 3 3"),
+        (["--digits", "3"], "--digits takes at least two different digits, each once; got 3"),
+        (["--n-test", "0"], "argument --n-test: expected a number of test images, 1 to 10000, got 0"),
+        (["--n-test", "10001"], "argument --n-test: expected a number of test images, 1 to 10000, got 10001"),
+    ],
+)
+def test_grid_refuses_bad_digits_and_n_test_in_one_line(capsys, argv, message):
+    try:
+        status = main(["grid", *argv])
+    except SystemExit as e:  # argparse's own errors
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
 def test_figure_html_writes_that_file_only(capsys, tmp_path):
     assert main(["sweep", "--figure", str(tmp_path / "x.html")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'x.html'}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.html"]  # standalone: plotly.js inside
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {tmp_path / 'plotly.min.js'}",
+        f"wrote {tmp_path / 'x.html'}",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js", "x.html"]  # plotly.js once per folder
 
 
 # -- train ---------------------------------------------------------------------------------------

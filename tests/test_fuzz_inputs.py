@@ -153,7 +153,7 @@ def study_inputs():
 def whole_cache(tmp_path_factory, study_inputs):
     mnist, test = study_inputs
     cache = tmp_path_factory.mktemp("whole")
-    return cache, study_model(TINY, 0, cache, test, (1.0,), mnist, SETTINGS, [(3, 1)], log=print)
+    return cache, study_model(TINY, 0, cache, test, (0.5, 1.0), mnist, SETTINGS, [(3, 1)], log=print)
 
 
 json_values = st.recursive(
@@ -195,7 +195,7 @@ def test_a_damaged_cache_is_a_miss_never_a_crash(whole_cache, study_inputs, resu
         if model_cut is not None:
             _damage(model, "truncate", model_cut)
         lines = []
-        result = study_model(TINY, 0, cache, test, (1.0,), mnist, SETTINGS, [(3, 1)], log=lines.append)
+        result = study_model(TINY, 0, cache, test, (0.5, 1.0), mnist, SETTINGS, [(3, 1)], log=lines.append)
     whole = whole_cache[1]
     assert (result.test_loss, result.hooks, result.at_one, result.share) == (
         whole.test_loss,

@@ -249,6 +249,24 @@ def test_a_model_not_shaped_like_mnist_needs_data(net):
     assert v.meta["n_examples"] == [1, 2] and "data" not in v.meta and "method" not in v.meta
 
 
+def test_a_model_whose_classes_are_not_mnists_needs_data():
+    """784 inputs but 3 outputs: the first training images of MNIST's digits would be meaningless."""
+    torch.manual_seed(0)
+    three = HookedMLP.from_module(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 3)))
+    expected = re.escape(
+        "class labels need labelled data: this model's output (layer2.post) has 3 classes, not MNIST's 10; pass "
+        "data=(images, labels) or a labelled Dataset"
+    )
+    with pytest.raises(UsageError, match=expected):
+        three.steering_vector(2, 1, "layer0.post")
+    with pytest.raises(UsageError, match=expected):
+        three.steer(a=2, b=1, hook="layer0.post")
+    assert three.attached_hooks() == []
+    images, labels = load_mnist("test")
+    v = three.steering_vector(2, 1, "layer0.post", data=(images[:100], labels[:100] % 3))
+    assert v.meta["data"] == "given data (n=100)"
+
+
 def test_an_mnist_shaped_model_not_recorded_as_mnist_warns_once(model):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

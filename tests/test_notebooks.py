@@ -4,6 +4,7 @@ Each runs once per test session (``executed_notebooks``, also used by tests/test
 site builds then render the same executed copies from the cache instead of running them again).
 """
 
+import base64
 import importlib.util
 import json
 import sys
@@ -14,6 +15,7 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOKS = sorted((ROOT / "docs" / "notebooks").glob("*.ipynb"))
 
 
@@ -70,6 +72,11 @@ def test_tour_runs(executed_notebooks: dict) -> None:
     # the grid, the patching map and the attribution scatter, drawn with the page's one plotly.js
     assert len(figures) == 3 and not [f for f in figures if "<script src" in f]
     assert not outputs(nb, _hook().PLOTLY_MIME)
+    # each figure carries a static image too, for renderers that run no JavaScript (GitHub, nbconvert, a PDF)
+    bundles = [
+        o["data"] for c in code for o in c.outputs if "Plotly.newPlot" in str(o.get("data", {}).get("text/html"))
+    ]
+    assert len(bundles) == len(figures) and all(base64.b64decode(b["image/png"])[:8] == PNG_MAGIC for b in bundles)
     text = "\n".join(outputs(nb, "text/plain") + [o.get("text", "") for c in code for o in c.outputs])
     assert "read as 3 steered" in text and "patched 1s read as 3" in text
     assert "activation patching, per unit, denoise, 200 pairs" in text and "1024 entries: Pearson r = " in text

@@ -64,5 +64,6 @@ def test_the_scatter_shows_estimate_against_exact_with_the_agreement() -> None:
 
 @pytest.mark.parametrize("make", [figures.patching_heatmap, figures.patching_hooks_figure])
 def test_patching_figures_write_html(make, tmp_path) -> None:
-    (path,) = figures.write_figure(make(_result(EXACT)), tmp_path / "fig", ("html",))
-    assert path.read_text().startswith("<!DOCTYPE html>")
+    written = figures.write_figure(make(_result(EXACT)), tmp_path / "fig", ("html",))
+    assert written == [tmp_path / "plotly.min.js", tmp_path / "fig.html"]  # the folder's one plotly.js, then the page
+    assert written[-1].read_text().startswith("<!DOCTYPE html>")

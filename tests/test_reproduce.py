@@ -1,5 +1,6 @@
 """The study's tables, spearman, ``reproduce`` end to end (quick) and the ``hookedmlp`` CLI."""
 
+import io
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from analysis.report import Reproduction, report_text
 from analysis.reproduce import distribution_pairs, reproduce
 from hookedmlp import HookedMLP, ShapeError
 from hookedmlp.data import load_mnist
+from hookedmlp.progress import JobProgress
 from hookedmlp_cli.commands import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -116,36 +118,53 @@ def small_test_set(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory) -> tuple[Reproduction, Path, list[str]]:
+def repro(tmp_path_factory) -> tuple[Reproduction, Path, list[str], str]:
+    """A quick run: its result, folder, log lines and progress lines (every update, as without a terminal)."""
     out = tmp_path_factory.mktemp("repro")
     lines: list[str] = []
-    r = reproduce(out_dir=out, quick=True, progress=False, log=lines.append)
-    return r, out, lines
+    status = io.StringIO()
+    r = reproduce(out_dir=out, quick=True, progress=JobProgress("reproduce", stream=status, every=0), log=lines.append)
+    return r, out, lines, status.getvalue()
+
+
+def test_reproduce_shows_one_progress_over_the_whole_job(repro) -> None:
+    """One display from 0% to 100%, never going back, naming each step; the ETA is there once work is done."""
+    updates = repro[3].splitlines()
+    shares = [int(re.match(r"reproduce: (\d+)% after ", u)[1]) for u in updates]
+    assert shares[0] == 0 and shares[-1] == 100 and shares == sorted(shares)
+    assert updates[0].endswith("about ? left: headline: all pairs at every hook point")
+    assert all(re.search(r"about \d\d:\d\d left", u) for u, share in zip(updates, shares) if share > 0)
+    steps = [u.split(" left: ")[1] for u in updates]
+    assert "spread: run 1" in steps and "spread: run 4 of 4" in steps and "control: run 2 of 2" in steps
+    assert steps[-2:] == ["figures", "done"]
 
 
 def test_reproduce_writes_report_figures_and_data(repro) -> None:
-    r, out, lines = repro
+    r, out, lines, _ = repro
     figs = out / "figures"
     for stem in FIGURES:
         assert (figs / f"{stem}.png").read_bytes().startswith(PNG_MAGIC), stem
         html = (figs / f"{stem}.html").read_text()
-        assert html.startswith("<!DOCTYPE html>") and "* plotly.js v" in html  # a page that works on its own
+        assert html.startswith("<!DOCTYPE html>") and 'src="plotly.min.js"' in html and "* plotly.js v" not in html
     explorer = (figs / "distributions_all.html").read_text()
     assert explorer.count('"method":"restyle"') == 100  # a menu entry per pair
-    assert not (figs / "plotly.min.js").exists() and not (figs / "distributions_all.png").exists()
+    assert [p.name for p in figs.glob("*.js")] == ["plotly.min.js"] and not (figs / "distributions_all.png").exists()
     text = (out / "reproduction.md").read_text()
     for stem in FIGURES:
         assert f"(figures/{stem}.png)" in text
     assert "(figures/distributions_all.html)" in text
-    assert lines[-len(CLAIMS) - 1] == f"report: {out / 'reproduction.md'}"
-    assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS) :]] == [c.key for c in CLAIMS]
+    assert lines[-1] == f"report: {out / 'reproduction.md'}"  # the last line, where a glance finds it
+    assert [line.split(":")[0].strip() for line in lines[-len(CLAIMS) - 1 : -1]] == [c.key for c in CLAIMS]
     assert any(line.startswith("spread: 2 models x 2 vector sources") for line in lines)
+    bias = next(s for s in r.steer["sites"] if s["kind"] == "bias")
+    assert r.steer_n_test == 100 and f"| bias | bias | 1.00 | {bias['pauc']:.3f} |" in text
+    assert "| `layer1.post..layer3.pre` | class (internal) | 0.50 |" in text  # a hook class, reported once
     back = Reproduction.from_dict(json.loads((figs / "reproduction.json").read_text()))
     assert same_to_precision(text, report_text(back)), "the saved data must render the same report"
 
 
 def test_reproduce_report_numbers(repro) -> None:
-    r, out, _ = repro
+    r, out, *_ = repro
     text = (out / "reproduction.md").read_text()
     st = study_tables()
     off = ~np.eye(10, dtype=bool)
@@ -167,7 +186,7 @@ def test_reproduce_report_numbers(repro) -> None:
 
 
 def test_reproduce_results_are_consistent(repro) -> None:
-    r, out, _ = repro
+    r, out, *_ = repro
     model = HookedMLP.from_pretrained("mnist-mlp").eval()
     assert r.n_test == 1000 and r.grid.n_test == 1000 and list(r.grids) == model.hook_names
     assert (

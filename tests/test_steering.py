@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from hookedmlp import SteeringVector
 from hookedmlp.data import load_mnist
 from hookedmlp.steering import model_fingerprint
 
@@ -159,7 +160,7 @@ def test_exemplar_k_takes_the_kth_training_image_of_each_digit(model, plain, tra
     v = model.steering_vector(3, 1, "layer0.post", exemplar=k)
     assert torch.equal(v["layer0.post"], expected)
     assert (v.meta["exemplar"], v.meta["data"], v.meta["n_examples"]) == (k, "MNIST train", [1, 1])
-    assert f"exemplar={k}" in repr(v)
+    assert f"from example {k + 1} of 3 and of 1 in MNIST train (method=first, exemplar={k})" in repr(v)
     with model.steer(a=3, b=1, hook="layer0.post", exemplar=k):
         steered = model(images)
     with torch.no_grad():
@@ -266,17 +267,18 @@ def test_provenance_in_meta_and_repr(model):
     assert re.fullmatch(r"[0-9a-f]{12}", v.meta["model"])
     assert v.label == "3 - 1"
     r = repr(v)
-    for part in (
-        "'3 - 1'",
-        "layer0.post [512]",
-        "method=first",
-        "n_examples=[1, 1]",
-        f"model={model_fingerprint(model)}",
-        f"norm={norm:.4g}",
-    ):
-        assert part in r, (part, r)
+    assert r == (
+        "SteeringVector('3 - 1', at layer0.post [512], from the first example of 3 and of 1 in MNIST train "
+        f"(method=first), coeff=1.0, model={model_fingerprint(model)}, norm={norm:.4g})"
+    )  # where the exemplars came from, in words: MNIST's training images unless data= says otherwise
     m = model.steering_vector(4, 9, "layer3.post", method="mean", coeff=2.0)
-    assert "method=mean" in repr(m) and "coeff=2.0" in repr(m) and "'4 - 9'" in repr(m)
+    n4, n9 = m.meta["n_examples"]
+    assert (n4, n9) == (5842, 5949)
+    assert f"from the mean of {n4} examples of 4 and {n9} of 9 in MNIST train (method=mean), coeff=2.0" in repr(m)
+    assert "from the mean of 5842 examples of 4 and 5949 of 9 in MNIST train (method=mean), coeff: 2.0" in (
+        m._repr_html_()
+    )
+    assert "from" not in repr(v + m) and "from" not in repr(SteeringVector({"layer0.post": torch.ones(3)}))
 
 
 # -- applying -------------------------------------------------------------------------------

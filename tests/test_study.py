@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from analysis import family
 from analysis.additions import pair_additions
 from analysis.engine import evaluate_additions, evaluate_plain
 from analysis.family import VARIANTS, Variant, study_model
 from analysis.outputs import same_to_precision
 from analysis.spread import stratified_subset
+from analysis.steer_result import Steerability, analysis_version
 from analysis.study_report import results_from_dict, study, study_text
 from hookedmlp import MLPConfig
 from hookedmlp.data import load_mnist
@@ -52,27 +54,48 @@ def test_the_cache_is_keyed_on_the_recipe_and_resumes(tmp_path: Path, mnist):
     test = stratified_subset(mnist[2], mnist[3], 3)
     tiny = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
     settings = TrainSettings(epochs=1, batch_size=32)
-    first = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    first = study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
     assert first.train_seconds > 0 and len(list(tmp_path.glob("*.pt"))) == 1
-    again = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    again = study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
     assert again == first  # the cached result, nothing retrained or recomputed
     other = dataclasses.replace(tiny, recipe=MLPConfig(d_hidden=(8,)))
-    study_model(other, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    study_model(other, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
     assert len(list(tmp_path.glob("*.pt"))) == 2  # another recipe: another file, never the cached one
+
+
+def test_a_result_measured_by_other_analysis_code_is_not_reused(tmp_path: Path, mnist, monkeypatch):
+    test = stratified_subset(mnist[2], mnist[3], 3)
+    tiny = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
+    settings = TrainSettings(epochs=1, batch_size=32)
+    first = study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
+    (result,) = tmp_path.glob("*.json")
+    saved = json.loads(result.read_text())
+    assert saved["analysis"] == analysis_version() and saved["steer_settings"]["c_min"] == 0.5
+    assert {row["site"] for row in Steerability.from_dict(saved["steerability"]).table()} == {
+        s["name"] for s in first.steer["sites"]
+    }
+    saved["result"]["test_loss"] = -1.0  # what a reused result would show
+    saved["digest"] = family._digest(saved["result"])  # (an honest entry: not damage, which is recomputed)
+    for key, other in (("analysis", "0123456789ab"), ("steer_settings", {**saved["steer_settings"], "steps": 3})):
+        result.write_text(json.dumps({**saved, key: other}))
+        again = study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
+        assert again.test_loss == first.test_loss and again.train_seconds == 0.0  # re-measured, not retrained
+    result.write_text(json.dumps(saved))
+    assert study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)]).test_loss == -1.0
 
 
 def test_a_cached_model_of_another_recipe_is_not_reused(tmp_path: Path, mnist):
     test = stratified_subset(mnist[2], mnist[3], 3)
     tiny = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
     settings = TrainSettings(epochs=1, batch_size=32)
-    study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
     (path,) = tmp_path.glob("*.pt")
     impostor = build_model(MLPConfig(d_hidden=(16,), activation="tanh"))
     impostor.meta = {"recipe": {"kind": "mlp", "activation": "tanh"}}
     impostor.save(path)
     for stale in tmp_path.glob("*.json"):
         stale.unlink()
-    result = study_model(tiny, 0, tmp_path, test, (1.0,), mnist, settings, [(3, 1)])
+    result = study_model(tiny, 0, tmp_path, test, (0.5, 1.0), mnist, settings, [(3, 1)])
     assert result.train_seconds > 0  # retrained: the file at its path described another recipe
 
 
@@ -83,6 +106,8 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert text.startswith("# Which network properties make activation additions work?")
     for name in ("baseline", "residual", "LeNet"):
         assert f"| {name} |" in text
+    assert "| baseline | `layer1.post..layer3.pre` |" in text  # its one internal hook class, never the logits'
+    assert all(h not in results[0].logit_hooks for h in (results[0].best_hook, "layer1.post"))
     assert (tmp_path / "figures" / "study_layers.png").exists()
     saved = results_from_dict(json.loads((tmp_path / "figures" / "study.json").read_text()))
     assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page

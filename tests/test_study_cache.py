@@ -37,7 +37,7 @@ def test_set(mnist):
 def filled(tmp_path_factory, mnist, test_set):
     """A cache holding one trained model and its result."""
     cache = tmp_path_factory.mktemp("cache")
-    result = study_model(TINY, 0, cache, test_set, (1.0,), mnist, SETTINGS, [(3, 1)], log=_fail)
+    result = study_model(TINY, 0, cache, test_set, (0.5, 1.0), mnist, SETTINGS, [(3, 1)], log=_fail)
     return cache, result
 
 
@@ -55,7 +55,7 @@ def _copy(filled, tmp_path):
 
 def _run(cache, mnist, test_set):
     lines = []
-    result = study_model(TINY, 0, cache, test_set, (1.0,), mnist, SETTINGS, [(3, 1)], log=lines.append)
+    result = study_model(TINY, 0, cache, test_set, (0.5, 1.0), mnist, SETTINGS, [(3, 1)], log=lines.append)
     return result, lines
 
 

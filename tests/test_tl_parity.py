@@ -1,6 +1,7 @@
-"""TransformerLens 4.3.0 parity for hooks: the behaviours its generic hook, HookedRootModule and
-run_with_hooks tests pin down, checked on our layout (``layer{i}.pre`` / ``layer{i}.post``)
-against plain torch; each deliberate difference is asserted as such (``DIFFERENCE:``).
+"""TransformerLens 4.3.0 parity for hooks, beyond TransformerLens' own tests (ported in tests/test_tl_ported.py):
+keyword order and defaults, gradients and results checked against plain torch on our layout
+(``layer{i}.pre`` / ``layer{i}.post``), TransformerLens' extension points, and each deliberate
+difference, asserted as such (``DIFFERENCE:``).
 
 Caching is in tests/test_tl_parity_cache.py; docs/transformerlens.md has the table of names.
 """
@@ -12,20 +13,11 @@ import pytest
 import torch
 
 from hookedmlp import ActivationCache, HookHandle, HookNameError, HookPoint, ShapeError, UsageError
+from hookedmlp.hooks.conversion import BaseTensorConversion
 
 
 def identity(act, hook):
     return act
-
-
-class Count:
-    """A hook counting its calls; TransformerLens' tests call ``inc(*args, **kwargs)``."""
-
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, *args, **kwargs):
-        self.n += 1
 
 
 def chain(seq, x, upto=None):
@@ -35,69 +27,6 @@ def chain(seq, x, upto=None):
 
 
 # -- HookPoint -------------------------------------------------------------------------------
-
-
-def test_add_hook_fills_the_direction_lists_with_permanence_and_level():
-    hp = HookPoint()
-    a = hp.add_hook(identity)
-    b = hp.add_hook(identity, dir="bwd", is_permanent=True)
-    c = hp.add_hook(identity, level=5)
-    try:
-        assert hp.fwd_hooks == [a, c] and hp.bwd_hooks == [b]
-        assert b.is_permanent and not a.is_permanent
-        assert c.context_level == 5 and a.context_level is None
-    finally:
-        hp.remove_hooks("both", including_permanent=True)
-
-
-def test_prepend_puts_the_hook_first_and_runs_it_first():
-    hp = HookPoint()
-    first = hp.add_hook(lambda act, hook: act + 1)
-    second = hp.add_hook(lambda act, hook: act * 3, prepend=True)
-    try:
-        assert hp.fwd_hooks == [second, first]
-        assert torch.equal(hp(torch.tensor([1.0])), torch.tensor([4.0]))  # (1 * 3) + 1
-    finally:
-        first.remove(), second.remove()
-
-
-@pytest.mark.parametrize(
-    "dir,including_permanent,level,expected",
-    [
-        ("both", True, None, True),
-        ("fwd", True, 0, True),
-        ("fwd", False, 0, False),  # the level-0 forward hook is permanent
-        ("fwd", False, 1, True),
-        ("bwd", False, 0, True),
-        ("bwd", False, 1, False),
-        ("bwd", True, 2, True),
-        ("bwd", False, 2, False),
-        ("both", True, 3, False),
-        ("both", True, -1, False),
-    ],
-)
-def test_has_hooks_filters_like_transformerlens(dir, including_permanent, level, expected):
-    hp = HookPoint()
-    hp.add_hook(identity, dir="fwd", level=0, is_permanent=True)
-    hp.add_hook(identity, dir="fwd", level=1)
-    hp.add_hook(identity, dir="bwd", level=0)
-    hp.add_hook(identity, dir="bwd", level=2, is_permanent=True)
-    try:
-        assert hp.has_hooks(dir, including_permanent, level) is expected
-        assert hp.has_hooks(dir=dir, including_permanent=including_permanent, level=level) is expected
-    finally:
-        hp.remove_hooks("both", including_permanent=True)
-    assert not hp.has_hooks() and not hp.has_hooks("fwd") and not hp.has_hooks("bwd")
-
-
-def test_has_hooks_defaults_and_an_unknown_direction():
-    hp = HookPoint()
-    with hp.add_hook(identity, is_permanent=True, level=5):
-        assert hp.has_hooks() and hp.has_hooks("both", True, None)  # the defaults
-        assert not hp.has_hooks(including_permanent=False)
-        assert not hp.has_hooks(level=0)
-        with pytest.raises(ValueError, match=re.escape("dir must be one of 'fwd', 'bwd', 'both', got 'invalid'")):
-            hp.has_hooks(dir="invalid")
 
 
 def test_hook_is_called_with_hook_as_a_keyword():
@@ -127,87 +56,13 @@ def test_default_name_repr_and_layer(tiny):
 # -- HookedRoot: hooks, contexts, permanence (TransformerLens' tests/integration/test_hooks.py) --------
 
 
-def test_run_with_hooks_with_a_filter_runs_once_and_leaves_nothing(tiny, tiny_x):
-    c = Count()
-    tiny.run_with_hooks(tiny_x, fwd_hooks=[(lambda name: name == "layer0.pre", c)])
-    assert c.n == 1
-    assert all(not hp.fwd_hooks for hp in tiny.hook_points())
-
-
-def test_perma_hook_survives_run_with_hooks_and_remove_all_hook_fns(tiny, tiny_x):
-    c = Count()
-    tiny.add_perma_hook("layer0.pre", c)
-    assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 1
-    tiny.run_with_hooks(tiny_x, fwd_hooks=[])
-    assert c.n == 1 and len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 1
-    tiny.remove_all_hook_fns()
-    assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 1  # permanent: kept without the flag
-    tiny.remove_all_hook_fns(including_permanent=True)
-    assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 0
-    tiny.run_with_hooks(tiny_x, fwd_hooks=[])
-    assert c.n == 1
-
-
-def test_nested_contexts_count_and_unwind(tiny, tiny_x):
-    c = Count()
+def test_nested_contexts_tag_their_hooks_with_their_level(tiny):
     hp = tiny.hook_dict["layer0.pre"]
-    with tiny.hooks(fwd_hooks=[("layer0.pre", c)]):
-        assert len(hp.fwd_hooks) == 1 and hp.fwd_hooks[0].context_level == 1
-        tiny(tiny_x)
-        with tiny.hooks(fwd_hooks=[("layer0.pre", c)]):
-            assert len(hp.fwd_hooks) == 2 and hp.fwd_hooks[1].context_level == 2
-            tiny(tiny_x)
-            assert c.n == 3
-        assert len(hp.fwd_hooks) == 1
-    assert len(hp.fwd_hooks) == 0 and c.n == 3 and tiny.context_level == 0
-
-
-def test_context_with_a_permanent_hook_and_run_with_cache_inside(tiny, tiny_x):
-    c = Count()
-    tiny.add_perma_hook("layer0.pre", c)
-    with tiny.hooks(fwd_hooks=[("layer0.pre", c)]):
-        assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 2
-        tiny.run_with_cache(tiny_x)
-        assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 2
-    assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 1 and c.n == 2
-    tiny.reset_hooks(including_permanent=True)
-
-
-def test_failure_in_an_inner_context_keeps_the_outer(tiny, tiny_x):
-    def fail(act, hook):
-        raise ValueError("fail")
-
-    c = Count()
-    with tiny.hooks(fwd_hooks=[("layer0.pre", c)]):
-        with pytest.raises(ValueError, match="^fail$"):
-            with tiny.hooks(fwd_hooks=[("layer0.pre", fail)]):
-                assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 2
-                tiny(tiny_x)
-        assert len(tiny.hook_dict["layer0.pre"].fwd_hooks) == 1 and c.n == 1
-    assert tiny.attached_hooks() == []
-
-
-def test_reset_hooks_inside_a_context(tiny):
     with tiny.hooks(fwd_hooks=[("layer0.pre", identity)]):
-        tiny.reset_hooks()
-        assert tiny.hook_dict["layer0.pre"].fwd_hooks == []
-    assert tiny.attached_hooks() == []
-
-
-@pytest.mark.parametrize("returns", ["tuple", "tensor", "none"])
-def test_backward_hook_in_a_context_runs_on_backward(tiny, tiny_x, returns):
-    c = Count()
-
-    def grad_hook(grad, hook):
-        c()
-        return {"tuple": (grad,), "tensor": grad, "none": None}[returns]
-
-    with tiny.hooks(bwd_hooks=[("layer2.post", grad_hook)]):
-        out = tiny(tiny_x)
-        assert c.n == 0
-        out.sum().backward()
-        assert len(tiny.hook_dict["layer2.post"].bwd_hooks) == 1
-    assert tiny.hook_dict["layer2.post"].bwd_hooks == [] and c.n == 1
+        assert tiny.context_level == 1 and hp.fwd_hooks[0].context_level == 1
+        with tiny.hooks(fwd_hooks=[("layer0.pre", identity)]):
+            assert tiny.context_level == 2 and hp.fwd_hooks[1].context_level == 2
+    assert tiny.context_level == 0 and hp.fwd_hooks == []
 
 
 def test_backward_hook_returning_a_tuple_replaces_the_gradient(tiny, tiny_seq, tiny_x):
@@ -217,25 +72,6 @@ def test_backward_hook_returning_a_tuple_replaces_the_gradient(tiny, tiny_seq, t
         x = tiny_x.clone().requires_grad_(True)
         tiny(x).sum().backward()
     assert torch.allclose(x.grad, 2 * ref, atol=1e-6)
-
-
-@pytest.mark.parametrize("zero_first,prepend", [(z, p) for z in (True, False) for p in (True, False)])
-def test_prepend_decides_which_of_two_hooks_wins(tiny, tiny_seq, tiny_x, zero_first, prepend):
-    def set_to_zero(act, hook):
-        act[:] = 0.0
-        return act
-
-    def set_to_noise(act, hook):
-        return torch.randn_like(act) * 0.1
-
-    for is_zero in (zero_first, not zero_first):
-        tiny.add_hook("layer3.post", set_to_zero if is_zero else set_to_noise, prepend=prepend)
-    with torch.no_grad():
-        logits = tiny(tiny_x)
-    tiny.reset_hooks()
-    bias_only = tiny_seq[4](torch.zeros(5, 8))
-    # the zero hook runs last exactly when it was added second XOR it was prepended
-    assert torch.equal(logits, bias_only) == (zero_first == prepend)
 
 
 def test_reset_hooks_arguments(tiny):
@@ -267,8 +103,115 @@ def test_list_hooks(tiny):
         assert tiny.list_hooks(dir="bwd") == {"layer1.post": [b]}
         assert tiny.list_hooks(including_permanent=False) == {"layer1.post": [a], "layer3.pre": [c]}
         assert tiny.list_hooks("layer3.pre") == {"layer3.pre": [c]}
+        assert tiny.list_hooks("*.post", dir="fwd") == {"layer1.post": [a]}
+        # DIFFERENCE: TransformerLens lists nothing for an unknown name; ours says so, as add_hook does
+        with pytest.raises(HookNameError, match=re.escape("unknown hook 'layer1.pots'; did you mean 'layer1.post'?")):
+            tiny.list_hooks("layer1.pots")
     finally:
         tiny.reset_hooks(including_permanent=True)
+
+
+def test_handle_ids_count_up_like_pytorchs(tiny):
+    a = tiny.add_hook("layer0.post", identity)
+    b = tiny.add_hook("layer0.post", identity, dir="bwd")
+    assert b.hook.id == a.hook.id + 1 and a.hook is a
+    a.hook.remove(), b.remove()
+    assert tiny.attached_hooks() == []
+
+
+# -- TransformerLens' extension points ------------------------------------------------------------
+
+
+def test_check_hooks_to_add_runs_for_every_point_before_any_is_attached(tiny):
+    seen = []
+
+    class Refusing(type(tiny)):
+        def check_hooks_to_add(self, hook_point, hook_point_name, hook, dir="fwd", is_permanent=False, prepend=False):
+            seen.append((hook_point is self.hook_dict[hook_point_name], hook_point_name, dir, is_permanent, prepend))
+            assert hook_point_name != "layer2.post", f"Cannot add hook {hook_point_name}"
+
+    tiny.__class__ = Refusing  # the same model, with the override
+    with pytest.raises(AssertionError, match="Cannot add hook layer2.post"):
+        tiny.add_hook("*.post", identity, dir="bwd", is_permanent=True, prepend=True)
+    assert seen == [(True, f"layer{i}.post", "bwd", True, True) for i in range(3)]
+    assert tiny.attached_hooks() == []  # layer0.post and layer1.post were checked, not attached
+    handle = tiny.check_and_add_hook(tiny.hook_dict["layer1.post"], "layer1.post", identity, level=3)
+    assert tiny.attached_hooks() == [handle] and handle.context_level == 3
+    with pytest.raises(AssertionError):
+        tiny.check_and_add_hook(tiny.hook_dict["layer2.post"], "layer2.post", identity)
+    tiny.reset_hooks()
+
+
+def test_enable_hook_helpers_attach_at_the_context_level_and_check_the_name(tiny):
+    with tiny.hooks():
+        handle = tiny._enable_hook("layer1.pre", identity, "fwd")
+        group = tiny._enable_hook(lambda name: name.endswith("3.post"), identity, "bwd")
+    assert handle.context_level == 1 and [(h.name, h.dir, h.context_level) for h in group] == [
+        ("layer3.post", "bwd", 1)
+    ]
+    with pytest.raises(HookNameError, match=re.escape("unknown module 'layer1.pr'; did you mean 'layer1.pre'?")):
+        tiny._enable_hook_with_name("layer1.pr", identity, "fwd")
+    tiny.reset_hooks()
+
+
+def test_cache_all_and_cache_some_are_deprecated_add_caching_hooks(tiny, tiny_x, caplog):
+    cache: dict = {}
+    with caplog.at_level("WARNING", logger="hookedmlp"):
+        tiny.cache_some(cache, lambda name: name == "layer1.post")
+    assert "cache_some is deprecated" in caplog.text and tiny.is_caching
+    with torch.no_grad():
+        tiny(tiny_x)
+    assert list(cache) == ["layer1.post"]
+    tiny.reset_hooks()
+    with caplog.at_level("WARNING", logger="hookedmlp"):
+        tiny.cache_all(cache)
+    assert "cache_all is deprecated" in caplog.text
+    with torch.no_grad():
+        tiny(tiny_x)
+    assert set(cache) == set(tiny.hook_names) and len(tiny.attached_hooks()) == 10
+    tiny.reset_hooks()
+
+
+# -- enable_reshape ---------------------------------------------------------------------------------
+
+
+class Halves(BaseTensorConversion):
+    """[batch, 8] -> [batch, 2, 4]: hooks see two halves."""
+
+    def handle_conversion(self, x, *context):
+        return x.reshape(x.shape[0], 2, 4)
+
+    def revert(self, x, *context):
+        return x.reshape(x.shape[0], 8)
+
+
+def test_reshape_shows_hooks_and_caches_the_converted_activation(tiny, tiny_seq, tiny_x):
+    first_half, second_half = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.0], [1.0]])
+    h1 = chain(tiny_seq, tiny_x, 2)
+    hp = tiny.hook_dict["layer1.post"]
+    hp.enable_reshape(Halves())
+    try:
+        with torch.no_grad():
+            out = tiny.run_with_hooks(tiny_x, fwd_hooks=[("layer1.post", lambda a, hook: a * first_half)])
+            _, cache = tiny.run_with_cache(tiny_x, names_filter="layer1.post")
+        assert torch.equal(out, chain(tiny_seq[2:], h1 * torch.tensor([1.0] * 4 + [0.0] * 4)))
+        # as in TransformerLens, the cache holds what hooks see: the converted activation
+        assert torch.equal(cache["layer1.post"], h1.reshape(5, 2, 4))
+        # backward hooks see the converted gradient too, and what they return is reverted
+        x = tiny_x.clone().requires_grad_(True)
+        with tiny.hooks(bwd_hooks=[("layer1.post", lambda g, hook: g * second_half)]):
+            tiny(x).sum().backward()
+    finally:
+        hp.enable_reshape(None)
+    leaf = h1.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(chain(tiny_seq[2:], leaf).sum(), [leaf])
+    x2 = tiny_x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(chain(tiny_seq, x2, 2), [x2], g * torch.tensor([0.0] * 4 + [1.0] * 4))
+    assert torch.allclose(x.grad, want, atol=1e-6)
+    with pytest.raises(TypeError, match=re.escape("enable_reshape() takes a BaseTensorConversion")):
+        hp.enable_reshape(lambda x: x)
+    with pytest.raises(NotImplementedError, match="must implement handle_conversion"):
+        BaseTensorConversion().convert(torch.zeros(1))
 
 
 # -- run_with_hooks' keywords -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ The hook side is in tests/test_tl_parity.py; docs/transformerlens.md has the tab
 import logging
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,9 +118,33 @@ def test_tuple_keys_and_negative_layers(tiny, tiny_x):
     assert cache["post", 2, None] is cache["layer2.post"]  # TransformerLens' (name, layer, sublayer_type)
     with pytest.raises(HookNameError, match=re.escape("tuple keys of a HookedMLP are ('pre' or 'post', layer)")):
         cache["resid_pre", 0]
-    # DIFFERENCE: TransformerLens' bare strings go through get_act_name; ours must be hook names
+    # a string that is not a cached name goes through the model's act_name, as TransformerLens' get_act_name;
+    # a HookedMLP's takes only (name, layer), so "post" stays a name
     with pytest.raises(HookNameError, match=re.escape("no activation cached for 'post'")):
         cache["post"]
+
+
+def test_string_and_tuple_keys_on_a_transformerlens_style_root():
+    from tinylens import TinyLens
+
+    torch.manual_seed(0)
+    model = TinyLens(n_layers=2)
+    _, cache = model.run_with_cache(torch.rand(3, 6))
+    assert cache["embed"] is cache["hook_embed"] and cache["k1"] is cache["blocks.1.attn.hook_k"]
+    assert (
+        cache["pre", -1] is cache["blocks.1.mlp.hook_pre"]
+        and cache["resid_post", 0] is cache["blocks.0.hook_resid_post"]
+    )
+    assert (
+        cache["scale"] is cache["ln_final.hook_scale"]
+        and cache["normalized", 0, "ln2"] is cache["blocks.0.ln2.hook_normalized"]
+    )
+    with pytest.raises(
+        HookNameError, match=re.escape("no activation cached for 'blocks.0.hook_mlp_in': it is a hook point")
+    ):
+        cache["mlp_in", 0]  # an optional hook point that is off: it never ran
+    with pytest.raises(HookNameError, match=re.escape("no activation cached for 'post' (read as 'mlp.hook_post')")):
+        cache["post"]  # a shorthand without its layer
 
 
 def test_stack_activation(tiny, tiny_x):
@@ -131,6 +156,11 @@ def test_stack_activation(tiny, tiny_x):
     # the default is every layer: here the logits are narrower than the hidden layers
     with pytest.raises(ShapeError, match=re.escape("layer3.post: [5, 8], layer4.post: [5, 3]")):
         cache.stack_activation("post")
+    for layer in (0, -2, 6):  # TransformerLens: an empty stack's RuntimeError, or the cache's KeyError
+        with pytest.raises(IndexError, match=re.escape("layer must be 1 to 5 (the layers before it), or -1 or None")):
+            cache.stack_activation("post", layer)
+    with pytest.raises(UsageError, match="stack_activation needs the cache's model and its n_layers"):
+        ActivationCache(dict(cache)).stack_activation("post")
 
 
 def test_toggle_autodiff_sets_the_global_grad_mode_and_logs(caplog):
@@ -146,15 +176,48 @@ def test_toggle_autodiff_sets_the_global_grad_mode_and_logs(caplog):
         torch.set_grad_enabled(True)
 
 
-def test_apply_slice_to_batch_dim(tiny, tiny_x):
+class Slice:
+    """Duck-typed TransformerLens ``Slice``: its ``slice`` (what to index with) and ``mode``."""
+
+    def __init__(self, s, mode):
+        self.slice, self.mode = s, mode
+
+
+@pytest.mark.parametrize(
+    "batch_slice,rows,keeps_batch",
+    [
+        (1, 1, False),
+        (np.int64(3), 3, False),
+        (torch.tensor(2), 2, False),
+        ((3,), slice(3), True),  # TransformerLens' Slice input: a tuple is slice(*tuple)
+        ((1, 4), slice(1, 4), True),
+        ((0, 5, 2), slice(0, 5, 2), True),
+        (slice(2, None), slice(2, None), True),
+        ([0, 3], [0, 3], True),
+        (torch.tensor([4, 1]), [4, 1], True),
+        (np.array([2]), [2], True),
+        (None, slice(None), True),
+        (Slice(slice(1, 3), "slice"), slice(1, 3), True),
+        (Slice(0, "int"), 0, False),
+    ],
+)
+def test_apply_slice_to_batch_dim(tiny, tiny_x, batch_slice, rows, keeps_batch):
     _, cache = tiny.run_with_cache(tiny_x)
+    sliced = cache.apply_slice_to_batch_dim(batch_slice)
+    assert sliced.has_batch_dim is keeps_batch and sliced.model is tiny and list(sliced) == list(cache)
+    assert all(torch.equal(sliced[k], cache[k][rows]) for k in cache)
+
+
+def test_apply_slice_to_batch_dim_keeps_broadcast_entries_and_checks_its_input(tiny, tiny_x):
+    bias = torch.ones(1, 3)  # an entry of batch 1 beside a batch of 5: not batched, kept whole (as TransformerLens)
+    cache = ActivationCache({"a": tiny_x, "b": tiny_x * 2, "bias": bias}, tiny)
+    sliced = cache.apply_slice_to_batch_dim((1, 3))
+    assert torch.equal(sliced["a"], tiny_x[1:3]) and sliced["bias"] is bias
     row = cache.apply_slice_to_batch_dim(1)
-    assert not row.has_batch_dim and torch.equal(row["layer2.post"], cache["layer2.post"][1])
-    some = cache.apply_slice_to_batch_dim([0, 3])
-    assert some.has_batch_dim and torch.equal(some["layer0.pre"], tiny_x[[0, 3]])
-    # DIFFERENCE: TransformerLens asserts; we raise a UsageError (a ValueError)
-    with pytest.raises(UsageError, match="batch dimension was removed"):
-        row.apply_slice_to_batch_dim(0)
+    with pytest.raises(AssertionError, match=re.escape("Cannot index into a cache without a batch dim")):
+        row.apply_slice_to_batch_dim(0)  # a BatchDimError, an AssertionError as in TransformerLens
+    with pytest.raises(TypeError, match=re.escape("batch_slice must be an int, a tuple (start, stop[, step])")):
+        cache.apply_slice_to_batch_dim("0:2")
 
 
 # -- cfg, hook_points(), stop_at_layer / start_at_layer -----------------------------------------------------

@@ -8,8 +8,12 @@ must read.
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
+
+try:  # optional (hookedmlp[torchvision]); .ci/run's oldest-torch run has no torchvision
+    import torchvision
+except ImportError:
+    torchvision = None
 
 
 class Quickstart(nn.Module):
@@ -192,8 +196,6 @@ KINDS = {
     "bn_dropout": (_seeded(_bn_dropout), (1, 4, 4)),
     "functional": (_seeded(Functional), (16,)),
     "residual": (_seeded(Residual), (16,)),
-    "resnet18": (_seeded(_resnet18), (3, 32, 32)),
-    "mobilenet": (_seeded(_mobilenet), (3, 32, 32)),
     "adaptive_cnn": (_seeded(AdaptiveCNN), (1, 8, 8)),
     "looped": (_seeded(Looped), (16,)),
     "twice": (_seeded(Twice), (16,)),
@@ -204,6 +206,9 @@ KINDS = {
     "identity_unflatten": (_seeded(_identity_unflatten), (1, 4, 4)),
     "hooked_by_user": (_seeded(_hooked_by_user), (1, 4, 4)),
 }
+if torchvision is not None:
+    KINDS["resnet18"] = (_seeded(_resnet18), (3, 32, 32))
+    KINDS["mobilenet"] = (_seeded(_mobilenet), (3, 32, 32))
 # the kinds whose output is not one tensor: which output is the logits
 OUTPUTS = {"tuple_out": 0, "dict_out": "logits"}
 
@@ -287,3 +292,19 @@ REFUSED = {
     "python_state": (_seeded(Counter), (16,), "assigns self.calls"),
     "training_branch": (_seeded(TrainingBranch), (16,), "branches on self.training"),
 }
+
+
+class ShapeBranch(nn.Module):
+    """Control flow on a shape: torch.fx cannot trace it, torch.export can (specialised to the captured shapes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.drop = nn.Linear(16, 8), nn.Linear(8, 3), nn.Dropout(0.5)
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x.flatten(1)
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+
+EXPORTED = {"shape_branch": (_seeded(ShapeBranch), (1, 4, 4))}

@@ -1,16 +1,18 @@
 """MkDocs hook: figures open full size, and the interactive figures share one plotly.js.
 
-``hookedmlp reproduce`` writes each figure twice into docs/figures/: ``NAME.png`` (committed)
-and ``NAME.html`` (gitignored, generated), a standalone page carrying plotly.js inline. MkDocs
-copies whatever is there into the site. This hook
+``hookedmlp reproduce`` and ``hookedmlp study`` write each figure twice into docs/figures/:
+``NAME.png`` (committed) and ``NAME.html`` (gitignored, generated), a page that loads the
+``plotly.min.js`` written beside it. MkDocs copies whatever is there into the site. This hook
 
 - puts ``figures/plotly.min.js`` into the site from the installed plotly package when the
-  checkout has none, and in each built ``figures/*.html`` replaces the inline plotly.js with a
-  reference to it, so the site carries exactly one copy (notebook pages use it too);
+  checkout has none, and in each built ``figures/*.html`` that carries plotly.js inline (written
+  by an older hookedmlp) replaces it with a reference to that copy, so the site carries exactly
+  one (notebook pages use it too);
 - on a site built without the generated figures (a fresh clone, before ``hookedmlp
   reproduce``), turns each link to a missing generated ``figures/NAME.html`` into plain text,
-  logged at INFO. Only targets matching ``GENERATED`` whose PNG is committed beside them (or
-  named in ``HTML_ONLY``) are treated so: any other missing link still fails the strict build;
+  logged at INFO with the command that writes it. Only targets matching ``GENERATED`` whose
+  PNG is committed beside them (or named in ``HTML_ONLY``) are treated so: any other missing
+  link still fails the strict build;
 - opens an image that links to itself (``[![alt](figures/x.png)](figures/x.png)``) in the
   lightbox, like the bare images mkdocs-glightbox wraps.
 """
@@ -27,7 +29,8 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
 PLOTLY_JS = "figures/plotly.min.js"
-GENERATED = ("figures/*.html",)  # what `hookedmlp reproduce` writes and .gitignore keeps out of a clone
+# what the commands write and .gitignore keeps out of a clone: pattern -> the command (the first match)
+GENERATED = {"figures/study_*.html": "hookedmlp study", "figures/*.html": "hookedmlp reproduce"}
 HTML_ONLY = ("figures/distributions_all.html",)  # generated figures with no static PNG beside them
 log = logging.getLogger("mkdocs.hooks.interactive_figures")
 
@@ -43,6 +46,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
+def written_by(path: str) -> str:
+    """The command that writes the generated file ``path`` (relative to docs/)."""
+    return next(command for pattern, command in GENERATED.items() if fnmatch.fnmatch(path, pattern))
+
+
 def missing_generated_figure(target: str, page: Page, files: Files) -> bool:
     """``target`` (a link on ``page``) is a generated figure absent from this build (its PNG there, or none made)."""
     path = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), target))
@@ -55,7 +63,8 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     def unlink(m: re.Match) -> str:
         if "://" in m["target"] or not missing_generated_figure(m["target"], page, files):
             return m[0]
-        log.info("%s: %s not built (run `hookedmlp reproduce`): link left out", page.file.src_uri, m["target"])
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), m["target"]))
+        log.info("%s: %s not built (run `%s`): link left out", page.file.src_uri, m["target"], written_by(path))
         if m["open"] and m["close"]:
             return ""
         return (m["open"] or "") + m["text"] + (m["close"] or "")

@@ -25,6 +25,7 @@ from hookedmlp.errors import (
     UsageError,
     warn,
 )
+from hookedmlp.models import facts
 
 __all__ = [
     "Labelled",
@@ -39,6 +40,7 @@ __all__ = [
 
 METHODS = ("first", "mean")
 MNIST_SHAPE = (1, 28, 28)
+MNIST_CLASSES = 10
 _WARNED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # models already warned about the MNIST default
 
 
@@ -243,12 +245,23 @@ def as_labelled(data: Any) -> Labelled:
 
 
 def default_data(model: Any, split: str = "train") -> Labelled:
-    """MNIST's ``split`` for an MNIST-shaped model (warning once unless ``model.meta["dataset"]`` is ``"mnist"``)."""
+    """MNIST's ``split`` for a model of MNIST's shape, 784 inputs and 10 outputs (its last hook point).
+
+    Any other model must be given ``data=``. Warns once (``DataWarning``) unless
+    ``model.meta["dataset"]`` is ``"mnist"``.
+    """
     shape = tuple(getattr(model, "input_shape", None) or ())
     if math.prod(shape) != math.prod(MNIST_SHAPE) or shape not in (MNIST_SHAPE, (784,), (28, 28)):
         raise UsageError(
             f"class labels need labelled data: this model's input is {list(shape)}, not MNIST's "
             "[1, 28, 28]; pass data=(images, labels) or a labelled Dataset"
+        )
+    last = model.hook_names[-1]
+    outputs = math.prod(facts.activation_shape(model, last))
+    if outputs != MNIST_CLASSES:
+        raise UsageError(
+            f"class labels need labelled data: this model's output ({last}) has {outputs} classes, not "
+            f"MNIST's {MNIST_CLASSES}; pass data=(images, labels) or a labelled Dataset"
         )
     if getattr(model, "meta", {}).get("dataset") != "mnist" and model not in _WARNED:
         warn(

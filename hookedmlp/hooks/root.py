@@ -8,68 +8,32 @@ through functions (``hookedmlp.steer(model, ...)``, ``hookedmlp.steering_vector(
 ``hookedmlp.HookedModel`` adds them as methods.
 
 Beyond TransformerLens: names are checked (an unknown name or a filter that matches nothing
-raises ``HookNameError`` with the closest valid names, before anything is attached); glob
-patterns select names; hook contexts remove exactly their own hooks; and every cache holds
-only its own pass's activations, whatever other threads or nested calls do.
+raises ``HookNameError`` with the closest valid names, before anything is attached, and says
+so when ``setup()`` was forgotten); glob patterns select names; hook contexts remove exactly
+their own hooks; and every cache holds only its own pass's activations, whatever other threads
+or nested calls do. ``list_hooks`` comes from ``HookIntrospectionMixin``
+(hooks/introspection.py), ``run_with_cache`` and the caching hooks from ``CachingMixin``
+(hooks/caching.py).
 """
 
-import contextlib
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional, Union
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from hookedmlp.checks import check_choice
-from hookedmlp.errors import (
-    BatchDimError,
-    UsageError,
-    warn,
-)
-from hookedmlp.hooks.cache import ActivationCache
+from hookedmlp.errors import ArgumentTypeError, HookNameError, capped, did_you_mean, warn
+from hookedmlp.hooks.caching import CachingMixin
 from hookedmlp.hooks.context import HookContext, HookSpec, attach_all
-from hookedmlp.hooks.names import NamesFilter, select, select_one
-from hookedmlp.hooks.point import (
-    SELECTIONS,
-    Direction,
-    HookFn,
-    HookHandle,
-    HookPoint,
-    check_hook_args,
-    guarding,
-)
-from hookedmlp.hooks.recording import CLAIM, PASS, Device, Recorder
+from hookedmlp.hooks.handle import HookGroup
+from hookedmlp.hooks.introspection import HookIntrospectionMixin
+from hookedmlp.hooks.names import NamesFilter, get_act_name, layer_count, select, select_one
+from hookedmlp.hooks.point import PASS, Direction, HookFn, HookHandle, HookPoint, check_hook_args
+from hookedmlp.hooks.recording import CLAIM
 
 __all__ = ["HookedRoot", "HookGroup", "NamesFilter"]
 
-_RUN_KEYWORDS = (
-    "names_filter",
-    "device",
-    "remove_batch_dim",
-    "incl_bwd",
-    "loss_fn",
-    "reset_hooks_end",
-    "clear_contexts",
-    "return_cache_object",
-)
 
-
-class HookGroup(list):
-    """The handles of one ``add_hook`` on several hook points; ``remove()`` (or leaving ``with``) removes them all."""
-
-    def remove(self) -> None:  # type: ignore[override]
-        for handle in self:
-            handle.remove()
-
-    def __enter__(self) -> "HookGroup":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-
-class HookedRoot(nn.Module):
+class HookedRoot(HookIntrospectionMixin, CachingMixin, nn.Module):
     """Base class: names the model's HookPoints and manages the hooks on them (TransformerLens' hook surface).
 
     Subclasses call ``self.setup()`` once their HookPoints exist.
@@ -86,10 +50,16 @@ class HookedRoot(nn.Module):
         self.mod_dict = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Every pass runs under a token of its own (a hook point tells a second call in one pass by it),
+        # run_with_cache's under the token its recorder waits for.
         claim = CLAIM.get()
-        if claim is None and PASS.get() is None:  # a plain top-level call: no cache of this thread waits on it
-            return super().__call__(*args, **kwargs)
-        claim_token, pass_token = CLAIM.set(None), PASS.set(claim if claim is not None else object())
+        if claim is None:
+            pass_token = PASS.set(object())
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                PASS.reset(pass_token)
+        claim_token, pass_token = CLAIM.set(None), PASS.set(claim)
         try:
             return super().__call__(*args, **kwargs)
         finally:
@@ -115,11 +85,13 @@ class HookedRoot(nn.Module):
         return list(self.hook_dict)
 
     def act_name(self, name: str, layer: Optional[int] = None, *rest: Any) -> str:
-        """The hook name of ``(name, layer)``, for ``cache[name, layer]`` (TransformerLens' ``get_act_name``)."""
-        n = getattr(self, "n_layers", None)
+        """The hook name of ``(name, layer, layer_type)``, for ``cache[name, layer]``: TransformerLens'
+        ``get_act_name`` (``hookedmlp.hooks.names``), a negative layer counted back from ``n_layers``
+        (or ``cfg.n_layers``)."""
+        n = layer_count(self)
         if layer is not None and layer < 0 and n is not None:
             layer += n
-        return f"blocks.{layer}.hook_{name}" if layer is not None else f"hook_{name}"
+        return get_act_name(name, layer, *rest)
 
     # -- names ---------------------------------------------------------------
     def resolve_names(self, names_filter: NamesFilter) -> list[str]:
@@ -131,13 +103,36 @@ class HookedRoot(nn.Module):
         """
         if isinstance(names_filter, str) and names_filter in self.hook_dict:  # the common case, first
             return [names_filter]
-        return select(self.hook_names, names_filter)
+        try:
+            names = select(self.hook_names, names_filter)
+        except HookNameError:
+            self._check_setup()
+            raise
+        if not names:  # None on a model without hook names
+            self._check_setup()
+        return names
 
     def resolve_name(self, name: str) -> str:
         """``name`` if it names exactly one hook point (no pattern), else ``HookNameError``."""
         if isinstance(name, str) and name in self.hook_dict:
             return name
-        return select_one(self.hook_names, name)
+        try:
+            return select_one(self.hook_names, name)
+        except HookNameError:
+            self._check_setup()
+            raise
+
+    def _check_setup(self) -> None:
+        """Raise if some HookPoint of this model has no name: ``setup()`` was not called after it was made."""
+        named = {id(hp) for hp in self.hook_dict.values()}
+        unnamed = [n for n, m in self.named_modules() if isinstance(m, HookPoint) and id(m) not in named]
+        if unnamed:
+            cls = type(self).__name__
+            when = "was never called" if not self.hook_dict else "ran before they were made"
+            raise HookNameError(
+                f"{cls} has HookPoints that setup() has not named ({capped(unnamed)}): setup() {when}; "
+                f"call self.setup() at the end of {cls}.__init__, after making every HookPoint"
+            )
 
     # -- adding and removing hooks ------------------------------------------------
     def add_hook(
@@ -168,14 +163,63 @@ class HookedRoot(nn.Module):
         """
         check_hook_args(hook, dir)
         names = self.resolve_names(name)
+        for n in names:  # every check first: all the hooks are attached, or none
+            self.check_hooks_to_add(self.hook_dict[n], n, hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
         handles = attach_all(self, [(n, hook) for n in names], dir, is_permanent, level, prepend)
         return handles[0] if isinstance(name, str) and name in self.hook_dict else HookGroup(handles)
+
+    def check_hooks_to_add(
+        self,
+        hook_point: HookPoint,
+        hook_point_name: str,
+        hook: HookFn,
+        dir: Direction = "fwd",
+        is_permanent: bool = False,
+        prepend: bool = False,
+    ) -> None:
+        """Override to refuse a hook (raise); ``add_hook`` calls it for each hook point, as TransformerLens does."""
+
+    def check_and_add_hook(
+        self,
+        hook_point: HookPoint,
+        hook_point_name: str,
+        hook: HookFn,
+        dir: Direction = "fwd",
+        is_permanent: bool = False,
+        level: Optional[int] = None,
+        prepend: bool = False,
+    ) -> HookHandle:
+        """``check_hooks_to_add``, then attach ``hook`` at ``hook_point`` (TransformerLens' method)."""
+        self.check_hooks_to_add(hook_point, hook_point_name, hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
+        return hook_point.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
     def add_perma_hook(
         self, name: Union[str, Callable[[str], bool]], hook: HookFn, dir: Direction = "fwd"
     ) -> Union[HookHandle, HookGroup]:
         """``add_hook(name, hook, dir, is_permanent=True)``."""
         return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    # TransformerLens' protected helpers, for code written against them (hookedmlp's contexts attach
+    # through HookContext): attach at the current context level.
+    def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Direction) -> HookHandle:
+        module = self.mod_dict.get(name)
+        if module is None:
+            raise HookNameError(f"unknown module {name!r}{did_you_mean(name, list(self.mod_dict))}")
+        if not hasattr(module, "add_hook"):
+            raise ArgumentTypeError(f"module {name!r} is a {type(module).__name__}, not a HookPoint; pick a hook name")
+        return module.add_hook(hook, dir=dir, level=self.context_level)
+
+    def _enable_hooks_for_points(
+        self, hook_points: Iterable[tuple[str, HookPoint]], enabled: Callable[[str], bool], hook: HookFn, dir: Direction
+    ) -> list[HookHandle]:
+        return [hp.add_hook(hook, dir=dir, level=self.context_level) for name, hp in hook_points if enabled(name)]
+
+    def _enable_hook(
+        self, name: Union[str, Callable[[str], bool]], hook: HookFn, dir: Direction
+    ) -> Union[HookHandle, list[HookHandle]]:
+        if isinstance(name, str):
+            return self._enable_hook_with_name(name, hook, dir)
+        return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
 
     def remove_all_hook_fns(
         self, direction: str = "both", including_permanent: bool = False, level: Optional[int] = None
@@ -199,23 +243,6 @@ class HookedRoot(nn.Module):
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent, level)
         self.is_caching = False
-
-    def list_hooks(
-        self, name_filter: NamesFilter = None, dir: str = "both", including_permanent: bool = True
-    ) -> dict[str, list[HookHandle]]:
-        """The attached hooks by hook name (points without any left out), as TransformerLens' ``list_hooks``."""
-        check_choice(dir, SELECTIONS, "dir")
-        out = {}
-        for name in self.hook_names if name_filter is None else self.resolve_names(name_filter):
-            hp = self.hook_dict[name]
-            handles = [
-                h
-                for h in (*(hp.fwd_hooks if dir != "bwd" else ()), *(hp.bwd_hooks if dir != "fwd" else ()))
-                if including_permanent or not h.is_permanent
-            ]
-            if handles:
-                out[name] = handles
-        return out
 
     def attached_hooks(self) -> list[HookHandle]:
         """Every attached hook, forward and backward, in forward order of hook points."""
@@ -268,126 +295,3 @@ class HookedRoot(nn.Module):
             )
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*model_args, **model_kwargs)
-
-    def _check_forward_kwargs(self, method: str, kwargs: dict[str, Any], own: Sequence[str]) -> None:
-        params = inspect.signature(self.forward).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "x"]
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            raise UsageError(
-                f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-                f"{', '.join(own)}, and the forward pass's {', '.join(accepted) or 'no keywords'}"
-            )
-
-    # -- caching -----------------------------------------------------------------
-    def run_with_cache(
-        self,
-        *model_args: Any,
-        names_filter: NamesFilter = None,
-        device: Device = None,
-        remove_batch_dim: bool = False,
-        incl_bwd: bool = False,
-        loss_fn: Optional[Callable[[Any], Tensor]] = None,
-        reset_hooks_end: bool = True,
-        clear_contexts: bool = False,
-        return_cache_object: bool = True,
-        **model_kwargs: Any,
-    ) -> tuple[Any, Union[ActivationCache, dict[str, Tensor]]]:
-        """Run the model and record the activations at the hook points ``names_filter`` selects.
-
-        Entries are what the next module sees (after the other hooks at that point), detached:
-        the pass's own tensors, not copies (see ``ActivationCache``).
-
-        Args:
-            *model_args: the forward pass's positional arguments (the input batch).
-            names_filter: which hook points to record (see ``resolve_names``; default all).
-            device: where entries go (default: where they were computed).
-            remove_batch_dim: drop the batch dimension of a single input's activations.
-            incl_bwd: also record ``"<name>_grad"``, the gradient of ``loss_fn(output)``
-                (default: the output if it is a scalar, else its sum) with respect to each
-                activation; the parameters' ``.grad`` is left untouched.
-            loss_fn: the scalar to differentiate with ``incl_bwd``.
-            reset_hooks_end: remove the caching hooks afterwards; with ``False`` they stay and
-                record later passes too, as in TransformerLens.
-            clear_contexts: also empty every hook point's ``ctx`` afterwards.
-            return_cache_object: return an ``ActivationCache`` (else its plain dict).
-            **model_kwargs: the forward pass's keyword arguments (e.g. ``stop_at``).
-
-        Returns:
-            ``(output, cache)``.
-
-        Examples:
-            >>> logits, cache = model.run_with_cache(images[:5], names_filter="*.post")
-            >>> cache["layer0.post"].shape
-            torch.Size([5, 512])
-        """
-        self._check_forward_kwargs("run_with_cache", model_kwargs, _RUN_KEYWORDS)
-        names = self.resolve_names(names_filter)
-        if loss_fn is not None and not incl_bwd:
-            raise UsageError("loss_fn is used only with incl_bwd=True; pass incl_bwd=True or drop loss_fn")
-        if (
-            remove_batch_dim
-            and model_args
-            and isinstance(model_args[0], Tensor)
-            and model_args[0].ndim
-            and model_args[0].shape[0] != 1
-        ):
-            raise BatchDimError(
-                f"Cannot remove batch dimension from cache with batch size {model_args[0].shape[0]}; "
-                "cache a single input"
-            )
-        pass_id = object() if reset_hooks_end else None
-        recorder = Recorder(pass_id, device, keep_live=incl_bwd, drop_batch=remove_batch_dim)
-        grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
-        with (
-            grad_mode,
-            guarding(recorder.guard),
-            self.hooks([(n, recorder) for n in names], (), reset_hooks_end, clear_contexts),
-        ):
-            token = CLAIM.set(pass_id)
-            try:
-                out = self(*model_args, **model_kwargs)
-            finally:
-                CLAIM.reset(token)
-            if incl_bwd:
-                recorder.gradients(out, loss_fn)
-        if incl_bwd and isinstance(out, Tensor):
-            out = out.detach()
-        # the recorder's own dict: with reset_hooks_end=False later passes land in it too
-        cache = ActivationCache(recorder.store, self, has_batch_dim=not remove_batch_dim)
-        return out, (cache if return_cache_object else cache.cache_dict)
-
-    def get_caching_hooks(
-        self,
-        names_filter: NamesFilter = None,
-        incl_bwd: bool = False,
-        device: Device = None,
-        remove_batch_dim: bool = False,
-        cache: Optional[dict[str, Tensor]] = None,
-    ) -> tuple[dict[str, Tensor], list[HookSpec], list[HookSpec]]:
-        """TransformerLens' ``(cache, fwd_hooks, bwd_hooks)``: hooks that record every pass into ``cache``.
-
-        With ``remove_batch_dim``, entries whose first dimension is 1 lose it (others keep it).
-        """
-        store: dict[str, Tensor] = {} if cache is None else cache
-        names = self.resolve_names(names_filter)
-        self.is_caching = True
-        fwd = Recorder(None, device, store=store, drop_batch=remove_batch_dim)
-        bwd = Recorder(None, device, store=store, suffix="_grad", drop_batch=remove_batch_dim)
-        return store, [(n, fwd) for n in names], ([(n, bwd) for n in names] if incl_bwd else [])
-
-    def add_caching_hooks(
-        self,
-        names_filter: NamesFilter = None,
-        incl_bwd: bool = False,
-        device: Device = None,
-        remove_batch_dim: bool = False,
-        cache: Optional[dict[str, Tensor]] = None,
-    ) -> dict[str, Tensor]:
-        """Attach ``get_caching_hooks``' hooks (removed by ``reset_hooks()``); returns the dict they fill."""
-        store, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
-        attach_all(self, fwd, "fwd")
-        attach_all(self, bwd, "bwd")
-        return store

@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 
 from torch import Tensor
 
+from hookedmlp import _moved
 from hookedmlp.errors import CheckpointError
 from hookedmlp.files.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from hookedmlp.hooks.context import HookContext
@@ -192,3 +193,6 @@ class HookedModel(HookedRoot):
             [5.0, 5.0]
         """
         return interventions.clamp(self, hook, index, value)
+
+
+_moved.install_methods(HookedRoot, HookedModel)  # HookedRoot's old methods, as deprecated aliases of these

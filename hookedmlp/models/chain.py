@@ -263,8 +263,27 @@ class HookedMLP(ChainBuilders, HookedGraph):
         return self.layout.site(self.resolve_name(name)).shape
 
     # a chain takes its examples in any of their views (flattened, or without the channel): checked and reshaped
-    prepare_input = HookedModel.prepare_input
     as_batch = HookedModel.as_batch
+
+    def prepare_input(self, x: Any) -> Tensor:
+        """Check a batch of inputs (dtype, device, one of ``accepted_input_shapes``), reshaped to what layer0 reads."""
+        ref = self.reference_tensor()  # the common case first: a batch already as the first layer reads it
+        if (
+            isinstance(x, Tensor)
+            and x.ndim >= 2
+            and x.shape[0]
+            and x.shape[1:] == self._net.first_shape
+            and (ref is None or x.dtype is ref.dtype and x.device == ref.device)
+        ):
+            return x
+        return HookedModel.prepare_input(self, x)
+
+    def reference_tensor(self) -> Optional[Tensor]:
+        for layer in self._modules.values():  # the first layer's weights, without walking every module
+            for t in layer._modules["module"]._parameters.values():  # type: ignore[union-attr]
+                if t is not None:
+                    return t
+        return HookedModel.reference_tensor(self)
 
     def accepted_input_shapes(self) -> list[tuple[int, ...]]:
         shapes = self.__dict__.get("_accepted")

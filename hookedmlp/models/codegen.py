@@ -10,10 +10,12 @@ graph cut of the analysis engine and of patching, and a chain's partial passes).
 
 import hashlib
 import linecache
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch.fx as fx
+from torch import nn
 
 __all__ = ["compile_graph", "with_runners", "strip", "sub_graph", "Runner"]
 
@@ -29,15 +31,53 @@ class Runner:
         self.__name__ = name.replace(".", "_")
 
 
-def compile_graph(graph: fx.Graph) -> Callable[..., Any]:
-    """``forward(owner, *inputs)`` running ``graph``; tracebacks show the generated lines."""
+def _fx_expr(target: str) -> str:
+    """How torch.fx's code names ``self.<target>`` (``getattr(self.blocks, "0").fc`` where a part is a number)."""
+    expr = "self"
+    for part in target.split("."):
+        expr = f"{expr}.{part}" if part.isidentifier() else f'getattr({expr}, "{part}")'
+    return expr
+
+
+def _dict_expr(owner: nn.Module, target: str) -> Optional[str]:
+    """The same lookup through the modules' own dicts (``self._modules["fc"]``): live, without ``__getattr__``."""
+    *path, last = target.split(".")
+    module, expr = owner, "self"
+    for part in path:
+        if part not in module._modules:
+            return None
+        module, expr = module._modules[part], f"{expr}._modules[{part!r}]"
+    for table in ("_modules", "_parameters", "_buffers"):
+        if last in getattr(module, table):
+            return f"{expr}.{table}[{last!r}]"
+    return None  # a plain attribute: keep torch.fx's getattr
+
+
+def _fast_lookups(src: str, graph: fx.Graph, owner: Optional[nn.Module]) -> str:
+    if owner is None:
+        return src
+    targets = {str(n.target) for n in graph.nodes if n.op in ("call_module", "get_attr")}
+    for target in sorted(targets, key=len, reverse=True):  # longest first: a.b before a
+        fast = _dict_expr(owner, target)
+        if fast is not None:
+            src = re.sub(re.escape(_fx_expr(target)) + r"(?![\w])", lambda m, f=fast: f, src)
+    return src
+
+
+def compile_graph(graph: fx.Graph, owner: Optional[nn.Module] = None) -> Callable[..., Any]:
+    """``forward(owner, *inputs)`` running ``graph``; tracebacks show the generated lines.
+
+    With ``owner``, modules and parameters are looked up through their modules' dicts (still
+    live: a module replaced later is the one called), which costs a fraction of ``getattr``.
+    """
     code = graph.python_code(root_module="self")
-    key = hashlib.sha1(code.src.encode()).hexdigest()[:16]
+    src = _fast_lookups(code.src, graph, owner)
+    key = hashlib.sha1(src.encode()).hexdigest()[:16]
     compiled = _CODE.get(key)
     if compiled is None:
         filename = f"<hookedmlp graph {key}>"
-        linecache.cache[filename] = (len(code.src), None, code.src.splitlines(True), filename)
-        compiled = _CODE[key] = compile(code.src, filename, "exec")
+        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+        compiled = _CODE[key] = compile(src, filename, "exec")
     namespace = dict(code.globals)
     exec(compiled, namespace)
     return namespace["forward"]
@@ -52,7 +92,7 @@ def with_runners(
     runner gets its input instead). Returns the copy and, for each such node, the name of the
     runner's node (whose value the node's users now take).
     """
-    out = fx.Graph()
+    out = _like(graph)
     env: dict[fx.Node, fx.Node] = {}
     after: dict[str, str] = {}
     for node in graph.nodes:
@@ -69,10 +109,17 @@ def with_runners(
     return out, after
 
 
+def _like(graph: fx.Graph) -> fx.Graph:
+    """An empty graph generating code the way ``graph`` does (torch.export's graphs pack inputs and outputs)."""
+    out = fx.Graph()
+    out.set_codegen(graph._codegen)
+    return out
+
+
 def strip(graph: fx.Graph, names: Iterable[str]) -> fx.Graph:
     """A copy of ``graph`` without the nodes ``names`` (identity calls: their users take their input)."""
     drop = set(names)
-    out = fx.Graph()
+    out = _like(graph)
     env: dict[fx.Node, fx.Node] = {}
     for node in graph.nodes:
         env[node] = env[node.args[0]] if node.name in drop else out.node_copy(node, lambda n: env[n])

@@ -88,7 +88,8 @@ def graph_view(model: Any) -> Optional[GraphView]:
         out = next(n for n in graph.nodes if n.op == "output").args[0]
         if isinstance(out, fx.Node):
             node_of = {hp.name: n for n, hp in points.items()}
-            found = GraphView(model, Programs(captured.graphs, points, True), node_of, out.name, lambda: model.training)
+            programs = Programs(captured.graphs, points, True, model)
+            found = GraphView(model, programs, node_of, out.name, lambda: model.training)
     _VIEWS[model] = (key, found)
     return found
 
@@ -321,7 +322,7 @@ def first_name(view: GraphView, node: str) -> str:
     (with no hook attached) passes its input on unchanged.
     """
     here = next(n for n in view.graph().nodes if n.name == node)
-    while _point_call(view, here):
+    while view.programs.replace and _point_call(view, here):
         before = here.args[0]
         if not isinstance(before, fx.Node) or not _point_call(view, before):
             break

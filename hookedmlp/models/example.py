@@ -112,6 +112,8 @@ def example_inputs(
 def output_node(graph: fx.Graph, inputs: tuple[Any, ...], net: nn.Module, output: Union[int, str, None]) -> str:
     """The node whose value is the logits: the graph's output, or its element ``output`` (a tuple's or dict's)."""
     out = next(n for n in graph.nodes if n.op == "output").args[0]
+    if output is None and isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]  # one output, packed (torch.export's graphs return their outputs flattened)
     name = type(net).__name__
     if isinstance(out, fx.Node):
         if output is not None:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from hookedmlp.errors import ArgumentTypeError, InputDtypeError, ShapeError, UsageError
+from hookedmlp.hooks.names import not_run_error
 from hookedmlp.hooks.point import hooks_suppressed
 from hookedmlp.sizes import activation_bytes, check_bytes
 
@@ -31,10 +32,13 @@ __all__ = [
     "state_version",
     "training_mode_modules",
     "activation_shapes",
+    "observed_shapes",
+    "shapes_from_pass",
     "activation_shape",
     "check_hook_names",
     "clean_activations",
     "example_shape",
+    "select_logits",
     "check_example_shape",
     "select_output",
 ]
@@ -137,6 +141,12 @@ def as_batch(model: nn.Module, x: Any) -> Tensor:
     return prepare_input(model, x)
 
 
+def select_logits(model: Any, out: Any) -> Tensor:
+    """The class logits in what ``model`` returned: its chosen output for a tuple or dict (``capture(output=)``)."""
+    pick = getattr(model, "select_output", None)
+    return pick(out) if pick is not None else out
+
+
 @_own_first
 def structure_key(model: nn.Module) -> tuple[Any, ...]:
     """Changes whenever a module is replaced, changes mode, or a parameter changes shape."""
@@ -180,6 +190,18 @@ def clean_activations(model: Any, x: Tensor, names: Sequence[str]) -> dict[str, 
     return dict(cache.cache_dict)
 
 
+def observed_shapes(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """The shapes of one example's activations, from a clean pass on the first two examples of ``x`` (memoised).
+
+    For a model that does not say its input shape, the analysis learns its shapes this way from
+    the data it is given; ``activation_shapes`` then knows them too.
+    """
+    key = structure_key(model)
+    found = shapes_from_pass(model, x[:2])
+    model.__dict__["_shapes_memo"] = (key, found)
+    return found
+
+
 @_own_first
 def select_output(model: Any, out: Any) -> Any:
     """The logits in what ``forward`` returned (a captured graph picks its chosen output of a tuple or dict)."""
@@ -188,32 +210,43 @@ def select_output(model: Any, out: Any) -> Any:
 
 @_own_first
 def activation_shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """The shape of one example's activation at every hook point (from a clean probe pass, memoised)."""
+    """The shape of one example's activation at every hook point that runs (from a clean probe pass, memoised)."""
+    key = structure_key(model)
+    memo = model.__dict__.get("_shapes_memo")
+    if memo is not None and memo[0] == key:
+        return memo[1]
     shapes = accepted_input_shapes(model)
     if shapes is None:
         raise UsageError(
             f"{type(model).__name__} does not say its input shape, so its activations' shapes are known only "
             "from a pass; set model.input_shape (one example's shape), or run a batch first"
         )
-    key = structure_key(model)
-    memo = model.__dict__.get("_shapes_memo")
-    if memo is not None and memo[0] == key:
-        return memo[1]
     ref = reference_tensor(model)
     dtype = ref.dtype if ref is not None else torch.float32
     check_bytes(
         activation_bytes(shapes[0], 2, dtype), f"a probe batch of input_shape {list(shapes[0])}", "fix input_shape"
     )
     probe = torch.zeros(2, *shapes[0], dtype=dtype, device=ref.device if ref is not None else None)
-    found = {k: tuple(v.shape[1:]) for k, v in clean_activations(model, probe, model.hook_names).items()}
+    found = shapes_from_pass(model, probe)
     model.__dict__["_shapes_memo"] = (key, found)
     return found
 
 
+def shapes_from_pass(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """One example's activation shape at every hook point that runs in a clean pass on ``x`` (one never called
+    has none: ``activation_shape`` then says it did not run)."""
+    with torch.no_grad(), hooks_suppressed():
+        _, cache = model.run_with_cache(x)
+    return {k: tuple(v.shape[1:]) for k, v in cache.cache_dict.items()}
+
+
 @_own_first
 def activation_shape(model: Any, name: str) -> tuple[int, ...]:
-    """The shape of one example's activation at hook point ``name``."""
-    return activation_shapes(model)[model.resolve_name(name)]
+    """The shape of one example's activation at hook point ``name`` (``HookNameError`` if it never runs)."""
+    shapes, name = activation_shapes(model), model.resolve_name(name)
+    if name not in shapes:
+        raise not_run_error(model, [name], list(shapes))
+    return shapes[name]
 
 
 _AXES = {2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}

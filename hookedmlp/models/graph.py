@@ -103,6 +103,8 @@ class HookedGraph(HookedModel):
         in_forward = any(isinstance(m, HookPoint) for m in net.modules())
         self.__dict__.update(_net=net, _captured=captured, _sites=sites, _active=(None, False), _in_forward=in_forward)
         out = next(n for n in captured.graphs[False].nodes if n.op == "output").args[0]
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]  # one output, packed (torch.export's graphs return their outputs flattened)
         self.__dict__["_output"] = out.name if isinstance(out, fx.Node) else ""
         self.output = None
         self.input_shape = input_shape
@@ -127,7 +129,7 @@ class HookedGraph(HookedModel):
         for site in sites:
             by_node[site.node].volatile = site.volatile
         self.__dict__.update(_aliases=aliases, _site_of={s.name: s for s in sites})
-        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward)
+        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward, self._captured.owner)
 
     def resolve_names(self, names_filter: Any) -> list[str]:
         """As ``HookedRoot.resolve_names``; another name of a hook point (an alias) resolves to it."""
@@ -280,7 +282,7 @@ class HookedGraph(HookedModel):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         by_node = {s.node: self.hook_dict[s.name] for s in self._sites}
-        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward)
+        self.__dict__["_programs"] = Programs(self._captured.graphs, by_node, self._in_forward, self._captured.owner)
 
 
 def _explain(model: HookedGraph, e: Exception, args: tuple[Any, ...]) -> None:

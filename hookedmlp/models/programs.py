@@ -14,9 +14,10 @@ the value after its hooks ran.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch.fx as fx
+from torch import nn
 
 from hookedmlp.hooks.point import HookPoint
 from hookedmlp.models.codegen import Runner, compile_graph, strip, sub_graph, with_runners
@@ -47,8 +48,14 @@ class Programs:
             forward), not values computed by the network.
     """
 
-    def __init__(self, graphs: dict[bool, fx.Graph], points: dict[str, HookPoint], replace: bool) -> None:
-        self.graphs, self.points, self.replace = graphs, points, replace
+    def __init__(
+        self,
+        graphs: dict[bool, fx.Graph],
+        points: dict[str, HookPoint],
+        replace: bool,
+        owner: Optional[nn.Module] = None,
+    ) -> None:
+        self.graphs, self.points, self.replace, self.owner = graphs, points, replace, owner
         self._graphs: dict[tuple[bool, bool], tuple[fx.Graph, dict[str, str]]] = {}
         self._made: dict[Any, Callable[..., Any]] = {}
 
@@ -76,7 +83,7 @@ class Programs:
         key = (training, hooked)
         fn = self._made.get(key)
         if fn is None:
-            fn = self._made[key] = compile_graph(self._variant(training, hooked)[0])
+            fn = self._made[key] = compile_graph(self._variant(training, hooked)[0], self.owner)
         return fn
 
     def part(
@@ -88,5 +95,5 @@ class Programs:
         if fn is None:
             graph, rename = self._variant(training, hooked)
             names = [rename.get(n, n) for n in given], [rename.get(n, n) for n in wanted]
-            fn = self._made[key] = compile_graph(sub_graph(graph, *names, single))
+            fn = self._made[key] = compile_graph(sub_graph(graph, *names, single), self.owner)
         return fn

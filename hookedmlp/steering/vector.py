@@ -200,14 +200,26 @@ class SteeringVector(Mapping[str, Tensor]):
         # check() has matched every name to a hook point: the pairs need no second resolution
         return HookContext.prepared(model, [(name, _Adder(v)) for name, v in vectors.items()], warnings_on_entry)
 
+    def _source(self) -> Optional[str]:
+        """Where a class contrast's exemplars came from, in words (None for inputs, sums and custom vectors)."""
+        m = self.meta
+        if not {"a", "b", "data", "method", "n_examples"} <= set(m):
+            return None
+        settings = f"method={m['method']}" + (f", exemplar={m['exemplar']}" if m.get("exemplar") else "")
+        if m["method"] == "mean":
+            n_a, n_b = m["n_examples"]
+            which = f"the mean of {n_a} examples of {m['a']} and {n_b} of {m['b']}"
+        else:
+            nth = f"example {m['exemplar'] + 1}" if m.get("exemplar") else "the first example"
+            which = f"{nth} of {m['a']} and of {m['b']}"
+        return f"from {which} in {m['data']} ({settings})"
+
     def __repr__(self) -> str:
         hooks = ", ".join(f"{k} {list(v.shape)}" for k, v in self._vectors.items())
         parts = [repr(self.label), f"at {hooks}"]
-        parts += [
-            f"{k}={self.meta[k]}"
-            for k in ("method", "exemplar", "data", "n_examples", "coeff", "model")
-            if k in self.meta
-        ]
+        source = self._source()
+        keys = ("coeff", "model") if source else ("method", "exemplar", "data", "n_examples", "coeff", "model")
+        parts += ([source] if source else []) + [f"{k}={self.meta[k]}" for k in keys if k in self.meta]
         parts.append("norm=" + ", ".join(f"{v:.4g}" for v in self.meta["norm"].values()))
         return f"SteeringVector({', '.join(parts)})"
 
@@ -219,10 +231,11 @@ class SteeringVector(Mapping[str, Tensor]):
             f"<td>{self.meta['norm'][k]:.4g}</td></tr>"
             for k, v in self._vectors.items()
         )
+        source = self._source()
+        keys = ("coeff", "model") if source else ("method", "exemplar", "data", "coeff", "model")
         prov = ", ".join(
-            f"{k}: {html.escape(str(self.meta[k]))}"
-            for k in ("method", "exemplar", "data", "coeff", "model")
-            if k in self.meta
+            ([html.escape(source)] if source else [])
+            + [f"{k}: {html.escape(str(self.meta[k]))}" for k in keys if k in self.meta]
         )
         return (
             f"<table><caption>SteeringVector {html.escape(self.label)}</caption><thead><tr><th>hook</th>"

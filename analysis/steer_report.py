@@ -1,0 +1,169 @@
+"""Markdown for the steerability measurements: a section of ``docs/reproduction.md`` and a table of ``docs/study.md``.
+
+Both read ``Steerability.summary()`` (one model's sites, scores averaged over pairs); the study's
+table gives, per variant, the median over seeds with the range.
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+from analysis.metrics import SCORES
+from analysis.selectivity import FLIP, KEEP
+from analysis.steer_result import SENSITIVITY
+
+__all__ = ["best_internal", "pixel_site", "controls", "steer_section", "study_steer_table", "method_note"]
+
+
+def best_internal(summary: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The internal hook class with the highest pAUC on the tuning half (None where a network has none)."""
+    inside = [s for s in summary["sites"] if s["kind"] == "class" and s["role"] == "internal"]
+    return max(inside, key=lambda s: s["pauc_tune"]) if inside else None
+
+
+def pixel_site(summary: dict[str, Any]) -> dict[str, Any]:
+    """Pixel arithmetic: the input class, or the pixel control."""
+    return next(s for s in summary["sites"] if s["role"] == "input" and s["kind"] in ("class", "pixel"))
+
+
+def _random(summary: dict[str, Any], hooks: list[str], score: str) -> float:
+    return float(np.mean([s[score] for s in summary["sites"] if s["kind"] == "random" and s["hooks"] == hooks]))
+
+
+def controls(summary: dict[str, Any], score: str = "pauc") -> dict[str, float]:
+    """``score`` of each control: the logit class, the two-logit bias, pixel arithmetic (NaN where absent)."""
+    sites = summary["sites"]
+    logit = next((s for s in sites if s["kind"] == "class" and s["role"] == "logits"), None)
+    bias = next(s for s in sites if s["kind"] == "bias")
+    return {
+        "logit class": logit[score] if logit is not None else float("nan"),
+        "bias": bias[score],
+        "pixel": pixel_site(summary)[score],
+    }
+
+
+def _binary(site: dict[str, Any]) -> str:
+    grid = np.asarray(site["sensitivity"])
+    return f"{site['selective']:.2f} [{grid.min():.2f}, {grid.max():.2f}]"
+
+
+def method_note(summary: dict[str, Any]) -> str:
+    """The measurement in words, with its settings."""
+    st = summary["settings"]
+    return (
+        f"For each pair, the `a - b` vector is added at coefficients from {st['c_min']:g} to {st['c_max']:g} (each "
+        "image's switch located by bisection), tracing the flip rate (share of b's images read as a) against the "
+        "collateral (share of the other digits' images whose prediction changes). "
+        f"**pAUC**: the area under the best flip rate reachable at collateral up to {st['pauc_level']:g}, over "
+        f"{st['pauc_level']:g} (0 to 1). **Held-out flip**: the flip rate at collateral {st['heldout_level']:g}, its "
+        "coefficient chosen on one half of the scoring images (alternate images of each digit) and read on the other. "
+        "Hook points joined by affine maps only form one *hook class* (identical results). Controls: the *logit "
+        "class* (steering there adds a constant to the logits), a *two-logit bias* `c (e_a - e_b)` of the same "
+        f"logit norm, *pixel arithmetic* (adding `x_a - x_b` to the input) and {st['draws']} *random* vectors of "
+        f"the pair's norm at each class. The old binary selectivity (at least {FLIP:.0%} flipped, {KEEP:.0%} of the "
+        "accuracy kept, over coefficients 0.125 to 8) is derived, with its range over the thresholds "
+        f"{', '.join(f'{f:g}' for f in SENSITIVITY[0])} x {', '.join(f'{k:g}' for k in SENSITIVITY[1])}."
+    )
+
+
+def steer_section(summary: dict[str, Any], model: str, n_test: int) -> str:
+    """One model's hook classes and controls: a Markdown section (random vectors averaged over their draws)."""
+    head = [
+        "site",
+        "kind",
+        "depth",
+        SCORES["pauc"].column,
+        "pAUC tuning / scoring half",
+        "held-out flip (collateral)",
+        "median coefficient",
+        "binary [threshold range]",
+    ]
+    rows = []
+    for s in summary["sites"]:
+        if s["kind"] == "random" and s["draw"] > 0:
+            continue
+        if s["kind"] == "random":
+            same = [r for r in summary["sites"] if r["kind"] == "random" and r["hooks"] == s["hooks"]]
+            s = {k: (float(np.mean([r[k] for r in same])) if isinstance(v, float) else v) for k, v in s.items()}
+            name, kind = f"random @ {s['name'].split(' @ ')[1]}", f"random (mean of {len(same)})"
+        else:
+            name, kind = s["name"], s["kind"] if s["kind"] != "class" else f"class ({s['role']})"
+        rows.append(
+            [
+                f"`{name}`" if s["kind"] == "class" else name,
+                kind,
+                f"{s['depth']:.2f}",
+                f"{s['pauc']:.3f}",
+                f"{s['pauc_tune']:.3f} / {s['pauc_score']:.3f}",
+                f"{s['heldout_flip']:.3f} ({s['heldout_collateral']:.3f})",
+                f"{s['heldout_coeff']:.3g}",
+                _binary(s) if "sensitivity" in s else "",
+            ]
+        )
+    table = "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+    return "\n".join(
+        [
+            "## Steerability without thresholds, with controls\n",
+            f"Model: {model}; vectors from the first training image of each digit; all {summary['pairs']} pairs, "
+            f"scored on {n_test} test images. " + method_note(summary) + " Each number is the mean over the pairs.\n",
+            table,
+            "",
+        ]
+    )
+
+
+def _spread(values: Sequence[float]) -> str:
+    v = np.asarray([x for x in values if not np.isnan(x)], float)
+    return f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" if len(v) else "none"
+
+
+def _binary_spread(binary: list[float], ranges: list[np.ndarray]) -> str:
+    if not binary:
+        return "none"
+    return f"{np.median(binary):.2f} [{min(g.min() for g in ranges):.2f}, {max(g.max() for g in ranges):.2f}]"
+
+
+def study_steer_table(results: Sequence[Any]) -> str:
+    """Per variant (``ModelResult``s: ``.variant``, ``.steer``): the best internal class, chosen on the tuning half,
+    and the controls, all scored on the scoring half (pAUC unless said otherwise)."""
+    head = [
+        "variant",
+        "best internal class (tuning half)",
+        "pAUC, scoring half",
+        "held-out flip",
+        "random, same class",
+        "logit class",
+        "bias",
+        "pixel",
+        "binary [threshold range]",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in dict.fromkeys(r.variant for r in results):
+        summaries = [r.steer for r in results if r.variant == name]
+        best = [best_internal(s) for s in summaries]
+        found = [b for b in best if b is not None]
+        label = Counter(b["name"] for b in found).most_common(1)[0][0] if found else "none"
+        nan = float("nan")
+        ctl = [controls(s, "pauc_score") for s in summaries]
+        binary = [b["selective"] for b in found]
+        ranges = [np.asarray(b["sensitivity"]) for b in found]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"`{label}`" if found else "none",
+                    _spread([b["pauc_score"] if b else nan for b in best]),
+                    _spread([b["heldout_flip"] if b else nan for b in best]),
+                    _spread([_random(s, b["hooks"], "pauc_score") if b else nan for s, b in zip(summaries, best)]),
+                    *(_spread([c[k] for c in ctl]) for k in ("logit class", "bias", "pixel")),
+                    _binary_spread(binary, ranges),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
