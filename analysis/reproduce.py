@@ -9,6 +9,8 @@
 3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
 4. The headline model's steerability without thresholds, at every hook class, with its controls
    (``analysis.steerability``), on the first 100 test images of each digit.
+5. The post's figures explained on the same images (``analysis.explain``): layer 0 as pixel
+   arithmetic, the Jacobian's share of the shift at hidden layers, each pair's window at the logits.
 Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
 where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
@@ -24,6 +26,7 @@ import torch
 
 from analysis import figures as fig
 from analysis.claims import CLAIMS, evaluate_claims, summarise
+from analysis.explain import explain_summary
 from analysis.grid import GridResult
 from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
@@ -46,8 +49,17 @@ CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
 # The job's steps in units of one spread run, from full runs on 2 busy cores (headline 46 and 118 s; a spread
 # run 9.5 and 20.6 s; the control's grid about 30 s; the 7 figures 3 to 5 s): the ETA weighs them so.
-COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "steerability": 2.0, "figure": 0.05, "training": 3.0}
+COST = {
+    "headline": 5.0,
+    "run": 1.0,
+    "control grid": 2.0,
+    "steerability": 2.0,
+    "explain": 1.5,
+    "figure": 0.05,
+    "training": 3.0,
+}
 STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 test images of each digit
+EXPLAIN_HOOKS = ("layer0.post", "layer1.post", "layer3.post")  # one per hook class past the input
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
@@ -99,7 +111,8 @@ def reproduce(
         + COST["run"] * (n_models + 1) * n_sources
         + COST["control grid"]
         + COST["steerability"]
-        + COST["figure"] * 7 * figures
+        + COST["explain"]
+        + COST["figure"] * 8 * figures
     )
     done = 0.0
 
@@ -173,8 +186,16 @@ def reproduce(
     steer_test = stratified_subset(images, labels, 10 if quick else STEER_PER_CLASS)
     with torch.no_grad():
         steer = steerability(model, steer_test)  # the job's one bar (tick) shows its progress
-    tick(COST["steerability"], "figures" if figures else "report")
+    tick(COST["steerability"], "explaining the post's figures")
     step(f"steerability: {steer.engine}", start)
+
+    start = time.perf_counter()
+    pairs = [(a, b) for a in range(10) for b in range(10) if a != b]
+    pairs.insert(0, pairs.pop(pairs.index((3, 1))))  # the figure's pair: the study's 3 - 1
+    with torch.no_grad():
+        explained = explain_summary(model, steer_test, pairs, EXPLAIN_HOOKS) if isinstance(model, HookedMLP) else None
+    tick(COST["explain"], "figures" if figures else "report")
+    step("explaining the post's figures", start)
 
     result = Reproduction(
         name,
@@ -194,6 +215,7 @@ def reproduce(
         evaluate_claims(grids, study),
         steer.summary(),
         len(steer_test[1]),
+        explained,
     )
     outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)
@@ -239,7 +261,7 @@ def distribution_pairs(grid: GridResult) -> list[tuple[tuple[int, int], str]]:
 
 
 def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None]) -> None:
-    """The seven figures; ``drawn()`` after each."""
+    """The eight figures (seven without the explanation); ``drawn()`` after each."""
 
     def writer(figure: fig.go.Figure) -> Callable[[Path, list[str]], list[Path]]:
         def write(stem: Path, formats: list[str]) -> list[Path]:
@@ -272,3 +294,10 @@ def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None])
         numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
         writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS], r.study)),
     )
+    if r.explained is not None:
+        panels = r.explained["panels"]
+        outputs.figure(
+            "figures/pixel_arithmetic",
+            numbers_of(list(panels.values())),
+            writer(fig.pixel_arithmetic_figure(panels)),
+        )
