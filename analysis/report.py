@@ -82,7 +82,8 @@ class Reproduction:
             "headline_claims": self.headline_claims,
             "steer": self.steer,
             "steer_n_test": self.steer_n_test,
-            "explained": self.explained,
+            # the figure's pixels (panels) stay out: the PNG holds them, and they would triple the file
+            "explained": {k: v for k, v in self.explained.items() if k != "panels"} if self.explained else None,
         }
 
     @classmethod
