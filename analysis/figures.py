@@ -30,6 +30,7 @@ from analysis.sweep import CoeffSweep, LayerSweep
 from hookedmlp import ConfigError
 from hookedmlp.checks import check_choice
 from hookedmlp.files.atomic import atomic_write
+from hookedmlp.patching import PatchResult, compare
 
 __all__ = [
     "grid_heatmap",
@@ -40,6 +41,9 @@ __all__ = [
     "spread_figure",
     "study_tradeoff_figure",
     "study_layers_figure",
+    "patching_heatmap",
+    "patching_hooks_figure",
+    "attribution_scatter",
     "write_figure",
     "code_version",
     "FORMATS",
@@ -543,6 +547,87 @@ def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
         1000,
         580,
     )
+
+
+def _patched(r: PatchResult) -> str:
+    how = {"activation": "Activation patching", "attribution": "Attribution patching (estimate)"}
+    run = "corrupt run, clean values patched in" if r.direction == "denoise" else "clean run, corrupt values patched in"
+    return (
+        f"{how.get(r.kind, 'Integrated gradients (estimate)')}, per {r.per}<br><sup>{r.metric} on {r.n} pairs: {run}; "
+    )
+
+
+def patching_heatmap(result: PatchResult) -> go.Figure:
+    """Hook points x entries: how far patching each entry moves the metric (blue up, red down; blank: no entry)."""
+    z = result.matrix().numpy()
+    # the 99th percentile: a few logits' effects would wash out the rest
+    bound = float(np.nanquantile(np.abs(z), 0.99)) or float(np.nanmax(np.abs(z))) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            y=result.hooks,
+            colorscale="RdBu",
+            zmin=-bound,
+            zmax=bound,
+            colorbar=dict(title=dict(text=f"change in {result.metric}", side="right")),
+            hovertemplate=f"%{{y}}, {result.per} %{{x}}: %{{z:+.4g}}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text=f"{result.per} (index within the hook point's activation, row-major)")
+    fig.update_yaxes(title_text="hook point", autorange="reversed", type="category")
+    title = _patched(result) + f"unpatched {result.base:.3g}, fully patched {result.source:.3g}"
+    title += f"<br>colours stop at ±{bound:.2g} (99th percentile)</sup>"
+    return _layout(fig, title, 1000, 240 + 26 * len(result.hooks), top=120)
+
+
+def patching_hooks_figure(result: PatchResult) -> go.Figure:
+    """Per hook point: the effect of its strongest entry (of the whole hook point, for ``per="hook"``)."""
+    best = [result.by_hook(h).reshape(-1) for h in result.hooks]
+    at = [int(b.abs().argmax()) for b in best]
+    units = [str(result.index[sum(len(b) for b in best[:i]) + j][1]) for i, j in enumerate(at)]
+    fig = go.Figure(
+        go.Bar(
+            x=result.hooks,
+            y=[float(b[j]) for b, j in zip(best, at)],
+            marker_color=SAFE[0],
+            customdata=units,
+            hovertemplate="%{x}, " + result.per + " %{customdata}: %{y:+.4g}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=result.source - result.base, line=dict(color=SAFE[6], dash="dash"), annotation_text="full patch")
+    fig.update_xaxes(title_text="hook point", type="category")
+    fig.update_yaxes(title_text=f"change in {result.metric}" + ("" if result.per == "hook" else ", strongest entry"))
+    return _layout(fig, _patched(result) + "the dashed line is the change when every value is patched</sup>", 900, 520)
+
+
+def attribution_scatter(exact: PatchResult, estimate: PatchResult) -> go.Figure:
+    """Each entry's estimated effect against its exact one, one colour per hook point; the diagonal is agreement."""
+    agreement = compare(exact, estimate)
+    fig = go.Figure()
+    for i, h in enumerate(exact.hooks):
+        fig.add_trace(
+            go.Scattergl(
+                x=exact.by_hook(h).reshape(-1).numpy(),
+                y=estimate.by_hook(h).reshape(-1).numpy(),
+                mode="markers",
+                name=h,
+                marker=dict(color=SAFE[i % len(SAFE)], size=5, opacity=0.7),
+                hovertemplate=f"{h}: exact %{{x:+.4g}}, estimate %{{y:+.4g}}<extra></extra>",
+            )
+        )
+    lo, hi = (
+        float(min(exact.effect.min(), estimate.effect.min())),
+        float(max(exact.effect.max(), estimate.effect.max())),
+    )
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color=SAFE[11], dash="dot"), name="equal"))
+    fig.update_xaxes(title_text=f"exact change in {exact.metric} (activation patching)")
+    fig.update_yaxes(title_text=f"estimated change ({estimate.kind.replace('_', ' ')})")
+    title = (
+        f"Attribution estimate against exact patching, per {exact.per}<br><sup>Pearson r = {agreement.pearson:.3f}, "
+        f"Spearman rho = {agreement.spearman:.3f}, top-{agreement.k} agreement {agreement.top_k:.0%}; "
+        f"{exact.n} pairs</sup>"
+    )
+    return _layout(fig, title, 860, 680)
 
 
 def _standalone_html(fig: go.Figure) -> bytes:

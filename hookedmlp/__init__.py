@@ -62,7 +62,7 @@ _EXPORTS = {
     "steering_vector": "hookedmlp.steering.contrast:build_steering_vector",
 }
 # subpackages reachable as attributes (``hookedmlp.data.load_mnist`` after ``import hookedmlp``)
-_SUBMODULES = ("checks", "data", "errors", "files", "hooks", "models", "steering", "train")
+_SUBMODULES = ("checks", "data", "errors", "files", "hooks", "models", "patching", "steering", "train")
 
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -1,4 +1,4 @@
-"""The ``hookedmlp`` commands: ``train``, ``reproduce``, ``grid``, ``sweep``, ``hooks``.
+"""The ``hookedmlp`` commands: ``train``, ``reproduce``, ``grid``, ``sweep``, ``patch``, ``hooks``.
 
 The arguments are parsed by ``hookedmlp_cli.parser`` (without torch, so ``--help`` is
 instant). User mistakes print one line on stderr and exit with status 2, never a
@@ -8,6 +8,7 @@ command's own inputs (MNIST images) follow the model's dtype, so a float64 check
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -22,7 +23,14 @@ import torch
 
 from analysis.executors import ExecutorSettings
 from analysis.family import VARIANTS
-from analysis.figures import grid_heatmap, layer_sweep_figure, write_figure
+from analysis.figures import (
+    attribution_scatter,
+    grid_heatmap,
+    layer_sweep_figure,
+    patching_heatmap,
+    patching_hooks_figure,
+    write_figure,
+)
 from analysis.grid import steering_grid
 from analysis.published import study_tables
 from analysis.reproduce import reproduce
@@ -38,6 +46,7 @@ from hookedmlp.hooks.root import HookedRoot
 from hookedmlp.models.chain import HookedMLP
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig
 from hookedmlp.models.graph import capture
+from hookedmlp.patching import activation_patch, attribution_patch, compare
 from hookedmlp.progress import JobProgress
 from hookedmlp.train import TrainingInterrupted, TrainSettings, train_model
 from hookedmlp_cli.parser import ARCHS, FIGURE_FORMATS, build_parser, parse_args
@@ -287,6 +296,81 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patch_images(given: tuple[str, Any], test: tuple[torch.Tensor, torch.Tensor], count: int, flag: str) -> Any:
+    """``(images, labels)`` of ``--clean`` or ``--corrupt``: a digit's first ``count`` test images, or the indices."""
+    images, labels = test
+    kind, value = given
+    if kind == "digit":
+        rows = (labels == value).nonzero().flatten()[:count]
+    else:
+        bad = [i for i in value if i >= len(labels)]
+        if bad:
+            raise _CliError(f"{flag} names test image {bad[0]}, but MNIST's test set has {len(labels)} (0 to 9999)")
+        rows = torch.tensor(value)
+    return images[rows], labels[rows]
+
+
+def _cmd_patch(args: argparse.Namespace) -> int:
+    outs = [args.json] if args.json else []
+    if args.out:
+        outs += [args.out] + ([_beside(args.out, "-estimate")] if args.attribution != "none" else [])
+    if args.figure:
+        names = ("-map", "-hooks") + (("-agreement",) if args.attribution != "none" else ())
+        outs += [p for name in names for p in _figure_paths(_beside(args.figure, name))]
+    for path in outs:
+        check_writable(path)
+    model = _load_model(args)
+    _check_mnist_model(model, args)
+    test = _test_set(model)
+    sizes = [len(v[1]) for v in (args.clean, args.corrupt) if v[0] == "images"]
+    if len(set(sizes)) > 1:
+        raise _CliError(
+            f"--clean names {sizes[0]} test images and --corrupt {sizes[1]}; patching pairs them image by image, "
+            "so name as many of each"
+        )
+    count = sizes[0] if sizes else args.pairs
+    clean, clean_labels = _patch_images(args.clean, test, count, "--clean")
+    corrupt, corrupt_labels = _patch_images(args.corrupt, test, count, "--corrupt")
+    n = min(len(clean), len(corrupt)) if not sizes else len(clean)
+    kwargs = dict(
+        hooks=args.hooks, per=args.per, direction=args.direction, labels=(clean_labels[:n], corrupt_labels[:n])
+    )
+    exact = activation_patch(model, clean[:n], corrupt[:n], args.metric, **kwargs)
+    estimate = agreement = None
+    if args.attribution != "none":
+        estimate = attribution_patch(
+            model, clean[:n], corrupt[:n], args.metric, method=args.attribution, steps=args.steps, **kwargs
+        )
+        agreement = compare(exact, estimate, k=args.top)
+    if str(args.json) != "-":
+        print(exact.summary(args.top))
+        if estimate is not None:
+            print(estimate.summary(args.top))
+            print(f"agreement: {agreement}")
+    if args.json:
+        data = {"exact": exact.to_dict()}
+        if estimate is not None:
+            data.update(estimate=estimate.to_dict(), agreement=dataclasses.asdict(agreement))
+        _write_json(data, args.json)
+    if args.out:
+        exact.save(args.out)
+        if estimate is not None:
+            estimate.save(_beside(args.out, "-estimate"))
+    if args.figure:
+        _write_figures(patching_heatmap(exact), _beside(args.figure, "-map"))
+        _write_figures(patching_hooks_figure(exact), _beside(args.figure, "-hooks"))
+        if estimate is not None:
+            _write_figures(attribution_scatter(exact, estimate), _beside(args.figure, "-agreement"))
+    return 0
+
+
+def _beside(path: Path, name: str) -> Path:
+    """``runs/x.html`` -> ``runs/x-map.html``: the path with ``name`` added to its stem."""
+    suffix = path.suffix if path.suffix.lower().lstrip(".") in (*FIGURE_FORMATS, "safetensors") else ""
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    return path.with_name(f"{stem}{name}{suffix}")
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
 
     by_slug = {v.slug: v.name for v in VARIANTS}
@@ -377,6 +461,7 @@ _COMMANDS = {
     "study": _cmd_study,
     "grid": _cmd_grid,
     "sweep": _cmd_sweep,
+    "patch": _cmd_patch,
 }
 
 

@@ -22,6 +22,10 @@ __all__ = [
     "METRICS",
     "FIGURE_FORMATS",
     "VARIANTS",
+    "PATCH_METRICS",
+    "PATCH_PER",
+    "DIRECTIONS",
+    "ATTRIBUTIONS",
     "N_TEST",
     "DEVICES",
     "EXECUTORS",
@@ -40,6 +44,14 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
 FIGURE_FORMATS = ("html", "png", "svg")
 DEVICES = ("auto", "cpu", "cuda")  # hookedmlp.devices.DEVICES (cuda:N too)
 EXECUTORS = ("serial", "process", "ray")  # analysis.executors.EXECUTORS
+PATCH_METRICS = {  # name: what it measures (hookedmlp.patching.METRICS)
+    "logit_diff": "mean of logit(clean digit) - logit(corrupt digit)",
+    "loss": "mean cross-entropy of the clean digit",
+    "flip_rate": "share of pairs read as the clean digit",
+}
+PATCH_PER = ("hook", "unit", "position")  # hookedmlp.patching.PER
+DIRECTIONS = ("denoise", "noise")  # hookedmlp.patching.DIRECTIONS
+ATTRIBUTIONS = ("none", "gradient", "integrated_gradients")  # "none", then hookedmlp.patching.METHODS
 N_TEST = 10_000  # MNIST's test images
 VARIANTS = (
     "baseline",
@@ -168,6 +180,16 @@ def _digit(text: str) -> int:
     if text not in tuple("0123456789"):
         raise argparse.ArgumentTypeError(f"expected a digit 0-9, got {text!r}")
     return int(text)
+
+
+def _images(text: str) -> tuple[str, Any]:
+    """``3`` (a digit: its first --pairs test images) or ``@42,57`` (test-image indices)."""
+    if text in tuple("0123456789"):
+        return ("digit", int(text))
+    parts = text[1:].split(",") if text.startswith("@") else []
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a digit 0-9 or test-image indices such as @42,57, got {text!r}")
+    return ("images", [int(p) for p in parts])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -303,10 +325,85 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     _add_threads(p)
 
 
+def _add_patch(sub: Any) -> None:
+    patch = sub.add_parser(
+        "patch",
+        help="activation patching: which hook points and units carry the difference between two inputs",
+        description="Patch each hook point (or unit) from the clean run into the corrupt run (or back), pair by "
+        "pair, and print the entries that move the metric most. Optionally estimate the same numbers by "
+        "attribution patching and report how far the estimate is from the exact answer.",
+    )
+    patch.add_argument(
+        "--clean",
+        type=_images,
+        default="3",
+        help="a digit (its first --pairs test images) or test-image indices such as @42,57 (default: %(default)s)",
+    )
+    patch.add_argument(
+        "--corrupt",
+        type=_images,
+        default="1",
+        help="as --clean, paired with it image by image (default: %(default)s)",
+    )
+    patch.add_argument(
+        "--metric",
+        choices=tuple(PATCH_METRICS),
+        default="logit_diff",
+        help="what each patch is scored by: "
+        + "; ".join(f"{k}: {v}" for k, v in PATCH_METRICS.items())
+        + " (default: %(default)s)",
+    )
+    patch.add_argument("--pairs", type=_positive_int, default=1000, help="pairs of a digit (default: %(default)s)")
+    patch.add_argument(
+        "--hooks", nargs="+", default=None, metavar="HOOK", help="hook points or globs (default: every hook point)"
+    )
+    patch.add_argument(
+        "--per",
+        choices=PATCH_PER,
+        default="unit",
+        help="patch whole hook points, each unit, or each position (default: %(default)s)",
+    )
+    patch.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        default="denoise",
+        help="denoise: run corrupt, patch in clean; noise: run clean, patch in corrupt (default: %(default)s)",
+    )
+    patch.add_argument(
+        "--attribution",
+        choices=ATTRIBUTIONS,
+        default="none",
+        help="also estimate the numbers from gradients and compare them with the exact ones (default: %(default)s)",
+    )
+    patch.add_argument(
+        "--steps", type=_positive_int, default=16, help="integrated gradients' points (default: %(default)s)"
+    )
+    patch.add_argument("--top", type=_positive_int, default=10, help="entries to print (default: %(default)s)")
+    patch.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (default: the shipped mnist-mlp)")
+    patch.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the result as a safetensors file; with --attribution, the estimate beside it, "
+        "as STEM-estimate.SUFFIX (default: none)",
+    )
+    patch.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="also write STEM-map (hook x unit heatmap), STEM-hooks (per hook point) and, with --attribution, "
+        "STEM-agreement (estimate against exact); a path ending in .html, .png or .svg writes that format, "
+        "any other path both html and png (default: none)",
+    )
+    patch.add_argument(
+        "--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hookedmlp`` command.
 
-    Subcommands: ``train``, ``reproduce``, ``study``, ``grid``, ``sweep`` and ``hooks``; run
+    Subcommands: ``train``, ``reproduce``, ``study``, ``grid``, ``sweep``, ``patch`` and ``hooks``; run
     ``hookedmlp <command> --help`` for their flags. Bad flags exit with status 2 and
     a one-line message.
 
@@ -410,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--a", type=_digit, default=3, help="digit whose image is added (default: %(default)s)")
     sweep.add_argument("--b", type=_digit, default=1, help="digit whose image is subtracted (default: %(default)s)")
     _add_model_args(sweep)
+
+    _add_patch(sub)
 
     hooks = sub.add_parser("hooks", help="list a model's hook points with their shapes")
     hooks.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (default: the shipped mnist-mlp)")

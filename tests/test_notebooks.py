@@ -69,7 +69,8 @@ def test_tour_runs(executed_notebooks: dict) -> None:
     html = "\n".join(outputs(nb, "text/html"))
     assert "<caption>ActivationCache" in html and "<caption>SteeringVector" in html and "GridResult(" in html
     figures = [h for h in outputs(nb, "text/html") if "Plotly.newPlot" in h]
-    assert len(figures) == 1 and "<script src" not in figures[0]  # drawn with the page's one plotly.js
+    # the grid, the patching map and the attribution scatter, drawn with the page's one plotly.js
+    assert len(figures) == 3 and not [f for f in figures if "<script src" in f]
     assert not outputs(nb, _hook().PLOTLY_MIME)
     # each figure carries a static image too, for renderers that run no JavaScript (GitHub, nbconvert, a PDF)
     bundles = [
@@ -78,6 +79,8 @@ def test_tour_runs(executed_notebooks: dict) -> None:
     assert len(bundles) == len(figures) and all(base64.b64decode(b["image/png"])[:8] == PNG_MAGIC for b in bundles)
     text = "\n".join(outputs(nb, "text/plain") + [o.get("text", "") for c in code for o in c.outputs])
     assert "read as 3 steered" in text and "patched 1s read as 3" in text
+    assert "activation patching, per unit, denoise, 200 pairs" in text and "1024 entries: Pearson r = " in text
+    assert "dense, 512 units: 1s read as 3" in text and "sparse, top 50 units: 1s read as 3" in text
     assert "layer0.post   [batch, 4, 26, 26]" in text  # the CNN's hook table
 
 

@@ -16,21 +16,21 @@ from hookedmlp import (
     SteeringVector,
     SteeringWarning,
 )
+from hookedmlp.files import fingerprint as fingerprint_module
 from hookedmlp.steering import model_fingerprint
-from hookedmlp.steering import provenance as steering_module
 
 
 @pytest.fixture
 def hashes(monkeypatch):
-    """Counts the SHA-256 computations model_fingerprint does."""
+    """Counts the SHA-256 computations model_fingerprint does (in hookedmlp.files.fingerprint, which it calls)."""
     calls = []
-    real = steering_module.hashlib.sha256
+    real = fingerprint_module.hashlib.sha256
 
     def counting():
         calls.append(1)
         return real()
 
-    monkeypatch.setattr(steering_module.hashlib, "sha256", counting)
+    monkeypatch.setattr(fingerprint_module.hashlib, "sha256", counting)
     return calls
 
 

@@ -21,10 +21,10 @@ from hookedmlp.errors import CheckpointError, UsageError
 from hookedmlp.files.load_errors import why_not_loadable
 from hookedmlp.sizes import check_bytes, declared_bytes, file_bytes
 
-__all__ = ["safe_load"]
+__all__ = ["safe_load"]  # check_device is for hookedmlp.files only: hookedmlp.io re-exports __all__
 
 
-def _check_device(map_location: Any, what: str, p: Path) -> None:
+def check_device(map_location: Any, what: str, p: Path) -> None:
     """Refuse a CUDA (or MPS) ``map_location`` this machine does not have, before reading anything."""
     if isinstance(map_location, (str, torch.device)):
         try:
@@ -92,7 +92,7 @@ def safe_load(path: "str | os.PathLike[str]", what: str = "file", map_location: 
         raise CheckpointError(
             f"{what} {str(p)!r} is not a regular file (a device, FIFO or socket); pass a .pt file written by hookedmlp"
         )
-    _check_device(map_location, what, p)
+    check_device(map_location, what, p)
     try:
         with open(p, "rb") as f:  # an error of the file system, told apart from one of the bytes
             f.read(1)

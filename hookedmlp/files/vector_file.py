@@ -1,8 +1,11 @@
 """The steering-vector file: tensors by hook name plus JSON metadata, read without unpickling code.
 
-``write_vector_file`` writes ``{"format": "hookedmlp.steering_vector", "version": 1, "vectors",
-"meta"}`` atomically; ``read_vector_file`` loads it with ``weights_only=True`` and checks the
-format, the metadata's types, values and nesting before anything is built from it.
+``write_vector_file`` writes a safetensors file (``hookedmlp.files.safetensors_file``): one
+tensor per hook name, and the metadata ``{"format": "hookedmlp.steering_vector", "version":
+"1", "meta": JSON}``. ``read_vector_file`` reads that, or the torch file of earlier versions
+(``{"format", "version": 1, "vectors", "meta"}``, loaded with ``weights_only=True``), telling
+them apart by their first bytes; both have their sizes checked before any tensor is allocated,
+and the metadata's types, values and nesting checked before anything is built from it.
 """
 
 import json
@@ -15,8 +18,14 @@ from torch import Tensor
 
 from hookedmlp.checks import check_json
 from hookedmlp.errors import CheckpointError, SteeringError
-from hookedmlp.files.atomic import atomic_save
 from hookedmlp.files.safe_load import safe_load
+from hookedmlp.files.safetensors_file import (
+    format_meta,
+    hookedmlp_meta,
+    is_safetensors,
+    read_safetensors,
+    write_safetensors,
+)
 
 __all__ = ["write_vector_file", "read_vector_file", "check_meta"]
 
@@ -73,16 +82,17 @@ def check_meta(meta: Any, source: str, top: bool = True) -> dict[str, Any]:
 
 
 def write_vector_file(vectors: Mapping[str, Tensor], meta: Mapping[str, Any], path: Any) -> None:
-    """Write ``vectors`` (moved to the CPU) and ``meta`` (as JSON) atomically to ``path``."""
+    """Write ``vectors`` and ``meta`` (as JSON) atomically to ``path``, as a safetensors file."""
     text = check_json(dict(meta), "steering vector metadata", SteeringError)
-    atomic_save(
-        {"format": FORMAT, "version": 1, "vectors": {k: v.cpu() for k, v in vectors.items()}, "meta": text}, path
-    )
+    write_safetensors(vectors, hookedmlp_meta(FORMAT, text), path)
 
 
 def read_vector_file(path: Any, device: Union[str, torch.device, None] = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(vectors, meta)`` from a file ``write_vector_file`` wrote, the metadata checked (``CheckpointError``)."""
+    """``(vectors, meta)`` from a file ``write_vector_file`` (or an earlier version) wrote, checked."""
     source = repr(str(path))
+    if is_safetensors(path):
+        vectors, header = read_safetensors(path, "steering vector", device)
+        return vectors, check_meta(format_meta(header, FORMAT, f"steering vector {source}"), source)
     data = safe_load(path, what="steering vector", map_location=device or "cpu")
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != 1:
         raise CheckpointError(

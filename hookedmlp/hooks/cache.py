@@ -19,7 +19,10 @@ from hookedmlp.errors import (
     UsageError,
     capped,
     did_you_mean,
+    warn,
 )
+from hookedmlp.files.cache_file import read_cache_file, write_cache_file
+from hookedmlp.files.fingerprint import tensors_fingerprint
 from hookedmlp.hooks.names import layer_count
 
 __all__ = ["ActivationCache"]
@@ -197,6 +200,35 @@ class ActivationCache(Mapping[str, Tensor]):
             )
         return self.stack([self._name((activation_name, i, sublayer_type)) for i in range(stop)])
 
+    # -- files -----------------------------------------------------------------------
+    def save(self, path: Any, meta: Optional[Mapping[str, Any]] = None) -> None:
+        """Write the cache atomically as a safetensors file (``hookedmlp.files.cache_file``).
+
+        The header holds the hook names, ``has_batch_dim``, the fingerprint of the cache's
+        model and ``meta`` (JSON data); tensors shared by several names are stored once.
+        """
+        info: dict[str, Any] = {"has_batch_dim": self.has_batch_dim, "meta": dict(meta or {})}
+        if self.model is not None:
+            info["model"] = _fingerprint(self.model)
+        write_cache_file(self.cache_dict, info, path)
+
+    @classmethod
+    def load(cls, path: Any, model: Any = None, device: Union[str, torch.device, None] = None) -> "ActivationCache":
+        """A cache ``save`` wrote, sizes checked before anything is read; warns if ``model`` is not its model.
+
+        The file's metadata is in the cache's ``file_meta``.
+        """
+        entries, info = read_cache_file(path, device)
+        recorded = info.get("model")
+        if model is not None and recorded and recorded != (current := _fingerprint(model)):
+            warn(
+                f"activation cache {str(path)!r} was recorded on model {recorded}, loaded for model {current}",
+                UserWarning,
+            )
+        cache = cls(entries, model, has_batch_dim=info["has_batch_dim"])
+        cache.file_meta = info
+        return cache
+
     def __repr__(self) -> str:
         if not self.cache_dict:
             return "ActivationCache({})"
@@ -218,6 +250,11 @@ class ActivationCache(Mapping[str, Tensor]):
             "<table><caption>ActivationCache</caption><thead><tr><th>hook</th><th>shape</th><th>dtype</th>"
             f"<th>device</th><th>mean |x|</th></tr></thead><tbody>{rows}</tbody></table>"
         )
+
+
+def _fingerprint(model: Any) -> str:
+    """The fingerprint of the model's state (``model_fingerprint``'s, without its memo)."""
+    return tensors_fingerprint(model.state_dict(keep_vars=True).items())
 
 
 def _batch_index(batch_slice: Any) -> Any:

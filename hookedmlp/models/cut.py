@@ -34,7 +34,7 @@ from hookedmlp.models.modules import fold as fold_module
 from hookedmlp.models.modules import is_affine, keeps_shape
 from hookedmlp.models.programs import Programs
 
-__all__ = ["GraphView", "graph_view", "Cut", "fold"]
+__all__ = ["GraphView", "graph_view", "Cut", "fold", "first_name"]
 
 
 @dataclasses.dataclass
@@ -278,6 +278,11 @@ def _hooked(hp: Optional[HookPoint]) -> bool:
     return hp is not None and bool(hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks or hp._forward_pre_hooks)
 
 
+def _point_call(view: GraphView, node: fx.Node) -> bool:
+    """Whether ``node`` calls a ``HookPoint`` module (an identity), not a module or op whose value has a hook point."""
+    return node.op == "call_module" and isinstance(view.owner.get_submodule(str(node.target)), HookPoint)
+
+
 def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
     """Carry ``vectors`` ``[k, *shape]`` added at ``node`` forward through the affine modules after it.
 
@@ -307,12 +312,21 @@ def fold(view: GraphView, node: str, vectors: Tensor) -> tuple[str, Tensor]:
         if here.name in named:
             kept = (here, vectors)
     here, vectors = kept
-    # a HookPoint call right after another carries the same tensor: name it by the first (layer1.pre -> layer0.post)
-    while view.programs.replace and here.op == "call_module" and isinstance(view.point(here.name), HookPoint):
+    return first_name(view, here.name), vectors
+
+
+def first_name(view: GraphView, node: str) -> str:
+    """The first of the HookPoint calls that carry ``node``'s tensor unchanged (``layer1.pre`` -> ``layer0.post``).
+
+    In a captured graph every node has a hook point, but only a call of a ``HookPoint`` module
+    (with no hook attached) passes its input on unchanged.
+    """
+    here = next(n for n in view.graph().nodes if n.name == node)
+    while view.programs.replace and _point_call(view, here):
         before = here.args[0]
-        if not isinstance(before, fx.Node) or not isinstance(view.point(before.name), HookPoint):
+        if not isinstance(before, fx.Node) or not _point_call(view, before):
             break
         if _hooked(view.point(before.name)) or _hooked(view.point(here.name)):
             break
         here = before
-    return here.name, vectors
+    return here.name

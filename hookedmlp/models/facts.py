@@ -40,6 +40,7 @@ __all__ = [
     "example_shape",
     "select_logits",
     "check_example_shape",
+    "select_output",
 ]
 
 TRAINING_DEPENDENT = (
@@ -199,6 +200,12 @@ def observed_shapes(model: Any, x: Tensor) -> dict[str, tuple[int, ...]]:
     found = shapes_from_pass(model, x[:2])
     model.__dict__["_shapes_memo"] = (key, found)
     return found
+
+
+@_own_first
+def select_output(model: Any, out: Any) -> Any:
+    """The logits in what ``forward`` returned (a captured graph picks its chosen output of a tuple or dict)."""
+    return out
 
 
 @_own_first

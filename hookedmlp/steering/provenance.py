@@ -1,12 +1,10 @@
 """Provenance and its warnings: model fingerprints, and steering a model in training mode."""
 
-import hashlib
 import weakref
 from typing import Any
 
-import numpy as np
-
 from hookedmlp.errors import warn
+from hookedmlp.files.fingerprint import tensors_fingerprint
 from hookedmlp.models import facts
 
 __all__ = ["SteeringWarning", "model_fingerprint", "warn_training_mode"]
@@ -30,13 +28,7 @@ def model_fingerprint(model: Any) -> str:
     memo = _FINGERPRINTS.get(model)
     if memo is not None and memo[0] == key:
         return memo[1]
-    h = hashlib.sha256()
-    for name, p in facts.state_tensors(model):
-        h.update(f"{name}:{tuple(p.shape)}".encode())
-        values = p.detach().cpu()
-        values = values.double() if values.is_floating_point() else values
-        h.update(np.ascontiguousarray(values.numpy()).tobytes())
-    fp = h.hexdigest()[:12]
+    fp = tensors_fingerprint(facts.state_tensors(model))
     _FINGERPRINTS[model] = (key, fp)
     return fp
 
