@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"variants to run, of {', '.join(VARIANTS)} (default: all)",
     )
     study.add_argument(
-        "--seeds", nargs="+", type=_seed, default=None, metavar="SEED", help="training seeds (default: 0 1 2)"
+        "--seeds", nargs="+", type=_seed, default=None, metavar="SEED", help="training seeds (default: 0 1 2 3 4)"
     )
     study.add_argument(
         "--quick",
