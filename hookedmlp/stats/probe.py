@@ -2,8 +2,9 @@
 
 Plain torch, float64, fitted by L-BFGS from zero weights with seeded stratified folds, so a probe
 is deterministic. The activations are centred and scaled once over every given example (by
-per-feature means and one overall scale, no labels used), so the penalty means the same at
-every hook point. Every (problem, fold) fit is one block of a single sum of independent convex
+per-feature means and one overall scale making the mean squared example norm 1, no labels
+used), so the penalty means the same at every hook point of any width, and the fit is well
+conditioned. Every (problem, fold) fit is one block of a single sum of independent convex
 objectives: one L-BFGS run and one matrix product per step fit them all.
 """
 
@@ -88,8 +89,9 @@ def _fit(z: Tensor, target: Tensor, train: Tensor, n_out: int, l2: float, max_it
         history_size=20,
         line_search_fn="strong_wolfe",
     )
-    opt.step(closure)
-    closure()
+    with torch.enable_grad():  # a caller's no_grad must not stop the fit
+        opt.step(closure)
+        closure()
     grad_max = max(float(w.grad.abs().max()), float(b.grad.abs().max()))
     with torch.no_grad():
         return logits(), grad_max
@@ -118,7 +120,7 @@ def linear_probe(
     labels: Int[Tensor, " n_labels"],
     pairs: Optional[Sequence[tuple[int, int]]] = None,
     folds: int = 5,
-    l2: float = 1e-2,
+    l2: float = 1e-3,
     seed: int = 0,
     max_iter: int = 500,
 ) -> ProbeResult:
@@ -177,7 +179,7 @@ def linear_probe(
             raise ConfigError(f"class(es) {missing} have no example in labels; the labels hold {present}")
     fold = _folds(labels, sorted({c for p in problems for c in p}), folds, seed)
     x = x - x.mean(0)
-    scale = x.pow(2).mean().sqrt()
+    scale = x.pow(2).sum(1).mean().sqrt()  # the mean squared example norm becomes 1: one l2 fits every width
     x = x / (scale if scale > 0 else 1.0)
     # a pair and its reverse are one probe (the same rows and folds; the weights change sign)
     unique = list(dict.fromkeys(tuple(sorted(p)) for p in problems))
