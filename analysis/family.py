@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.properties import model_properties
 from analysis.selectivity import COEFFS
 from analysis.spread import stratified_subset
 from analysis.steer_report import best_internal, controls
@@ -39,7 +40,17 @@ from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualCon
 from hookedmlp.train import TrainSettings, evaluate, train_model
 from hookedmlp.train_files import partial_path
 
-__all__ = ["Variant", "VARIANTS", "QUICK", "SEEDS", "STUDY_SETTINGS", "ModelResult", "study_model", "run_study"]
+__all__ = [
+    "Variant",
+    "VARIANTS",
+    "QUICK",
+    "SEEDS",
+    "STUDY_SETTINGS",
+    "PROPERTY_PER_CLASS",
+    "ModelResult",
+    "study_model",
+    "run_study",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +87,8 @@ QUICK = ("baseline", "residual", "LeNet")
 SEEDS = (0, 1, 2)
 STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cosine, batch 128
 TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
+PROPERTY_PER_CLASS = 100  # the property set: the first 100 training images of each digit (never scored on)
+STEER_COLUMNS = ("pauc", "pauc_score", "heldout_flip")  # the scores kept beside the properties, per class and pair
 
 
 def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
@@ -105,6 +118,8 @@ class ModelResult:
     train_seconds: float
     analysis_seconds: float
     steer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # one row per hook class and pair: its scores (STEER_COLUMNS) and its properties (analysis.properties)
+    properties: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def logit_hooks(self) -> list[str]:
@@ -207,8 +222,15 @@ def study_model(
     settings: TrainSettings = STUDY_SETTINGS,
     pairs: Optional[Sequence[tuple[int, int]]] = None,
     log: Callable[[str], None] = print,
+    property_set: Optional[tuple[Tensor, Tensor]] = None,
 ) -> ModelResult:
-    """Train (or load from ``cache``) one model of the family and analyse it at every hook point."""
+    """Train (or load from ``cache``) one model of the family and analyse it at every hook point.
+
+    ``property_set``: the images its properties are measured on (default: the first
+    ``PROPERTY_PER_CLASS`` training images of each digit, of ``train_data`` when given).
+    """
+    if property_set is None:
+        property_set = _property_set(train_data)
     settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
     dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
     stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
@@ -220,6 +242,7 @@ def study_model(
         "analysis": analysis_version(),  # measured by this code: never another definition
         "steer_settings": dataclasses.asdict(steer_settings),
         "n_test": len(test[1]),
+        "n_properties": len(property_set[1]),
         "pairs": None if pairs is None else [list(p) for p in pairs],
     }
     cached = _cached_result(result_path, key, log)
@@ -231,6 +254,7 @@ def study_model(
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
         steer = steerability(model, test, pairs=pairs, settings=steer_settings)
+    props = model_properties(model, property_set, test, pairs=steer.pairs)
     result = ModelResult(
         variant.name,
         seed,
@@ -241,12 +265,33 @@ def study_model(
         train_seconds,
         time.perf_counter() - start,
         steer.summary(),
+        _joined(steer, props.table()),
     )
     with atomic_write(result_path, "w") as f:
         numbers = dataclasses.asdict(result)
         # the full steerability (every site and pair): what later measurements join on
         json.dump({**key, "result": numbers, "digest": _digest(numbers), "steerability": steer.to_dict()}, f)
     return result
+
+
+def _property_set(
+    train_data: Optional[tuple[Tensor, ...]], per_class: int = PROPERTY_PER_CLASS
+) -> tuple[Tensor, Tensor]:
+    """The first ``per_class`` training images of each digit (of ``train_data`` when given)."""
+    images, labels = (train_data[0], train_data[1]) if train_data is not None else load_mnist("train")
+    return stratified_subset(images, labels, per_class)
+
+
+def _joined(steer: Steerability, properties: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each hook class's scores per pair (``STEER_COLUMNS``) beside its properties, rounded to 6 digits."""
+    scores = {(r["site"], r["a"], r["b"]): r for r in steer.table() if r["kind"] == "class"}
+    return [
+        {
+            **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()},
+            **{m: round(scores[(row["site"], row["a"], row["b"])][m], 6) for m in STEER_COLUMNS},
+        }
+        for row in properties
+    ]
 
 
 def _per_hook(steer: Steerability) -> tuple[dict, dict, dict]:
@@ -282,17 +327,22 @@ def run_study(
     settings: TrainSettings = STUDY_SETTINGS,
     pairs: Optional[Sequence[tuple[int, int]]] = None,
     log: Callable[[str], None] = print,
+    property_per_class: int = PROPERTY_PER_CLASS,
 ) -> list[ModelResult]:
-    """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model."""
+    """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
+
+    Properties are measured on the first ``property_per_class`` training images of each digit.
+    """
     _unique([v.name for v in variants], "variants")
     _unique(list(seeds), "seeds")
     if test is None:
         test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
+    property_set = _property_set(train_data, property_per_class)
     results = []
     total = len(variants) * len(seeds)
     for variant in variants:
         for seed in seeds:
-            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs, log)
+            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs, log, property_set)
             results.append(r)
             log(
                 f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, "

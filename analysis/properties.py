@@ -44,10 +44,31 @@ from hookedmlp.data.labelled import check_examples
 from hookedmlp.errors import ConfigError, UsageError
 from hookedmlp.stats import ClassStatistics
 
-__all__ = ["PROPERTIES", "PAIR_PROPERTIES", "ModelProperties", "model_properties", "participation_ratio"]
+__all__ = [
+    "PROPERTIES",
+    "PAIR_PROPERTIES",
+    "DESCRIPTIONS",
+    "ModelProperties",
+    "model_properties",
+    "participation_ratio",
+]
 
+# every property and what it measures, in one line each (the study's table prints these)
+DESCRIPTIONS = {
+    "d_prime": "d' of a's and b's images along v",
+    "typicality": "cosine of v with the class-mean difference",
+    "coherence": "mean pairwise cosine of per-example differences",
+    "probe": "cross-validated accuracy of a linear probe, a vs b",
+    "jacobian_share": "cosine of J v with e_a - e_b",
+    "linearity": "how well J v predicts the logit change at c = 1",
+    "rel_size": "||v|| / E||h||",
+    "eff_dim": "participation ratio of the activations' covariance",
+    "depth": "relative depth of the hook class",
+    "test_loss": "the model's test loss (a covariate)",
+    "margin": "the model's mean test margin (a covariate)",
+}
 PAIR_PROPERTIES = ("d_prime", "typicality", "coherence", "probe", "jacobian_share", "linearity", "rel_size")
-PROPERTIES = (*PAIR_PROPERTIES, "eff_dim", "depth", "test_loss", "margin")
+PROPERTIES = tuple(DESCRIPTIONS)
 
 
 @dataclasses.dataclass

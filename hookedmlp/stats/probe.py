@@ -84,8 +84,8 @@ def _fit(z: Tensor, target: Tensor, train: Tensor, n_out: int, l2: float, max_it
         [w, b],
         lr=1.0,
         max_iter=max_iter,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-15,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-12,
         history_size=20,
         line_search_fn="strong_wolfe",
     )
