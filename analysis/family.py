@@ -87,7 +87,7 @@ QUICK = ("baseline", "residual", "LeNet")
 SEEDS = (0, 1, 2)
 STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cosine, batch 128
 TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
-PROPERTY_PER_CLASS = 100  # the property set: the first 100 training images of each digit (never scored on)
+PROPERTY_PER_CLASS = 50  # the property set: the first 50 training images of each digit (never scored on)
 STEER_COLUMNS = ("pauc", "pauc_score", "heldout_flip")  # the scores kept beside the properties, per class and pair
 
 
