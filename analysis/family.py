@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -49,7 +49,9 @@ __all__ = [
     "PROPERTY_PER_CLASS",
     "ModelResult",
     "study_model",
-    "run_study",
+    "cell_files",
+    "cached_model",
+    "headline",
 ]
 
 
@@ -148,6 +150,22 @@ def _cached_model(path: Path, expected: dict[str, object], log: Callable[[str], 
     return model if same else None
 
 
+def cell_files(
+    variant: Variant, seed: int, cache: Path, settings: TrainSettings, train_data: Optional[tuple[Tensor, ...]]
+) -> tuple[TrainSettings, Path, Path]:
+    """A cell's training settings (its seed and the variant's weight decay), and its model's and result's paths."""
+    settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
+    dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
+    stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
+    return settings, cache / f"{stem}.pt", cache / f"{stem}.json"
+
+
+def cached_model(variant: Variant, settings: TrainSettings, path: Path, log: Callable[[str], None]) -> Any:
+    """The model cached at ``path`` if it was trained from this variant and these settings; None (a miss) otherwise."""
+    expected = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings)}
+    return _cached_model(path, expected, log)
+
+
 def _train(
     variant: Variant,
     seed: int,
@@ -155,11 +173,12 @@ def _train(
     data: Optional[tuple[Tensor, ...]],
     settings: TrainSettings,
     log: Callable[[str], None] = print,
+    device: Union[str, torch.device] = "cpu",
+    seconds: float = 0.0,
 ) -> tuple[HookedRoot, float]:
-    expected = {"recipe": config_to_dict(variant.recipe), "settings": dataclasses.asdict(settings)}
-    cached = _cached_model(path, expected, log)
+    cached = cached_model(variant, settings, path, log)
     if cached is not None:
-        return cached, 0.0
+        return cached, seconds
     partial_path(path).unlink(missing_ok=True)  # the cache's own: an interrupted study's last epoch
     start = time.perf_counter()
     result = train_model(
@@ -167,6 +186,7 @@ def _train(
         settings,
         out=path,
         data=data,
+        device=device,
         progress=False,
         command=f"hookedmlp study (variant {variant.name!r}, seed {seed})",
     )
@@ -202,7 +222,7 @@ def _digest(result: object) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
-def _unique(values: Sequence[object], what: str) -> None:
+def unique(values: Sequence[object], what: str) -> None:
     """``ConfigError`` if ``values`` repeat: a repeated seed is the same model twice, counted as two."""
     repeated = sorted({repr(v) for v in values if list(values).count(v) > 1})
     if repeated:
@@ -222,20 +242,20 @@ def study_model(
     settings: TrainSettings = STUDY_SETTINGS,
     pairs: Optional[Sequence[tuple[int, int]]] = None,
     log: Callable[[str], None] = print,
-    property_set: Optional[tuple[Tensor, Tensor]] = None,
+    device: Union[str, torch.device] = "cpu",
+    trained_seconds: float = 0.0,
+    property_per_class: int = PROPERTY_PER_CLASS,
 ) -> ModelResult:
-    """Train (or load from ``cache``) one model of the family and analyse it at every hook point.
+    """Train (or load from ``cache``) one model of the family and analyse it at every hook point, on ``device``.
 
-    ``property_set``: the images its properties are measured on (default: the first
-    ``PROPERTY_PER_CLASS`` training images of each digit, of ``train_data`` when given).
+    The analysis runs with torch's current intra-op threads, which the result's cache key records (the last bits
+    of the numbers depend on them). ``trained_seconds``: what training took where the model was trained before this
+    call (its seeds together), recorded in place of 0 for a model found in the cache. Its properties are measured
+    on the first ``property_per_class`` training images of each digit (of ``train_data`` when given).
     """
-    if property_set is None:
-        property_set = _property_set(train_data)
-    settings = dataclasses.replace(settings, seed=seed, weight_decay=variant.weight_decay)
-    dataset = "mnist" if train_data is None else f"given ({len(train_data[0])} training images)"
-    stem = f"{variant.slug}-seed{seed}-{_key(variant, settings, dataset)}"
-    model_path, result_path = cache / f"{stem}.pt", cache / f"{stem}.json"
-    model, train_seconds = _train(variant, seed, model_path, train_data, settings, log)
+    property_set = _property_set(train_data, property_per_class)
+    settings, model_path, result_path = cell_files(variant, seed, cache, settings, train_data)
+    model, train_seconds = _train(variant, seed, model_path, train_data, settings, log, device, trained_seconds)
     steer_settings = SteerSettings(c_min=min(coeffs), c_max=max(coeffs))
     key = {
         "sha256": sha256_file(model_path),
@@ -244,12 +264,14 @@ def study_model(
         "n_test": len(test[1]),
         "n_properties": len(property_set[1]),
         "pairs": None if pairs is None else [list(p) for p in pairs],
+        "threads": torch.get_num_threads(),
     }
     cached = _cached_result(result_path, key, log)
     if cached is not None:
         return cached
     start = time.perf_counter()
-    model.eval()
+    model.eval().to(device)
+    test = (test[0].to(device), test[1].to(device))
     model.meta["dataset"] = "mnist"  # the family is trained on MNIST (all of it, or a subset for quick runs)
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
@@ -310,42 +332,8 @@ def _per_hook(steer: Steerability) -> tuple[dict, dict, dict]:
     return at_one, share, best
 
 
-def _headline(r: ModelResult) -> str:
+def headline(r: ModelResult) -> str:
     """The best internal class's pAUC (scoring half) beside the controls', for the progress line."""
     best, ctl = best_internal(r.steer), controls(r.steer, "pauc_score")
     where = f"pAUC {best['pauc_score']:.2f} at {best['name']}" if best is not None else "no internal class"
     return f"{where} (logit class {ctl['logit class']:.2f}, bias {ctl['bias']:.2f}, pixel {ctl['pixel']:.2f})"
-
-
-def run_study(
-    cache: Path,
-    variants: Sequence[Variant] = VARIANTS,
-    seeds: Sequence[int] = SEEDS,
-    test: Optional[tuple[Tensor, Tensor]] = None,
-    coeffs: Sequence[float] = COEFFS,
-    train_data: Optional[tuple[Tensor, ...]] = None,
-    settings: TrainSettings = STUDY_SETTINGS,
-    pairs: Optional[Sequence[tuple[int, int]]] = None,
-    log: Callable[[str], None] = print,
-    property_per_class: int = PROPERTY_PER_CLASS,
-) -> list[ModelResult]:
-    """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
-
-    Properties are measured on the first ``property_per_class`` training images of each digit.
-    """
-    _unique([v.name for v in variants], "variants")
-    _unique(list(seeds), "seeds")
-    if test is None:
-        test = stratified_subset(*load_mnist("test"), TEST_PER_CLASS)
-    property_set = _property_set(train_data, property_per_class)
-    results = []
-    total = len(variants) * len(seeds)
-    for variant in variants:
-        for seed in seeds:
-            r = study_model(variant, seed, cache, test, coeffs, train_data, settings, pairs, log, property_set)
-            results.append(r)
-            log(
-                f"  model {len(results)}/{total}: {variant.name}, seed {seed}: test loss {r.test_loss:.3f}, "
-                f"{_headline(r)} (train {r.train_seconds:.0f} s, analysis {r.analysis_seconds:.0f} s)"
-            )
-    return results

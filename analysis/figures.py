@@ -252,6 +252,38 @@ def distributions_figure(grid: GridResult, pairs: Sequence[tuple[tuple[int, int]
     )
 
 
+def pixel_arithmetic_figure(panels: dict[str, Sequence[Sequence[float]]]) -> go.Figure:
+    """Steering at ``layer0.post`` as images: ``x_a``, ``x_b``, ``x_a - x_b``, and a test image plus the difference.
+
+    ``panels`` maps each panel's title to its image (rows of pixels), in that order.
+    """
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.03)
+    for i, image in enumerate(panels.values()):
+        signed = i >= 2  # the difference and the composite have negative pixels
+        fig.add_trace(
+            go.Heatmap(
+                z=np.asarray(image),
+                zmin=-1 if signed else 0,
+                zmax=1,
+                colorscale="RdBu_r" if signed else "Greys",
+                showscale=i == 2,
+                colorbar=dict(title=dict(text="pixel", side="right")),
+                hovertemplate="row %{y}, column %{x}: %{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+        fig.update_xaxes(visible=False, scaleanchor=f"y{i + 1 if i else ''}", row=1, col=i + 1)
+        fig.update_yaxes(visible=False, autorange="reversed", row=1, col=i + 1)
+    return _layout(
+        fig,
+        "Steering at layer0.post adds an image: the first training images' difference, added to every input<br>"
+        "<sup>layer0.post is W x + b, so act(x_a) - act(x_b) = W (x_a - x_b): the bias cancels</sup>",
+        260 * len(panels) + 120,
+        400,
+    )
+
+
 def distributions_explorer(grid: GridResult) -> go.Figure:
     """Every (a, b) pair's distributions, one at a time, chosen from a dropdown (interactive HTML)."""
     d = grid.kept_distributions()

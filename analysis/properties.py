@@ -162,6 +162,7 @@ def _first_order(
         base, jv = torch.func.jvp(lambda c: site.logits(rows, c), (zero,), (torch.ones_like(zero),))
     dz = site.logits(rows, zero + 1) - base
     jv, dz = (t.double() - t.double().mean(1, keepdim=True) for t in (jv.detach(), dz.detach()))
+    jv, dz, pair = jv.cpu(), dz.cpu(), pair.cpu()
     target = torch.zeros_like(jv)
     target[torch.arange(len(rows)), torch.tensor([a for a, _ in pairs])[pair]] = 1.0
     target[torch.arange(len(rows)), torch.tensor([b for _, b in pairs])[pair]] = -1.0

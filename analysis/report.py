@@ -11,6 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
+from analysis.explain_report import explain_section
 from analysis.grid import NORMAL_ROW, GridResult
 from analysis.published import StudyTables, spearman, study_tables
 from analysis.spread import Run, VectorSource
@@ -43,6 +44,7 @@ class Reproduction:
     headline_claims: dict[str, tuple[bool, float]]
     steer: Optional[dict[str, Any]] = None  # the headline model's Steerability.summary()
     steer_n_test: int = 0
+    explained: Optional[dict[str, Any]] = None  # analysis.explain.explain_summary on the headline model
 
     @property
     def grid(self) -> GridResult:
@@ -80,6 +82,8 @@ class Reproduction:
             "headline_claims": self.headline_claims,
             "steer": self.steer,
             "steer_n_test": self.steer_n_test,
+            # the figure's pixels (panels) stay out: the PNG holds them, and they would triple the file
+            "explained": {k: v for k, v in self.explained.items() if k != "panels"} if self.explained else None,
         }
 
     @classmethod
@@ -111,6 +115,7 @@ class Reproduction:
             {k: (bool(v[0]), float(v[1])) for k, v in data["headline_claims"].items()},
             data.get("steer"),
             data.get("steer_n_test", 0),
+            data.get("explained"),
         )
 
 
@@ -358,6 +363,7 @@ def report_text(r: Reproduction, figures: bool = True) -> str:
         _header(r),
         _claims(r),
         steer_section(r.steer, r.model_name, r.steer_n_test) if r.steer else "",
+        explain_section(r.explained, r.model_name, figures) if r.explained else "",
         _spread(r) if figures else _spread(r).split("\n\n![")[0] + "\n",
         _control(r),
         _inconsistency(r),

@@ -9,6 +9,8 @@
 3. A control model trained to about the study's own test loss (0.089), over the same 11 sources.
 4. The headline model's steerability without thresholds, at every hook class, with its controls
    (``analysis.steerability``), on the first 100 test images of each digit.
+5. The post's figures explained on the same images (``analysis.explain``): layer 0 as pixel
+   arithmetic, the Jacobian's share of the shift at hidden layers, each pair's window at the logits.
 Tracked outputs (``reproduction.md``, ``figures/*.png``, ``figures/*.json``) are rewritten only
 where they changed beyond their printed precision (``analysis.outputs``); timings go to the log.
 """
@@ -24,6 +26,8 @@ import torch
 
 from analysis import figures as fig
 from analysis.claims import CLAIMS, evaluate_claims, summarise
+from analysis.executors import ExecutorSettings
+from analysis.explain import explain_summary
 from analysis.grid import GridResult
 from analysis.outputs import JSON_REL, Outputs, numbers_of
 from analysis.published import study_tables
@@ -33,6 +37,7 @@ from analysis.steerability import steerability
 from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
+from hookedmlp.errors import UsageError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.progress import JobProgress
 from hookedmlp.train import evaluate, train_model
@@ -46,8 +51,23 @@ CONTROL_MODEL = "mnist-mlp-control"
 SPREAD_PER_CLASS = 200  # the spread runs score on the first 200 test images of each digit
 # The job's steps in units of one spread run, from full runs on 2 busy cores (headline 46 and 118 s; a spread
 # run 9.5 and 20.6 s; the control's grid about 30 s; the 7 figures 3 to 5 s): the ETA weighs them so.
-COST = {"headline": 5.0, "run": 1.0, "control grid": 2.0, "steerability": 2.0, "figure": 0.05, "training": 3.0}
+COST = {
+    "headline": 5.0,
+    "run": 1.0,
+    "control grid": 2.0,
+    "steerability": 2.0,
+    "explain": 1.5,
+    "figure": 0.05,
+    "training": 3.0,
+}
 STEER_PER_CLASS = 100  # the steerability measurement scores on the first 100 test images of each digit
+EXPLAIN_HOOKS = ("layer0.post", "layer1.post", "layer3.post")  # one per hook class past the input
+
+
+def _on(model: HookedRoot, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test set in the model's dtype (a float64 model too) and on its device."""
+    ref = model.reference_tensor()
+    return images.to(ref.device, ref.dtype), labels.to(ref.device)
 
 
 def _headline_model(checkpoint: Optional[Path], train: bool, out: Path, progress: bool) -> tuple[HookedRoot, str]:
@@ -67,6 +87,8 @@ def reproduce(
     figures: bool = True,
     log: Callable[[str], None] = print,
     progress: Union[bool, JobProgress] = True,
+    executor: Optional[ExecutorSettings] = None,
+    device: Union[str, torch.device] = "cpu",
 ) -> Reproduction:
     """Run the study and write ``<out_dir>/reproduction.md`` and ``<out_dir>/figures/``.
 
@@ -84,8 +106,16 @@ def reproduce(
         log: where progress lines go.
         progress: show one progress bar, with an ETA, over the whole job; or the ``JobProgress``
             to move (the command line starts it before importing torch).
+        executor: where the spread's runs go (``analysis.executors``), each with its own threads; ``None``:
+            here, one after another, at torch's current threads.
+        device: where the models and the analysis run (a GPU with the serial executor only: a run's model
+            travels to its worker on the CPU).
     """
     out = Path(out_dir)
+    if torch.device(device).type != "cpu" and executor is not None and executor.kind != "serial":
+        raise UsageError(
+            f"the spread's runs go to {executor.kind} workers on the CPU; on {device} use the serial executor"
+        )
     check_writable(out / "reproduction.md")
     t0 = time.perf_counter()
     job = progress if isinstance(progress, JobProgress) else JobProgress("reproduce") if progress else None
@@ -99,7 +129,8 @@ def reproduce(
         + COST["run"] * (n_models + 1) * n_sources
         + COST["control grid"]
         + COST["steerability"]
-        + COST["figure"] * 7 * figures
+        + COST["explain"]
+        + COST["figure"] * 8 * figures
     )
     done = 0.0
 
@@ -115,10 +146,10 @@ def reproduce(
     tick(0, "training a model" if train else "headline: all pairs at every hook point")
     start = time.perf_counter()
     model, name = _headline_model(Path(checkpoint) if checkpoint is not None else None, train, out, False)
-    model.eval()
+    model.eval().to(device)
     tick(COST["training"] * train, "headline: all pairs at every hook point")
     images, labels = load_mnist("test")
-    test_loss, test_acc = evaluate(model, images.to(model.reference_tensor().dtype), labels)  # a float64 model too
+    test_loss, test_acc = evaluate(model, *_on(model, images, labels))
     head = (images[:1000], labels[:1000]) if quick else (images, labels)
     log(
         f"model: {name}; test loss {test_loss:.4f}, accuracy {test_acc:.4f}; headline run on {len(head[1])} test images"
@@ -136,7 +167,7 @@ def reproduce(
     sources = vector_sources(2)[:quick_sources] if quick else vector_sources(10)
     if checkpoint is None and not train:
         names = SEED_MODELS[:n_models]
-        models = {n: HookedMLP.from_pretrained(n).eval() for n in names}
+        models = {n: HookedMLP.from_pretrained(n).eval().to(device) for n in names}
         seeds_note = f"{len(models)} models of the study's recipe, seeds 0-{len(models) - 1} (shipped with hookedmlp)"
     else:
         models = {name: model}
@@ -155,14 +186,14 @@ def reproduce(
 
     start = time.perf_counter()
     log(f"spread: {len(models)} models x {len(sources)} vector sources on {len(subset[1])} test images")
-    runs = spread(models, sources, subset, study, run_done("spread", len(models) * len(sources)))
+    runs = spread(models, sources, subset, study, run_done("spread", len(models) * len(sources)), executor)
     step("spread", start)
 
     start = time.perf_counter()
-    control = HookedMLP.from_pretrained(CONTROL_MODEL).eval()
-    control_loss, _ = evaluate(control, images.to(control.reference_tensor().dtype), labels)
+    control = HookedMLP.from_pretrained(CONTROL_MODEL).eval().to(device)
+    control_loss, _ = evaluate(control, *_on(control, images, labels))
     log(f"control: {CONTROL_MODEL}, test loss {control_loss:.4f}")
-    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, run_done("control", len(sources)))
+    control_runs = spread({CONTROL_MODEL: control}, sources, subset, study, run_done("control", len(sources)), executor)
     tick(0, "control: its grid")
     with torch.no_grad():
         control_grid = all_pairs_sweep(control, ["layer0.post"], test=head)["layer0.post"]
@@ -173,8 +204,16 @@ def reproduce(
     steer_test = stratified_subset(images, labels, 10 if quick else STEER_PER_CLASS)
     with torch.no_grad():
         steer = steerability(model, steer_test)  # the job's one bar (tick) shows its progress
-    tick(COST["steerability"], "figures" if figures else "report")
+    tick(COST["steerability"], "explaining the post's figures")
     step(f"steerability: {steer.engine}", start)
+
+    start = time.perf_counter()
+    pairs = [(a, b) for a in range(10) for b in range(10) if a != b]
+    pairs.insert(0, pairs.pop(pairs.index((3, 1))))  # the figure's pair: the study's 3 - 1
+    with torch.no_grad():
+        explained = explain_summary(model, steer_test, pairs, EXPLAIN_HOOKS) if isinstance(model, HookedMLP) else None
+    tick(COST["explain"], "figures" if figures else "report")
+    step("explaining the post's figures", start)
 
     result = Reproduction(
         name,
@@ -194,6 +233,7 @@ def reproduce(
         evaluate_claims(grids, study),
         steer.summary(),
         len(steer_test[1]),
+        explained,
     )
     outputs = Outputs(out, code=fig.code_version())
     outputs.text("figures/grid_layer0_post.json", json.dumps(result.grid.to_dict()), rel=JSON_REL)
@@ -239,7 +279,7 @@ def distribution_pairs(grid: GridResult) -> list[tuple[tuple[int, int], str]]:
 
 
 def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None]) -> None:
-    """The seven figures; ``drawn()`` after each."""
+    """The eight figures (seven without the explanation); ``drawn()`` after each."""
 
     def writer(figure: fig.go.Figure) -> Callable[[Path, list[str]], list[Path]]:
         def write(stem: Path, formats: list[str]) -> list[Path]:
@@ -272,3 +312,10 @@ def _write_figures(r: Reproduction, outputs: Outputs, drawn: Callable[[], None])
         numbers_of([[run.claims[c.key][1] for c in CLAIMS] for run in r.runs]),
         writer(fig.spread_figure(r.runs, [c.key for c in CLAIMS], r.study)),
     )
+    if r.explained is not None:
+        panels = r.explained["panels"]
+        outputs.figure(
+            "figures/pixel_arithmetic",
+            numbers_of(list(panels.values())),
+            writer(fig.pixel_arithmetic_figure(panels)),
+        )

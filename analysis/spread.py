@@ -6,22 +6,25 @@ more trained with the same recipe and other seeds) and a way of making vectors (
 image of each digit, k = 0..9, and the class mean): 55 runs, each the grid of all 90 pairs at
 every ``layer{i}.post``. Runs score on a fixed stratified subset of the test set (the first
 ``per_class`` test images of each digit) to keep the whole in minutes; the headline run of the
-report scores on all 10,000 images.
+report scores on all 10,000 images. The runs are independent: ``spread`` sends them to any executor
+(``analysis.executors``), each a pure function of its model, source and test set.
 """
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from typing import Optional
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 
 from analysis.claims import evaluate_claims
+from analysis.executors import ExecutorSettings, Lost, run_tasks
 from analysis.grid import GridResult
 from analysis.published import StudyTables
 from analysis.sweep import all_pairs_sweep
 from hookedmlp import HookedRoot
+from hookedmlp.errors import ClusterError
 
 __all__ = ["VectorSource", "Run", "vector_sources", "stratified_subset", "run_claims", "spread", "POSTS"]
 
@@ -85,24 +88,59 @@ def run_claims(
     return run, grids
 
 
+@dataclasses.dataclass(frozen=True)
+class _Portable:
+    """A model as what travels to a worker: its class and checkpoint contents (its traced programs do not pickle)."""
+
+    cls: type
+    contents: dict
+    meta: dict
+
+    @classmethod
+    def of(cls, model: HookedRoot) -> "_Portable":
+        return cls(type(model), model.to_checkpoint(), dict(model.meta))
+
+    def model(self) -> HookedRoot:
+        model = self.cls.from_checkpoint(self.contents, "a spread run's model")
+        model.meta = dict(self.meta)
+        return model.eval()
+
+
+def _run(task: tuple[Union[HookedRoot, _Portable], VectorSource, tuple[Tensor, Tensor], StudyTables, str]) -> Run:
+    """One run where an executor sends it: its claims only (its grids stay where they were computed)."""
+    model, *rest = task
+    return run_claims(model.model() if isinstance(model, _Portable) else model, *rest)[0]
+
+
 def spread(
     models: dict[str, HookedRoot],
     sources: Sequence[VectorSource],
     test: tuple[Tensor, Tensor],
     study: StudyTables,
     log: Optional[Callable[[str], None]] = None,
+    executor: Optional[ExecutorSettings] = None,
 ) -> list[Run]:
-    """Every (model, source) run, in order, logging one line per run."""
-    runs = []
-    total = len(models) * len(sources)
-    for name, model in models.items():
-        for source in sources:
-            run, _ = run_claims(model, source, test, study, name)
-            runs.append(run)
-            if log is not None:
-                flip = run.claims["flip"][1]
-                log(
-                    f"  run {len(runs)}/{total}: {name}, {source.label}: flip rate {flip:.3f}, "
-                    f"loss off-diagonal {run.off_diagonal_loss:.2f} ({run.seconds:.1f} s)"
-                )
-    return runs
+    """Every (model, source) run, in order, logging one line per run as it finishes.
+
+    ``executor``: where the runs go, each with its ``threads``; ``None`` runs them here, one after another, at torch's
+    current threads. A run whose worker died on every try is a ``ClusterError``: every claim needs all its runs.
+    """
+    if executor is None:
+        tasks = [(model, source, test, study, name) for name, model in models.items() for source in sources]
+        finished: Iterator[tuple[int, Any]] = ((i, _run(task)) for i, task in enumerate(tasks))
+    else:
+        portable = {name: _Portable.of(model) for name, model in models.items()}
+        tasks = [(portable[name], source, test, study, name) for name in models for source in sources]
+        finished = run_tasks(_run, tasks, executor)
+    runs: dict[int, Run] = {}
+    for i, run in finished:
+        if isinstance(run, Lost):
+            raise ClusterError(f"spread run {tasks[i][4]}, {tasks[i][1].label} was lost: {run.why}; run it again")
+        runs[i] = run
+        if log is not None:
+            flip = run.claims["flip"][1]
+            log(
+                f"  run {len(runs)}/{len(tasks)}: {run.model}, {run.source.label}: flip rate {flip:.3f}, "
+                f"loss off-diagonal {run.off_diagonal_loss:.2f} ({run.seconds:.1f} s)"
+            )
+    return [runs[i] for i in range(len(tasks))]

@@ -11,13 +11,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult, run_study
+from analysis.executors import ExecutorSettings
+from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
 from analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
 from analysis.outputs import JSON_REL, Outputs
 from analysis.prediction_report import QUICK_REPS, REPS, prediction_section
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
 from analysis.steer_report import method_note, study_steer_table
+from analysis.study_cells import SERIAL, run_study
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import check_writable
@@ -223,12 +225,16 @@ def study(
     seeds: Optional[Sequence[int]] = None,
     figures: bool = True,
     log: Callable[[str], None] = print,
+    executor: ExecutorSettings = SERIAL,
+    device: str = "cpu",
+    together: bool = True,
 ) -> list[ModelResult]:
     """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md``.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
     scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4, its properties measured on
-    20 training images per digit.
+    20 training images per digit. The models run on ``executor`` (``analysis.study_cells.run_study``), on
+    ``device``, a variant's seeds trained ``together``.
     """
     out_dir, cache = Path(out_dir), Path(cache)
     check_writable(out_dir / "study.md")
@@ -253,11 +259,14 @@ def study(
             settings=TrainSettings(epochs=1),
             pairs=off_diagonal_pairs(range(3)),
             log=log,
+            executor=executor,
+            device=device,
+            together=together,
             property_per_class=20,
         )
         n_test = 200
     else:
-        results = run_study(cache, chosen, seeds, log=log)
+        results = run_study(cache, chosen, seeds, log=log, executor=executor, device=device, together=together)
         n_test = 10 * TEST_PER_CLASS
     outputs = Outputs(out_dir, code=code_version())
     if figures:
@@ -277,7 +286,7 @@ def study(
     train_s = sum(r.train_seconds for r in results)
     analysis_s = sum(r.analysis_seconds for r in results)
     log(
-        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s, this "
-        f"run); report: {out_dir / 'study.md'}"
+        f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s: summed "
+        f"over the models, in parallel on the workers, as the cache recorded them); report: {out_dir / 'study.md'}"
     )
     return results

@@ -17,7 +17,7 @@ round of each case kept (timings on a shared machine vary by +-15% and more).
    layer0.post (its bound is 2.78x; target >= 2.6x), and resnet18 at a hook point in its third
    stage.
 3. Opening a network (``capture``) and one forward pass through what is opened, beside nnsight
-   (``NNsight(net)``, and a ``trace`` reading the output) and torchlens (``log_forward_pass``,
+   (``NNsight(net)``, and a ``trace`` reading the output) and torchlens (``trace``,
    which opens and runs in one call), on the same three networks at batch 1. Peers that cannot be
    imported are left out with the reason.
 """
@@ -72,6 +72,9 @@ def best_ratios(cases: dict[str, Callable[[], Any]], inner: dict[str, int], roun
 
 def forward_table(args: argparse.Namespace) -> None:
     print("\n## 1. Forward with nothing attached, against the bare network (best of interleaved rounds)\n")
+    print(
+        f"Batch 1: best of {3 * args.rounds} rounds (500 calls each; resnet18 20); the big batch: of {args.rounds}.\n"
+    )
     print(f"| network | view | batch 1 | batch {args.big} (resnet18: {args.resnet_big}) |")
     print("|---|---|---|---|")
     torch.manual_seed(0)
@@ -93,10 +96,12 @@ def forward_table(args: argparse.Namespace) -> None:
                 x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
             else:
                 x = data[: 1 if batch_name == "1" else args.big]
-            inner = 200 if batch_name == "1" else 1
+            # batch 1: enough calls per round that a round outlasts a neighbour's burst (resnet18: 10 ms a call)
+            inner = (20 if data is None else 500) if batch_name == "1" else 1
+            rounds = 3 * args.rounds if batch_name == "1" else args.rounds
             cases = {"bare": lambda b=bare, x=x: b(x), **{v: (lambda m=m, x=x: m(x)) for v, m in views.items()}}
             with torch.no_grad():
-                t = best_ratios(cases, dict.fromkeys(cases, inner), args.rounds)
+                t = best_ratios(cases, dict.fromkeys(cases, inner), rounds)
             for v in views:
                 ratio = t[v] / t["bare"]
                 row = forward_table.rows.setdefault((name, v), {})  # type: ignore[attr-defined]
@@ -173,7 +178,7 @@ def peer_cases(net: nn.Module, shape: tuple[int, ...], have: dict[str, Any]) -> 
         cases["nnsight open"], cases["nnsight trace"] = (lambda: have["nnsight"].NNsight(net)), nn_trace
         inner.update({"nnsight open": 20, "nnsight trace": 5})
     if "torchlens" in have:
-        cases["torchlens"] = lambda: have["torchlens"].log_forward_pass(net, x)
+        cases["torchlens"] = lambda: have["torchlens"].trace(net, x)
         inner["torchlens"] = 1
     return cases, inner
 

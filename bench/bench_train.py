@@ -1,6 +1,6 @@
 """Training benchmark (issue 12, point 3): each recipe's epoch against the FLOP bound of that epoch, in one run.
 
-Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [--rounds R]
+Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [--rounds R] [--seeds S]
 
 - The bound: the epoch's matrix multiply-adds (Linear and Conv2d layers, counted from the
   architecture on a probe pass: forward, plus the backward's gradients of the inputs and of
@@ -20,6 +20,10 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
   loop of this recipe can reach on this machine; its ratio to the bound shows how much of the
   target the shapes alone use up. "optimizer only": the epoch's fused AdamW steps on the
   recipe's parameters, nothing else. The two floors added are a lower bound on the epoch.
+- "S seeds together" (issue 20): ``train_seeds`` training S seeds of the recipe as one stacked
+  network for one epoch; its bound is S times the recipe's, so its ratio sits beside the single
+  model's, measured in the same rounds. Batching shares each step's per-op dispatch among the
+  seeds; the matrix products keep their per-seed shapes, so the "matmuls only" floor still holds.
 - "before": the redesign's loop for the baseline (hook points in every training step,
   AdamW's default per-tensor update), to show what training the bare modules with the fused
   AdamW saved.
@@ -35,6 +39,7 @@ from torch import nn
 from hookedmlp import LeNetConfig, MLPConfig, ResidualConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, build_model, evaluate, train_model
+from hookedmlp.train_seeds import train_seeds
 
 RECIPES = {
     "baseline": MLPConfig(),  # the study's 784-512-512-10
@@ -168,6 +173,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best of each (default: 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds trained together (default: 3; 0: skip)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,6 +184,13 @@ def main() -> None:
     settings = TrainSettings(epochs=1, threads=torch.get_num_threads())  # train as the bound is measured
     runs = {
         **{name: (lambda name=name: train_model(RECIPES[name], settings, data=data, progress=False)) for name in names},
+        **{
+            f"{name} {args.seeds} seeds together": (
+                lambda name=name: train_seeds(RECIPES[name], settings, range(args.seeds), data=data, progress=False)
+            )
+            for name in names
+            if args.seeds
+        },
         "before": lambda: before_epoch(data, settings),
         **{
             f"{name} matmuls only": matmul_floor(RECIPES[name], len(train_y), len(test_y), settings.batch_size)
@@ -203,17 +216,27 @@ def main() -> None:
         "rounds"
     )
     print(
-        f"{'recipe':<24} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
+        f"{'recipe':<28} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
         f"{'measured':>8} {'ratio':>6}"
     )
+    together = f" {args.seeds} seeds together"
     for name in runs:
-        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only")
-        macs = epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
+        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only").removesuffix(together)
+        copies = args.seeds if name.endswith(together) else 1
+        macs = copies * epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
         cells = []
         for clock in CLOCKS:
             bound, best = macs / rate[clock], min(s[clock] for s in seconds[name])
             cells.append(f"{bound:>10.2f}s {best:>7.2f}s {best / bound:>5.2f}x")
-        print(f"{name:<24} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+        print(f"{name:<28} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+    for name in names:
+        if f"{name}{together}" in runs:
+            alone = args.seeds * min(s["cpu"] for s in seconds[name])
+            batched = min(s["cpu"] for s in seconds[name + together])
+            print(
+                f"{name}: {args.seeds} seeds together take {batched / alone:.2f}x the CPU time of "
+                f"{args.seeds} single runs"
+            )
     if "baseline" in names:
         print(
             "before -> now (baseline): "

@@ -27,6 +27,9 @@ __all__ = [
     "UnitIndexError",
     "FileWriteError",
     "SizeError",
+    "DeviceError",
+    "ClusterError",
+    "MissingExtraError",
     "closest",
     "capped",
     "did_you_mean",
@@ -91,6 +94,18 @@ class UnitIndexError(HookedMLPError, IndexError):
 
 class FileWriteError(HookedMLPError, OSError):
     """A file that cannot be written: read-only, no space left, a parent that is a file..."""
+
+
+class DeviceError(HookedMLPError, RuntimeError):
+    """A device this machine does not have (``--device cuda`` without CUDA)."""
+
+
+class ClusterError(HookedMLPError, ConnectionError):
+    """A cluster (Ray) that cannot be reached, or workers that were lost."""
+
+
+class MissingExtraError(HookedMLPError, ImportError):
+    """An optional extra that is not installed (``pip install -e ".[ray]"``)."""
 
 
 class SizeError(HookedMLPError, MemoryError):

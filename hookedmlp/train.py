@@ -148,7 +148,7 @@ def platform() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
+def threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` intra-op threads (process-wide, as torch's setting is), restoring the caller's."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -229,45 +229,93 @@ def train_model(
         f"training a {recipe.summary} in batches of {settings.batch_size}",
         "use a smaller recipe or batch size",
     )
-    dataset = "mnist" if data is None else "given tensors"
-    if data is None:
-        data = (*load_mnist("train", root=root), *load_mnist("test", root=root))
-    else:
-        data = _given_data(data, recipe)
-    with _threads(settings.threads):
-        model, history, seconds = _train(recipe, settings, files, data, device, progress, command, dataset)
-    model.meta = _meta(recipe, settings, history, command, dataset)
+    data, dataset = training_data(recipe, data, root)
+    run = Run(recipe, settings, files, command, dataset)
+    with threads(settings.threads):
+        model, seconds = _train(run, data, device, progress)
+    model.meta = run.meta()
     files.finish(model)
-    return TrainResult(model, history[-1]["test_loss"], history[-1]["test_accuracy"], history, seconds)
+    return run.result(model, seconds)
+
+
+def training_data(recipe: Recipe, data: Any, root: Any) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], str]:
+    """MNIST's training and test sets (``data is None``), or ``data`` checked for ``recipe``; and its name."""
+    if data is None:
+        return (*load_mnist("train", root=root), *load_mnist("test", root=root)), "mnist"
+    return _given_data(data, recipe), "given tensors"
+
+
+@dataclasses.dataclass
+class Run:
+    """One seed's run: what it records (``meta``), its history, and what happens at the end of each epoch."""
+
+    recipe: Recipe
+    settings: TrainSettings
+    files: RunFiles
+    command: Optional[str]
+    dataset: str
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more ``meta`` (how the seeds were trained)
+
+    def end_epoch(self, model: HookedRoot, last_loss: Tensor, test: tuple[Tensor, Tensor], seconds: float) -> None:
+        """Evaluate, record, stop on NaN or infinity, and keep the epoch in the partial file (not after the last)."""
+        epoch = len(self.history) + 1
+        test_loss, test_acc = evaluate(model, *test)
+        self.history.append(
+            {
+                "epoch": epoch,
+                "train_loss_last_batch": last_loss.item(),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+            }
+        )
+        _check_finite(model, self.history, self.settings, self.files, seconds)
+        if epoch < self.settings.epochs:
+            self.files.save_epoch(model, self.meta(), epoch, test_loss)
+
+    def meta(self) -> dict[str, Any]:
+        return _meta(self.recipe, self.settings, self.history, self.command, self.dataset) | self.extra
+
+    def result(self, model: HookedRoot, seconds: float) -> "TrainResult":
+        last = self.history[-1]
+        return TrainResult(model, last["test_loss"], last["test_accuracy"], self.history, seconds)
+
+
+def seeded_model(recipe: Recipe, seed: int, device: Union[str, torch.device]) -> HookedRoot:
+    """A fresh model of ``recipe`` initialised from ``seed`` (the global RNG is seeded with it), on ``device``."""
+    torch.manual_seed(seed)
+    return build_model(recipe).to(device)
+
+
+def on_device(model: HookedRoot, data: tuple[Tensor, ...], device: Union[str, torch.device]) -> tuple[Tensor, ...]:
+    """The data moved to ``device`` once, its images in the shape the model's bare modules take."""
+    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
+    # the shape the bare modules take (LeNet: [N, 1, 28, 28])
+    return _fitted(model, train_x, "training images"), train_y, _fitted(model, test_x, "test images"), test_y
+
+
+def optimiser(params: Any, settings: TrainSettings, n: int) -> tuple[torch.optim.Optimizer, Any]:
+    """Fused AdamW and its cosine schedule over every step of the run (``n`` training examples)."""
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+    steps = settings.epochs * ((n + settings.batch_size - 1) // settings.batch_size)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
 
 
 def _train(
-    recipe: Recipe,
-    settings: TrainSettings,
-    files: RunFiles,
-    data: tuple[Tensor, Tensor, Tensor, Tensor],
-    device: Union[str, torch.device],
-    progress: bool,
-    command: Optional[str],
-    dataset: str,
-) -> tuple[HookedRoot, list[dict[str, float]], float]:
-    """The seeded loop: the trained model (in eval mode), its per-epoch history and the seconds it took."""
-    torch.manual_seed(settings.seed)
-    model = build_model(recipe).to(device)
+    run: Run, data: tuple[Tensor, Tensor, Tensor, Tensor], device: Union[str, torch.device], progress: bool
+) -> tuple[HookedRoot, float]:
+    """The seeded loop: the trained model (in eval mode) and the seconds it took; ``run`` holds its history."""
+    settings = run.settings
+    model = seeded_model(run.recipe, settings.seed, device)
     net = _plain(model)
-    train_x, train_y, test_x, test_y = (t.to(device) for t in data)
-    train_x = _fitted(model, train_x, "training images")  # the shape the bare modules take (LeNet: [N, 1, 28, 28])
-    test_x = _fitted(model, test_x, "test images")
+    train_x, train_y, test_x, test_y = on_device(model, data, device)
     gen = torch.Generator().manual_seed(settings.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+    opt, sched = optimiser(model.parameters(), settings, len(train_x))
     n, bs = len(train_x), settings.batch_size
-    steps = settings.epochs * ((n + bs - 1) // bs)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    history: list[dict[str, float]] = []
     start = time.perf_counter()
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=sched.T_max, desc="train", unit="step", disable=not progress)
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for _ in range(settings.epochs):
             model.train()
             order = torch.randperm(n, generator=gen).to(device)
             for i in range(0, n, bs):
@@ -278,24 +326,15 @@ def _train(
                 opt.step()
                 sched.step()
                 bar.update(1)
-            test_loss, test_acc = evaluate(model, test_x, test_y)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss_last_batch": loss.item(),
-                    "test_loss": test_loss,
-                    "test_accuracy": test_acc,
-                }
+            run.end_epoch(model, loss, (test_x, test_y), time.perf_counter() - start)
+            bar.set_postfix(
+                test_loss=f"{run.history[-1]['test_loss']:.4f}", acc=f"{run.history[-1]['test_accuracy']:.4f}"
             )
-            bar.set_postfix(test_loss=f"{test_loss:.4f}", acc=f"{test_acc:.4f}")
-            _check_finite(model, history, settings, files, time.perf_counter() - start)
-            if epoch < settings.epochs:
-                files.save_epoch(model, _meta(recipe, settings, history, command, dataset), epoch, test_loss)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(len(history), settings.epochs, files) from None
+        raise TrainingInterrupted(len(run.history), settings.epochs, run.files) from None
     finally:
         bar.close()
-    return model.eval(), history, time.perf_counter() - start
+    return model.eval(), time.perf_counter() - start
 
 
 def _check_finite(

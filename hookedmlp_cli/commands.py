@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from analysis.executors import ExecutorSettings
 from analysis.family import VARIANTS
 from analysis.figures import grid_heatmap, layer_sweep_figure, write_figure
 from analysis.grid import steering_grid
@@ -27,7 +28,9 @@ from analysis.published import study_tables
 from analysis.reproduce import reproduce
 from analysis.study_report import study
 from analysis.sweep import layer_sweep
+from hookedmlp.cores import pick_threads
 from hookedmlp.data import load_mnist
+from hookedmlp.devices import resolve_device
 from hookedmlp.errors import HookedMLPError
 from hookedmlp.files.atomic import atomic_write, check_writable
 from hookedmlp.files.checkpoint import load_checkpoint
@@ -122,6 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         card=card,
         root=args.data_root,
+        device=resolve_device(args.device),
         progress=not args.quiet,
         command=args.command_line,
     )
@@ -156,8 +160,17 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _load_model(args: argparse.Namespace) -> HookedRoot:
+    """The model to analyse, in eval mode, on ``--device`` (the analysis then runs there)."""
+    device = resolve_device(getattr(args, "device", "cpu"))  # hooks lists names: no --device
     model = load_checkpoint(args.checkpoint) if args.checkpoint else HookedMLP.from_pretrained("mnist-mlp")
-    return model.eval()
+    return model.eval().to(device)
+
+
+def _analysis_threads(args: argparse.Namespace) -> int:
+    """Set torch's intra-op threads from ``--threads`` (``auto``: the cores free now); the count set."""
+    n = pick_threads(args.threads if args.threads == "auto" else int(args.threads))
+    torch.set_num_threads(n)
+    return n
 
 
 def _check_mnist_model(model: HookedRoot, args: argparse.Namespace) -> None:
@@ -215,6 +228,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
     digits = _grid_digits(args.digits)
     _check_outputs(args)
+    _analysis_threads(args)
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)
@@ -259,6 +273,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.a == args.b:
         raise _CliError(f"--a and --b are both {args.a}: the vector would be zero; pick two different digits")
     _check_outputs(args)
+    _analysis_threads(args)
     model = _load_model(args)
     _check_mnist_model(model, args)
     _check_coeff_fits(args.coeff, model)
@@ -284,8 +299,25 @@ def _cmd_study(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         figures=not args.no_figures,
         log=print,
+        executor=_executor(args),
+        device=str(resolve_device(args.device)),
+        together=not args.seeds_apart,
     )
     return 0
+
+
+def _executor(args: argparse.Namespace) -> ExecutorSettings:
+    """``--executor``, ``--workers``, ``--ray-address`` and ``--threads``, checked together."""
+    return ExecutorSettings(args.executor, args.workers, args.ray_address, args.threads)
+
+
+def _spread_executor(args: argparse.Namespace) -> Optional[ExecutorSettings]:
+    """``None`` (here, at ``--threads``) for the serial executor; else the workers, each at ``--threads`` (auto: 1)."""
+    threads = _analysis_threads(args)
+    if args.executor == "serial" and args.workers is None and args.ray_address is None:
+        return None
+    per_task = 1 if args.threads == "auto" else threads
+    return ExecutorSettings(args.executor, args.workers, args.ray_address, per_task)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -302,6 +334,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         log=args.job.log(print),
         progress=args.job,
+        executor=_spread_executor(args),
+        device=resolve_device(args.device),
     )
     return 0
 

@@ -23,6 +23,8 @@ __all__ = [
     "FIGURE_FORMATS",
     "VARIANTS",
     "N_TEST",
+    "DEVICES",
+    "EXECUTORS",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "elu", "softplus", "leaky_relu", "identity")
@@ -36,6 +38,8 @@ METRICS = {  # name: what it measures (analysis.metrics.METRICS' titles)
     "collateral": "share of the test images of the other digits whose prediction changes",
 }
 FIGURE_FORMATS = ("html", "png", "svg")
+DEVICES = ("auto", "cpu", "cuda")  # hookedmlp.devices.DEVICES (cuda:N too)
+EXECUTORS = ("serial", "process", "ray")  # analysis.executors.EXECUTORS
 N_TEST = 10_000  # MNIST's test images
 VARIANTS = (
     "baseline",
@@ -86,6 +90,71 @@ _finite_float = _checked(float, math.isfinite, "a number", "a finite number")
 _n_test = _checked(
     int, lambda v: 1 <= v <= N_TEST, "a number of test images", f"a number of test images, 1 to {N_TEST}"
 )
+
+
+def _device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine has it is checked when the command runs)."""
+    kind, colon, index = text.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DEVICES)} or cuda:N, got {text!r}")
+    return text
+
+
+def _threads(text: str) -> Any:
+    """A positive count of threads, or ``auto``: the cores free when the command starts."""
+    return text if text == "auto" else _positive_int(text)
+
+
+def _add_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        metavar="{auto,cpu,cuda}",
+        help=f"where {what} runs: cpu, cuda (or cuda:N), or auto, CUDA when this machine has it (default: %(default)s)",
+    )
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        help="intra-op threads: a count, or auto, the cores free when the command starts (a busy neighbour then "
+        "costs no more than its share); the last bits of the numbers depend on it (default: %(default)s)",
+    )
+
+
+def _add_executor(p: Any, default: str, what: str, threads: bool = True) -> None:
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=default,
+        help=f"where the {what} run: serial (this process), process (a pool of local processes), or ray (a local Ray "
+        'instance, or the cluster at --ray-address; pip install -e ".[ray]") (default: %(default)s)',
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="local processes (process), or a local Ray instance's CPUs (ray) (default: this machine's cores)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="join the Ray cluster at host:port, or auto for the one this machine is part of (default: none, a "
+        "local instance)",
+    )
+    if not threads:
+        return  # the command's own --threads (auto) then applies
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help=f"intra-op threads of each of the {what}: the last bits of the numbers depend on it, so every executor "
+        "gives the same numbers for the same count (default: %(default)s)",
+    )
 
 
 def _named_path(text: str) -> Path:
@@ -188,6 +257,7 @@ def _add_train(sub: Any) -> None:
         help="intra-op threads while training; the weights depend on it, so it is recorded with the "
         "settings (default: %(default)s)",
     )
+    _add_device(opt, "training")
     files = train.add_argument_group("files")
     files.add_argument(
         "--out", type=Path, default=Path("runs/mnist-mlp.pt"), help="checkpoint path (default: %(default)s)"
@@ -229,6 +299,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", type=Path, default=None, help="also write the results as JSON; - prints them (default: none)"
     )
+    _add_device(p, "the model and the test images")
+    _add_threads(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="score on 1,000 test images only, a smoke test (default: off)"
     )
     repro.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    run = repro.add_argument_group("where it runs")
+    _add_executor(run, "serial", "spread runs", threads=False)
+    _add_threads(run)
+    _add_device(run, "the models and the analysis")
     repro.set_defaults(job=True)  # one progress bar over the whole run, shown before torch is imported
 
     study = sub.add_parser(
@@ -295,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)",
     )
     study.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    run = study.add_argument_group("where it runs")
+    _add_executor(run, "process", "models")
+    run.add_argument(
+        "--seeds-apart",
+        action="store_true",
+        help="one task per (variant, seed), each model trained alone, instead of a variant's seeds trained together "
+        "(the same weights, bit for bit, at the study's one training thread) (default: together)",
+    )
+    _add_device(run, "training and analysis")
 
     grid = sub.add_parser("grid", help="the 10 x 10 steering grid at one hook point")
     grid.add_argument("--hook", default="layer0.post", help="hook point (default: %(default)s)")

@@ -24,7 +24,15 @@ from hookedmlp.progress import JobProgress
 from hookedmlp_cli.commands import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("grid_loss", "grid_flip_rate", "layer_sweep_3_1", "distributions", "dose_response", "spread")
+FIGURES = (
+    "grid_loss",
+    "grid_flip_rate",
+    "layer_sweep_3_1",
+    "distributions",
+    "dose_response",
+    "spread",
+    "pixel_arithmetic",
+)
 
 
 # -- study tables and spearman ------------------------------------------------------------
@@ -159,6 +167,16 @@ def test_reproduce_writes_report_figures_and_data(repro) -> None:
     bias = next(s for s in r.steer["sites"] if s["kind"] == "bias")
     assert r.steer_n_test == 100 and f"| bias | bias | 1.00 | {bias['pauc']:.3f} |" in text
     assert "| `layer1.post..layer3.pre` | class (internal) | 0.50 |" in text  # a hook class, reported once
+    e = r.explained
+    assert list(e["panels"]) == [
+        "x_a: the first 3",
+        "x_b: the first 1",
+        "x_a - x_b: what layer0.post adds",
+        "a test 7 + (x_a - x_b)",
+    ]
+    assert e["pairs"] == 90 and e["n_test"] == 100 and f"Spearman's rho = {e['pixel']['rho_template']:.2f}" in text
+    assert e["linear"]["layer3.post"]["explained"]["median"] == pytest.approx(1.0)  # the logit class: affine after it
+    assert f"{e['windows']['with_window']} of 90 pairs have a window at all" in text
     back = Reproduction.from_dict(json.loads((figs / "reproduction.json").read_text()))
     assert same_to_precision(text, report_text(back)), "the saved data must render the same report"
 

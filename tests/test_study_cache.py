@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from analysis.family import Variant, run_study, study_model
+from analysis.family import Variant, study_model
 from analysis.spread import stratified_subset
+from analysis.study_cells import run_study
 from analysis.study_report import study
 from hookedmlp import ConfigError, MLPConfig
 from hookedmlp.data import load_mnist
