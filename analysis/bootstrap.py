@@ -91,15 +91,19 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values: ``max over j <= i of min(1, (m - j + 1) p_(j))`` in ascending order."""
+    """Holm's step-down adjusted p-values: ``max over j <= i of min(1, (m - j + 1) p_(j))`` in ascending order.
+
+    A NaN p-value (a statistic undefined on every draw, e.g. a constant score) stays NaN and is not counted in ``m``.
+    """
     p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1 or ((p < 0) | (p > 1) | ~np.isfinite(p)).any():
+    known = np.isfinite(p)
+    if p.ndim != 1 or ((p[known] < 0) | (p[known] > 1)).any() or np.isinf(p).any():
         raise ShapeError(f"expected a 1-D array of p-values in [0, 1], got {p.tolist()}")
-    order = np.argsort(p, kind="stable")
-    m = len(p)
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adjusted
+    out = np.full(len(p), np.nan)
+    finite = np.flatnonzero(known)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order])) if m else []
     return out
 
 

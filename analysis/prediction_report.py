@@ -31,7 +31,8 @@ def _rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
 
 
 def _p(value: float) -> str:
-    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
+    """A p-value as the tables print it; ``n/a`` where it is undefined (a constant score or property)."""
+    return "n/a" if not np.isfinite(value) else f"{value:.3f}" if value >= 0.001 else "< 0.001"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

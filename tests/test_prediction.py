@@ -46,6 +46,7 @@ def test_ranks_spearman_and_holm_against_scipy_and_by_hand():
     # a step-down maximum and the cap at 1: 0.02*3 = 0.06, 0.01*2 = 0.02 -> 0.06, 0.6*1 -> 0.6
     assert holm([0.01, 0.02, 0.6]).tolist() == pytest.approx([0.03, 0.04, 0.6])
     assert holm([0.5, 0.6]).tolist() == pytest.approx([1.0, 1.0])
+    assert holm([0.01, float("nan"), 0.02]).tolist() == pytest.approx([0.02, float("nan"), 0.02], nan_ok=True)
     assert bootstrap_p(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * 1 / 4)
 
 
