@@ -48,8 +48,9 @@ def _ci(e: Estimate) -> str:
 def prediction_section(results: Sequence[ModelResult], reps: int = REPS) -> list[str]:
     """The section's lines (markdown); says what it needs where the run is too small for a statistic."""
     rows = _rows(results)
-    variants = list(dict.fromkeys(r.variant for r in results))
-    seeds = min(sum(r.variant == v for r in results) for v in variants) if variants else 0
+    variants = list(dict.fromkeys(row["variant"] for row in rows))  # those with an internal hook class
+    seeds = min(len({row["seed"] for row in rows if row["variant"] == v}) for v in variants) if variants else 0
+    baseline = "baseline" if "baseline" in variants else variants[0] if variants else ""
     out = [
         "## Which properties predict steerability\n",
         f"Each internal hook class of each model, for each pair, is one row ({len(rows)} rows): its pAUC (`{SCORE}`) "
@@ -85,9 +86,9 @@ def prediction_section(results: Sequence[ModelResult], reps: int = REPS) -> list
             )
             + "\n"
         )
-        diffs = variant_differences(rows, SCORE, baseline=variants[0], reps=reps)
+        diffs = variant_differences(rows, SCORE, baseline=baseline, reps=reps)
         out += [
-            f"Each variant's mean pAUC minus the {variants[0]}'s (bootstrap over seeds, then pairs, within each):\n",
+            f"Each variant's mean pAUC minus the {baseline}'s (bootstrap over seeds, then pairs, within each):\n",
             _table(
                 ["variant", "difference", "95% CI", "p (Holm)"],
                 [[e.name, f"{e.value:+.3f}", _ci(e), _p(e.p_holm)] for e in diffs],
