@@ -25,11 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.properties import model_properties
 from analysis.selectivity import COEFFS
+from analysis.spread import stratified_subset
 from analysis.steer_report import best_internal, controls
 from analysis.steer_result import analysis_version
 from analysis.steerability import Steerability, SteerSettings, steerability
 from hookedmlp import HookedMLPError, HookedRoot, __version__
+from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.files.checkpoint import sha256_file
@@ -43,6 +46,7 @@ __all__ = [
     "QUICK",
     "SEEDS",
     "STUDY_SETTINGS",
+    "PROPERTY_PER_CLASS",
     "ModelResult",
     "study_model",
     "cell_files",
@@ -85,6 +89,8 @@ QUICK = ("baseline", "residual", "LeNet")
 SEEDS = (0, 1, 2, 3, 4)  # five per variant: with three against three no single comparison can reach p < 0.05
 STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cosine, batch 128
 TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
+PROPERTY_PER_CLASS = 50  # the property set: the first 50 training images of each digit (never scored on)
+STEER_COLUMNS = ("pauc", "pauc_score", "heldout_flip")  # the scores kept beside the properties, per class and pair
 
 
 def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
@@ -114,6 +120,8 @@ class ModelResult:
     train_seconds: float
     analysis_seconds: float
     steer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # one row per hook class and pair: its scores (STEER_COLUMNS) and its properties (analysis.properties)
+    properties: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def logit_hooks(self) -> list[str]:
@@ -236,13 +244,16 @@ def study_model(
     log: Callable[[str], None] = print,
     device: Union[str, torch.device] = "cpu",
     trained_seconds: float = 0.0,
+    property_per_class: int = PROPERTY_PER_CLASS,
 ) -> ModelResult:
     """Train (or load from ``cache``) one model of the family and analyse it at every hook point, on ``device``.
 
     The analysis runs with torch's current intra-op threads, which the result's cache key records (the last bits
     of the numbers depend on them). ``trained_seconds``: what training took where the model was trained before this
-    call (its seeds together), recorded in place of 0 for a model found in the cache.
+    call (its seeds together), recorded in place of 0 for a model found in the cache. Its properties are measured
+    on the first ``property_per_class`` training images of each digit (of ``train_data`` when given).
     """
+    property_set = _property_set(train_data, property_per_class)
     settings, model_path, result_path = cell_files(variant, seed, cache, settings, train_data)
     model, train_seconds = _train(variant, seed, model_path, train_data, settings, log, device, trained_seconds)
     steer_settings = SteerSettings(c_min=min(coeffs), c_max=max(coeffs))
@@ -251,6 +262,7 @@ def study_model(
         "analysis": analysis_version(),  # measured by this code: never another definition
         "steer_settings": dataclasses.asdict(steer_settings),
         "n_test": len(test[1]),
+        "n_properties": len(property_set[1]),
         "pairs": None if pairs is None else [list(p) for p in pairs],
         "threads": torch.get_num_threads(),
     }
@@ -264,6 +276,7 @@ def study_model(
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
         steer = steerability(model, test, pairs=pairs, settings=steer_settings)
+    props = model_properties(model, property_set, test, pairs=steer.pairs)
     result = ModelResult(
         variant.name,
         seed,
@@ -274,12 +287,33 @@ def study_model(
         train_seconds,
         time.perf_counter() - start,
         steer.summary(),
+        _joined(steer, props.table()),
     )
     with atomic_write(result_path, "w") as f:
         numbers = dataclasses.asdict(result)
         # the full steerability (every site and pair): what later measurements join on
         json.dump({**key, "result": numbers, "digest": _digest(numbers), "steerability": steer.to_dict()}, f)
     return result
+
+
+def _property_set(
+    train_data: Optional[tuple[Tensor, ...]], per_class: int = PROPERTY_PER_CLASS
+) -> tuple[Tensor, Tensor]:
+    """The first ``per_class`` training images of each digit (of ``train_data`` when given)."""
+    images, labels = (train_data[0], train_data[1]) if train_data is not None else load_mnist("train")
+    return stratified_subset(images, labels, per_class)
+
+
+def _joined(steer: Steerability, properties: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each hook class's scores per pair (``STEER_COLUMNS``) beside its properties, rounded to 6 digits."""
+    scores = {(r["site"], r["a"], r["b"]): r for r in steer.table() if r["kind"] == "class"}
+    return [
+        {
+            **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()},
+            **{m: round(scores[(row["site"], row["a"], row["b"])][m], 6) for m in STEER_COLUMNS},
+        }
+        for row in properties
+    ]
 
 
 def _per_hook(steer: Steerability) -> tuple[dict, dict, dict]:

@@ -23,7 +23,10 @@ __all__ = ["SteerSettings", "SiteResult", "Steerability", "analysis_version", "F
 
 FRONTIER = tuple(round(0.01 * i, 2) for i in range(21))  # collateral levels the mean frontier is kept at
 SENSITIVITY = ((0.3, 0.5, 0.7), (0.8, 0.9, 0.95))  # FLIP and KEEP thresholds the binary number is re-derived at
-_MEASURING = ("metrics", "paths", "curves", "rows", "hook_classes", "steer_result", "steerability", "selectivity")
+_MEASURING = (
+    *("metrics", "paths", "curves", "rows", "hook_classes", "steer_result", "steerability", "selectivity"),
+    "properties",
+)
 
 
 def analysis_version(root: Optional[Path] = None) -> str:

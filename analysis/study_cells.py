@@ -22,6 +22,7 @@ from torch import Tensor
 
 from analysis.executors import ExecutorSettings, Lost, run_tasks
 from analysis.family import (
+    PROPERTY_PER_CLASS,
     SEEDS,
     STUDY_SETTINGS,
     TEST_PER_CLASS,
@@ -63,6 +64,7 @@ class CellTask:
     device: str = "cpu"
     together: bool = True
     host: str = dataclasses.field(default_factory=socket.gethostname)  # the coordinator's
+    property_per_class: int = PROPERTY_PER_CLASS
 
 
 @dataclasses.dataclass
@@ -138,6 +140,7 @@ def run_cell_task(task: CellTask) -> CellOutcome:
                 log=lines.append,
                 device=task.device,
                 trained_seconds=trained.get(seed, 0.0),
+                property_per_class=task.property_per_class,
             )
             for seed in task.seeds
         ]
@@ -190,8 +193,11 @@ def run_study(
     executor: ExecutorSettings = SERIAL,
     device: str = "cpu",
     together: bool = True,
+    property_per_class: int = PROPERTY_PER_CLASS,
 ) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
+
+    Properties are measured on the first ``property_per_class`` training images of each digit.
 
     The cells run on ``executor`` (a task per group of a variant's seeds, its missing seeds trained ``together``, as
     few groups as keep the workers busy: ``seed_groups``; or one task per cell),
@@ -217,6 +223,7 @@ def run_study(
             None if pairs is None else tuple(tuple(p) for p in pairs),
             str(device),
             together,
+            property_per_class=property_per_class,
         )
         for v in variants
         for group in groups

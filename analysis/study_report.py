@@ -15,6 +15,7 @@ from analysis.executors import ExecutorSettings
 from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
 from analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
 from analysis.outputs import JSON_REL, Outputs
+from analysis.prediction_report import QUICK_REPS, REPS, prediction_section
 from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
 from analysis.spread import stratified_subset
 from analysis.steer_report import method_note, study_steer_table
@@ -195,6 +196,8 @@ def study_text(
             study_steer_table(results),
             "",
         ]
+    if results and results[0].properties:
+        s += prediction_section(results, QUICK_REPS if quick else REPS)
     s += [
         "## Conclusions\n",
         *_conclusions(summaries),
@@ -229,8 +232,9 @@ def study(
     """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md``.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
-    scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4. The models run on
-    ``executor`` (``analysis.study_cells.run_study``), on ``device``, a variant's seeds trained ``together``.
+    scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4, its properties measured on
+    20 training images per digit. The models run on ``executor`` (``analysis.study_cells.run_study``), on
+    ``device``, a variant's seeds trained ``together``.
     """
     out_dir, cache = Path(out_dir), Path(cache)
     check_writable(out_dir / "study.md")
@@ -258,6 +262,7 @@ def study(
             executor=executor,
             device=device,
             together=together,
+            property_per_class=20,
         )
         n_test = 200
     else:

@@ -16,6 +16,7 @@ __version__ = "0.2.0"
 # the module's ``attr`` under another name.
 _EXPORTS = {
     "ActivationCache": "hookedmlp.hooks.cache",
+    "ClassStatistics": "hookedmlp.stats.class_stats",
     "ArgumentTypeError": "hookedmlp.errors",
     "BatchDimError": "hookedmlp.errors",
     "CheckpointError": "hookedmlp.errors",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "HookPoint": "hookedmlp.hooks.point",
     "HookWarning": "hookedmlp.hooks.point",
     "InputDtypeError": "hookedmlp.errors",
+    "ProbeResult": "hookedmlp.stats.probe",
     "Layout": "hookedmlp.models.layout",
     "LeNetConfig": "hookedmlp.models.configs",
     "MissingExtraError": "hookedmlp.errors",
@@ -55,14 +57,16 @@ _EXPORTS = {
     "UsageError": "hookedmlp.errors",
     "ablate": "hookedmlp.steering.interventions",
     "capture": "hookedmlp.models.graph",
+    "class_statistics": "hookedmlp.stats.class_stats",
     "clamp": "hookedmlp.steering.interventions",
+    "linear_probe": "hookedmlp.stats.probe",
     "load": "hookedmlp.files.checkpoint:load_checkpoint",
     "patch": "hookedmlp.steering.interventions",
     "steer": "hookedmlp.steering.contrast",
     "steering_vector": "hookedmlp.steering.contrast:build_steering_vector",
 }
 # subpackages reachable as attributes (``hookedmlp.data.load_mnist`` after ``import hookedmlp``)
-_SUBMODULES = ("checks", "data", "errors", "files", "hooks", "models", "patching", "steering", "train")
+_SUBMODULES = ("checks", "data", "errors", "files", "hooks", "models", "patching", "stats", "steering", "train")
 
 __all__ = [*_EXPORTS, "__version__"]
 

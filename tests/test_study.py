@@ -109,6 +109,14 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert "| baseline | `layer1.post..layer3.pre` |" in text  # its one internal hook class, never the logits'
     assert all(h not in results[0].logit_hooks for h in (results[0].best_hook, "layer1.post"))
     assert (tmp_path / "figures" / "study_layers.png").exists()
+    # properties beside the scores, one row per hook class and pair; the page's prediction section from them
+    assert {(row["a"], row["b"]) for row in results[0].properties} == {
+        (a, b) for a in range(3) for b in range(3) if a != b
+    }
+    assert {"d_prime", "probe", "jacobian_share", "pauc"} <= set(results[0].properties[0])
+    assert "## Which properties predict steerability" in text
+    assert "| `d_prime` | d' of a's and b's images along v |" in text
+    assert "needs at least 2 seeds per variant; this run has 1." in text
     saved = results_from_dict(json.loads((tmp_path / "figures" / "study.json").read_text()))
     assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
