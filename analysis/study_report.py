@@ -11,16 +11,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult, run_study
-from analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
-from analysis.outputs import JSON_REL, Outputs
-from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
-from analysis.spread import stratified_subset
-from analysis.steer_report import method_note, study_steer_table
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
+from hookedmlp_analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult, run_study
+from hookedmlp_analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
+from hookedmlp_analysis.outputs import JSON_REL, Outputs
+from hookedmlp_analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.steer_report import method_note, study_steer_table
 
 __all__ = [
     "Spread",

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from analysis.claims import CLAIMS
-from analysis.published import study_tables
-from analysis.spread import VectorSource, run_claims, stratified_subset, vector_sources
 from hookedmlp.data import load_mnist
 from hookedmlp.steering import class_activations
+from hookedmlp_analysis.claims import CLAIMS
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.spread import VectorSource, run_claims, stratified_subset, vector_sources
 
 
 def test_vector_sources_are_ten_exemplars_and_the_mean():
