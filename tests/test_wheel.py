@@ -143,5 +143,5 @@ def test_the_installed_wheel_reproduces_outside_the_repository(wheel: Path, tmp_
     # every figure folder holds one plotly.js, which its pages load
     assert [p.relative_to(out).as_posix() for p in out.rglob("*.js")] == ["figures/plotly.min.js"]
     pages = list(out.rglob("*.html"))
-    assert len(pages) == 7 and all('src="plotly.min.js"' in p.read_text() for p in pages)
+    assert len(pages) == 8 and all('src="plotly.min.js"' in p.read_text() for p in pages)
     print(f"first output after {first:.2f} s")  # shown with -s: the bar appears within the first second
