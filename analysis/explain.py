@@ -75,6 +75,12 @@ class PixelExplanation:
         }
 
 
+def _inputs(model: HookedRoot, images: Tensor) -> Tensor:
+    """``images`` as the model takes them: its input shape, and its dtype (a float64 checkpoint too)."""
+    ref = model.reference_tensor()
+    return model.prepare_input(images.to(ref.dtype) if ref is not None else images)
+
+
 def _first_layer_is_linear(model: Any) -> None:
     if not isinstance(model, HookedMLP) or not isinstance(model.layout.layers[0].module, nn.Linear):
         raise UsageError(
@@ -106,7 +112,7 @@ def pixel_explanation(
     first = class_vectors(model, ["layer0.pre"], digits, "first", 0, data)["layer0.pre"]
     means = class_vectors(model, ["layer0.pre"], digits, "mean", 0, data)["layer0.pre"]
     index = {d: i for i, d in enumerate(digits)}
-    x = model.prepare_input(images).flatten(1)
+    x = _inputs(model, images).flatten(1)
     unsteered = model(x).argmax(1)
     n_digits = max(digits) + 1
     net, tpl, ov = (np.full((len(pairs), n_digits), np.nan) for _ in range(3))
@@ -157,7 +163,7 @@ def linear_explanation(
     ``gates[p]`` is the share of (image, unit) at the ReLUs after ``hook`` whose sign changes.
     """
     images, labels = test
-    x = model.prepare_input(images)
+    x = _inputs(model, images)
     hook = model.resolve_name(hook)
     gates = _relu_gates(model, hook)
     acts = class_vectors(model, [hook], sorted({c for p in pairs for c in p}), "first", 0, data)[hook]
@@ -204,7 +210,7 @@ def logit_windows(
             f"no hook point of {type(model).__name__} holds its logits; the window needs the exemplars' logits"
         )
     exemplar_logits = class_vectors(model, [out_hook], classes, "first", 0, data)[out_hook]
-    logits = model(images).double()
+    logits = model(_inputs(model, images)).double()
     index = {c: i for i, c in enumerate(classes)}
     out = []
     for a, b in pairs:
@@ -237,7 +243,7 @@ def pixel_panels(
     first = class_vectors(model, ["layer0.pre"], [a, b], "first", 0, data)["layer0.pre"]
     images, labels = test
     other = int(torch.nonzero((labels != a) & (labels != b))[0])
-    x = model.prepare_input(images[other : other + 1])[0]
+    x = _inputs(model, images[other : other + 1])[0]
     shape = tuple(model.accepted_input_shapes()[0])
     return {
         f"x_a: the first {a}": _image(first[0], shape),

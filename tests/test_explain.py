@@ -8,7 +8,7 @@ from torch import nn
 
 import hookedmlp
 from hookedmlp import HookedMLP, ResidualConfig, ResidualMLP, UsageError
-from hookedmlp_analysis.explain import linear_explanation, logit_windows, overlap, pixel_explanation
+from hookedmlp_analysis.explain import explain_summary, linear_explanation, logit_windows, overlap, pixel_explanation
 from hookedmlp_analysis.windows import bias_curve, window
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,3 +127,15 @@ def test_pixel_arithmetic_needs_a_chain_starting_with_a_linear(sets):
     ):
         pixel_explanation(res, sets[1], PAIRS, data=sets[0])
     assert hookedmlp.HookedMLP  # the route the message names exists
+
+
+def test_a_float64_model_takes_float32_images(tiny, sets):
+    train, test = sets
+    double = HookedMLP.from_sequential(tiny.to_sequential()).double().eval()
+    with torch.no_grad():
+        got = explain_summary(double, test, PAIRS, ["layer1.post"], flip=0.5, collateral=0.4, data=train)
+        want = explain_summary(tiny, test, PAIRS, ["layer1.post"], flip=0.5, collateral=0.4, data=train)
+    assert got["pixel"] == want["pixel"] and got["windows"]["with_window"] == want["windows"]["with_window"]
+    assert got["linear"]["layer1.post"]["explained"]["median"] == pytest.approx(
+        want["linear"]["layer1.post"]["explained"]["median"], abs=1e-4
+    )
