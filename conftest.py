@@ -13,11 +13,11 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
     import torch
     from torch import nn
 
-    import analysis
     import hookedmlp
-    from analysis.published import study_tables
+    import hookedmlp_analysis as analysis
     from hookedmlp.data import first_example, load_mnist
     from hookedmlp.train import TrainSettings, train_model
+    from hookedmlp_analysis.published import study_tables
 
     namespace = request.getfixturevalue("doctest_namespace")
     torch.manual_seed(0)

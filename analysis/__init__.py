@@ -1,15 +1,18 @@
-"""analysis: the study's grids, sweeps and distributions, built on hookedmlp's public API.
+"""hookedmlp_analysis: the study's grids, sweeps and distributions, built on hookedmlp's public API.
 
-Figures live in ``analysis.figures`` (the only module that imports plotly); import it explicitly.
+The folder is ``analysis/``; it installs as ``hookedmlp_analysis`` (``import hookedmlp_analysis``), a
+name no other project's top-level package will have. In a checkout, ``import analysis`` from the
+repository's root still finds the folder itself (another copy of the same modules). Figures live in
+``hookedmlp_analysis.figures`` (the only module that imports plotly); import it explicitly.
 """
 
-from analysis.distributions import steered_distributions
-from analysis.engine import Addition, evaluate_additions
-from analysis.grid import GridResult, steering_grid
-from analysis.hook_classes import hook_classes
-from analysis.metrics import METRICS
-from analysis.steerability import Steerability, SteerSettings, steerability
-from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
+from hookedmlp_analysis.distributions import steered_distributions
+from hookedmlp_analysis.engine import Addition, evaluate_additions
+from hookedmlp_analysis.grid import GridResult, steering_grid
+from hookedmlp_analysis.hook_classes import hook_classes
+from hookedmlp_analysis.metrics import METRICS
+from hookedmlp_analysis.steerability import Steerability, SteerSettings, steerability
+from hookedmlp_analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
 __all__ = [
     "Addition",

@@ -6,11 +6,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analysis.engine import Addition
 from hookedmlp import HookedRoot
 from hookedmlp.checks import check_coeff, check_scale_fits
 from hookedmlp.data.labelled import Labelled, as_labelled, default_data
 from hookedmlp.steering import class_activations
+from hookedmlp_analysis.engine import Addition
 
 __all__ = ["class_vectors", "pair_additions", "source_data", "all_pairs"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.metrics import check_level
 from hookedmlp.errors import ShapeError, UsageError
+from hookedmlp_analysis.metrics import check_level
 
 __all__ = ["Nested", "ranks", "spearman", "holm", "percentile_interval", "bootstrap_p", "check_groups"]
 

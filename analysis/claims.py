@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.grid import GridResult
-from analysis.published import StudyTables, ranks, spearman
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.published import StudyTables, ranks, spearman
 
 __all__ = [
     "Claim",

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from analysis.paths import Paths
+from hookedmlp_analysis.paths import Paths
 
 __all__ = ["StepCurve", "pair_curve", "heldout", "mean_kl", "split_halves"]
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.grid import steering_grid
 from hookedmlp import HookedRoot
+from hookedmlp_analysis.grid import steering_grid
 
 __all__ = ["steered_distributions"]
 

@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analysis.metrics import METRICS, ScoringSet
-from analysis.suffix import compile_suffix
 from hookedmlp import HookedMLP, HookedRoot, ShapeError, SteeringError, UsageError
 from hookedmlp.checks import check_int
 from hookedmlp.models import facts
 from hookedmlp.models.cut import Cut, GraphView, graph_view
 from hookedmlp.models.cut import fold as fold_node
+from hookedmlp_analysis.metrics import METRICS, ScoringSet
+from hookedmlp_analysis.suffix import compile_suffix
 
 __all__ = ["Addition", "Evaluation", "CHUNK_ELEMENTS", "fold", "evaluate_additions", "evaluate_plain", "unsteered"]
 

@@ -24,12 +24,12 @@ import torch.autograd.forward_ad as fwd
 from torch import Tensor, nn
 
 import hookedmlp
-from analysis.additions import class_vectors
-from analysis.hook_classes import OUTPUT, affine_next
-from analysis.published import spearman
-from analysis.windows import Window, bias_curve, window
 from hookedmlp import HookedMLP, HookedRoot, SteeringVector, UsageError
 from hookedmlp.checks import check_class
+from hookedmlp_analysis.additions import class_vectors
+from hookedmlp_analysis.hook_classes import OUTPUT, affine_next
+from hookedmlp_analysis.published import spearman
+from hookedmlp_analysis.windows import Window, bias_curve, window
 
 __all__ = [
     "PixelExplanation",

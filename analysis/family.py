@@ -25,12 +25,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.properties import model_properties
-from analysis.selectivity import COEFFS
-from analysis.spread import stratified_subset
-from analysis.steer_report import best_internal, controls
-from analysis.steer_result import analysis_version
-from analysis.steerability import Steerability, SteerSettings, steerability
 from hookedmlp import HookedMLPError, HookedRoot, __version__
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
@@ -39,6 +33,12 @@ from hookedmlp.files.checkpoint import sha256_file
 from hookedmlp.models.configs import LeNetConfig, MLPConfig, Recipe, ResidualConfig, config_to_dict
 from hookedmlp.train import TrainSettings, evaluate, train_model
 from hookedmlp.train_files import partial_path
+from hookedmlp_analysis.properties import model_properties
+from hookedmlp_analysis.selectivity import COEFFS
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.steer_report import best_internal, controls
+from hookedmlp_analysis.steer_result import analysis_version
+from hookedmlp_analysis.steerability import Steerability, SteerSettings, steerability
 
 __all__ = [
     "Variant",

@@ -20,17 +20,17 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from analysis.claims import CLAIMS
-from analysis.family import ModelResult
-from analysis.grid import GridResult
-from analysis.metrics import METRICS
-from analysis.published import StudyTables
-from analysis.spread import Run
-from analysis.sweep import CoeffSweep, LayerSweep
 from hookedmlp import ConfigError
 from hookedmlp.checks import check_choice
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.patching import PatchResult, compare
+from hookedmlp_analysis.claims import CLAIMS
+from hookedmlp_analysis.family import ModelResult
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.metrics import METRICS
+from hookedmlp_analysis.published import StudyTables
+from hookedmlp_analysis.spread import Run
+from hookedmlp_analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = [
     "grid_heatmap",

@@ -11,9 +11,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.additions import all_pairs, pair_additions, source_data
-from analysis.engine import CHUNK_ELEMENTS, Addition, Evaluation, evaluate_additions
-from analysis.metrics import METRICS, ByName
 from hookedmlp import ConfigError, HookedRoot, SteeringError, UsageError
 from hookedmlp.checks import check_choice, check_coeff
 from hookedmlp.data import load_mnist
@@ -21,6 +18,9 @@ from hookedmlp.data.labelled import as_labelled
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.models import facts
 from hookedmlp.steering import model_fingerprint
+from hookedmlp_analysis.additions import all_pairs, pair_additions, source_data
+from hookedmlp_analysis.engine import CHUNK_ELEMENTS, Addition, Evaluation, evaluate_additions
+from hookedmlp_analysis.metrics import METRICS, ByName
 
 __all__ = ["GridResult", "steering_grid", "scoring_set", "grids_from_evaluation", "check_overflow", "NORMAL_ROW"]
 

@@ -1,6 +1,6 @@
 """The numbers and figures of docs/patching.md: which units carry "this is a 3 and not a 1"?
 
-Run ``python -m analysis.patching_example`` (280 s of CPU time, 11.5 minutes on the shared 2-core
+Run ``python -m hookedmlp_analysis.patching_example`` (280 s of CPU time, 11.5 minutes on the shared 2-core
 machine): it prints the page's tables as Markdown and writes ``docs/figures/patching.json`` and the figures
 ``docs/figures/patching_{map,hooks,agreement}.{png,html}``.
 
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analysis.figures import attribution_scatter, patching_heatmap, patching_hooks_figure, write_figure
 from hookedmlp import HookedMLP, SteeringVector
 from hookedmlp.data import load_mnist
 from hookedmlp.files.atomic import atomic_write
 from hookedmlp.patching import activation_patch, attribution_patch, compare
+from hookedmlp_analysis.figures import attribution_scatter, patching_heatmap, patching_hooks_figure, write_figure
 
 __all__ = ["run", "main", "PAIRS", "SETS", "KS", "HOOK"]
 
@@ -203,7 +203,7 @@ def markdown(numbers: dict[str, Any]) -> str:
 
 
 def main(argv: Any = None) -> None:
-    """``python -m analysis.patching_example [--out docs]``."""
+    """``python -m hookedmlp_analysis.patching_example [--out docs]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"), help="docs directory (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.metrics import METRICS, Scored, ScoringSet
-from analysis.rows import Site
+from hookedmlp_analysis.metrics import METRICS, Scored, ScoringSet
+from hookedmlp_analysis.rows import Site
 
 __all__ = ["Paths", "prediction_paths", "bisection_points"]
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.bootstrap import Nested, bootstrap_p, check_groups, holm, percentile_interval, spearman
-from analysis.metrics import check_level
 from hookedmlp.checks import check_choice, check_int
 from hookedmlp.errors import ConfigError, UsageError
+from hookedmlp_analysis.bootstrap import Nested, bootstrap_p, check_groups, holm, percentile_interval, spearman
+from hookedmlp_analysis.metrics import check_level
 
 __all__ = ["Estimate", "property_correlations", "heldout_r2", "prediction_r2", "variant_differences"]
 

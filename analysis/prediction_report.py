@@ -10,9 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from analysis.family import ModelResult
-from analysis.prediction import Estimate, heldout_r2, prediction_r2, property_correlations, variant_differences
-from analysis.properties import DESCRIPTIONS, PROPERTIES
+from hookedmlp_analysis.family import ModelResult
+from hookedmlp_analysis.prediction import (
+    Estimate,
+    heldout_r2,
+    prediction_r2,
+    property_correlations,
+    variant_differences,
+)
+from hookedmlp_analysis.properties import DESCRIPTIONS, PROPERTIES
 
 __all__ = ["prediction_section", "SCORE", "REPS", "QUICK_REPS"]
 

@@ -33,16 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analysis.additions import class_vectors, source_data
-from analysis.hook_classes import HookClass, hook_classes
-from analysis.metrics import ScoringSet
-from analysis.rows import hook_site
-from analysis.selectivity import off_diagonal_pairs
 from hookedmlp import HookedRoot, linear_probe
 from hookedmlp.checks import check_class, check_int
 from hookedmlp.data.labelled import check_examples
 from hookedmlp.errors import ConfigError, UsageError
 from hookedmlp.stats import ClassStatistics
+from hookedmlp_analysis.additions import class_vectors, source_data
+from hookedmlp_analysis.hook_classes import HookClass, hook_classes
+from hookedmlp_analysis.metrics import ScoringSet
+from hookedmlp_analysis.rows import hook_site
+from hookedmlp_analysis.selectivity import off_diagonal_pairs
 
 __all__ = [
     "PROPERTIES",

@@ -28,7 +28,7 @@ def study_tables() -> StudyTables:
         >>> study_tables().grid[3, 1]
         np.float64(12.7)
     """
-    root = resources.files("analysis") / "seed_data"
+    root = resources.files(__package__) / "seed_data"
     with (root / "grid_layer0.csv").open() as f:
         rows = list(csv.reader(f))
     body = {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}

@@ -10,13 +10,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
-from analysis.explain_report import explain_section
-from analysis.grid import NORMAL_ROW, GridResult
-from analysis.published import StudyTables, spearman, study_tables
-from analysis.spread import Run, VectorSource
-from analysis.steer_report import steer_section
-from analysis.sweep import CoeffSweep, LayerSweep
+from hookedmlp_analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
+from hookedmlp_analysis.explain_report import explain_section
+from hookedmlp_analysis.grid import NORMAL_ROW, GridResult
+from hookedmlp_analysis.published import StudyTables, spearman, study_tables
+from hookedmlp_analysis.spread import Run, VectorSource
+from hookedmlp_analysis.steer_report import steer_section
+from hookedmlp_analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = ["Reproduction", "report_text"]
 

@@ -24,23 +24,23 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from analysis import figures as fig
-from analysis.claims import CLAIMS, evaluate_claims, summarise
-from analysis.executors import ExecutorSettings
-from analysis.explain import explain_summary
-from analysis.grid import GridResult
-from analysis.outputs import JSON_REL, Outputs, numbers_of
-from analysis.published import study_tables
-from analysis.report import Reproduction, report_text
-from analysis.spread import spread, stratified_subset, vector_sources
-from analysis.steerability import steerability
-from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, load
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import UsageError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.progress import JobProgress
 from hookedmlp.train import evaluate, train_model
+from hookedmlp_analysis import figures as fig
+from hookedmlp_analysis.claims import CLAIMS, evaluate_claims, summarise
+from hookedmlp_analysis.executors import ExecutorSettings
+from hookedmlp_analysis.explain import explain_summary
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.outputs import JSON_REL, Outputs, numbers_of
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.report import Reproduction, report_text
+from hookedmlp_analysis.spread import spread, stratified_subset, vector_sources
+from hookedmlp_analysis.steerability import steerability
+from hookedmlp_analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
 __all__ = ["Reproduction", "reproduce", "distribution_pairs", "DOSE_PAIRS", "SEED_MODELS", "CONTROL_MODEL"]
 

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from analysis.hook_classes import OUTPUT, affine_next
-from analysis.metrics import ScoringSet
 from hookedmlp import HookedMLP, HookedRoot
 from hookedmlp.models.cut import Cut, graph_view
+from hookedmlp_analysis.hook_classes import OUTPUT, affine_next
+from hookedmlp_analysis.metrics import ScoringSet
 
 __all__ = ["Site", "hook_site", "input_site", "output_site", "ROW_ELEMENTS"]
 

@@ -13,13 +13,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.additions import pair_additions, source_data
-from analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
-from analysis.grid import scoring_set
-from analysis.metrics import ByName
 from hookedmlp import HookedRoot
 from hookedmlp.checks import check_coeff
 from hookedmlp.errors import ConfigError
+from hookedmlp_analysis.additions import pair_additions, source_data
+from hookedmlp_analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
+from hookedmlp_analysis.grid import scoring_set
+from hookedmlp_analysis.metrics import ByName
 
 __all__ = ["Selectivity", "selectivity", "COEFFS", "FLIP", "KEEP", "off_diagonal_pairs"]
 

@@ -18,13 +18,13 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from analysis.claims import evaluate_claims
-from analysis.executors import ExecutorSettings, Lost, run_tasks
-from analysis.grid import GridResult
-from analysis.published import StudyTables
-from analysis.sweep import all_pairs_sweep
 from hookedmlp import HookedRoot
 from hookedmlp.errors import ClusterError
+from hookedmlp_analysis.claims import evaluate_claims
+from hookedmlp_analysis.executors import ExecutorSettings, Lost, run_tasks
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.published import StudyTables
+from hookedmlp_analysis.sweep import all_pairs_sweep
 
 __all__ = ["VectorSource", "Run", "vector_sources", "stratified_subset", "run_claims", "spread", "POSTS"]
 

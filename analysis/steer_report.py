@@ -10,9 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.metrics import SCORES
-from analysis.selectivity import FLIP, KEEP
-from analysis.steer_result import SENSITIVITY
+from hookedmlp_analysis.metrics import SCORES
+from hookedmlp_analysis.selectivity import FLIP, KEEP
+from hookedmlp_analysis.steer_result import SENSITIVITY
 
 __all__ = ["best_internal", "pixel_site", "controls", "steer_section", "study_steer_table", "method_note"]
 

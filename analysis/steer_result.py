@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.metrics import DECIMALS, ByName, check_axis, check_level, check_score, rounded
-from analysis.selectivity import COEFFS, FLIP, KEEP
 from hookedmlp.checks import check_int, check_number
 from hookedmlp.errors import ConfigError, UsageError
+from hookedmlp_analysis.metrics import DECIMALS, ByName, check_axis, check_level, check_score, rounded
+from hookedmlp_analysis.selectivity import COEFFS, FLIP, KEEP
 
 __all__ = ["SteerSettings", "SiteResult", "Steerability", "analysis_version", "FRONTIER", "SENSITIVITY"]
 

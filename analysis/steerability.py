@@ -28,18 +28,18 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from analysis.additions import class_vectors, source_data
-from analysis.curves import heldout, mean_kl, pair_curve, split_halves
-from analysis.grid import scoring_set
-from analysis.hook_classes import HookClass, fold_between, hook_classes
-from analysis.metrics import METRICS, ScoringSet
-from analysis.paths import Paths, prediction_paths
-from analysis.rows import Site, hook_site, input_site, output_site
-from analysis.selectivity import off_diagonal_pairs
-from analysis.steer_result import FRONTIER, SiteResult, Steerability, SteerSettings, analysis_version
 from hookedmlp import HookedMLP, HookedRoot
 from hookedmlp.checks import check_class
 from hookedmlp.errors import ConfigError, UsageError
+from hookedmlp_analysis.additions import class_vectors, source_data
+from hookedmlp_analysis.curves import heldout, mean_kl, pair_curve, split_halves
+from hookedmlp_analysis.grid import scoring_set
+from hookedmlp_analysis.hook_classes import HookClass, fold_between, hook_classes
+from hookedmlp_analysis.metrics import METRICS, ScoringSet
+from hookedmlp_analysis.paths import Paths, prediction_paths
+from hookedmlp_analysis.rows import Site, hook_site, input_site, output_site
+from hookedmlp_analysis.selectivity import off_diagonal_pairs
+from hookedmlp_analysis.steer_result import FRONTIER, SiteResult, Steerability, SteerSettings, analysis_version
 
 __all__ = ["steerability", "SteerSettings", "Steerability", "SiteResult"]
 

@@ -20,8 +20,14 @@ from typing import Optional
 
 from torch import Tensor
 
-from analysis.executors import ExecutorSettings, Lost, run_tasks
-from analysis.family import (
+from hookedmlp.data import load_mnist
+from hookedmlp.errors import ClusterError
+from hookedmlp.files.atomic import atomic_write
+from hookedmlp.train import TrainSettings
+from hookedmlp.train_files import partial_path
+from hookedmlp.train_seeds import train_seeds
+from hookedmlp_analysis.executors import ExecutorSettings, Lost, run_tasks
+from hookedmlp_analysis.family import (
     PROPERTY_PER_CLASS,
     SEEDS,
     STUDY_SETTINGS,
@@ -35,14 +41,8 @@ from analysis.family import (
     study_model,
     unique,
 )
-from analysis.selectivity import COEFFS
-from analysis.spread import stratified_subset
-from hookedmlp.data import load_mnist
-from hookedmlp.errors import ClusterError
-from hookedmlp.files.atomic import atomic_write
-from hookedmlp.train import TrainSettings
-from hookedmlp.train_files import partial_path
-from hookedmlp.train_seeds import train_seeds
+from hookedmlp_analysis.selectivity import COEFFS
+from hookedmlp_analysis.spread import stratified_subset
 
 __all__ = ["CellTask", "CellOutcome", "run_cell_task", "merge", "seed_groups", "run_study"]
 

@@ -11,19 +11,19 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.executors import ExecutorSettings
-from analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
-from analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
-from analysis.outputs import JSON_REL, Outputs
-from analysis.prediction_report import QUICK_REPS, REPS, prediction_section
-from analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
-from analysis.spread import stratified_subset
-from analysis.steer_report import method_note, study_steer_table
-from analysis.study_cells import SERIAL, run_study
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
+from hookedmlp_analysis.executors import ExecutorSettings
+from hookedmlp_analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
+from hookedmlp_analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
+from hookedmlp_analysis.outputs import JSON_REL, Outputs
+from hookedmlp_analysis.prediction_report import QUICK_REPS, REPS, prediction_section
+from hookedmlp_analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.steer_report import method_note, study_steer_table
+from hookedmlp_analysis.study_cells import SERIAL, run_study
 
 __all__ = [
     "Spread",

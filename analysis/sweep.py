@@ -6,12 +6,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from analysis.additions import all_pairs, pair_additions, source_data
-from analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
-from analysis.grid import GridResult, grids_from_evaluation, scoring_set
-from analysis.metrics import METRICS, ByName
 from hookedmlp import ConfigError, HookedRoot
 from hookedmlp.checks import check_choice, check_coeff
+from hookedmlp_analysis.additions import all_pairs, pair_additions, source_data
+from hookedmlp_analysis.engine import CHUNK_ELEMENTS, evaluate_additions, unsteered
+from hookedmlp_analysis.grid import GridResult, grids_from_evaluation, scoring_set
+from hookedmlp_analysis.metrics import METRICS, ByName
 
 __all__ = ["LayerSweep", "CoeffSweep", "layer_sweep", "coeff_sweep", "all_pairs_sweep", "DEFAULT_COEFFS"]
 

@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analysis.curves import StepCurve
-from analysis.metrics import check_level
+from hookedmlp_analysis.curves import StepCurve
+from hookedmlp_analysis.metrics import check_level
 
 __all__ = ["class_interval", "keep_until", "bias_curve", "Window", "window"]
 

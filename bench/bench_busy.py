@@ -23,12 +23,12 @@ from collections.abc import Callable
 
 import torch
 
-from analysis.grid import steering_grid
-from analysis.published import study_tables
-from analysis.spread import run_claims, stratified_subset, vector_sources
 from hookedmlp import HookedMLP
 from hookedmlp.cores import pick_threads
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis.grid import steering_grid
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.spread import run_claims, stratified_subset, vector_sources
 
 
 def jobs() -> dict[str, Callable[[], object]]:

@@ -32,11 +32,11 @@ import torchvision
 from _timing import per_call
 from torch import nn
 
-from analysis.additions import all_pairs, pair_additions
-from analysis.engine import evaluate_plain
-from analysis.grid import steering_grid
 from hookedmlp import HookedMLP, ResidualConfig, ResidualMLP, capture
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis.additions import all_pairs, pair_additions
+from hookedmlp_analysis.engine import evaluate_plain
+from hookedmlp_analysis.grid import steering_grid
 
 
 class PlainResidual(nn.Module):

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from analysis.executors import ExecutorSettings, run_tasks
+from hookedmlp_analysis.executors import ExecutorSettings, run_tasks
 
 
 def _nothing(task: tuple[int, int]) -> bytes:

@@ -22,12 +22,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from analysis.additions import all_pairs, pair_additions
-from analysis.engine import evaluate_plain
-from analysis.grid import steering_grid
-from analysis.sweep import all_pairs_sweep
 from hookedmlp import HookedMLP, LeNetConfig
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis.additions import all_pairs, pair_additions
+from hookedmlp_analysis.engine import evaluate_plain
+from hookedmlp_analysis.grid import steering_grid
+from hookedmlp_analysis.sweep import all_pairs_sweep
 
 CLOCK = [time.perf_counter]
 

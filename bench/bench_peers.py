@@ -27,9 +27,9 @@ import torch
 from _timing import per_call
 from torch import nn
 
-from analysis import steering_grid
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis import steering_grid
 
 HOOK = "layer0.post"
 

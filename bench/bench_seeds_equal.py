@@ -15,10 +15,10 @@ import dataclasses
 
 import torch
 
-from analysis.family import STUDY_SETTINGS, VARIANTS
 from hookedmlp.data import load_mnist
 from hookedmlp.train import train_model
 from hookedmlp.train_seeds import train_seeds
+from hookedmlp_analysis.family import STUDY_SETTINGS, VARIANTS
 
 SEEDS = (0, 1, 2)
 

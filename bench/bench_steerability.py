@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from analysis.family import STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS
-from analysis.hook_classes import hook_classes
-from analysis.selectivity import COEFFS, off_diagonal_pairs, selectivity
-from analysis.spread import stratified_subset
-from analysis.steerability import SteerSettings, steerability
 from hookedmlp import HookedRoot
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, train_model
+from hookedmlp_analysis.family import STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS
+from hookedmlp_analysis.hook_classes import hook_classes
+from hookedmlp_analysis.selectivity import COEFFS, off_diagonal_pairs, selectivity
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.steerability import SteerSettings, steerability
 
 
 def model_of(variant, cache: Path, seed: int) -> tuple[HookedRoot, str]:

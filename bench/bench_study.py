@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from analysis.additions import pair_additions
-from analysis.engine import evaluate_plain
-from analysis.family import TEST_PER_CLASS, VARIANTS
-from analysis.selectivity import COEFFS
-from analysis.spread import stratified_subset
 from hookedmlp import HookedRoot
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis.additions import pair_additions
+from hookedmlp_analysis.engine import evaluate_plain
+from hookedmlp_analysis.family import TEST_PER_CLASS, VARIANTS
+from hookedmlp_analysis.selectivity import COEFFS
+from hookedmlp_analysis.spread import stratified_subset
 
 
 def main() -> None:

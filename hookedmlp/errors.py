@@ -134,7 +134,7 @@ def capped(items: Sequence[object], n: int = 4) -> str:
 
 # Packages whose frames a warning skips: hookedmlp's own, and those between a user's line and hookedmlp's code
 # (torch's Module.__call__ around a hook point's forward; the type checkers wrapping functions in the tests).
-_NOT_THE_CALLER = ("hookedmlp", "analysis", "torch", "jaxtyping", "typeguard")
+_NOT_THE_CALLER = ("hookedmlp", "hookedmlp_analysis", "analysis", "torch", "jaxtyping", "typeguard")
 
 
 def warn(message: str, category: type[Warning]) -> None:

@@ -21,21 +21,6 @@ from typing import Any, Optional
 
 import torch
 
-from analysis.executors import ExecutorSettings
-from analysis.family import VARIANTS
-from analysis.figures import (
-    attribution_scatter,
-    grid_heatmap,
-    layer_sweep_figure,
-    patching_heatmap,
-    patching_hooks_figure,
-    write_figure,
-)
-from analysis.grid import steering_grid
-from analysis.published import study_tables
-from analysis.reproduce import reproduce
-from analysis.study_report import study
-from analysis.sweep import layer_sweep
 from hookedmlp.cores import pick_threads
 from hookedmlp.data import load_mnist
 from hookedmlp.devices import resolve_device
@@ -49,6 +34,21 @@ from hookedmlp.models.graph import capture
 from hookedmlp.patching import activation_patch, attribution_patch, compare
 from hookedmlp.progress import JobProgress
 from hookedmlp.train import TrainingInterrupted, TrainSettings, train_model
+from hookedmlp_analysis.executors import ExecutorSettings
+from hookedmlp_analysis.family import VARIANTS
+from hookedmlp_analysis.figures import (
+    attribution_scatter,
+    grid_heatmap,
+    layer_sweep_figure,
+    patching_heatmap,
+    patching_hooks_figure,
+    write_figure,
+)
+from hookedmlp_analysis.grid import steering_grid
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.reproduce import reproduce
+from hookedmlp_analysis.study_report import study
+from hookedmlp_analysis.sweep import layer_sweep
 from hookedmlp_cli.parser import ARCHS, FIGURE_FORMATS, build_parser, parse_args
 
 __all__ = ["main", "run", "build_parser", "recipe_from_args", "figure_target"]

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.curves import StepCurve, heldout, mean_kl, pair_curve, split_halves
-from analysis.metrics import ScoringSet
-from analysis.paths import Paths, bisection_points, prediction_paths
-from analysis.rows import output_site
 from hookedmlp import HookedMLP
+from hookedmlp_analysis.curves import StepCurve, heldout, mean_kl, pair_curve, split_halves
+from hookedmlp_analysis.metrics import ScoringSet
+from hookedmlp_analysis.paths import Paths, bisection_points, prediction_paths
+from hookedmlp_analysis.rows import output_site
 
 
 def curve(coeffs: list, flip: list, collateral: list) -> StepCurve:

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis import engine
-from analysis.engine import Addition, Evaluation, evaluate_additions, evaluate_plain, fold, unsteered
-from analysis.metrics import METRICS
 from hookedmlp import ConfigError, HookedMLP, MLPConfig, ShapeError, SteeringError, UsageError
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis import engine
+from hookedmlp_analysis.engine import Addition, Evaluation, evaluate_additions, evaluate_plain, fold, unsteered
+from hookedmlp_analysis.metrics import METRICS
 
 N = 200
 PAIRS = [(3, 1), (0, 9), (5, 6), (7, 2), (1, 8)]

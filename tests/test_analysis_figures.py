@@ -9,12 +9,12 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from analysis import figures
-from analysis.grid import GridResult
-from analysis.metrics import METRICS
-from analysis.published import study_tables
-from analysis.sweep import CoeffSweep, LayerSweep
 from hookedmlp import ConfigError, UsageError
+from hookedmlp_analysis import figures
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.metrics import METRICS
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.sweep import CoeffSweep, LayerSweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOOKS = [f"layer{i}.{w}" for i in range(5) for w in ("pre", "post")]
@@ -316,8 +316,8 @@ def test_write_figure_stem_with_dot(grid, tmp_path) -> None:
 
 
 def _runs(n_models: int = 2) -> list:
-    from analysis.claims import CLAIMS
-    from analysis.spread import Run, vector_sources
+    from hookedmlp_analysis.claims import CLAIMS
+    from hookedmlp_analysis.spread import Run, vector_sources
 
     rng = np.random.default_rng(0)
     return [
@@ -329,7 +329,7 @@ def _runs(n_models: int = 2) -> list:
 
 def test_spread_figure_titles_fit_their_panels_and_never_overlap() -> None:
     """A title line is at most half an em per character wide (Helvetica's lower case is narrower)."""
-    from analysis.claims import CLAIMS
+    from hookedmlp_analysis.claims import CLAIMS
 
     fig = figures.spread_figure(_runs(), [c.key for c in CLAIMS], study_tables())
     plot_width = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
@@ -348,7 +348,7 @@ def test_spread_figure_titles_fit_their_panels_and_never_overlap() -> None:
 
 
 def test_spread_figure_marks_verdicts_and_thresholds() -> None:
-    from analysis.claims import CLAIMS, rank_threshold
+    from hookedmlp_analysis.claims import CLAIMS, rank_threshold
 
     runs = _runs()
     fig = figures.spread_figure(runs, [c.key for c in CLAIMS], study_tables())

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.distributions import steered_distributions
-from analysis.grid import NORMAL_ROW, GridResult, steering_grid
-from analysis.metrics import METRICS
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError, HookedMLPError, HookNameError
+from hookedmlp_analysis.distributions import steered_distributions
+from hookedmlp_analysis.grid import NORMAL_ROW, GridResult, steering_grid
+from hookedmlp_analysis.metrics import METRICS
 
 N = 300
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.grid import GridResult, steering_grid
-from analysis.metrics import METRICS, Metric, Scored
-from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
+from hookedmlp_analysis.grid import GridResult, steering_grid
+from hookedmlp_analysis.metrics import METRICS, Metric, Scored
+from hookedmlp_analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
 N = 100
 

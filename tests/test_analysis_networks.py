@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from analysis.additions import all_pairs, pair_additions
-from analysis.engine import evaluate_additions, evaluate_plain
-from analysis.grid import GridResult, steering_grid
-from analysis.metrics import METRICS
-from analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp import HookedMLP, HookedRoot, ResidualConfig, ResidualMLP
+from hookedmlp_analysis.additions import all_pairs, pair_additions
+from hookedmlp_analysis.engine import evaluate_additions, evaluate_plain
+from hookedmlp_analysis.grid import GridResult, steering_grid
+from hookedmlp_analysis.metrics import METRICS
+from hookedmlp_analysis.sweep import all_pairs_sweep, coeff_sweep, layer_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster on a busy machine
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.suffix import compile_suffix, tiling_window
+from hookedmlp_analysis.suffix import compile_suffix, tiling_window
 
 
 def reference(modules, x: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.grid import GridResult, steering_grid
-from analysis.metrics import METRICS
-from analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
 from hookedmlp.errors import SteeringError
+from hookedmlp_analysis.grid import GridResult, steering_grid
+from hookedmlp_analysis.metrics import METRICS
+from hookedmlp_analysis.sweep import CoeffSweep, LayerSweep, all_pairs_sweep, coeff_sweep, layer_sweep
 
 N = 200
 DIGITS = (0, 1, 3, 5, 7)

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.grid import GridResult
 from hookedmlp import HookedMLP, MLPConfig, SteeringVector
 from hookedmlp.files.atomic import atomic_write
+from hookedmlp_analysis.grid import GridResult
 
 REPO = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc/self/fd are Linux features")
@@ -133,8 +133,8 @@ STALL_WRITER = """
     from pathlib import Path
     import numpy as np, torch
     import plotly.graph_objects as go
-    from analysis.figures import write_figure
-    from analysis.grid import GridResult
+    from hookedmlp_analysis.figures import write_figure
+    from hookedmlp_analysis.grid import GridResult
     from hookedmlp import HookedMLP, MLPConfig, SteeringVector
 
     d = Path(sys.argv[1])

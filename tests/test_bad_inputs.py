@@ -29,7 +29,6 @@ import torch
 from _fs import full_dir, readonly_dir
 from jaxtyping import TypeCheckError
 
-from analysis.grid import steering_grid
 from hookedmlp import (
     CheckpointError,
     ConfigError,
@@ -48,6 +47,7 @@ from hookedmlp import (
 )
 from hookedmlp.data import prepare_mnist
 from hookedmlp.steering import build_steering_vector
+from hookedmlp_analysis.grid import steering_grid
 from hookedmlp_cli.commands import main
 
 # True when pytest's --jaxtyping-packages instrumented the library (the default here).

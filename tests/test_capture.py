@@ -245,7 +245,7 @@ def test_bad_inputs():
 
 
 def test_a_tuple_or_dict_output_names_its_logits_for_the_analysis():
-    from analysis.grid import steering_grid
+    from hookedmlp_analysis.grid import steering_grid
 
     net = zoo.KINDS["dict_out"][0]()
     model = capture(net, (16,), output="logits")
@@ -286,7 +286,7 @@ def test_what_fx_cannot_trace_torch_export_captures():
         with model.steer(hookedmlp.SteeringVector({"relu": torch.ones(8)})):
             assert torch.equal(model(x), net.fc2(torch.relu(net.fc1(x.flatten(1))) + 1))
     images, labels = torch.rand(12, 1, 4, 4), torch.arange(12) % 3
-    from analysis.grid import steering_grid
+    from hookedmlp_analysis.grid import steering_grid
 
     grid = steering_grid(model, "relu", data=(images, labels), test=(images, labels), digits=(0, 1, 2))
     assert "folded prefix/suffix" in grid.engine

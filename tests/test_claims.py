@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.claims import CLAIMS, flips_as_the_study_says, permutation_p, summarise
-from analysis.grid import GridResult
+from hookedmlp_analysis.claims import CLAIMS, flips_as_the_study_says, permutation_p, summarise
+from hookedmlp_analysis.grid import GridResult
 
 
 def _grid(dist: np.ndarray) -> GridResult:
@@ -64,8 +64,8 @@ def test_summarise_counts_verdicts_and_spreads_numbers():
 
 def test_rank_threshold_is_where_the_permutation_p_crosses_rank_p() -> None:
     """Grids whose rho lies clearly above the drawn line hold, clearly below it fail (Monte Carlo: near it, either)."""
-    from analysis.claims import RANK_P, rank_threshold
-    from analysis.published import spearman, study_tables
+    from hookedmlp_analysis.claims import RANK_P, rank_threshold
+    from hookedmlp_analysis.published import spearman, study_tables
 
     study = study_tables()
     line = rank_threshold(study)

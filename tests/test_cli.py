@@ -184,7 +184,9 @@ def test_both_entry_points_answer_help_without_importing_torch(entry, tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("usage: hookedmlp"), proc.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "hookedmlp_cli.parser" in imported
-    assert not {m for m in imported if m.split(".")[0] in ("torch", "numpy", "plotly", "analysis")}
+    assert not {
+        m for m in imported if m.split(".")[0] in ("torch", "numpy", "plotly", "analysis", "hookedmlp_analysis")
+    }
 
 
 def test_the_package_imports_its_names_on_first_use():
@@ -245,14 +247,14 @@ def test_help_lists_every_command_and_explains_the_metrics(capsys):
 
 
 def test_the_parser_choices_mirror_the_library():
-    from analysis.metrics import METRICS
     from hookedmlp.models.configs import ACTIVATIONS, NORMS
+    from hookedmlp_analysis.metrics import METRICS
     from hookedmlp_cli import parser
 
     assert parser.ACTIVATIONS == tuple(ACTIVATIONS)
     assert parser.NORMS == NORMS
     assert parser.METRICS == {name: m.title for name, m in METRICS.items()}
-    from analysis.family import VARIANTS
+    from hookedmlp_analysis.family import VARIANTS
 
     assert parser.VARIANTS == tuple(v.slug for v in VARIANTS)
 

@@ -12,13 +12,13 @@ import warnings
 import pytest
 import torch
 
-from analysis.engine import Addition, evaluate_additions
-from analysis.grid import steering_grid
 from hookedmlp import HookedMLP, MLPConfig, ResidualConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.devices import resolve_device
 from hookedmlp.train import TrainSettings, train_model
 from hookedmlp.train_seeds import train_seeds
+from hookedmlp_analysis.engine import Addition, evaluate_additions
+from hookedmlp_analysis.grid import steering_grid
 from hookedmlp_cli.commands import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

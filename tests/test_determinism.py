@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.engine import Addition, evaluate_additions
-from analysis.grid import steering_grid
 from hookedmlp import HookedMLP
 from hookedmlp.data import load_mnist
+from hookedmlp_analysis.engine import Addition, evaluate_additions
+from hookedmlp_analysis.grid import steering_grid
 
 N = 300
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import analysis.executors as executors
-from analysis.executors import ExecutorSettings, Lost, run_tasks
+import hookedmlp_analysis.executors as executors
 from hookedmlp import ClusterError, ConfigError, MissingExtraError, UsageError
+from hookedmlp_analysis.executors import ExecutorSettings, Lost, run_tasks
 
 PROCESS = ExecutorSettings("process", workers=2, threads=1)
 

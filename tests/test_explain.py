@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import hookedmlp
-from analysis.explain import explain_summary, linear_explanation, logit_windows, overlap, pixel_explanation
-from analysis.windows import bias_curve, window
 from hookedmlp import HookedMLP, ResidualConfig, ResidualMLP, UsageError
+from hookedmlp_analysis.explain import explain_summary, linear_explanation, logit_windows, overlap, pixel_explanation
+from hookedmlp_analysis.windows import bias_curve, window
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PAIRS = [(0, 1), (2, 1), (1, 0)]

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.family import Variant, study_model
-from analysis.spread import stratified_subset
 from hookedmlp import HookedMLPError, MLPConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, train_model
+from hookedmlp_analysis.family import Variant, study_model
+from hookedmlp_analysis.spread import stratified_subset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import zoo
 
-from analysis.additions import all_pairs, pair_additions
-from analysis.engine import evaluate_additions, evaluate_plain
-from analysis.metrics import METRICS
 from hookedmlp import ResidualConfig, ResidualMLP, SteeringVector, capture
 from hookedmlp.models.cut import Cut, fold, graph_view
+from hookedmlp_analysis.additions import all_pairs, pair_additions
+from hookedmlp_analysis.engine import evaluate_additions, evaluate_plain
+from hookedmlp_analysis.metrics import METRICS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.engine import Addition, evaluate_plain
-from analysis.hook_classes import INPUT, OUTPUT, affine_next, fold_between, hook_classes
-from analysis.steerability import SteerSettings, steerability
 from hookedmlp import HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP, UsageError
+from hookedmlp_analysis.engine import Addition, evaluate_plain
+from hookedmlp_analysis.hook_classes import INPUT, OUTPUT, affine_next, fold_between, hook_classes
+from hookedmlp_analysis.steerability import SteerSettings, steerability
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,7 +117,7 @@ def test_any_other_model_is_read_from_its_graph() -> None:
 
 def test_without_a_graph_only_the_output_is_known(monkeypatch) -> None:
     res = build("residual")
-    monkeypatch.setattr(sys.modules["analysis.hook_classes"], "graph_view", lambda model: None)
+    monkeypatch.setattr(sys.modules["hookedmlp_analysis.hook_classes"], "graph_view", lambda model: None)
     assert [affine_next(res, h) for h in res.hook_names] == [None] * 11 + [OUTPUT]
     assert affine_next(res, INPUT) is None
 

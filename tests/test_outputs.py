@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.outputs import Outputs, same_to_precision
+from hookedmlp_analysis.outputs import Outputs, same_to_precision
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import figures
 from hookedmlp.patching import PatchResult, compare
+from hookedmlp_analysis import figures
 
 
 def _result(values, kind="activation") -> PatchResult:

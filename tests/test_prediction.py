@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.bootstrap import Nested, bootstrap_p, holm, ranks, spearman
-from analysis.prediction import heldout_r2, prediction_r2, property_correlations, variant_differences
 from hookedmlp import ConfigError, UsageError
+from hookedmlp_analysis.bootstrap import Nested, bootstrap_p, holm, ranks, spearman
+from hookedmlp_analysis.prediction import heldout_r2, prediction_r2, property_correlations, variant_differences
 
 
 def _rows(effects: dict[str, float], seeds: int = 3, pairs: int = 6, noise: float = 0.1, rng_seed: int = 0) -> list:

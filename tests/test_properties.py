@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.properties import PROPERTIES, ModelProperties, model_properties, participation_ratio
 from hookedmlp import ConfigError, HookedMLP, UsageError, linear_probe
+from hookedmlp_analysis.properties import PROPERTIES, ModelProperties, model_properties, participation_ratio
 
 PAIRS = [(0, 1), (2, 1), (1, 2)]
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.claims import CLAIMS, summarise
-from analysis.grid import GridResult
-from analysis.outputs import same_to_precision
-from analysis.published import StudyTables, spearman, study_tables
-from analysis.report import Reproduction, report_text
-from analysis.reproduce import distribution_pairs, reproduce
 from hookedmlp import HookedMLP, ShapeError
 from hookedmlp.data import load_mnist
 from hookedmlp.progress import JobProgress
+from hookedmlp_analysis.claims import CLAIMS, summarise
+from hookedmlp_analysis.grid import GridResult
+from hookedmlp_analysis.outputs import same_to_precision
+from hookedmlp_analysis.published import StudyTables, spearman, study_tables
+from hookedmlp_analysis.report import Reproduction, report_text
+from hookedmlp_analysis.reproduce import distribution_pairs, reproduce
 from hookedmlp_cli.commands import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -122,7 +122,7 @@ def small_test_set(monkeypatch):
         images, labels = real(split, *args, **kwargs)
         return (images[:200], labels[:200]) if split == "test" else (images, labels)
 
-    monkeypatch.setattr("analysis.reproduce.load_mnist", small)
+    monkeypatch.setattr("hookedmlp_analysis.reproduce.load_mnist", small)
 
 
 @pytest.fixture(scope="module")
@@ -314,8 +314,8 @@ def small_scoring_set(monkeypatch):
     def small(test=None):
         return images[:200], labels[:200]
 
-    monkeypatch.setattr("analysis.grid.scoring_set", small)
-    monkeypatch.setattr("analysis.sweep.scoring_set", small)
+    monkeypatch.setattr("hookedmlp_analysis.grid.scoring_set", small)
+    monkeypatch.setattr("hookedmlp_analysis.sweep.scoring_set", small)
 
 
 def test_cli_grid_runs(small_scoring_set, tmp_path, capsys) -> None:

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.selectivity import FLIP, KEEP, Selectivity, off_diagonal_pairs, selectivity
 from hookedmlp import ConfigError, HookedMLP
+from hookedmlp_analysis.selectivity import FLIP, KEEP, Selectivity, off_diagonal_pairs, selectivity
 
 N_CLASSES = 3
 

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from analysis.claims import CLAIMS
-from analysis.executors import ExecutorSettings
-from analysis.published import study_tables
-from analysis.reproduce import reproduce
-from analysis.spread import VectorSource, run_claims, spread, stratified_subset, vector_sources
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import UsageError
 from hookedmlp.steering import class_activations
+from hookedmlp_analysis.claims import CLAIMS
+from hookedmlp_analysis.executors import ExecutorSettings
+from hookedmlp_analysis.published import study_tables
+from hookedmlp_analysis.reproduce import reproduce
+from hookedmlp_analysis.spread import VectorSource, run_claims, spread, stratified_subset, vector_sources
 from hookedmlp_cli.commands import main
 
 

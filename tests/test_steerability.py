@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.curves import StepCurve, heldout, split_halves
-from analysis.engine import Addition, evaluate_plain
-from analysis.hook_classes import hook_classes
-from analysis.metrics import check_axis, check_metric, check_score
-from analysis.paths import bisection_points
-from analysis.steer_result import Steerability, analysis_version
-from analysis.steerability import SteerSettings, steerability
 from hookedmlp import ConfigError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP, UsageError
+from hookedmlp_analysis.curves import StepCurve, heldout, split_halves
+from hookedmlp_analysis.engine import Addition, evaluate_plain
+from hookedmlp_analysis.hook_classes import hook_classes
+from hookedmlp_analysis.metrics import check_axis, check_metric, check_score
+from hookedmlp_analysis.paths import bisection_points
+from hookedmlp_analysis.steer_result import Steerability, analysis_version
+from hookedmlp_analysis.steerability import SteerSettings, steerability
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,7 +193,7 @@ def test_steering_at_layer0_post_is_adding_the_pixel_difference(kind: str) -> No
 @pytest.mark.parametrize("graph", [True, False])
 def test_pixel_arithmetic_is_the_input_class_or_a_control_of_its_own(graph: bool, monkeypatch) -> None:
     if not graph:  # nothing known of the structure: no hook class holds the input, so a control of its own
-        monkeypatch.setattr(sys.modules["analysis.hook_classes"], "graph_view", lambda model: None)
+        monkeypatch.setattr(sys.modules["hookedmlp_analysis.hook_classes"], "graph_view", lambda model: None)
     torch.manual_seed(0)
     res = ResidualMLP(ResidualConfig(d_in=16, d_model=8, d_mlp=8, n_blocks=1, d_out=3)).eval()
     g = torch.Generator().manual_seed(1)

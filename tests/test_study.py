@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import family
-from analysis.additions import pair_additions
-from analysis.engine import evaluate_additions, evaluate_plain
-from analysis.family import VARIANTS, Variant, study_model
-from analysis.outputs import same_to_precision
-from analysis.spread import stratified_subset
-from analysis.steer_result import Steerability, analysis_version
-from analysis.study_report import results_from_dict, study, study_text
 from hookedmlp import MLPConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, build_model, train_model
+from hookedmlp_analysis import family
+from hookedmlp_analysis.additions import pair_additions
+from hookedmlp_analysis.engine import evaluate_additions, evaluate_plain
+from hookedmlp_analysis.family import VARIANTS, Variant, study_model
+from hookedmlp_analysis.outputs import same_to_precision
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.steer_result import Steerability, analysis_version
+from hookedmlp_analysis.study_report import results_from_dict, study, study_text
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import shutil
 import pytest
 import torch
 
-from analysis.family import Variant, study_model
-from analysis.spread import stratified_subset
-from analysis.study_cells import run_study
-from analysis.study_report import study
 from hookedmlp import ConfigError, MLPConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings
+from hookedmlp_analysis.family import Variant, study_model
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.study_cells import run_study
+from hookedmlp_analysis.study_report import study
 from hookedmlp_cli.commands import main
 
 TINY = Variant("tiny", "a tiny net", MLPConfig(d_hidden=(16,)))
@@ -109,7 +109,7 @@ def test_a_damaged_result_is_recomputed_saying_so_in_one_line(filled, tmp_path, 
 
 def test_a_whole_entry_of_another_result_format_is_recomputed(filled, tmp_path, mnist, test_set):
     """A consistent entry (its digest matches) whose fields are another version's: a miss, not a TypeError."""
-    from analysis.family import _digest
+    from hookedmlp_analysis.family import _digest
 
     cache, model, entry = _copy(filled, tmp_path)
     data = json.loads(entry.read_text())

@@ -13,16 +13,16 @@ import psutil
 import pytest
 import torch
 
-import analysis.family as family
-import analysis.study_cells as study_cells
-from analysis.executors import ExecutorSettings
-from analysis.family import Variant
-from analysis.spread import stratified_subset
-from analysis.study_cells import run_study
-from analysis.study_report import study_text
+import hookedmlp_analysis.family as family
+import hookedmlp_analysis.study_cells as study_cells
 from hookedmlp import ClusterError, MLPConfig
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings
+from hookedmlp_analysis.executors import ExecutorSettings
+from hookedmlp_analysis.family import Variant
+from hookedmlp_analysis.spread import stratified_subset
+from hookedmlp_analysis.study_cells import run_study
+from hookedmlp_analysis.study_report import study_text
 from hookedmlp_cli.commands import main
 
 SMALL = Variant("small", "a small net", MLPConfig(d_hidden=(16,)))

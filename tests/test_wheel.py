@@ -24,7 +24,7 @@ from test_progress import screen
 
 ROOT = Path(__file__).resolve().parents[1]
 # The checkout's folders that the wheel installs, and the name each is installed under (pyproject's packages)
-PACKAGES = {"hookedmlp": "hookedmlp", "hookedmlp_cli": "hookedmlp_cli", "analysis": "analysis"}
+PACKAGES = {"hookedmlp": "hookedmlp", "hookedmlp_cli": "hookedmlp_cli", "analysis": "hookedmlp_analysis"}
 DATA = {"hookedmlp": ["pretrained/*", "py.typed"], "analysis": ["seed_data/*"]}  # by folder: files that are not Python
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a pty and a venv layout of Linux")

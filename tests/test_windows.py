@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.curves import StepCurve
-from analysis.windows import Window, bias_curve, class_interval, keep_until, window
 from hookedmlp import ConfigError
+from hookedmlp_analysis.curves import StepCurve
+from hookedmlp_analysis.windows import Window, bias_curve, class_interval, keep_until, window
 
 
 def _brute(logits, labels, v, a, b, cs):

@@ -108,7 +108,7 @@ def cache_key(path: Path) -> str:
     h = hashlib.sha256(path.read_bytes())
     h.update(sys.executable.encode() + Path(__file__).read_bytes())  # this file turns the outputs into HTML
     h.update(repr(sorted((d.metadata["Name"] or "", d.version) for d in importlib.metadata.distributions())).encode())
-    for package in ("hookedmlp", "analysis"):  # found, not imported (torch): the sources the kernel will run
+    for package in ("hookedmlp", "hookedmlp_analysis"):  # found, not imported (torch): the sources the kernel will run
         folder = Path(importlib.util.find_spec(package).origin).parent
         for f in sorted(folder.rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts:
