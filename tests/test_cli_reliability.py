@@ -149,6 +149,9 @@ def test_ctrl_c_during_the_torch_import_exits_130_in_one_line():
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as at a terminal: a shell's background job (a CI runner's, say) starts with SIGINT ignored, and
+            # an ignored signal stays ignored across exec, so Python would never raise KeyboardInterrupt
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 60
         while not _torch_loaded(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
