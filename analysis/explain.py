@@ -166,8 +166,9 @@ def linear_explanation(
     x = _inputs(model, images)
     hook = model.resolve_name(hook)
     gates = _relu_gates(model, hook)
-    acts = class_vectors(model, [hook], sorted({c for p in pairs for c in p}), "first", 0, data)[hook]
-    index = {c: i for i, c in enumerate(sorted({c for p in pairs for c in p}))}
+    classes = sorted({c for p in pairs for c in p})
+    acts = class_vectors(model, [hook], classes, "first", 0, data)[hook]
+    index = {c: i for i, c in enumerate(classes)}
     base, clean = model.run_with_cache(x, names_filter=gates) if gates else (model(x), {})
     explained, switched = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
     for p, (a, b) in enumerate(pairs):
