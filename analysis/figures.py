@@ -30,6 +30,8 @@ from hookedmlp_analysis.grid import GridResult
 from hookedmlp_analysis.metrics import METRICS
 from hookedmlp_analysis.published import StudyTables
 from hookedmlp_analysis.spread import Run
+from hookedmlp_analysis.steer_report import compared_sites
+from hookedmlp_analysis.steer_result import FRONTIER
 from hookedmlp_analysis.sweep import CoeffSweep, LayerSweep
 
 __all__ = [
@@ -39,8 +41,9 @@ __all__ = [
     "distributions_explorer",
     "dose_response_figure",
     "spread_figure",
-    "study_tradeoff_figure",
+    "study_frontier_figure",
     "study_layers_figure",
+    "study_predicted_figure",
     "patching_heatmap",
     "patching_hooks_figure",
     "attribution_scatter",
@@ -486,66 +489,141 @@ def spread_figure(runs: Sequence[Run], keys: Sequence[str], study: Optional[Stud
     )
 
 
-def study_tradeoff_figure(results: Sequence[ModelResult]) -> go.Figure:
-    """Flip rate against collateral damage at coefficient 1: one point per model and hook point, coloured by variant."""
-    fig = go.Figure()
-    for v, name in enumerate(dict.fromkeys(r.variant for r in results)):
-        mine = [r for r in results if r.variant == name]
-        x = [1 - r.at_one[h]["accuracy_other"] / max(r.test_accuracy, 1e-9) for r in mine for h in r.hooks]
-        y = [r.at_one[h]["flip_rate"] for r in mine for h in r.hooks]
-        text = [f"seed {r.seed}, {h}" for r in mine for h in r.hooks]
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="markers",
-                name=name,
-                text=text,
-                marker=dict(color=SAFE[v % len(SAFE)], size=7),
-                hovertemplate=name + ", %{text}<br>flip rate %{y:.1%}<br>accuracy lost on the other digits "
-                "%{x:.1%}<extra></extra>",
+def study_frontier_figure(results: Sequence[ModelResult]) -> go.Figure:
+    """Flip rate against collateral per variant: the best internal hook class in colour, the controls in grey.
+
+    Each curve is the median over seeds of the mean frontier over pairs (the best flip rate reachable
+    at each collateral level); the best class is each model's, chosen on the tuning half.
+    """
+    names = list(dict.fromkeys(r.variant for r in results))
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_yaxes=True, vertical_spacing=0.09)
+    x = list(FRONTIER)
+    grey = {
+        "two-logit bias": dict(dash="dash", color="#555555"),
+        "logit class": dict(dash="dot", color="#555555"),
+        "pixel arithmetic": dict(dash="dashdot", color="#999999"),
+        "random vector": dict(dash="solid", color="#BBBBBB"),
+    }
+    for v, name in enumerate(names):
+        curves: dict[str, list[np.ndarray]] = {}
+        for r in results:
+            if r.variant == name:
+                for label, sites in compared_sites(r.steer).items():
+                    if sites:  # random draws averaged
+                        curves.setdefault(label, []).append(np.mean([s["frontier"] for s in sites], axis=0))
+        for label in (*grey, "best internal class"):
+            if label not in curves:
+                continue
+            line = grey.get(label, dict(color=SAFE[0], width=3))  # one colour: the network; grey: the controls
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=np.median(curves[label], axis=0),
+                    mode="lines",
+                    name=label,
+                    legendgroup=label,
+                    legendrank=1 if label not in grey else 2 + list(grey).index(label),
+                    showlegend=v == 0,
+                    line=line,
+                    hovertemplate=f"{name}, {label}<br>collateral %{{x:.0%}}<br>flip rate %{{y:.1%}}<extra></extra>",
+                ),
+                row=v // cols + 1,
+                col=v % cols + 1,
             )
-        )
-    fig.update_xaxes(title_text="accuracy lost on the other digits (share of the unsteered accuracy)", tickformat=".0%")
-    fig.update_yaxes(title_text="flip rate (share of b's images read as a)", range=[0, 1.02], tickformat=".0%")
+    fig.update_xaxes(tickformat=".0%", range=[0, x[-1]])
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    for v in range(max(0, len(names) - cols), len(names)):
+        fig.update_xaxes(title_text="collateral", row=v // cols + 1, col=v % cols + 1)
+    for r in range(1, rows + 1):
+        fig.update_yaxes(title_text="flip rate", row=r, col=1)
     return _layout(
         fig,
-        "Flip rate against damage, per variant<br><sup>every hook point of every model, coefficient 1, "
-        "vectors from the first training image of each digit</sup>",
-        1000,
-        640,
+        "Flip rate against collateral, per variant: the best internal hook class, and the controls in grey"
+        "<br><sup>collateral: share of the other digits' images whose prediction changes; median over seeds of the "
+        f"mean over the {results[0].steer['pairs'] if results else 0} pairs; vectors from the first training image of "
+        "each digit</sup>",
+        1200,
+        260 * rows + 160,
+        top=140,
     )
 
 
 def study_layers_figure(results: Sequence[ModelResult]) -> go.Figure:
-    """Selectivity per hook point: share of pairs with a selective coefficient, against relative depth, per variant."""
+    """pAUC per hook class against its relative depth, per variant; open markers for the input and logit classes."""
     fig = go.Figure()
     for v, name in enumerate(dict.fromkeys(r.variant for r in results)):
-        mine = [r for r in results if r.variant == name]
-        hooks = mine[0].hooks
-        depth = [i / max(1, len(hooks) - 1) for i in range(len(hooks))]
-        share = [float(np.median([r.share[h] for r in mine])) for h in hooks]
+        by_site: dict[str, list[dict]] = {}
+        for r in results:
+            if r.variant == name:
+                for s in r.steer["sites"]:
+                    if s["kind"] == "class":
+                        by_site.setdefault(s["name"], []).append(s)
+        sites = sorted(by_site.items(), key=lambda item: item[1][0]["depth"])
         fig.add_trace(
             go.Scatter(
-                x=depth,
-                y=share,
+                x=[same[0]["depth"] for _, same in sites],
+                y=[float(np.median([s["pauc"] for s in same])) for _, same in sites],
                 mode="lines+markers",
                 name=name,
-                text=hooks,
+                text=[f"{site} ({same[0]['role']})" for site, same in sites],
                 line=dict(color=SAFE[v % len(SAFE)]),
-                hovertemplate=name + ", %{text}<br>selective pairs %{y:.0%}<extra></extra>",
+                marker=dict(
+                    size=9,
+                    symbol=["circle" if same[0]["role"] == "internal" else "circle-open" for _, same in sites],
+                ),
+                hovertemplate=name + ", %{text}<br>pAUC %{y:.3f}<extra></extra>",
             )
         )
-    fig.update_xaxes(title_text="relative depth of the hook point (input 0, logits 1)")
-    fig.update_yaxes(
-        title_text="share of the 90 pairs that are selective (median over seeds)", rangemode="tozero", tickformat=".0%"
-    )
+    fig.update_xaxes(title_text="relative depth of the hook class (input 0, logits 1)")
+    pairs = results[0].steer["pairs"] if results else 0
+    fig.update_yaxes(title_text=f"pAUC, mean over the {pairs} pairs (median over seeds)", rangemode="tozero")
     return _layout(
         fig,
-        "Selectivity per hook point<br><sup>some coefficient turns half of b's images into a's and keeps "
-        "90% of the accuracy on the other digits; vectors from the first training image</sup>",
+        "Steerability per hook class<br><sup>open markers: the input class (pixel arithmetic) and the logit class "
+        "(a bias on the logits), controls; vectors from the first training image of each digit</sup>",
         1000,
         580,
+    )
+
+
+def study_predicted_figure(points: Sequence[dict], r2: float, variants: Sequence[str] = ()) -> go.Figure:
+    """Observed pAUC against the properties model's prediction for a variant it never saw: one point per model and
+    internal hook class (``prediction_report.predicted_points``); each variant coloured by its place in ``variants``
+    (the other study figures' colours), else in ``points``."""
+    fig = go.Figure()
+    order = list(dict.fromkeys([*variants, *(p["variant"] for p in points)]))
+    for v, name in enumerate(order):
+        mine = [p for p in points if p["variant"] == name]
+        if not mine:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[p["predicted"] for p in mine],
+                y=[p["observed"] for p in mine],
+                mode="markers",
+                name=name,
+                text=[f"seed {p['seed']}, {p['site']}" for p in mine],
+                marker=dict(color=SAFE[v % len(SAFE)], size=8),
+                hovertemplate=name + ", %{text}<br>predicted %{x:.3f}<br>observed %{y:.3f}<extra></extra>",
+            )
+        )
+    values = [p[k] for p in points for k in ("observed", "predicted")] or [0.0, 1.0]
+    lo, hi = min(values), max(values)
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted", line=dict(color="#000000", dash="dash")
+        )
+    )
+    fig.update_xaxes(title_text="predicted pAUC (a linear model of the properties, fitted without this variant)")
+    fig.update_yaxes(title_text="observed pAUC (mean over the pairs)")
+    return _layout(
+        fig,
+        f"Predicted against observed steerability (held-out R² = {r2:.2f} over the rows)"
+        "<br><sup>one point per model and internal hook class; the fit never saw the variant it predicts</sup>",
+        1000,
+        640,
     )
 
 

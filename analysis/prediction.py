@@ -26,7 +26,15 @@ from hookedmlp.errors import ConfigError, UsageError
 from hookedmlp_analysis.bootstrap import Nested, bootstrap_p, check_groups, holm, percentile_interval, spearman
 from hookedmlp_analysis.metrics import check_level
 
-__all__ = ["Estimate", "property_correlations", "heldout_r2", "prediction_r2", "variant_differences"]
+__all__ = [
+    "Estimate",
+    "property_correlations",
+    "heldout_predictions",
+    "heldout_r2",
+    "r_squared",
+    "prediction_r2",
+    "variant_differences",
+]
 
 _KEYS = ("variant", "seed", "a", "b")
 
@@ -102,12 +110,10 @@ def property_correlations(
     ]
 
 
-def heldout_r2(x: np.ndarray, y: np.ndarray, groups: Sequence[Any]) -> float:
-    """R^2 of least squares (with an intercept) on ``x`` ``[n, k]``, each group predicted by the fit to the others.
+def heldout_predictions(x: np.ndarray, y: np.ndarray, groups: Sequence[Any]) -> np.ndarray:
+    """Least squares (with an intercept) on ``x`` ``[n, k]``: each row's prediction from the fit to the other groups.
 
-    ``1 - sum (y - yhat)^2 / sum (y - mean y)^2`` over every row, each ``yhat`` from the fit
-    that left its group out (the minimum-norm solution where columns are collinear). It can be
-    negative: worse than predicting the mean.
+    The minimum-norm solution where columns are collinear.
     """
     keys = list(dict.fromkeys(groups))
     if len(keys) < 2:
@@ -120,6 +126,20 @@ def heldout_r2(x: np.ndarray, y: np.ndarray, groups: Sequence[Any]) -> float:
         out = labels == k
         coef = np.linalg.lstsq(x[~out], y[~out], rcond=None)[0]
         pred[out] = x[out] @ coef
+    return pred
+
+
+def heldout_r2(x: np.ndarray, y: np.ndarray, groups: Sequence[Any]) -> float:
+    """R^2 of ``heldout_predictions``: ``1 - sum (y - yhat)^2 / sum (y - mean y)^2`` over every row.
+
+    It can be negative: worse than predicting the mean.
+    """
+    return r_squared(y, heldout_predictions(x, y, groups))
+
+
+def r_squared(y: np.ndarray, pred: np.ndarray) -> float:
+    """``1 - sum (y - pred)^2 / sum (y - mean y)^2``; NaN where ``y`` is constant."""
+    y = np.asarray(y, dtype=np.float64)
     total = ((y - y.mean()) ** 2).sum()
     return float(1 - ((y - pred) ** 2).sum() / total) if total > 0 else float("nan")
 

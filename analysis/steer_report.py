@@ -14,7 +14,15 @@ from hookedmlp_analysis.metrics import SCORES
 from hookedmlp_analysis.selectivity import FLIP, KEEP
 from hookedmlp_analysis.steer_result import SENSITIVITY
 
-__all__ = ["best_internal", "pixel_site", "controls", "steer_section", "study_steer_table", "method_note"]
+__all__ = [
+    "best_internal",
+    "pixel_site",
+    "compared_sites",
+    "controls",
+    "steer_section",
+    "study_steer_tables",
+    "method_note",
+]
 
 
 def best_internal(summary: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -32,15 +40,26 @@ def _random(summary: dict[str, Any], hooks: list[str], score: str) -> float:
     return float(np.mean([s[score] for s in summary["sites"] if s["kind"] == "random" and s["hooks"] == hooks]))
 
 
+def compared_sites(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The sites the study compares, by label: the best internal class, the random draws at it, and the controls
+    (each list empty where a network has no such site)."""
+    sites = summary["sites"]
+    best = best_internal(summary)
+    return {
+        "best internal class": [best] if best is not None else [],
+        "random vector": [s for s in sites if best and s["kind"] == "random" and s["hooks"] == best["hooks"]],
+        "logit class": [s for s in sites if s["kind"] == "class" and s["role"] == "logits"][:1],
+        "two-logit bias": [s for s in sites if s["kind"] == "bias"][:1],
+        "pixel arithmetic": [pixel_site(summary)],
+    }
+
+
 def controls(summary: dict[str, Any], score: str = "pauc") -> dict[str, float]:
     """``score`` of each control: the logit class, the two-logit bias, pixel arithmetic (NaN where absent)."""
-    sites = summary["sites"]
-    logit = next((s for s in sites if s["kind"] == "class" and s["role"] == "logits"), None)
-    bias = next(s for s in sites if s["kind"] == "bias")
+    found = compared_sites(summary)
     return {
-        "logit class": logit[score] if logit is not None else float("nan"),
-        "bias": bias[score],
-        "pixel": pixel_site(summary)[score],
+        key: found[label][0][score] if found[label] else float("nan")
+        for key, label in (("logit class", "logit class"), ("bias", "two-logit bias"), ("pixel", "pixel arithmetic"))
     }
 
 
@@ -127,21 +146,15 @@ def _binary_spread(binary: list[float], ranges: list[np.ndarray]) -> str:
     return f"{np.median(binary):.2f} [{min(g.min() for g in ranges):.2f}, {max(g.max() for g in ranges):.2f}]"
 
 
-def study_steer_table(results: Sequence[Any]) -> str:
-    """Per variant (``ModelResult``s: ``.variant``, ``.steer``): the best internal class, chosen on the tuning half,
-    and the controls, all scored on the scoring half (pAUC unless said otherwise)."""
-    head = [
-        "variant",
-        "best internal class (tuning half)",
-        "pAUC, scoring half",
-        "held-out flip",
-        "random, same class",
-        "logit class",
-        "bias",
-        "pixel",
-        "binary [threshold range]",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def study_steer_tables(results: Sequence[Any]) -> tuple[str, str]:
+    """Per variant (``ModelResult``s: ``.variant``, ``.steer``), two tables narrow enough for the page: the best
+    internal class, chosen on the tuning half, beside a random vector there; then the controls. Every column is
+    scored on the scoring half (pAUC unless said otherwise)."""
+    heads = (
+        ["variant", "best internal class (tuning half)", "pAUC, scoring half", "held-out flip", "random, same class"],
+        ["variant", "logit class", "two-logit bias", "pixel", "binary [threshold range]"],
+    )
+    lines = [["| " + " | ".join(h) + " |", "|" + "---|" * len(h)] for h in heads]
     for name in dict.fromkeys(r.variant for r in results):
         summaries = [r.steer for r in results if r.variant == name]
         best = [best_internal(s) for s in summaries]
@@ -149,21 +162,20 @@ def study_steer_table(results: Sequence[Any]) -> str:
         label = Counter(b["name"] for b in found).most_common(1)[0][0] if found else "none"
         nan = float("nan")
         ctl = [controls(s, "pauc_score") for s in summaries]
-        binary = [b["selective"] for b in found]
-        ranges = [np.asarray(b["sensitivity"]) for b in found]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    name,
-                    f"`{label}`" if found else "none",
-                    _spread([b["pauc_score"] if b else nan for b in best]),
-                    _spread([b["heldout_flip"] if b else nan for b in best]),
-                    _spread([_random(s, b["hooks"], "pauc_score") if b else nan for s, b in zip(summaries, best)]),
-                    *(_spread([c[k] for c in ctl]) for k in ("logit class", "bias", "pixel")),
-                    _binary_spread(binary, ranges),
-                ]
-            )
-            + " |"
+        cells = (
+            [
+                name,
+                f"`{label}`" if found else "none",
+                _spread([b["pauc_score"] if b else nan for b in best]),
+                _spread([b["heldout_flip"] if b else nan for b in best]),
+                _spread([_random(s, b["hooks"], "pauc_score") if b else nan for s, b in zip(summaries, best)]),
+            ],
+            [
+                name,
+                *(_spread([c[k] for c in ctl]) for k in ("logit class", "bias", "pixel")),
+                _binary_spread([b["selective"] for b in found], [np.asarray(b["sensitivity"]) for b in found]),
+            ],
         )
-    return "\n".join(lines)
+        for table, row in zip(lines, cells):
+            table.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines[0]), "\n".join(lines[1])

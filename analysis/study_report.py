@@ -2,9 +2,7 @@
 
 import dataclasses
 import json
-import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -17,13 +15,20 @@ from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
 from hookedmlp_analysis.executors import ExecutorSettings
 from hookedmlp_analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
-from hookedmlp_analysis.figures import code_version, study_layers_figure, study_tradeoff_figure, write_figure
+from hookedmlp_analysis.figures import (
+    code_version,
+    study_frontier_figure,
+    study_layers_figure,
+    study_predicted_figure,
+    write_figure,
+)
 from hookedmlp_analysis.outputs import JSON_REL, Outputs
-from hookedmlp_analysis.prediction_report import QUICK_REPS, REPS, prediction_section
-from hookedmlp_analysis.selectivity import COEFFS, FLIP, KEEP, off_diagonal_pairs
+from hookedmlp_analysis.prediction_report import QUICK_REPS, REPS, predict, predicted_points, prediction_section
+from hookedmlp_analysis.selectivity import off_diagonal_pairs
 from hookedmlp_analysis.spread import stratified_subset
-from hookedmlp_analysis.steer_report import method_note, study_steer_table
+from hookedmlp_analysis.steer_report import method_note, study_steer_tables
 from hookedmlp_analysis.study_cells import SERIAL, run_study
+from hookedmlp_analysis.study_conclusions import conclusions
 
 __all__ = [
     "Spread",
@@ -52,10 +57,6 @@ class Spread:
     def fmt(self, spec: str = ".2f") -> str:
         return f"{self.median:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
-    def apart_from(self, other: "Spread") -> int:
-        """+1 if every seed's value is above ``other``'s, -1 if below, 0 where the ranges overlap."""
-        return 1 if self.low > other.high else -1 if self.high < other.low else 0
-
 
 @dataclasses.dataclass(frozen=True)
 class VariantSummary:
@@ -63,13 +64,11 @@ class VariantSummary:
     changes: str
     seeds: int
     test_loss: Spread
-    share: Spread  # best hook's share of selective pairs
-    best_hook: str
+    test_accuracy: Spread
     flip: Spread  # at coefficient 1, mean over hook points
     loss: Spread
     accuracy: Spread
     kl: Spread
-    coeff: str  # median smallest selective coefficient at the best hook
 
 
 def _mean_over_hooks(r: ModelResult, metric: str) -> float:
@@ -81,21 +80,17 @@ def summarise_variants(results: Sequence[ModelResult]) -> list[VariantSummary]:
     out = []
     for name in dict.fromkeys(r.variant for r in results):
         rs = [r for r in results if r.variant == name]
-        best = Counter(r.best_hook for r in rs).most_common(1)[0][0]
-        coeffs = [r.best_coeff[r.best_hook] for r in rs if r.best_coeff[r.best_hook] is not None]
         out.append(
             VariantSummary(
                 name,
                 changes.get(name, ""),
                 len(rs),
                 Spread.of([r.test_loss for r in rs]),
-                Spread.of([r.share[r.best_hook] for r in rs]),
-                best,
+                Spread.of([r.test_accuracy for r in rs]),
                 *(
                     Spread.of([_mean_over_hooks(r, m) for r in rs])
                     for m in ("flip_rate", "loss", "accuracy_other", "kl")
                 ),
-                f"{np.median(coeffs):g}" if coeffs else "none",
             )
         )
     return out
@@ -107,55 +102,25 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _tables(summaries: Sequence[VariantSummary]) -> str:
-    """Two tables, each narrow enough for the page: selectivity at the best hook, then coefficient 1 everywhere."""
-    best = _table(
-        ["variant", "what changes", "test loss", "selective pairs", "best hook", "coefficient"],
-        [
-            [s.name, s.changes, s.test_loss.fmt(".3f"), s.share.fmt(), f"`{s.best_hook}`", str(s.coeff)]
-            for s in summaries
-        ],
+def _variants_table(summaries: Sequence[VariantSummary]) -> str:
+    return _table(
+        ["variant", "what changes", "test loss", "test accuracy"],
+        [[s.name, s.changes, s.test_loss.fmt(".3f"), s.test_accuracy.fmt(".3f")] for s in summaries],
     )
-    at_one = _table(
+
+
+def _at_one_table(summaries: Sequence[VariantSummary]) -> str:
+    return _table(
         ["variant", "flip rate", "loss", "accuracy", "KL"],
         [[s.name, s.flip.fmt(), s.loss.fmt(), s.accuracy.fmt(), s.kl.fmt()] for s in summaries],
     )
-    return f"{best}\n\nAt coefficient 1, the study's setting: the mean over all hook points and pairs.\n\n{at_one}"
-
-
-def _conclusions(summaries: Sequence[VariantSummary]) -> list[str]:
-    base = next((s for s in summaries if s.name == "baseline"), None)
-    if base is None:
-        return ["No baseline in this run, so no variant is compared with it."]
-    raise_, lower, unclear = [], [], []
-    for s in summaries:
-        if s is base:
-            continue
-        way = s.share.apart_from(base.share)
-        (raise_ if way > 0 else lower if way < 0 else unclear).append(f"{s.name} ({s.share.fmt()})")
-    best = max(summaries, key=lambda s: s.share.median)
-    lines = [
-        f"- The baseline, the study's network, is selective for {base.share.fmt()} of the pairs at its best hook "
-        f"point (`{base.best_hook}`): the share of pairs for which some coefficient turns at least {FLIP:.0%} of "
-        f"b's images into a's while keeping {KEEP:.0%} of the accuracy on the other digits."
-    ]
-    lines.append(f"- Raise selectivity above the baseline, in every seed: {', '.join(raise_) or 'none'}.")
-    lines.append(f"- Lower it, in every seed: {', '.join(lower) or 'none'}.")
-    lines.append(f"- No clear change (the seeds' ranges overlap the baseline's): {', '.join(unclear) or 'none'}.")
-    lines.append(f"- The most selective variant is {best.name} ({best.share.fmt()} at `{best.best_hook}`).")
-    n = min(s.seeds for s in summaries)
-    lines.append(
-        f"- How sure: {n} seeds per variant. Ranges that do not overlap over {n} seeds each happen by chance "
-        f"with probability 2/C({2 * n},{n}) = {2 / math.comb(2 * n, n):.2f} when seeds are exchangeable; "
-        "an overlap means the effect, if any, is within seed-to-seed variation."
-    )
-    return lines
 
 
 def study_text(
     results: Sequence[ModelResult], figures: bool = True, n_test: int = 10 * TEST_PER_CLASS, quick: bool = False
 ) -> str:
     summaries = summarise_variants(results)
+    pred = predict(results, QUICK_REPS if quick else REPS)
     training = (
         "**quick run**: one epoch on 2,000 training images (a smoke test; the numbers mean nothing)"
         if quick
@@ -167,40 +132,48 @@ def study_text(
         "Written by `hookedmlp study`; every number on this page comes from that run. The study this project "
         "reproduces asked: *what is the minimal set of properties a network must have for activation additions to "
         "work?* Here each variant changes one property of its network, is trained with several seeds, and is steered "
-        "with the study's vectors (the first training image of each digit, coefficient 1) at every hook point.\n",
+        "with the study's vectors (the first training image of each digit) at every hook class, beside controls that "
+        "steer without looking inside the network. Then properties of the representations, measured without "
+        "steering, are tested as predictors of how well it steers.\n",
         f"- Training: {training}.",
-        f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images).",
-        f"- Selectivity: for each of the 90 pairs, the coefficients {', '.join(f'{c:g}' for c in COEFFS)} are tried; "
-        f"a pair is selective at a coefficient when at least {FLIP:.0%} of b's images are read as a and the accuracy "
-        f"on the other digits stays at least {KEEP:.0%} of the unsteered accuracy. The first table gives the share of "
-        "selective pairs at each variant's best hook point, and the median smallest selective coefficient there.",
-        "- The second table: the mean over all hook points and pairs at coefficient 1 (the study's setting).",
-        "- Numbers are the median over seeds, with the range in brackets.\n",
+        f"- Scoring: the first {n_test // 10} test images of each digit ({n_test} images), split into a tuning half "
+        "and a scoring half.",
+        "- Numbers are the median over seeds with the range in brackets, or an estimate with its 95% CI where a CI "
+        "is named.\n",
         "## The variants\n",
-        _tables(summaries),
+        _variants_table(summaries),
         "",
     ]
-    if figures:
-        s += [
-            "![Flip rate against damage](figures/study_tradeoff.png)\n",
-            "![Selectivity per layer](figures/study_layers.png)\n",
-            "Interactive: [flip rate against damage](figures/study_tradeoff.html), "
-            "[selectivity per layer](figures/study_layers.html).\n",
-        ]
     if results and results[0].steer:
+        best, controls = study_steer_tables(results)
         s += [
             "## Steerability without thresholds, with controls\n",
             method_note(results[0].steer)
             + " Per variant, the median over seeds [range] of the mean over pairs; the best internal class is "
             "chosen on the tuning half, and every column is scored on the scoring half.\n",
-            study_steer_table(results),
+            best,
+            "",
+            "The controls, scored the same way (pAUC):\n",
+            controls,
             "",
         ]
+        if figures:
+            s += [
+                "![Flip rate against collateral per variant](figures/study_frontier.png)\n",
+                "![Steerability per hook class](figures/study_layers.png)\n",
+                "Interactive: [flip rate against collateral](figures/study_frontier.html), "
+                "[steerability per hook class](figures/study_layers.html).\n",
+            ]
     if results and results[0].properties:
-        s += prediction_section(results, QUICK_REPS if quick else REPS)
+        s += prediction_section(pred, figures)
     s += [
+        "## At coefficient 1, the post's setting\n",
+        "The mean over all hook points and pairs, each pair's vector added at coefficient 1 (the controls and the "
+        "logit class included, as the post steered):\n",
+        _at_one_table(summaries),
+        "",
         "## Conclusions\n",
-        *_conclusions(summaries),
+        *conclusions(results, pred),
         "",
         "Re-run: `hookedmlp study` (models and results are cached under `runs/study/`; a second run reuses them).\n",
     ]
@@ -208,13 +181,26 @@ def study_text(
 
 
 def results_to_dict(results: Sequence[ModelResult], n_test: int, quick: bool) -> dict[str, Any]:
-    """What ``study_text`` needs, as plain data without timings (``figures/study.json``)."""
-    rows = [{**dataclasses.asdict(r), "train_seconds": 0.0, "analysis_seconds": 0.0} for r in results]
-    return {"n_test": n_test, "quick": quick, "results": rows}
+    """What ``study_text`` needs, as plain data without timings (``figures/study.json``); each model's property rows
+    as columns (their keys would otherwise be most of the file)."""
+    models = []
+    for r in results:
+        row = {**dataclasses.asdict(r), "train_seconds": 0.0, "analysis_seconds": 0.0}
+        keys = list(r.properties[0]) if r.properties else []
+        row["properties"] = {k: [p[k] for p in r.properties] for k in keys}
+        models.append(row)
+    return {"n_test": n_test, "quick": quick, "results": models}
 
 
 def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, bool]:
-    return [ModelResult(**r) for r in data["results"]], data["n_test"], data["quick"]
+    """``results_to_dict``'s inverse; reads property rows stored as columns or, as older files have them, as rows."""
+    models = []
+    for r in data["results"]:
+        props = r.get("properties", [])
+        if isinstance(props, dict):
+            props = [dict(zip(props, values)) for values in zip(*props.values())]
+        models.append(ModelResult(**{**r, "properties": props}))
+    return models, data["n_test"], data["quick"]
 
 
 def study(
@@ -269,18 +255,30 @@ def study(
         results = run_study(cache, chosen, seeds, log=log, executor=executor, device=device, together=together)
         n_test = 10 * TEST_PER_CLASS
     outputs = Outputs(out_dir, code=code_version())
-    if figures:
+    if figures and results and results[0].steer:
+        frontiers = [s["frontier"] for r in results for s in r.steer["sites"]]
         outputs.figure(
-            "figures/study_tradeoff",
-            [v for r in results for h in r.hooks for v in r.at_one[h].values()],
-            lambda stem, formats: write_figure(study_tradeoff_figure(results), stem, formats),
+            "figures/study_frontier",
+            [v for f in frontiers for v in f],
+            lambda stem, formats: write_figure(study_frontier_figure(results), stem, formats),
         )
         outputs.figure(
             "figures/study_layers",
-            [r.share[h] for r in results for h in r.hooks],
+            [s["pauc"] for r in results for s in r.steer["sites"]],
             lambda stem, formats: write_figure(study_layers_figure(results), stem, formats),
         )
-    outputs.text("figures/study.json", json.dumps(results_to_dict(results, n_test, quick), indent=1), rel=JSON_REL)
+        points, r2 = predicted_points(results)
+        if points:
+            outputs.figure(
+                "figures/study_predicted",
+                [p[k] for p in points for k in ("observed", "predicted")],
+                lambda stem, formats: write_figure(
+                    study_predicted_figure(points, r2, [r.variant for r in results]), stem, formats
+                ),
+            )
+    outputs.text(
+        "figures/study.json", json.dumps(results_to_dict(results, n_test, quick), separators=(",", ":")), rel=JSON_REL
+    )
     outputs.text("study.md", study_text(results, figures, n_test, quick))
     outputs.close()
     train_s = sum(r.train_seconds for r in results)

@@ -360,3 +360,47 @@ def test_spread_figure_marks_verdicts_and_thresholds() -> None:
     lines = sorted(round(s.y0, 6) for s in fig.layout.shapes)
     assert lines == sorted([1.0, 0.9, round(rank_threshold(study_tables()), 6)])
     assert [t.name for t in fig.data if t.showlegend is not False] == ["m0", "m1", "holds", "fails"]
+
+
+def test_study_frontier_figure_draws_the_network_in_colour_and_the_controls_in_grey() -> None:
+    from study_fakes import result
+
+    results = [
+        result("baseline", 0, 0.2, 0.3, 0.25),
+        result("baseline", 1, 0.4, 0.5, 0.1),
+        result("LN", 0, 0.6, 0.7, 0.6),
+    ]
+    fig = figures.study_frontier_figure(results)
+    first = {t.name: t for t in fig.data if t.xaxis == "x"}  # the baseline's panel
+    assert list(first) == ["two-logit bias", "logit class", "pixel arithmetic", "random vector", "best internal class"]
+    # the median over the two seeds of each site's (constant) frontier; the random draws averaged first
+    expected = {"best internal class": 0.3, "two-logit bias": 0.4, "logit class": 0.175, "random vector": 0.02}
+    for label, value in expected.items():
+        np.testing.assert_allclose(first[label].y, value)
+    assert first["best internal class"].line.color == figures.SAFE[0]
+    assert all(
+        t.line.color in ("#555555", "#999999", "#BBBBBB") for n, t in first.items() if n != "best internal class"
+    )
+    assert [t.showlegend for t in fig.data] == [True] * 5 + [False] * 5  # one legend entry per curve kind
+    assert [a.text for a in fig.layout.annotations] == ["baseline", "LN"]
+
+
+def test_study_layers_figure_marks_the_controls_open() -> None:
+    from study_fakes import result
+
+    fig = figures.study_layers_figure([result("baseline", 0, 0.2, 0.3, 0.25), result("baseline", 1, 0.4, 0.3, 0.15)])
+    (trace,) = fig.data
+    assert list(trace.x) == [0.0, 0.5, 1.0]
+    np.testing.assert_allclose(trace.y, [0.05, 0.3, 0.2])  # the median over seeds of each class's pAUC
+    assert list(trace.marker.symbol) == ["circle-open", "circle", "circle-open"]
+
+
+def test_study_predicted_figure_keeps_the_variants_colours() -> None:
+    points = [
+        {"variant": "b", "seed": 0, "site": "s", "observed": 0.2, "predicted": 0.1},
+        {"variant": "c", "seed": 0, "site": "s", "observed": 0.3, "predicted": 0.4},
+    ]
+    fig = figures.study_predicted_figure(points, 0.5, ["a", "b", "c"])
+    assert [t.name for t in fig.data] == ["b", "c", "observed = predicted"]
+    assert [t.marker.color for t in fig.data[:2]] == [figures.SAFE[1], figures.SAFE[2]]  # "a" has no point
+    assert list(fig.data[2].x) == [0.1, 0.4] and "R² = 0.50" in fig.layout.title.text

@@ -108,7 +108,8 @@ def test_study_quick_end_to_end(tmp_path: Path):
         assert f"| {name} |" in text
     assert "| baseline | `layer1.post..layer3.pre` |" in text  # its one internal hook class, never the logits'
     assert all(h not in results[0].logit_hooks for h in (results[0].best_hook, "layer1.post"))
-    assert (tmp_path / "figures" / "study_layers.png").exists()
+    assert all((tmp_path / "figures" / f"study_{f}.png").exists() for f in ("frontier", "layers", "predicted"))
+    assert "- Variants against the baseline: not compared; that needs at least 2 seeds per variant" in text
     # properties beside the scores, one row per hook class and pair; the page's prediction section from them
     assert {(row["a"], row["b"]) for row in results[0].properties} == {
         (a, b) for a in range(3) for b in range(3) if a != b
@@ -117,7 +118,9 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert "## Which properties predict steerability" in text
     assert "| `d_prime` | d' of a's and b's images along v |" in text
     assert "needs at least 2 seeds per variant; this run has 1." in text
-    saved = results_from_dict(json.loads((tmp_path / "figures" / "study.json").read_text()))
+    data = json.loads((tmp_path / "figures" / "study.json").read_text())
+    assert data["results"][0]["properties"]["a"][:2] == [0, 0]  # property rows stored as columns
+    saved = results_from_dict(data)
     assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
     study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache

@@ -1,0 +1,112 @@
+"""The study page's conclusions, generated from its numbers: each variant's pAUC against the baseline's with its CI,
+the properties that predict steerability, the controls, and what the run does not show.
+
+A difference or a correlation counts when its Holm-corrected bootstrap p-value is below ``ALPHA``;
+everything else is reported as not detected, with the CI that bounds it.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hookedmlp_analysis.prediction import Estimate
+from hookedmlp_analysis.prediction_report import Prediction
+from hookedmlp_analysis.steer_report import best_internal, controls
+
+__all__ = ["ALPHA", "conclusions"]
+
+ALPHA = 0.05  # family-wise error rate of each table's Holm correction
+
+
+def _est(e: Estimate, spec: str = "+.3f") -> str:
+    return f"{e.name} ({e.value:{spec}} [{e.low:{spec}}, {e.high:{spec}}])"
+
+
+def _listed(items: Sequence[str]) -> str:
+    return ", ".join(items) or "none"
+
+
+def _differences(pred: Prediction) -> list[str]:
+    if not pred.differences:
+        return [
+            f"- Variants against the {pred.baseline or 'baseline'}: not compared; that needs at least 2 seeds per "
+            f"variant, and this run has {pred.seeds}."
+        ]
+    up = [_est(e) for e in pred.differences if e.p_holm < ALPHA and e.value > 0]
+    down = [_est(e) for e in pred.differences if e.p_holm < ALPHA and e.value < 0]
+    none = [e for e in pred.differences if e.p_holm >= ALPHA]
+    bound = max((max(abs(e.low), abs(e.high)) for e in none), default=0.0)
+    lines = [
+        f"- Steer better than the {pred.baseline} (mean pAUC over internal hook classes and pairs; difference, "
+        f"95% CI; Holm p < {ALPHA:g}): {_listed(up)}.",
+        f"- Steer worse: {_listed(down)}.",
+        f"- No difference detected: {_listed([e.name for e in none])}"
+        + (f"; their CIs bound any difference to {bound:.3f} pAUC." if none else "."),
+    ]
+    return lines
+
+
+def _properties(pred: Prediction) -> list[str]:
+    if not pred.correlations:
+        return ["- Properties: not related to steerability; that needs the rows of at least two variants."]
+    held = [e for e in pred.correlations if e.p_holm < ALPHA]
+    top = max(pred.correlations, key=lambda e: abs(e.value))
+    lines = [
+        f"- Properties whose rank correlation with the pAUC holds after Holm's correction: "
+        f"{_listed([_est(e, '.2f') for e in held])}. The strongest, `{top.name}`, has |rho| = {abs(top.value):.2f}: "
+        f"alone it accounts for rho² = {top.value**2:.0%} of the variance in ranks."
+    ]
+    r2 = pred.r2
+    if "properties + variant, seed held out" in r2:
+        gain = r2["properties + variant, seed held out"] - r2["properties, seed held out"]
+        unseen = r2["properties, variant held out"]
+        lines.append(
+            "- The answer to the post's question: "
+            + (
+                f"the properties carry what the variant label does (it adds {gain:.2f} of R²), and they predict an "
+                f"unseen variant with R² = {unseen:.2f}."
+                if gain <= 0.02 and unseen > 0
+                else f"not found among these properties. A linear model of all of them predicts the pAUC of a "
+                f"variant it never saw with R² = {unseen:.2f}, and the variant label adds {gain:.2f} of R² beyond "
+                "them: what makes a variant steerable is not captured by the properties measured here."
+            )
+        )
+    return lines
+
+
+def _controls(results: Sequence[Any]) -> list[str]:
+    best = [(r, best_internal(r.steer)) for r in results]
+    best = [(r, b) for r, b in best if b is not None]
+    if not best:
+        return ["- Controls: no model has an internal hook class; every site is a control."]
+    ctl = [controls(r.steer, "pauc_score") for r, _ in best]
+    inside = np.array([b["pauc_score"] for _, b in best])
+    bias = np.array([c["bias"] for c in ctl])
+    logit = np.array([c["logit class"] for c in ctl])
+    has_logit = ~np.isnan(logit)
+    n = len(best)
+    grids = [np.asarray(b["sensitivity"]) for _, b in best]
+    lo, hi = min(g.min() for g in grids), max(g.max() for g in grids)
+    return [
+        f"- Controls (scoring half): the two-logit bias reaches a higher pAUC than the model's best internal hook "
+        f"class in {int((bias > inside).sum())} of {n} models, and the logit class in "
+        f"{int((logit[has_logit] > inside[has_logit]).sum())} of {int(has_logit.sum())}: a steering vector inside "
+        "these networks is to be judged against adding a constant to two logits. The binary selectivity of the best "
+        f"internal class, kept only as a derived column, runs from {lo:.2f} to {hi:.2f} over its thresholds."
+    ]
+
+
+def conclusions(results: Sequence[Any], pred: Prediction) -> list[str]:
+    """The conclusions' lines (markdown), each from ``results``' steer summaries or ``pred``'s statistics."""
+    seeds = pred.seeds or min((sum(r.variant == v for r in results) for v in {r.variant for r in results}), default=0)
+    return [
+        *_differences(pred),
+        *_properties(pred),
+        *_controls(results),
+        f"- How sure: {seeds} seeds per variant, {pred.reps} hierarchical bootstrap draws, 95% CIs, and Holm's "
+        f"correction over each table's rows (family-wise error {ALPHA:g}).",
+        "- Not shown: a matched-accuracy arm (each variant trained to the same test loss) was not run, so a variant "
+        "that steers worse may only be a worse classifier (the `test_loss` row above is the covariate); each pair's "
+        "vector is one exemplar difference, so exemplars are not a random factor here.",
+    ]
