@@ -1,4 +1,4 @@
-"""The study page's conclusions: every line from the differences' CIs and Holm p-values, the properties, the controls."""
+"""The study page's conclusions: each line from the differences' CIs and Holm p-values, the properties, the controls."""
 
 from study_fakes import result
 
