@@ -60,6 +60,9 @@ class TrainSettings:
 
     ``threads`` is the number of intra-op threads training runs with: the weights depend on it
     (BLAS and torch split sums by thread), so it is a setting, recorded with the others.
+    ``target_loss`` stops training at the first check (every ``check_every`` steps) where the test
+    loss is at most it: models of different architectures trained to one test loss. The cosine
+    schedule still spans ``epochs``; a run that never reaches the target trains them all.
     """
 
     epochs: int = 6
@@ -68,6 +71,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     threads: int = 1
+    target_loss: Optional[float] = None
+    check_every: int = 50
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", low=1)
@@ -81,6 +86,9 @@ class TrainSettings:
             )
         check_int(self.seed, "seed", low=0, high=2**63)
         check_int(self.threads, "threads", low=1)
+        if self.target_loss is not None:
+            check_number(self.target_loss, "target_loss", 0.0, low_open=True)
+        check_int(self.check_every, "check_every", low=1)
 
 
 @dataclasses.dataclass
@@ -257,8 +265,11 @@ class Run:
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more ``meta`` (how the seeds were trained)
 
-    def end_epoch(self, model: HookedRoot, last_loss: Tensor, test: tuple[Tensor, Tensor], seconds: float) -> None:
-        """Evaluate, record, stop on NaN or infinity, and keep the epoch in the partial file (not after the last)."""
+    def end_epoch(
+        self, model: HookedRoot, last_loss: Tensor, test: tuple[Tensor, Tensor], seconds: float, last: bool = False
+    ) -> None:
+        """Evaluate, record, stop on NaN or infinity, and keep the epoch in the partial file (not after the last:
+        the run's final epoch, or one ``last`` because it reached the target loss)."""
         epoch = len(self.history) + 1
         test_loss, test_acc = evaluate(model, *test)
         self.history.append(
@@ -270,7 +281,7 @@ class Run:
             }
         )
         _check_finite(model, self.history, self.settings, self.files, seconds)
-        if epoch < self.settings.epochs:
+        if epoch < self.settings.epochs and not last:
             self.files.save_epoch(model, self.meta(), epoch, test_loss)
 
     def meta(self) -> dict[str, Any]:
@@ -314,6 +325,7 @@ def _train(
     n, bs = len(train_x), settings.batch_size
     start = time.perf_counter()
     bar = tqdm(total=sched.T_max, desc="train", unit="step", disable=not progress)
+    reached, step = False, 0
     try:
         for _ in range(settings.epochs):
             model.train()
@@ -326,7 +338,13 @@ def _train(
                 opt.step()
                 sched.step()
                 bar.update(1)
-            run.end_epoch(model, loss, (test_x, test_y), time.perf_counter() - start)
+                step += 1
+                if reached_target(model, settings, step, (test_x, test_y)):
+                    reached = True
+                    break
+            run.end_epoch(model, loss, (test_x, test_y), time.perf_counter() - start, last=reached)
+            if reached:
+                break
             bar.set_postfix(
                 test_loss=f"{run.history[-1]['test_loss']:.4f}", acc=f"{run.history[-1]['test_accuracy']:.4f}"
             )
@@ -335,6 +353,13 @@ def _train(
     finally:
         bar.close()
     return model.eval(), time.perf_counter() - start
+
+
+def reached_target(model: HookedRoot, settings: TrainSettings, step: int, test: tuple[Tensor, Tensor]) -> bool:
+    """Whether a run with a ``target_loss`` stops after ``step`` steps: at a check, the test loss is at most it."""
+    if settings.target_loss is None or step % settings.check_every:
+        return False
+    return evaluate(model, *test)[0] <= settings.target_loss
 
 
 def _check_finite(

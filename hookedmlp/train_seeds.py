@@ -131,6 +131,11 @@ def train_seeds(
     recipe = MLPConfig() if recipe is None else recipe
     settings = settings or TrainSettings()
     seeds = check_seeds(seeds)
+    if settings.target_loss is not None:
+        raise ConfigError(
+            f"settings.target_loss={settings.target_loss:g} stops each seed at its own step, and train_seeds steps "
+            "the seeds in lockstep; train them one at a time (hookedmlp.train_model), or leave target_loss None"
+        )
     outs = [None] * len(seeds) if outs is None else list(outs)
     if len(outs) != len(seeds):
         raise ConfigError(f"outs needs one path (or None) per seed: {len(seeds)} seeds, got {len(outs)} paths")

@@ -122,6 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         seed=args.seed,
         threads=args.threads,
+        target_loss=args.target_loss,
     )
     card = args.out.with_suffix(".json") if args.card else None
     if card is not None and card == args.out:
@@ -386,6 +387,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         executor=_executor(args),
         device=str(resolve_device(args.device)),
         together=not args.seeds_apart,
+        matched=not args.no_matched,
     )
     return 0
 

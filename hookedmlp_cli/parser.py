@@ -279,6 +279,14 @@ def _add_train(sub: Any) -> None:
         help="intra-op threads while training; the weights depend on it, so it is recorded with the "
         "settings (default: %(default)s)",
     )
+    opt.add_argument(
+        "--target-loss",
+        type=_positive_float,
+        default=None,
+        metavar="LOSS",
+        help="stop at the first check (every 50 steps) where the test loss is at most LOSS; the cosine schedule "
+        "still spans --epochs (default: train every epoch)",
+    )
     _add_device(opt, "training")
     files = train.add_argument_group("files")
     files.add_argument(
@@ -469,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a smoke test: 3 variants, 1 seed, tiny training and scoring (default: off)",
     )
     study.add_argument("--no-figures", action="store_true", help="skip the figures (default: write them)")
+    study.add_argument(
+        "--no-matched",
+        action="store_true",
+        help="skip the matched-accuracy arm (every variant trained to one test loss, 3 seeds) (default: run it)",
+    )
     run = study.add_argument_group("where it runs")
     _add_executor(run, "process", "models")
     run.add_argument(

@@ -18,7 +18,7 @@ from _fs import full_dir, readonly_dir
 import hookedmlp
 import hookedmlp.train
 import hookedmlp_cli.commands
-from hookedmlp import HookedMLP, MLPConfig
+from hookedmlp import HookedMLP, MLPConfig, load
 from hookedmlp.data import load_mnist
 from hookedmlp_cli.commands import figure_target, main
 
@@ -590,6 +590,8 @@ def test_train_writes_a_checkpoint_and_a_card(capsys, tmp_path, tiny_mnist, monk
         "weight_decay": 0.0,
         "seed": 5,
         "threads": 1,
+        "target_loss": None,
+        "check_every": 50,
     }
     assert card["command"] == shlex.join(["hookedmlp", *argv])
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -652,3 +654,17 @@ def test_train_card_never_overwrites_the_checkpoint(capsys, tmp_path, tiny_mnist
         "--card would write the card over the checkpoint",
     )
     assert tiny_mnist == []
+
+
+def test_train_stops_at_a_target_loss(tmp_path, tiny_mnist):
+    from hookedmlp_cli.commands import main
+
+    out = tmp_path / "m.pt"
+    argv = ["train", "--epochs", "20", "--target-loss", "100", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    model = load(out)
+    # 512 images in batches of 128: 4 steps an epoch; the first check, at step 50, falls in epoch 13 and stops there
+    assert len(model.meta["history"]) == 13 and model.meta["settings"]["target_loss"] == 100.0
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--target-loss", "0", "--out", str(out)])
+    assert info.value.code == 2

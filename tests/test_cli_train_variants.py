@@ -102,6 +102,8 @@ def test_each_variant_trains_one_step_and_records_its_recipe(flags, recipe, tmp_
         "weight_decay": 0.01,
         "seed": 3,
         "threads": 1,
+        "target_loss": None,
+        "check_every": 50,
     }
     assert len(model.meta["history"]) == 1
     with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hookedmlp import FileWriteError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP
+from hookedmlp import ConfigError, FileWriteError, HookedMLP, LeNetConfig, MLPConfig, ResidualConfig, ResidualMLP
 from hookedmlp.models.configs import config_to_dict
 from hookedmlp.train import TrainResult, TrainSettings, build_model, evaluate, train_model
 
@@ -92,6 +92,27 @@ def test_training_follows_a_plain_torch_reference(data):
     got = result.model.to_sequential().state_dict()
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6)  # fused vs plain AdamW: rounding only
+
+
+def test_a_target_loss_stops_at_the_first_check_that_reaches_it(data, tmp_path):
+    full = _train(data, epochs=3, lr=3e-2, seed=1)  # 6 steps an epoch
+    checks = [h["test_loss"] for h in full.history]
+    target = (checks[0] + checks[1]) / 2  # reached in epoch 2, not in epoch 1
+    stopped = _train(data, epochs=3, lr=3e-2, seed=1, target_loss=target, check_every=2, out=tmp_path / "m.pt")
+    assert [h["epoch"] for h in stopped.history] == [1, 2] and stopped.test_loss <= target
+    assert not list(tmp_path.glob("*partial*"))  # the run ended there: nothing left for a resume
+    # a check at every step that never reaches the target trains every epoch, to the same bits as no check at all
+    never = _train(data, epochs=3, lr=3e-2, seed=1, target_loss=1e-9, check_every=1)
+    assert _same_weights(never.model, full.model) and len(never.history) == 3
+
+
+def test_train_seeds_refuses_a_target_loss(data):
+    from hookedmlp.train_seeds import train_seeds
+
+    with pytest.raises(
+        ConfigError, match="stops each seed at its own step, and train_seeds steps the seeds in lockstep"
+    ):
+        train_seeds(CFG, TrainSettings(epochs=1, batch_size=32, target_loss=0.5), [0, 1], data=data, progress=False)
 
 
 # -- every recipe trains, seeded bit for bit ------------------------------------------------------
@@ -265,6 +286,9 @@ def test_out_and_card_are_checked_before_training(data, tmp_path):
         (dict(lr=0.5, weight_decay=2.0), "lr * weight_decay must be below 1"),
         (dict(seed=2**64), "seed must be in [0, 9223372036854775808), got 18446744073709551616"),
         (dict(seed=True), "seed must be an int, got bool (True)"),
+        (dict(target_loss=0.0), "target_loss must be finite and in (0, inf], got 0"),
+        (dict(target_loss=float("nan")), "target_loss must be finite and in (0, inf], got nan"),
+        (dict(check_every=0), "check_every must be >= 1, got 0"),
     ],
 )
 def test_train_settings_validation(kwargs, message):
@@ -281,6 +305,8 @@ def test_train_settings_defaults_are_the_study_recipe():
         "weight_decay": 0.0,
         "seed": 0,
         "threads": 1,
+        "target_loss": None,
+        "check_every": 50,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainSettings().epochs = 3
