@@ -46,6 +46,11 @@ __all__ = [
     "QUICK",
     "SEEDS",
     "STUDY_SETTINGS",
+    "MATCHED_LOSS",
+    "MATCHED_SEED_COUNT",
+    "QUICK_MATCHED_LOSS",
+    "QUICK_CHECK_EVERY",
+    "VECTORS",
     "PROPERTY_PER_CLASS",
     "ModelResult",
     "study_model",
@@ -88,9 +93,23 @@ VARIANTS: tuple[Variant, ...] = (
 QUICK = ("baseline", "residual", "LeNet")
 SEEDS = (0, 1, 2, 3, 4)  # five per variant: with three against three no single comparison can reach p < 0.05
 STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cosine, batch 128
+# The matched-accuracy arm: every variant trained with that recipe until its test loss is at most MATCHED_LOSS, just
+# above the worst variant's at the end of the recipe (width 64: 0.18 to 0.20), so that each can reach it.
+MATCHED_LOSS = 0.2
+MATCHED_SEED_COUNT = 3  # the first three of the study's seeds
+QUICK_MATCHED_LOSS = 1.0  # a quick run's (one epoch on 2,000 images: some models reach it, some do not)
+QUICK_CHECK_EVERY = 5  # a quick run's epoch is 16 steps
 TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit
 PROPERTY_PER_CLASS = 50  # the property set: the first 50 training images of each digit (never scored on)
 STEER_COLUMNS = ("pauc", "pauc_score", "heldout_flip")  # the scores kept beside the properties, per class and pair
+# Where each pair's vector comes from: (method, exemplar) of ``steerability``. The first is the study's (the scores
+# above); the others measure how much the choice of vector moves the scores, at the internal hook classes.
+VECTORS: tuple[tuple[str, str, int], ...] = (
+    ("exemplar 0", "first", 0),
+    ("exemplar 1", "first", 1),
+    ("exemplar 2", "first", 2),
+    ("class mean", "mean", 0),
+)
 
 
 def _key(variant: Variant, settings: TrainSettings, dataset: str) -> str:
@@ -122,6 +141,8 @@ class ModelResult:
     steer: dict[str, Any] = dataclasses.field(default_factory=dict)
     # one row per hook class and pair: its scores (STEER_COLUMNS) and its properties (analysis.properties)
     properties: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # one row per vector source (an index into VECTORS), internal hook class and pair: its pAUC
+    vectors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def logit_hooks(self) -> list[str]:
@@ -245,13 +266,15 @@ def study_model(
     device: Union[str, torch.device] = "cpu",
     trained_seconds: float = 0.0,
     property_per_class: int = PROPERTY_PER_CLASS,
+    vectors: bool = True,
 ) -> ModelResult:
     """Train (or load from ``cache``) one model of the family and analyse it at every hook point, on ``device``.
 
     The analysis runs with torch's current intra-op threads, which the result's cache key records (the last bits
     of the numbers depend on them). ``trained_seconds``: what training took where the model was trained before this
     call (its seeds together), recorded in place of 0 for a model found in the cache. Its properties are measured
-    on the first ``property_per_class`` training images of each digit (of ``train_data`` when given).
+    on the first ``property_per_class`` training images of each digit (of ``train_data`` when given). ``vectors``:
+    also score every source of ``VECTORS`` at the internal hook classes (``ModelResult.vectors``).
     """
     property_set = _property_set(train_data, property_per_class)
     settings, model_path, result_path = cell_files(variant, seed, cache, settings, train_data)
@@ -265,6 +288,7 @@ def study_model(
         "n_properties": len(property_set[1]),
         "pairs": None if pairs is None else [list(p) for p in pairs],
         "threads": torch.get_num_threads(),
+        "vectors": [list(v) for v in VECTORS] if vectors else [],
     }
     cached = _cached_result(result_path, key, log)
     if cached is not None:
@@ -276,6 +300,7 @@ def study_model(
     test_loss, test_acc = evaluate(model, *test)
     with torch.no_grad():
         steer = steerability(model, test, pairs=pairs, settings=steer_settings)
+        rows = _vector_rows(model, test, steer, steer_settings) if vectors else []
     props = model_properties(model, property_set, test, pairs=steer.pairs)
     result = ModelResult(
         variant.name,
@@ -288,6 +313,7 @@ def study_model(
         time.perf_counter() - start,
         steer.summary(),
         _joined(steer, props.table()),
+        rows,
     )
     with atomic_write(result_path, "w") as f:
         numbers = dataclasses.asdict(result)
@@ -302,6 +328,29 @@ def _property_set(
     """The first ``per_class`` training images of each digit (of ``train_data`` when given)."""
     images, labels = (train_data[0], train_data[1]) if train_data is not None else load_mnist("train")
     return stratified_subset(images, labels, per_class)
+
+
+def _vector_rows(model: HookedRoot, test: Any, steer: Steerability, settings: SteerSettings) -> list[dict[str, Any]]:
+    """Each vector source's pAUC (all scoring images) at each internal hook class, per pair; the first is ``steer``."""
+    rows = []
+    for i, (_, method, exemplar) in enumerate(VECTORS):
+        st = (
+            steer
+            if i == 0
+            else steerability(model, test, steer.pairs, method, exemplar, settings=settings, only_internal=True)
+        )
+        for s in st.internal:
+            for p, (a, b) in enumerate(st.pairs):
+                rows.append(
+                    {
+                        "source": i,
+                        "site": s.name,
+                        "a": a,
+                        "b": b,
+                        "pauc": round(float(s.metrics["pauc"][p]), 6),
+                    }
+                )
+    return rows
 
 
 def _joined(steer: Steerability, properties: list[dict[str, Any]]) -> list[dict[str, Any]]:

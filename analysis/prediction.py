@@ -174,21 +174,26 @@ def variant_differences(
     reps: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    within: Sequence[str] = ("seed",),
 ) -> list[Estimate]:
     """Each variant's mean ``score`` minus the baseline's, with hierarchical bootstrap CIs and Holm's p-values.
 
-    Each variant and the baseline are resampled on their own: seeds, then pairs within a seed
-    (every row of a drawn pair kept). Needs at least two seeds in each.
+    Each variant and the baseline are resampled on their own: the levels ``within`` (seeds; add a
+    column such as the vector's source to treat it as a random factor too), then pairs within the
+    innermost (every row of a drawn pair kept). Needs at least two seeds in each.
     """
     _check_reps(reps, level)
-    cols = _columns(rows, [score], "variant_differences")
+    if not within or within[0] != "seed":
+        raise ConfigError(f"within must start with 'seed' (the trained models), got {list(within)}")
+    cols = _columns(rows, [score, *within[1:]], "variant_differences")
     names = list(dict.fromkeys(cols["variant"].tolist()))
     check_choice(baseline, names, "baseline")
     nests = {}
     pairs = _pair_keys(cols)
     for name in names:
         keep = np.flatnonzero(cols["variant"] == name)
-        nests[name] = (keep, Nested([cols["seed"][keep].tolist(), [pairs[i] for i in keep]]))
+        levels = [cols[w][keep].tolist() for w in within]
+        nests[name] = (keep, Nested([*levels, [pairs[i] for i in keep]]))
         check_groups(nests[name][1], 0, 2, f"a bootstrap over the seeds of {name!r}")
     others = [n for n in names if n != baseline]
     if not others:

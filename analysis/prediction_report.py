@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hookedmlp_analysis.family import ModelResult
+from hookedmlp_analysis.markdown import ci, p_value, table
 from hookedmlp_analysis.prediction import (
     Estimate,
     heldout_predictions,
@@ -23,35 +24,30 @@ from hookedmlp_analysis.prediction import (
 )
 from hookedmlp_analysis.properties import DESCRIPTIONS, PROPERTIES
 
-__all__ = ["Prediction", "predict", "predicted_points", "prediction_section", "SCORE", "REPS", "QUICK_REPS"]
+__all__ = [
+    "Prediction",
+    "predict",
+    "predicted_points",
+    "internal_rows",
+    "prediction_section",
+    "SCORE",
+    "REPS",
+    "QUICK_REPS",
+]
 
 SCORE = "pauc"  # the primary steerability score (analysis.steerability)
 REPS = 1000  # bootstrap draws (a quick run's page: QUICK_REPS)
 QUICK_REPS = 100
 
 
-def _rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+def internal_rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+    """Every model's property rows at its internal hook classes, each with its variant and seed."""
     return [
         {**row, "variant": r.variant, "seed": r.seed}
         for r in results
         for row in r.properties
         if row["role"] == "internal"
     ]
-
-
-def _p(value: float) -> str:
-    """A p-value as the tables print it; ``n/a`` where it is undefined (a constant score or property)."""
-    return "n/a" if not np.isfinite(value) else f"{value:.3f}" if value >= 0.001 else "< 0.001"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
-
-
-def _ci(e: Estimate) -> str:
-    return f"[{e.low:.2f}, {e.high:.2f}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +71,7 @@ def predicted_points(results: Sequence[ModelResult]) -> tuple[list[dict[str, Any
     """One dict per model x internal hook class: its mean score over the pairs (``observed``) and the mean prediction
     of the properties model fitted without its variant (``predicted``); and that model's held-out R^2 over the rows.
     Empty, NaN where fewer than two variants have internal rows."""
-    rows = _rows(results)
+    rows = internal_rows(results)
     if len({row["variant"] for row in rows}) < 2:
         return [], float("nan")
     x = np.array([[row[p] for p in PROPERTIES] for row in rows], dtype=np.float64)
@@ -93,7 +89,7 @@ def predicted_points(results: Sequence[ModelResult]) -> tuple[list[dict[str, Any
 
 def predict(results: Sequence[ModelResult], reps: int = REPS) -> Prediction:
     """The statistics of ``results``' internal rows; what a run too small for one of them leaves empty."""
-    rows = _rows(results)
+    rows = internal_rows(results)
     variants = list(dict.fromkeys(row["variant"] for row in rows))  # those with an internal hook class
     seeds = min(len({row["seed"] for row in rows if row["variant"] == v}) for v in variants) if variants else 0
     baseline = "baseline" if "baseline" in variants else variants[0] if variants else ""
@@ -123,9 +119,12 @@ def prediction_section(pred: Prediction, figures: bool = False) -> list[str]:
     if not pred.correlations:
         return out + ["Not computed: it needs the rows of at least two variants.\n"]
     out += [
-        _table(
+        table(
             ["property", "what it measures", "Spearman rho", "95% CI", "p (Holm)"],
-            [[f"`{e.name}`", DESCRIPTIONS[e.name], f"{e.value:.2f}", _ci(e), _p(e.p_holm)] for e in pred.correlations],
+            [
+                [f"`{e.name}`", DESCRIPTIONS[e.name], f"{e.value:.2f}", ci(e), p_value(e.p_holm)]
+                for e in pred.correlations
+            ],
         ),
         "",
     ]
@@ -161,9 +160,9 @@ def prediction_section(pred: Prediction, figures: bool = False) -> list[str]:
         out += [
             f"Each variant's mean pAUC minus the {pred.baseline}'s, over all its internal hook classes and pairs "
             "(bootstrap over seeds, then pairs, within each):\n",
-            _table(
+            table(
                 ["variant", "difference", "95% CI", "p (Holm)"],
-                [[e.name, f"{e.value:+.3f}", _ci(e), _p(e.p_holm)] for e in pred.differences],
+                [[e.name, f"{e.value:+.3f}", ci(e), p_value(e.p_holm)] for e in pred.differences],
             ),
             "",
         ]
@@ -171,7 +170,8 @@ def prediction_section(pred: Prediction, figures: bool = False) -> list[str]:
         "What this does not show:\n",
         "- Cause. Properties and scores are measured on the same models; a property that correlates with the pAUC "
         "may only share a cause with it (depth and width change many properties at once).",
-        "- Other vectors. Each pair's vector is one exemplar difference; class-mean vectors may rank differently.",
+        "- Other vectors. The rows are the first exemplar's vectors; the next section shows how far other exemplars "
+        "and class means move the scores.",
         "- The controls. The input and logit classes are left out of these rows: steering there is pixel arithmetic "
         "or a bias on the logits, compared in the tables above.",
         "",

@@ -13,6 +13,7 @@ import numpy as np
 from hookedmlp_analysis.claims import DAMAGE_FACTOR, ClaimSummary, summarise
 from hookedmlp_analysis.explain_report import explain_section
 from hookedmlp_analysis.grid import NORMAL_ROW, GridResult
+from hookedmlp_analysis.markdown import table
 from hookedmlp_analysis.published import StudyTables, spearman, study_tables
 from hookedmlp_analysis.spread import Run, VectorSource
 from hookedmlp_analysis.steer_report import steer_section
@@ -119,15 +120,10 @@ class Reproduction:
         )
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _grid_table(values: np.ndarray, last: np.ndarray, fmt: str, last_label: str = "Normal") -> str:
     rows = [[str(a)] + [format(v, fmt) for v in values[a]] for a in range(len(values))]
     rows.append([last_label] + [format(v, ".3f") for v in last])
-    return _table(["a \\ b"] + [str(b) for b in range(len(values))], rows)
+    return table(["a \\ b"] + [str(b) for b in range(len(values))], rows)
 
 
 def _header(r: Reproduction) -> str:
@@ -174,7 +170,7 @@ def _claims(r: Reproduction) -> str:
         "not a threshold on the number beside it. The headline column is the study's own setting (first training "
         "image, our shipped model, all test images); the last two columns count the verdict over the spread's runs "
         "and give the median and range of the number. The spread's figure draws each rule's threshold where it has "
-        "one.\n\n" + _table(head, rows) + "\n\n" + _claim_notes(r, summaries) + "\n"
+        "one.\n\n" + table(head, rows) + "\n\n" + _claim_notes(r, summaries) + "\n"
     )
 
 
@@ -226,7 +222,7 @@ def _spread(r: Reproduction) -> str:
         "## The spread, by way of making the vectors\n\n"
         "Over the models (median [range]): the mean flip rate and the mean loss on the other digits over the 90 "
         "off-diagonal pairs at `layer0.post`, and the runs where every pair flips.\n\n"
-        + _table(["vectors from", "flip rate", "loss off-diagonal", "every pair flips"], rows)
+        + table(["vectors from", "flip rate", "loss off-diagonal", "every pair flips"], rows)
         + "\n\n![The spread of each claim's number](figures/spread.png)\n"
     )
 
@@ -248,7 +244,7 @@ def _control(r: Reproduction) -> str:
         f"{ours:.2f} for the shipped model and {theirs:.2f} in the study: it comes "
         f"**{'closer to' if closer else 'no closer to'}** the study's magnitude. Its claims over the same "
         f"{len(r.control_runs)} ways of making vectors:\n\n"
-        + _table(["claim", "verdict", "median [range]"], rows)
+        + table(["claim", "verdict", "median [range]"], rows)
         + "\n"
     )
 
@@ -269,7 +265,7 @@ def _inconsistency(r: Reproduction) -> str:
         "sweep *after the first ReLU*, not after the first Linear. In our run the two agree by construction (grid cell "
         f"3 - 1 at `layer0.post`: {g.loss[3, 1]:.2f}; sweep at `layer0.post`: {at['layer0.post']:.2f}). Which of our "
         "layers matches the study's grid best, by rank correlation over the 90 off-diagonal cells:\n\n"
-        + _table(["our grid at", "Spearman vs the study's grid", "our cell 3 - 1", "our mean off-diagonal"], rows)
+        + table(["our grid at", "Spearman vs the study's grid", "our cell 3 - 1", "our mean off-diagonal"], rows)
         + f"\n\nThe study's grid correlates best with ours at `{best}`. (`layer1.post` and `layer2.post` give the same "
         "grid: the vector folds through the second Linear.)\n"
     )

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from hookedmlp_analysis.markdown import table
 from hookedmlp_analysis.metrics import SCORES
 from hookedmlp_analysis.selectivity import FLIP, KEEP
 from hookedmlp_analysis.steer_result import SENSITIVITY
@@ -121,15 +122,12 @@ def steer_section(summary: dict[str, Any], model: str, n_test: int) -> str:
                 _binary(s) if "sensitivity" in s else "",
             ]
         )
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
     return "\n".join(
         [
             "## Steerability without thresholds, with controls\n",
             f"Model: {model}; vectors from the first training image of each digit; all {summary['pairs']} pairs, "
             f"scored on {n_test} test images. " + method_note(summary) + " Each number is the mean over the pairs.\n",
-            table,
+            table(head, rows),
             "",
         ]
     )
@@ -154,7 +152,7 @@ def study_steer_tables(results: Sequence[Any]) -> tuple[str, str]:
         ["variant", "best internal class (tuning half)", "pAUC, scoring half", "held-out flip", "random, same class"],
         ["variant", "logit class", "two-logit bias", "pixel", "binary [threshold range]"],
     )
-    lines = [["| " + " | ".join(h) + " |", "|" + "---|" * len(h)] for h in heads]
+    rows: tuple[list[list[str]], list[list[str]]] = ([], [])
     for name in dict.fromkeys(r.variant for r in results):
         summaries = [r.steer for r in results if r.variant == name]
         best = [best_internal(s) for s in summaries]
@@ -176,6 +174,6 @@ def study_steer_tables(results: Sequence[Any]) -> tuple[str, str]:
                 _binary_spread([b["selective"] for b in found], [np.asarray(b["sensitivity"]) for b in found]),
             ],
         )
-        for table, row in zip(lines, cells):
-            table.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines[0]), "\n".join(lines[1])
+        rows[0].append(cells[0])
+        rows[1].append(cells[1])
+    return table(heads[0], rows[0]), table(heads[1], rows[1])

@@ -185,6 +185,29 @@ def _class_sites(
     return out
 
 
+def _controls(
+    ctx: _Context, model: HookedRoot, ds: ScoringSet, classes: list[HookClass], index: Any, inputs: Tensor
+) -> list[SiteResult]:
+    """Pixel arithmetic (where no hook class holds the input) and the two-logit bias, for every pair."""
+    sites = []
+    x = model.prepare_input(ds.images)
+    if not any(c.holds_input for c in classes):
+        v = inputs[index[0]] - inputs[index[1]]
+        rel = v.flatten(1).norm(dim=1).cpu().numpy().astype(np.float64) / _mean_norm(x)
+        about = dict(name="pixel", kind="pixel", role="input", hooks=[], depth=0.0, draw=-1)
+        sites.append(_pair_site(ctx, input_site(model, ds, v), rel, **about))
+    z = model(inputs)
+    diff = z[index[0]] - z[index[1]]
+    unit = torch.zeros_like(diff)
+    unit[torch.arange(len(ctx.pairs)), ctx.a] = 1.0
+    unit[torch.arange(len(ctx.pairs)), ctx.b] = -1.0
+    u = unit * (diff.norm(dim=1, keepdim=True) / 2**0.5)
+    rel = u.norm(dim=1).cpu().numpy().astype(np.float64) / _mean_norm(ds.base)
+    about = dict(name="bias", kind="bias", role="logits", hooks=[], depth=1.0, draw=-1)
+    sites.append(_pair_site(ctx, output_site(ds, u), rel, **about))
+    return sites
+
+
 def steerability(
     model: HookedRoot,
     test: Any = None,
@@ -194,6 +217,7 @@ def steerability(
     data: Any = None,
     settings: Optional[SteerSettings] = None,
     progress: bool = False,
+    only_internal: bool = False,
 ) -> Steerability:
     """Score every pair's vector at every hook class of ``model``, with the controls, on ``test``.
 
@@ -209,6 +233,8 @@ def steerability(
         settings: the coefficient range, bisection steps, random draws and score levels
             (default: ``SteerSettings()``).
         progress: show a progress bar over the sites.
+        only_internal: score the internal hook classes alone, with no random vector (``draws`` 0) and no other
+            control: what comparing vector sources at the same sites needs.
 
     Returns:
         A ``Steerability``: one ``SiteResult`` per hook class and control, each with every score of
@@ -227,7 +253,9 @@ def steerability(
     settings = SteerSettings() if settings is None else settings
     if not isinstance(settings, SteerSettings):
         raise ConfigError(f"settings must be a SteerSettings, got {type(settings).__name__}")
-    classes = hook_classes(model)
+    if only_internal:
+        settings = dataclasses.replace(settings, draws=0)
+    classes = [c for c in hook_classes(model) if c.role == "internal" or not only_internal]
     images, labels = scoring_set(test)
     source = source_data(model, data)
     pairs = off_diagonal_pairs(range(source.n_classes)) if pairs is None else [tuple(p) for p in pairs]
@@ -251,28 +279,14 @@ def steerability(
         pos = {d: i for i, d in enumerate(digits)}
         index = (torch.tensor([pos[a] for a, _ in pairs]), torch.tensor([pos[b] for _, b in pairs]))
         hooks = list(dict.fromkeys(h for c in classes for h in (c.representative, c.last)))
-        acts = class_vectors(model, hooks, digits, method, exemplar, source)
+        acts = class_vectors(model, hooks, digits, method, exemplar, source) if hooks else {}
         sites: list[SiteResult] = []
         bar = tqdm(classes, desc="steerability", unit="class", disable=not progress)
         for cls in bar:
             sites += _class_sites(ctx, model, cls, acts, index)
-        inputs = _input_vectors(model, digits, method, exemplar, source)
-        x = model.prepare_input(ds.images)
-        if not any(c.holds_input for c in classes):
-            v = inputs[index[0]] - inputs[index[1]]
-            rel = v.flatten(1).norm(dim=1).cpu().numpy().astype(np.float64) / _mean_norm(x)
-            about = dict(name="pixel", kind="pixel", role="input", hooks=[], depth=0.0, draw=-1)
-            sites.append(_pair_site(ctx, input_site(model, ds, v), rel, **about))
-        z = model(inputs)
-        diff = z[index[0]] - z[index[1]]
-        unit = torch.zeros_like(diff)
-        unit[torch.arange(len(pairs)), ctx.a] = 1.0
-        unit[torch.arange(len(pairs)), ctx.b] = -1.0
-        u = unit * (diff.norm(dim=1, keepdim=True) / 2**0.5)
-        rel = u.norm(dim=1).cpu().numpy().astype(np.float64) / _mean_norm(ds.base)
-        about = dict(name="bias", kind="bias", role="logits", hooks=[], depth=1.0, draw=-1)
-        sites.append(_pair_site(ctx, output_site(ds, u), rel, **about))
         base, _ = ds.score(ds.base.unsqueeze(0).expand(len(pairs), -1, -1), ctx.a.tolist(), ctx.b.tolist())
+        if not only_internal:
+            sites += _controls(ctx, model, ds, classes, index, _input_vectors(model, digits, method, exemplar, source))
     engine = f"{len(sites)} sites, {ctx.passes} batched passes over {ctx.rows} rows in all"
     return _with_binary(
         Steerability(

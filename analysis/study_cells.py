@@ -65,6 +65,7 @@ class CellTask:
     together: bool = True
     host: str = dataclasses.field(default_factory=socket.gethostname)  # the coordinator's
     property_per_class: int = PROPERTY_PER_CLASS
+    vectors: bool = True  # score every vector source too (family.VECTORS)
 
 
 @dataclasses.dataclass
@@ -102,8 +103,8 @@ def _train_missing(task: CellTask, cells: list[tuple[TrainSettings, Path, Path]]
         for seed, (settings, path, _) in zip(task.seeds, cells)
         if cached_model(task.variant, settings, path, log.append) is None
     ]
-    if len(missing) < 2 or not task.together:
-        return {}  # one model (or none) to train: study_model trains it alone, as ever
+    if len(missing) < 2 or not task.together or task.settings.target_loss is not None:
+        return {}  # one model (or none) to train, or each to its own step: study_model trains them alone
     for _, path in missing:
         partial_path(path).unlink(missing_ok=True)  # the cache's own: an interrupted study's last epoch
     start = time.perf_counter()
@@ -141,6 +142,7 @@ def run_cell_task(task: CellTask) -> CellOutcome:
                 device=task.device,
                 trained_seconds=trained.get(seed, 0.0),
                 property_per_class=task.property_per_class,
+                vectors=task.vectors,
             )
             for seed in task.seeds
         ]
@@ -194,10 +196,12 @@ def run_study(
     device: str = "cpu",
     together: bool = True,
     property_per_class: int = PROPERTY_PER_CLASS,
+    vectors: bool = True,
 ) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
 
-    Properties are measured on the first ``property_per_class`` training images of each digit.
+    Properties are measured on the first ``property_per_class`` training images of each digit; ``vectors``: every
+    vector source is scored too (``family.VECTORS``).
 
     The cells run on ``executor`` (a task per group of a variant's seeds, its missing seeds trained ``together``, as
     few groups as keep the workers busy: ``seed_groups``; or one task per cell),
@@ -224,6 +228,7 @@ def run_study(
             str(device),
             together,
             property_per_class=property_per_class,
+            vectors=vectors,
         )
         for v in variants
         for group in groups

@@ -6,13 +6,15 @@ everything else is reported as not detected, with the CI that bounds it.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from hookedmlp_analysis.matched_report import MatchedArm
 from hookedmlp_analysis.prediction import Estimate
 from hookedmlp_analysis.prediction_report import Prediction
 from hookedmlp_analysis.steer_report import best_internal, controls
+from hookedmlp_analysis.vectors_report import VectorArm, sd_by
 
 __all__ = ["ALPHA", "conclusions"]
 
@@ -27,24 +29,56 @@ def _listed(items: Sequence[str]) -> str:
     return ", ".join(items) or "none"
 
 
+def _sorted(diffs: Sequence[Estimate]) -> tuple[list[str], list[str], list[Estimate]]:
+    """The variants better and worse than the baseline (Holm p < ``ALPHA``), and the rest."""
+    up = [_est(e) for e in diffs if e.p_holm < ALPHA and e.value > 0]
+    down = [_est(e) for e in diffs if e.p_holm < ALPHA and e.value < 0]
+    return up, down, [e for e in diffs if e.p_holm >= ALPHA]
+
+
+def _bounded(none: Sequence[Estimate]) -> str:
+    bound = max((max(abs(e.low), abs(e.high)) for e in none), default=0.0)
+    return _listed([e.name for e in none]) + (f"; their CIs bound any difference to {bound:.3f} pAUC." if none else ".")
+
+
 def _differences(pred: Prediction) -> list[str]:
     if not pred.differences:
         return [
             f"- Variants against the {pred.baseline or 'baseline'}: not compared; that needs at least 2 seeds per "
             f"variant, and this run has {pred.seeds}."
         ]
-    up = [_est(e) for e in pred.differences if e.p_holm < ALPHA and e.value > 0]
-    down = [_est(e) for e in pred.differences if e.p_holm < ALPHA and e.value < 0]
-    none = [e for e in pred.differences if e.p_holm >= ALPHA]
-    bound = max((max(abs(e.low), abs(e.high)) for e in none), default=0.0)
-    lines = [
+    up, down, none = _sorted(pred.differences)
+    return [
         f"- Steer better than the {pred.baseline} (mean pAUC over internal hook classes and pairs; difference, "
         f"95% CI; Holm p < {ALPHA:g}): {_listed(up)}.",
         f"- Steer worse: {_listed(down)}.",
-        f"- No difference detected: {_listed([e.name for e in none])}"
-        + (f"; their CIs bound any difference to {bound:.3f} pAUC." if none else "."),
+        f"- No difference detected: {_bounded(none)}",
     ]
-    return lines
+
+
+def _vectors(arm: VectorArm) -> list[str]:
+    if not arm.differences:
+        return []
+    up, down, none = _sorted(arm.differences)
+    sd = [sd_by(per_source) for per_source in arm.means.values()]
+    return [
+        f"- With the vector a random factor too ({', '.join(arm.sources)}): better than the {arm.baseline}: "
+        f"{_listed(up)}; worse: {_listed(down)}; no difference detected: {_bounded(none)} Within one model, the "
+        f"source moves the mean pAUC by an SD of {np.median([s for s, _ in sd]):.3f} (median over variants), "
+        f"against {np.median([s for _, s in sd]):.3f} across seeds."
+    ]
+
+
+def _matched(arm: Optional[MatchedArm]) -> list[str]:
+    if arm is None or not arm.differences:
+        return []
+    up, down, none = _sorted(arm.differences)
+    losses = [x for v in arm.losses.values() for x in v]
+    return [
+        f"- At matched accuracy (every variant trained to a test loss of at most {arm.target:g}; reached: "
+        f"{min(losses):.3f} to {max(losses):.3f}): better than the {arm.baseline}: {_listed(up)}; worse: "
+        f"{_listed(down)}; no difference detected: {_bounded(none)}"
+    ]
 
 
 def _properties(pred: Prediction) -> list[str]:
@@ -97,16 +131,21 @@ def _controls(results: Sequence[Any]) -> list[str]:
     ]
 
 
-def conclusions(results: Sequence[Any], pred: Prediction) -> list[str]:
-    """The conclusions' lines (markdown), each from ``results``' steer summaries or ``pred``'s statistics."""
+def conclusions(
+    results: Sequence[Any], pred: Prediction, arm: VectorArm, matched: Optional[MatchedArm] = None
+) -> list[str]:
+    """The conclusions' lines (markdown), each from ``results``' steer summaries or the statistics of ``pred``, the
+    vector ``arm`` and the ``matched`` arm."""
     seeds = pred.seeds or min((sum(r.variant == v for r in results) for v in {r.variant for r in results}), default=0)
     return [
         *_differences(pred),
+        *_vectors(arm),
+        *_matched(matched),
         *_properties(pred),
         *_controls(results),
-        f"- How sure: {seeds} seeds per variant, {pred.reps} hierarchical bootstrap draws, 95% CIs, and Holm's "
-        f"correction over each table's rows (family-wise error {ALPHA:g}).",
-        "- Not shown: a matched-accuracy arm (each variant trained to the same test loss) was not run, so a variant "
-        "that steers worse may only be a worse classifier (the `test_loss` row above is the covariate); each pair's "
-        "vector is one exemplar difference, so exemplars are not a random factor here.",
+        f"- How sure: {seeds} seed{'s' if seeds != 1 else ''} per variant, {pred.reps} hierarchical bootstrap "
+        f"draws, 95% CIs, and Holm's correction over each table's rows (family-wise error {ALPHA:g}).",
+        "- Not shown: cause (the properties and the scores are measured on the same models); networks, data and "
+        "vectors outside this family; and the properties of any vector but the first exemplar's."
+        + ("" if matched is not None else " The matched-accuracy arm was not run."),
     ]

@@ -14,7 +14,18 @@ from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
 from hookedmlp_analysis.executors import ExecutorSettings
-from hookedmlp_analysis.family import QUICK, SEEDS, STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS, ModelResult
+from hookedmlp_analysis.family import (
+    MATCHED_LOSS,
+    MATCHED_SEED_COUNT,
+    QUICK,
+    QUICK_CHECK_EVERY,
+    QUICK_MATCHED_LOSS,
+    SEEDS,
+    STUDY_SETTINGS,
+    TEST_PER_CLASS,
+    VARIANTS,
+    ModelResult,
+)
 from hookedmlp_analysis.figures import (
     code_version,
     study_frontier_figure,
@@ -22,6 +33,8 @@ from hookedmlp_analysis.figures import (
     study_predicted_figure,
     write_figure,
 )
+from hookedmlp_analysis.markdown import table
+from hookedmlp_analysis.matched_report import matched_arm, matched_section
 from hookedmlp_analysis.outputs import JSON_REL, Outputs
 from hookedmlp_analysis.prediction_report import QUICK_REPS, REPS, predict, predicted_points, prediction_section
 from hookedmlp_analysis.selectivity import off_diagonal_pairs
@@ -29,6 +42,7 @@ from hookedmlp_analysis.spread import stratified_subset
 from hookedmlp_analysis.steer_report import method_note, study_steer_tables
 from hookedmlp_analysis.study_cells import SERIAL, run_study
 from hookedmlp_analysis.study_conclusions import conclusions
+from hookedmlp_analysis.vectors_report import vector_arm, vectors_section
 
 __all__ = [
     "Spread",
@@ -96,28 +110,26 @@ def summarise_variants(results: Sequence[ModelResult]) -> list[VariantSummary]:
     return out
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
-
-
 def _variants_table(summaries: Sequence[VariantSummary]) -> str:
-    return _table(
+    return table(
         ["variant", "what changes", "test loss", "test accuracy"],
         [[s.name, s.changes, s.test_loss.fmt(".3f"), s.test_accuracy.fmt(".3f")] for s in summaries],
     )
 
 
 def _at_one_table(summaries: Sequence[VariantSummary]) -> str:
-    return _table(
+    return table(
         ["variant", "flip rate", "loss", "accuracy", "KL"],
         [[s.name, s.flip.fmt(), s.loss.fmt(), s.accuracy.fmt(), s.kl.fmt()] for s in summaries],
     )
 
 
 def study_text(
-    results: Sequence[ModelResult], figures: bool = True, n_test: int = 10 * TEST_PER_CLASS, quick: bool = False
+    results: Sequence[ModelResult],
+    figures: bool = True,
+    n_test: int = 10 * TEST_PER_CLASS,
+    quick: bool = False,
+    matched: Optional[Sequence[ModelResult]] = None,
 ) -> str:
     summaries = summarise_variants(results)
     pred = predict(results, QUICK_REPS if quick else REPS)
@@ -166,6 +178,15 @@ def study_text(
             ]
     if results and results[0].properties:
         s += prediction_section(pred, figures)
+    reps = QUICK_REPS if quick else REPS
+    arm = vector_arm(results, reps)
+    if any(r.vectors for r in results):
+        s += vectors_section(arm)
+    matched_stats = None
+    if matched:
+        target, check = (QUICK_MATCHED_LOSS, QUICK_CHECK_EVERY) if quick else (MATCHED_LOSS, STUDY_SETTINGS.check_every)
+        matched_stats = matched_arm(matched, target, check, reps)
+        s += matched_section(matched_stats)
     s += [
         "## At coefficient 1, the post's setting\n",
         "The mean over all hook points and pairs, each pair's vector added at coefficient 1 (the controls and the "
@@ -173,34 +194,48 @@ def study_text(
         _at_one_table(summaries),
         "",
         "## Conclusions\n",
-        *conclusions(results, pred),
+        *conclusions(results, pred, arm, matched_stats),
         "",
         "Re-run: `hookedmlp study` (models and results are cached under `runs/study/`; a second run reuses them).\n",
     ]
     return "\n".join(s)
 
 
-def results_to_dict(results: Sequence[ModelResult], n_test: int, quick: bool) -> dict[str, Any]:
-    """What ``study_text`` needs, as plain data without timings (``figures/study.json``); each model's property rows
-    as columns (their keys would otherwise be most of the file)."""
+def _models(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
     models = []
     for r in results:
         row = {**dataclasses.asdict(r), "train_seconds": 0.0, "analysis_seconds": 0.0}
-        keys = list(r.properties[0]) if r.properties else []
-        row["properties"] = {k: [p[k] for p in r.properties] for k in keys}
+        for field in ("properties", "vectors"):
+            rows = getattr(r, field)
+            row[field] = {k: [x[k] for x in rows] for k in (rows[0] if rows else [])}
         models.append(row)
-    return {"n_test": n_test, "quick": quick, "results": models}
+    return models
 
 
-def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, bool]:
-    """``results_to_dict``'s inverse; reads property rows stored as columns or, as older files have them, as rows."""
-    models = []
-    for r in data["results"]:
-        props = r.get("properties", [])
-        if isinstance(props, dict):
-            props = [dict(zip(props, values)) for values in zip(*props.values())]
-        models.append(ModelResult(**{**r, "properties": props}))
-    return models, data["n_test"], data["quick"]
+def _from_models(models: Sequence[dict[str, Any]]) -> list[ModelResult]:
+    out = []
+    for r in models:
+        r = dict(r)
+        for field in ("properties", "vectors"):
+            rows = r.get(field, [])
+            r[field] = [dict(zip(rows, values)) for values in zip(*rows.values())] if isinstance(rows, dict) else rows
+        out.append(ModelResult(**r))
+    return out
+
+
+def results_to_dict(
+    results: Sequence[ModelResult], n_test: int, quick: bool, matched: Optional[Sequence[ModelResult]] = None
+) -> dict[str, Any]:
+    """What ``study_text`` needs, as plain data without timings (``figures/study.json``); each model's property and
+    vector rows as columns (their keys would otherwise be most of the file)."""
+    data = {"n_test": n_test, "quick": quick, "results": _models(results)}
+    return data if matched is None else {**data, "matched": _models(matched)}
+
+
+def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, bool, Optional[list[ModelResult]]]:
+    """``results_to_dict``'s inverse; reads row lists stored as columns or, as older files have them, as rows."""
+    matched = _from_models(data["matched"]) if "matched" in data else None
+    return _from_models(data["results"]), data["n_test"], data["quick"], matched
 
 
 def study(
@@ -214,8 +249,13 @@ def study(
     executor: ExecutorSettings = SERIAL,
     device: str = "cpu",
     together: bool = True,
+    matched: bool = True,
 ) -> list[ModelResult]:
     """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md``.
+
+    Returns the main arm's results. ``matched``: also the matched-accuracy arm, the first ``MATCHED_SEED_COUNT``
+    seeds of every variant trained until the test loss is at most ``MATCHED_LOSS`` (a quick run's:
+    ``QUICK_MATCHED_LOSS``), analysed without the other vector sources.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
     scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4, its properties measured on
@@ -232,28 +272,29 @@ def study(
     chosen = [known[n] for n in names]
     seeds = list(seeds) if seeds is not None else ([0] if quick else list(SEEDS))
     start = time.perf_counter()
+    common: dict[str, Any] = dict(log=log, executor=executor, device=device, together=together)
+    settings = STUDY_SETTINGS
     if quick:
         train_x, train_y = load_mnist("train")
         test_x, test_y = load_mnist("test")
-        results = run_study(
-            cache,
-            chosen,
-            seeds,
+        settings = TrainSettings(epochs=1)
+        common.update(
             test=stratified_subset(test_x, test_y, 20),
             coeffs=(1.0, 4.0),
             train_data=(train_x[:2000], train_y[:2000], test_x[:1000], test_y[:1000]),
-            settings=TrainSettings(epochs=1),
             pairs=off_diagonal_pairs(range(3)),
-            log=log,
-            executor=executor,
-            device=device,
-            together=together,
             property_per_class=20,
         )
-        n_test = 200
-    else:
-        results = run_study(cache, chosen, seeds, log=log, executor=executor, device=device, together=together)
-        n_test = 10 * TEST_PER_CLASS
+    n_test = 200 if quick else 10 * TEST_PER_CLASS
+    results = run_study(cache, chosen, seeds, settings=settings, **common)
+    matched_results: Optional[list[ModelResult]] = None
+    if matched:
+        target = QUICK_MATCHED_LOSS if quick else MATCHED_LOSS
+        log(f"  the matched-accuracy arm: every variant trained to a test loss of at most {target:g}")
+        check = QUICK_CHECK_EVERY if quick else settings.check_every
+        matched_settings = dataclasses.replace(settings, target_loss=target, check_every=check)
+        matched_seeds = seeds[:MATCHED_SEED_COUNT]
+        matched_results = run_study(cache, chosen, matched_seeds, settings=matched_settings, vectors=False, **common)
     outputs = Outputs(out_dir, code=code_version())
     if figures and results and results[0].steer:
         frontiers = [s["frontier"] for r in results for s in r.steer["sites"]]
@@ -276,13 +317,13 @@ def study(
                     study_predicted_figure(points, r2, [r.variant for r in results]), stem, formats
                 ),
             )
-    outputs.text(
-        "figures/study.json", json.dumps(results_to_dict(results, n_test, quick), separators=(",", ":")), rel=JSON_REL
-    )
-    outputs.text("study.md", study_text(results, figures, n_test, quick))
+    data = results_to_dict(results, n_test, quick, matched_results)
+    outputs.text("figures/study.json", json.dumps(data, separators=(",", ":")), rel=JSON_REL)
+    outputs.text("study.md", study_text(results, figures, n_test, quick, matched_results))
     outputs.close()
-    train_s = sum(r.train_seconds for r in results)
-    analysis_s = sum(r.analysis_seconds for r in results)
+    every = [*results, *(matched_results or [])]
+    train_s = sum(r.train_seconds for r in every)
+    analysis_s = sum(r.analysis_seconds for r in every)
     log(
         f"done in {time.perf_counter() - start:.0f} s (training {train_s:.0f} s, analysis {analysis_s:.0f} s: summed "
         f"over the models, in parallel on the workers, as the cache recorded them); report: {out_dir / 'study.md'}"

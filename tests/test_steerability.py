@@ -269,3 +269,16 @@ def test_settings_are_a_frozen_record() -> None:
     assert st.samples[0] == 0.125 and st.samples[-1] == 8.0 and len(st.samples) == 13
     with pytest.raises(dataclasses.FrozenInstanceError):
         st.steps = 3  # type: ignore[misc]
+
+
+def test_only_internal_scores_the_internal_classes_exactly_as_the_full_run(trained, steer) -> None:
+    model, data = trained
+    with torch.no_grad():
+        inside = steerability(model, data, pairs=PAIRS, data=data, settings=SETTINGS, only_internal=True)
+    assert [s.name for s in inside.sites] == [s.name for s in steer.internal] == ["layer1.post..layer3.pre"]
+    for mine, full in zip(inside.sites, steer.internal):
+        for m in ("pauc", "pauc_score", "heldout_flip"):
+            np.testing.assert_array_equal(mine.metrics[m], full.metrics[m])
+    assert inside.settings["draws"] == 0 and inside.logit_class is None
+    mean = steerability(model, data, pairs=PAIRS, method="mean", data=data, settings=SETTINGS, only_internal=True)
+    assert not np.array_equal(mean.sites[0].metrics["pauc"], inside.sites[0].metrics["pauc"])  # another vector

@@ -121,7 +121,8 @@ def test_study_quick_end_to_end(tmp_path: Path):
     data = json.loads((tmp_path / "figures" / "study.json").read_text())
     assert data["results"][0]["properties"]["a"][:2] == [0, 0]  # property rows stored as columns
     saved = results_from_dict(data)
-    assert same_to_precision(text, study_text(*saved[:1], True, *saved[1:]))  # the data renders the same page
+    results_again, n_test, quick, matched = saved
+    assert same_to_precision(text, study_text(results_again, True, n_test, quick, matched))  # the same page
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
     study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache
     assert (tmp_path / "study.md").stat().st_mtime_ns == mtime

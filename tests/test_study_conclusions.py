@@ -5,6 +5,7 @@ from study_fakes import result
 from hookedmlp_analysis.prediction import Estimate
 from hookedmlp_analysis.prediction_report import Prediction
 from hookedmlp_analysis.study_conclusions import conclusions
+from hookedmlp_analysis.vectors_report import VectorArm
 
 CORR = [Estimate("depth", 0.25, 0.15, 0.33, 0.002, 0.022), Estimate("probe", -0.01, -0.15, 0.05, 0.9, 1.0)]
 DIFFS = [
@@ -35,10 +36,11 @@ def _prediction(**changes) -> Prediction:
 
 
 RESULTS = [result("baseline", 0, 0.2, 0.3, 0.25), result("baseline", 1, 0.4, 0.3, 0.1)]
+NO_ARM = VectorArm(["exemplar 0", "class mean"], {}, [], "baseline", 1000)
 
 
 def test_differences_are_sorted_by_holm_and_the_rest_bounded_by_their_ci() -> None:
-    lines = conclusions(RESULTS, _prediction())
+    lines = conclusions(RESULTS, _prediction(), NO_ARM)
     assert lines[:3] == [
         "- Steer better than the baseline (mean pAUC over internal hook classes and pairs; difference, 95% CI; "
         "Holm p < 0.05): wide (+0.046 [+0.023, +0.071]).",
@@ -48,7 +50,7 @@ def test_differences_are_sorted_by_holm_and_the_rest_bounded_by_their_ci() -> No
 
 
 def test_properties_and_the_answer_follow_the_held_out_r2() -> None:
-    lines = conclusions(RESULTS, _prediction())
+    lines = conclusions(RESULTS, _prediction(), NO_ARM)
     assert lines[3] == (
         "- Properties whose rank correlation with the pAUC holds after Holm's correction: depth (0.25 [0.15, 0.33]). "
         "The strongest, `depth`, has |rho| = 0.25: alone it accounts for rho² = 6% of the variance in ranks."
@@ -59,14 +61,14 @@ def test_properties_and_the_answer_follow_the_held_out_r2() -> None:
         "makes a variant steerable is not captured by the properties measured here."
     )
     carried = {**R2, "properties, variant held out": 0.3, "properties + variant, seed held out": 0.2}
-    assert conclusions(RESULTS, _prediction(r2=carried))[4] == (
+    assert conclusions(RESULTS, _prediction(r2=carried), NO_ARM)[4] == (
         "- The answer to the post's question: the properties carry what the variant label does (it adds 0.01 of R²), "
         "and they predict an unseen variant with R² = 0.30."
     )
 
 
 def test_controls_are_counted_per_model() -> None:
-    (line,) = [x for x in conclusions(RESULTS, _prediction()) if x.startswith("- Controls")]
+    (line,) = [x for x in conclusions(RESULTS, _prediction(), NO_ARM) if x.startswith("- Controls")]
     # seed 0: bias 0.3 > 0.2 and logit 0.25 > 0.2; seed 1: neither beats 0.4
     assert line == (
         "- Controls (scoring half): the two-logit bias reaches a higher pAUC than the model's best internal hook class "
@@ -77,10 +79,24 @@ def test_controls_are_counted_per_model() -> None:
 
 
 def test_a_run_too_small_says_what_it_needs() -> None:
-    lines = conclusions(RESULTS, _prediction(seeds=1, differences=[], r2={"properties, variant held out": 0.1}))
+    lines = conclusions(RESULTS, _prediction(seeds=1, differences=[], r2={"properties, variant held out": 0.1}), NO_ARM)
     assert lines[0] == (
         "- Variants against the baseline: not compared; that needs at least 2 seeds per variant, and this run has 1."
     )
     assert not any(x.startswith("- The answer") for x in lines)
-    empty = conclusions(RESULTS, _prediction(seeds=0, variants=[], correlations=[], r2={}, differences=[]))
+    empty = conclusions(RESULTS, _prediction(seeds=0, variants=[], correlations=[], r2={}, differences=[]), NO_ARM)
     assert "- Properties: not related to steerability; that needs the rows of at least two variants." in empty
+
+
+def test_the_vector_arm_is_concluded_with_its_own_differences_and_spread() -> None:
+    means = {"baseline": {0: [0.1, 0.2], 1: [0.3, 0.4]}, "wide": {0: [0.5, 0.5], 1: [0.5, 0.7]}}
+    arm = VectorArm(["exemplar 0", "class mean"], means, DIFFS[:1] + DIFFS[2:], "baseline", 1000)
+    (line,) = [x for x in conclusions(RESULTS, _prediction(), arm) if x.startswith("- With the vector")]
+    # SD across sources per seed: baseline 0.141, 0.141 (median 0.141); wide 0, 0.141 (0.071); median 0.106.
+    # SD across seeds per source: baseline 0.071, 0.071; wide 0, 0.141 (0.071); median 0.071
+    assert line == (
+        "- With the vector a random factor too (exemplar 0, class mean): better than the baseline: wide (+0.046 "
+        "[+0.023, +0.071]); worse: none; no difference detected: dropout; their CIs bound any difference to 0.031 "
+        "pAUC. Within one model, the source moves the mean pAUC by an SD of 0.106 (median over variants), against "
+        "0.071 across seeds."
+    )
