@@ -47,7 +47,7 @@ __all__ = [
     "SEEDS",
     "STUDY_SETTINGS",
     "MATCHED_LOSS",
-    "MATCHED_SEED_COUNT",
+    "ARM_SEEDS",
     "QUICK_MATCHED_LOSS",
     "QUICK_CHECK_EVERY",
     "VECTORS",
@@ -96,7 +96,7 @@ STUDY_SETTINGS = TrainSettings(epochs=3)  # the family's recipe: AdamW 1e-3, cos
 # The matched-accuracy arm: every variant trained with that recipe until its test loss is at most MATCHED_LOSS, just
 # above the worst variant's at the end of the recipe (width 64: 0.18 to 0.20), so that each can reach it.
 MATCHED_LOSS = 0.2
-MATCHED_SEED_COUNT = 3  # the first three of the study's seeds
+ARM_SEEDS = 3  # the vector and matched arms take the first three of the study's seeds (their cost: docs/performance.md)
 QUICK_MATCHED_LOSS = 1.0  # a quick run's (one epoch on 2,000 images: some models reach it, some do not)
 QUICK_CHECK_EVERY = 5  # a quick run's epoch is 16 steps
 TEST_PER_CLASS = 100  # the scoring set: the first 100 test images of each digit

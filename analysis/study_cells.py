@@ -65,7 +65,7 @@ class CellTask:
     together: bool = True
     host: str = dataclasses.field(default_factory=socket.gethostname)  # the coordinator's
     property_per_class: int = PROPERTY_PER_CLASS
-    vectors: bool = True  # score every vector source too (family.VECTORS)
+    vectors: tuple[int, ...] = ()  # the seeds whose models score every vector source too (family.VECTORS)
 
 
 @dataclasses.dataclass
@@ -142,7 +142,7 @@ def run_cell_task(task: CellTask) -> CellOutcome:
                 device=task.device,
                 trained_seconds=trained.get(seed, 0.0),
                 property_per_class=task.property_per_class,
-                vectors=task.vectors,
+                vectors=seed in task.vectors,
             )
             for seed in task.seeds
         ]
@@ -196,12 +196,12 @@ def run_study(
     device: str = "cpu",
     together: bool = True,
     property_per_class: int = PROPERTY_PER_CLASS,
-    vectors: bool = True,
+    vectors: Sequence[int] = (),
 ) -> list[ModelResult]:
     """Every (variant, seed) model, trained or loaded from ``cache``, analysed; one progress line per model.
 
-    Properties are measured on the first ``property_per_class`` training images of each digit; ``vectors``: every
-    vector source is scored too (``family.VECTORS``).
+    Properties are measured on the first ``property_per_class`` training images of each digit; the models of the seeds
+    in ``vectors`` score every vector source too (``family.VECTORS``).
 
     The cells run on ``executor`` (a task per group of a variant's seeds, its missing seeds trained ``together``, as
     few groups as keep the workers busy: ``seed_groups``; or one task per cell),
@@ -228,7 +228,7 @@ def run_study(
             str(device),
             together,
             property_per_class=property_per_class,
-            vectors=vectors,
+            vectors=tuple(vectors),
         )
         for v in variants
         for group in groups

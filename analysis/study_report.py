@@ -15,8 +15,8 @@ from hookedmlp.files.atomic import check_writable
 from hookedmlp.train import TrainSettings
 from hookedmlp_analysis.executors import ExecutorSettings
 from hookedmlp_analysis.family import (
+    ARM_SEEDS,
     MATCHED_LOSS,
-    MATCHED_SEED_COUNT,
     QUICK,
     QUICK_CHECK_EVERY,
     QUICK_MATCHED_LOSS,
@@ -253,9 +253,10 @@ def study(
 ) -> list[ModelResult]:
     """``hookedmlp study``: train (or load) the family, analyse every model, write ``<out_dir>/study.md``.
 
-    Returns the main arm's results. ``matched``: also the matched-accuracy arm, the first ``MATCHED_SEED_COUNT``
-    seeds of every variant trained until the test loss is at most ``MATCHED_LOSS`` (a quick run's:
-    ``QUICK_MATCHED_LOSS``), analysed without the other vector sources.
+    Returns the main arm's results. The models of the first ``ARM_SEEDS`` seeds also score every vector source
+    (``VECTORS``). ``matched``: also the matched-accuracy arm, the first ``ARM_SEEDS`` seeds of every variant
+    trained until the test loss is at most ``MATCHED_LOSS`` (a quick run's: ``QUICK_MATCHED_LOSS``), analysed
+    without the other vector sources.
 
     ``quick`` is a smoke test: the baseline, the residual MLP and LeNet, one seed, trained one epoch on 2,000 images,
     scored on 20 test images per digit for the pairs of digits 0-2 at coefficients 1 and 4, its properties measured on
@@ -286,15 +287,14 @@ def study(
             property_per_class=20,
         )
     n_test = 200 if quick else 10 * TEST_PER_CLASS
-    results = run_study(cache, chosen, seeds, settings=settings, **common)
+    results = run_study(cache, chosen, seeds, settings=settings, vectors=seeds[:ARM_SEEDS], **common)
     matched_results: Optional[list[ModelResult]] = None
     if matched:
         target = QUICK_MATCHED_LOSS if quick else MATCHED_LOSS
         log(f"  the matched-accuracy arm: every variant trained to a test loss of at most {target:g}")
         check = QUICK_CHECK_EVERY if quick else settings.check_every
         matched_settings = dataclasses.replace(settings, target_loss=target, check_every=check)
-        matched_seeds = seeds[:MATCHED_SEED_COUNT]
-        matched_results = run_study(cache, chosen, matched_seeds, settings=matched_settings, vectors=False, **common)
+        matched_results = run_study(cache, chosen, seeds[:ARM_SEEDS], settings=matched_settings, **common)
     outputs = Outputs(out_dir, code=code_version())
     if figures and results and results[0].steer:
         frontiers = [s["frontier"] for r in results for s in r.steer["sites"]]

@@ -52,6 +52,11 @@ def vector_arm(results: Sequence[ModelResult], reps: int) -> VectorArm:
     return VectorArm([name for name, _, _ in VECTORS], means, diffs, baseline, reps)
 
 
+def _seeds(arm: VectorArm) -> str:
+    n = max((len(v) for per_source in arm.means.values() for v in per_source.values()), default=0)
+    return f"the first {n} seeds" if n != 1 else "the first seed"
+
+
 def sd_by(per_source: dict[int, list[float]]) -> tuple[float, float]:
     """The median over seeds of the SD across sources, and the median over sources of the SD across seeds."""
     means = np.array(list(per_source.values()))  # [source, seed]
@@ -64,12 +69,12 @@ def vectors_section(arm: VectorArm) -> list[str]:
     """The section's lines (markdown)."""
     out = [
         "## Which vector: exemplars and class means as a random factor\n",
-        "The scores above use one vector per pair: the first training image of a minus that of b. Here every model "
-        f"is scored again, at its internal hook classes, with the vectors of {', '.join(arm.sources)} (the mean "
-        "image of each digit's training images). Each cell: the median over seeds of the model's mean pAUC over "
-        "its internal classes and pairs (the pAUC of the sections above). *SD, sources*: the SD across the sources "
-        "of one model, "
-        "median over seeds; *SD, seeds*: the SD across seeds of one source, median over the sources.\n",
+        "The scores above use one vector per pair: the first training image of a minus that of b. Here the models "
+        f"of {_seeds(arm)} are scored again, at their internal hook classes, with the vectors of "
+        f"{', '.join(arm.sources)} (the class mean: the mean image of each digit's training images). Each cell: the "
+        "median over seeds of the model's mean pAUC over its internal classes and pairs (the pAUC of the sections "
+        "above). *SD, sources*: the SD across the sources of one model, median over seeds; *SD, seeds*: the SD "
+        "across seeds of one source, median over the sources.\n",
     ]
     if not arm.means:
         return out + ["Not computed: no model of this run has an internal hook class.\n"]
