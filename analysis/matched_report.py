@@ -59,9 +59,10 @@ def matched_section(arm: MatchedArm) -> list[str]:
     out = [
         "## At matched accuracy\n",
         f"Every variant trained with the same recipe until its test loss is at most {arm.target:g} (checked every "
-        f"{arm.check_every} steps on the test set), then steered as above. This separates a variant "
-        "that steers worse from one that is only a worse classifier. Test loss and the best internal class's pAUC "
-        "(scoring half): median over seeds [range].\n",
+        f"{arm.check_every} steps on the whole test set), then steered as above. This separates a variant that "
+        "steers worse from one that is only a worse classifier. Test loss (on the scoring images, as everywhere on "
+        "this page, so it can differ a little from the stop's) and the best internal class's pAUC (scoring half): "
+        "median over seeds [range].\n",
         table(
             ["variant", "seeds", "test loss", "pAUC, best internal class"],
             [

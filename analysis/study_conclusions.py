@@ -75,9 +75,24 @@ def _matched(arm: Optional[MatchedArm]) -> list[str]:
     up, down, none = _sorted(arm.differences)
     losses = [x for v in arm.losses.values() for x in v]
     return [
-        f"- At matched accuracy (every variant trained to a test loss of at most {arm.target:g}; reached: "
-        f"{min(losses):.3f} to {max(losses):.3f}): better than the {arm.baseline}: {_listed(up)}; worse: "
+        f"- At matched accuracy (every variant trained to a test loss of at most {arm.target:g}; on the scoring "
+        f"images {min(losses):.3f} to {max(losses):.3f}): better than the {arm.baseline}: {_listed(up)}; worse: "
         f"{_listed(down)}; no difference detected: {_bounded(none)}"
+    ]
+
+
+def _classifier(pred: Prediction, arm: Optional[MatchedArm]) -> list[str]:
+    """Which of the main arm's differences the matched arm keeps (same sign, Holm p < ``ALPHA``), and which not."""
+    if arm is None or not arm.differences or not pred.differences:
+        return []
+    main = {e.name: e.value > 0 for e in pred.differences if e.p_holm < ALPHA}
+    held = {e.name for e in arm.differences if e.p_holm < ALPHA and main.get(e.name) == (e.value > 0)}
+    kept, gone = [n for n in main if n in held], [n for n in main if n not in held]
+    seeds = min(len(v) for v in arm.losses.values())
+    return [
+        f"- Which differences are only the classifier's: at matched accuracy ({seeds} seeds) {_listed(kept)} still "
+        f"differ from the {pred.baseline} in the same direction; {_listed(gone)} no longer do, so their difference "
+        "in the main arm may be one of how well they classify, not of how they steer."
     ]
 
 
@@ -131,6 +146,14 @@ def _controls(results: Sequence[Any]) -> list[str]:
     ]
 
 
+def _arm_seeds(arm: VectorArm, matched: Optional[MatchedArm]) -> str:
+    counts = [len(v) for per_source in arm.means.values() for v in per_source.values()]
+    counts += [len(v) for v in (matched.losses.values() if matched is not None else [])]
+    return (
+        f"{min(counts)} to {max(counts)}" if counts and min(counts) != max(counts) else f"{counts[0] if counts else 0}"
+    )
+
+
 def conclusions(
     results: Sequence[Any], pred: Prediction, arm: VectorArm, matched: Optional[MatchedArm] = None
 ) -> list[str]:
@@ -141,10 +164,12 @@ def conclusions(
         *_differences(pred),
         *_vectors(arm),
         *_matched(matched),
+        *_classifier(pred, matched),
         *_properties(pred),
         *_controls(results),
-        f"- How sure: {seeds} seed{'s' if seeds != 1 else ''} per variant, {pred.reps} hierarchical bootstrap "
-        f"draws, 95% CIs, and Holm's correction over each table's rows (family-wise error {ALPHA:g}).",
+        f"- How sure: {seeds} seed{'s' if seeds != 1 else ''} per variant (the vector and matched arms: "
+        f"{_arm_seeds(arm, matched)}), {pred.reps} hierarchical bootstrap draws, 95% CIs, and Holm's correction over "
+        f"each table's rows (family-wise error {ALPHA:g}).",
         "- Not shown: cause (the properties and the scores are measured on the same models); networks, data and "
         "vectors outside this family; and the properties of any vector but the first exemplar's."
         + ("" if matched is not None else " The matched-accuracy arm was not run."),

@@ -36,7 +36,14 @@ from hookedmlp_analysis.figures import (
 from hookedmlp_analysis.markdown import table
 from hookedmlp_analysis.matched_report import matched_arm, matched_section
 from hookedmlp_analysis.outputs import JSON_REL, Outputs
-from hookedmlp_analysis.prediction_report import QUICK_REPS, REPS, predict, predicted_points, prediction_section
+from hookedmlp_analysis.prediction_report import (
+    QUICK_REPS,
+    REPS,
+    SCORE,
+    predict,
+    predicted_points,
+    prediction_section,
+)
 from hookedmlp_analysis.selectivity import off_diagonal_pairs
 from hookedmlp_analysis.spread import stratified_subset
 from hookedmlp_analysis.steer_report import method_note, study_steer_tables
@@ -132,7 +139,8 @@ def study_text(
     matched: Optional[Sequence[ModelResult]] = None,
 ) -> str:
     summaries = summarise_variants(results)
-    pred = predict(results, QUICK_REPS if quick else REPS)
+    reps = QUICK_REPS if quick else REPS
+    pred = predict(results, reps)
     training = (
         "**quick run**: one epoch on 2,000 training images (a smoke test; the numbers mean nothing)"
         if quick
@@ -178,14 +186,12 @@ def study_text(
             ]
     if results and results[0].properties:
         s += prediction_section(pred, figures)
-    reps = QUICK_REPS if quick else REPS
     arm = vector_arm(results, reps)
     if any(r.vectors for r in results):
         s += vectors_section(arm)
     matched_stats = None
     if matched:
-        target, check = (QUICK_MATCHED_LOSS, QUICK_CHECK_EVERY) if quick else (MATCHED_LOSS, STUDY_SETTINGS.check_every)
-        matched_stats = matched_arm(matched, target, check, reps)
+        matched_stats = matched_arm(matched, *_matched_target(quick), reps)
         s += matched_section(matched_stats)
     s += [
         "## At coefficient 1, the post's setting\n",
@@ -201,13 +207,20 @@ def study_text(
     return "\n".join(s)
 
 
-def _models(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+def _matched_target(quick: bool) -> tuple[float, int]:
+    """The matched arm's test loss and the steps between its checks."""
+    return (QUICK_MATCHED_LOSS, QUICK_CHECK_EVERY) if quick else (MATCHED_LOSS, STUDY_SETTINGS.check_every)
+
+
+def _models(results: Sequence[ModelResult], columns: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    """Each result as plain data, its row lists as columns (only ``columns`` of the property rows, if given)."""
     models = []
     for r in results:
         row = {**dataclasses.asdict(r), "train_seconds": 0.0, "analysis_seconds": 0.0}
         for field in ("properties", "vectors"):
             rows = getattr(r, field)
-            row[field] = {k: [x[k] for x in rows] for k in (rows[0] if rows else [])}
+            keys = [k for k in (rows[0] if rows else []) if field != "properties" or columns is None or k in columns]
+            row[field] = {k: [x[k] for x in rows] for k in keys}
         models.append(row)
     return models
 
@@ -229,7 +242,8 @@ def results_to_dict(
     """What ``study_text`` needs, as plain data without timings (``figures/study.json``); each model's property and
     vector rows as columns (their keys would otherwise be most of the file)."""
     data = {"n_test": n_test, "quick": quick, "results": _models(results)}
-    return data if matched is None else {**data, "matched": _models(matched)}
+    # the matched arm's page reads only each internal class's score per pair (matched_report)
+    return data if matched is None else {**data, "matched": _models(matched, ("site", "role", "a", "b", SCORE))}
 
 
 def results_from_dict(data: dict[str, Any]) -> tuple[list[ModelResult], int, bool, Optional[list[ModelResult]]]:
@@ -290,9 +304,8 @@ def study(
     results = run_study(cache, chosen, seeds, settings=settings, vectors=seeds[:ARM_SEEDS], **common)
     matched_results: Optional[list[ModelResult]] = None
     if matched:
-        target = QUICK_MATCHED_LOSS if quick else MATCHED_LOSS
+        target, check = _matched_target(quick)
         log(f"  the matched-accuracy arm: every variant trained to a test loss of at most {target:g}")
-        check = QUICK_CHECK_EVERY if quick else settings.check_every
         matched_settings = dataclasses.replace(settings, target_loss=target, check_every=check)
         matched_results = run_study(cache, chosen, seeds[:ARM_SEEDS], settings=matched_settings, **common)
     outputs = Outputs(out_dir, code=code_version())

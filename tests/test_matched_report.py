@@ -39,7 +39,7 @@ def test_with_two_seeds_each_the_differences_are_bootstrapped_and_concluded() ->
     np.testing.assert_allclose(diff.value, 0.55 - 0.25)
     forced = dataclasses.replace(arm, differences=[Estimate("wide", 0.3, 0.2, 0.4, 0.01, 0.01)])
     assert _matched(forced) == [
-        "- At matched accuracy (every variant trained to a test loss of at most 0.2; reached: 0.180 to 0.200): "
-        "better than the baseline: wide (+0.300 [+0.200, +0.400]); worse: none; no difference detected: none."
+        "- At matched accuracy (every variant trained to a test loss of at most 0.2; on the scoring images 0.180 to "
+        "0.200): better than the baseline: wide (+0.300 [+0.200, +0.400]); worse: none; no difference detected: none."
     ]
     assert _matched(None) == []

@@ -110,6 +110,10 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert all(h not in results[0].logit_hooks for h in (results[0].best_hook, "layer1.post"))
     assert all((tmp_path / "figures" / f"study_{f}.png").exists() for f in ("frontier", "layers", "predicted"))
     assert "- Variants against the baseline: not compared; that needs at least 2 seeds per variant" in text
+    # the vector arm (seed 0 is among the first three) and the matched arm, trained to its own target loss
+    assert {row["source"] for row in results[0].vectors} == {0, 1, 2, 3}
+    assert "## Which vector: exemplars and class means as a random factor" in text
+    assert "## At matched accuracy" in text
     # properties beside the scores, one row per hook class and pair; the page's prediction section from them
     assert {(row["a"], row["b"]) for row in results[0].properties} == {
         (a, b) for a in range(3) for b in range(3) if a != b
@@ -122,6 +126,9 @@ def test_study_quick_end_to_end(tmp_path: Path):
     assert data["results"][0]["properties"]["a"][:2] == [0, 0]  # property rows stored as columns
     saved = results_from_dict(data)
     results_again, n_test, quick, matched = saved
+    for main, stopped in zip(results, matched):  # a model that reaches the target stops; one that never does is
+        assert stopped.test_loss <= family.QUICK_MATCHED_LOSS or stopped.test_loss == main.test_loss  # the main one
+    assert sum(m.test_loss <= family.QUICK_MATCHED_LOSS for m in matched) >= 1
     assert same_to_precision(text, study_text(results_again, True, n_test, quick, matched))  # the same page
     mtime = (tmp_path / "study.md").stat().st_mtime_ns
     study(out_dir=tmp_path, cache=tmp_path / "cache", quick=True, log=lambda line: None)  # resumes from the cache
@@ -143,13 +150,16 @@ def test_cli_study_quick(tmp_path: Path, capsys):
                 "--variants",
                 "baseline",
                 "--no-figures",
+                "--no-matched",
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
     assert "model 1/1: baseline, seed 0" in out and f"report: {tmp_path / 'study.md'}" in out
-    assert "| baseline |" in (tmp_path / "study.md").read_text()
+    assert "matched-accuracy arm" not in out and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    text = (tmp_path / "study.md").read_text()
+    assert "| baseline |" in text and "## At matched accuracy" not in text
 
 
 def test_cli_study_unknown_variant(capsys):

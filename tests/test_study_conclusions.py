@@ -100,3 +100,16 @@ def test_the_vector_arm_is_concluded_with_its_own_differences_and_spread() -> No
         "pAUC. Within one model, the source moves the mean pAUC by an SD of 0.106 (median over variants), against "
         "0.071 across seeds."
     )
+
+
+def test_the_differences_the_matched_arm_keeps_and_the_ones_it_does_not() -> None:
+    from hookedmlp_analysis.matched_report import MatchedArm
+
+    kept = [Estimate("wide", 0.03, 0.01, 0.05, 0.002, 0.004), Estimate("narrow", -0.01, -0.03, 0.01, 0.3, 0.6)]
+    arm = MatchedArm(0.2, 50, {"baseline": [0.2] * 3, "wide": [0.2] * 3}, {}, kept, "baseline", 1000)
+    (line,) = [x for x in conclusions(RESULTS, _prediction(), NO_ARM, arm) if x.startswith("- Which differences")]
+    assert line == (
+        "- Which differences are only the classifier's: at matched accuracy (3 seeds) wide still differ from the "
+        "baseline in the same direction; narrow no longer do, so their difference in the main arm may be one of how "
+        "well they classify, not of how they steer."
+    )
