@@ -71,10 +71,11 @@ def vectors_section(arm: VectorArm) -> list[str]:
         "## Which vector: exemplars and class means as a random factor\n",
         "The scores above use one vector per pair: the first training image of a minus that of b. Here the models "
         f"of {_seeds(arm)} are scored again, at their internal hook classes, with the vectors of "
-        f"{', '.join(arm.sources)} (the class mean: the mean image of each digit's training images). Each cell: the "
+        f"{', '.join(arm.sources)} (ex. k: the k-th training image of a digit; the class mean: the mean image of its "
+        "training images). Each cell: the "
         "median over seeds of the model's mean pAUC over its internal classes and pairs (the pAUC of the sections "
-        "above). *SD, sources*: the SD across the sources of one model, median over seeds; *SD, seeds*: the SD "
-        "across seeds of one source, median over the sources.\n",
+        "above). *SD: sources / seeds*: the SD across the sources of one model, median over seeds, and the "
+        "SD across seeds of one source, median over the sources.\n",
     ]
     if not arm.means:
         return out + ["Not computed: no model of this run has an internal hook class.\n"]
@@ -82,8 +83,9 @@ def vectors_section(arm: VectorArm) -> list[str]:
     for v, per_source in arm.means.items():
         cells = [f"{np.median(per_source[i]):.3f}" if i in per_source else "" for i in range(len(arm.sources))]
         sd_sources, sd_seeds = sd_by(per_source)
-        rows.append([v, *cells, *(f"{x:.3f}" if np.isfinite(x) else "n/a" for x in (sd_sources, sd_seeds))])
-    out += [table(["variant", *arm.sources, "SD, sources", "SD, seeds"], rows), ""]
+        rows.append([v, *cells, " / ".join(f"{x:.3f}" if np.isfinite(x) else "n/a" for x in (sd_sources, sd_seeds))])
+    short = [name.replace("exemplar ", "ex. ").replace("class mean", "mean") for name in arm.sources]
+    out += [table(["variant", *short, "SD: sources / seeds"], rows), ""]
     if arm.differences:
         out += [
             f"Each variant's mean pAUC minus the {arm.baseline}'s over every source, internal class and pair, the "

@@ -89,7 +89,7 @@ def pages(built_site: tuple[subprocess.CompletedProcess, Path], tmp_path_factory
 
 def test_every_page_was_measured(pages: dict) -> None:
     assert {"", "study/", "reproduction/", "steering/", "notebooks/tour/"} <= set(pages)
-    assert len(pages["study/"]) == 6 and len(pages["reproduction/"]) >= 8
+    assert len(pages["study/"]) == 10 and len(pages["reproduction/"]) >= 8
 
 
 def test_the_study_tables_fit_the_column(pages: dict) -> None:

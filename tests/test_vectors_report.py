@@ -45,8 +45,8 @@ def test_means_per_source_and_seed_and_their_spread() -> None:
 def test_the_section_names_every_source_and_says_na_where_a_spread_is_undefined() -> None:
     lines = vectors_section(vector_arm(RESULTS[::2], reps=50))  # one seed each: no SD across seeds, no differences
     table = next(x for x in lines if x.startswith("| ")).splitlines()
-    assert table[0] == "| variant | exemplar 0 | exemplar 1 | exemplar 2 | class mean | SD, sources | SD, seeds |"
-    assert table[2] == "| baseline | 0.100 | 0.300 | 0.200 | 0.200 | 0.082 | n/a |"
+    assert table[0] == "| variant | ex. 0 | ex. 1 | ex. 2 | mean | SD: sources / seeds |"
+    assert table[2] == "| baseline | 0.100 | 0.300 | 0.200 | 0.200 | 0.082 / n/a |"
     assert not any("minus the baseline" in x for x in lines)
     assert vectors_section(vector_arm([], reps=50))[-1] == (
         "Not computed: no model of this run has an internal hook class.\n"
