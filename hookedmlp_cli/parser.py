@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     study = sub.add_parser(
         "study",
         help="which network properties make activation additions work: train a family of "
-        "networks, write docs/study.md (about 20 minutes on 2 cores; resumable)",
+        "networks, write docs/study.md (about 40 minutes on 2 cores from an empty cache; resumable)",
     )
     study.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: %(default)s)")
     study.add_argument(
