@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hookedmlp_analysis.family import ModelResult
-from hookedmlp_analysis.markdown import ci, p_value, table
+from hookedmlp_analysis.markdown import differences_table, table
 from hookedmlp_analysis.prediction import Estimate, variant_differences
 from hookedmlp_analysis.prediction_report import SCORE, internal_rows
 from hookedmlp_analysis.steer_report import best_internal
@@ -76,10 +76,7 @@ def matched_section(arm: MatchedArm) -> list[str]:
         out += [
             f"Each variant's mean pAUC minus the {arm.baseline}'s at matched accuracy, over its internal hook classes "
             f"and pairs (bootstrap over seeds, then pairs; {arm.reps} draws):\n",
-            table(
-                ["variant", "difference", "95% CI", "p (Holm)"],
-                [[e.name, f"{e.value:+.3f}", ci(e), p_value(e.p_holm)] for e in arm.differences],
-            ),
+            differences_table(arm.differences),
             "",
         ]
     return out

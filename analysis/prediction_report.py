@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hookedmlp_analysis.family import ModelResult
-from hookedmlp_analysis.markdown import ci, p_value, table
+from hookedmlp_analysis.markdown import ci, differences_table, p_value, table
 from hookedmlp_analysis.prediction import (
     Estimate,
     heldout_predictions,
@@ -160,10 +160,7 @@ def prediction_section(pred: Prediction, figures: bool = False) -> list[str]:
         out += [
             f"Each variant's mean pAUC minus the {pred.baseline}'s, over all its internal hook classes and pairs "
             "(bootstrap over seeds, then pairs, within each):\n",
-            table(
-                ["variant", "difference", "95% CI", "p (Holm)"],
-                [[e.name, f"{e.value:+.3f}", ci(e), p_value(e.p_holm)] for e in pred.differences],
-            ),
+            differences_table(pred.differences),
             "",
         ]
     out += [

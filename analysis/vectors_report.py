@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hookedmlp_analysis.family import VECTORS, ModelResult
-from hookedmlp_analysis.markdown import ci, p_value, table
+from hookedmlp_analysis.markdown import differences_table, table
 from hookedmlp_analysis.prediction import Estimate, variant_differences
 from hookedmlp_analysis.prediction_report import SCORE
 
@@ -90,10 +90,7 @@ def vectors_section(arm: VectorArm) -> list[str]:
         out += [
             f"Each variant's mean pAUC minus the {arm.baseline}'s over every source, internal class and pair, the "
             f"bootstrap resampling seeds, then sources within a seed, then pairs ({arm.reps} draws):\n",
-            table(
-                ["variant", "difference", "95% CI", "p (Holm)"],
-                [[e.name, f"{e.value:+.3f}", ci(e), p_value(e.p_holm)] for e in arm.differences],
-            ),
+            differences_table(arm.differences),
             "",
         ]
     return out
