@@ -1,5 +1,6 @@
-"""The study page's conclusions, generated from its numbers: each variant's pAUC against the baseline's with its CI,
-the properties that predict steerability, the controls, and what the run does not show.
+"""The study page's conclusions, generated from its numbers: each variant's pAUC against the baseline's with its CI
+(in the main arm, with the vector a random factor, and at matched accuracy), the properties that predict
+steerability, the controls, and what the run does not show.
 
 A difference or a correlation counts when its Holm-corrected bootstrap p-value is below ``ALPHA``;
 everything else is reported as not detected, with the CI that bounds it.
