@@ -8,13 +8,11 @@ variants' pAUC there, as the main arm does (``prediction.variant_differences``).
 import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
-
 from hookedmlp_analysis.family import ModelResult
 from hookedmlp_analysis.markdown import differences_table, table
 from hookedmlp_analysis.prediction import Estimate, variant_differences
 from hookedmlp_analysis.prediction_report import SCORE, internal_rows
-from hookedmlp_analysis.steer_report import best_internal
+from hookedmlp_analysis.steer_report import best_internal, median_range
 
 __all__ = ["MatchedArm", "matched_arm", "matched_section"]
 
@@ -49,11 +47,6 @@ def matched_arm(results: Sequence[ModelResult], target: float, check_every: int,
     return MatchedArm(target, check_every, losses, best, diffs, baseline, reps)
 
 
-def _spread(values: Sequence[float], spec: str) -> str:
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    return f"{np.median(v):{spec}} [{v.min():{spec}}, {v.max():{spec}}]" if len(v) else "none"
-
-
 def matched_section(arm: MatchedArm) -> list[str]:
     """The section's lines (markdown)."""
     out = [
@@ -66,7 +59,7 @@ def matched_section(arm: MatchedArm) -> list[str]:
         table(
             ["variant", "seeds", "test loss", "pAUC, best internal class"],
             [
-                [v, str(len(arm.losses[v])), _spread(arm.losses[v], ".3f"), _spread(arm.best[v], ".2f")]
+                [v, str(len(arm.losses[v])), median_range(arm.losses[v], ".3f"), median_range(arm.best[v])]
                 for v in arm.losses
             ],
         ),

@@ -20,6 +20,7 @@ __all__ = [
     "pixel_site",
     "compared_sites",
     "controls",
+    "median_range",
     "steer_section",
     "study_steer_tables",
     "method_note",
@@ -37,8 +38,9 @@ def pixel_site(summary: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in summary["sites"] if s["role"] == "input" and s["kind"] in ("class", "pixel"))
 
 
-def _random(summary: dict[str, Any], hooks: list[str], score: str) -> float:
-    return float(np.mean([s[score] for s in summary["sites"] if s["kind"] == "random" and s["hooks"] == hooks]))
+def _random(summary: dict[str, Any], hooks: list[str]) -> list[dict[str, Any]]:
+    """The random controls at the class of ``hooks``."""
+    return [s for s in summary["sites"] if s["kind"] == "random" and s["hooks"] == hooks]
 
 
 def compared_sites(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -48,7 +50,7 @@ def compared_sites(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     best = best_internal(summary)
     return {
         "best internal class": [best] if best is not None else [],
-        "random vector": [s for s in sites if best and s["kind"] == "random" and s["hooks"] == best["hooks"]],
+        "random vector": _random(summary, best["hooks"]) if best is not None else [],
         "logit class": [s for s in sites if s["kind"] == "class" and s["role"] == "logits"][:1],
         "two-logit bias": [s for s in sites if s["kind"] == "bias"][:1],
         "pixel arithmetic": [pixel_site(summary)],
@@ -133,9 +135,10 @@ def steer_section(summary: dict[str, Any], model: str, n_test: int) -> str:
     )
 
 
-def _spread(values: Sequence[float]) -> str:
-    v = np.asarray([x for x in values if not np.isnan(x)], float)
-    return f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" if len(v) else "none"
+def median_range(values: Sequence[float], spec: str = ".2f") -> str:
+    """``median [min, max]`` of the finite ``values`` (over seeds), or ``none`` where there are none."""
+    v = np.asarray([x for x in values if np.isfinite(x)], float)
+    return f"{np.median(v):{spec}} [{v.min():{spec}}, {v.max():{spec}}]" if len(v) else "none"
 
 
 def _binary_spread(binary: list[float], ranges: list[np.ndarray]) -> str:
@@ -164,13 +167,18 @@ def study_steer_tables(results: Sequence[Any]) -> tuple[str, str]:
             [
                 name,
                 f"`{label}`" if found else "none",
-                _spread([b["pauc_score"] if b else nan for b in best]),
-                _spread([b["heldout_flip"] if b else nan for b in best]),
-                _spread([_random(s, b["hooks"], "pauc_score") if b else nan for s, b in zip(summaries, best)]),
+                median_range([b["pauc_score"] if b else nan for b in best]),
+                median_range([b["heldout_flip"] if b else nan for b in best]),
+                median_range(
+                    [
+                        np.mean([r["pauc_score"] for r in _random(s, b["hooks"])]) if b else nan
+                        for s, b in zip(summaries, best)
+                    ]
+                ),
             ],
             [
                 name,
-                *(_spread([c[k] for c in ctl]) for k in ("logit class", "bias", "pixel")),
+                *(median_range([c[k] for c in ctl]) for k in ("logit class", "bias", "pixel")),
                 _binary_spread([b["selective"] for b in found], [np.asarray(b["sensitivity"]) for b in found]),
             ],
         )

@@ -83,7 +83,6 @@ class Spread:
 class VariantSummary:
     name: str
     changes: str
-    seeds: int
     test_loss: Spread
     test_accuracy: Spread
     flip: Spread  # at coefficient 1, mean over hook points
@@ -105,7 +104,6 @@ def summarise_variants(results: Sequence[ModelResult]) -> list[VariantSummary]:
             VariantSummary(
                 name,
                 changes.get(name, ""),
-                len(rs),
                 Spread.of([r.test_loss for r in rs]),
                 Spread.of([r.test_accuracy for r in rs]),
                 *(
