@@ -230,6 +230,8 @@ def check_images(images: Tensor, what: str) -> Tensor:
             f"{what} have dtype {images.dtype}; expected floating point (pixels in [0, 1]): convert with "
             "images.float() / 255"
         )
+    if images.numel() == 0 or all(map(math.isfinite, torch.aminmax(images.detach()))):
+        return images  # aminmax carries any NaN or infinity to its result, in a tenth of isfinite's time
     bad = ~torch.isfinite(images.reshape(len(images), -1)).all(1)
     if bool(bad.any()):
         raise UsageError(
