@@ -20,7 +20,7 @@ from hookedmlp.train_seeds import SeedsInterrupted, train_seeds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SETTINGS = TrainSettings(epochs=2, batch_size=32)
+SETTINGS = TrainSettings(epochs=2, batch_size=30)  # batches of 30, 30, 20: a mean over a batch that is no power of two
 MLP = MLPConfig(d_in=16, d_hidden=(12, 12), d_out=3, dropout=0.3)
 RECIPES = {
     "mlp, dropout": MLP,
@@ -91,7 +91,7 @@ def test_each_seed_starts_from_its_own_weights_and_sees_its_own_batches(monkeypa
 
         monkeypatch.setattr(train_module, "_plain", lambda m: Recorder(plain(m)))
         train_model(MLP, dataclasses.replace(SETTINGS, seed=seed), data=data, progress=False)
-        assert len(alone) == len(batched) == 6  # 2 epochs of 3 batches (32, 32, 16)
+        assert len(alone) == len(batched) == 6  # 2 epochs of 3 batches (30, 30, 20)
         assert all(torch.equal(a, b[s]) for a, b in zip(alone, batched))
     assert not torch.equal(batched[0][0], batched[0][1])  # two seeds, two orders
 
@@ -147,7 +147,7 @@ def test_bad_seeds_and_outs_are_refused_before_training(seeds, outs, message, tm
 def test_the_memory_of_every_seed_together_is_checked_first():
     with memory_budget(200_000), pytest.raises(SizeError) as e:
         train_seeds(MLPConfig(d_in=16, d_hidden=(64, 64), d_out=3), SETTINGS, range(8), data=_data(16))
-    assert str(e.value).startswith("training 8 seeds of a 16-64-64-3 MLP, relu together in batches of 32 needs")
+    assert str(e.value).startswith("training 8 seeds of a 16-64-64-3 MLP, relu together in batches of 30 needs")
 
 
 def test_a_module_without_a_stacked_form_is_refused_by_name():

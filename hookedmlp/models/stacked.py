@@ -67,6 +67,11 @@ _ALIGN = 64
 _BLOCK = 256
 
 
+def _in(t: Tensor, tensors: Sequence[Tensor]) -> bool:
+    """Whether ``t`` is one of ``tensors`` (identity: ``in`` would compare values)."""
+    return any(t is u for u in tensors)
+
+
 def _aligned(t: Tensor) -> bool:
     return t.is_contiguous() and t.data_ptr() % _ALIGN == 0
 
@@ -289,20 +294,22 @@ class StackedNet(nn.Module):
                 if isinstance(replacement, _Stacked):
                     self._stacked.append(replacement)
 
-        # each seed's slice of each stacked parameter as a tensor of its own, sharing the stacked storage: what the
-        # optimiser steps, so that a fused kernel splits each seed's tensor into vector blocks and a scalar tail
-        # exactly as it splits the lone seed's (stepping the stacked tensor moves the seams, and the last bits)
-        self._slices = [(p, list(p.detach().unbind(0))) for p in self.parameters()]
+        # What the optimiser steps. A fused kernel splits each tensor into vector blocks and a scalar tail, which
+        # round apart: a parameter whose every seed's slice is whole blocks is stepped whole (each entry takes the
+        # vector path, as alone), any other as one tensor per seed sharing the stacked storage, so that its seams fall
+        # where the lone seed's do. Fewer tensors: less of the optimiser's per-tensor dispatch on every step.
+        self._whole = [p for p in self.parameters() if p[0].numel() * p.element_size() % _BLOCK == 0]
+        self._slices = [(p, list(p.detach().unbind(0))) for p in self.parameters() if not _in(p, self._whole)]
 
     def seed_parameters(self) -> list[Tensor]:
-        """Every seed's slice of every stacked parameter, each its own tensor: what to give an optimiser."""
-        return [t for _, slices in self._slices for t in slices]
+        """What to give an optimiser: each stacked parameter whole, or as one tensor per seed (see ``__init__``)."""
+        return [*self._whole, *(t for _, slices in self._slices for t in slices)]
 
     def share_grads(self) -> None:
-        """Give each slice (``seed_parameters``) its gradient: its part of the stacked parameter's gradient."""
+        """Give each per-seed tensor of ``seed_parameters`` its gradient: its part of the stacked parameter's."""
         for p, slices in self._slices:
-            for s, t in enumerate(slices):
-                t.grad = None if p.grad is None else p.grad[s]
+            for t, g in zip(slices, [None] * len(slices) if p.grad is None else p.grad.unbind(0)):
+                t.grad = g
 
     def forward(self, x: Tensor) -> Tensor:
         """Seed ``s``'s output for ``x[s]``: ``[S, batch, ...]`` in, ``[S, batch, ...]`` out."""
