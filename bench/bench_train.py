@@ -23,7 +23,14 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
 - "S seeds together" (issue 20): ``train_seeds`` training S seeds of the recipe as one stacked
   network for one epoch; its bound is S times the recipe's, so its ratio sits beside the single
   model's, measured in the same rounds. Batching shares each step's per-op dispatch among the
-  seeds; the matrix products keep their per-seed shapes, so the "matmuls only" floor still holds.
+  seeds; its floors are measured at its own shapes: "S seeds together matmuls only" (the batched
+  products, ``bmm``, each step touching every seed's weights), "optimizer only" (one AdamW over
+  S models' parameters).
+- "elementwise only" (ReLU MLPs without norm or dropout): the step's other tensor work, bare: the
+  batch's gather, the bias broadcast into each Linear's output, ReLU forward and backward, the
+  bias gradients, the cross-entropy forward and backward. The last lines add the three floors and
+  set them beside the measured epoch: what is left is per-op dispatch plus what the parts cost
+  each other (caches) when they run in one loop.
 - "before": the redesign's loop for the baseline (hook points in every training step,
   AdamW's default per-tensor update), to show what training the bare modules with the fused
   AdamW saved.
@@ -92,19 +99,22 @@ def before_epoch(data: tuple, settings: TrainSettings) -> None:
     evaluate(model, test_x, test_y)
 
 
-def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int) -> Callable[[], None]:
-    """The epoch's matrix products of a recipe of Linear layers at its own shapes, bare (see the module docstring)."""
+def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int, seeds: int = 0) -> Callable[[], None]:
+    """The epoch's matrix products of a recipe of Linear layers at its own shapes, bare (see the module docstring);
+    with ``seeds``, the batched products a stack of that many seeds runs in their place (``bmm``)."""
     layers = [m for m in build_model(recipe).modules() if isinstance(m, nn.Linear)]
+    mm = torch.bmm if seeds else torch.mm
+    lead = (seeds,) if seeds else ()
     steps = []
     for i, layer in enumerate(layers):
-        x = torch.rand(batch_size, layer.in_features)
-        g = torch.rand(batch_size, layer.out_features)
-        w = layer.weight.detach().clone()
+        x = torch.rand(*lead, batch_size, layer.in_features)
+        g = torch.rand(*lead, batch_size, layer.out_features)
+        w = torch.rand(*lead, layer.out_features, layer.in_features)
         out, grad_w, grad_x = torch.empty_like(g), torch.empty_like(w), torch.empty_like(x)
-        steps.append(lambda x=x, w=w, out=out: torch.mm(x, w.T, out=out))
-        steps.append(lambda g=g, x=x, grad_w=grad_w: torch.mm(g.T, x, out=grad_w))
+        steps.append(lambda x=x, w=w, out=out: mm(x, w.transpose(-1, -2), out=out))
+        steps.append(lambda g=g, x=x, grad_w=grad_w: mm(g.transpose(-1, -2), x, out=grad_w))
         if i > 0:  # the first layer's input needs no gradient
-            steps.append(lambda g=g, w=w, grad_x=grad_x: torch.mm(g, w, out=grad_x))
+            steps.append(lambda g=g, w=w, grad_x=grad_x: mm(g, w, out=grad_x))
     evals = []
     for layer in layers:
         x, w = torch.rand(n_test, layer.in_features), layer.weight.detach().clone()
@@ -116,15 +126,52 @@ def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int) -> Callable
         for _ in range(n_steps):
             for step in steps:
                 step()
-        for step in evals:
-            step()
+        for _ in range(max(seeds, 1)):  # each seed is evaluated on its own
+            for step in evals:
+                step()
 
     return run
 
 
-def optimizer_floor(recipe, n_train: int, batch_size: int) -> Callable[[], None]:
-    """The epoch's fused AdamW steps on the recipe's parameters (random gradients), nothing else."""
-    params = list(build_model(recipe).parameters())
+def elementwise_floor(recipe, train_x: torch.Tensor, batch_size: int, seeds: int = 0) -> Callable[[], None]:
+    """The epoch's other tensor work in a ReLU MLP's step, bare: the batch's gather from the training set, each
+    Linear's bias broadcast into its output, ReLU forward and backward, the bias gradients, and the cross-entropy's
+    forward and backward; at the step's shapes (``seeds`` models stacked, or one), into fresh outputs as in training."""
+    sizes = [m.out_features for m in build_model(recipe).modules() if isinstance(m, nn.Linear)]
+    lead = (seeds,) if seeds else ()
+    rows = max(seeds, 1) * batch_size
+    n_steps = (len(train_x) + batch_size - 1) // batch_size
+    labels = torch.randint(0, sizes[-1], (rows,))
+    biases = [torch.rand(*lead, 1, d) for d in sizes]
+    acts = [torch.rand(*lead, batch_size, d) - 0.5 for d in sizes]
+
+    def run() -> None:
+        order = torch.randperm(len(train_x))
+        for i in range(n_steps):
+            train_x.index_select(0, order[i * rows % (len(train_x) - rows) :][:rows])
+            for b, a in zip(biases, acts):
+                torch.empty_like(a).copy_(b.expand_as(a))  # what baddbmm and addmm do with a bias
+            for a in acts[:-1]:
+                h = a.clamp_min(0)
+                torch.ops.aten.threshold_backward(a, h, 0)
+                a.sum(-2)  # the bias gradient
+            logits = acts[-1].reshape(rows, -1).requires_grad_()
+            torch.nn.functional.cross_entropy(logits, labels).backward()
+            acts[-1].sum(-2)
+
+    return run
+
+
+def _relu_mlp(recipe) -> bool:
+    """Whether ``elementwise_floor`` describes the recipe's step: Linear layers with biases, ReLU, nothing else."""
+    plain = dict(activation="relu", dropout=0.0, norm="none", bias=True)
+    return isinstance(recipe, MLPConfig) and all(getattr(recipe, k) == v for k, v in plain.items())
+
+
+def optimizer_floor(recipe, n_train: int, batch_size: int, seeds: int = 1) -> Callable[[], None]:
+    """The epoch's fused AdamW steps on the parameters of ``seeds`` models of the recipe (random gradients), nothing
+    else: one optimiser for all of them, as ``train_seeds`` steps them."""
+    params = [p for _ in range(seeds) for p in build_model(recipe).parameters()]
     for p in params:
         p.grad = torch.rand_like(p)
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
@@ -178,6 +225,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = args.recipes.split(",")
+    together = f" {args.seeds} seeds together"
     train_x, train_y = load_mnist("train")
     test_x, test_y = load_mnist("test")
     data = (train_x, train_y, test_x, test_y)
@@ -202,6 +250,26 @@ def main() -> None:
             for name in names
             if isinstance(RECIPES[name], MLPConfig)
         },
+        **{
+            f"{name}{together} matmuls only": matmul_floor(
+                RECIPES[name], len(train_y), len(test_y), settings.batch_size, args.seeds
+            )
+            for name in names
+            if args.seeds and not isinstance(RECIPES[name], LeNetConfig)
+        },
+        **{
+            f"{name}{suffix} elementwise only": elementwise_floor(RECIPES[name], train_x, settings.batch_size, seeds)
+            for name in names
+            for suffix, seeds in (("", 0), (together, args.seeds))
+            if (seeds or not suffix) and _relu_mlp(RECIPES[name])
+        },
+        **{
+            f"{name}{together} optimizer only": optimizer_floor(
+                RECIPES[name], len(train_y), settings.batch_size, args.seeds
+            )
+            for name in names
+            if args.seeds and isinstance(RECIPES[name], MLPConfig)
+        },
     }
     rates, seconds = [], {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -216,26 +284,42 @@ def main() -> None:
         "rounds"
     )
     print(
-        f"{'recipe':<28} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
+        f"{'recipe':<42} {'G MACs':>7} | {'wall: bound':>11} {'measured':>8} {'ratio':>6} | {'cpu: bound':>10} "
         f"{'measured':>8} {'ratio':>6}"
     )
-    together = f" {args.seeds} seeds together"
     for name in runs:
-        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only").removesuffix(together)
-        copies = args.seeds if name.endswith(together) else 1
+        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only").removesuffix(" elementwise only")
+        copies = args.seeds if recipe.endswith(together) else 1
+        recipe = recipe.removesuffix(together)
         macs = copies * epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
         cells = []
         for clock in CLOCKS:
             bound, best = macs / rate[clock], min(s[clock] for s in seconds[name])
             cells.append(f"{bound:>10.2f}s {best:>7.2f}s {best / bound:>5.2f}x")
-        print(f"{name:<28} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+        print(f"{name:<42} {macs / 1e9:>7.1f} | {cells[0]} | {cells[1]}")
+
+    def best(name: str) -> float:
+        return min(s["cpu"] for s in seconds[name])
+
     for name in names:
         if f"{name}{together}" in runs:
-            alone = args.seeds * min(s["cpu"] for s in seconds[name])
-            batched = min(s["cpu"] for s in seconds[name + together])
+            batched = best(name + together)
             print(
-                f"{name}: {args.seeds} seeds together take {batched / alone:.2f}x the CPU time of "
+                f"{name}: {args.seeds} seeds together take {batched / (args.seeds * best(name)):.2f}x the CPU time of "
                 f"{args.seeds} single runs"
+            )
+    for name in names:
+        for suffix, copies in (("", 1), (together, args.seeds)):
+            parts = [f"{name}{suffix} {part} only" for part in ("matmuls", "optimizer", "elementwise")]
+            if f"{name}{suffix}" not in runs or not all(part in runs for part in parts):
+                continue
+            bound = copies * epoch_macs(RECIPES[name], len(train_y), len(test_y)) / rate["cpu"]
+            floors = [best(part) / bound for part in parts]
+            print(
+                f"{name}{suffix}, of its bound (CPU time): matmuls {floors[0]:.2f}x + optimizer {floors[1]:.2f}x + "
+                f"elementwise {floors[2]:.2f}x = {sum(floors):.2f}x bare; measured {best(name + suffix) / bound:.2f}x, "
+                f"so {best(name + suffix) / bound - sum(floors):.2f}x is dispatch and the parts' cost in each other's "
+                "company"
             )
     if "baseline" in names:
         print(
