@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hookedmlp import HookedMLPError, HookedRoot, __version__
+from hookedmlp import HookedMLPError, HookedModel, __version__
 from hookedmlp.data import load_mnist
 from hookedmlp.errors import ConfigError
 from hookedmlp.files.atomic import atomic_write
@@ -157,12 +157,12 @@ class ModelResult:
         return max(inside, key=lambda h: (self.share[h], -self.hooks.index(h)))
 
 
-def _cached_model(path: Path, expected: dict[str, object], log: Callable[[str], None]) -> Optional[HookedRoot]:
+def _cached_model(path: Path, expected: dict[str, object], log: Callable[[str], None]) -> Optional[HookedModel]:
     """The model cached at ``path`` if it loads and was trained from ``expected``; None (a miss) otherwise."""
     if not path.exists():
         return None
     try:
-        model = HookedRoot.load(path)
+        model = HookedModel.load(path)
     except (HookedMLPError, OSError) as e:  # truncated, corrupt, edited: retrain it
         log(f"  cache: {path.name} cannot be loaded ({type(e).__name__}); retraining it")
         return None
@@ -196,7 +196,7 @@ def _train(
     log: Callable[[str], None] = print,
     device: Union[str, torch.device] = "cpu",
     seconds: float = 0.0,
-) -> tuple[HookedRoot, float]:
+) -> tuple[HookedModel, float]:
     cached = cached_model(variant, settings, path, log)
     if cached is not None:
         return cached, seconds
@@ -330,7 +330,7 @@ def _property_set(
     return stratified_subset(images, labels, per_class)
 
 
-def _vector_rows(model: HookedRoot, test: Any, steer: Steerability, settings: SteerSettings) -> list[dict[str, Any]]:
+def _vector_rows(model: HookedModel, test: Any, steer: Steerability, settings: SteerSettings) -> list[dict[str, Any]]:
     """Each vector source's pAUC (all scoring images) at each internal hook class, per pair; the first is ``steer``."""
     rows = []
     for i, (_, method, exemplar) in enumerate(VECTORS):

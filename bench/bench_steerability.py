@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from hookedmlp import HookedRoot
+from hookedmlp import HookedModel
 from hookedmlp.data import load_mnist
 from hookedmlp.train import TrainSettings, train_model
 from hookedmlp_analysis.family import STUDY_SETTINGS, TEST_PER_CLASS, VARIANTS
@@ -33,10 +33,10 @@ from hookedmlp_analysis.spread import stratified_subset
 from hookedmlp_analysis.steerability import SteerSettings, steerability
 
 
-def model_of(variant, cache: Path, seed: int) -> tuple[HookedRoot, str]:
+def model_of(variant, cache: Path, seed: int) -> tuple[HookedModel, str]:
     found = sorted(cache.glob(f"{variant.slug}-seed{seed}-*.pt"))
     if found:
-        return HookedRoot.load(found[0]).eval(), "cached"
+        return HookedModel.load(found[0]).eval(), "cached"
     x, y = load_mnist("train")
     tx, ty = load_mnist("test")
     settings = TrainSettings(epochs=1, seed=seed, weight_decay=variant.weight_decay)

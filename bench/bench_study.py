@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hookedmlp import HookedRoot
+from hookedmlp import HookedModel
 from hookedmlp.data import load_mnist
 from hookedmlp_analysis.additions import pair_additions
 from hookedmlp_analysis.engine import evaluate_plain
@@ -55,7 +55,7 @@ def main() -> None:
             print(f"{variant.name:<14} (not in {cache})")
             continue
         result = json.loads(found[0].read_text())["result"]
-        model = HookedRoot.load(found[0].with_suffix(".pt")).eval()
+        model = HookedModel.load(found[0].with_suffix(".pt")).eval()
         hook = next(h for h in model.hook_names if h.endswith("post"))
         with torch.no_grad():
             additions = pair_additions(model, [hook], pairs)

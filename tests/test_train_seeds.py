@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import hookedmlp
 import hookedmlp.train as train_module
 import hookedmlp.train_seeds as seeds_module
 from hookedmlp import ConfigError, LeNetConfig, MLPConfig, ResidualConfig, SizeError
@@ -101,7 +102,7 @@ def test_checkpoints_are_written_per_seed_with_no_partial_file_left(tmp_path):
     results = train_seeds(MLP, SETTINGS, [1, 2], outs=outs, data=_data(16), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
     for out, r in zip(outs, results):
-        saved = train_module.HookedRoot.load(out)
+        saved = hookedmlp.load(out)
         assert all(torch.equal(saved.state_dict()[k], v) for k, v in r.model.state_dict().items())
 
 
