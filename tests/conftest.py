@@ -1,12 +1,32 @@
 """Shared fixtures: tiny seeded models, and a check that no test leaves a hook attached."""
 
+import os
+
 import pytest
 import torch
+from _typecheck import faster_checks
 from torch import nn
 
 from hookedmlp import HookedMLP, MLPConfig
+from hookedmlp.cores import allowed_cores
 from hookedmlp.data import load_mnist
 from hookedmlp.hooks.point import HookPoint
+
+faster_checks()
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (addopts): one worker per core this process may use, a cgroup's CPU quota included (xdist's own
+    count would take every core of the host a container runs on)."""
+    return allowed_cores()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker takes its share of the cores: torch's default (one thread per core) in every
+    worker would put several threads on each core."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, allowed_cores() // int(workers)))
 
 
 @pytest.fixture(autouse=True)
