@@ -24,8 +24,9 @@ Run: python bench/bench_train.py [--threads N] [--recipes baseline,lenet,...] [-
   network for one epoch; its bound is S times the recipe's, so its ratio sits beside the single
   model's, measured in the same rounds. Batching shares each step's per-op dispatch among the
   seeds; its floors are measured at its own shapes: "S seeds together matmuls only" (the batched
-  products, ``bmm``, each step touching every seed's weights), "optimizer only" (one AdamW over
-  S models' parameters).
+  products, ``bmm``, each step touching every seed's weights), "matmuls per seed" (the same
+  stacked operands, but one ``mm`` per seed's slice, as the lone run calls it: the stack's
+  memory without the batched kernel), "optimizer only" (one AdamW over S models' parameters).
 - "elementwise only" (ReLU MLPs without norm or dropout): the step's other tensor work, bare: the
   batch's gather, the bias broadcast into each Linear's output, ReLU forward and backward, the
   bias gradients, the cross-entropy forward and backward. The last lines add the three floors and
@@ -99,11 +100,19 @@ def before_epoch(data: tuple, settings: TrainSettings) -> None:
     evaluate(model, test_x, test_y)
 
 
-def matmul_floor(recipe, n_train: int, n_test: int, batch_size: int, seeds: int = 0) -> Callable[[], None]:
+def _per_seed_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    for s in range(len(a)):
+        torch.mm(a[s], b[s], out=out[s])
+
+
+def matmul_floor(
+    recipe, n_train: int, n_test: int, batch_size: int, seeds: int = 0, per_seed: bool = False
+) -> Callable[[], None]:
     """The epoch's matrix products of a recipe of Linear layers at its own shapes, bare (see the module docstring);
-    with ``seeds``, the batched products a stack of that many seeds runs in their place (``bmm``)."""
+    with ``seeds``, the batched products a stack of that many seeds runs in their place (``bmm``), or with
+    ``per_seed`` one ``mm`` per seed on the stack's slices."""
     layers = [m for m in build_model(recipe).modules() if isinstance(m, nn.Linear)]
-    mm = torch.bmm if seeds else torch.mm
+    mm = (_per_seed_mm if per_seed else torch.bmm) if seeds else torch.mm
     lead = (seeds,) if seeds else ()
     steps = []
     for i, layer in enumerate(layers):
@@ -258,6 +267,13 @@ def main() -> None:
             if args.seeds and not isinstance(RECIPES[name], LeNetConfig)
         },
         **{
+            f"{name}{together} matmuls per seed": matmul_floor(
+                RECIPES[name], len(train_y), len(test_y), settings.batch_size, args.seeds, per_seed=True
+            )
+            for name in names
+            if args.seeds and not isinstance(RECIPES[name], LeNetConfig)
+        },
+        **{
             f"{name}{suffix} elementwise only": elementwise_floor(RECIPES[name], train_x, settings.batch_size, seeds)
             for name in names
             for suffix, seeds in (("", 0), (together, args.seeds))
@@ -288,7 +304,9 @@ def main() -> None:
         f"{'measured':>8} {'ratio':>6}"
     )
     for name in runs:
-        recipe = name.removesuffix(" matmuls only").removesuffix(" optimizer only").removesuffix(" elementwise only")
+        recipe = name
+        for part in (" matmuls only", " matmuls per seed", " optimizer only", " elementwise only"):
+            recipe = recipe.removesuffix(part)
         copies = args.seeds if recipe.endswith(together) else 1
         recipe = recipe.removesuffix(together)
         macs = copies * epoch_macs(RECIPES["baseline" if recipe == "before" else recipe], len(train_y), len(test_y))
