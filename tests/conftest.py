@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded models, and a check that no test leaves a hook attached."""
+"""Shared fixtures: tiny seeded models, and a check that no test leaves a hook attached; the suite's workers (one per
+free core, each with its share of torch's threads) and its faster annotation checks (``_typecheck``)."""
 
 import os
 
@@ -15,6 +16,7 @@ from hookedmlp.hooks.point import HookPoint
 faster_checks()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: no error where xdist is absent
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (addopts): one worker per core this process may use, a cgroup's CPU quota included (xdist's own
     count would take every core of the host a container runs on)."""
