@@ -8,6 +8,9 @@ import weakref
 
 import typeguard
 
+# jaxtyping's own mend, kept so that tests/test_typecheck.py can hold the replacement to it
+JAXTYPING_SHIM = None
+
 
 def faster_checks() -> None:
     """Apply both (``tests/conftest.py`` does, in every worker)."""
@@ -31,6 +34,8 @@ def _direct_union_check() -> None:
         else:
             original(argname, value, expected_type, memo, globals=globals, locals=locals)
 
+    global JAXTYPING_SHIM
+    JAXTYPING_SHIM = shim
     check_type.__wrapped__ = original
     typeguard.check_type = check_type
 

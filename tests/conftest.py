@@ -1,5 +1,5 @@
 """Shared fixtures: tiny seeded models, and a check that no test leaves a hook attached; the suite's workers (one per
-free core, each with its share of torch's threads) and its faster annotation checks (``_typecheck``)."""
+core this process may use, each with its share of torch's threads) and its faster annotation checks (``_typecheck``)."""
 
 import os
 
@@ -19,7 +19,9 @@ faster_checks()
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: no error where xdist is absent
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (addopts): one worker per core this process may use, a cgroup's CPU quota included (xdist's own
-    count would take every core of the host a container runs on)."""
+    count would take every core of the host a container runs on); xdist's PYTEST_XDIST_AUTO_NUM_WORKERS still wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
     return allowed_cores()
 
 
@@ -29,6 +31,14 @@ def pytest_configure(config):
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         torch.set_num_threads(max(1, allowed_cores() // int(workers)))
+
+
+@pytest.fixture(autouse=True)
+def own_threads():
+    """A command run in-process sets torch's threads (``--threads auto``): the next test gets the worker's back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

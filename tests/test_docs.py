@@ -28,6 +28,9 @@ from mkdocs.structure.files import File, Files
 from test_notebooks import executed_notebooks  # noqa: F401  (a fixture: the builds render these, run once)
 
 ROOT = Path(__file__).resolve().parents[1]
+# With test_notebooks and test_site_browser on one pytest-xdist worker (--dist loadgroup): the notebooks run and the
+# site is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("site")
 
 
 def build(site_dir: Path, config: Path = ROOT / "mkdocs.yml") -> subprocess.CompletedProcess:

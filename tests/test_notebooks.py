@@ -17,6 +17,7 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOKS = sorted((ROOT / "docs" / "notebooks").glob("*.ipynb"))
+pytestmark = pytest.mark.xdist_group("site")  # run once, on the worker that builds the site (tests/test_docs.py)
 
 
 def _hook():

@@ -19,7 +19,10 @@ from test_notebooks import executed_notebooks  # noqa: F401  (the fixture built_
 WIDTH = 1280
 MUST_FIT = ("study/",)  # pages whose tables fit the column without scrolling
 
-pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (.ci/run installs it)"),
+    pytest.mark.xdist_group("site"),  # one pytest-xdist worker builds the site once for this file and test_docs
+]
 
 # Every table of the page: is it wider than the text column, can its wrapper scroll, and which words are
 # split mid-word: between two letters or digits (layer3.pos|t), not after a dot, a hyphen or a bracket.

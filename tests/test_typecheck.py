@@ -4,6 +4,7 @@ import functools
 import inspect
 from typing import Optional
 
+import _typecheck
 import pytest
 import torch
 import typeguard
@@ -39,6 +40,30 @@ def test_a_shape_annotation_is_still_checked():
         _rows(torch.ones(2, 4))
     with pytest.raises(TypeError):
         _rows(torch.ones(2, 3), torch.ones(5, 3))  # batch 2 bound by x, 5 here
+
+
+CASES = [
+    (value, annotation)
+    for annotation in (int | str, Optional[int | None], list[int | str], dict[str, int | None], tuple[int, str | bytes])
+    for value in (1, "a", None, 1.5, [1, "a"], [1, 1.5], {"k": 1}, {"k": "v"}, (1, "a"), (1, 2), b"b")
+]
+
+
+@pytest.mark.parametrize("with_memo", [False, True])
+def test_the_replacement_gives_jaxtypings_outcome_and_message_for_every_case(with_memo):
+    """Each (value, annotation): both accept, or both raise the same TypeError."""
+
+    def outcome(check, value, annotation):
+        memo = typeguard._TypeCheckMemo(globals(), locals()) if with_memo else None
+        try:
+            check("x", value, annotation, memo)
+        except TypeError as e:
+            return str(e)
+        return None
+
+    outcomes = [(outcome(_typecheck.JAXTYPING_SHIM, *c), outcome(typeguard.check_type, *c)) for c in CASES]
+    assert [old for old, _ in outcomes] == [new for _, new in outcomes]
+    assert sum(old is None for old, _ in outcomes) == 7  # 1 and "a"; 1 and None; [1, "a"]; {"k": 1}; (1, "a")
 
 
 def test_a_plain_functions_signature_is_computed_once_and_equals_inspects():

@@ -128,7 +128,12 @@ def store(nb: nbformat.NotebookNode, path: Path, src_uri: str) -> Path:
     with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".partial", delete=False) as f:
         nbformat.write(nb, f)
     os.replace(f.name, out)
-    entries = [(d.stat().st_mtime, d) for d in CACHE.iterdir()]  # a shared folder: other checkouts' entries too
+    entries = []
+    for d in CACHE.iterdir():  # a shared folder: other checkouts' entries too, and their runs removing old ones
+        try:
+            entries.append((d.stat().st_mtime, d))
+        except OSError:  # removed since iterdir listed it
+            continue
     for _, old in sorted(entries)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return out
