@@ -7,6 +7,7 @@ site builds then render the same executed copies from the cache instead of runni
 import base64
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,28 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
     nbformat.validate(nbformat.from_dict(nb))
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+
+
+def test_storing_keeps_the_newest_entries_and_skips_one_another_run_removed(tmp_path, monkeypatch) -> None:
+    """The cache folder is shared (checkouts, xdist workers): an entry listed, then removed by another run's pruning
+    before this one reads its time, is passed over, not a crash."""
+    hook = _hook()
+
+    class Listing(type(tmp_path)):
+        def iterdir(self):
+            yield from super().iterdir()
+            yield self / "removed-meanwhile"
+
+    cache = Listing(tmp_path)
+    for i in range(hook.KEEP + 2):
+        (cache / f"old{i}").mkdir()
+        os.utime(cache / f"old{i}", (i, i))
+    monkeypatch.setattr(hook, "CACHE", cache)
+    monkeypatch.setattr(hook, "cache_key", lambda path: "new")
+    out = hook.store(nbformat.v4.new_notebook(), NOTEBOOKS[0], "notebooks/tour.ipynb")
+    assert out == cache / "new" / "notebooks" / "tour.ipynb" and out.is_file()
+    kept = [f"old{i}" for i in range(3, hook.KEEP + 2)]  # the newest KEEP - 1 old ones, and the new entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "new"])
 
 
 def test_tour_runs(executed_notebooks: dict) -> None:
